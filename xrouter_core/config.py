@@ -1,0 +1,385 @@
+"""Settings for the router, read once at start.
+
+Sources, highest precedence first:
+  1. the process environment,
+  2. a `.env` file (path in XROUTER_ENV_FILE, default `./.env`),
+  3. `upstreams.json` (path in UPSTREAMS_FILE, default `./upstreams.json`),
+  4. built-in defaults.
+
+Nothing else in the package reads the environment: modules get a `Settings`.
+Every problem is collected and reported at once, one line each, so a bad
+configuration stops the router at start instead of failing per request.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+TIERS: tuple[str, ...] = ("cheap", "medium", "frontier")
+ROUTE_FIELDS: tuple[str, ...] = (
+    "base_url",
+    "api_key",
+    "model",
+    "provider",
+    "headers",
+    "deployment",
+    "api_version",
+)
+CLASSIFIER_FIELDS: tuple[str, ...] = (
+    "enabled",
+    "base_url",
+    "model",
+    "system_prompt",
+    "timeout_ms",
+    "force_stream",
+    "warmup",
+    "warmup_delay_ms",
+    "keep_alive_ms",
+    "loading_retry_ms",
+    "loading_max_retries",
+)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+class ConfigError(Exception):
+    """Raised with every configuration problem found, one line each."""
+
+    def __init__(self, problems: list[str]):
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+
+@dataclass(frozen=True)
+class Route:
+    """One upstream a tier is sent to."""
+
+    tier: str
+    base_url: str
+    api_key: str = ""
+    model: str = ""
+    provider: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    deployment: str = ""
+    api_version: str = ""
+
+    @property
+    def scheme(self) -> str:
+        return urlsplit(self.base_url).scheme
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.base_url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.base_url)
+        return parts.port or (443 if parts.scheme == "https" else 80)
+
+    @property
+    def base_path(self) -> str:
+        return urlsplit(self.base_url).path.rstrip("/")
+
+    def public(self) -> dict[str, Any]:
+        """What /health may show: never the key or header values (they may hold secrets)."""
+        return {
+            "tier": self.tier,
+            "base_url": self.base_url,
+            "provider": self.provider or "auto",
+            "model": self.model or None,
+            "has_api_key": bool(self.api_key),
+        }
+
+
+@dataclass(frozen=True)
+class ClassifierSettings:
+    enabled: bool = True
+    base_url: str = ""
+    model: str = ""
+    system_prompt: str = ""
+    timeout_ms: int = 2000
+    force_stream: bool = True
+    warmup: bool = True
+    warmup_delay_ms: int = 0
+    keep_alive_ms: int = 0
+    loading_retry_ms: int = 1000
+    loading_max_retries: int = 5
+    api_key: str = ""
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 3000
+    router_api_key: str = ""
+    log_level: str = "info"
+    log_to_file: bool = False
+    log_dir: str = "logs"
+    redis_url: str = ""
+    classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
+    routes: Mapping[str, Route] = field(default_factory=dict)
+    # Every value that must never be printed, so logs can redact them.
+    secrets: tuple[str, ...] = ()
+
+    def route(self, tier: str) -> Route | None:
+        return self.routes.get(tier)
+
+    def public(self) -> dict[str, Any]:
+        return {
+            "routes": {tier: route.public() for tier, route in self.routes.items()},
+            "classifier": {
+                "enabled": self.classifier.enabled,
+                "base_url": self.classifier.base_url or None,
+                "model": self.classifier.model or None,
+            },
+        }
+
+
+def parse_dotenv(text: str) -> dict[str, str]:
+    """A `.env` file: KEY=VALUE lines, `export` prefix, quotes and # comments allowed."""
+    values: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("export "):
+            line = line[len("export ") :].lstrip()
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        key, value = key.strip(), value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1]
+        elif " #" in value:
+            value = value.split(" #", 1)[0].rstrip()
+        values[key] = value
+    return values
+
+
+def upstreams_to_env(doc: Mapping[str, Any]) -> dict[str, str]:
+    """Flatten upstreams.json into the environment variable names it stands for.
+
+    Schema (every key optional):
+      {"classifier": {"enabled": true, "base_url": "...", "model": "...", ...},
+       "routes": {"cheap": {"base_url", "api_key", "model", "provider",
+                            "headers": {...}, "deployment", "api_version"},
+                  "medium": {...}, "frontier": {...}},
+       "redis_url": "..."}
+    """
+    flat: dict[str, str] = {}
+    classifier = doc.get("classifier") or {}
+    for key, value in classifier.items():
+        flat[f"CLASSIFIER_{key.upper()}"] = _to_env_text(value)
+    for tier, route in (doc.get("routes") or {}).items():
+        for key, value in (route or {}).items():
+            flat[f"{str(tier).upper()}_{key.upper()}"] = _to_env_text(value)
+    if doc.get("redis_url"):
+        flat["REDIS_URL"] = str(doc["redis_url"])
+    return flat
+
+
+def _to_env_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict | list):
+        return json.dumps(value)
+    return "" if value is None else str(value)
+
+
+def _read_sources(
+    environ: Mapping[str, str], env_file: Path | None, upstreams_file: Path | None
+) -> tuple[dict[str, str], list[str]]:
+    problems: list[str] = []
+    merged: dict[str, str] = {}
+    if upstreams_file is not None and upstreams_file.is_file():
+        try:
+            doc = json.loads(upstreams_file.read_text(encoding="utf-8"))
+            if not isinstance(doc, dict):
+                raise ValueError("the top level is not an object")
+            unknown = set(doc) - {"classifier", "routes", "redis_url", "$schema", "version"}
+            if unknown:
+                problems.append(f"{upstreams_file}: unknown keys {sorted(unknown)}")
+            for tier in doc.get("routes") or {}:
+                if tier not in TIERS:
+                    problems.append(f"{upstreams_file}: unknown route {tier!r} (use {TIERS})")
+            merged.update(upstreams_to_env(doc))
+        except (ValueError, AttributeError) as exc:
+            problems.append(f"{upstreams_file} is not valid: {exc}")
+    if env_file is not None and env_file.is_file():
+        merged.update(parse_dotenv(env_file.read_text(encoding="utf-8")))
+    merged.update(environ)
+    return merged, problems
+
+
+class _Reader:
+    """Typed reads from the merged sources that record problems instead of raising."""
+
+    def __init__(self, values: Mapping[str, str], problems: list[str]):
+        self.values = values
+        self.problems = problems
+
+    def text(self, name: str, default: str = "") -> str:
+        return self.values.get(name, default).strip() or default
+
+    def flag(self, name: str, default: bool) -> bool:
+        raw = self.values.get(name, "").strip().lower()
+        if not raw:
+            return default
+        if raw in ("1", "true", "yes", "on"):
+            return True
+        if raw in ("0", "false", "no", "off"):
+            return False
+        self.problems.append(f"{name} must be true or false, not {raw!r}")
+        return default
+
+    def integer(self, name: str, default: int, minimum: int = 0) -> int:
+        raw = self.values.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            value = int(raw)
+        except ValueError:
+            self.problems.append(f"{name} must be a whole number, not {raw!r}")
+            return default
+        if value < minimum:
+            self.problems.append(f"{name} must be at least {minimum}, not {value}")
+            return default
+        return value
+
+    def url(self, name: str, default: str = "") -> str:
+        value = self.text(name, default).rstrip("/")
+        if value:
+            parts = urlsplit(value)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                self.problems.append(f"{name} must be an http(s) URL, not {value!r}")
+        return value
+
+    def headers(self, name: str) -> dict[str, str]:
+        raw = self.values.get(name, "").strip()
+        if not raw:
+            return {}
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            value = None
+        if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+            self.problems.append(f"{name} is not a JSON object of string values")
+            return {}
+        for key, val in value.items():
+            if any(c in key + val for c in "\r\n"):
+                self.problems.append(f"{name}: header {key!r} contains a line break")
+                return {}
+        return value
+
+
+def load_settings(
+    environ: Mapping[str, str] | None = None,
+    env_file: str | Path | None = None,
+    upstreams_file: str | Path | None = None,
+) -> Settings:
+    """Merge the sources, validate everything, and return Settings or raise ConfigError."""
+    environ = dict(os.environ if environ is None else environ)
+    if env_file is None:
+        env_file = environ.get("XROUTER_ENV_FILE", ".env")
+    if upstreams_file is None:
+        upstreams_file = environ.get("UPSTREAMS_FILE", "upstreams.json")
+    values, problems = _read_sources(environ, Path(env_file), Path(upstreams_file))
+    read = _Reader(values, problems)
+
+    from xrouter_core.adapters import known_provider  # late: adapters import config
+
+    log_level = read.text("LOG_LEVEL", "info").lower()
+    if log_level not in LOG_LEVELS:
+        problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
+        log_level = "info"
+    port = read.integer("PORT", 3000, minimum=0)
+    if port > 65535:
+        problems.append(f"PORT must be at most 65535, not {port}")
+
+    classifier = ClassifierSettings(
+        enabled=read.flag("CLASSIFIER_ENABLED", True),
+        base_url=read.url("CLASSIFIER_BASE_URL"),
+        model=read.text("CLASSIFIER_MODEL"),
+        system_prompt=read.text("CLASSIFIER_SYSTEM_PROMPT"),
+        timeout_ms=read.integer("CLASSIFIER_TIMEOUT_MS", 2000, minimum=1),
+        force_stream=read.flag("CLASSIFIER_FORCE_STREAM", True),
+        warmup=read.flag("CLASSIFIER_WARMUP", True),
+        warmup_delay_ms=read.integer("CLASSIFIER_WARMUP_DELAY_MS", 0),
+        keep_alive_ms=read.integer("CLASSIFIER_KEEP_ALIVE_MS", 0),
+        loading_retry_ms=read.integer("CLASSIFIER_LOADING_RETRY_MS", 1000),
+        loading_max_retries=read.integer("CLASSIFIER_LOADING_MAX_RETRIES", 5),
+        api_key=read.text("CLASSIFIER_API_KEY"),
+    )
+
+    routes: dict[str, Route] = {}
+    for tier in TIERS:
+        prefix = tier.upper() + "_"
+        base_url = read.url(prefix + "BASE_URL")
+        model = read.text(prefix + "MODEL")
+        if tier == "cheap" and not base_url and classifier.base_url:
+            base_url = classifier.base_url
+        if tier == "cheap" and base_url and base_url == classifier.base_url and not model:
+            # One model on the local engine: no swapping between classifier and cheap.
+            model = classifier.model
+        provider = read.text(prefix + "PROVIDER").lower()
+        if provider and not known_provider(provider):
+            problems.append(f"{prefix}PROVIDER {provider!r} is not a known provider type")
+        route = Route(
+            tier=tier,
+            base_url=base_url,
+            api_key=read.text(prefix + "API_KEY"),
+            model=model,
+            provider=provider,
+            headers=read.headers(prefix + "HEADERS"),
+            deployment=read.text(prefix + "DEPLOYMENT"),
+            api_version=read.text(prefix + "API_VERSION"),
+        )
+        if base_url:
+            routes[tier] = route
+
+    if "frontier" not in routes:
+        problems.append("FRONTIER_BASE_URL is required: every request can end up on frontier")
+    if classifier.enabled:
+        if not classifier.base_url:
+            problems.append(
+                "CLASSIFIER_BASE_URL is required when CLASSIFIER_ENABLED is true"
+                " (or set CLASSIFIER_ENABLED=false to send everything to frontier)"
+            )
+        if "medium" not in routes:
+            problems.append("MEDIUM_BASE_URL is required when the classifier is enabled")
+        if "cheap" not in routes:
+            problems.append(
+                "CHEAP_BASE_URL is required when the classifier is enabled"
+                " (it defaults to CLASSIFIER_BASE_URL)"
+            )
+
+    if problems:
+        raise ConfigError(problems)
+
+    secrets = tuple(
+        s
+        for s in (
+            read.text("ROUTER_API_KEY"),
+            classifier.api_key,
+            *(r.api_key for r in routes.values()),
+            *(v for r in routes.values() for v in r.headers.values() if len(v) >= 8),
+        )
+        if s
+    )
+    return Settings(
+        host=read.text("HOST", "0.0.0.0"),
+        port=port,
+        router_api_key=read.text("ROUTER_API_KEY"),
+        log_level=log_level,
+        log_to_file=read.flag("LOG_TO_FILE", False),
+        log_dir=read.text("LOG_DIR", "logs"),
+        redis_url=read.text("REDIS_URL"),
+        classifier=classifier,
+        routes=routes,
+        secrets=secrets,
+    )

@@ -1,0 +1,66 @@
+"""Logging: the router's level, an optional file written off the event loop, and
+redaction of every configured secret from every log record."""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import queue
+from pathlib import Path
+
+from xrouter_core.config import Settings
+
+log = logging.getLogger("xrouter")
+
+_previous_factory = logging.getLogRecordFactory()
+_secrets: tuple[str, ...] = ()
+_listener: logging.handlers.QueueListener | None = None
+
+
+def _redacting_factory(*args, **kwargs) -> logging.LogRecord:
+    record = _previous_factory(*args, **kwargs)
+    if _secrets:
+        message = record.getMessage()
+        redacted = message
+        for secret in _secrets:
+            if secret in redacted:
+                redacted = redacted.replace(secret, "***")
+        if redacted is not message:
+            record.msg, record.args = redacted, None
+    return record
+
+
+def setup_logging(settings: Settings) -> None:
+    """Apply LOG_LEVEL, LOG_TO_FILE and LOG_DIR; safe to call again on reconfigure."""
+    global _secrets, _listener
+    _secrets = tuple(sorted(settings.secrets, key=len, reverse=True))
+    logging.setLogRecordFactory(_redacting_factory)
+    log.setLevel(settings.log_level.upper())
+    stop_file_logging()
+    if settings.log_to_file:
+        directory = Path(settings.log_dir)
+        directory.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.handlers.RotatingFileHandler(
+            directory / "xrouter.log", maxBytes=20_000_000, backupCount=5, encoding="utf-8"
+        )
+        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        # The file is written by a thread: hooks only put the record on a queue.
+        records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+        queue_handler = logging.handlers.QueueHandler(records)
+        queue_handler.setLevel(settings.log_level.upper())
+        queue_handler.set_name("xrouter-file")
+        log.addHandler(queue_handler)
+        _listener = logging.handlers.QueueListener(records, file_handler)
+        _listener.start()
+
+
+def stop_file_logging() -> None:
+    global _listener
+    for handler in list(log.handlers):
+        if handler.get_name() == "xrouter-file":
+            log.removeHandler(handler)
+    if _listener is not None:
+        _listener.stop()
+        for handler in _listener.handlers:
+            handler.close()
+        _listener = None

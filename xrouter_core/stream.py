@@ -1,0 +1,96 @@
+"""Per-flow stream translators, shaped as mitmproxy stream callables.
+
+mitmproxy calls `flow.response.stream` with every chunk as it arrives and once
+with b"" at the end; chunk boundaries are arbitrary. A translator returns the
+bytes to send the client now. It runs synchronously in the proxy's event loop,
+so it only parses what it must.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+from xrouter_core import canonical as ev
+from xrouter_core.adapters.base import StreamDecoder
+from xrouter_core.adapters.openai import usage_from_openai
+from xrouter_core.render import OpenAIChunkRenderer
+from xrouter_core.sse import SSEParser
+
+
+class StreamTranslator:
+    """The common shape: feed chunks, then finish; `usage` is known at the end."""
+
+    usage: ev.Usage | None = None
+    on_finish: Callable[[StreamTranslator], None] | None = None
+
+    def feed(self, chunk: bytes) -> bytes:
+        raise NotImplementedError
+
+    def finish(self) -> bytes:
+        raise NotImplementedError
+
+    def __call__(self, chunk: bytes) -> bytes:
+        if chunk:
+            return self.feed(chunk)
+        out = self.finish()
+        if self.on_finish is not None:
+            callback, self.on_finish = self.on_finish, None
+            callback(self)
+        return out
+
+
+class OpenAIPassthrough(StreamTranslator):
+    """OpenAI wire in and out: bytes pass untouched except the usage chunk, which is
+    read for counting and dropped when the client did not ask for it."""
+
+    def __init__(self, client_wants_usage: bool):
+        self.client_wants_usage = client_wants_usage
+        self.usage = None
+        self._parser = SSEParser()
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not self._parser.pending and chunk.endswith(b"\n\n") and b'"usage"' not in chunk:
+            return chunk  # the fast path: whole events with nothing to look at
+        return self._filter(self._parser.feed(chunk))
+
+    def finish(self) -> bytes:
+        return self._filter(self._parser.flush())
+
+    def _filter(self, events: list) -> bytes:
+        out: list[bytes] = []
+        for event in events:
+            raw = event.raw
+            if b'"usage"' in raw and b'"usage":null' not in raw and b'"usage": null' not in raw:
+                try:
+                    chunk = json.loads(event.data)
+                except ValueError:
+                    chunk = None
+                if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
+                    self.usage = usage_from_openai(chunk["usage"])
+                    if not self.client_wants_usage:
+                        if not chunk.get("choices"):
+                            continue  # the extra chunk we asked for
+                        chunk.pop("usage")
+                        out.append(b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n")
+                        continue
+            out.append(event.raw)
+        return b"".join(out)
+
+
+class TranslatingStream(StreamTranslator):
+    """Another provider's wire in, OpenAI chunks out, through the canonical events."""
+
+    def __init__(self, decoder: StreamDecoder, renderer: OpenAIChunkRenderer):
+        self.decoder = decoder
+        self.renderer = renderer
+
+    @property
+    def usage(self) -> ev.Usage | None:  # type: ignore[override]
+        return self.renderer.usage
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self.renderer.render(self.decoder.feed(chunk))
+
+    def finish(self) -> bytes:
+        return self.renderer.render(self.decoder.finish()) + self.renderer.close()

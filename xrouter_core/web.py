@@ -1,0 +1,86 @@
+"""The pages the router serves itself, as plain data: no mitmproxy here.
+
+`LocalResponse` is what the addon turns into a mitmproxy response.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from xrouter_core.errors import RouterError
+
+JSON = "application/json"
+
+# Paths the router answers on its own listener, with the methods each accepts.
+CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "/health": ("GET",),
+    "/v1/models": ("GET",),
+    **{path: ("POST",) for path in CHAT_PATHS},
+}
+PUBLIC_PATHS = frozenset({"/health"})
+
+
+@dataclass(slots=True)
+class LocalResponse:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=lambda: {"content-type": JSON})
+
+    @classmethod
+    def json(cls, doc: Any, status: int = 200) -> LocalResponse:
+        return cls(status, json.dumps(doc, indent=None).encode())
+
+    @classmethod
+    def error(cls, error: RouterError) -> LocalResponse:
+        return cls(error.status, error.body(), {"content-type": JSON, **error.headers})
+
+
+def check_method(path: str, method: str) -> None:
+    """404 for unknown paths, 405 (with Allow) for a known path and the wrong method."""
+    allowed = ENDPOINTS.get(path)
+    if allowed is None:
+        raise RouterError(404, f"Unknown path {path!r}. The router serves POST /v1/chat/completions.", code="not_found")
+    if method not in allowed and not (method == "HEAD" and "GET" in allowed):
+        raise RouterError(
+            405,
+            f"{method} is not allowed on {path}; use {', '.join(allowed)}.",
+            code="method_not_allowed",
+            headers={"allow": ", ".join(allowed)},
+        )
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def check_auth(path: str, headers: Mapping[str, str], router_api_key: str) -> None:
+    """With ROUTER_API_KEY set, every path but /health needs it (constant-time compare)."""
+    if not router_api_key or path in PUBLIC_PATHS:
+        return
+    given = bearer_token(headers) or headers.get("x-api-key", "").strip() or None
+    if given is None or not hmac.compare_digest(given.encode(), router_api_key.encode()):
+        raise RouterError(
+            401,
+            "Missing or invalid API key. Send 'Authorization: Bearer <ROUTER_API_KEY>'.",
+            type="authentication_error",
+            code="invalid_api_key",
+            headers={"www-authenticate": "Bearer"},
+        )
+
+
+def models_page(logical_models: list[str]) -> LocalResponse:
+    return LocalResponse.json(
+        {
+            "object": "list",
+            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "xrouter"} for name in logical_models],
+        }
+    )
