@@ -153,7 +153,7 @@ def test_early_abort_closes_the_classifier_stream(router, upstreams):
     # The fake notices the closed connection on its next write, after one tail step.
     assert upstreams.classifier.client_closed.wait(5)
     line = [
-        x for x in router.logs().splitlines() if "abort early" not in x and "source=classifier" in x
+        x for x in router.logs().splitlines() if "abort early" not in x and "source=llm" in x
     ][-1]
     classifier_ms = float(line.split("classifier_ms=")[1].split()[0])
     assert classifier_ms < 3000  # a full read would take the whole 3 s tail
@@ -170,7 +170,8 @@ def test_non_streaming_classifier(start_router, upstreams):
 
 @pytest.mark.parametrize("failure", ["refused", "garbage", "no_digit", "error_500", "timeout"])
 def test_classifier_failures_route_to_frontier(start_router, upstreams, failure):
-    env = {"CLASSIFIER_TIMEOUT_MS": "700"}
+    # llm mode: no built-in fallback (hybrid, the default, is tested in test_builtin.py).
+    env = {"CLASSIFIER_TIMEOUT_MS": "700", "CLASSIFIER_MODE": "llm"}
     if failure == "refused":
         env["CLASSIFIER_BASE_URL"] = f"http://127.0.0.1:{free_port()}/v1"
         env["CHEAP_BASE_URL"] = upstreams.cheap.url + "/v1"

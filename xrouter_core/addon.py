@@ -21,6 +21,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 
 from xrouter_core import mitm_compat
 from xrouter_core.adapters import Adapter, adapter_for
+from xrouter_core.builtin import BuiltinClassifier
 from xrouter_core.cache import MemoryCache
 from xrouter_core.canonical import Usage
 from xrouter_core.classifier import Decision, LLMClassifier
@@ -124,9 +125,14 @@ class Xrouter:
                 trust_env=False, timeout=httpx.Timeout(30.0, connect=5.0)
             )
         self.classifier = (
-            LLMClassifier(settings.classifier, self.client) if settings.classifier.enabled else None
+            LLMClassifier(settings.classifier, self.client) if settings.classifier.uses_llm else None
         )
-        self.policy = Policy(self.classifier, MemoryCache(max_entries=10_000, default_ttl=3600))
+        builtin = (
+            BuiltinClassifier(settings.classifier.thresholds) if settings.classifier.uses_builtin else None
+        )
+        self.policy = Policy(
+            self.classifier, MemoryCache(max_entries=10_000, default_ttl=3600), builtin=builtin
+        )
 
     def listen_by_default(self) -> None:
         """Plain `mitmdump -s addons/xrouter.py` serves the API on HOST:PORT in reverse mode."""

@@ -2,7 +2,8 @@
 
 It streams and stops at the first digit, closing the connection, so a decision
 costs about one token of the classifier's time. Any failure yields None and the
-policy sends the request to frontier; failures are logged once per cause.
+policy falls back (to the built-in classifier in hybrid mode, to frontier in llm mode);
+failures are logged once per cause.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ architecture or multi-file code changes, subtle debugging, research synthesis, \
 expert long-form writing, anything where a mistake is costly.
 If unsure between two levels, choose the higher. Answer with the digit only."""
 
+SOURCE = "llm"
 LOADING_MARKERS = ("loading model", "model is loading", "loading", "server busy")
 
 
@@ -125,7 +127,7 @@ class LLMClassifier:
             self._failed(type(exc).__name__, str(exc) or type(exc).__name__)
             return None
         self.last_ok, self.last_error = True, None
-        return Decision(tier, "classifier", (time.perf_counter() - started) * 1000)
+        return Decision(tier, SOURCE, (time.perf_counter() - started) * 1000)
 
     async def _classify_with_retries(self, text: str, budget_s: float) -> int:
         deadline = time.monotonic() + budget_s
@@ -201,7 +203,8 @@ class LLMClassifier:
         self.last_ok, self.last_error = False, cause
         if cause not in self._logged_causes:
             self._logged_causes.add(cause)
-            log.warning("classifier failed (%s): %s; routing to frontier", cause, detail)
+            then = "the built-in classifier decides" if self.settings.mode == "hybrid" else "routing to frontier"
+            log.warning("classifier failed (%s): %s; %s", cause, detail, then)
         else:
             log.debug("classifier failed (%s): %s", cause, detail)
 

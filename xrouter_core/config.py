@@ -43,7 +43,12 @@ CLASSIFIER_FIELDS: tuple[str, ...] = (
     "keep_alive_ms",
     "loading_retry_ms",
     "loading_max_retries",
+    "mode",
+    "thresholds",
 )
+CLASSIFIER_MODES: tuple[str, ...] = ("llm", "builtin", "hybrid")
+# Built-in classifier score (0..1) boundaries: cheap below the first, frontier from the second.
+DEFAULT_THRESHOLDS: tuple[float, float] = (0.33, 0.66)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -110,6 +115,18 @@ class ClassifierSettings:
     loading_retry_ms: int = 1000
     loading_max_retries: int = 5
     api_key: str = ""
+    # llm: the LLM decides, frontier when it fails; builtin: the in-process classifier
+    # decides; hybrid: the LLM when configured and answering, else the built-in one.
+    mode: str = "hybrid"
+    thresholds: tuple[float, float] = DEFAULT_THRESHOLDS
+
+    @property
+    def uses_llm(self) -> bool:
+        return self.enabled and self.mode != "builtin" and bool(self.base_url)
+
+    @property
+    def uses_builtin(self) -> bool:
+        return self.enabled and self.mode != "llm"
 
 
 @dataclass(frozen=True)
@@ -134,6 +151,8 @@ class Settings:
             "routes": {tier: route.public() for tier, route in self.routes.items()},
             "classifier": {
                 "enabled": self.classifier.enabled,
+                "mode": self.classifier.mode,
+                "thresholds": list(self.classifier.thresholds),
                 "base_url": self.classifier.base_url or None,
                 "model": self.classifier.model or None,
             },
@@ -165,7 +184,8 @@ def upstreams_to_env(doc: Mapping[str, Any]) -> dict[str, str]:
     """Flatten upstreams.json into the environment variable names it stands for.
 
     Schema (every key optional):
-      {"classifier": {"enabled": true, "base_url": "...", "model": "...", ...},
+      {"classifier": {"enabled": true, "mode": "hybrid", "thresholds": [0.33, 0.66],
+                      "base_url": "...", "model": "...", ...},
        "routes": {"cheap": {"base_url", "api_key", "model", "provider",
                             "headers": {...}, "deployment", "api_version"},
                   "medium": {...}, "frontier": {...}},
@@ -259,6 +279,25 @@ class _Reader:
                 self.problems.append(f"{name} must be an http(s) URL, not {value!r}")
         return value
 
+    def choice(self, name: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.text(name, default).lower()
+        if value not in choices:
+            self.problems.append(f"{name} must be one of {', '.join(choices)}, not {value!r}")
+            return default
+        return value
+
+    def thresholds(self, name: str, default: tuple[float, float]) -> tuple[float, float]:
+        """Two numbers 0 <= low <= high <= 1, written "0.33,0.66" or as a JSON list."""
+        raw = self.values.get(name, "").strip()
+        if not raw:
+            return default
+        try:
+            parsed = parse_thresholds(raw)
+        except ValueError as exc:
+            self.problems.append(f"{name}: {exc}")
+            return default
+        return parsed
+
     def headers(self, name: str) -> dict[str, str]:
         raw = self.values.get(name, "").strip()
         if not raw:
@@ -275,6 +314,25 @@ class _Reader:
                 self.problems.append(f"{name}: header {key!r} contains a line break")
                 return {}
         return value
+
+
+def parse_thresholds(raw: str) -> tuple[float, float]:
+    """'0.33,0.66' or '[0.33, 0.66]' -> (0.33, 0.66), or ValueError saying what is wrong."""
+    parts = [part.strip() for part in raw.strip().strip("[]").split(",") if part.strip()]
+    try:
+        values = [float(part) for part in parts]
+    except ValueError:
+        raise ValueError(f"thresholds must be two numbers like 0.33,0.66, not {raw!r}") from None
+    return check_thresholds(values)
+
+
+def check_thresholds(values) -> tuple[float, float]:
+    if len(values) != 2:
+        raise ValueError(f"two thresholds are needed (cheap|medium, medium|frontier), not {len(values)}")
+    low, high = float(values[0]), float(values[1])
+    if not (0.0 <= low <= high <= 1.0):
+        raise ValueError(f"thresholds must satisfy 0 <= low <= high <= 1, not {low}, {high}")
+    return low, high
 
 
 def load_settings(
@@ -314,6 +372,8 @@ def load_settings(
         loading_retry_ms=read.integer("CLASSIFIER_LOADING_RETRY_MS", 1000),
         loading_max_retries=read.integer("CLASSIFIER_LOADING_MAX_RETRIES", 5),
         api_key=read.text("CLASSIFIER_API_KEY"),
+        mode=read.choice("CLASSIFIER_MODE", CLASSIFIER_MODES, "hybrid"),
+        thresholds=read.thresholds("CLASSIFIER_THRESHOLDS", DEFAULT_THRESHOLDS),
     )
 
     routes: dict[str, Route] = {}
@@ -345,10 +405,10 @@ def load_settings(
     if "frontier" not in routes:
         problems.append("FRONTIER_BASE_URL is required: every request can end up on frontier")
     if classifier.enabled:
-        if not classifier.base_url:
+        if classifier.mode == "llm" and not classifier.base_url:
             problems.append(
-                "CLASSIFIER_BASE_URL is required when CLASSIFIER_ENABLED is true"
-                " (or set CLASSIFIER_ENABLED=false to send everything to frontier)"
+                "CLASSIFIER_BASE_URL is required when CLASSIFIER_MODE is llm"
+                " (CLASSIFIER_MODE=builtin or hybrid need no LLM server)"
             )
         if "medium" not in routes:
             problems.append("MEDIUM_BASE_URL is required when the classifier is enabled")

@@ -1,9 +1,15 @@
-"""Which tier a request goes to: cache first, then the classifier, frontier on doubt."""
+"""Which tier a request goes to: cache first, then the classifier, frontier on doubt.
+
+Decision sources, as the request log shows them: `llm` (the LLM classifier), `builtin`
+(the in-process classifier), `builtin_fallback` (hybrid mode, the LLM failed),
+`llm_failed` (llm mode, sent to frontier), `cache`, `disabled`, `no_text`.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from xrouter_core.builtin import BuiltinClassifier
 from xrouter_core.cache import Cache, cache_key
 from xrouter_core.classifier import Decision, LLMClassifier
 from xrouter_core.inbound import ChatRequest, content_text
@@ -44,17 +50,27 @@ def classifier_input(messages: list[dict[str, Any]]) -> str:
 
 
 class Policy:
-    """Decides the tier of one request; the classifier may be None (disabled)."""
+    """Decides the tier of one request.
+
+    `classifier` is the LLM classifier and `builtin` the in-process one; either may be
+    None. With both (hybrid), the built-in one decides when the LLM gives no answer.
+    With neither (CLASSIFIER_ENABLED=false), everything goes to frontier.
+    """
 
     def __init__(
-        self, classifier: LLMClassifier | None, decisions: Cache, decision_ttl: float = 3600.0
+        self,
+        classifier: LLMClassifier | None,
+        decisions: Cache,
+        decision_ttl: float = 3600.0,
+        builtin: BuiltinClassifier | None = None,
     ):
         self.classifier = classifier
+        self.builtin = builtin
         self.decisions = decisions
         self.decision_ttl = decision_ttl
 
     async def decide(self, request: ChatRequest) -> Decision:
-        if self.classifier is None:
+        if self.classifier is None and self.builtin is None:
             return Decision(FRONTIER, "disabled")
         text = classifier_input(request.messages)
         if not text:
@@ -63,8 +79,19 @@ class Policy:
         cached = await self.decisions.get(key)
         if cached is not None:
             return Decision(int(cached), "cache")
-        decision = await self.classifier.classify(text)
-        if decision is None:
-            return Decision(FRONTIER, "classifier_failed", detail=self.classifier.last_error or "")
+        if self.classifier is None:
+            assert self.builtin is not None
+            decision = self.builtin.decide(text)
+        else:
+            decision = await self.classifier.classify(text)
+            if decision is None:
+                # Not cached: the LLM may answer again for the next request.
+                error = self.classifier.last_error or "no answer"
+                if self.builtin is None:
+                    return Decision(FRONTIER, "llm_failed", detail=error)
+                fallback = self.builtin.decide(text)
+                fallback.source = "builtin_fallback"
+                fallback.detail = f"llm {error}; {fallback.detail}"
+                return fallback
         await self.decisions.set(key, str(decision.tier), self.decision_ttl)
         return decision

@@ -1,0 +1,166 @@
+"""Routing-quality metrics as the RouteLLM paper (Ong et al., 2024) defines them.
+
+A router gives every prompt a score; a threshold sends the prompts scoring at or above
+it to the strong model and the rest to the weak one. For one threshold:
+  strong share  = share of prompts sent to the strong model,
+  quality       = share answered correctly by the model each prompt was sent to,
+  PGR           = (quality - weak quality) / (strong quality - weak quality).
+Over the thresholds of a sweep (RouteLLM: the edges of 10 equal-count bins of the scores):
+  APGR     = area under PGR as the strong share goes from its lowest to its highest
+             value (trapezoid rule; RouteLLM computes (AUC - weak AUC) / (strong AUC - weak AUC),
+             the same number),
+  CPT(x %) = the strong share needed to reach PGR x % on the piecewise-linear curve.
+RouteLLM reads CPT with numpy.interp over the curve sorted by strong share, which is the
+same as the first crossing used here whenever quality rises with the strong share; when
+it does not, the first crossing is the paper's "minimum share of strong calls".
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+
+DEFAULT_BINS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class OperatingPoint:
+    threshold: float
+    strong_share: float
+    quality: float
+    pgr: float
+
+    def as_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def accuracy(values: Sequence[bool]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def quantile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear interpolation between order statistics (numpy's and pandas' default)."""
+    if not sorted_values:
+        raise ValueError("quantile of nothing")
+    position = (len(sorted_values) - 1) * q
+    low = math.floor(position)
+    high = min(low + 1, len(sorted_values) - 1)
+    fraction = position - low
+    return sorted_values[low] + (sorted_values[high] - sorted_values[low]) * fraction
+
+
+def quantile_thresholds(scores: Sequence[float], bins: int = DEFAULT_BINS) -> list[float]:
+    """The bin edges of pandas.qcut(scores, bins): minimum, inner quantiles, maximum.
+
+    Equal edges (discrete scores such as an LLM's 0/1/2) are kept once: they are the
+    same operating point.
+    """
+    ordered = sorted(scores)
+    edges = [quantile(ordered, index / bins) for index in range(bins + 1)]
+    unique: list[float] = []
+    for edge in edges:
+        if not unique or edge != unique[-1]:
+            unique.append(edge)
+    return unique
+
+
+def pgr(quality: float, weak_quality: float, strong_quality: float) -> float:
+    gap = strong_quality - weak_quality
+    if gap == 0:
+        return 0.0
+    return (quality - weak_quality) / gap
+
+
+def operating_point(
+    scores: Sequence[float],
+    weak: Sequence[bool],
+    strong: Sequence[bool],
+    threshold: float,
+    strictly_above: bool = False,
+) -> OperatingPoint:
+    """Route score >= threshold (or > threshold) to the strong model and measure it."""
+    total = len(scores)
+    sent = 0
+    correct = 0
+    for score, weak_ok, strong_ok in zip(scores, weak, strong, strict=True):
+        to_strong = score > threshold if strictly_above else score >= threshold
+        sent += to_strong
+        correct += strong_ok if to_strong else weak_ok
+    quality = correct / total
+    return OperatingPoint(
+        threshold, sent / total, quality, pgr(quality, accuracy(weak), accuracy(strong))
+    )
+
+
+def sweep(
+    scores: Sequence[float], weak: Sequence[bool], strong: Sequence[bool], bins: int = DEFAULT_BINS
+) -> list[OperatingPoint]:
+    """RouteLLM's sweep: score >= each bin edge, and > the last edge (no strong calls)."""
+    if not scores:
+        raise ValueError("no prompts to evaluate")
+    edges = quantile_thresholds(scores, bins)
+    points = [operating_point(scores, weak, strong, edge) for edge in edges]
+    points.append(operating_point(scores, weak, strong, edges[-1], strictly_above=True))
+    return sorted(points, key=lambda point: (point.strong_share, point.threshold))
+
+
+def apgr(points: Sequence[OperatingPoint]) -> float:
+    """Area under PGR over the strong share, divided by the share range swept (1 when 0..100 %)."""
+    ordered = sorted(points, key=lambda point: point.strong_share)
+    span = ordered[-1].strong_share - ordered[0].strong_share
+    if span == 0:
+        return ordered[0].pgr
+    area = 0.0
+    for left, right in zip(ordered, ordered[1:], strict=False):
+        area += (right.strong_share - left.strong_share) * (left.pgr + right.pgr) / 2
+    return area / span
+
+
+def cpt(points: Sequence[OperatingPoint], target_pgr: float) -> float | None:
+    """The smallest strong share at which the curve reaches target_pgr; None if it never does."""
+    ordered = sorted(points, key=lambda point: point.strong_share)
+    if ordered[0].pgr >= target_pgr:
+        return ordered[0].strong_share
+    for left, right in zip(ordered, ordered[1:], strict=False):
+        if left.pgr < target_pgr <= right.pgr:
+            fraction = (target_pgr - left.pgr) / (right.pgr - left.pgr)
+            return left.strong_share + fraction * (right.strong_share - left.strong_share)
+    return None
+
+
+def optimal_quality(weak: Sequence[bool], strong: Sequence[bool], strong_share: float) -> float:
+    """The best quality any router could reach with this strong share (RouteLLM's 'optimal')."""
+    total = len(weak)
+    gain = sum(1 for w, s in zip(weak, strong, strict=True) if s and not w)
+    return (sum(weak) + min(strong_share * total, gain)) / total
+
+
+def random_scores(count: int, seed: int = 0) -> list[float]:
+    """RouteLLM's random router: a uniform draw per prompt, seeded for reproducibility."""
+    rng = random.Random(seed)
+    return [rng.uniform(0, 1) for _ in range(count)]
+
+
+def summarize(
+    scores: Sequence[float], weak: Sequence[bool], strong: Sequence[bool], bins: int = DEFAULT_BINS
+) -> dict:
+    """Every figure of one router on one benchmark, ready for JSON."""
+    points = sweep(scores, weak, strong, bins)
+    weak_quality, strong_quality = accuracy(weak), accuracy(strong)
+    return {
+        "prompts": len(scores),
+        "weak_quality": weak_quality,
+        "strong_quality": strong_quality,
+        "apgr": apgr(points),
+        "cpt50": cpt(points, 0.5),
+        "cpt80": cpt(points, 0.8),
+        "points": [
+            {
+                **point.as_dict(),
+                "quality_retained": point.quality / strong_quality if strong_quality else 0.0,
+            }
+            for point in points
+        ],
+    }
