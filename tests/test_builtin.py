@@ -1,0 +1,234 @@
+"""The built-in classifier: its score, its settings, its training, and the router using it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+from conftest import free_port, unique
+
+from xrouter_core import builtin, train_builtin
+from xrouter_core.builtin import BuiltinClassifier, analyse, apply_rules, tier_for
+from xrouter_core.config import DEFAULT_THRESHOLDS, ConfigError, load_settings
+from xrouter_core.routellm_data import BENCHMARKS, load_benchmark, split_of
+
+CHAT = "/v1/chat/completions"
+SIMPLE = "hi, how are you today?"
+HARD = (
+    "Prove that there are infinitely many primes of the form 4k+3, then derive an upper bound "
+    "on the gap between consecutive such primes and explain the proof step by step."
+)
+ARCHITECTURE = (
+    "Design the architecture of a distributed, horizontally scalable rate limiter for a "
+    "multi-region API gateway and discuss the trade-offs between consistency and latency."
+)
+
+
+def ask(text: str) -> dict:
+    return {"model": "xrouter/auto", "messages": [{"role": "user", "content": text}]}
+
+
+# ---- the score -----------------------------------------------------------------
+
+
+def test_score_is_a_deterministic_difficulty_in_0_1():
+    classifier = BuiltinClassifier()
+    texts = [SIMPLE, HARD, ARCHITECTURE, "", "x" * 20_000, "Janet has 3 apples and buys 5."]
+    scores = [classifier.score(text) for text in texts]
+    assert all(0.0 <= score <= 1.0 for score in scores)
+    assert scores == [classifier.score(text) for text in texts]
+
+
+def test_simple_chat_is_cheap_and_hard_asks_are_frontier():
+    classifier = BuiltinClassifier()
+    for text in (SIMPLE, "Thanks!", "What is the capital of France?", "Translate 'good night' into Italian."):
+        assert classifier.decide(text).tier == 0, text
+    for text in (HARD, ARCHITECTURE):
+        assert classifier.decide(text).tier == 2, text
+    assert classifier.score(SIMPLE) < classifier.score(HARD)
+
+
+def test_learned_part_ranks_strong_model_prompts_higher_on_calibration_data():
+    """Without the everyday rules, prompts where only the strong model was right score
+    higher on average than prompts both models got right."""
+    classifier = BuiltinClassifier(rules=False)
+    examples = load_benchmark("mmlu", "calibration")[:3000]
+    gain = [classifier.score(e.prompt) for e in examples if e.strong_correct and not e.weak_correct]
+    same = [classifier.score(e.prompt) for e in examples if e.strong_correct and e.weak_correct]
+    assert sum(gain) / len(gain) > sum(same) / len(same) + 0.1
+
+
+def test_rules_cap_short_messages_and_floor_code_and_hard_asks():
+    short = analyse("hello, can you help me?")
+    assert apply_rules(0.9, short) == builtin.SHORT_CAP
+    code = analyse("Why does this fail?\n```python\ndef f(x):\n    return x +\n```")
+    assert code.code and apply_rules(0.1, code) == builtin.CODE_FLOOR
+    one = analyse("Please refactor the module that handles invoices so that it reads better and keeps its behaviour.")
+    assert one.hard_asks == 1 and apply_rules(0.0, one) == builtin.HARD_FLOOR[0]
+    assert analyse(HARD).hard_asks >= 2 and apply_rules(0.0, analyse(HARD)) == builtin.HARD_FLOOR[1]
+    assert apply_rules(0.95, analyse(HARD)) == 0.95  # floors never lower a score
+
+
+def test_tier_boundaries_and_threshold_validation():
+    assert [tier_for(s, (0.3, 0.7)) for s in (0.0, 0.299, 0.3, 0.699, 0.7, 1.0)] == [0, 0, 1, 1, 2, 2]
+    assert tier_for(0.5, (0.5, 0.5)) == 2  # equal thresholds: no medium tier
+    for bad in ((0.7, 0.3), (-0.1, 0.5), (0.2, 1.5), (0.5,)):
+        with pytest.raises(ValueError):
+            BuiltinClassifier(bad)
+
+
+def test_classify_matches_the_llm_classifier_interface():
+    decision = asyncio.run(BuiltinClassifier((0.1, 0.2)).classify(HARD))
+    assert decision is not None
+    assert (decision.tier, decision.source) == (2, "builtin")
+    assert decision.ms >= 0 and decision.detail.startswith("score=")
+
+
+# ---- training ------------------------------------------------------------------
+
+
+def test_split_is_fixed_and_disjoint():
+    for benchmark in BENCHMARKS:
+        calibration = {e.prompt for e in load_benchmark(benchmark, "calibration")}
+        held_out = {e.prompt for e in load_benchmark(benchmark, "heldout")}
+        everything = load_benchmark(benchmark, "all")
+        assert calibration and held_out and not calibration & held_out
+        assert len(calibration) + len(held_out) == len({e.prompt for e in everything})
+    assert split_of("What is 2+2?") == split_of("What is 2+2?")
+
+
+def test_bundled_weights_are_what_the_training_script_makes(tmp_path):
+    """Reproducible: training on the calibration split gives the committed file exactly."""
+    out = tmp_path / "weights.json"
+    assert train_builtin.main(["--out", str(out)]) == 0
+    made = json.loads(out.read_text())
+    bundled = json.loads(builtin.WEIGHTS_PATH.read_text())
+    assert made == bundled
+    calibration = {b: len(load_benchmark(b, "calibration")) for b in BENCHMARKS}
+    assert bundled["meta"]["prompts"] == calibration
+
+
+# ---- settings ------------------------------------------------------------------
+
+ROUTES = {
+    "CHEAP_BASE_URL": "http://127.0.0.1:1/v1",
+    "MEDIUM_BASE_URL": "http://127.0.0.1:2/v1",
+    "FRONTIER_BASE_URL": "http://127.0.0.1:3/v1",
+}
+
+
+def load(env, tmp_path, upstreams=None):
+    path = tmp_path / "upstreams.json"
+    if upstreams is not None:
+        path.write_text(json.dumps(upstreams))
+    return load_settings(env, env_file=tmp_path / "none.env", upstreams_file=path)
+
+
+def test_hybrid_is_the_default_and_needs_no_llm_server(tmp_path):
+    settings = load(ROUTES, tmp_path)
+    classifier = settings.classifier
+    assert (classifier.mode, classifier.thresholds) == ("hybrid", DEFAULT_THRESHOLDS)
+    assert classifier.uses_builtin and not classifier.uses_llm
+    assert settings.public()["classifier"]["mode"] == "hybrid"
+
+
+def test_llm_mode_still_requires_the_base_url(tmp_path):
+    with pytest.raises(ConfigError, match="CLASSIFIER_BASE_URL is required when CLASSIFIER_MODE is llm"):
+        load({**ROUTES, "CLASSIFIER_MODE": "llm"}, tmp_path)
+    settings = load({**ROUTES, "CLASSIFIER_MODE": "LLM", "CLASSIFIER_BASE_URL": "http://127.0.0.1:4"}, tmp_path)
+    assert settings.classifier.uses_llm and not settings.classifier.uses_builtin
+
+
+def test_thresholds_from_env_and_upstreams_json(tmp_path):
+    settings = load({**ROUTES, "CLASSIFIER_THRESHOLDS": " 0.2, 0.5 "}, tmp_path)
+    assert settings.classifier.thresholds == (0.2, 0.5)
+    settings = load(ROUTES, tmp_path, {"classifier": {"mode": "builtin", "thresholds": [0.1, 0.9]}})
+    assert (settings.classifier.mode, settings.classifier.thresholds) == ("builtin", (0.1, 0.9))
+
+
+def test_bad_mode_and_thresholds_are_reported_together(tmp_path):
+    with pytest.raises(ConfigError) as caught:
+        load({**ROUTES, "CLASSIFIER_MODE": "oracle", "CLASSIFIER_THRESHOLDS": "0.8,0.2"}, tmp_path)
+    text = "\n".join(caught.value.problems)
+    assert "CLASSIFIER_MODE must be one of llm, builtin, hybrid, not 'oracle'" in text
+    assert "CLASSIFIER_THRESHOLDS: thresholds must satisfy 0 <= low <= high <= 1" in text
+    with pytest.raises(ConfigError, match="two numbers"):
+        load({**ROUTES, "CLASSIFIER_THRESHOLDS": "low,high"}, tmp_path)
+
+
+def test_disabled_classifier_uses_neither(tmp_path):
+    settings = load({"CLASSIFIER_ENABLED": "false", "FRONTIER_BASE_URL": "http://127.0.0.1:3/v1"}, tmp_path)
+    assert not settings.classifier.uses_builtin and not settings.classifier.uses_llm
+
+
+# ---- the router, end to end (real mitmdump, fake providers) ---------------------
+
+
+def routes_env(upstreams) -> dict[str, str]:
+    env = upstreams.env()
+    del env["CLASSIFIER_BASE_URL"], env["CLASSIFIER_MODEL"]
+    return env
+
+
+def decision_lines(router, marker: str) -> list[str]:
+    return [line for line in router.logs().splitlines() if "routed decision=" in line and marker in line]
+
+
+def test_without_an_llm_server_simple_and_hard_prompts_go_to_different_tiers(start_router, upstreams):
+    router = start_router(routes_env(upstreams), base=False)
+    with router.client() as client:
+        simple = client.post(CHAT, json=ask(unique(SIMPLE)))
+        hard = client.post(CHAT, json=ask(unique(HARD)))
+        health = client.get("/health").json()
+    assert simple.status_code == hard.status_code == 200
+    assert simple.headers["x-xrouter-upstream"] == "cheap"
+    assert hard.headers["x-xrouter-upstream"] == "frontier"
+    assert simple.json()["model"] == "cheap-model" and hard.json()["model"] == "frontier-model"
+    assert upstreams.classifier.requests == []
+    assert health["classifier"]["mode"] == "hybrid"
+    lines = [line for line in router.logs().splitlines() if "routed decision=" in line]
+    assert len(lines) == 2 and all("source=builtin " in line for line in lines)
+
+
+@pytest.mark.parametrize("failure", ["refused", "error_500"])
+def test_hybrid_falls_back_to_builtin_when_the_llm_fails(start_router, upstreams, failure):
+    env = {"CLASSIFIER_TIMEOUT_MS": "700"}
+    if failure == "refused":
+        env["CLASSIFIER_BASE_URL"] = f"http://127.0.0.1:{free_port()}/v1"
+    else:
+        from fakes import Reply
+
+        upstreams.classifier.failure = Reply(status=500, body={"error": {"message": "boom"}})
+    router = start_router(env)
+    upstreams.classifier.digit = "2"  # would send everything to frontier if it answered
+    with router.client() as client:
+        simple = client.post(CHAT, json=ask(unique(SIMPLE)))
+        hard = client.post(CHAT, json=ask(unique(HARD)))
+        health = client.get("/health").json()
+    assert simple.headers["x-xrouter-upstream"] == "cheap"
+    assert hard.headers["x-xrouter-upstream"] == "frontier"
+    assert health["classifier"]["last_call_ok"] is False
+    assert len(decision_lines(router, "source=builtin_fallback")) == 2
+    assert "the built-in classifier decides" in router.logs()
+    if failure == "error_500":
+        assert len(upstreams.classifier.requests) == 2  # the LLM was asked each time
+
+
+def test_hybrid_uses_the_llm_when_it_answers(start_router, upstreams):
+    router = start_router({})
+    upstreams.classifier.digit = "1"
+    with router.client() as client:
+        reply = client.post(CHAT, json=ask(unique(SIMPLE)))
+    assert reply.headers["x-xrouter-upstream"] == "medium"  # the LLM's 1, not the built-in 0
+    assert len(decision_lines(router, "source=llm ")) == 1
+
+
+def test_builtin_mode_never_asks_the_llm(start_router, upstreams):
+    router = start_router({"CLASSIFIER_MODE": "builtin", "CLASSIFIER_THRESHOLDS": "0.0,0.0"})
+    with router.client() as client:
+        reply = client.post(CHAT, json=ask(unique(SIMPLE)))
+    # Both thresholds at 0: every score reaches frontier.
+    assert reply.headers["x-xrouter-upstream"] == "frontier"
+    assert upstreams.classifier.requests == []
+    assert len(decision_lines(router, "source=builtin ")) == 1
