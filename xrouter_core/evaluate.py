@@ -75,6 +75,8 @@ class LLMScorer:
     def __init__(self, settings: ClassifierSettings, concurrency: int = 1):
         self.settings = settings
         self.concurrency = max(1, concurrency)
+        # Answers by prompt, so llm and hybrid on the same prompts ask only once.
+        self.answers: dict[str, tuple[int | None, float | None]] = {}
 
     async def tiers(
         self, texts: Sequence[str], progress: Callable[[int], None]
@@ -95,11 +97,14 @@ class LLMScorer:
 
             async def one(index: int, text: str) -> None:
                 nonlocal done
-                async with gate:
-                    decision = await classifier.classify(truncate_middle(text, MAX_INPUT_CHARS))
-                if decision is not None:
-                    results[index] = decision.tier
-                    times.append(decision.ms)
+                if text not in self.answers:
+                    async with gate:
+                        decision = await classifier.classify(truncate_middle(text, MAX_INPUT_CHARS))
+                    self.answers[text] = (decision.tier, decision.ms) if decision else (None, None)
+                tier, ms = self.answers[text]
+                results[index] = tier
+                if ms is not None:
+                    times.append(ms)
                 done += 1
                 progress(done)
 
