@@ -20,8 +20,8 @@ from mitmproxy import ctx, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from xrouter_core import mitm_compat
+from xrouter_core.accounting import CACHE_HEADER, Accounting
 from xrouter_core.adapters import Adapter, adapter_for
-from xrouter_core.cache import MemoryCache
 from xrouter_core.canonical import Usage
 from xrouter_core.classifier import Decision, LLMClassifier
 from xrouter_core.config import ConfigError, Route, Settings, load_settings
@@ -30,13 +30,24 @@ from xrouter_core.inbound import ChatRequest, parse_openai_chat
 from xrouter_core.logs import setup_logging
 from xrouter_core.policy import TIER_NAMES, Policy
 from xrouter_core.render import OpenAIChunkRenderer
+from xrouter_core.responsecache import RecordingStream
 from xrouter_core.stream import OpenAIPassthrough, StreamTranslator, TranslatingStream
-from xrouter_core.web import CHAT_PATHS, LocalResponse, check_auth, check_method, models_page
+from xrouter_core.web import (
+    CHAT_PATHS,
+    PLOTLY_PATH,
+    LocalResponse,
+    check_auth,
+    check_method,
+    dashboard_page,
+    models_page,
+    plotly_script,
+)
 
 log = logging.getLogger("xrouter")
 
 META = "xrouter"
 # Hosts whose chat calls are routed when clients use the router as an HTTPS proxy.
+USAGE_PAGES = frozenset({"/usage", "/usage/reset", "/metrics", "/dashboard", PLOTLY_PATH})
 PROVIDER_HOSTS = frozenset(
     {
         "api.openai.com",
@@ -76,6 +87,7 @@ class Xrouter:
         self.client: httpx.AsyncClient | None = None
         self.classifier: LLMClassifier | None = None
         self.policy: Policy | None = None
+        self.accounting: Accounting | None = None
         self.background: set[asyncio.Task] = set()
 
     # ---- lifecycle -------------------------------------------------------------
@@ -126,7 +138,10 @@ class Xrouter:
         self.classifier = (
             LLMClassifier(settings.classifier, self.client) if settings.classifier.enabled else None
         )
-        self.policy = Policy(self.classifier, MemoryCache(max_entries=10_000, default_ttl=3600))
+        if self.accounting is not None:
+            self.accounting.close()
+        self.accounting = Accounting(settings)
+        self.policy = Policy(self.classifier, self.accounting.decisions, settings.decision_cache_ttl)
 
     def listen_by_default(self) -> None:
         """Plain `mitmdump -s addons/xrouter.py` serves the API on HOST:PORT in reverse mode."""
@@ -150,6 +165,8 @@ class Xrouter:
             "xrouter ready: %s",
             ", ".join(f"{t}={r.base_url}" for t, r in self.settings.routes.items()),
         )
+        if self.accounting is not None:
+            self.accounting.start()
         if self.classifier is not None and self.settings.classifier.warmup:
             self.spawn(self.classifier.warm_up())
         if self.classifier is not None and self.settings.classifier.keep_alive_ms > 0:
@@ -158,6 +175,9 @@ class Xrouter:
     def done(self) -> None:
         for task in self.background:
             task.cancel()
+        if self.accounting is not None:
+            self.accounting.close()  # the last usage counts and request log lines
+            self.accounting = None
 
     def spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -192,6 +212,19 @@ class Xrouter:
             await self.route_chat(flow, intercepted=False)
         elif path == "/health":
             local_response(flow, LocalResponse.json(self.health()))
+        elif path in USAGE_PAGES:
+            assert self.accounting is not None
+            if path == "/usage":
+                query = flow.request.path.partition("?")[2]
+                local_response(flow, await self.accounting.usage_page(query))
+            elif path == "/usage/reset":
+                local_response(flow, await self.accounting.reset())
+            elif path == "/metrics":
+                local_response(flow, await self.accounting.metrics_page())
+            elif path == "/dashboard":
+                local_response(flow, dashboard_page())
+            else:
+                local_response(flow, plotly_script())
         elif path == "/v1/models":
             local_response(
                 flow, models_page(["xrouter/auto", *(f"xrouter/{t}" for t in TIER_NAMES)])
@@ -221,6 +254,11 @@ class Xrouter:
         except RouterError as exc:
             local_response(flow, LocalResponse.error(exc))
             return
+        assert self.accounting is not None
+        cache_key, cached = await self.accounting.cached_answer(chat)
+        if cached is not None:
+            local_response(flow, cached)
+            return
         decision = await self.policy.decide(chat)
         route = self.route_for(decision.tier)
         adapter = adapter_for(route)
@@ -244,6 +282,8 @@ class Xrouter:
         request.headers["content-length"] = str(len(upstream.body))
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = RoutedFlow(chat, decision, route, adapter, started)
+        if cache_key is not None:
+            flow.metadata[META].extra["cache_key"] = cache_key
 
     # ---- response --------------------------------------------------------------
 
@@ -254,6 +294,8 @@ class Xrouter:
         response = flow.response
         response.headers["x-xrouter-decision"] = str(routed.decision.tier)
         response.headers["x-xrouter-upstream"] = routed.route.tier
+        if "cache_key" in routed.extra:
+            response.headers[CACHE_HEADER] = "miss"
         if response.status_code >= 400 or not routed.chat.stream:
             return  # buffered: the response hook translates it
         if "text/event-stream" not in response.headers.get("content-type", ""):
@@ -266,7 +308,9 @@ class Xrouter:
                 routed.route.model, include_usage=routed.chat.wants_usage
             )
             translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
-        translator.on_finish = lambda t: self.finished(flow, routed, 200, t.usage)
+        if "cache_key" in routed.extra:
+            translator = RecordingStream(translator)
+        translator.on_finish = lambda t: self.finished(flow, routed, 200, t.usage, stream=t)
         routed.translator = translator
         # The body length changes (usage chunk, translation): always chunked to the client.
         response.headers.pop("content-length", None)
@@ -285,6 +329,7 @@ class Xrouter:
             self.finished(flow, routed, response.status_code, None)
             return
         usage = None
+        completion = None
         try:
             completion = routed.adapter.parse_response(response.get_content(strict=False) or b"")
             if not routed.adapter.openai_wire:
@@ -302,7 +347,7 @@ class Xrouter:
                 routed.route.tier,
                 exc,
             )
-        self.finished(flow, routed, response.status_code, usage)
+        self.finished(flow, routed, response.status_code, usage, completion=completion)
 
     def answer_upstream_error(self, flow: http.HTTPFlow, routed: RoutedFlow) -> None:
         assert self.settings is not None and flow.response is not None
@@ -341,8 +386,10 @@ class Xrouter:
         status: int,
         usage: Usage | None,
         error: str = "",
+        stream: StreamTranslator | None = None,
+        completion: Any = None,
     ) -> None:
-        """Once per routed flow: the one log line (and, later, the usage counters)."""
+        """Once per routed flow: the one log line, the usage counters, the request log."""
         if routed.done:
             return
         routed.done = True
@@ -360,3 +407,5 @@ class Xrouter:
             tokens,
             f" error={error}" if error else "",
         )
+        if self.accounting is not None:
+            self.accounting.routed_finished(routed, status, usage, total_ms, stream, completion)

@@ -23,6 +23,10 @@ class StreamTranslator:
 
     usage: ev.Usage | None = None
     on_finish: Callable[[StreamTranslator], None] | None = None
+    # What reached the client, for estimating tokens when the provider reported none.
+    bytes_out: int = 0
+    events_out: int = 0
+    first_event_size: int = 0
 
     def feed(self, chunk: bytes) -> bytes:
         raise NotImplementedError
@@ -35,12 +39,29 @@ class StreamTranslator:
         item as one HTTP chunk, and an empty chunk would end a chunked body early."""
         if chunk:
             out = self.feed(chunk)
-            return [out] if out else []
+            if out:
+                self._count(out)
+                return [out]
+            return []
         out = self.finish()
+        if out:
+            self._count(out)
         if self.on_finish is not None:
             callback, self.on_finish = self.on_finish, None
             callback(self)
         return [out] if out else []
+
+    def _count(self, out: bytes) -> None:
+        self.bytes_out += len(out)
+        self.events_out += out.count(b"\n\n")
+        if not self.first_event_size:
+            self.first_event_size = out.find(b"\n\n") + 2
+
+    def content_chars_estimate(self) -> int:
+        """About how many characters of content the client received: the bytes minus
+        each event's JSON wrapper, sized from the first (role-only) chunk."""
+        wrapper = max(self.first_event_size - len(b'"role":"assistant",""'), 0)
+        return max(self.bytes_out - self.events_out * wrapper, 0)
 
 
 class OpenAIPassthrough(StreamTranslator):
