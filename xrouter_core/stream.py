@@ -58,10 +58,16 @@ class StreamTranslator:
             self.first_event_size = out.find(b"\n\n") + 2
 
     def content_chars_estimate(self) -> int:
-        """About how many characters of content the client received: the bytes minus
-        each event's JSON wrapper, sized from the first (role-only) chunk."""
-        wrapper = max(self.first_event_size - len(b'"role":"assistant",""'), 0)
-        return max(self.bytes_out - self.events_out * wrapper, 0)
+        """About how many characters of content the client received, for the rare stream
+        whose provider reported no usage. Cheap to keep: bytes and events are counted per
+        chunk, nothing is parsed. Each event's JSON wrapper is sized from the first chunk
+        (role only, ~20 bytes more than a content chunk's); the finish chunk (~12 bytes
+        less than a wrapper) and `data: [DONE]` (14 bytes) carry no content."""
+        if self.events_out < 3:
+            return 0
+        wrapper = max(self.first_event_size - 20, 0)
+        rest = self.bytes_out - self.first_event_size - 14 + 12
+        return max(rest - (self.events_out - 2) * wrapper, 0)
 
 
 class OpenAIPassthrough(StreamTranslator):
