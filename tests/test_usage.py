@@ -3,6 +3,7 @@ routers (mitmdump), a real redis-server and real headless Chromium, all on 127.0
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import shutil
@@ -223,8 +224,9 @@ def test_response_cache_answers_identical_deterministic_requests(start_router, u
     stream_body = ask(unique("stream cache"), stream=True)
     with router.client() as client:
         assert send(client, stream_body).headers["x-xrouter-cache"] == "miss"
-        replay = wait_for(lambda: (r := send(client, stream_body)).headers.get(
-            "x-xrouter-cache") == "hit" and r)
+        replay = wait_for(
+            lambda: (r := send(client, stream_body)).headers.get("x-xrouter-cache") == "hit" and r
+        )
         whole = send(client, {**stream_body, "stream": False})
     assert b"Hello from medium" in replay.content and replay.content.endswith(b"data: [DONE]\n\n")
     assert whole.json()["choices"][0]["message"]["content"] == "Hello from medium!"
@@ -246,11 +248,16 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [
                 shutil.which("redis-server") or "/usr/bin/redis-server",
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.directory),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.directory),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -269,10 +276,8 @@ class RedisServer:
         """SHUTDOWN SAVE: the data survives (to dump.rdb) although --save is off."""
         import redis
 
-        try:
+        with contextlib.suppress(redis.exceptions.ConnectionError):
             redis.Redis(port=self.port).shutdown(save=True)
-        except redis.exceptions.ConnectionError:
-            pass
         self.proc.wait(10)
 
     def kill(self) -> None:
@@ -357,7 +362,7 @@ def chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
             "--disable-sync",
             "--disable-dev-shm-usage",
             f"--user-data-dir={profile}",
-            "--virtual-time-budget=8000",
+            "--virtual-time-budget=3000",
             *extra,
             url,
         ],
@@ -371,7 +376,9 @@ def test_dashboard_renders_usage_in_headless_chromium(start_router, upstreams, t
         pytest.fail("chromium is not installed (.ci/run installs it)")
     by_text(upstreams)
     key = "dash-key-7890abc"
-    router = start_router({**PRICES, "ROUTER_API_KEY": key, "XROUTER_DATA_DIR": str(tmp_path / "d")})
+    router = start_router(
+        {**PRICES, "ROUTER_API_KEY": key, "XROUTER_DATA_DIR": str(tmp_path / "d")}
+    )
     with router.client(headers={"authorization": f"Bearer {key}"}) as client:
         for text in ("easy", "easy", "easy", "middling", "middling", "hard"):
             assert send(client, ask(unique(text))).status_code == 200
@@ -414,3 +421,20 @@ def test_dashboard_renders_usage_in_headless_chromium(start_router, upstreams, t
     )
     assert taken.returncode == 0 and shot.stat().st_size > 20_000, taken.stderr.decode()[-2000:]
     print(f"dashboard screenshot: {shot}")
+
+
+def test_redis_down_at_start_serves_from_the_local_backend(start_router, upstreams, tmp_path):
+    dead = free_port()  # nothing listens here
+    router = start_router(
+        {"REDIS_URL": f"redis://127.0.0.1:{dead}/0", "XROUTER_DATA_DIR": str(tmp_path / "d")}
+    )
+    text = unique("no redis today")
+    with router.client() as client:
+        for _ in range(3):  # the second and third take their decision from the local cache
+            assert send(client, ask(text)).status_code == 200
+    assert len(upstreams.classifier.requests) == 1
+    doc = wait_for(lambda: (d := usage(router))["tiers"]["medium"]["requests"] == 3 and d)
+    assert doc["tiers"]["medium"]["totalTokens"] == 3 * 18
+    assert doc["decisions"] == {"classifier": {"1": 1}, "cache": {"1": 2}}
+    logs = router.logs()
+    assert logs.count("is unavailable") == 1 and "Traceback" not in logs

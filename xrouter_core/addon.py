@@ -141,7 +141,9 @@ class Xrouter:
         if self.accounting is not None:
             self.accounting.close()
         self.accounting = Accounting(settings)
-        self.policy = Policy(self.classifier, self.accounting.decisions, settings.decision_cache_ttl)
+        self.policy = Policy(
+            self.classifier, self.accounting.decisions, settings.decision_cache_ttl
+        )
 
     def listen_by_default(self) -> None:
         """Plain `mitmdump -s addons/xrouter.py` serves the API on HOST:PORT in reverse mode."""

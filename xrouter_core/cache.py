@@ -182,6 +182,7 @@ class LayeredCache:
     def __init__(self, front: MemoryCache, back: Cache):
         self.front = front
         self.back = back
+        self._writes: set[asyncio.Task] = set()
 
     async def get(self, key: str) -> bytes | str | None:
         value = self.front.get_now(key)
@@ -192,8 +193,12 @@ class LayeredCache:
         return value
 
     async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
+        """The front answers at once; the backend write happens in the background, so the
+        request that produced the value does not wait for disk or network."""
         self.front.set_now(key, value, ttl)
-        await self.back.set(key, value, ttl)
+        task = asyncio.get_running_loop().create_task(self.back.set(key, value, ttl))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
 
 
 def build_cache(

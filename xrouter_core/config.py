@@ -397,7 +397,9 @@ def load_settings(
         )
     redis_url = read.text("REDIS_URL")
     if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
-        problems.append(f"REDIS_URL must be a redis://, rediss:// or unix:// URL, not {redis_url!r}")
+        problems.append(
+            f"REDIS_URL must be a redis://, rediss:// or unix:// URL, not {redis_url!r}"
+        )
     if cache_backend == "redis" and not redis_url:
         problems.append("CACHE_BACKEND=redis needs REDIS_URL")
 
