@@ -11,10 +11,11 @@ import time
 from typing import Any
 from urllib.parse import parse_qs
 
-from xrouter_core.cache import Cache, RedisHealth, build_cache
+from xrouter_core.cache import REDIS_ERRORS, Cache, RedisHealth, build_cache
 from xrouter_core.canonical import Usage
 from xrouter_core.classifier import Decision
 from xrouter_core.config import Settings
+from xrouter_core.errors import RouterError
 from xrouter_core.inbound import ChatRequest, content_text
 from xrouter_core.metrics import CONTENT_TYPE as METRICS_TYPE
 from xrouter_core.metrics import render_metrics
@@ -266,7 +267,19 @@ class Accounting:
         return LocalResponse.json(usage_document(stored, self.pricing, minutes))
 
     async def reset(self) -> LocalResponse:
-        await self.usage.reset()
+        try:
+            await self.usage.reset()
+        except REDIS_ERRORS as exc:
+            if self.health is not None:
+                self.health.failed(exc)
+            return LocalResponse.error(
+                RouterError(
+                    503,
+                    "Redis is unavailable; the usage was not reset. Try again.",
+                    type="server_error",
+                    code="store_unavailable",
+                )
+            )
         log.info("usage counters reset")
         return LocalResponse.json({"reset": True})
 

@@ -8,7 +8,8 @@ into Redis (HINCRBY in one MULTI pipeline). Both are atomic across processes, so
 requests over several routers count exactly N. The trade-off: a router killed with
 SIGKILL loses at most the last half second of counts; a normal shutdown loses nothing.
 While Redis is away, flushes go to the local diskcache ("spill") and are moved into
-Redis when it returns, so an outage loses no count either.
+Redis when it returns, so an outage loses no count either (counts a router kept on
+disk before REDIS_URL was set are moved into Redis the same way).
 
 Stored values are integers only (latency in microseconds); cost and savings are
 computed when read, from the token counts and the current prices.
@@ -313,6 +314,8 @@ class UsageTracker:
 
     def record(self, outcome: Outcome) -> None:
         add_outcome(self.pending, outcome)
+        if self._task is None:
+            self.start()  # e.g. after a reconfigure replaced the tracker
 
     def count(self, key: str, value: int = 1) -> None:
         """A free-form counter, e.g. response-cache misses or fallbacks."""
@@ -360,6 +363,7 @@ class UsageTracker:
             except REDIS_ERRORS as exc:
                 # MULTI/EXEC: either all of the batch was applied or none of it.
                 self.health.failed(exc)
+            self._spilled = True  # to be moved into Redis when it is back
         await asyncio.to_thread(self.disk.add, batch)
 
     async def _drain_spill(self) -> None:
