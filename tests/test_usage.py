@@ -438,3 +438,25 @@ def test_redis_down_at_start_serves_from_the_local_backend(start_router, upstrea
     assert doc["decisions"] == {"classifier": {"1": 1}, "cache": {"1": 2}}
     logs = router.logs()
     assert logs.count("is unavailable") == 1 and "Traceback" not in logs
+
+
+def test_a_retried_redis_batch_counts_once(redis_server, tmp_path):
+    """A flush retried after a timeout (Redis may have applied it) must not count twice."""
+    import asyncio
+
+    from xrouter_core.usage import Batch, Outcome, RedisCounters, add_outcome
+
+    async def scenario() -> dict[str, int]:
+        counters = RedisCounters(f"redis://127.0.0.1:{redis_server.port}/0")
+        batch = Batch()
+        for _ in range(3):
+            add_outcome(batch, Outcome("cheap", 0, "classifier", "p", "m", 200, 5, 2, at=1.0))
+        await counters.add(batch)
+        await counters.add(batch)  # the retry
+        await counters.add(Batch())  # an empty batch changes nothing
+        stored = await counters.read()
+        await counters.client.aclose()
+        return stored.counters
+
+    counters = asyncio.run(scenario())
+    assert counters["t|cheap|requests"] == 3 and counters["t|cheap|prompt"] == 15

@@ -127,12 +127,12 @@ def redact_url(url: str) -> str:
     return url
 
 
-def redis_client(url: str):
+def redis_client(url: str, timeout: float = 0.5):
     """An asyncio Redis client that fails fast, so an outage costs a request nothing."""
     import redis.asyncio
 
     return redis.asyncio.Redis.from_url(
-        url, socket_connect_timeout=0.5, socket_timeout=0.5, retry_on_timeout=False
+        url, socket_connect_timeout=0.5, socket_timeout=timeout, retry_on_timeout=False
     )
 
 

@@ -4,12 +4,15 @@
 Each finished request only adds to an in-memory accumulator (no I/O on the event
 loop). A background task flushes it every USAGE_FLUSH_MS (0.5 s) and `close()` flushes
 it at shutdown: into diskcache (in a worker thread, inside one SQLite transaction) or
-into Redis (HINCRBY in one MULTI pipeline). Both are atomic across processes, so N
-requests over several routers count exactly N. The trade-off: a router killed with
-SIGKILL loses at most the last half second of counts; a normal shutdown loses nothing.
-While Redis is away, flushes go to the local diskcache ("spill") and are moved into
-Redis when it returns, so an outage loses no count either (counts a router kept on
-disk before REDIS_URL was set are moved into Redis the same way).
+into Redis (one server-side script per batch: HINCRBYs applied atomically, and at most
+once, since each batch carries an id and a retried batch is skipped). Both are atomic
+across processes, so N requests over several routers count exactly N. The trade-off: a
+router killed with SIGKILL loses at most the last half second of counts; a normal
+shutdown loses nothing. While Redis is away, counts stay in memory (they are a bounded
+set of counters, not a list of requests), /usage shows them, and they are sent when
+Redis returns; a router stopped during an outage writes them to its diskcache, and they
+are moved into Redis at its next start (as are counts kept on disk before REDIS_URL was
+set).
 
 Stored values are integers only (latency in microseconds); cost and savings are
 computed when read, from the token counts and the current prices.
@@ -21,6 +24,7 @@ import asyncio
 import json
 import logging
 import time
+import uuid
 from collections import defaultdict, deque
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,9 +97,10 @@ class Outcome:
 class Batch:
     """What accumulates between two flushes."""
 
-    __slots__ = ("counters", "series", "recent", "updated")
+    __slots__ = ("counters", "series", "recent", "updated", "id")
 
     def __init__(self) -> None:
+        self.id = uuid.uuid4().hex
         self.counters: defaultdict[str, int] = defaultdict(int)
         self.series: defaultdict[str, int] = defaultdict(int)
         self.recent: list[dict[str, Any]] = []
@@ -217,36 +222,61 @@ class DiskCounters:
         self.store.close()
 
 
-class RedisCounters:
-    """Counters in Redis hashes: HINCRBY inside one MULTI/EXEC per flush."""
+# Applies one batch atomically and at most once: a batch retried after a timeout (when
+# Redis may or may not have applied it) is recognised by its id and skipped.
+APPLY_BATCH = """
+if not redis.call('SET', KEYS[5], '1', 'NX', 'EX', 3600) then return 0 end
+local i = 1
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]); i = i + 2 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('RPUSH', KEYS[3], ARGV[i]); i = i + 1 end
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[i]), -1); i = i + 1
+if tonumber(ARGV[i]) > tonumber(redis.call('GET', KEYS[4]) or '0') then
+  redis.call('SET', KEYS[4], ARGV[i])
+end
+return 1
+"""
 
-    def __init__(self, url: str, prefix: str = "xrouter:usage:"):
+
+class RedisCounters:
+    """Counters in Redis hashes, each batch applied by one server-side script. The keys
+    share one hash tag, so Redis Cluster accepts the script too."""
+
+    def __init__(self, url: str, prefix: str = "xrouter:{usage}:"):
         self.url = url
-        self.client = redis_client(url)
+        # Flushes run in the background: a generous timeout avoids needless retries.
+        self.client = redis_client(url, timeout=5.0)
         self.k_counters = prefix + "counters"
         self.k_series = prefix + "series"
         self.k_recent = prefix + "recent"
         self.k_updated = prefix + "updated"
+        self.k_batch = prefix + "batch:"
         self._pruned_at = 0.0
 
+    def _script_args(self, batch: Batch) -> tuple[list[str], list[Any]]:
+        keys = [self.k_counters, self.k_series, self.k_recent, self.k_updated]
+        keys.append(self.k_batch + batch.id)
+        args: list[Any] = [len(batch.counters)]
+        for key, value in batch.counters.items():
+            args += [key, value]
+        args.append(len(batch.series))
+        for key, value in batch.series.items():
+            args += [key, value]
+        args.append(len(batch.recent))
+        args += [json.dumps(row) for row in batch.recent]
+        args += [RECENT_MAX, repr(batch.updated)]
+        return keys, args
+
     async def add(self, batch: Batch) -> None:
-        async with self.client.pipeline(transaction=True) as pipe:
-            for key, value in batch.counters.items():
-                if value:
-                    pipe.hincrby(self.k_counters, key, value)
-            for key, value in batch.series.items():
-                if value:
-                    pipe.hincrby(self.k_series, key, value)
-            if batch.recent:
-                pipe.rpush(self.k_recent, *(json.dumps(row) for row in batch.recent))
-                pipe.ltrim(self.k_recent, -RECENT_MAX, -1)
-            if batch.updated:
-                pipe.zadd(self.k_updated, {"last": batch.updated}, gt=True)
-            await pipe.execute()
+        keys, args = self._script_args(batch)
+        await self.client.eval(APPLY_BATCH, len(keys), *keys, *args)
         if time.monotonic() - self._pruned_at > 60:
             self._pruned_at = time.monotonic()
-            keys = [k.decode() for k in await self.client.hkeys(self.k_series)]
-            old = prune_series(dict.fromkeys(keys, 0), time.time())
+            names = [k.decode() for k in await self.client.hkeys(self.k_series)]
+            old = prune_series(dict.fromkeys(names, 0), time.time())
             if old:
                 await self.client.hdel(self.k_series, *old)
 
@@ -255,7 +285,7 @@ class RedisCounters:
             pipe.hgetall(self.k_counters)
             pipe.hgetall(self.k_series)
             pipe.lrange(self.k_recent, 0, -1)
-            pipe.zscore(self.k_updated, "last")
+            pipe.get(self.k_updated)
             counters, series, recent, updated = await pipe.execute()
         return Stored(
             {k.decode(): int(v) for k, v in counters.items()},
@@ -271,19 +301,10 @@ class RedisCounters:
         """The last flush at shutdown, when the event loop is no longer ours to use."""
         import redis
 
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=1)
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=5)
         try:
-            pipe = client.pipeline(transaction=True)
-            for key, value in batch.counters.items():
-                pipe.hincrby(self.k_counters, key, value)
-            for key, value in batch.series.items():
-                pipe.hincrby(self.k_series, key, value)
-            if batch.recent:
-                pipe.rpush(self.k_recent, *(json.dumps(row) for row in batch.recent))
-                pipe.ltrim(self.k_recent, -RECENT_MAX, -1)
-            if batch.updated:
-                pipe.zadd(self.k_updated, {"last": batch.updated}, gt=True)
-            pipe.execute()
+            keys, args = self._script_args(batch)
+            client.eval(APPLY_BATCH, len(keys), *keys, *args)
         finally:
             client.close()
 
@@ -303,7 +324,8 @@ class UsageTracker:
         self.health = health or (RedisHealth(redis_url) if redis_url else None)
         self.flush_interval = flush_interval
         self.pending = Batch()
-        self.inflight = Batch()  # taken from pending, not yet confirmed stored
+        self.inflight = Batch()  # taken from pending, being written to disk
+        self.unsent: Batch | None = None  # for Redis: sent or to be sent, not confirmed
         self.fallbacks: defaultdict[str, int] = defaultdict(int)
         self._last_redis: Stored | None = None
         self._lock = asyncio.Lock()
@@ -341,35 +363,43 @@ class UsageTracker:
 
     async def flush(self) -> None:
         async with self._lock:
-            if self.redis is not None and self.health is not None and self.health.usable:
-                await self._drain_spill()
-            if not self.pending:
+            if self.redis is None:
+                await self._flush_to_disk()
                 return
-            self.inflight, self.pending = self.pending, Batch()
+            assert self.health is not None
+            if not self.health.usable:
+                return  # kept in memory (and written to disk at shutdown)
+            await self._drain_spill()
+            if self.unsent is None:
+                if not self.pending:
+                    return
+                self.unsent, self.pending = self.pending, Batch()
             try:
-                await self._store(self.inflight)
-            except BaseException:
-                self.pending.merge(self.inflight)
-                raise
-            finally:
-                self.inflight = Batch()
-
-    async def _store(self, batch: Batch) -> None:
-        if self.redis is not None and self.health is not None and self.health.usable:
-            try:
-                await self.redis.add(batch)
-                self.health.succeeded()
-                return
+                # A batch that failed is retried as is: its id makes a retry of one that
+                # Redis did apply (a timeout after the fact) a no-op, so nothing counts twice.
+                await self.redis.add(self.unsent)
             except REDIS_ERRORS as exc:
-                # MULTI/EXEC: either all of the batch was applied or none of it.
                 self.health.failed(exc)
-            self._spilled = True  # to be moved into Redis when it is back
-        await asyncio.to_thread(self.disk.add, batch)
+                return
+            self.health.succeeded()
+            self.unsent = None
+
+    async def _flush_to_disk(self) -> None:
+        if not self.pending:
+            return
+        self.inflight, self.pending = self.pending, Batch()
+        try:
+            await asyncio.to_thread(self.disk.add, self.inflight)
+        except BaseException:
+            self.pending.merge(self.inflight)
+            raise
+        finally:
+            self.inflight = Batch()
 
     async def _drain_spill(self) -> None:
         """Move counts kept locally during a Redis outage into Redis."""
         assert self.redis is not None and self.health is not None
-        if self.health.down_since is None and not self._spilled:
+        if not self._spilled:
             return
         spill = await asyncio.to_thread(self.disk.take)
         self._spilled = False
@@ -391,11 +421,9 @@ class UsageTracker:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        batch = Batch()
-        batch.merge(self.inflight)
-        batch.merge(self.pending)
-        self.pending, self.inflight = Batch(), Batch()
-        if batch:
+        batches = [b for b in (self.unsent, self.inflight, self.pending) if b]
+        self.pending, self.inflight, self.unsent = Batch(), Batch(), None
+        for batch in batches:
             stored = False
             if self.redis is not None:
                 try:
@@ -428,7 +456,7 @@ class UsageTracker:
                 parts.append(self._last_redis)
         disk = await asyncio.to_thread(self.disk.read)
         parts.append(disk)
-        for batch in (self.inflight, self.pending):
+        for batch in (self.unsent or Batch(), self.inflight, self.pending):
             parts.append(
                 Stored(dict(batch.counters), dict(batch.series), batch.recent, batch.updated)
             )
@@ -446,7 +474,7 @@ class UsageTracker:
 
     async def reset(self) -> None:
         async with self._lock:
-            self.pending, self.inflight = Batch(), Batch()
+            self.pending, self.inflight, self.unsent = Batch(), Batch(), None
             self._last_redis = None
             if self.redis is not None:
                 await self.redis.reset()
