@@ -26,11 +26,12 @@ from xrouter_core.requestlog import RequestLog
 from xrouter_core.responsecache import RecordingStream, entry, read_entry, response_key
 from xrouter_core.stream import StreamTranslator
 from xrouter_core.usage import Outcome, UsageTracker, estimate_tokens, usage_document
-from xrouter_core.web import LocalResponse
+from xrouter_core.web import PLOTLY_PATH, LocalResponse, dashboard_page, plotly_script
 
 log = logging.getLogger("xrouter")
 
 CACHE_HEADER = "x-xrouter-cache"
+USAGE_PAGES = frozenset({"/usage", "/usage/reset", "/metrics", "/dashboard", PLOTLY_PATH})
 
 
 def prompt_chars(chat: ChatRequest) -> int:
@@ -257,6 +258,18 @@ class Accounting:
         task.add_done_callback(self.background.discard)
 
     # ---- pages ------------------------------------------------------------------
+
+    async def page(self, path: str, query: str) -> LocalResponse:
+        """One of USAGE_PAGES (auth was checked by the caller)."""
+        if path == "/usage":
+            return await self.usage_page(query)
+        if path == "/usage/reset":
+            return await self.reset()
+        if path == "/metrics":
+            return await self.metrics_page()
+        if path == "/dashboard":
+            return dashboard_page()
+        return plotly_script()
 
     async def usage_page(self, query: str) -> LocalResponse:
         minutes = 60

@@ -20,7 +20,7 @@ from mitmproxy import ctx, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from xrouter_core import mitm_compat
-from xrouter_core.accounting import CACHE_HEADER, Accounting
+from xrouter_core.accounting import CACHE_HEADER, USAGE_PAGES, Accounting
 from xrouter_core.adapters import Adapter, adapter_for
 from xrouter_core.canonical import Usage
 from xrouter_core.classifier import Decision, LLMClassifier
@@ -32,22 +32,12 @@ from xrouter_core.policy import TIER_NAMES, Policy
 from xrouter_core.render import OpenAIChunkRenderer
 from xrouter_core.responsecache import RecordingStream
 from xrouter_core.stream import OpenAIPassthrough, StreamTranslator, TranslatingStream
-from xrouter_core.web import (
-    CHAT_PATHS,
-    PLOTLY_PATH,
-    LocalResponse,
-    check_auth,
-    check_method,
-    dashboard_page,
-    models_page,
-    plotly_script,
-)
+from xrouter_core.web import CHAT_PATHS, LocalResponse, check_auth, check_method, models_page
 
 log = logging.getLogger("xrouter")
 
 META = "xrouter"
 # Hosts whose chat calls are routed when clients use the router as an HTTPS proxy.
-USAGE_PAGES = frozenset({"/usage", "/usage/reset", "/metrics", "/dashboard", PLOTLY_PATH})
 PROVIDER_HOSTS = frozenset(
     {
         "api.openai.com",
@@ -216,17 +206,8 @@ class Xrouter:
             local_response(flow, LocalResponse.json(self.health()))
         elif path in USAGE_PAGES:
             assert self.accounting is not None
-            if path == "/usage":
-                query = flow.request.path.partition("?")[2]
-                local_response(flow, await self.accounting.usage_page(query))
-            elif path == "/usage/reset":
-                local_response(flow, await self.accounting.reset())
-            elif path == "/metrics":
-                local_response(flow, await self.accounting.metrics_page())
-            elif path == "/dashboard":
-                local_response(flow, dashboard_page())
-            else:
-                local_response(flow, plotly_script())
+            query = flow.request.path.partition("?")[2]
+            local_response(flow, await self.accounting.page(path, query))
         elif path == "/v1/models":
             local_response(
                 flow, models_page(["xrouter/auto", *(f"xrouter/{t}" for t in TIER_NAMES)])
