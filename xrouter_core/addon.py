@@ -26,12 +26,19 @@ from xrouter_core.canonical import Usage
 from xrouter_core.classifier import Decision, LLMClassifier
 from xrouter_core.config import ConfigError, Route, Settings, load_settings
 from xrouter_core.errors import RouterError, error_body, redact
-from xrouter_core.inbound import ChatRequest, parse_openai_chat
+from xrouter_core.inbound import ANTHROPIC, ChatRequest, parse_anthropic_messages, parse_openai_chat
 from xrouter_core.logs import setup_logging
-from xrouter_core.policy import TIER_NAMES, Policy
-from xrouter_core.render import OpenAIChunkRenderer
-from xrouter_core.stream import OpenAIPassthrough, StreamTranslator, TranslatingStream
-from xrouter_core.web import CHAT_PATHS, LocalResponse, check_auth, check_method, models_page
+from xrouter_core.policy import LOGICAL_MODELS, TIER_NAMES, Policy
+from xrouter_core.render_anthropic import anthropic_error, anthropic_message
+from xrouter_core.stream import StreamTranslator, translator_for
+from xrouter_core.web import (
+    CHAT_PATHS,
+    MESSAGES_PATH,
+    LocalResponse,
+    check_auth,
+    check_method,
+    models_page,
+)
 
 log = logging.getLogger("xrouter")
 
@@ -67,7 +74,10 @@ class RoutedFlow:
 
 
 def local_response(flow: http.HTTPFlow, answer: LocalResponse) -> None:
-    flow.response = http.Response.make(answer.status, answer.body, answer.headers)
+    body = answer.body
+    if answer.status >= 400 and flow.request.path.split("?", 1)[0] == MESSAGES_PATH:
+        body = anthropic_error(answer.status, body)  # Anthropic clients get their shape
+    flow.response = http.Response.make(answer.status, body, answer.headers)
 
 
 class Xrouter:
@@ -190,12 +200,12 @@ class Xrouter:
             return
         if path in CHAT_PATHS:
             await self.route_chat(flow, intercepted=False)
+        elif path == MESSAGES_PATH:
+            await self.route_chat(flow, intercepted=False, anthropic=True)
         elif path == "/health":
             local_response(flow, LocalResponse.json(self.health()))
         elif path == "/v1/models":
-            local_response(
-                flow, models_page(["xrouter/auto", *(f"xrouter/{t}" for t in TIER_NAMES)])
-            )
+            local_response(flow, models_page(list(LOGICAL_MODELS)))
 
     def health(self) -> dict[str, Any]:
         assert self.settings is not None
@@ -213,11 +223,14 @@ class Xrouter:
                 return route
         raise RouterError(500, "No route is configured.", type="server_error")
 
-    async def route_chat(self, flow: http.HTTPFlow, intercepted: bool) -> None:
+    async def route_chat(
+        self, flow: http.HTTPFlow, intercepted: bool, anthropic: bool = False
+    ) -> None:
         assert self.settings is not None and self.policy is not None
         started = time.perf_counter()
+        parse = parse_anthropic_messages if anthropic else parse_openai_chat
         try:
-            chat = parse_openai_chat(flow.request.get_content(strict=False))
+            chat = parse(flow.request.get_content(strict=False))
         except RouterError as exc:
             local_response(flow, LocalResponse.error(exc))
             return
@@ -256,16 +269,11 @@ class Xrouter:
         response.headers["x-xrouter-upstream"] = routed.route.tier
         if response.status_code >= 400 or not routed.chat.stream:
             return  # buffered: the response hook translates it
-        if "text/event-stream" not in response.headers.get("content-type", ""):
-            return
-        translator: StreamTranslator
-        if routed.adapter.openai_wire:
-            translator = OpenAIPassthrough(routed.chat.wants_usage)
-        else:
-            renderer = OpenAIChunkRenderer(
-                routed.route.model, include_usage=routed.chat.wants_usage
-            )
-            translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
+        if "stream" not in response.headers.get("content-type", ""):
+            return  # text/event-stream (application/stream+json for some providers)
+        translator = translator_for(routed.adapter, routed.chat, routed.route.model)
+        if routed.chat.client_format == ANTHROPIC:
+            response.headers["content-type"] = "text/event-stream"
         translator.on_finish = lambda t: self.finished(flow, routed, 200, t.usage)
         routed.translator = translator
         # The body length changes (usage chunk, translation): always chunked to the client.
@@ -287,7 +295,11 @@ class Xrouter:
         usage = None
         try:
             completion = routed.adapter.parse_response(response.get_content(strict=False) or b"")
-            if not routed.adapter.openai_wire:
+            if routed.chat.client_format == ANTHROPIC:
+                answer = anthropic_message(completion, routed.route.model or routed.chat.model)
+                response.set_content(json.dumps(answer).encode())
+                response.headers["content-type"] = "application/json"
+            elif not routed.adapter.openai_wire:
                 response.set_content(json.dumps(completion).encode())
                 response.headers["content-type"] = "application/json"
             raw_usage = completion.get("usage") if isinstance(completion, dict) else None
@@ -323,10 +335,11 @@ class Xrouter:
             for k, v in response.headers.items()
             if k.lower() in ("retry-after", "x-xrouter-decision", "x-xrouter-upstream")
         }
+        body = error_body(redact(message, secrets), type_, f"upstream_{status}")
+        if routed.chat.client_format == ANTHROPIC:
+            body = anthropic_error(status, body)
         flow.response = http.Response.make(
-            status,
-            error_body(redact(message, secrets), type_, f"upstream_{status}"),
-            {"content-type": "application/json", **keep},
+            status, body, {"content-type": "application/json", **keep}
         )
 
     def error(self, flow: http.HTTPFlow) -> None:
