@@ -501,3 +501,42 @@ def test_openai_completion_as_anthropic_message():
         "input_tokens": 3,
         "output_tokens": 4,
     }
+
+
+def test_agent_sized_requests_translate_for_every_provider():
+    """What OpenClaw sends: 12 tools, a named tool_choice, list-form content, tool-call ids
+    with characters Anthropic refuses, and max_completion_tokens."""
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": f"tool_{n}",
+                "description": f"Tool number {n}",
+                "parameters": {"type": "object", "properties": {"x": {"type": "integer"}}},
+            },
+        }
+        for n in range(12)
+    ]
+    body = {
+        **CONVERSATION,
+        "tools": tools,
+        "tool_choice": {"type": "function", "function": {"name": "tool_7"}},
+    }
+    _, claude = build(AnthropicAdapter(), body)
+    assert len(claude["tools"]) == 12 and claude["tool_choice"] == {
+        "type": "tool",
+        "name": "tool_7",
+    }
+    assert claude["max_tokens"] == 300 and FakeAnthropicProvider.check(claude) == ""
+    _, gemini = build(GeminiAdapter(), body)
+    assert len(gemini["tools"][0]["functionDeclarations"]) == 12
+    assert gemini["toolConfig"]["functionCallingConfig"] == {
+        "mode": "ANY",
+        "allowedFunctionNames": ["tool_7"],
+    }
+    assert FakeGeminiProvider.check(gemini) == ""
+    _, cohere = build(CohereAdapter(), body)
+    assert len(cohere["tools"]) == 12 and cohere["tool_choice"] == "REQUIRED"
+    assert FakeCohereProvider.check(cohere) == ""
+    _, azure = build(AzureOpenAIAdapter(), body)
+    assert azure["tool_choice"] == body["tool_choice"] and azure["max_completion_tokens"] == 300
