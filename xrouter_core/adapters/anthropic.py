@@ -145,7 +145,7 @@ def build_body(request: ChatRequest, model: str) -> dict[str, Any]:
         out["stop_sequences"] = stops
     tools = function_tools(body)
     choice = tool_choice(body)
-    if tools and choice.mode != "none":
+    if tools:
         out["tools"] = [
             {"name": t.name, "description": t.description, "input_schema": t.parameters}
             for t in tools
@@ -154,8 +154,9 @@ def build_body(request: ChatRequest, model: str) -> dict[str, Any]:
             "auto": {"type": "auto"},
             "required": {"type": "any"},
             "function": {"type": "tool", "name": choice.name},
+            "none": {"type": "none"},
         }[choice.mode]
-        if not choice.parallel:
+        if not choice.parallel and choice.mode != "none":
             anthropic_choice["disable_parallel_tool_use"] = True
         out["tool_choice"] = anthropic_choice
     user = body.get("user")
@@ -181,8 +182,9 @@ class AnthropicAdapter:
         auth = {"anthropic-version": API_VERSION}
         if route.api_key:
             auth["x-api-key"] = route.api_key
+        # A client's anthropic-beta header travels on; the version is always ours, since
+        # the body is built for it.
         headers = forward_headers(client_headers, route, auth)
-        # A client's own anthropic-version/beta headers are kept when it sent them.
         return UpstreamRequest(
             url=join_url(route.base_url, path),
             headers=headers,
