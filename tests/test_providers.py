@@ -5,12 +5,15 @@ and stream (text, tool calls reassembled from deltas, finish reasons, usage)."""
 from __future__ import annotations
 
 import json
+import socket
+import ssl
+import time
 
 import anthropic
 import httpx
 import openai
 import pytest
-from conftest import Router, unique
+from conftest import Router, free_port, unique
 from fakes import (
     TOOL_ARGS,
     TOOL_NAME,
@@ -348,3 +351,36 @@ def test_models_and_messages_auth(routers, start_router):
             "/v1/messages", json={"messages": []}, headers={"x-api-key": "router-secret-1"}
         )
         assert bad.status_code == 400 and bad.json()["error"]["type"] == "invalid_request_error"
+
+
+def test_anthropic_clients_behind_the_proxy_are_routed(start_router, upstreams):
+    """Claude Code style: HTTPS_PROXY to the router, api.anthropic.com is never contacted."""
+    proxy_port = free_port()
+    router = start_router(args=["--mode", f"regular@127.0.0.1:{proxy_port}"], wait=False)
+    ca = router.confdir / "mitmproxy-ca-cert.pem"
+    for _ in range(100):
+        if ca.exists():
+            try:
+                socket.create_connection(("127.0.0.1", proxy_port), timeout=0.2).close()
+                break
+            except OSError:
+                pass
+        time.sleep(0.1)
+    client = anthropic.Anthropic(
+        api_key="sk-ant-client-key",
+        max_retries=0,
+        http_client=httpx.Client(
+            proxy=f"http://127.0.0.1:{proxy_port}",
+            trust_env=False,
+            verify=ssl.create_default_context(cafile=str(ca)),
+        ),
+    )
+    upstreams.classifier.digit = "0"
+    message = client.messages.create(
+        model="claude-sonnet-4-5",
+        max_tokens=50,
+        messages=[{"role": "user", "content": unique("proxied")}],
+    )
+    assert message.content[0].text == "Hello from cheap!"
+    assert upstreams.cheap.requests[-1].headers["authorization"] == "Bearer sk-cheap-secret-0001"
+    assert "x-api-key" not in upstreams.cheap.requests[-1].headers

@@ -58,6 +58,9 @@ PROVIDER_HOSTS = frozenset(
     }
 )
 
+# Anthropic clients (Claude Code) behind the proxy: their Messages calls are routed too.
+ANTHROPIC_HOST = "api.anthropic.com"
+
 
 @dataclass(slots=True)
 class RoutedFlow:
@@ -187,6 +190,12 @@ class Xrouter:
             and flow.request.method == "POST"
         ):
             await self.route_chat(flow, intercepted=True)
+        elif (
+            flow.request.pretty_host == ANTHROPIC_HOST
+            and flow.request.path.split("?", 1)[0] == MESSAGES_PATH
+            and flow.request.method == "POST"
+        ):
+            await self.route_chat(flow, intercepted=True, anthropic=True)
         # Anything else in proxy mode passes through untouched.
 
     async def serve_own_endpoint(self, flow: http.HTTPFlow) -> None:

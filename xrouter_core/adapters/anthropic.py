@@ -179,9 +179,12 @@ class AnthropicAdapter:
         keep_client_auth: bool = False,
     ) -> UpstreamRequest:
         path = "/messages" if route.base_path.endswith("/v1") else "/v1/messages"
+        client_headers = list(client_headers)
         auth = {"anthropic-version": API_VERSION}
         if route.api_key:
             auth["x-api-key"] = route.api_key
+        elif keep_client_auth:  # proxy mode, same host, no key of our own: the client's
+            auth.update((k.lower(), v) for k, v in client_headers if k.lower() == "x-api-key")
         # A client's anthropic-beta header travels on; the version is always ours, since
         # the body is built for it.
         headers = forward_headers(client_headers, route, auth)
