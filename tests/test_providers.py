@@ -335,6 +335,17 @@ def test_provider_errors_keep_status_and_message(routers, upstreams, providers):
         providers.anthropic.override = None
 
 
+def test_health_names_the_detected_adapters(routers):
+    with routers["a"].client() as client:
+        routes = client.get("/health").json()["routes"]
+    assert {t: r["adapter"] for t, r in routes.items()} == {
+        "cheap": "anthropic",
+        "medium": "gemini",
+        "frontier": "cohere",
+    }
+    assert "sk-ant-api03" not in json.dumps(routes)
+
+
 def test_models_and_messages_auth(routers, start_router):
     router = start_router({"ROUTER_API_KEY": "router-secret-1"})
     with router.client() as client:

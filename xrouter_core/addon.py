@@ -20,7 +20,7 @@ from mitmproxy import ctx, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from xrouter_core import mitm_compat
-from xrouter_core.adapters import Adapter, adapter_for
+from xrouter_core.adapters import Adapter, adapter_for, provider_name
 from xrouter_core.cache import MemoryCache
 from xrouter_core.canonical import Usage
 from xrouter_core.classifier import Decision, LLMClassifier
@@ -219,6 +219,8 @@ class Xrouter:
     def health(self) -> dict[str, Any]:
         assert self.settings is not None
         doc = {"status": "ok", **self.settings.public()}
+        for tier, route in self.settings.routes.items():
+            doc["routes"][tier]["adapter"] = provider_name(route)  # what `auto` resolved to
         doc["classifier"]["last_call_ok"] = self.classifier.last_ok if self.classifier else None
         doc["classifier"]["last_error"] = self.classifier.last_error if self.classifier else None
         return doc
