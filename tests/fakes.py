@@ -566,6 +566,11 @@ GEMINI_PATH = re.compile(
 )
 
 
+# Gemini 3 signs function calls and wants the signature back on the first call of a turn.
+GEMINI_SIGNATURE = "CiQBjz1rX+Lm/9xQ2w8e3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0bAw=="
+GEMINI_SKIP_SIGNATURE = "skip_thought_signature_validator"
+
+
 def gemini_error(status: int, reason: str, message: str) -> Reply:
     return Reply(status, {"error": {"code": status, "message": message, "status": reason}})
 
@@ -605,7 +610,10 @@ def gemini_stream(text: str, model: str = "gemini-fake", tool: bool = False) -> 
             + "\r\n\r\n"
         )
     if tool:
-        part = {"functionCall": {"name": TOOL_NAME, "args": TOOL_ARGS}}
+        part = {
+            "functionCall": {"name": TOOL_NAME, "args": TOOL_ARGS},
+            "thoughtSignature": GEMINI_SIGNATURE,
+        }
         events.append(
             "data: "
             + json.dumps(gemini_chunk([part], "STOP", gemini_usage(COMPLETION_TOKENS), model))
@@ -637,7 +645,14 @@ class FakeGeminiProvider(ProviderFake):
         if streaming:
             return Reply(chunks=gemini_stream(text, model, tool))
         parts = (
-            [{"functionCall": {"name": TOOL_NAME, "args": TOOL_ARGS}}] if tool else [{"text": text}]
+            [
+                {
+                    "functionCall": {"name": TOOL_NAME, "args": TOOL_ARGS},
+                    "thoughtSignature": GEMINI_SIGNATURE,
+                }
+            ]
+            if tool
+            else [{"text": text}]
         )
         return Reply(body=gemini_chunk(parts, "STOP", gemini_usage(COMPLETION_TOKENS), model))
 
@@ -669,6 +684,10 @@ class FakeGeminiProvider(ProviderFake):
                     "functionResponse",
                 }:
                     return f"contents[{i}]: unknown part {sorted(part)}"
+            calls = [p for p in content.get("parts") or [] if "functionCall" in p]
+            signed = (GEMINI_SIGNATURE, GEMINI_SKIP_SIGNATURE)
+            if calls and calls[0].get("thoughtSignature") not in signed:
+                return f"Function call is missing a thought_signature in functionCall parts, position {i}"
         config = body.get("generationConfig") or {}
         extra = set(config) - {
             "temperature",

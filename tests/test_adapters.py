@@ -8,6 +8,7 @@ import json
 import pytest
 from fakes import (
     COMPLETION_TOKENS,
+    GEMINI_SIGNATURE,
     PROMPT_TOKENS,
     TOOL_ARGS,
     TOOL_NAME,
@@ -540,3 +541,44 @@ def test_agent_sized_requests_translate_for_every_provider():
     assert FakeCohereProvider.check(cohere) == ""
     _, azure = build(AzureOpenAIAdapter(), body)
     assert azure["tool_choice"] == body["tool_choice"] and azure["max_completion_tokens"] == 300
+
+
+def test_gemini_signatures_survive_the_round_trip_and_long_ids_fit_openai():
+    decoder = GeminiAdapter().stream_decoder()
+    events = decoder.feed("".join(gemini_stream("", tool=True)).encode()) + decoder.finish()
+    call_id = next(e.id for e in events if isinstance(e, ev.ToolCallStart))
+    assert set(call_id) <= set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
+    history = {
+        "messages": [
+            {"role": "user", "content": "Weather?"},
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [
+                    {
+                        "id": call_id,
+                        "type": "function",
+                        "function": {"name": TOOL_NAME, "arguments": "{}"},
+                    }
+                ],
+            },
+            {"role": "tool", "tool_call_id": call_id, "content": "21C"},
+        ]
+    }
+    _, body = build(GeminiAdapter(), history)
+    assert body["contents"][1]["parts"][0]["thoughtSignature"] == GEMINI_SIGNATURE
+    assert body["contents"][2]["parts"][0]["functionResponse"]["name"] == TOOL_NAME
+    _, claude = build(AnthropicAdapter(), history)
+    assert FakeAnthropicProvider.check(claude) == ""
+    _, gpt = build(OpenAIAdapter("openai"), history)
+    short = gpt["messages"][1]["tool_calls"][0]["id"]
+    assert len(short) <= 40 and gpt["messages"][2]["tool_call_id"] == short
+    assert history["messages"][1]["tool_calls"][0]["id"] == call_id, (
+        "the client's request is untouched"
+    )
+    foreign = {**history, "messages": [{**m} for m in history["messages"]]}
+    foreign["messages"][1]["tool_calls"] = [
+        {"id": "toolu_01", "function": {"name": TOOL_NAME, "arguments": "{}"}}
+    ]
+    _, body = build(GeminiAdapter(), foreign)
+    assert body["contents"][1]["parts"][0]["thoughtSignature"] == "skip_thought_signature_validator"

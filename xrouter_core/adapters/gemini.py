@@ -1,7 +1,10 @@
 """Google Gemini (`models/{model}:generateContent` and `:streamGenerateContent?alt=sse`).
 
-Gemini has no tool-call ids: the adapter makes them up going out (`call_…`) and maps
-tool replies back to their function by the id in the assistant message. Its usage
+Gemini has no tool-call ids: the adapter makes them up (`call_…`) and maps tool replies
+back to their function by the id in the assistant message. Gemini 3 signs its function
+calls (`thoughtSignature`) and refuses a replayed call without its signature, so the
+signature travels inside the id (in [a-zA-Z0-9_-], valid for every provider) and is put
+back on the way out; a call without one gets Gemini's documented skip marker. Its usage
 counts are cumulative, so only the last `usageMetadata` of a stream counts.
 Knowingly not translated: `n`, `logprobs`, `seed`, penalties, `logit_bias`;
 thought parts (`"thought": true`) are dropped from answers.
@@ -9,6 +12,7 @@ thought parts (`"thought": true`) are dropped from answers.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -54,6 +58,33 @@ FINISH_REASONS = {
 UNSUPPORTED_SCHEMA_KEYS = frozenset({"$schema", "additionalProperties", "$id", "strict"})
 
 
+SIGNATURE_MARK = "__ts__"
+SKIP_SIGNATURE = "skip_thought_signature_validator"
+
+
+def call_id_with_signature(call: dict[str, Any], part: dict[str, Any]) -> str:
+    """A tool-call id for a functionCall part that carries its thoughtSignature along."""
+    base = str(call.get("id") or new_tool_id())
+    signature = part.get("thoughtSignature")
+    if not isinstance(signature, str) or not signature:
+        return base
+    safe = signature.replace("+", "-").replace("/", "_").rstrip("=")
+    return f"{base}{SIGNATURE_MARK}{safe}"
+
+
+def signature_from_id(call_id: str) -> str | None:
+    if SIGNATURE_MARK not in call_id:
+        return None
+    safe = call_id.split(SIGNATURE_MARK, 1)[1]
+    text = safe.replace("-", "+").replace("_", "/")
+    text += "=" * (-len(text) % 4)
+    try:
+        base64.b64decode(text, validate=True)
+    except ValueError:
+        return None
+    return text
+
+
 def finish_reason(reason: Any, had_tool_calls: bool) -> str:
     if had_tool_calls and reason in (None, "STOP"):
         return "tool_calls"
@@ -95,16 +126,18 @@ def to_contents(messages: list[dict[str, Any]]) -> tuple[list[dict], list[dict[s
                 system.append({"text": text})
         elif role == "assistant":
             parts = to_parts(content)
-            for call in message.get("tool_calls") or []:
+            for n, call in enumerate(message.get("tool_calls") or []):
                 function = call.get("function") or {}
-                parts.append(
-                    {
-                        "functionCall": {
-                            "name": str(function.get("name") or ""),
-                            "args": parse_arguments(function.get("arguments")),
-                        }
+                part: dict[str, Any] = {
+                    "functionCall": {
+                        "name": str(function.get("name") or ""),
+                        "args": parse_arguments(function.get("arguments")),
                     }
-                )
+                }
+                signature = signature_from_id(str(call.get("id") or ""))
+                if signature or n == 0:  # Gemini checks the first call of a turn
+                    part["thoughtSignature"] = signature or SKIP_SIGNATURE
+                parts.append(part)
             if parts:
                 contents.append({"role": "model", "parts": parts})
         elif role in ("tool", "function"):
@@ -212,7 +245,7 @@ class GeminiAdapter:
                 call = part["functionCall"]
                 calls.append(
                     tool_call_dict(
-                        str(call.get("id") or new_tool_id()),
+                        call_id_with_signature(call, part),
                         str(call.get("name") or ""),
                         json.dumps(call.get("args") or {}, ensure_ascii=False),
                     )
@@ -276,7 +309,9 @@ class GeminiStreamDecoder(JSONEventDecoder):
                     self.tool_calls += 1
                     out.append(
                         ev.ToolCallStart(
-                            index, str(call.get("id") or new_tool_id()), str(call.get("name") or "")
+                            index,
+                            call_id_with_signature(call, part),
+                            str(call.get("name") or ""),
                         )
                     )
                     out.append(

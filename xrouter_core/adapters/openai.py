@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Iterable
@@ -43,6 +44,43 @@ REASONING_DROPS = (
     "logit_bias",
 )
 AZURE_API_VERSION = "2024-10-21"
+
+
+# OpenAI refuses tool-call ids longer than this (ids from other providers can be longer).
+MAX_TOOL_ID = 40
+
+
+def shorten_tool_ids(body: dict[str, Any]) -> None:
+    """Replace over-long tool-call ids by a stable short hash, in calls and replies alike."""
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return
+
+    def short(call_id: Any) -> Any:
+        if isinstance(call_id, str) and len(call_id) > MAX_TOOL_ID:
+            return "call_" + hashlib.sha256(call_id.encode()).hexdigest()[:32]
+        return call_id
+
+    if not any(
+        len(str(c.get("id") or "")) > MAX_TOOL_ID
+        for m in messages
+        if isinstance(m, dict)
+        for c in m.get("tool_calls") or []
+        if isinstance(c, dict)
+    ):
+        return
+    fixed = []
+    for message in messages:
+        if isinstance(message, dict) and message.get("tool_calls"):
+            calls = [
+                {**c, "id": short(c.get("id"))} if isinstance(c, dict) else c
+                for c in message["tool_calls"]
+            ]
+            message = {**message, "tool_calls": calls}
+        elif isinstance(message, dict) and message.get("role") == "tool":
+            message = {**message, "tool_call_id": short(message.get("tool_call_id"))}
+        fixed.append(message)
+    body["messages"] = fixed
 
 
 def is_reasoning_model(model: str) -> bool:
@@ -92,6 +130,7 @@ class OpenAIAdapter:
         elif self.name in MAX_TOKENS_ONLY and "max_completion_tokens" in body:
             limit = body.pop("max_completion_tokens")
             body.setdefault("max_tokens", limit)
+        shorten_tool_ids(body)
         if request.stream and self.name not in USAGE_WITHOUT_ASKING:
             # Always ask for usage so it can be counted; the stream glue removes the
             # extra chunk again when the client did not ask for it.
