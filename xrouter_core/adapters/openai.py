@@ -188,6 +188,7 @@ class OpenAIStreamDecoder:
     def __init__(self) -> None:
         self._parser = SSEParser()
         self._started = False
+        self._calls: set[int] = set()  # tool-call indexes already started
 
     def feed(self, chunk: bytes) -> list[ev.StreamEvent]:
         out: list[ev.StreamEvent] = []
@@ -223,7 +224,9 @@ class OpenAIStreamDecoder:
             for call in delta.get("tool_calls") or []:
                 index = int(call.get("index", 0))
                 function = call.get("function") or {}
-                if call.get("id") or function.get("name"):
+                # Some servers repeat id and name in every delta: start each call once.
+                if (call.get("id") or function.get("name")) and index not in self._calls:
+                    self._calls.add(index)
                     out.append(
                         ev.ToolCallStart(
                             index, str(call.get("id") or ""), str(function.get("name") or "")
