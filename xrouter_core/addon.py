@@ -82,10 +82,16 @@ class Xrouter:
 
     def load(self, loader) -> None:
         loader.add_option(
-            "xrouter_env_file", str, "", "Path of the .env file to read (default: XROUTER_ENV_FILE or ./.env)."
+            "xrouter_env_file",
+            str,
+            "",
+            "Path of the .env file to read (default: XROUTER_ENV_FILE or ./.env).",
         )
         loader.add_option(
-            "xrouter_upstreams", str, "", "Path of upstreams.json (default: UPSTREAMS_FILE or ./upstreams.json)."
+            "xrouter_upstreams",
+            str,
+            "",
+            "Path of upstreams.json (default: UPSTREAMS_FILE or ./upstreams.json).",
         )
 
     def configure(self, updated: set[str]) -> None:
@@ -114,7 +120,9 @@ class Xrouter:
             options["flow_detail"] = 0  # mitmproxy's own per-flow lines would flood the log
         ctx.options.update(**options)
         if self.client is None:
-            self.client = httpx.AsyncClient(trust_env=False, timeout=httpx.Timeout(30.0, connect=5.0))
+            self.client = httpx.AsyncClient(
+                trust_env=False, timeout=httpx.Timeout(30.0, connect=5.0)
+            )
         self.classifier = (
             LLMClassifier(settings.classifier, self.client) if settings.classifier.enabled else None
         )
@@ -125,7 +133,12 @@ class Xrouter:
         if self.settings is None or ctx.options.has_changed("mode"):
             return
         frontier = self.settings.route("frontier")
-        target = frontier.base_url if frontier else "http://127.0.0.1:9"
+        # The reverse target is never contacted as such: every request is answered or rewritten.
+        target = (
+            f"{frontier.scheme}://{urlsplit(frontier.base_url).netloc}"
+            if frontier
+            else "http://127.0.0.1:9"
+        )
         host = self.settings.host
         listen = f"[{host}]" if ":" in host else host
         ctx.options.update(mode=[f"reverse:{target}@{listen}:{self.settings.port}"])
@@ -133,7 +146,10 @@ class Xrouter:
     def running(self) -> None:
         if self.settings is None:
             return
-        log.info("xrouter ready: %s", ", ".join(f"{t}={r.base_url}" for t, r in self.settings.routes.items()))
+        log.info(
+            "xrouter ready: %s",
+            ", ".join(f"{t}={r.base_url}" for t, r in self.settings.routes.items()),
+        )
         if self.classifier is not None and self.settings.classifier.warmup:
             self.spawn(self.classifier.warm_up())
         if self.classifier is not None and self.settings.classifier.keep_alive_ms > 0:
@@ -155,9 +171,11 @@ class Xrouter:
             return
         if isinstance(flow.client_conn.proxy_mode, ReverseMode):
             await self.serve_own_endpoint(flow)
-        elif flow.request.pretty_host in PROVIDER_HOSTS and flow.request.path.split("?", 1)[0].endswith(
-            "/chat/completions"
-        ) and flow.request.method == "POST":
+        elif (
+            flow.request.pretty_host in PROVIDER_HOSTS
+            and flow.request.path.split("?", 1)[0].endswith("/chat/completions")
+            and flow.request.method == "POST"
+        ):
             await self.route_chat(flow, intercepted=True)
         # Anything else in proxy mode passes through untouched.
 
@@ -175,7 +193,9 @@ class Xrouter:
         elif path == "/health":
             local_response(flow, LocalResponse.json(self.health()))
         elif path == "/v1/models":
-            local_response(flow, models_page(["xrouter/auto", *(f"xrouter/{t}" for t in TIER_NAMES)]))
+            local_response(
+                flow, models_page(["xrouter/auto", *(f"xrouter/{t}" for t in TIER_NAMES)])
+            )
 
     def health(self) -> dict[str, Any]:
         assert self.settings is not None
@@ -214,7 +234,10 @@ class Xrouter:
         request = flow.request
         request.url = upstream.url
         request.headers = http.Headers(
-            [(k.encode(), v.encode("utf-8", "surrogateescape")) for k, v in upstream.headers.items()]
+            [
+                (k.encode(), v.encode("utf-8", "surrogateescape"))
+                for k, v in upstream.headers.items()
+            ]
         )
         request.headers["host"] = urlsplit(upstream.url).netloc
         request.raw_content = upstream.body
@@ -239,7 +262,9 @@ class Xrouter:
         if routed.adapter.openai_wire:
             translator = OpenAIPassthrough(routed.chat.wants_usage)
         else:
-            renderer = OpenAIChunkRenderer(routed.route.model, include_usage=routed.chat.wants_usage)
+            renderer = OpenAIChunkRenderer(
+                routed.route.model, include_usage=routed.chat.wants_usage
+            )
             translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
         translator.on_finish = lambda t: self.finished(flow, routed, 200, t.usage)
         routed.translator = translator
@@ -267,9 +292,16 @@ class Xrouter:
                 response.headers["content-type"] = "application/json"
             raw_usage = completion.get("usage") if isinstance(completion, dict) else None
             if isinstance(raw_usage, dict):
-                usage = Usage(int(raw_usage.get("prompt_tokens") or 0), int(raw_usage.get("completion_tokens") or 0))
+                usage = Usage(
+                    int(raw_usage.get("prompt_tokens") or 0),
+                    int(raw_usage.get("completion_tokens") or 0),
+                )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            log.warning("route %s answered something that is not a chat completion: %s", routed.route.tier, exc)
+            log.warning(
+                "route %s answered something that is not a chat completion: %s",
+                routed.route.tier,
+                exc,
+            )
         self.finished(flow, routed, response.status_code, usage)
 
     def answer_upstream_error(self, flow: http.HTTPFlow, routed: RoutedFlow) -> None:
@@ -281,10 +313,16 @@ class Xrouter:
             message = f"Upstream '{routed.route.tier}' ({routed.route.base_url}) is unreachable: {failure}"
             status, type_ = 502, "upstream_unreachable"
         else:
-            provider_message = routed.adapter.error_message(response.status_code, response.get_content(strict=False) or b"")
+            provider_message = routed.adapter.error_message(
+                response.status_code, response.get_content(strict=False) or b""
+            )
             message = f"Upstream '{routed.route.tier}' answered HTTP {response.status_code}: {provider_message}"
             status, type_ = response.status_code, "upstream_error"
-        keep = {k: v for k, v in response.headers.items() if k.lower() in ("retry-after", "x-xrouter-decision", "x-xrouter-upstream")}
+        keep = {
+            k: v
+            for k, v in response.headers.items()
+            if k.lower() in ("retry-after", "x-xrouter-decision", "x-xrouter-upstream")
+        }
         flow.response = http.Response.make(
             status,
             error_body(redact(message, secrets), type_, f"upstream_{status}"),
@@ -296,7 +334,14 @@ class Xrouter:
         if routed is not None and not routed.done:
             self.finished(flow, routed, 499, None, error=flow.error.msg if flow.error else "error")
 
-    def finished(self, flow: http.HTTPFlow, routed: RoutedFlow, status: int, usage: Usage | None, error: str = "") -> None:
+    def finished(
+        self,
+        flow: http.HTTPFlow,
+        routed: RoutedFlow,
+        status: int,
+        usage: Usage | None,
+        error: str = "",
+    ) -> None:
         """Once per routed flow: the one log line (and, later, the usage counters)."""
         if routed.done:
             return

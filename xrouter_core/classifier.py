@@ -136,7 +136,10 @@ class LLMClassifier:
             except ModelLoading:
                 attempt += 1
                 wait = self.settings.loading_retry_ms / 1000
-                if attempt > self.settings.loading_max_retries or time.monotonic() + wait >= deadline:
+                if (
+                    attempt > self.settings.loading_max_retries
+                    or time.monotonic() + wait >= deadline
+                ):
                     raise
                 await asyncio.sleep(wait)
 
@@ -156,7 +159,9 @@ class LLMClassifier:
             return digit
 
         seen = ""
-        async with self.client.stream("POST", self.url, content=payload, headers=self._headers()) as response:
+        async with self.client.stream(
+            "POST", self.url, content=payload, headers=self._headers()
+        ) as response:
             if response.status_code != 200:
                 body = (await response.aread()).decode("utf-8", "replace")
                 self._raise_for_status(response.status_code, body)
@@ -169,7 +174,9 @@ class LLMClassifier:
                 try:
                     chunk = json.loads(data)
                     choice = chunk["choices"][0]
-                    piece = (choice.get("delta") or choice.get("message") or {}).get("content") or ""
+                    piece = (choice.get("delta") or choice.get("message") or {}).get(
+                        "content"
+                    ) or ""
                 except (ValueError, KeyError, IndexError, TypeError, AttributeError):
                     continue
                 seen += piece

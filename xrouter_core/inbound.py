@@ -46,13 +46,21 @@ class ChatRequest:
 
 def load_json_object(raw: bytes | None) -> dict[str, Any]:
     if not raw:
-        raise RouterError(400, "The request body is empty; send a JSON object.", code="invalid_json")
+        raise RouterError(
+            400, "The request body is empty; send a JSON object.", code="invalid_json"
+        )
     try:
         body = json.loads(raw)
     except UnicodeDecodeError:
-        raise RouterError(400, "The request body is not valid UTF-8.", code="invalid_encoding") from None
+        raise RouterError(
+            400, "The request body is not valid UTF-8.", code="invalid_encoding"
+        ) from None
     except ValueError as exc:
-        raise RouterError(400, f"The request body is not valid JSON: {exc.msg} at position {exc.pos}.", code="invalid_json") from None
+        raise RouterError(
+            400,
+            f"The request body is not valid JSON: {exc.msg} at position {exc.pos}.",
+            code="invalid_json",
+        ) from None
     if not isinstance(body, dict):
         raise RouterError(400, "The request body must be a JSON object.", code="invalid_json")
     return body
@@ -62,12 +70,16 @@ def parse_openai_chat(raw: bytes | None) -> ChatRequest:
     body = load_json_object(raw)
     messages = body.get("messages")
     if messages is None:
-        raise RouterError(400, "'messages' is required.", code="missing_messages", type="invalid_request_error")
+        raise RouterError(
+            400, "'messages' is required.", code="missing_messages", type="invalid_request_error"
+        )
     if not isinstance(messages, list) or not messages:
         raise RouterError(400, "'messages' must be a non-empty array.", code="invalid_messages")
     for index, message in enumerate(messages):
         if not isinstance(message, dict) or not isinstance(message.get("role"), str):
-            raise RouterError(400, f"messages[{index}] must be an object with a 'role'.", code="invalid_messages")
+            raise RouterError(
+                400, f"messages[{index}] must be an object with a 'role'.", code="invalid_messages"
+            )
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise RouterError(400, "'model' must be a string.", code="invalid_model")

@@ -12,6 +12,8 @@ from xrouter_core.config import Settings
 
 log = logging.getLogger("xrouter")
 
+CHATTY_LOGGERS = ("mitmproxy.proxy.server", "httpx", "httpcore")
+
 _previous_factory = logging.getLogRecordFactory()
 _secrets: tuple[str, ...] = ()
 _listener: logging.handlers.QueueListener | None = None
@@ -36,6 +38,10 @@ def setup_logging(settings: Settings) -> None:
     _secrets = tuple(sorted(settings.secrets, key=len, reverse=True))
     logging.setLogRecordFactory(_redacting_factory)
     log.setLevel(settings.log_level.upper())
+    # mitmproxy logs every client connect and httpx every side call at info: debug only.
+    chatty = logging.DEBUG if settings.log_level == "debug" else logging.WARNING
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(chatty)
     stop_file_logging()
     if settings.log_to_file:
         directory = Path(settings.log_dir)
@@ -43,7 +49,9 @@ def setup_logging(settings: Settings) -> None:
         file_handler = logging.handlers.RotatingFileHandler(
             directory / "xrouter.log", maxBytes=20_000_000, backupCount=5, encoding="utf-8"
         )
-        file_handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+        file_handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s")
+        )
         # The file is written by a thread: hooks only put the record on a queue.
         records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
         queue_handler = logging.handlers.QueueHandler(records)

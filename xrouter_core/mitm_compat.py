@@ -31,9 +31,15 @@ def install() -> bool:
     if _installed:
         return True
     original = getattr(HttpStream, "handle_protocol_error", None)
-    if original is None or not hasattr(HttpStream, "send_response") or not hasattr(HttpStream, "state_done"):
-        log.warning("this mitmproxy version is not supported for upstream error answers; "
-                    "unreachable upstreams get mitmproxy's own 502 page")
+    if (
+        original is None
+        or not hasattr(HttpStream, "send_response")
+        or not hasattr(HttpStream, "state_done")
+    ):
+        log.warning(
+            "this mitmproxy version is not supported for upstream error answers; "
+            "unreachable upstreams get mitmproxy's own 502 page"
+        )
         return False
 
     def handle_protocol_error(self: HttpStream, event: Event):

@@ -46,7 +46,9 @@ def classifier_input(messages: list[dict[str, Any]]) -> str:
 class Policy:
     """Decides the tier of one request; the classifier may be None (disabled)."""
 
-    def __init__(self, classifier: LLMClassifier | None, decisions: Cache, decision_ttl: float = 3600.0):
+    def __init__(
+        self, classifier: LLMClassifier | None, decisions: Cache, decision_ttl: float = 3600.0
+    ):
         self.classifier = classifier
         self.decisions = decisions
         self.decision_ttl = decision_ttl

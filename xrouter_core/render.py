@@ -62,8 +62,12 @@ class OpenAIChunkRenderer:
                 out.append(self._chunk({"content": event.text}))
             elif isinstance(event, ev.ToolCallStart):
                 self._ensure_started(out)
-                call = {"index": event.index, "id": event.id, "type": "function",
-                        "function": {"name": event.name, "arguments": ""}}
+                call = {
+                    "index": event.index,
+                    "id": event.id,
+                    "type": "function",
+                    "function": {"name": event.name, "arguments": ""},
+                }
                 out.append(self._chunk({"tool_calls": [call]}))
             elif isinstance(event, ev.ToolCallDelta):
                 self._ensure_started(out)
@@ -78,7 +82,11 @@ class OpenAIChunkRenderer:
                 self.usage = event
             elif isinstance(event, ev.StreamError):
                 self._ensure_started(out)
-                out.append(sse_data({"error": {"message": event.message, "type": event.type, "code": None}}))
+                out.append(
+                    sse_data(
+                        {"error": {"message": event.message, "type": event.type, "code": None}}
+                    )
+                )
         return b"".join(out)
 
     def close(self) -> bytes:
@@ -92,10 +100,18 @@ class OpenAIChunkRenderer:
             self._finished = True
             out.append(self._chunk({}, "stop"))
         if self.include_usage and self.usage is not None:
-            out.append(sse_data({
-                "id": self.id, "object": "chat.completion.chunk", "created": self.created,
-                "model": self.model, "choices": [], "usage": usage_dict(self.usage),
-            }))
+            out.append(
+                sse_data(
+                    {
+                        "id": self.id,
+                        "object": "chat.completion.chunk",
+                        "created": self.created,
+                        "model": self.model,
+                        "choices": [],
+                        "usage": usage_dict(self.usage),
+                    }
+                )
+            )
         out.append(DONE)
         return b"".join(out)
 
@@ -110,24 +126,32 @@ def usage_dict(usage: ev.Usage) -> dict[str, int]:
 
 def completion_events(completion: dict[str, Any]) -> list[ev.StreamEvent]:
     """A whole OpenAI chat.completion as the canonical events a stream of it would carry."""
-    events: list[ev.StreamEvent] = [ev.Start(id=str(completion.get("id", "")), model=str(completion.get("model", "")))]
+    events: list[ev.StreamEvent] = [
+        ev.Start(id=str(completion.get("id", "")), model=str(completion.get("model", "")))
+    ]
     choices = completion.get("choices") or [{}]
     message = choices[0].get("message") or {}
     if message.get("content"):
         events.append(ev.TextDelta(message["content"]))
     for index, call in enumerate(message.get("tool_calls") or []):
         function = call.get("function") or {}
-        events.append(ev.ToolCallStart(index, str(call.get("id", "")), str(function.get("name", ""))))
+        events.append(
+            ev.ToolCallStart(index, str(call.get("id", "")), str(function.get("name", "")))
+        )
         if function.get("arguments"):
             events.append(ev.ToolCallDelta(index, function["arguments"]))
     events.append(ev.Finish(choices[0].get("finish_reason") or "stop"))
     usage = completion.get("usage")
     if isinstance(usage, dict):
-        events.append(ev.Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0)))
+        events.append(
+            ev.Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
+        )
     return events
 
 
 def completion_as_sse(completion: dict[str, Any], include_usage: bool) -> bytes:
     """Replay a whole completion as a valid chunk stream (fallback answers, cache hits)."""
-    renderer = OpenAIChunkRenderer(model=str(completion.get("model", "")), include_usage=include_usage)
+    renderer = OpenAIChunkRenderer(
+        model=str(completion.get("model", "")), include_usage=include_usage
+    )
     return renderer.render(completion_events(completion)) + renderer.close()

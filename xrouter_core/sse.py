@@ -29,7 +29,11 @@ class SSEParser:
         if not chunk:
             return []
         buffer = self._buffer + chunk if self._buffer else chunk
+        held = b""
         if b"\r" in buffer:
+            if buffer.endswith(b"\r"):
+                # It may be half of a CRLF split across chunks: decide with the next chunk.
+                buffer, held = buffer[:-1], b"\r"
             buffer = buffer.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
         events: list[Event] = []
         start = 0
@@ -42,7 +46,7 @@ class SSEParser:
             event = parse_block(block)
             if event is not None:
                 events.append(event)
-        self._buffer = buffer[start:]
+        self._buffer = buffer[start:] + held
         return events
 
     @property
@@ -52,7 +56,7 @@ class SSEParser:
 
     def flush(self) -> list[Event]:
         """The stream ended: a last event without its blank line still counts."""
-        rest, self._buffer = self._buffer, b""
+        rest, self._buffer = self._buffer.replace(b"\r", b"\n"), b""
         if rest.strip():
             event = parse_block(rest + b"\n\n")
             return [event] if event is not None else []

@@ -30,14 +30,17 @@ class StreamTranslator:
     def finish(self) -> bytes:
         raise NotImplementedError
 
-    def __call__(self, chunk: bytes) -> bytes:
+    def __call__(self, chunk: bytes) -> list[bytes]:
+        """mitmproxy's stream callable. It returns a list because mitmproxy sends each
+        item as one HTTP chunk, and an empty chunk would end a chunked body early."""
         if chunk:
-            return self.feed(chunk)
+            out = self.feed(chunk)
+            return [out] if out else []
         out = self.finish()
         if self.on_finish is not None:
             callback, self.on_finish = self.on_finish, None
             callback(self)
-        return out
+        return [out] if out else []
 
 
 class OpenAIPassthrough(StreamTranslator):
@@ -72,7 +75,9 @@ class OpenAIPassthrough(StreamTranslator):
                         if not chunk.get("choices"):
                             continue  # the extra chunk we asked for
                         chunk.pop("usage")
-                        out.append(b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n")
+                        out.append(
+                            b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+                        )
                         continue
             out.append(event.raw)
         return b"".join(out)

@@ -44,7 +44,11 @@ def check_method(path: str, method: str) -> None:
     """404 for unknown paths, 405 (with Allow) for a known path and the wrong method."""
     allowed = ENDPOINTS.get(path)
     if allowed is None:
-        raise RouterError(404, f"Unknown path {path!r}. The router serves POST /v1/chat/completions.", code="not_found")
+        raise RouterError(
+            404,
+            f"Unknown path {path!r}. The router serves POST /v1/chat/completions.",
+            code="not_found",
+        )
     if method not in allowed and not (method == "HEAD" and "GET" in allowed):
         raise RouterError(
             405,
@@ -81,6 +85,9 @@ def models_page(logical_models: list[str]) -> LocalResponse:
     return LocalResponse.json(
         {
             "object": "list",
-            "data": [{"id": name, "object": "model", "created": 0, "owned_by": "xrouter"} for name in logical_models],
+            "data": [
+                {"id": name, "object": "model", "created": 0, "owned_by": "xrouter"}
+                for name in logical_models
+            ],
         }
     )

@@ -7,7 +7,15 @@ from xrouter_core.adapters.openai import OpenAIAdapter
 from xrouter_core.config import Route
 
 # Provider types that speak OpenAI's wire format; "" (or "auto") is detected per route.
-OPENAI_WIRE = ("openai", "openai_compatible", "xrouter", "mistral", "groq", "together", "perplexity")
+OPENAI_WIRE = (
+    "openai",
+    "openai_compatible",
+    "xrouter",
+    "mistral",
+    "groq",
+    "together",
+    "perplexity",
+)
 
 _ADAPTERS: dict[str, Adapter] = {name: OpenAIAdapter(name) for name in OPENAI_WIRE}
 

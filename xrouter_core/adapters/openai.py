@@ -111,7 +111,11 @@ class OpenAIStreamDecoder:
                 index = int(call.get("index", 0))
                 function = call.get("function") or {}
                 if call.get("id") or function.get("name"):
-                    out.append(ev.ToolCallStart(index, str(call.get("id") or ""), str(function.get("name") or "")))
+                    out.append(
+                        ev.ToolCallStart(
+                            index, str(call.get("id") or ""), str(function.get("name") or "")
+                        )
+                    )
                 if function.get("arguments"):
                     out.append(ev.ToolCallDelta(index, function["arguments"]))
             if choice.get("finish_reason"):
