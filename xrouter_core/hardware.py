@@ -52,8 +52,8 @@ GPU_BUDGET_SHARE = 0.9
 SHARED_MEMORY_BUDGET_SHARE = 0.5
 CPU_MIN_RAM_GIB = 4.0
 CPU_MIN_CORES = 2
-# (physical cores at least, largest size in billions of parameters) for CPU inference.
-CPU_SPEED_CAPS: tuple[tuple[int, float], ...] = ((12, 3.0), (6, 1.5), (0, 0.5))
+# (physical cores at least, largest classifier size) for CPU inference.
+CPU_SPEED_CAPS: tuple[tuple[int, str], ...] = ((12, "3B"), (6, "1.5B"), (0, "0.5B"))
 
 ENGINES = ("tensorrt-llm", "vllm", "mlx", "llama.cpp")
 
@@ -355,7 +355,8 @@ def _budget(machine: Machine, gpu: GPU | None) -> tuple[float, float, bool]:
     amd = [g.memory_gib for g in machine.amd if g.memory_gib]
     if amd and machine.rocm and max(amd) >= VLLM_MIN_GIB:
         return max(amd) * GPU_BUDGET_SHARE, float("inf"), False
-    cap = next(size for cores, size in CPU_SPEED_CAPS if machine.physical_cores >= cores)
+    size = next(size for cores, size in CPU_SPEED_CAPS if machine.physical_cores >= cores)
+    cap = next(m.billions for m in CLASSIFIER_MODELS if m.size == size)
     return machine.ram_gib * SHARED_MEMORY_BUDGET_SHARE, cap, True
 
 
