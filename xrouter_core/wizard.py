@@ -73,7 +73,8 @@ class RouterValidator(Validator):
             return
         problems = setup_plan.field_problems(self.env_name, text)
         if problems:
-            raise ValidationError(message=problems[0])
+            # Cursor at the end, so the user can erase and retype at once.
+            raise ValidationError(cursor_position=len(document.text), message=problems[0])
 
 
 class NotEmpty(Validator):
@@ -241,6 +242,8 @@ class Wizard:
     def ask_local(self, previous: RouteAnswer | None) -> RouteAnswer:
         rec = self.report.recommendation
         engines = catalog()["local_engines"]
+        if previous is not None and previous.provider != "ollama" and local_engines.is_ollama(previous.base_url):
+            previous.provider = "ollama"  # an Ollama on another port is still Ollama
         suggested = "ollama" if rec.engine == "llama.cpp" else rec.engine
         options = [(name, info["label"] + ("  <- recommended" if name == suggested else "")) for name, info in engines.items()]
         options.append((setup_plan.LOCAL_PROVIDER, "Another OpenAI-compatible local server"))
