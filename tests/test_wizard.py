@@ -6,7 +6,12 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import shlex
+import shutil
 import stat
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -299,3 +304,64 @@ def test_yes_mode_reports_every_problem_and_writes_nothing(tmp_path, cpu_machine
     assert "FRONTIER_BASE_URL must be an http(s) URL" in err
     assert "nothing was written" in err
     assert not upstreams.exists()
+
+
+# ---- in a real terminal -----------------------------------------------------------------
+
+
+def test_configure_py_in_a_real_terminal_under_tmux(tmp_path, providers, cpu_machine):
+    """configure.py itself in a tmux pane (a real pty): arrow keys, masked key, catalog note."""
+    if not shutil.which("tmux"):
+        pytest.skip("tmux is not installed (apt-get install tmux)")
+    root = Path(__file__).resolve().parents[1]
+    socket = f"xrouter-wizard-{os.getpid()}"
+    upstreams = tmp_path / "upstreams.json"
+    command = shlex.join(
+        [
+            sys.executable, str(root / "configure.py"),
+            "--upstreams", str(upstreams), "--env-file", str(tmp_path / ".env"),
+            "--hardware-json", str(cpu_machine),
+        ]
+    ) + f"; echo EXIT=$? > {shlex.quote(str(tmp_path / 'exit'))}; sleep 30"
+
+    def tmux(*args: str) -> str:
+        return subprocess.run(["tmux", "-L", socket, *args], capture_output=True, text=True, timeout=10).stdout
+
+    def wait_for(text: str) -> str:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            screen = tmux("capture-pane", "-p", "-J", "-S", "-200", "-t", "wiz")
+            if text in screen:
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"never saw {text!r}:\n{screen}")
+
+    tmux("new-session", "-d", "-s", "wiz", "-x", "160", "-y", "50", "-e", "TERM=xterm-256color", command)
+    try:
+        wait_for("How should xrouter run?")
+        tmux("send-keys", "-t", "wiz", "Down", "Enter")
+        wait_for("Classifier for cloud mode?")
+        tmux("send-keys", "-t", "wiz", "Enter")
+        wait_for("Provider for the frontier route")
+        tmux("send-keys", "-t", "wiz", "Enter")
+        wait_for("OpenAI base URL")
+        tmux("send-keys", "-t", "wiz", "C-u", providers["frontier"].url + "/v1", "Enter")
+        wait_for("API key")
+        tmux("send-keys", "-t", "wiz", "-l", MEDIUM_KEY)
+        tmux("send-keys", "-t", "wiz", "Enter")
+        screen = wait_for("Model:")
+        assert "offering the bundled catalog" in screen
+        assert MEDIUM_KEY not in screen and "*" * len(MEDIUM_KEY) in screen
+        tmux("send-keys", "-t", "wiz", "Enter")
+        wait_for("Also update .env?")
+        tmux("send-keys", "-t", "wiz", "n", "Enter")
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "exit").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (tmp_path / "exit").read_text().strip() == "EXIT=0"
+    finally:
+        tmux("kill-server")
+    settings = load_settings(environ={}, env_file=tmp_path / ".env", upstreams_file=upstreams)
+    assert settings.routes["frontier"].model == "gpt-4.1"
+    assert settings.routes["frontier"].api_key == MEDIUM_KEY
+    assert mode(upstreams) == 0o600
