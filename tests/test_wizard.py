@@ -365,3 +365,26 @@ def test_configure_py_in_a_real_terminal_under_tmux(tmp_path, providers, cpu_mac
     assert settings.routes["frontier"].model == "gpt-4.1"
     assert settings.routes["frontier"].api_key == MEDIUM_KEY
     assert mode(upstreams) == 0o600
+
+
+def test_yes_cloud_classifier_key_goes_to_env(tmp_path, providers, cpu_machine, capsys):
+    upstreams, env = tmp_path / "upstreams.json", tmp_path / ".env"
+    code = wizard.main(
+        [
+            "--yes", "--upstreams", str(upstreams), "--env-file", str(env), "--update-env",
+            "--hardware-json", str(cpu_machine), "--mode", "cloud", "--classifier", "cloud",
+            "--classifier-provider", "groq", "--classifier-url", providers["medium"].url + "/v1",
+            "--medium-url", providers["medium"].url + "/v1", "--medium-model", "smart-model",
+            "--frontier-url", providers["frontier"].url + "/v1", "--frontier-model", "big-one",
+        ],
+        environ={"GROQ_API_KEY": "gsk-classifier-secret", "MEDIUM_API_KEY": MEDIUM_KEY},
+    )
+    assert code == 0, capsys.readouterr().err
+    assert "secret" not in upstreams.read_text() and MEDIUM_KEY not in upstreams.read_text()
+    settings = load_settings(environ={}, env_file=env, upstreams_file=upstreams)
+    assert settings.classifier.model == "llama-3.1-8b-instant"  # Groq's catalog suggestion
+    assert settings.classifier.api_key == "gsk-classifier-secret"
+    # cheap was not given: like the interactive wizard, it uses the classifier's model
+    cheap = settings.routes["cheap"]
+    assert (cheap.provider, cheap.model, cheap.api_key) == ("groq", "llama-3.1-8b-instant", "gsk-classifier-secret")
+    assert settings.routes["medium"].api_key == MEDIUM_KEY

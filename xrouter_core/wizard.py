@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -459,6 +460,10 @@ def answers_from_flags(
         tiers = ("frontier",)
     for tier in tiers:
         answers.routes[tier] = _route_from_flags(args, tier, current, environ)
+    cheap_given = args.cheap_url or args.cheap_provider or environ.get("CHEAP_BASE_URL") or current.get("CHEAP_BASE_URL")
+    if answers.classifier_route is not None and not cheap_given:
+        # As in the interactive wizard: cheap requests go to the classifier's model.
+        answers.routes["cheap"] = replace(answers.classifier_route, model=args.cheap_model or answers.classifier_route.model)
     return answers
 
 
