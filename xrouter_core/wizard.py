@@ -552,7 +552,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--pull", action="store_true", help="with --yes and Ollama: pull the local model")
     parser.add_argument("--classifier", choices=("off", "cloud"), help="cloud mode: no classifier, or a cloud one")
     for tier in ("classifier", *TIERS):
-        parser.add_argument(f"--{tier}-provider", choices=list(catalog()["providers"]))
+        kinds = CLASSIFIER_PROVIDERS if tier == "classifier" else list(catalog()["providers"])
+        parser.add_argument(f"--{tier}-provider", choices=kinds)
         parser.add_argument(f"--{tier}-url", help=f"{tier} base URL")
         parser.add_argument(f"--{tier}-model")
         parser.add_argument(f"--{tier}-api-key", help=f"prefer the {tier.upper()}_API_KEY environment variable")
