@@ -22,6 +22,7 @@ from fakes import (
     FakeCohereProvider,
     FakeGeminiProvider,
     Reply,
+    anthropic_stream,
     openai_reply,
 )
 
@@ -395,3 +396,30 @@ def test_anthropic_clients_behind_the_proxy_are_routed(start_router, upstreams):
     assert message.content[0].text == "Hello from cheap!"
     assert upstreams.cheap.requests[-1].headers["authorization"] == "Bearer sk-cheap-secret-0001"
     assert "x-api-key" not in upstreams.cheap.requests[-1].headers
+
+
+def test_error_event_mid_stream_reaches_both_sdks(routers, upstreams, providers):
+    """Anthropic's documented overloaded_error arriving after the stream began."""
+    router, _ = use(routers, upstreams, "anthropic")
+    error = 'event: error\ndata: {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}\n\n'
+    providers.anthropic.override = lambda request: Reply(
+        chunks=[*anthropic_stream("Hel")[:4], error]
+    )
+    try:
+        with pytest.raises(openai.APIError, match="Overloaded"):
+            for _ in openai_client(router).chat.completions.create(
+                model="xrouter/auto", messages=ask("overloaded"), stream=True
+            ):
+                pass
+        client = anthropic_client(router)
+        with (
+            pytest.raises(anthropic.APIStatusError, match="Overloaded"),
+            client.messages.stream(
+                model="xrouter/auto",
+                max_tokens=10,
+                messages=[{"role": "user", "content": unique("overloaded")}],
+            ) as stream,
+        ):
+            stream.get_final_message()
+    finally:
+        providers.anthropic.override = None
