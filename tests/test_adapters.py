@@ -582,3 +582,32 @@ def test_gemini_signatures_survive_the_round_trip_and_long_ids_fit_openai():
     ]
     _, body = build(GeminiAdapter(), foreign)
     assert body["contents"][1]["parts"][0]["thoughtSignature"] == "skip_thought_signature_validator"
+
+
+@pytest.mark.parametrize(
+    "adapter,body,message",
+    [
+        (
+            AnthropicAdapter(),
+            {"type": "error", "error": {"type": "rate_limit_error", "message": "Slow down"}},
+            "Slow down",
+        ),
+        (
+            GeminiAdapter(),
+            {"error": {"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT"}},
+            "API key not valid.",
+        ),
+        (
+            CohereAdapter(),
+            {"id": "e", "message": "invalid request: model"},
+            "invalid request: model",
+        ),
+        (
+            AzureOpenAIAdapter(),
+            {"error": {"code": "DeploymentNotFound", "message": "No deployment"}},
+            "No deployment",
+        ),
+    ],
+)
+def test_provider_error_messages_are_found(adapter, body, message):
+    assert adapter.error_message(400, json.dumps(body).encode()) == message

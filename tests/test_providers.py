@@ -144,7 +144,7 @@ def test_openai_sdk_parses_answers_and_streams(routers, upstreams, providers, pr
         == {"0": "cheap", "1": "medium", "2": "frontier"}[CASES[provider][1]]
     )
     answer = raw.parse()
-    assert answer.choices[0].message.content == expected
+    assert answer.model and answer.choices[0].message.content == expected
     assert answer.choices[0].finish_reason == "stop"
     assert (answer.usage.prompt_tokens, answer.usage.completion_tokens) == (prompt, completion)
 

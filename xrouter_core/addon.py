@@ -306,6 +306,8 @@ class Xrouter:
         usage = None
         try:
             completion = routed.adapter.parse_response(response.get_content(strict=False) or b"")
+            if not routed.adapter.openai_wire and not completion.get("model"):
+                completion["model"] = routed.route.model or routed.chat.model  # Cohere omits it
             if routed.chat.client_format == ANTHROPIC:
                 answer = anthropic_message(completion, routed.route.model or routed.chat.model)
                 response.set_content(json.dumps(answer).encode())
