@@ -321,7 +321,7 @@ def load_settings(
     values, problems = _read_sources(environ, Path(env_file), Path(upstreams_file))
     read = _Reader(values, problems)
 
-    from xrouter_core.adapters import known_provider  # late: adapters import config
+    from xrouter_core.adapters import PROVIDERS, known_provider  # late: adapters import config
 
     log_level = read.text("LOG_LEVEL", "info").lower()
     if log_level not in LOG_LEVELS:
@@ -358,7 +358,10 @@ def load_settings(
             model = classifier.model
         provider = read.text(prefix + "PROVIDER").lower()
         if provider and not known_provider(provider):
-            problems.append(f"{prefix}PROVIDER {provider!r} is not a known provider type")
+            problems.append(
+                f"{prefix}PROVIDER {provider!r} is not a known provider type"
+                f" (use auto or one of: {', '.join(PROVIDERS)})"
+            )
         route = Route(
             tier=tier,
             base_url=base_url,

@@ -14,7 +14,7 @@ from typing import Any
 from xrouter_core import canonical as ev
 from xrouter_core.adapters.openai import OpenAIStreamDecoder
 from xrouter_core.cache import cache_key
-from xrouter_core.inbound import ChatRequest
+from xrouter_core.inbound import OPENAI, ChatRequest
 from xrouter_core.stream import StreamTranslator
 
 NOT_IN_KEY = frozenset({"stream", "stream_options", "user"})
@@ -22,6 +22,8 @@ NOT_IN_KEY = frozenset({"stream", "stream_options", "user"})
 
 def response_key(chat: ChatRequest) -> str | None:
     """The cache key of a deterministic request, or None when it must not be cached."""
+    if chat.client_format != OPENAI:
+        return None  # answers are stored and replayed in OpenAI's format
     body = chat.body
     if body.get("temperature") not in (None, 0, 0.0) or body.get("n") not in (None, 1):
         return None

@@ -10,12 +10,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Protocol
 
 from xrouter_core import canonical as ev
-from xrouter_core.adapters.base import StreamDecoder
+from xrouter_core.adapters.base import Adapter, StreamDecoder
 from xrouter_core.adapters.openai import usage_from_openai
+from xrouter_core.inbound import ANTHROPIC, ChatRequest
 from xrouter_core.render import OpenAIChunkRenderer
+from xrouter_core.render_anthropic import AnthropicEventRenderer
 from xrouter_core.sse import SSEParser
+
+
+class Renderer(Protocol):
+    """Canonical events → one client format (OpenAI chunks or Anthropic events)."""
+
+    usage: ev.Usage | None
+
+    def render(self, events: list[ev.StreamEvent]) -> bytes: ...
+
+    def close(self) -> bytes: ...
 
 
 class StreamTranslator:
@@ -111,9 +124,9 @@ class OpenAIPassthrough(StreamTranslator):
 
 
 class TranslatingStream(StreamTranslator):
-    """Another provider's wire in, OpenAI chunks out, through the canonical events."""
+    """Another provider's wire in, the client's format out, through the canonical events."""
 
-    def __init__(self, decoder: StreamDecoder, renderer: OpenAIChunkRenderer):
+    def __init__(self, decoder: StreamDecoder, renderer: Renderer):
         self.decoder = decoder
         self.renderer = renderer
 
@@ -126,3 +139,15 @@ class TranslatingStream(StreamTranslator):
 
     def finish(self) -> bytes:
         return self.renderer.render(self.decoder.finish()) + self.renderer.close()
+
+
+def translator_for(adapter: Adapter, chat: ChatRequest, model: str) -> StreamTranslator:
+    """The per-flow stream callable: pass-through when client and provider both speak
+    OpenAI, else decode the provider's stream and render the client's format."""
+    if chat.client_format == ANTHROPIC:
+        return TranslatingStream(adapter.stream_decoder(), AnthropicEventRenderer(model))
+    if adapter.openai_wire:
+        return OpenAIPassthrough(chat.wants_usage)
+    return TranslatingStream(
+        adapter.stream_decoder(), OpenAIChunkRenderer(model, include_usage=chat.wants_usage)
+    )

@@ -20,10 +20,13 @@ JSON = "application/json"
 # Paths the router answers on its own listener, with the methods each accepts.
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 PLOTLY_PATH = "/dashboard/plotly.min.js"
+# Anthropic's Messages API, for Anthropic clients (Claude Code, the Anthropic SDK).
+MESSAGES_PATH = "/v1/messages"
 ENDPOINTS: dict[str, tuple[str, ...]] = {
     "/health": ("GET",),
     "/v1/models": ("GET",),
     **{path: ("POST",) for path in CHAT_PATHS},
+    MESSAGES_PATH: ("POST",),
     "/usage": ("GET",),
     "/usage/reset": ("POST",),
     "/metrics": ("GET",),
