@@ -31,7 +31,15 @@ from xrouter_core.logs import setup_logging
 from xrouter_core.policy import TIER_NAMES, Policy
 from xrouter_core.render import OpenAIChunkRenderer
 from xrouter_core.stream import OpenAIPassthrough, StreamTranslator, TranslatingStream
-from xrouter_core.web import CHAT_PATHS, LocalResponse, check_auth, check_method, models_page
+from xrouter_core.web import (
+    CHAT_PATHS,
+    LocalResponse,
+    body_error,
+    check_auth,
+    check_header_values,
+    check_method,
+    models_page,
+)
 
 log = logging.getLogger("xrouter")
 
@@ -113,7 +121,7 @@ class Xrouter:
     def apply(self, settings: Settings) -> None:
         self.settings = settings
         setup_logging(settings)
-        mitm_compat.install()
+        mitm_compat.install(settings.max_body_bytes)
         # Lazy connections: eager ones break offline and when an upstream is down.
         options: dict[str, Any] = {"connection_strategy": "lazy"}
         if not ctx.options.has_changed("flow_detail") and hasattr(ctx.options, "flow_detail"):
@@ -185,6 +193,7 @@ class Xrouter:
         try:
             check_method(path, flow.request.method)
             check_auth(path, flow.request.headers, self.settings.router_api_key)
+            check_header_values(flow.request.headers.fields)
         except RouterError as exc:
             local_response(flow, LocalResponse.error(exc))
             return
@@ -219,7 +228,8 @@ class Xrouter:
         try:
             chat = parse_openai_chat(flow.request.get_content(strict=False))
         except RouterError as exc:
-            local_response(flow, LocalResponse.error(exc))
+            content_type = flow.request.headers.get("content-type", "")
+            local_response(flow, LocalResponse.error(body_error(content_type, exc)))
             return
         decision = await self.policy.decide(chat)
         route = self.route_for(decision.tier)
@@ -266,7 +276,9 @@ class Xrouter:
                 routed.route.model, include_usage=routed.chat.wants_usage
             )
             translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
-        translator.on_finish = lambda t: self.finished(flow, routed, 200, t.usage)
+        translator.on_finish = lambda t: self.finished(
+            flow, routed, 502 if t.error else 200, t.usage, error=t.error
+        )
         routed.translator = translator
         # The body length changes (usage chunk, translation): always chunked to the client.
         response.headers.pop("content-length", None)
