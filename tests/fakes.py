@@ -52,6 +52,10 @@ class Reply:
 Handler = Callable[[Recorded], Reply]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # load tests open many connections at once
+
+
 class FakeServer:
     """A threaded HTTP/1.1 server on 127.0.0.1:<free port>."""
 
@@ -81,7 +85,7 @@ class FakeServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), RequestHandler)
+        self.httpd = _Server(("127.0.0.1", port), RequestHandler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
