@@ -234,7 +234,7 @@ class Xrouter:
         decision = await self.policy.decide(chat)
         route = self.route_for(decision.tier)
         adapter = adapter_for(route)
-        original_host = flow.request.pretty_host
+        original_host = flow.request.pretty_host if intercepted else ""
         upstream = adapter.build_request(
             route,
             chat,
@@ -242,7 +242,10 @@ class Xrouter:
             keep_client_auth=intercepted and not route.api_key and route.host == original_host,
         )
         request = flow.request
-        request.url = upstream.url
+        # Not `request.url = ...`: that parses the URL on every request (~35 µs).
+        request.scheme, request.host, request.port, request.path = mitm_compat.split_url(
+            upstream.url
+        )
         request.headers = http.Headers(
             [
                 (k.encode(), v.encode("utf-8", "surrogateescape"))

@@ -22,12 +22,13 @@ Two more answers must be ours for the same reason:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 
 from mitmproxy import flow as mitm_flow
 from mitmproxy import http
-from mitmproxy.net.http.http1 import expected_http_body_size
+from mitmproxy.net.http import url as mitm_url
 from mitmproxy.proxy.events import Event
 from mitmproxy.proxy.layers.http import (
     HttpStream,
@@ -49,6 +50,13 @@ JSON_ERROR = "xrouter-json:"
 
 _installed = False
 _max_body_bytes = 0
+
+
+@functools.lru_cache(maxsize=256)
+def split_url(url: str) -> tuple[str, str, int, str]:
+    """(scheme, host, port, path) of an upstream URL, parsed once per distinct URL."""
+    scheme, host, port, path = mitm_url.parse(url)
+    return scheme.decode(), host.decode("idna"), port, path.decode("utf-8", "surrogateescape")
 
 
 def set_max_body_bytes(limit: int) -> None:
@@ -114,12 +122,11 @@ def install(max_body_bytes: int | None = None) -> bool:
         limit = _max_body_bytes
         if request and limit and isinstance(self.context.client.proxy_mode, ReverseMode):
             if self.request_body_buf:
-                size = len(self.request_body_buf)
+                size = len(self.request_body_buf)  # a chunked body, as it grows
             else:
-                try:
-                    size = expected_http_body_size(self.flow.request) or 0
-                except ValueError:
-                    size = 0
+                # Content-Length, before the body is read (mitmproxy checked its syntax).
+                declared = self.flow.request.headers.get("content-length", "")
+                size = int(declared) if declared.isdigit() else 0
             if size > limit:
                 message = f"The request body is larger than the router's limit of {limit} bytes (MAX_BODY_BYTES)."
                 self.flow.error = mitm_flow.Error(message)
