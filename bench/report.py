@@ -47,8 +47,8 @@ def markdown(results: dict) -> str:
         out += [
             "### Non-streamed requests",
             "",
-            "| target | concurrency | p50 ms | p99 ms | added p50 ms | added p99 ms | req/s | errors |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| target | concurrency | p50 ms | p99 ms | added p50 ms | added p99 ms | req/s | proxy CPU µs/req | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for concurrency, rows in latency.items():
             direct = rows["direct"]
@@ -56,7 +56,8 @@ def markdown(results: dict) -> str:
                 out.append(
                     f"| {name} | {concurrency} | {fmt(row['p50_ms'])} | {fmt(row['p99_ms'])} | "
                     f"{fmt(added(row, direct, 'p50_ms'))} | {fmt(added(row, direct, 'p99_ms'))} | "
-                    f"{fmt(row['rps'], 0)} | {row['errors']} |"
+                    f"{fmt(row['rps'], 0)} | {fmt(row.get('cpu_us_per_request') if name != 'direct' else None, 0)} | "
+                    f"{row['errors']} |"
                 )
         out.append("")
 

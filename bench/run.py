@@ -26,7 +26,15 @@ from pathlib import Path
 
 from bench import report
 from bench.httpclient import Answer, Connection
-from bench.targets import CHAT, DEFAULT_TARGETS, ROOT, TARGETS, Target, Unavailable
+from bench.targets import (
+    CHAT,
+    DEFAULT_TARGETS,
+    ROOT,
+    TARGETS,
+    Target,
+    Unavailable,
+    router_at,
+)
 
 RESULTS = ROOT / "bench" / "results"
 PROMPT = "Say hello to the benchmark in one short sentence."
@@ -71,11 +79,20 @@ def answer_ok(answer: Answer, stream: bool) -> bool:
     return b'"choices"' in answer.body
 
 
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (robust to a busy machine, unlike latency)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 @dataclass
 class Batch:
     answers: list[Answer]
     errors: int
     wall: float
+    cpu: float = 0.0
 
     @property
     def rps(self) -> float:
@@ -111,9 +128,11 @@ async def batch(target: Target, concurrency: int, total: int, stream: bool) -> B
         finally:
             await connection.close()
 
+    cpu_before = cpu_seconds(target.pid)
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return Batch(answers, errors, time.perf_counter() - started)
+    wall = time.perf_counter() - started
+    return Batch(answers, errors, wall, cpu_seconds(target.pid) - cpu_before)
 
 
 # ---- phases ---------------------------------------------------------------------
@@ -124,12 +143,14 @@ async def latency_phase(targets: list[Target], plan: Plan, results: dict) -> Non
         samples: dict[str, list[float]] = {t.name: [] for t in targets}
         rps: dict[str, list[float]] = {t.name: [] for t in targets}
         errors: dict[str, int] = {t.name: 0 for t in targets}
+        cpu: dict[str, float] = {t.name: 0.0 for t in targets}
         for round_ in range(plan.rounds):
             for target in targets:
                 result = await batch(target, concurrency, count, stream=False)
                 samples[target.name] += [a.seconds * 1000 for a in result.answers]
                 rps[target.name].append(result.rps)
                 errors[target.name] += result.errors
+                cpu[target.name] += result.cpu
                 print(
                     f"  c={concurrency:<3} round {round_ + 1}/{plan.rounds} {target.name:<9}"
                     f" p50={report.percentile(samples[target.name], 50):7.2f} ms"
@@ -141,6 +162,8 @@ async def latency_phase(targets: list[Target], plan: Plan, results: dict) -> Non
                 "p50_ms": report.percentile(values, 50),
                 "p99_ms": report.percentile(values, 99),
                 "rps": report.median(rps[name]),
+                # The proxy process' own CPU per request: comparable on a busy machine.
+                "cpu_us_per_request": cpu[name] / len(values) * 1e6 if values else None,
                 "requests": len(values),
                 "errors": errors[name],
             }
@@ -317,6 +340,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="comma-separated phases to run",
     )
     parser.add_argument("--out", type=Path, default=None, help="results directory")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="CHECKOUT",
+        help="also run the router of another checkout (e.g. a git worktree of an older "
+        "commit) in the same interleaved rounds, as target router@<dir name>",
+    )
     return parser.parse_args(argv)
 
 
@@ -355,6 +387,11 @@ async def main_async(args: argparse.Namespace) -> int:
                 continue
             targets.append(target)
             results["targets"][name] = target.description
+        for checkout in args.compare:
+            target = router_at(checkout.resolve())(provider_url, out_dir)
+            target.start()
+            targets.append(target)
+            results["targets"][target.name] = target.description
         print(f"targets: {', '.join(t.name for t in targets)}; warming up", flush=True)
         for target in targets:
             await batch(target, 8, plan.warmup, stream=False)

@@ -193,6 +193,21 @@ class Router(Target):
         ], router_env(self)
 
 
+def router_at(checkout: Path) -> type[Router]:
+    """The router of another checkout, for before/after figures in one run."""
+
+    class RouterAt(Router):
+        name = f"router@{checkout.name}"
+        description = f"mitmdump -s {checkout}/addons/xrouter.py"
+
+        def command(self) -> tuple[list[str], dict[str, str]]:
+            command, env = super().command()
+            command[2] = str(checkout / "addons" / "xrouter.py")
+            return command, env
+
+    return RouterAt
+
+
 class LeanRouter(Target):
     name = "xrouter"
     description = "the lean launcher, python -m xrouter_core"
