@@ -112,7 +112,7 @@ def markdown(results: dict) -> str:
             "### Memory (fresh process per target)",
             "",
             "| target | "
-            + " | ".join(f"RSS after {m} MiB" for m in marks)
+            + " | ".join(f"RSS MiB after {m} req" for m in marks)
             + " | peak MiB | growth |",
             "|---|" + "---:|" * (len(marks) + 2),
         ]
