@@ -121,6 +121,8 @@ class Settings:
     log_to_file: bool = False
     log_dir: str = "logs"
     redis_url: str = ""
+    # Request bodies above this many bytes get a 413 on the router's listener (0: no limit).
+    max_body_bytes: int = 10_000_000
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
     routes: Mapping[str, Route] = field(default_factory=dict)
     # Every value that must never be printed, so logs can redact them.
@@ -382,6 +384,7 @@ def load_settings(
         log_to_file=read.flag("LOG_TO_FILE", False),
         log_dir=read.text("LOG_DIR", "logs"),
         redis_url=read.text("REDIS_URL"),
+        max_body_bytes=read.integer("MAX_BODY_BYTES", 10_000_000),
         classifier=classifier,
         routes=routes,
         secrets=secrets,
