@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import gc
 import logging
@@ -143,9 +144,7 @@ class Lifecycle:
     def running(self) -> None:
         if self.workers > 1:
             listeners = getattr(asyncio.get_running_loop(), "listeners", [])
-            if not any(
-                s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in listeners
-            ):
+            if not any(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in listeners):
                 log.error(
                     "--workers: this mitmproxy version did not create its listener with "
                     "loop.create_server, so workers cannot share the port; use --workers 1"
@@ -177,9 +176,7 @@ def build_master(args: argparse.Namespace, workers: int) -> master.Master:
     # What mitmdump's script loader does for a script: configure with every option once.
     lean.addons.trigger(hooks.ConfigureHook(set(opts.keys())))
     if opts.deferred:
-        raise exceptions.OptionsError(
-            "unknown option(s): " + ", ".join(sorted(opts.deferred))
-        )
+        raise exceptions.OptionsError("unknown option(s): " + ", ".join(sorted(opts.deferred)))
     return lean
 
 
@@ -251,10 +248,8 @@ def supervise(args: argparse.Namespace, workers: int) -> int:
 
     def relay(signum, _frame) -> None:
         for child in children:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
     signal.signal(signal.SIGINT, relay)
     signal.signal(signal.SIGTERM, relay)
