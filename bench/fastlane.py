@@ -1,0 +1,51 @@
+"""The lean launcher's own figures, on the bench harness (bench/run.py, bench/targets.py).
+
+    ./run python -m bench.fastlane            latency phase: direct, plain mitmdump,
+                                              mitmdump -s addons/xrouter.py, xrouter,
+                                              xrouter --workers 2
+    ./run python -m bench.fastlane --quick    a small run
+
+It only adds launcher variants as targets (workers, event loop) and runs the
+harness's interleaved latency phase over them, so the figures are the harness's own.
+"""
+
+from __future__ import annotations
+
+import sys
+
+from bench import run, targets
+
+
+class LeanRouterWorkers(targets.LeanRouter):
+    name = "xrouter-w2"
+    description = "xrouter --workers 2 (SO_REUSEPORT)"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        command, env = super().command()
+        return [*command, "--workers", "2"], env
+
+
+class LeanRouterAsyncio(targets.LeanRouter):
+    name = "xrouter-asyncio"
+    description = "xrouter --loop asyncio (to show what uvloop is worth)"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        command, env = super().command()
+        return [*command, "--loop", "asyncio"], env
+
+
+for variant in (LeanRouterWorkers, LeanRouterAsyncio):
+    targets.TARGETS[variant.name] = variant
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not any(a.startswith("--targets") for a in argv):
+        argv += ["--targets", "mitmdump,router,xrouter,xrouter-w2"]
+    if not any(a.startswith("--only") for a in argv):
+        argv += ["--only", "latency"]
+    return run.main(argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
