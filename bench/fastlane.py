@@ -25,16 +25,25 @@ class LeanRouterWorkers(targets.LeanRouter):
         return [*command, "--workers", "2"], env
 
 
-class LeanRouterAsyncio(targets.LeanRouter):
-    name = "xrouter-asyncio"
-    description = "xrouter --loop asyncio (to show what uvloop is worth)"
+class LeanRouterUvloop(targets.LeanRouter):
+    name = "xrouter-uvloop"
+    description = "xrouter --loop uvloop (to show what uvloop is worth)"
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         command, env = super().command()
-        return [*command, "--loop", "asyncio"], env
+        return [*command, "--loop", "uvloop"], env
 
 
-for variant in (LeanRouterWorkers, LeanRouterAsyncio):
+class LeanRouterDebug(targets.LeanRouter):
+    name = "xrouter-debug"
+    description = "xrouter with XROUTER_DEBUG=1 (no python -O: what -O is worth)"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        command, env = super().command()
+        return command, {**env, "XROUTER_DEBUG": "1"}
+
+
+for variant in (LeanRouterWorkers, LeanRouterUvloop, LeanRouterDebug):
     targets.TARGETS[variant.name] = variant
 
 

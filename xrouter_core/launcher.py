@@ -3,8 +3,9 @@
 `mitmdump -s addons/xrouter.py` dispatches every flow event through mitmdump's ~36
 default addons (and again through the `update` hook after each). A reverse proxy needs
 only five of them, so this launcher builds mitmproxy's public `Master` with just those
-and the router addon, runs it on uvloop when installed, and freezes the start-up heap
-out of the garbage collector. Configuration, endpoints and behaviour are the addon's,
+and the router addon, runs without `__debug__` checks (it re-executes itself with
+`python -O`: mitmproxy type-checks every message it builds in debug mode) and freezes
+the start-up heap out of the garbage collector. Configuration, endpoints and behaviour are the addon's,
 so they are the same in both forms.
 
 `--workers N` forks N such processes after the configuration has been checked once;
@@ -72,9 +73,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--loop",
-        choices=("auto", "uvloop", "asyncio"),
-        default="auto",
-        help="event loop: uvloop when installed (auto), or the standard one",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop (default asyncio: uvloop measured slower under mitmproxy here, "
+        "see bench/fastlane.py)",
     )
     args = parser.parse_args(argv)
     if args.workers < 0:
@@ -103,14 +105,12 @@ def install_log_handler(level: str) -> logging.Handler:
 
 
 def loop_class(kind: str) -> type[asyncio.AbstractEventLoop]:
-    if kind in ("auto", "uvloop"):
+    if kind == "uvloop":
         try:
             import uvloop
         except ImportError:
-            if kind == "uvloop":
-                raise SystemExit("xrouter: --loop uvloop, but uvloop is not installed") from None
-        else:
-            return uvloop.Loop
+            raise SystemExit("xrouter: --loop uvloop, but uvloop is not installed") from None
+        return uvloop.Loop
     return asyncio.SelectorEventLoop
 
 
@@ -268,8 +268,16 @@ def supervise(args: argparse.Namespace, workers: int) -> int:
     return worst
 
 
+def reexec_optimized() -> None:
+    """Run as `python -O` unless already so (or XROUTER_DEBUG=1): the same process id."""
+    if __debug__ and os.environ.get("XROUTER_DEBUG", "") not in ("1", "true"):
+        os.execv(sys.executable, [sys.executable, "-O", "-m", "xrouter_core", *sys.argv[1:]])
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    if argv is None:
+        reexec_optimized()
     # The command line outranks the environment, .env and upstreams.json.
     for name, value in (("HOST", args.host), ("PORT", args.port), ("LOG_LEVEL", args.log_level)):
         if value is not None:
