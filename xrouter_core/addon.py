@@ -131,7 +131,7 @@ class Xrouter:
         mitm_compat.install(settings.max_body_bytes)
         # Lazy connections: eager ones break offline and when an upstream is down.
         options: dict[str, Any] = {"connection_strategy": "lazy"}
-        if not ctx.options.has_changed("flow_detail") and hasattr(ctx.options, "flow_detail"):
+        if hasattr(ctx.options, "flow_detail") and not ctx.options.has_changed("flow_detail"):
             options["flow_detail"] = 0  # mitmproxy's own per-flow lines would flood the log
         ctx.options.update(**options)
         if self.client is None:
