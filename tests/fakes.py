@@ -45,17 +45,22 @@ class Reply:
     body: bytes | str | dict | list | None = None
     chunks: Iterable[bytes | str | Pause] | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    # "reset": close the socket without answering; "hang": never answer (until shutdown).
+    # "reset": close the socket without answering; "hang": never answer (until shutdown);
+    # "reset_after_chunks": send the chunks, then reset instead of ending the body.
     action: str = ""
 
 
 Handler = Callable[[Recorded], Reply]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # load tests open many connections at once
+
+
 class FakeServer:
     """A threaded HTTP/1.1 server on 127.0.0.1:<free port>."""
 
-    def __init__(self, handler: Handler):
+    def __init__(self, handler: Handler, port: int = 0):
         self.handler = handler
         self.requests: list[Recorded] = []
         # Set when a streamed reply could not be written: the client closed the connection.
@@ -81,20 +86,25 @@ class FakeServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
+        self.httpd = _Server(("127.0.0.1", port), RequestHandler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
+    @staticmethod
+    def _reset(rh: BaseHTTPRequestHandler) -> None:
+        """Close with SO_LINGER 0: the peer sees a TCP reset, as when a provider dies."""
+        rh.connection.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+        )
+        rh.connection.close()
+        rh.close_connection = True
+
     def _send(self, rh: BaseHTTPRequestHandler, reply: Reply) -> None:
         if reply.action == "reset":
-            rh.connection.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-            )
-            rh.connection.close()
-            rh.close_connection = True
+            self._reset(rh)
             return
         if reply.action == "hang":
             self.stopping.wait(60)
@@ -136,6 +146,9 @@ class FakeServer:
                     continue
                 rh.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 rh.wfile.flush()
+            if reply.action == "reset_after_chunks":
+                self._reset(rh)
+                return
             rh.wfile.write(b"0\r\n\r\n")
             rh.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, OSError):
@@ -245,11 +258,11 @@ class FakeOpenAIProvider(FakeServer):
     """Answers chat completions in OpenAI's format, streamed or not; `answer` names the
     provider in the text so tests can see which route served a request."""
 
-    def __init__(self, name: str, pieces: list[str] | None = None):
+    def __init__(self, name: str, pieces: list[str] | None = None, port: int = 0):
         self.name = name
         self.pieces = pieces or [f"Hello from {name}", "!"]
         self.override: Handler | None = None
-        super().__init__(self.route)
+        super().__init__(self.route, port=port)
 
     def route(self, request: Recorded) -> Reply:
         if self.override is not None:

@@ -295,6 +295,7 @@ def redis_server(tmp_path):
     server.kill()
 
 
+@pytest.mark.parametrize("launcher", ["xrouter"])  # one form is enough: the store is shared code
 def test_two_routers_share_redis_exactly_and_survive_an_outage(
     start_router, upstreams, redis_server, tmp_path
 ):
@@ -371,6 +372,7 @@ def chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
     )
 
 
+@pytest.mark.parametrize("launcher", ["mitmdump"])  # the page does not depend on the form
 def test_dashboard_renders_usage_in_headless_chromium(start_router, upstreams, tmp_path):
     if not (shutil.which("chromium") or Path("/usr/bin/chromium").exists()):
         pytest.fail("chromium is not installed (.ci/run installs it)")
@@ -423,6 +425,7 @@ def test_dashboard_renders_usage_in_headless_chromium(start_router, upstreams, t
     print(f"dashboard screenshot: {shot}")
 
 
+@pytest.mark.parametrize("launcher", ["xrouter"])
 def test_redis_down_at_start_serves_from_the_local_backend(start_router, upstreams, tmp_path):
     dead = free_port()  # nothing listens here
     router = start_router(

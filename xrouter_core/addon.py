@@ -36,7 +36,9 @@ from xrouter_core.web import (
     CHAT_PATHS,
     MESSAGES_PATH,
     LocalResponse,
+    body_error,
     check_auth,
+    check_header_values,
     check_method,
     models_page,
 )
@@ -128,10 +130,10 @@ class Xrouter:
     def apply(self, settings: Settings) -> None:
         self.settings = settings
         setup_logging(settings)
-        mitm_compat.install()
+        mitm_compat.install(settings.max_body_bytes)
         # Lazy connections: eager ones break offline and when an upstream is down.
         options: dict[str, Any] = {"connection_strategy": "lazy"}
-        if not ctx.options.has_changed("flow_detail") and hasattr(ctx.options, "flow_detail"):
+        if hasattr(ctx.options, "flow_detail") and not ctx.options.has_changed("flow_detail"):
             options["flow_detail"] = 0  # mitmproxy's own per-flow lines would flood the log
         ctx.options.update(**options)
         if self.client is None:
@@ -216,6 +218,7 @@ class Xrouter:
         try:
             check_method(path, flow.request.method)
             check_auth(path, flow.request.headers, self.settings.router_api_key)
+            check_header_values(flow.request.headers.fields)
         except RouterError as exc:
             local_response(flow, LocalResponse.error(exc))
             return
@@ -259,7 +262,8 @@ class Xrouter:
         try:
             chat = parse(flow.request.get_content(strict=False))
         except RouterError as exc:
-            local_response(flow, LocalResponse.error(exc))
+            content_type = flow.request.headers.get("content-type", "")
+            local_response(flow, LocalResponse.error(body_error(content_type, exc)))
             return
         assert self.accounting is not None
         cache_key, cached = await self.accounting.cached_answer(chat)
@@ -269,7 +273,7 @@ class Xrouter:
         decision = await self.policy.decide(chat)
         route = self.route_for(decision.tier)
         adapter = adapter_for(route)
-        original_host = flow.request.pretty_host
+        original_host = flow.request.pretty_host if intercepted else ""
         upstream = adapter.build_request(
             route,
             chat,
@@ -277,7 +281,10 @@ class Xrouter:
             keep_client_auth=intercepted and not route.api_key and route.host == original_host,
         )
         request = flow.request
-        request.url = upstream.url
+        # Not `request.url = ...`: that parses the URL on every request (~35 µs).
+        request.scheme, request.host, request.port, request.path = mitm_compat.split_url(
+            upstream.url
+        )
         request.headers = http.Headers(
             [
                 (k.encode(), v.encode("utf-8", "surrogateescape"))
@@ -312,7 +319,9 @@ class Xrouter:
             response.headers["content-type"] = "text/event-stream"
         if "cache_key" in routed.extra:
             translator = RecordingStream(translator)
-        translator.on_finish = lambda t: self.finished(flow, routed, 200, t.usage, stream=t)
+        translator.on_finish = lambda t: self.finished(
+            flow, routed, 502 if t.error else 200, t.usage, error=t.error, stream=t
+        )
         routed.translator = translator
         # The body length changes (usage chunk, translation): always chunked to the client.
         response.headers.pop("content-length", None)

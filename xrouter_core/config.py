@@ -138,6 +138,8 @@ class Settings:
     usage_flush_ms: int = 500
     request_log: str = ""
     request_log_prompts: bool = False
+    # Request bodies above this many bytes get a 413 on the router's listener (0: no limit).
+    max_body_bytes: int = 10_000_000
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
     routes: Mapping[str, Route] = field(default_factory=dict)
     # Every value that must never be printed, so logs can redact them.
@@ -436,6 +438,7 @@ def load_settings(
         usage_flush_ms=read.integer("USAGE_FLUSH_MS", 500, minimum=10),
         request_log=read.text("REQUEST_LOG"),
         request_log_prompts=read.flag("REQUEST_LOG_PROMPTS", False),
+        max_body_bytes=read.integer("MAX_BODY_BYTES", 10_000_000),
         classifier=classifier,
         routes=routes,
         secrets=secrets,

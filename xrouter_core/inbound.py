@@ -14,6 +14,9 @@ from xrouter_core.errors import RouterError
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
+# Above this a token limit is a mistake or an attack, not a request: no model has it.
+MAX_TOKENS_LIMIT = 2**31 - 1
+TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
 
 
 @dataclass(slots=True)
@@ -86,6 +89,18 @@ def parse_openai_chat(raw: bytes | None) -> ChatRequest:
         raise RouterError(400, "'model' must be a string.", code="invalid_model")
     if "stream" in body and not isinstance(body["stream"], bool):
         raise RouterError(400, "'stream' must be true or false.", code="invalid_stream")
+    for name in TOKEN_LIMIT_FIELDS:
+        value = body.get(name)
+        if value is not None and (
+            isinstance(value, bool)
+            or not isinstance(value, int)
+            or not 1 <= value <= MAX_TOKENS_LIMIT
+        ):
+            raise RouterError(
+                400,
+                f"'{name}' must be a whole number from 1 to {MAX_TOKENS_LIMIT}.",
+                code="invalid_max_tokens",
+            )
     return ChatRequest(body=body)
 
 

@@ -16,7 +16,7 @@ from xrouter_core import canonical as ev
 from xrouter_core.adapters.base import Adapter, StreamDecoder
 from xrouter_core.adapters.openai import usage_from_openai
 from xrouter_core.inbound import ANTHROPIC, ChatRequest
-from xrouter_core.render import OpenAIChunkRenderer
+from xrouter_core.render import OpenAIChunkRenderer, sse_data
 from xrouter_core.render_anthropic import AnthropicEventRenderer
 from xrouter_core.sse import SSEParser
 
@@ -40,6 +40,8 @@ class StreamTranslator:
     bytes_out: int = 0
     events_out: int = 0
     first_event_size: int = 0
+    # Set when the upstream died mid-stream (see fail).
+    error: str = ""
 
     def feed(self, chunk: bytes) -> bytes:
         raise NotImplementedError
@@ -81,6 +83,24 @@ class StreamTranslator:
         wrapper = max(self.first_event_size - 20, 0)
         rest = self.bytes_out - self.first_event_size - 14 + 12
         return max(rest - (self.events_out - 2) * wrapper, 0)
+
+    def fail(self, message: str) -> bytes:
+        """The upstream died mid-stream: the client gets one OpenAI-style error event
+        and then a clean end of body (not a hang, not a cut chunked encoding)."""
+        self.error = message
+        out = sse_data(
+            {
+                "error": {
+                    "message": message,
+                    "type": "upstream_error",
+                    "code": "upstream_stream_interrupted",
+                }
+            }
+        )
+        if self.on_finish is not None:
+            callback, self.on_finish = self.on_finish, None
+            callback(self)
+        return out
 
 
 class OpenAIPassthrough(StreamTranslator):
