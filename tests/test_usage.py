@@ -348,7 +348,9 @@ def test_two_routers_share_redis_exactly_and_survive_an_outage(
 # ---- the dashboard in real headless Chromium ----------------------------------------------
 
 
-def chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
+def chromium(
+    url: str, tmp: Path, *extra: str, budget_ms: int = 3000
+) -> subprocess.CompletedProcess:
     binary = shutil.which("chromium") or "/usr/bin/chromium"
     profile = tmp / f"chromium-profile-{time.time_ns()}"
     return subprocess.run(
@@ -363,7 +365,7 @@ def chromium(url: str, tmp: Path, *extra: str) -> subprocess.CompletedProcess:
             "--disable-sync",
             "--disable-dev-shm-usage",
             f"--user-data-dir={profile}",
-            "--virtual-time-budget=3000",
+            f"--virtual-time-budget={budget_ms}",
             *extra,
             url,
         ],
@@ -394,7 +396,8 @@ def test_dashboard_renders_usage_in_headless_chromium(start_router, upstreams, t
     assert "API key needed" in locked.stdout.decode()
     assert "data-rendered-tokens" not in locked.stdout.decode()
 
-    dom = chromium(router.url + f"/dashboard#key={key}", tmp_path, "--dump-dom")
+    # 7 s of page time: the first render and the 5-second refresh (no reload).
+    dom = chromium(router.url + f"/dashboard#key={key}", tmp_path, "--dump-dom", budget_ms=7000)
     html = dom.stdout.decode()
     assert dom.returncode == 0, dom.stderr.decode()[-2000:]
     rendered = re.search(r'data-rendered-tokens="([^"]*)"', html)
@@ -405,6 +408,7 @@ def test_dashboard_renders_usage_in_headless_chromium(start_router, upstreams, t
         [doc["cost"]["totalUsd"], doc["cost"]["frontierEquivalentUsd"], doc["cost"]["savingsUsd"]]
     )
     assert re.search(r'data-rendered-requests="6"', html)
+    assert int(re.search(r'data-render-count="(\d+)"', html).group(1)) >= 2
     # Every chart drew its SVG, and the cards and the table carry the same numbers.
     for chart in ("tokens", "cost", "requests-time", "tokens-time", "latency"):
         section = html.split(f'id="chart-{chart}"', 1)[1][:3000]
