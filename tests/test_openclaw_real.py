@@ -47,7 +47,7 @@ def openclaw_command() -> tuple[Path, Path]:
 
 def openclaw_config(router_url: str, supports_tools: bool = True) -> dict:
     """The config the README documents, plus what keeps a test run quiet and offline."""
-    model: dict = {"id": "auto", "name": "Xrouter auto"}
+    model: dict = {"id": "xrouter/auto", "name": "Xrouter (auto)"}
     if not supports_tools:
         model["compat"] = {"supportsTools": False}
     return {
@@ -62,7 +62,7 @@ def openclaw_config(router_url: str, supports_tools: bool = True) -> dict:
                 }
             },
         },
-        "agents": {"defaults": {"model": {"primary": "xrouter/auto"}}},
+        "agents": {"defaults": {"model": {"primary": "xrouter/xrouter/auto"}}},
         "update": {"checkOnStart": False},
         "telemetry": {"enabled": False},
     }
@@ -156,7 +156,7 @@ def test_real_openclaw_infer_model_run(start_router, upstreams, tmp_path):
     result = run_openclaw(
         tmp_path,
         openclaw_config(router.url),
-        ["infer", "model", "run", "--local", "--model", "xrouter/auto", "--prompt", ask],
+        ["infer", "model", "run", "--local", "--model", "xrouter/xrouter/auto", "--prompt", ask],
     )
     lines = routed(router)
     report("infer model run", lines)
