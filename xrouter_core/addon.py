@@ -20,18 +20,27 @@ from mitmproxy import ctx, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from xrouter_core import mitm_compat
-from xrouter_core.adapters import Adapter, adapter_for
+from xrouter_core.adapters import Adapter, adapter_for, provider_name
 from xrouter_core.cache import MemoryCache
 from xrouter_core.canonical import Usage
 from xrouter_core.classifier import Decision, LLMClassifier
 from xrouter_core.config import ConfigError, Route, Settings, load_settings
 from xrouter_core.errors import RouterError, error_body, redact
-from xrouter_core.inbound import ChatRequest, parse_openai_chat
+from xrouter_core.inbound import ANTHROPIC, ChatRequest, parse_anthropic_messages, parse_openai_chat
 from xrouter_core.logs import setup_logging
-from xrouter_core.policy import TIER_NAMES, Policy
-from xrouter_core.render import OpenAIChunkRenderer
-from xrouter_core.stream import OpenAIPassthrough, StreamTranslator, TranslatingStream
-from xrouter_core.web import CHAT_PATHS, LocalResponse, check_auth, check_method, models_page
+from xrouter_core.policy import LOGICAL_MODELS, TIER_NAMES, Policy
+from xrouter_core.render_anthropic import anthropic_error, anthropic_message
+from xrouter_core.stream import StreamTranslator, translator_for
+from xrouter_core.web import (
+    CHAT_PATHS,
+    MESSAGES_PATH,
+    LocalResponse,
+    body_error,
+    check_auth,
+    check_header_values,
+    check_method,
+    models_page,
+)
 
 log = logging.getLogger("xrouter")
 
@@ -51,6 +60,9 @@ PROVIDER_HOSTS = frozenset(
     }
 )
 
+# Anthropic clients (Claude Code) behind the proxy: their Messages calls are routed too.
+ANTHROPIC_HOST = "api.anthropic.com"
+
 
 @dataclass(slots=True)
 class RoutedFlow:
@@ -67,7 +79,10 @@ class RoutedFlow:
 
 
 def local_response(flow: http.HTTPFlow, answer: LocalResponse) -> None:
-    flow.response = http.Response.make(answer.status, answer.body, answer.headers)
+    body = answer.body
+    if answer.status >= 400 and flow.request.path.split("?", 1)[0] == MESSAGES_PATH:
+        body = anthropic_error(answer.status, body)  # Anthropic clients get their shape
+    flow.response = http.Response.make(answer.status, body, answer.headers)
 
 
 class Xrouter:
@@ -113,10 +128,10 @@ class Xrouter:
     def apply(self, settings: Settings) -> None:
         self.settings = settings
         setup_logging(settings)
-        mitm_compat.install()
+        mitm_compat.install(settings.max_body_bytes)
         # Lazy connections: eager ones break offline and when an upstream is down.
         options: dict[str, Any] = {"connection_strategy": "lazy"}
-        if not ctx.options.has_changed("flow_detail") and hasattr(ctx.options, "flow_detail"):
+        if hasattr(ctx.options, "flow_detail") and not ctx.options.has_changed("flow_detail"):
             options["flow_detail"] = 0  # mitmproxy's own per-flow lines would flood the log
         ctx.options.update(**options)
         if self.client is None:
@@ -177,6 +192,12 @@ class Xrouter:
             and flow.request.method == "POST"
         ):
             await self.route_chat(flow, intercepted=True)
+        elif (
+            flow.request.pretty_host == ANTHROPIC_HOST
+            and flow.request.path.split("?", 1)[0] == MESSAGES_PATH
+            and flow.request.method == "POST"
+        ):
+            await self.route_chat(flow, intercepted=True, anthropic=True)
         # Anything else in proxy mode passes through untouched.
 
     async def serve_own_endpoint(self, flow: http.HTTPFlow) -> None:
@@ -185,21 +206,24 @@ class Xrouter:
         try:
             check_method(path, flow.request.method)
             check_auth(path, flow.request.headers, self.settings.router_api_key)
+            check_header_values(flow.request.headers.fields)
         except RouterError as exc:
             local_response(flow, LocalResponse.error(exc))
             return
         if path in CHAT_PATHS:
             await self.route_chat(flow, intercepted=False)
+        elif path == MESSAGES_PATH:
+            await self.route_chat(flow, intercepted=False, anthropic=True)
         elif path == "/health":
             local_response(flow, LocalResponse.json(self.health()))
         elif path == "/v1/models":
-            local_response(
-                flow, models_page(["xrouter/auto", *(f"xrouter/{t}" for t in TIER_NAMES)])
-            )
+            local_response(flow, models_page(list(LOGICAL_MODELS)))
 
     def health(self) -> dict[str, Any]:
         assert self.settings is not None
         doc = {"status": "ok", **self.settings.public()}
+        for tier, route in self.settings.routes.items():
+            doc["routes"][tier]["adapter"] = provider_name(route)  # what `auto` resolved to
         doc["classifier"]["last_call_ok"] = self.classifier.last_ok if self.classifier else None
         doc["classifier"]["last_error"] = self.classifier.last_error if self.classifier else None
         return doc
@@ -213,18 +237,22 @@ class Xrouter:
                 return route
         raise RouterError(500, "No route is configured.", type="server_error")
 
-    async def route_chat(self, flow: http.HTTPFlow, intercepted: bool) -> None:
+    async def route_chat(
+        self, flow: http.HTTPFlow, intercepted: bool, anthropic: bool = False
+    ) -> None:
         assert self.settings is not None and self.policy is not None
         started = time.perf_counter()
+        parse = parse_anthropic_messages if anthropic else parse_openai_chat
         try:
-            chat = parse_openai_chat(flow.request.get_content(strict=False))
+            chat = parse(flow.request.get_content(strict=False))
         except RouterError as exc:
-            local_response(flow, LocalResponse.error(exc))
+            content_type = flow.request.headers.get("content-type", "")
+            local_response(flow, LocalResponse.error(body_error(content_type, exc)))
             return
         decision = await self.policy.decide(chat)
         route = self.route_for(decision.tier)
         adapter = adapter_for(route)
-        original_host = flow.request.pretty_host
+        original_host = flow.request.pretty_host if intercepted else ""
         upstream = adapter.build_request(
             route,
             chat,
@@ -232,7 +260,10 @@ class Xrouter:
             keep_client_auth=intercepted and not route.api_key and route.host == original_host,
         )
         request = flow.request
-        request.url = upstream.url
+        # Not `request.url = ...`: that parses the URL on every request (~35 µs).
+        request.scheme, request.host, request.port, request.path = mitm_compat.split_url(
+            upstream.url
+        )
         request.headers = http.Headers(
             [
                 (k.encode(), v.encode("utf-8", "surrogateescape"))
@@ -256,17 +287,14 @@ class Xrouter:
         response.headers["x-xrouter-upstream"] = routed.route.tier
         if response.status_code >= 400 or not routed.chat.stream:
             return  # buffered: the response hook translates it
-        if "text/event-stream" not in response.headers.get("content-type", ""):
-            return
-        translator: StreamTranslator
-        if routed.adapter.openai_wire:
-            translator = OpenAIPassthrough(routed.chat.wants_usage)
-        else:
-            renderer = OpenAIChunkRenderer(
-                routed.route.model, include_usage=routed.chat.wants_usage
-            )
-            translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
-        translator.on_finish = lambda t: self.finished(flow, routed, 200, t.usage)
+        if "stream" not in response.headers.get("content-type", ""):
+            return  # text/event-stream (application/stream+json for some providers)
+        translator = translator_for(routed.adapter, routed.chat, routed.route.model)
+        if routed.chat.client_format == ANTHROPIC:
+            response.headers["content-type"] = "text/event-stream"
+        translator.on_finish = lambda t: self.finished(
+            flow, routed, 502 if t.error else 200, t.usage, error=t.error
+        )
         routed.translator = translator
         # The body length changes (usage chunk, translation): always chunked to the client.
         response.headers.pop("content-length", None)
@@ -287,7 +315,13 @@ class Xrouter:
         usage = None
         try:
             completion = routed.adapter.parse_response(response.get_content(strict=False) or b"")
-            if not routed.adapter.openai_wire:
+            if not routed.adapter.openai_wire and not completion.get("model"):
+                completion["model"] = routed.route.model or routed.chat.model  # Cohere omits it
+            if routed.chat.client_format == ANTHROPIC:
+                answer = anthropic_message(completion, routed.route.model or routed.chat.model)
+                response.set_content(json.dumps(answer).encode())
+                response.headers["content-type"] = "application/json"
+            elif not routed.adapter.openai_wire:
                 response.set_content(json.dumps(completion).encode())
                 response.headers["content-type"] = "application/json"
             raw_usage = completion.get("usage") if isinstance(completion, dict) else None
@@ -323,10 +357,11 @@ class Xrouter:
             for k, v in response.headers.items()
             if k.lower() in ("retry-after", "x-xrouter-decision", "x-xrouter-upstream")
         }
+        body = error_body(redact(message, secrets), type_, f"upstream_{status}")
+        if routed.chat.client_format == ANTHROPIC:
+            body = anthropic_error(status, body)
         flow.response = http.Response.make(
-            status,
-            error_body(redact(message, secrets), type_, f"upstream_{status}"),
-            {"content-type": "application/json", **keep},
+            status, body, {"content-type": "application/json", **keep}
         )
 
     def error(self, flow: http.HTTPFlow) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from xrouter_core.cache import Cache, MemoryCache, cache_key
 from xrouter_core.classifier import Decision, LLMClassifier
 from xrouter_core.extract import classifier_input
@@ -9,6 +11,8 @@ from xrouter_core.inbound import ChatRequest
 from xrouter_core.toolloop import TaskTiers, task_of
 
 TIER_NAMES: tuple[str, ...] = ("cheap", "medium", "frontier")
+# The model names the router offers (GET /v1/models); the one list to extend.
+LOGICAL_MODELS: tuple[str, ...] = ("xrouter/auto", *(f"xrouter/{t}" for t in TIER_NAMES))
 FRONTIER = 2
 
 
@@ -21,6 +25,9 @@ class Policy:
         self.classifier = classifier
         self.decisions = decisions
         self.decision_ttl = decision_ttl
+        # One classifier call per question at a time: concurrent requests with the same
+        # text (an agent's retries, a burst) wait for it instead of each asking again.
+        self._in_flight: dict[str, asyncio.Task[Decision]] = {}
         self.tasks = TaskTiers(MemoryCache(max_entries=10_000))
 
     async def decide(self, request: ChatRequest) -> Decision:
@@ -45,6 +52,16 @@ class Policy:
         cached = await self.decisions.get(key)
         if cached is not None:
             return Decision(int(cached), "cache")
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._classify(text, key))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        # Shielded: a client that goes away does not cancel the others' decision.
+        return await asyncio.shield(task)
+
+    async def _classify(self, text: str, key: str) -> Decision:
+        assert self.classifier is not None
         decision = await self.classifier.classify(text)
         if decision is None:
             return Decision(FRONTIER, "classifier_failed", detail=self.classifier.last_error or "")
