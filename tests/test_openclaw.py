@@ -67,7 +67,8 @@ def test_classifier_gets_the_persons_text_and_the_stream_parses(router, upstream
 
     sent = upstreams.cheap.requests[-1].json
     assert sent["model"] == "cheap-model"
-    assert sent["max_completion_tokens"] == 8192 and "max_tokens" not in sent
+    # An OpenAI-compatible route gets the limit as max_tokens (local engines know only that).
+    assert sent["max_tokens"] == 8192 and "max_completion_tokens" not in sent
     assert len(sent["tools"]) == 11 and sent["tool_choice"] == "auto"
     assert sent["stream_options"] == {"include_usage": True}
     # The client's messages travel unchanged: list-form content, context block and all.

@@ -139,7 +139,8 @@ def test_real_openclaw_agent_tool_loop_through_the_router(start_router, upstream
     first, second = (r.json for r in upstreams.cheap.requests)
     for body in (first, second):
         assert body["stream"] is True and body["stream_options"] == {"include_usage": True}
-        assert body["max_completion_tokens"] > 0 and "max_tokens" not in body
+        # OpenClaw sends max_completion_tokens; an OpenAI-compatible route gets max_tokens.
+        assert body["max_tokens"] > 0 and "max_completion_tokens" not in body
         assert body["tool_choice"] == "auto" and len(body["tools"]) >= 5
     assert [m["role"] for m in first["messages"]] == ["system", "user", "user"]
     assert "BEGIN_OPENCLAW_INTERNAL_CONTEXT" in json.dumps(first["messages"][2])
