@@ -21,7 +21,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from xrouter_core import builtin  # noqa: E402
-from xrouter_core.routellm_data import load_benchmark  # noqa: E402
+from xrouter_core.routellm_data import load_benchmark, routed_text  # noqa: E402
 
 CHAT = [
     "hi",
@@ -41,7 +41,7 @@ CHAT = [
 def prompts(count: int) -> list[str]:
     held_out = load_benchmark("mmlu", "heldout") + load_benchmark("gsm8k", "heldout")
     step = max(1, len(held_out) // count)
-    chosen = [e.prompt for e in held_out[::step][:count]]
+    chosen = [routed_text(e.prompt) for e in held_out[::step][:count]]
     longest = max(chosen, key=len)
     long_prompts = [(longest + "\n") * (builtin.MAX_CHARS // len(longest) + 2)] * 20
     return chosen + CHAT * 10 + long_prompts

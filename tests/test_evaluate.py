@@ -15,7 +15,7 @@ from xrouter_core import routing_metrics as m
 from xrouter_core.builtin import BuiltinClassifier, tier_for
 from xrouter_core.calibrate import choose_thresholds, prompt_of, read_prompts
 from xrouter_core.config import load_settings
-from xrouter_core.routellm_data import load_benchmark
+from xrouter_core.routellm_data import load_benchmark, routed_text
 
 # Four prompts. weak quality 2/4, strong quality 3/4.
 SCORES = [0.9, 0.8, 0.3, 0.1]
@@ -184,7 +184,7 @@ def test_evaluate_llm_and_hybrid_against_an_endpoint(upstreams, tmp_path):
         load_benchmark("gsm8k", "heldout"), 15, 0
     )
     builtin = BuiltinClassifier()
-    expected = [builtin.decide(e.prompt).tier for e in examples]
+    expected = [builtin.decide(routed_text(e.prompt)).tier for e in examples]
     assert routers["hybrid"]["tier_counts"] == {str(t): expected.count(t) for t in (0, 1, 2)}
 
 

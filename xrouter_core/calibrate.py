@@ -29,9 +29,7 @@ from pathlib import Path
 
 from xrouter_core.builtin import BuiltinClassifier, tier_for
 from xrouter_core.config import DEFAULT_THRESHOLDS, parse_thresholds
-from xrouter_core.policy import classifier_input
-
-TEXT_FIELDS = ("classifier_input", "prompt")
+from xrouter_core.extract import classifier_input
 
 
 @dataclass
@@ -49,18 +47,25 @@ def prompt_of(line: str) -> str | None:
         try:
             record = json.loads(stripped)
         except ValueError:
-            return stripped  # plain text that happens to start with a brace
+            return as_user_message(stripped)  # plain text that happens to start with a brace
         if not isinstance(record, dict):
             return None
-        for name in TEXT_FIELDS:
-            value = record.get(name)
-            if isinstance(value, str) and value.strip():
-                return value
+        text = record.get("classifier_input")
+        if isinstance(text, str) and text.strip():
+            return text
+        text = record.get("prompt")
+        if isinstance(text, str) and text.strip():
+            return as_user_message(text)
         messages = record.get("messages")
         if isinstance(messages, list) and all(isinstance(m, dict) for m in messages):
             return classifier_input(messages) or None
         return None
-    return stripped
+    return as_user_message(stripped)
+
+
+def as_user_message(text: str) -> str:
+    """A raw prompt as the classifier would see it (client wrappers removed, length cut)."""
+    return classifier_input([{"role": "user", "content": text}]) or text
 
 
 def read_prompts(lines: Iterable[str]) -> Prompts:

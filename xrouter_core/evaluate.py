@@ -5,7 +5,8 @@
         --llm-base-url http://127.0.0.1:8080/v1 --llm-model gemma --sample 200
     python -m xrouter_core.evaluate --json report.json --markdown report.md --chart report.html
 
-Data: the RouteLLM MMLU and GSM8K files (../shared/data/routellm or
+Every router is given what the router's classifier would see for the prompt sent as
+one user message (`routellm_data.routed_text`). Data: the RouteLLM MMLU and GSM8K files (../shared/data/routellm or
 $XROUTER_ROUTELLM_DATA), contaminated prompts left out, and by default only the held-out
 split, which neither `train_builtin` nor any threshold choice ever reads. Each prompt
 says whether the weak model (Mixtral-8x7B) and the strong one (GPT-4) answered it right.
@@ -38,7 +39,14 @@ from typing import Any
 from xrouter_core import routing_metrics
 from xrouter_core.builtin import BuiltinClassifier, tier_for
 from xrouter_core.config import DEFAULT_THRESHOLDS, ClassifierSettings, parse_thresholds
-from xrouter_core.routellm_data import BENCHMARKS, SPLITS, Example, default_data_dir, load_benchmark
+from xrouter_core.routellm_data import (
+    BENCHMARKS,
+    SPLITS,
+    Example,
+    default_data_dir,
+    load_benchmark,
+    routed_text,
+)
 
 ROUTERS = ("builtin", "llm", "hybrid", "random")
 # The best learned routers of the RouteLLM paper (APGR; Ong et al. 2024, arXiv 2406.18665).
@@ -84,7 +92,6 @@ class LLMScorer:
         import httpx
 
         from xrouter_core.classifier import LLMClassifier
-        from xrouter_core.policy import MAX_INPUT_CHARS, truncate_middle
 
         results: list[int | None] = [None] * len(texts)
         times: list[float] = []
@@ -99,7 +106,7 @@ class LLMScorer:
                 nonlocal done
                 if text not in self.answers:
                     async with gate:
-                        decision = await classifier.classify(truncate_middle(text, MAX_INPUT_CHARS))
+                        decision = await classifier.classify(text)
                     self.answers[text] = (decision.tier, decision.ms) if decision else (None, None)
                 tier, ms = self.answers[text]
                 results[index] = tier
@@ -128,7 +135,7 @@ def evaluate_router(
         scores = routing_metrics.random_scores(len(examples), seed)
     elif name == "builtin":
         started = time.perf_counter()
-        scores = [builtin.score(e.prompt) for e in examples]
+        scores = [builtin.score(routed_text(e.prompt)) for e in examples]
         extra["ms_per_decision"] = (time.perf_counter() - started) * 1000 / len(examples)
         extra["at_thresholds"] = operating_points(
             [tier_for(s, builtin.thresholds) for s in scores], examples
@@ -141,12 +148,13 @@ def evaluate_router(
             if count % 25 == 0 or count == len(examples):
                 log(f"  {name}: {count}/{len(examples)}")
 
-        answers, times = asyncio.run(llm.tiers([e.prompt for e in examples], progress))
+        texts = [routed_text(e.prompt) for e in examples]
+        answers, times = asyncio.run(llm.tiers(texts, progress))
         failures = sum(answer is None for answer in answers)
         if name == "hybrid":
             tiers = [
-                a if a is not None else builtin.decide(e.prompt).tier
-                for a, e in zip(answers, examples, strict=True)
+                a if a is not None else builtin.decide(text).tier
+                for a, text in zip(answers, texts, strict=True)
             ]
         else:
             tiers = [a if a is not None else 2 for a in answers]

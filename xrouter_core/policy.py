@@ -2,51 +2,25 @@
 
 Decision sources, as the request log shows them: `llm` (the LLM classifier), `builtin`
 (the in-process classifier), `builtin_fallback` (hybrid mode, the LLM failed),
-`llm_failed` (llm mode, sent to frontier), `cache`, `disabled`, `no_text`.
+`llm_failed` (llm mode, sent to frontier), `cache`, `tool_loop`, `disabled`, `no_text`.
 """
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import time
 
 from xrouter_core.builtin import BuiltinClassifier
-from xrouter_core.cache import Cache, cache_key
+from xrouter_core.cache import Cache, MemoryCache, cache_key
 from xrouter_core.classifier import Decision, LLMClassifier
-from xrouter_core.inbound import ChatRequest, content_text
+from xrouter_core.extract import classifier_input
+from xrouter_core.inbound import ChatRequest
+from xrouter_core.toolloop import TaskTiers, task_of
 
 TIER_NAMES: tuple[str, ...] = ("cheap", "medium", "frontier")
+# The model names the router offers (GET /v1/models); the one list to extend.
+LOGICAL_MODELS: tuple[str, ...] = ("xrouter/auto", *(f"xrouter/{t}" for t in TIER_NAMES))
 FRONTIER = 2
-MAX_INPUT_CHARS = 2000
-CONTEXT_CHARS = 300
-
-
-def truncate_middle(text: str, limit: int) -> str:
-    """Keep the head and the tail: the ask is usually at one end of a long message."""
-    if len(text) <= limit:
-        return text
-    half = (limit - 5) // 2
-    return text[:half] + "\n...\n" + text[-half:]
-
-
-def classifier_input(messages: list[dict[str, Any]]) -> str:
-    """The last user message's text, with a little of the exchange before it."""
-    last_user = None
-    for index in range(len(messages) - 1, -1, -1):
-        if messages[index].get("role") == "user":
-            text = content_text(messages[index].get("content")).strip()
-            if text:
-                last_user = index
-                break
-    if last_user is None:
-        return ""
-    ask = truncate_middle(content_text(messages[last_user].get("content")).strip(), MAX_INPUT_CHARS)
-    for index in range(last_user - 1, -1, -1):
-        if messages[index].get("role") == "assistant":
-            before = content_text(messages[index].get("content")).strip()
-            if before:
-                return f"(previous answer: {before[-CONTEXT_CHARS:]})\n\n{ask}"
-            break
-    return ask
 
 
 class Policy:
@@ -68,8 +42,24 @@ class Policy:
         self.builtin = builtin
         self.decisions = decisions
         self.decision_ttl = decision_ttl
+        # One classifier call per question at a time: concurrent requests with the same
+        # text (an agent's retries, a burst) wait for it instead of each asking again.
+        self._in_flight: dict[str, asyncio.Task[Decision]] = {}
+        self.tasks = TaskTiers(MemoryCache(max_entries=10_000))
 
     async def decide(self, request: ChatRequest) -> Decision:
+        """One tier per task: a tool loop's follow-ups keep their task's tier (toolloop.py)."""
+        task = task_of(request.messages)
+        if task is not None:
+            tier = await self.tasks.tier_of(task)
+            if tier is not None:
+                return Decision(tier, "tool_loop")
+        decision = await self.decide_fresh(request)
+        if task is not None:
+            await self.tasks.remember(task, decision.tier)
+        return decision
+
+    async def decide_fresh(self, request: ChatRequest) -> Decision:
         if self.classifier is None and self.builtin is None:
             return Decision(FRONTIER, "disabled")
         text = classifier_input(request.messages)
@@ -81,17 +71,30 @@ class Policy:
             return Decision(int(cached), "cache")
         if self.classifier is None:
             assert self.builtin is not None
-            decision = self.builtin.decide(text)
-        else:
-            decision = await self.classifier.classify(text)
-            if decision is None:
-                # Not cached: the LLM may answer again for the next request.
-                error = self.classifier.last_error or "no answer"
-                if self.builtin is None:
-                    return Decision(FRONTIER, "llm_failed", detail=error)
-                fallback = self.builtin.decide(text)
-                fallback.source = "builtin_fallback"
-                fallback.detail = f"llm {error}; {fallback.detail}"
-                return fallback
+            decision = self.builtin.decide(text)  # in-process and sub-millisecond: no sharing
+            await self.decisions.set(key, str(decision.tier), self.decision_ttl)
+            return decision
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._classify(text, key))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        # Shielded: a client that goes away does not cancel the others' decision.
+        return await asyncio.shield(task)
+
+    async def _classify(self, text: str, key: str) -> Decision:
+        assert self.classifier is not None
+        started = time.perf_counter()
+        decision = await self.classifier.classify(text)
+        if decision is None:
+            # Not cached: the LLM may answer again for the next request.
+            error = self.classifier.last_error or "no answer"
+            if self.builtin is None:
+                return Decision(FRONTIER, "llm_failed", detail=error)
+            fallback = self.builtin.decide(text)
+            fallback.source = "builtin_fallback"
+            fallback.detail = f"llm {error}; {fallback.detail}"
+            fallback.ms = (time.perf_counter() - started) * 1000  # the LLM's wait included
+            return fallback
         await self.decisions.set(key, str(decision.tier), self.decision_ttl)
         return decision

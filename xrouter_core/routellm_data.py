@@ -17,6 +17,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from xrouter_core.extract import classifier_input
+
 WEAK_MODEL = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 STRONG_MODEL = "gpt-4-1106-preview"
 BENCHMARKS: tuple[str, ...] = ("mmlu", "gsm8k")
@@ -41,6 +43,12 @@ def default_data_dir() -> Path:
     if override:
         return Path(override)
     return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routellm"
+
+
+def routed_text(prompt: str) -> str:
+    """What the router's classifier sees when the prompt arrives as one user message
+    (cleaned and cut to the classifier's input length): training and evaluation score this."""
+    return classifier_input([{"role": "user", "content": prompt}])
 
 
 def split_of(prompt: str) -> str:

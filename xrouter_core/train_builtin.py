@@ -12,6 +12,7 @@ table holds the mean gain of the prompts containing it, pulled toward the style'
 mean by `smoothing` pseudo-prompts, minus that mean. (A linear model per word and a
 regression over the shape were tried first and ranked worse in cross-validation.)
 
+Prompts are read as the router's classifier sees them (`routellm_data.routed_text`).
 Only prompts of the calibration split (`routellm_data.split_of`, a hash of the prompt)
 are read; the held-out split is left for `xrouter_core.evaluate`. Nothing is random
 (folds come from salted hashes of the prompts), so the same data gives the same file
@@ -32,7 +33,13 @@ from pathlib import Path
 
 from xrouter_core import routing_metrics
 from xrouter_core.builtin import WEIGHTS_PATH, Analysis, Weights, analyse
-from xrouter_core.routellm_data import BENCHMARKS, CALIBRATION_PERCENT, Example, load_benchmark
+from xrouter_core.routellm_data import (
+    BENCHMARKS,
+    CALIBRATION_PERCENT,
+    Example,
+    load_benchmark,
+    routed_text,
+)
 
 REFERENCE_POINTS = 201
 # Candidate gains per doubling of the prompt's length; one is chosen per style.
@@ -136,7 +143,7 @@ def cross_validate(
     examples: Sequence[Example], config: TrainConfig, folds: int
 ) -> dict[str, float]:
     """Mean APGR per benchmark over K folds of the calibration split (for choosing settings)."""
-    analyses = [analyse(example.prompt) for example in examples]
+    analyses = [analyse(routed_text(example.prompt)) for example in examples]
     totals: Counter[str] = Counter()
     for fold in range(folds):
         inside = [i for i, e in enumerate(examples) if fold_of(e.prompt, folds) != fold]
@@ -152,7 +159,7 @@ def cross_validate(
 
 def build(examples: Sequence[Example], config: TrainConfig) -> dict:
     """The JSON document builtin.Weights reads, rounded to keep it small."""
-    analyses = [analyse(example.prompt) for example in examples]
+    analyses = [analyse(routed_text(example.prompt)) for example in examples]
     weights = fit(examples, analyses, config)
     gains = out_of_fold_gains(examples, analyses, config)
     slopes = choose_length_slopes(examples, analyses, gains)

@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from xrouter_core.errors import RouterError
@@ -17,12 +20,23 @@ JSON = "application/json"
 
 # Paths the router answers on its own listener, with the methods each accepts.
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+PLOTLY_PATH = "/dashboard/plotly.min.js"
+# Anthropic's Messages API, for Anthropic clients (Claude Code, the Anthropic SDK).
+MESSAGES_PATH = "/v1/messages"
 ENDPOINTS: dict[str, tuple[str, ...]] = {
     "/health": ("GET",),
     "/v1/models": ("GET",),
     **{path: ("POST",) for path in CHAT_PATHS},
+    MESSAGES_PATH: ("POST",),
+    "/usage": ("GET",),
+    "/usage/reset": ("POST",),
+    "/metrics": ("GET",),
+    "/dashboard": ("GET",),
+    PLOTLY_PATH: ("GET",),
 }
-PUBLIC_PATHS = frozenset({"/health"})
+# The dashboard page and plotly hold no data: the page asks for the key and sends it
+# with its /usage calls, which (like /metrics) need it.
+PUBLIC_PATHS = frozenset({"/health", "/dashboard", PLOTLY_PATH})
 
 
 @dataclass(slots=True)
@@ -58,6 +72,35 @@ def check_method(path: str, method: str) -> None:
         )
 
 
+# Control characters no header value may hold (RFC 9110 5.5); tab is allowed.
+HEADER_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def check_header_values(fields: tuple[tuple[bytes, bytes], ...]) -> None:
+    """Refuse (400) a header value with NUL, CR, LF or another control character, so
+    none can be forwarded to a provider."""
+    for name, value in fields:
+        if HEADER_CONTROL.search(value) or HEADER_CONTROL.search(name):
+            raise RouterError(
+                400,
+                "A request header holds a control character; header values must be plain text.",
+                code="invalid_header",
+            )
+
+
+def body_error(content_type: str, error: RouterError) -> RouterError:
+    """A body that did not parse under a non-JSON content type: say what to send (415)."""
+    if error.code in ("invalid_json", "invalid_encoding") and content_type:
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media and not media.endswith("json"):
+            return RouterError(
+                415,
+                f"Content-Type {media[:60]!r} is not supported; send application/json.",
+                code="unsupported_media_type",
+            )
+    return error
+
+
 def bearer_token(headers: Mapping[str, str]) -> str | None:
     value = headers.get("authorization", "")
     scheme, _, token = value.partition(" ")
@@ -90,4 +133,38 @@ def models_page(logical_models: list[str]) -> LocalResponse:
                 for name in logical_models
             ],
         }
+    )
+
+
+@cache
+def _dashboard_html() -> bytes:
+    return (Path(__file__).with_name("dashboard.html")).read_bytes()
+
+
+@cache
+def _plotly_js() -> bytes:
+    """plotly.js as bundled in the installed `plotly` package: no CDN, works offline."""
+    import plotly
+
+    return (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
+
+
+def dashboard_page() -> LocalResponse:
+    return LocalResponse(
+        200,
+        _dashboard_html(),
+        {
+            "content-type": "text/html; charset=utf-8",
+            "cache-control": "no-store",
+            "content-security-policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+            "style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+        },
+    )
+
+
+def plotly_script() -> LocalResponse:
+    return LocalResponse(
+        200,
+        _plotly_js(),
+        {"content-type": "text/javascript; charset=utf-8", "cache-control": "max-age=86400"},
     )
