@@ -20,19 +20,21 @@ from mitmproxy import ctx, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from xrouter_core import mitm_compat
-from xrouter_core.adapters import Adapter, adapter_for
-from xrouter_core.cache import MemoryCache
+from xrouter_core.accounting import CACHE_HEADER, USAGE_PAGES, Accounting
+from xrouter_core.adapters import Adapter, adapter_for, provider_name
 from xrouter_core.canonical import Usage
 from xrouter_core.classifier import Decision, LLMClassifier
 from xrouter_core.config import ConfigError, Route, Settings, load_settings
 from xrouter_core.errors import RouterError, error_body, redact
-from xrouter_core.inbound import ChatRequest, parse_openai_chat
+from xrouter_core.inbound import ANTHROPIC, ChatRequest, parse_anthropic_messages, parse_openai_chat
 from xrouter_core.logs import setup_logging
-from xrouter_core.policy import TIER_NAMES, Policy
-from xrouter_core.render import OpenAIChunkRenderer
-from xrouter_core.stream import OpenAIPassthrough, StreamTranslator, TranslatingStream
+from xrouter_core.policy import LOGICAL_MODELS, TIER_NAMES, Policy
+from xrouter_core.render_anthropic import anthropic_error, anthropic_message
+from xrouter_core.responsecache import RecordingStream
+from xrouter_core.stream import StreamTranslator, translator_for
 from xrouter_core.web import (
     CHAT_PATHS,
+    MESSAGES_PATH,
     LocalResponse,
     body_error,
     check_auth,
@@ -59,6 +61,9 @@ PROVIDER_HOSTS = frozenset(
     }
 )
 
+# Anthropic clients (Claude Code) behind the proxy: their Messages calls are routed too.
+ANTHROPIC_HOST = "api.anthropic.com"
+
 
 @dataclass(slots=True)
 class RoutedFlow:
@@ -75,7 +80,10 @@ class RoutedFlow:
 
 
 def local_response(flow: http.HTTPFlow, answer: LocalResponse) -> None:
-    flow.response = http.Response.make(answer.status, answer.body, answer.headers)
+    body = answer.body
+    if answer.status >= 400 and flow.request.path.split("?", 1)[0] == MESSAGES_PATH:
+        body = anthropic_error(answer.status, body)  # Anthropic clients get their shape
+    flow.response = http.Response.make(answer.status, body, answer.headers)
 
 
 class Xrouter:
@@ -84,6 +92,7 @@ class Xrouter:
         self.client: httpx.AsyncClient | None = None
         self.classifier: LLMClassifier | None = None
         self.policy: Policy | None = None
+        self.accounting: Accounting | None = None
         self.background: set[asyncio.Task] = set()
 
     # ---- lifecycle -------------------------------------------------------------
@@ -124,7 +133,7 @@ class Xrouter:
         mitm_compat.install(settings.max_body_bytes)
         # Lazy connections: eager ones break offline and when an upstream is down.
         options: dict[str, Any] = {"connection_strategy": "lazy"}
-        if not ctx.options.has_changed("flow_detail") and hasattr(ctx.options, "flow_detail"):
+        if hasattr(ctx.options, "flow_detail") and not ctx.options.has_changed("flow_detail"):
             options["flow_detail"] = 0  # mitmproxy's own per-flow lines would flood the log
         ctx.options.update(**options)
         if self.client is None:
@@ -134,7 +143,12 @@ class Xrouter:
         self.classifier = (
             LLMClassifier(settings.classifier, self.client) if settings.classifier.enabled else None
         )
-        self.policy = Policy(self.classifier, MemoryCache(max_entries=10_000, default_ttl=3600))
+        if self.accounting is not None:
+            self.accounting.close()
+        self.accounting = Accounting(settings)
+        self.policy = Policy(
+            self.classifier, self.accounting.decisions, settings.decision_cache_ttl
+        )
 
     def listen_by_default(self) -> None:
         """Plain `mitmdump -s addons/xrouter.py` serves the API on HOST:PORT in reverse mode."""
@@ -158,6 +172,8 @@ class Xrouter:
             "xrouter ready: %s",
             ", ".join(f"{t}={r.base_url}" for t, r in self.settings.routes.items()),
         )
+        if self.accounting is not None:
+            self.accounting.start()
         if self.classifier is not None and self.settings.classifier.warmup:
             self.spawn(self.classifier.warm_up())
         if self.classifier is not None and self.settings.classifier.keep_alive_ms > 0:
@@ -166,6 +182,9 @@ class Xrouter:
     def done(self) -> None:
         for task in self.background:
             task.cancel()
+        if self.accounting is not None:
+            self.accounting.close()  # the last usage counts and request log lines
+            self.accounting = None
 
     def spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -185,6 +204,12 @@ class Xrouter:
             and flow.request.method == "POST"
         ):
             await self.route_chat(flow, intercepted=True)
+        elif (
+            flow.request.pretty_host == ANTHROPIC_HOST
+            and flow.request.path.split("?", 1)[0] == MESSAGES_PATH
+            and flow.request.method == "POST"
+        ):
+            await self.route_chat(flow, intercepted=True, anthropic=True)
         # Anything else in proxy mode passes through untouched.
 
     async def serve_own_endpoint(self, flow: http.HTTPFlow) -> None:
@@ -199,16 +224,22 @@ class Xrouter:
             return
         if path in CHAT_PATHS:
             await self.route_chat(flow, intercepted=False)
+        elif path == MESSAGES_PATH:
+            await self.route_chat(flow, intercepted=False, anthropic=True)
         elif path == "/health":
             local_response(flow, LocalResponse.json(self.health()))
+        elif path in USAGE_PAGES:
+            assert self.accounting is not None
+            query = flow.request.path.partition("?")[2]
+            local_response(flow, await self.accounting.page(path, query))
         elif path == "/v1/models":
-            local_response(
-                flow, models_page(["xrouter/auto", *(f"xrouter/{t}" for t in TIER_NAMES)])
-            )
+            local_response(flow, models_page(list(LOGICAL_MODELS)))
 
     def health(self) -> dict[str, Any]:
         assert self.settings is not None
         doc = {"status": "ok", **self.settings.public()}
+        for tier, route in self.settings.routes.items():
+            doc["routes"][tier]["adapter"] = provider_name(route)  # what `auto` resolved to
         doc["classifier"]["last_call_ok"] = self.classifier.last_ok if self.classifier else None
         doc["classifier"]["last_error"] = self.classifier.last_error if self.classifier else None
         return doc
@@ -222,14 +253,22 @@ class Xrouter:
                 return route
         raise RouterError(500, "No route is configured.", type="server_error")
 
-    async def route_chat(self, flow: http.HTTPFlow, intercepted: bool) -> None:
+    async def route_chat(
+        self, flow: http.HTTPFlow, intercepted: bool, anthropic: bool = False
+    ) -> None:
         assert self.settings is not None and self.policy is not None
         started = time.perf_counter()
+        parse = parse_anthropic_messages if anthropic else parse_openai_chat
         try:
-            chat = parse_openai_chat(flow.request.get_content(strict=False))
+            chat = parse(flow.request.get_content(strict=False))
         except RouterError as exc:
             content_type = flow.request.headers.get("content-type", "")
             local_response(flow, LocalResponse.error(body_error(content_type, exc)))
+            return
+        assert self.accounting is not None
+        cache_key, cached = await self.accounting.cached_answer(chat)
+        if cached is not None:
+            local_response(flow, cached)
             return
         decision = await self.policy.decide(chat)
         route = self.route_for(decision.tier)
@@ -257,6 +296,8 @@ class Xrouter:
         request.headers["content-length"] = str(len(upstream.body))
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = RoutedFlow(chat, decision, route, adapter, started)
+        if cache_key is not None:
+            flow.metadata[META].extra["cache_key"] = cache_key
 
     # ---- response --------------------------------------------------------------
 
@@ -267,20 +308,19 @@ class Xrouter:
         response = flow.response
         response.headers["x-xrouter-decision"] = str(routed.decision.tier)
         response.headers["x-xrouter-upstream"] = routed.route.tier
+        if "cache_key" in routed.extra:
+            response.headers[CACHE_HEADER] = "miss"
         if response.status_code >= 400 or not routed.chat.stream:
             return  # buffered: the response hook translates it
-        if "text/event-stream" not in response.headers.get("content-type", ""):
-            return
-        translator: StreamTranslator
-        if routed.adapter.openai_wire:
-            translator = OpenAIPassthrough(routed.chat.wants_usage)
-        else:
-            renderer = OpenAIChunkRenderer(
-                routed.route.model, include_usage=routed.chat.wants_usage
-            )
-            translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
+        if "stream" not in response.headers.get("content-type", ""):
+            return  # text/event-stream (application/stream+json for some providers)
+        translator = translator_for(routed.adapter, routed.chat, routed.route.model)
+        if routed.chat.client_format == ANTHROPIC:
+            response.headers["content-type"] = "text/event-stream"
+        if "cache_key" in routed.extra:
+            translator = RecordingStream(translator)
         translator.on_finish = lambda t: self.finished(
-            flow, routed, 502 if t.error else 200, t.usage, error=t.error
+            flow, routed, 502 if t.error else 200, t.usage, error=t.error, stream=t
         )
         routed.translator = translator
         # The body length changes (usage chunk, translation): always chunked to the client.
@@ -300,9 +340,16 @@ class Xrouter:
             self.finished(flow, routed, response.status_code, None)
             return
         usage = None
+        completion = None
         try:
             completion = routed.adapter.parse_response(response.get_content(strict=False) or b"")
-            if not routed.adapter.openai_wire:
+            if not routed.adapter.openai_wire and not completion.get("model"):
+                completion["model"] = routed.route.model or routed.chat.model  # Cohere omits it
+            if routed.chat.client_format == ANTHROPIC:
+                answer = anthropic_message(completion, routed.route.model or routed.chat.model)
+                response.set_content(json.dumps(answer).encode())
+                response.headers["content-type"] = "application/json"
+            elif not routed.adapter.openai_wire:
                 response.set_content(json.dumps(completion).encode())
                 response.headers["content-type"] = "application/json"
             raw_usage = completion.get("usage") if isinstance(completion, dict) else None
@@ -317,7 +364,7 @@ class Xrouter:
                 routed.route.tier,
                 exc,
             )
-        self.finished(flow, routed, response.status_code, usage)
+        self.finished(flow, routed, response.status_code, usage, completion=completion)
 
     def answer_upstream_error(self, flow: http.HTTPFlow, routed: RoutedFlow) -> None:
         assert self.settings is not None and flow.response is not None
@@ -338,10 +385,11 @@ class Xrouter:
             for k, v in response.headers.items()
             if k.lower() in ("retry-after", "x-xrouter-decision", "x-xrouter-upstream")
         }
+        body = error_body(redact(message, secrets), type_, f"upstream_{status}")
+        if routed.chat.client_format == ANTHROPIC:
+            body = anthropic_error(status, body)
         flow.response = http.Response.make(
-            status,
-            error_body(redact(message, secrets), type_, f"upstream_{status}"),
-            {"content-type": "application/json", **keep},
+            status, body, {"content-type": "application/json", **keep}
         )
 
     def error(self, flow: http.HTTPFlow) -> None:
@@ -356,8 +404,10 @@ class Xrouter:
         status: int,
         usage: Usage | None,
         error: str = "",
+        stream: StreamTranslator | None = None,
+        completion: Any = None,
     ) -> None:
-        """Once per routed flow: the one log line (and, later, the usage counters)."""
+        """Once per routed flow: the one log line, the usage counters, the request log."""
         if routed.done:
             return
         routed.done = True
@@ -375,3 +425,5 @@ class Xrouter:
             tokens,
             f" error={error}" if error else "",
         )
+        if self.accounting is not None:
+            self.accounting.routed_finished(routed, status, usage, total_ms, stream, completion)

@@ -10,6 +10,8 @@ from xrouter_core.classifier import Decision, LLMClassifier
 from xrouter_core.inbound import ChatRequest, content_text
 
 TIER_NAMES: tuple[str, ...] = ("cheap", "medium", "frontier")
+# The model names the router offers (GET /v1/models); the one list to extend.
+LOGICAL_MODELS: tuple[str, ...] = ("xrouter/auto", *(f"xrouter/{t}" for t in TIER_NAMES))
 FRONTIER = 2
 MAX_INPUT_CHARS = 2000
 CONTEXT_CHARS = 300
