@@ -225,9 +225,14 @@ class LeanRouter(Target):
         if not found:
             raise Unavailable("xrouter_core/__main__.py is not on this branch yet (issue 8)")
         env = router_env(self)
-        env["MITMPROXY_CONFDIR"] = str(self.workdir / "conf")
         env["PYTHONPATH"] = str(ROOT)
-        return [sys.executable, "-m", "xrouter_core"], env
+        return [
+            sys.executable,
+            "-m",
+            "xrouter_core",
+            "--set",
+            f"confdir={self.workdir / 'conf'}",
+        ], env
 
 
 class LiteLLM(Target):
