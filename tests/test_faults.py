@@ -198,3 +198,22 @@ def test_classifier_failures_then_recovery(start_router, upstreams):
         assert reply.headers["x-xrouter-upstream"] == "cheap"
         assert client.get("/health").json()["classifier"]["last_call_ok"] is True
     assert "Traceback" not in router.logs()
+
+
+def test_unusable_data_directory_keeps_the_router_counting(start_router, upstreams, tmp_path):
+    """A file where the data directory should be: the router starts anyway, warns once,
+    and counts in a private temporary directory."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("in the way")
+    router = start_router({"XROUTER_DATA_DIR": str(blocker / "data")})
+    with router.client() as client:
+        # The fallback directory is shared by the user's routers, so count from here.
+        before = client.get("/usage").json()["totalRequests"]
+        for _ in range(3):
+            assert client.post("/v1/chat/completions", json={
+                "messages": [{"role": "user", "content": unique("count me")}]}).status_code == 200
+        deadline = time.monotonic() + 10
+        while client.get("/usage").json()["totalRequests"] < before + 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.get("/usage").json()["totalRequests"] == before + 3
+    assert router.logs().count("is not usable") == 1
