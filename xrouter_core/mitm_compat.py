@@ -1,28 +1,73 @@
 """The one place that reaches into mitmproxy internals, guarded and tested.
 
-mitmproxy answers a failed upstream connection with its own HTML 502 page, and an
-addon cannot replace it (the `error` hook fires, then the page is sent). Routed
-flows need that answer to be ours: a JSON error naming the route, or the answer of
-a fallback route. So for flows the router marked, a connection failure before any
-response becomes a placeholder 502 that goes through the normal `response` hook,
-where the router turns it into the real answer. Everything else keeps mitmproxy's
-behaviour. `tests/test_mitm_compat.py` fails loudly if mitmproxy changes shape.
+Three things a routed flow needs that mitmproxy's addon API does not offer:
+
+1. **Our own answer for an unreachable upstream.** mitmproxy answers a failed upstream
+   connection with its own HTML 502 page. For flows the router marked, a connection
+   failure before any response becomes a placeholder 502 that goes through the normal
+   `response` hook (with `flow.metadata[UPSTREAM_ERROR]` set), where the router turns it
+   into the real answer.
+2. **A retry on the same flow (fallback).** When the `response` hook sets
+   `flow.metadata[RETRY]` (after rewriting `flow.request` for the next route), nothing is
+   sent to the client: the stream opens a connection to the new upstream, sends the
+   request again and waits for new response headers. The fallback answer then takes the
+   normal path (responseheaders hook, stream translator), so it streams like any answer.
+3. **A first-byte timeout per flow.** `flow.metadata[FIRST_BYTE_TIMEOUT]` (seconds), set
+   before the request is sent, starts a mitmproxy wakeup timer; if no response headers
+   came by then, the request is cancelled on the server connection and the failure takes
+   path 1. A connect timeout is applied from the `server_connect` hook (`guard_connect`).
+
+Everything else keeps mitmproxy's behaviour, and the normal path pays one dict lookup per
+hook. `tests/test_mitm_compat.py` fails loudly if mitmproxy changes shape (checked
+against mitmproxy 11.0 and the 12/13 sources: same method names and states).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from mitmproxy import http
-from mitmproxy.proxy.events import Event
-from mitmproxy.proxy.layers.http import HttpStream, ResponseProtocolError
+from mitmproxy.connection import Server
+from mitmproxy.proxy import commands, events
+from mitmproxy.proxy.layers.http import (
+    HttpStream,
+    RequestProtocolError,
+    ResponseProtocolError,
+    SendHttp,
+)
+from mitmproxy.proxy.layers.http._events import (
+    RequestData,
+    RequestEndOfMessage,
+    RequestHeaders,
+)
+from mitmproxy.proxy.layers.http._hooks import HttpResponseHook
 
 log = logging.getLogger("xrouter")
 
 UPSTREAM_ERROR = "xrouter.upstream_error"
 MARK = "xrouter.routed"
+RETRY = "xrouter.retry"
+FIRST_BYTE_TIMEOUT = "xrouter.first_byte_timeout"
+_TIMER = "xrouter.first_byte_timer"
+_TIMED_OUT = "xrouter.timed_out"
+
+REQUIRED = (
+    "handle_protocol_error",
+    "send_response",
+    "state_consume_request_body",
+    "state_wait_for_response_headers",
+    "state_done",
+    "make_server_connection",
+    "_handle_event",
+)
 
 _installed = False
+
+
+def supported() -> bool:
+    """Does this mitmproxy have the HttpStream shape the patches rely on?"""
+    return all(hasattr(HttpStream, name) for name in REQUIRED)
 
 
 def install() -> bool:
@@ -30,19 +75,19 @@ def install() -> bool:
     global _installed
     if _installed:
         return True
-    original = getattr(HttpStream, "handle_protocol_error", None)
-    if (
-        original is None
-        or not hasattr(HttpStream, "send_response")
-        or not hasattr(HttpStream, "state_done")
-    ):
+    if not supported():
         log.warning(
-            "this mitmproxy version is not supported for upstream error answers; "
-            "unreachable upstreams get mitmproxy's own 502 page"
+            "this mitmproxy version is not supported for upstream error answers, fallback "
+            "and first-byte timeouts; unreachable upstreams get mitmproxy's own 502 page"
         )
         return False
 
-    def handle_protocol_error(self: HttpStream, event: Event):
+    original_protocol_error = HttpStream.handle_protocol_error
+    original_send_response = HttpStream.send_response
+    original_consume_body = HttpStream.state_consume_request_body
+    original_handle_event = HttpStream._handle_event
+
+    def handle_protocol_error(self: HttpStream, event):
         flow = self.flow
         if (
             isinstance(event, ResponseProtocolError)
@@ -50,12 +95,120 @@ def install() -> bool:
             and flow.metadata.get(MARK)
             and self.client_state == self.state_done
         ):
-            flow.metadata[UPSTREAM_ERROR] = event.message or "connection failed"
+            flow.metadata.pop(_TIMER, None)
+            reason = flow.metadata.pop(_TIMED_OUT, None)
+            flow.metadata[UPSTREAM_ERROR] = reason or event.message or "connection failed"
             flow.response = http.Response.make(502, b"", {"content-type": "application/json"})
             yield from self.send_response()
             return
-        yield from original(self, event)
+        yield from original_protocol_error(self, event)
+
+    def send_response(self: HttpStream, already_streamed: bool = False):
+        if already_streamed or not self.flow.metadata.get(MARK):
+            yield from original_send_response(self, already_streamed)
+            return
+        # Run the original until the response hook has run; the router may then ask for a
+        # retry instead of sending this (failed) answer to the client.
+        inner = original_send_response(self, already_streamed)
+        reply = None
+        while True:
+            try:
+                command = inner.send(reply)
+            except StopIteration:
+                return
+            reply = yield command
+            if isinstance(command, HttpResponseHook) and self.flow.metadata.pop(RETRY, False):
+                inner.close()
+                yield from retry(self)
+                return
+
+    def retry(self: HttpStream):
+        """Send flow.request (already rewritten for the next route) on a new connection."""
+        flow = self.flow
+        flow.response = None
+        flow.metadata.pop(UPSTREAM_ERROR, None)
+        self.response_body_buf.clear()
+        self.server_state = self.state_wait_for_response_headers
+        ok = yield from self.make_server_connection()
+        if not ok:
+            return  # handle_protocol_error has answered (or retried again)
+        yield from send_request(self)
+
+    def send_request(self: HttpStream):
+        request = self.flow.request
+        content = request.raw_content
+        yield SendHttp(RequestHeaders(self.stream_id, request, not content), self.context.server)
+        if content:
+            yield SendHttp(RequestData(self.stream_id, content), self.context.server)
+        yield SendHttp(RequestEndOfMessage(self.stream_id), self.context.server)
+        yield from start_timer(self)
+
+    def start_timer(self: HttpStream):
+        seconds = self.flow.metadata.get(FIRST_BYTE_TIMEOUT)
+        if seconds:
+            wakeup = commands.RequestWakeup(float(seconds))
+            self.flow.metadata[_TIMER] = wakeup
+            yield wakeup
+
+    def state_consume_request_body(self: HttpStream, event):
+        yield from original_consume_body(self, event)
+        if (
+            isinstance(event, RequestEndOfMessage)
+            and self.flow.metadata.get(MARK)
+            and self.flow.response is None
+            and self.server_state == self.state_wait_for_response_headers
+        ):
+            yield from start_timer(self)
+
+    def _handle_event(self: HttpStream, event):
+        if isinstance(event, events.Wakeup):
+            flow = getattr(self, "flow", None)
+            if (
+                flow is not None
+                and flow.metadata.get(_TIMER) is event.command
+                and self.server_state == self.state_wait_for_response_headers
+                and flow.response is None
+            ):
+                flow.metadata.pop(_TIMER, None)
+                seconds = float(flow.metadata.get(FIRST_BYTE_TIMEOUT) or 0)
+                flow.metadata[_TIMED_OUT] = f"no response within {seconds:g}s (first-byte timeout)"
+                # Cancel the request upstream; the server connection reports the failure
+                # to this stream, which then takes the unreachable-upstream path.
+                yield SendHttp(
+                    RequestProtocolError(
+                        self.stream_id, "first-byte timeout", RequestProtocolError.code
+                    ),
+                    self.context.server,
+                )
+            return  # a stale timer (answered in time, or an earlier attempt): ignore
+        yield from original_handle_event(self, event)
 
     HttpStream.handle_protocol_error = handle_protocol_error  # type: ignore[method-assign]
+    HttpStream.send_response = send_response  # type: ignore[method-assign]
+    HttpStream.state_consume_request_body = state_consume_request_body  # type: ignore[method-assign]
+    HttpStream._handle_event = _handle_event  # type: ignore[method-assign]
     _installed = True
     return True
+
+
+def guard_connect(server: Server, seconds: float) -> None:
+    """Call from the `server_connect` hook: cancel the TCP connect after `seconds`.
+
+    The hook runs inside mitmproxy's connection task; cancelling that task while it waits
+    in the connect makes mitmproxy report a connection error for the flow."""
+    if seconds <= 0:
+        return
+    task = asyncio.current_task()
+    if task is None:
+        return
+
+    def expire() -> None:
+        connecting = (
+            server.timestamp_start is not None
+            and server.timestamp_tcp_setup is None
+            and server.error is None
+        )
+        if connecting and not task.done():
+            task.cancel(f"connect timeout after {seconds:g}s")
+
+    asyncio.get_running_loop().call_later(seconds, expire)
