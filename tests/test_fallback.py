@@ -14,20 +14,19 @@ from fakes import Pause, Reply
 
 CHAT = "/v1/chat/completions"
 
+
+def failing(status: int):
+    """A provider that answers `status` with an OpenAI-style error body."""
+    return lambda request: Reply(
+        status=status, body={"error": {"message": f"fake {status}", "type": "x"}}
+    )
+
+
 FAILURES = {
     "refused": None,  # the route points at a closed port
     "reset": lambda request: Reply(action="reset"),
     "hang": lambda request: Reply(action="hang"),
-    **{
-        str(status): (
-            lambda status: (
-                lambda request: Reply(
-                    status=status, body={"error": {"message": f"fake {status}", "type": "x"}}
-                )
-            )
-        )(status)
-        for status in (404, 408, 409, 425, 429, 500, 503)
-    },
+    **{str(status): failing(status) for status in (404, 408, 409, 425, 429, 500, 503)},
 }
 
 
