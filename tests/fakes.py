@@ -116,6 +116,7 @@ class FakeServer:
             return
         headers.setdefault("content-type", "text/event-stream")
         headers["transfer-encoding"] = "chunked"
+        headers["connection"] = "close"
         for name, value in headers.items():
             rh.send_header(name, value)
         rh.end_headers()

@@ -130,9 +130,15 @@ class LLMClassifier:
     async def _classify_with_retries(self, text: str, budget_s: float) -> int:
         deadline = time.monotonic() + budget_s
         attempt = 0
+        stale_retried = False
         while True:
             try:
                 return await self._ask(text)
+            except httpx.RemoteProtocolError:
+                # A pooled keep-alive connection the engine had just closed: ask once more.
+                if stale_retried:
+                    raise
+                stale_retried = True
             except ModelLoading:
                 attempt += 1
                 wait = self.settings.loading_retry_ms / 1000

@@ -64,8 +64,15 @@ class Adapter(Protocol):
     openai_wire: bool
 
     def build_request(
-        self, route: Route, request: ChatRequest, client_headers: Iterable[tuple[str, str]]
-    ) -> UpstreamRequest: ...
+        self,
+        route: Route,
+        request: ChatRequest,
+        client_headers: Iterable[tuple[str, str]],
+        keep_client_auth: bool = False,
+    ) -> UpstreamRequest:
+        """The provider request. `keep_client_auth`: the client's own Authorization may
+        go along (proxy mode, same host, route without a key of its own)."""
+        ...
 
     def parse_response(self, body: bytes) -> dict[str, Any]:
         """A whole provider answer as an OpenAI `chat.completion` dict (with usage)."""
