@@ -265,3 +265,43 @@ def test_connect_timeout(start_router, upstreams):
         for filler in fillers:
             filler.close()
         blackhole.close()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("failure", ["503", "reset"])
+def test_openai_route_falls_back_to_an_anthropic_route(start_router, upstreams, failure, stream):
+    """The fallback request is translated for the next route's provider, and its answer
+    translated back: OpenAI wire on medium, Anthropic Messages on frontier."""
+    fakes = pytest.importorskip("fakes")
+    if not hasattr(fakes, "FakeAnthropicProvider"):
+        pytest.skip("pending: needs the Anthropic adapter and fake (adapters branch)")
+    anthropic = fakes.FakeAnthropicProvider("anthropic")
+    try:
+        router = start_router(
+            {
+                "FRONTIER_BASE_URL": anthropic.url,
+                "FRONTIER_PROVIDER": "anthropic",
+                "FRONTIER_MODEL": "claude-fake-1",
+                "FRONTIER_API_KEY": "sk-ant-fake-0004",
+            }
+        )
+        upstreams.classifier.digit = "1"
+        upstreams.medium.override = FAILURES[failure]
+        with router.client() as client:
+            reply = client.post(CHAT, json=ask(unique("cross"), stream=stream, max_tokens=50))
+        assert reply.status_code == 200, reply.text
+        reason = "unreachable" if failure == "reset" else failure
+        assert reply.headers["x-xrouter-fallback"] == f"medium:{reason}"
+        assert reply.headers["x-xrouter-upstream"] == "frontier"
+        if stream:
+            assert stream_text(reply) == "Hello from anthropic!"
+        else:
+            body = reply.json()
+            assert body["object"] == "chat.completion"
+            assert body["choices"][0]["message"]["content"] == "Hello from anthropic!"
+        sent = anthropic.requests[-1]
+        assert sent.path == "/v1/messages" and sent.headers["x-api-key"] == "sk-ant-fake-0004"
+        assert sent.json["model"] == "claude-fake-1"
+        assert sent.json["max_tokens"] == 50 and "authorization" not in sent.headers
+    finally:
+        anthropic.close()

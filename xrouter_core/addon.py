@@ -256,45 +256,10 @@ class Xrouter:
         except RouterError as exc:
             local_response(flow, LocalResponse.error(exc))
             return
-        routing = self.settings.routing
-        tier_header = flow.request.headers.get(TIER_HEADER)
-        if bad_tier_header(tier_header, routing):
-            local_response(
-                flow,
-                LocalResponse.error(
-                    RouterError(
-                        400,
-                        f"X-Xrouter-tier must name a tier ({', '.join(TIER_NAMES)}) or a category"
-                        f" ({', '.join(routing.categories)}), not {tier_header!r}.",
-                        code="invalid_tier",
-                    )
-                ),
-            )
-            return
-        pinned = pinned_tier(chat.model, tier_header, routing)
-        if pinned is not None:
-            decision = Decision(TIER_NAMES.index(pinned), "pinned")
-        else:
-            decision = await self.policy.decide(chat)
-        tier = raise_for_tools(decision.tier, chat.body, routing)
-        if tier != decision.tier:
-            decision = Decision(tier, decision.source + "+tools", decision.ms, decision.detail)
-        needs_vision = has_images(chat.messages)
-        chain = chain_for(TIER_NAMES[tier], self.settings.routes, routing, needs_vision)
-        if not chain:
-            local_response(
-                flow,
-                LocalResponse.error(
-                    RouterError(
-                        400,
-                        "The request carries images and no route at or above tier "
-                        f"'{TIER_NAMES[tier]}' is marked vision-capable (set <TIER>_VISION=true).",
-                        code="no_vision_route",
-                    )
-                    if needs_vision
-                    else RouterError(500, "No route is configured.", "server_error")
-                ),
-            )
+        try:
+            decision, chain = await self.plan(chat, flow.request.headers.get(TIER_HEADER))
+        except RouterError as exc:
+            local_response(flow, LocalResponse.error(exc))
             return
         index, skipped = first_route(chain, self.breaker)
         routed = RoutedFlow(
@@ -313,6 +278,41 @@ class Xrouter:
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = routed
         self.point_at(flow, routed, chain[index])
+
+    async def plan(
+        self, chat: ChatRequest, tier_header: str | None
+    ) -> tuple[Decision, list[Route]]:
+        """The tier (pinned by name or header, else classified; tools may raise it) and the
+        routes to try in order; RouterError when the request cannot be served."""
+        assert self.settings is not None and self.policy is not None
+        routing = self.settings.routing
+        if bad_tier_header(tier_header, routing):
+            raise RouterError(
+                400,
+                f"X-Xrouter-tier must name a tier ({', '.join(TIER_NAMES)}) or a category"
+                f" ({', '.join(routing.categories)}), not {tier_header!r}.",
+                code="invalid_tier",
+            )
+        pinned = pinned_tier(chat.model, tier_header, routing)
+        if pinned is not None:
+            decision = Decision(TIER_NAMES.index(pinned), "pinned")
+        else:
+            decision = await self.policy.decide(chat)
+        tier = raise_for_tools(decision.tier, chat.body, routing)
+        if tier != decision.tier:
+            decision = Decision(tier, decision.source + "+tools", decision.ms, decision.detail)
+        needs_vision = has_images(chat.messages)
+        chain = chain_for(TIER_NAMES[tier], self.settings.routes, routing, needs_vision)
+        if chain:
+            return decision, chain
+        if needs_vision:
+            raise RouterError(
+                400,
+                "The request carries images and no route at or above tier "
+                f"'{TIER_NAMES[tier]}' is marked vision-capable (set <TIER>_VISION=true).",
+                code="no_vision_route",
+            )
+        raise RouterError(500, "No route is configured.", type="server_error")
 
     def point_at(self, flow: http.HTTPFlow, routed: RoutedFlow, route: Route) -> None:
         """Rewrite the flow's request for a route (the first one, or a fallback)."""
@@ -468,35 +468,32 @@ class Xrouter:
         secrets = self.settings.secrets
         if len(routed.attempts) > 1:
             error = all_failed_error(routed.attempts, self.breaker, self.describe_attempt)
-            flow.response = http.Response.make(
-                error.status,
-                error_body(redact(error.message, secrets), error.type, error.code),
-                {
-                    "content-type": "application/json",
-                    "x-xrouter-decision": str(routed.decision.tier),
-                    "x-xrouter-upstream": routed.route.tier,
-                    **error.headers,
-                },
-            )
-            return
-        if failure:
-            message = f"Upstream '{routed.route.tier}' ({routed.route.base_url}) is unreachable: {failure}"
-            status, type_ = 502, "upstream_unreachable"
+            status, message, type_, code = error.status, error.message, error.type, error.code
+            keep = {
+                "x-xrouter-decision": str(routed.decision.tier),
+                "x-xrouter-upstream": routed.route.tier,
+                **error.headers,
+            }
         else:
-            provider_message = routed.adapter.error_message(
-                response.status_code, response.get_content(strict=False) or b""
-            )
-            message = f"Upstream '{routed.route.tier}' answered HTTP {response.status_code}: {provider_message}"
-            status, type_ = response.status_code, "upstream_error"
-        keep = {
-            k: v
-            for k, v in response.headers.items()
-            if k.lower()
-            in ("retry-after", "x-xrouter-decision", "x-xrouter-upstream", "x-xrouter-fallback")
-        }
+            if failure:
+                message = f"Upstream '{routed.route.tier}' ({routed.route.base_url}) is unreachable: {failure}"
+                status, type_ = 502, "upstream_unreachable"
+            else:
+                provider_message = routed.adapter.error_message(
+                    response.status_code, response.get_content(strict=False) or b""
+                )
+                message = f"Upstream '{routed.route.tier}' answered HTTP {response.status_code}: {provider_message}"
+                status, type_ = response.status_code, "upstream_error"
+            code = f"upstream_{status}"
+            keep = {
+                k: v
+                for k, v in response.headers.items()
+                if k.lower()
+                in ("retry-after", "x-xrouter-decision", "x-xrouter-upstream", "x-xrouter-fallback")
+            }
         flow.response = http.Response.make(
             status,
-            error_body(redact(message, secrets), type_, f"upstream_{status}"),
+            error_body(redact(message, secrets), type_, code),
             {"content-type": "application/json", **keep},
         )
 
