@@ -208,3 +208,37 @@ def test_chains_escalate_and_never_silently_downgrade():
     assert next_route(chain, 0, breaker) == (0, [])  # half-open after the cool-down
     breaker.failure("cheap", "again")
     assert breaker.is_open("cheap")  # one more failure re-opens it
+
+
+def test_route_settings_from_upstreams_json(tmp_path):
+    import json
+
+    from xrouter_core.config import load_settings
+
+    upstreams = tmp_path / "upstreams.json"
+    upstreams.write_text(
+        json.dumps(
+            {
+                "classifier": {"enabled": False},
+                "routes": {
+                    "medium": {"base_url": "http://127.0.0.1:1/v1", "vision": True},
+                    "frontier": {
+                        "base_url": "http://127.0.0.1:2/v1",
+                        "vision": False,
+                        "first_byte_timeout_ms": 9000,
+                    },
+                },
+            }
+        )
+    )
+    settings = load_settings(
+        {"CONNECT_TIMEOUT_MS": "1500", "FALLBACK_CHAIN": "medium,frontier"},
+        env_file=tmp_path / "none.env",
+        upstreams_file=upstreams,
+    )
+    medium, frontier = settings.routes["medium"], settings.routes["frontier"]
+    assert medium.vision and not frontier.vision
+    assert medium.connect_timeout_ms == frontier.connect_timeout_ms == 1500
+    assert frontier.first_byte_timeout_ms == 9000 and medium.first_byte_timeout_ms == 120_000
+    assert settings.routing.fallback_chain == ("medium", "frontier")
+    assert settings.routing.categories["coding"] == "medium"
