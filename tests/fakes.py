@@ -299,3 +299,201 @@ class FakeClassifier(FakeServer):
 
     def texts(self) -> list[str]:
         return [r.json["messages"][-1]["content"] for r in self.requests if r.json]
+
+
+# ---- Model lists and Ollama pulls (what the setup wizard asks providers) ----------------
+# Formats as the providers document them: OpenAI GET /v1/models, Anthropic GET /v1/models
+# (x-api-key, has_more/last_id paging), Gemini GET /v1beta/models (x-goog-api-key,
+# nextPageToken), Cohere GET /v1/models (Bearer, next_page_token), Ollama GET /api/tags and
+# POST /api/pull (one JSON object per line).
+
+
+def openai_models(ids: list[str]) -> dict:
+    return {
+        "object": "list",
+        "data": [
+            {"id": i, "object": "model", "created": 1_700_000_000, "owned_by": "fake"} for i in ids
+        ],
+    }
+
+
+def anthropic_models_page(ids: list[str], has_more: bool) -> dict:
+    return {
+        "data": [
+            {"type": "model", "id": i, "display_name": i, "created_at": "2025-02-19T00:00:00Z"}
+            for i in ids
+        ],
+        "has_more": has_more,
+        "first_id": ids[0] if ids else None,
+        "last_id": ids[-1] if ids else None,
+    }
+
+
+def gemini_models_page(models: list[tuple[str, list[str]]], next_token: str = "") -> dict:
+    page: dict[str, Any] = {
+        "models": [
+            {
+                "name": f"models/{name}",
+                "version": "001",
+                "displayName": name,
+                "inputTokenLimit": 1_048_576,
+                "outputTokenLimit": 8192,
+                "supportedGenerationMethods": methods,
+            }
+            for name, methods in models
+        ]
+    }
+    if next_token:
+        page["nextPageToken"] = next_token
+    return page
+
+
+def cohere_models_page(names: list[str], next_token: str = "") -> dict:
+    page: dict[str, Any] = {
+        "models": [
+            {
+                "name": n,
+                "endpoints": ["chat", "generate"],
+                "finetuned": False,
+                "context_length": 128000,
+                "tokenizer_url": "https://example.invalid/tokenizer.json",
+                "default_endpoints": [],
+            }
+            for n in names
+        ]
+    }
+    if next_token:
+        page["next_page_token"] = next_token
+    return page
+
+
+def ollama_tags(names: list[str]) -> dict:
+    return {
+        "models": [
+            {
+                "name": n,
+                "model": n,
+                "modified_at": "2025-01-01T12:00:00.000000000Z",
+                "size": 397_821_319,
+                "digest": "a" * 64,
+                "details": {
+                    "parent_model": "",
+                    "format": "gguf",
+                    "family": "qwen2",
+                    "families": ["qwen2"],
+                    "parameter_size": "494.03M",
+                    "quantization_level": "Q4_K_M",
+                },
+            }
+            for n in names
+        ]
+    }
+
+
+def ollama_pull_lines(layers: dict[str, int], steps: int = 4) -> list[str]:
+    """The status lines of a successful pull: manifest, downloads per layer, success."""
+    lines = [{"status": "pulling manifest"}]
+    for digest, total in layers.items():
+        lines.append({"status": f"pulling {digest[7:19]}", "digest": digest, "total": total})
+        for step in range(1, steps + 1):
+            lines.append(
+                {
+                    "status": f"pulling {digest[7:19]}",
+                    "digest": digest,
+                    "total": total,
+                    "completed": total * step // steps,
+                }
+            )
+    lines += [
+        {"status": "verifying sha256 digest"},
+        {"status": "writing manifest"},
+        {"status": "success"},
+    ]
+    return [json.dumps(line) + "\n" for line in lines]
+
+
+class FakeModelProvider(FakeOpenAIProvider):
+    """A provider that lists its models in `kind`'s format (paged by `page_size`) and, for
+    OpenAI-wire kinds, also answers chat. `key` is required the way the provider checks it;
+    `fail` (a Reply) makes the list endpoint fail. kind="ollama" also serves /api/pull."""
+
+    def __init__(
+        self,
+        kind: str,
+        models: list[str],
+        key: str = "",
+        page_size: int = 0,
+        fail: Reply | None = None,
+        pullable: dict[str, dict[str, int]] | None = None,
+    ):
+        self.kind = kind
+        self.models = list(models)
+        self.key = key
+        self.page_size = page_size or len(models) or 1
+        self.fail = fail
+        self.pullable = pullable or {}
+        super().__init__(f"{kind}-provider")
+
+    def route(self, request: Recorded) -> Reply:
+        path, _, query = request.path.partition("?")
+        params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+        if request.method == "GET" and path in ("/v1/models", "/v1beta/models", "/api/tags"):
+            if self.fail is not None:
+                return self.fail
+            denied = self._check_key(request.headers)
+            if self.kind == "ollama" and path == "/v1/models":
+                return Reply(body=openai_models(self.models))  # Ollama's OpenAI-compatible list
+            return denied or self._list(params)
+        if request.method == "POST" and path == "/api/pull" and self.kind == "ollama":
+            return self._pull(request.json or {})
+        return super().route(request)
+
+    def _check_key(self, headers: dict[str, str]) -> Reply | None:
+        if not self.key:
+            return None
+        if self.kind == "anthropic":
+            ok = headers.get("x-api-key") == self.key and bool(headers.get("anthropic-version"))
+            error = {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
+        elif self.kind == "gemini":
+            ok = headers.get("x-goog-api-key") == self.key
+            error = {"error": {"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT"}}
+        else:
+            ok = headers.get("authorization") == f"Bearer {self.key}"
+            error = {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error"}}
+        return None if ok else Reply(status=401, body=error)
+
+    def _page(self, start: int) -> tuple[list[str], int]:
+        end = start + self.page_size
+        return self.models[start:end], end
+
+    def _list(self, params: dict[str, str]) -> Reply:
+        if self.kind == "openai":
+            return Reply(body=openai_models(self.models))
+        if self.kind == "ollama":
+            return Reply(body=ollama_tags(self.models))
+        if self.kind == "anthropic":
+            after = params.get("after_id")
+            start = self.models.index(after) + 1 if after else 0
+            page, end = self._page(start)
+            return Reply(body=anthropic_models_page(page, end < len(self.models)))
+        start = int(params.get("pageToken") or params.get("page_token") or 0)
+        page, end = self._page(start)
+        token = str(end) if end < len(self.models) else ""
+        if self.kind == "gemini":
+            listed = [(n, ["embedContent"] if "embedding" in n else ["generateContent", "countTokens"]) for n in page]
+            return Reply(body=gemini_models_page(listed, token))
+        if params.get("endpoint") != "chat":
+            page = page + ["embed-english-v3.0"]
+        return Reply(body=cohere_models_page(page, token))
+
+    def _pull(self, body: dict) -> Reply:
+        name = body.get("model") or body.get("name") or ""
+        layers = self.pullable.get(name)
+        if layers is None:
+            return Reply(
+                chunks=[json.dumps({"status": "pulling manifest"}) + "\n",
+                        json.dumps({"error": "pull model manifest: file does not exist"}) + "\n"],
+                headers={"content-type": "application/x-ndjson"},
+            )
+        self.models.append(name)
+        return Reply(chunks=ollama_pull_lines(layers), headers={"content-type": "application/x-ndjson"})

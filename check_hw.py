@@ -1,0 +1,13 @@
+#!/usr/bin/env python3
+"""Which local engine and classifier model suit this machine (see xrouter_core/hardware.py)."""
+
+import sys
+from pathlib import Path
+
+# Run from a checkout without installing the package.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from xrouter_core.hardware import main  # noqa: E402
+
+if __name__ == "__main__":
+    raise SystemExit(main())
