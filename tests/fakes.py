@@ -453,13 +453,24 @@ class FakeModelProvider(FakeOpenAIProvider):
             return None
         if self.kind == "anthropic":
             ok = headers.get("x-api-key") == self.key and bool(headers.get("anthropic-version"))
-            error = {"type": "error", "error": {"type": "authentication_error", "message": "invalid x-api-key"}}
+            error = {
+                "type": "error",
+                "error": {"type": "authentication_error", "message": "invalid x-api-key"},
+            }
         elif self.kind == "gemini":
             ok = headers.get("x-goog-api-key") == self.key
-            error = {"error": {"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT"}}
+            error = {
+                "error": {
+                    "code": 400,
+                    "message": "API key not valid.",
+                    "status": "INVALID_ARGUMENT",
+                }
+            }
         else:
             ok = headers.get("authorization") == f"Bearer {self.key}"
-            error = {"error": {"message": "Incorrect API key provided.", "type": "invalid_request_error"}}
+            error = {
+                "error": {"message": "Incorrect API key provided.", "type": "invalid_request_error"}
+            }
         return None if ok else Reply(status=401, body=error)
 
     def _page(self, start: int) -> tuple[list[str], int]:
@@ -480,7 +491,10 @@ class FakeModelProvider(FakeOpenAIProvider):
         page, end = self._page(start)
         token = str(end) if end < len(self.models) else ""
         if self.kind == "gemini":
-            listed = [(n, ["embedContent"] if "embedding" in n else ["generateContent", "countTokens"]) for n in page]
+            listed = [
+                (n, ["embedContent"] if "embedding" in n else ["generateContent", "countTokens"])
+                for n in page
+            ]
             return Reply(body=gemini_models_page(listed, token))
         if params.get("endpoint") != "chat":
             page = page + ["embed-english-v3.0"]
@@ -491,9 +505,13 @@ class FakeModelProvider(FakeOpenAIProvider):
         layers = self.pullable.get(name)
         if layers is None:
             return Reply(
-                chunks=[json.dumps({"status": "pulling manifest"}) + "\n",
-                        json.dumps({"error": "pull model manifest: file does not exist"}) + "\n"],
+                chunks=[
+                    json.dumps({"status": "pulling manifest"}) + "\n",
+                    json.dumps({"error": "pull model manifest: file does not exist"}) + "\n",
+                ],
                 headers={"content-type": "application/x-ndjson"},
             )
         self.models.append(name)
-        return Reply(chunks=ollama_pull_lines(layers), headers={"content-type": "application/x-ndjson"})
+        return Reply(
+            chunks=ollama_pull_lines(layers), headers={"content-type": "application/x-ndjson"}
+        )

@@ -37,7 +37,13 @@ def test_update_keeps_comments_and_other_lines_and_drops_duplicates():
         old, {"FRONTIER_API_KEY": "sk-new", "MEDIUM_API_KEY": "sk-medium"}, disable={"CHEAP_MODEL"}
     )
     lines = new.splitlines()
-    assert lines[:5] == ["# my settings", "LOG_LEVEL=debug", "export FRONTIER_API_KEY=sk-new", "", "PORT=3001  # my port"]
+    assert lines[:5] == [
+        "# my settings",
+        "LOG_LEVEL=debug",
+        "export FRONTIER_API_KEY=sk-new",
+        "",
+        "PORT=3001  # my port",
+    ]
     assert "FRONTIER_API_KEY=older-duplicate" not in new
     assert "# FRONTIER_MODEL=commented-out stays as it is" in lines
     assert any(line.startswith("# CHEAP_MODEL=stale") for line in lines)

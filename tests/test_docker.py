@@ -44,7 +44,9 @@ def check_router_service(doc: dict) -> None:
     assert router["depends_on"]["redis"]["condition"] == "service_healthy"
     ports = router["ports"]
     assert ports in (["3000:3000"], [{"published": 3000, "target": 3000}]) or any(
-        str(p.get("published")) == "3000" and p.get("target") == 3000 for p in ports if isinstance(p, dict)
+        str(p.get("published")) == "3000" and p.get("target") == 3000
+        for p in ports
+        if isinstance(p, dict)
     )
     assert any("/health" in part for part in router["healthcheck"]["test"])
     targets = {v["target"]: v for v in router["volumes"]}
@@ -62,8 +64,12 @@ def test_compose_file_wires_router_and_redis():
 def test_compose_config_validates(project):
     command = compose_command()
     if command is None:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed (apt-get install docker-compose)")
-    done = subprocess.run([*command, "config"], cwd=project, capture_output=True, text=True, timeout=60)
+        pytest.skip(
+            "neither `docker compose` nor `docker-compose` is installed (apt-get install docker-compose)"
+        )
+    done = subprocess.run(
+        [*command, "config"], cwd=project, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr
     check_router_service(load(done.stdout))
 

@@ -305,3 +305,51 @@ def test_openai_route_falls_back_to_an_anthropic_route(start_router, upstreams, 
         assert sent.json["max_tokens"] == 50 and "authorization" not in sent.headers
     finally:
         anthropic.close()
+
+
+def test_a_recovered_route_is_used_again_on_a_kept_alive_connection(start_router, upstreams):
+    """mitmproxy remembers a failed upstream connection per client connection; a client
+    that keeps its connection alive (OpenClaw, the SDKs) must still reach the route once
+    it is back, after the breaker's cool-down."""
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    from fakes import openai_completion
+
+    port = free_port()
+    router = start_router(
+        {
+            "MEDIUM_BASE_URL": f"http://127.0.0.1:{port}/v1",
+            "BREAKER_FAILURES": "1",
+            "BREAKER_COOLDOWN_S": "1",
+        }
+    )
+    upstreams.classifier.digit = "1"
+
+    class Medium(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args) -> None:
+            pass
+
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("content-length") or 0))
+            body = json.dumps(openai_completion("Hello from revived medium")).encode()
+            self.send_response(200)
+            self.send_header("content-type", "application/json")
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    with router.client() as client:
+        down = client.post(CHAT, json=ask(unique("medium down")))
+        assert down.headers["x-xrouter-fallback"] == "medium:unreachable"
+        server = ThreadingHTTPServer(("127.0.0.1", port), Medium)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            time.sleep(1.1)
+            back = client.post(CHAT, json=ask(unique("medium back")))
+        finally:
+            server.shutdown()
+            server.server_close()
+    assert back.headers["x-xrouter-upstream"] == "medium", back.headers
+    assert back.json()["choices"][0]["message"]["content"] == "Hello from revived medium"

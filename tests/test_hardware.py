@@ -40,29 +40,104 @@ def nvidia(name: str, gib: float, cc: float | None = 8.6) -> GPU:
 # (description, machine, engine, classifier size, local viable)
 MACHINES = [
     ("H100 80 GB", machine(gpus=(nvidia("H100", 80.0, 9.0),)), "tensorrt-llm", "7B", True),
-    ("A100 40 GB, exactly the threshold", machine(gpus=(nvidia("A100", 40.0, 8.0),)), "tensorrt-llm", "7B", True),
-    ("V100 32 GB: too old for TensorRT-LLM", machine(gpus=(nvidia("V100", 32.0, 7.0),)), "vllm", "7B", True),
+    (
+        "A100 40 GB, exactly the threshold",
+        machine(gpus=(nvidia("A100", 40.0, 8.0),)),
+        "tensorrt-llm",
+        "7B",
+        True,
+    ),
+    (
+        "V100 32 GB: too old for TensorRT-LLM",
+        machine(gpus=(nvidia("V100", 32.0, 7.0),)),
+        "vllm",
+        "7B",
+        True,
+    ),
     ("RTX 4090 24 GB", machine(gpus=(nvidia("RTX 4090", 24.0, 8.9),)), "vllm", "7B", True),
     ("RTX 3060 12 GB", machine(gpus=(nvidia("RTX 3060", 12.0),)), "vllm", "3B", True),
     ("GTX 1650 4 GB", machine(gpus=(nvidia("GTX 1650", 4.0, 7.5),)), "vllm", "0.5B", True),
-    ("two cards: the largest counts", machine(gpus=(nvidia("T4", 16.0, 7.5), nvidia("L40S", 48.0, 8.9))),
-     "tensorrt-llm", "7B", True),
+    (
+        "two cards: the largest counts",
+        machine(gpus=(nvidia("T4", 16.0, 7.5), nvidia("L40S", 48.0, 8.9))),
+        "tensorrt-llm",
+        "7B",
+        True,
+    ),
     # Cards llama.cpp only offloads to: sized like the CPU (8 cores -> 1.5B).
-    ("GT 1030 2 GB: too small for vLLM", machine(gpus=(nvidia("GT 1030", 2.0, 6.1),)), "llama.cpp", "1.5B", True),
-    ("Maxwell 8 GB: compute 5.2", machine(gpus=(nvidia("GTX 980", 8.0, 5.2),)), "llama.cpp", "1.5B", True),
-    ("M2 Pro 32 GB", machine(os="Darwin 23", arch="arm64", apple_silicon=True, ram_gib=32.0), "mlx", "7B", True),
-    ("M1 8 GB", machine(os="Darwin 22", arch="arm64", apple_silicon=True, ram_gib=8.0), "mlx", "3B", True),
-    ("AMD RX 7900 XTX with ROCm", machine(gpus=(GPU("amd", "RX 7900 XTX", 24.0),), rocm=True),
-     "llama.cpp", "7B", True),
-    ("AMD GPU without ROCm: CPU sizes", machine(gpus=(GPU("amd", "RX 6600", 8.0),), physical_cores=4),
-     "llama.cpp", "0.5B", True),
+    (
+        "GT 1030 2 GB: too small for vLLM",
+        machine(gpus=(nvidia("GT 1030", 2.0, 6.1),)),
+        "llama.cpp",
+        "1.5B",
+        True,
+    ),
+    (
+        "Maxwell 8 GB: compute 5.2",
+        machine(gpus=(nvidia("GTX 980", 8.0, 5.2),)),
+        "llama.cpp",
+        "1.5B",
+        True,
+    ),
+    (
+        "M2 Pro 32 GB",
+        machine(os="Darwin 23", arch="arm64", apple_silicon=True, ram_gib=32.0),
+        "mlx",
+        "7B",
+        True,
+    ),
+    (
+        "M1 8 GB",
+        machine(os="Darwin 22", arch="arm64", apple_silicon=True, ram_gib=8.0),
+        "mlx",
+        "3B",
+        True,
+    ),
+    (
+        "AMD RX 7900 XTX with ROCm",
+        machine(gpus=(GPU("amd", "RX 7900 XTX", 24.0),), rocm=True),
+        "llama.cpp",
+        "7B",
+        True,
+    ),
+    (
+        "AMD GPU without ROCm: CPU sizes",
+        machine(gpus=(GPU("amd", "RX 6600", 8.0),), physical_cores=4),
+        "llama.cpp",
+        "0.5B",
+        True,
+    ),
     ("16-core CPU, 64 GB", machine(physical_cores=16, ram_gib=64.0), "llama.cpp", "3B", True),
     ("8-core CPU, 16 GB", machine(physical_cores=8, ram_gib=16.0), "llama.cpp", "1.5B", True),
-    ("2-core CPU, 24 GB (this CI machine)", machine(physical_cores=2, ram_gib=24.0), "llama.cpp", "0.5B", True),
-    ("2-core CPU, 2 GB: cloud only", machine(physical_cores=2, ram_gib=2.0), "llama.cpp", "0.5B", False),
-    ("4-core board, 1.5 GB: only 270M fits", machine(physical_cores=4, ram_gib=1.5), "llama.cpp", "270M", False),
+    (
+        "2-core CPU, 24 GB (this CI machine)",
+        machine(physical_cores=2, ram_gib=24.0),
+        "llama.cpp",
+        "0.5B",
+        True,
+    ),
+    (
+        "2-core CPU, 2 GB: cloud only",
+        machine(physical_cores=2, ram_gib=2.0),
+        "llama.cpp",
+        "0.5B",
+        False,
+    ),
+    (
+        "4-core board, 1.5 GB: only 270M fits",
+        machine(physical_cores=4, ram_gib=1.5),
+        "llama.cpp",
+        "270M",
+        False,
+    ),
     ("1 GB: nothing fits", machine(physical_cores=4, ram_gib=1.0), "llama.cpp", "270M", False),
-    ("1-core CPU, 8 GB: cloud only", machine(physical_cores=1, ram_gib=8.0), "llama.cpp", "0.5B", False),
+    (
+        "1-core CPU, 8 GB: cloud only",
+        machine(physical_cores=1, ram_gib=8.0),
+        "llama.cpp",
+        "0.5B",
+        False,
+    ),
 ]
 
 
@@ -156,7 +231,9 @@ def test_missing_nvidia_ml_py_is_a_note(tmp_path):
         raise ImportError("No module named 'pynvml'")
 
     found = detect(probes(tmp_path, nvml=missing))
-    assert found.notes == ("NVIDIA: the nvidia-ml-py package is not installed, so NVIDIA GPUs were not checked",)
+    assert found.notes == (
+        "NVIDIA: the nvidia-ml-py package is not installed, so NVIDIA GPUs were not checked",
+    )
 
 
 def test_nvidia_cards_are_read_through_nvml(tmp_path):
@@ -225,11 +302,17 @@ def test_check_hw_runs_here():
 
 def test_check_hw_json_is_what_recommend_says():
     done = subprocess.run(
-        [sys.executable, str(ROOT / "check_hw.py"), "--json"], capture_output=True, text=True, timeout=60
+        [sys.executable, str(ROOT / "check_hw.py"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
     machine_ = Machine.from_dict(doc["machine"])
     assert machine_.ram_gib > 0 and machine_.logical_cores >= 1
     assert doc["recommendation"]["engine"] in hardware.ENGINES
-    assert doc["recommendation"] == hardware.Report(machine_, recommend(machine_)).to_dict()["recommendation"]
+    assert (
+        doc["recommendation"]
+        == hardware.Report(machine_, recommend(machine_)).to_dict()["recommendation"]
+    )

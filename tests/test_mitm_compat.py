@@ -56,3 +56,11 @@ def test_connect_timeout_reads_these_server_fields():
         "asyncio.open_connection("
     )
     assert "asyncio.CancelledError" in opening
+
+
+def test_failed_connections_are_kept_where_mitm_compat_forgets_them():
+    source = inspect.getsource(http_layers.HttpLayer)
+    assert "self.connections = {}" in source or "self.connections: dict" in source
+    get_connection = inspect.getsource(http_layers.HttpLayer.get_connection)
+    assert "connection.error" in get_connection and "self.connections" in get_connection
+    assert HttpStream.make_server_connection.__module__ == mitm_compat.__name__

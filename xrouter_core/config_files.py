@@ -53,7 +53,9 @@ def format_env_value(value: str) -> str:
     raise ValueError("a .env value cannot contain both kinds of quotes")
 
 
-def update_dotenv_text(text: str, updates: Mapping[str, str], disable: set[str] = frozenset()) -> str:
+def update_dotenv_text(
+    text: str, updates: Mapping[str, str], disable: set[str] = frozenset()
+) -> str:
     """Set `updates` in place, comment out `disable`, keep every other line as it is."""
     out: list[str] = []
     written: set[str] = set()
@@ -67,7 +69,9 @@ def update_dotenv_text(text: str, updates: Mapping[str, str], disable: set[str] 
             out.append(f"{prefix}{key}={format_env_value(updates[key])}")
             written.add(key)
         elif key is not None and key in disable:
-            out.append(f"# {line.strip()}  # disabled by xrouter-configure: now set in upstreams.json")
+            out.append(
+                f"# {line.strip()}  # disabled by xrouter-configure: now set in upstreams.json"
+            )
         else:
             out.append(line)
     missing = [key for key in updates if key not in written]

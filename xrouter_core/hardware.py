@@ -77,15 +77,37 @@ class ClassifierModel:
 # Largest first. Instruct models that answer at once (no thinking preamble), so the
 # classifier's first token can be the digit.
 CLASSIFIER_MODELS: tuple[ClassifierModel, ...] = (
-    ClassifierModel("7B", 7.6, "qwen2.5:7b", "Qwen/Qwen2.5-7B-Instruct", "mlx-community/Qwen2.5-7B-Instruct-4bit"),
-    ClassifierModel("3B", 3.1, "qwen2.5:3b", "Qwen/Qwen2.5-3B-Instruct", "mlx-community/Qwen2.5-3B-Instruct-4bit"),
     ClassifierModel(
-        "1.5B", 1.5, "qwen2.5:1.5b", "Qwen/Qwen2.5-1.5B-Instruct", "mlx-community/Qwen2.5-1.5B-Instruct-4bit"
+        "7B",
+        7.6,
+        "qwen2.5:7b",
+        "Qwen/Qwen2.5-7B-Instruct",
+        "mlx-community/Qwen2.5-7B-Instruct-4bit",
     ),
     ClassifierModel(
-        "0.5B", 0.5, "qwen2.5:0.5b", "Qwen/Qwen2.5-0.5B-Instruct", "mlx-community/Qwen2.5-0.5B-Instruct-4bit"
+        "3B",
+        3.1,
+        "qwen2.5:3b",
+        "Qwen/Qwen2.5-3B-Instruct",
+        "mlx-community/Qwen2.5-3B-Instruct-4bit",
     ),
-    ClassifierModel("270M", 0.27, "gemma3:270m", "google/gemma-3-270m-it", "mlx-community/gemma-3-270m-it-4bit"),
+    ClassifierModel(
+        "1.5B",
+        1.5,
+        "qwen2.5:1.5b",
+        "Qwen/Qwen2.5-1.5B-Instruct",
+        "mlx-community/Qwen2.5-1.5B-Instruct-4bit",
+    ),
+    ClassifierModel(
+        "0.5B",
+        0.5,
+        "qwen2.5:0.5b",
+        "Qwen/Qwen2.5-0.5B-Instruct",
+        "mlx-community/Qwen2.5-0.5B-Instruct-4bit",
+    ),
+    ClassifierModel(
+        "270M", 0.27, "gemma3:270m", "google/gemma-3-270m-it", "mlx-community/gemma-3-270m-it-4bit"
+    ),
 )
 
 # The small GGUF model that installs from PyPI, for llama.cpp without any download step.
@@ -229,7 +251,10 @@ def read_nvidia(nvml_loader: Callable[[], Any]) -> tuple[list[GPU], str | None]:
     try:
         nvml = nvml_loader()
     except ImportError:
-        return [], "NVIDIA: the nvidia-ml-py package is not installed, so NVIDIA GPUs were not checked"
+        return (
+            [],
+            "NVIDIA: the nvidia-ml-py package is not installed, so NVIDIA GPUs were not checked",
+        )
     error_type = getattr(nvml, "NVMLError", Exception)
     try:
         nvml.nvmlInit()
@@ -323,26 +348,46 @@ def _pick_engine(machine: Machine) -> tuple[str, str, GPU | None]:
     best = nvidia[0] if nvidia else None
     if best is not None and best.memory_gib is not None:
         capability = best.compute_capability
-        if best.memory_gib >= TENSORRT_MIN_GIB and (capability is None or capability >= TENSORRT_MIN_COMPUTE):
+        if best.memory_gib >= TENSORRT_MIN_GIB and (
+            capability is None or capability >= TENSORRT_MIN_COMPUTE
+        ):
             return (
                 "tensorrt-llm",
                 f"{best.name} has {best.memory_gib:g} GiB (>= {TENSORRT_MIN_GIB:g} GiB): compiled TensorRT-LLM engines pay off",
                 best,
             )
-        if best.memory_gib >= VLLM_MIN_GIB and (capability is None or capability >= VLLM_MIN_COMPUTE):
-            return "vllm", f"NVIDIA {best.name} with {best.memory_gib:g} GiB: vLLM serves it well", best
+        if best.memory_gib >= VLLM_MIN_GIB and (
+            capability is None or capability >= VLLM_MIN_COMPUTE
+        ):
+            return (
+                "vllm",
+                f"NVIDIA {best.name} with {best.memory_gib:g} GiB: vLLM serves it well",
+                best,
+            )
         why = (
             f"compute capability {capability:g} is below {VLLM_MIN_COMPUTE:g}"
             if capability is not None and capability < VLLM_MIN_COMPUTE
             else f"{best.memory_gib:g} GiB is below {VLLM_MIN_GIB:g} GiB"
         )
-        return "llama.cpp", f"NVIDIA {best.name}: {why}, so llama.cpp with partial GPU offload", None
+        return (
+            "llama.cpp",
+            f"NVIDIA {best.name}: {why}, so llama.cpp with partial GPU offload",
+            None,
+        )
     if machine.apple_silicon:
-        return "mlx", f"Apple Silicon with {machine.ram_gib:g} GiB unified memory: MLX runs natively", None
+        return (
+            "mlx",
+            f"Apple Silicon with {machine.ram_gib:g} GiB unified memory: MLX runs natively",
+            None,
+        )
     amd = sorted(machine.amd, key=lambda g: g.memory_gib or 0, reverse=True)
     if amd:
         rocm = "ROCm installed" if machine.rocm else "ROCm not found"
-        return "llama.cpp", f"AMD {amd[0].name} ({rocm}): llama.cpp (HIP/Vulkan build, or CPU)", None
+        return (
+            "llama.cpp",
+            f"AMD {amd[0].name} ({rocm}): llama.cpp (HIP/Vulkan build, or CPU)",
+            None,
+        )
     return "llama.cpp", f"no usable GPU: llama.cpp on {machine.physical_cores} CPU cores", None
 
 
@@ -363,12 +408,28 @@ def _budget(machine: Machine, gpu: GPU | None) -> tuple[float, float, bool]:
 def _start(engine: str, model: ClassifierModel) -> tuple[str, str, str]:
     """(command, base_url, model name as the engine serves it)."""
     if engine == "tensorrt-llm":
-        return f"trtllm-serve {model.huggingface} --port 8000", "http://localhost:8000/v1", model.huggingface
+        return (
+            f"trtllm-serve {model.huggingface} --port 8000",
+            "http://localhost:8000/v1",
+            model.huggingface,
+        )
     if engine == "vllm":
-        return f"vllm serve {model.huggingface} --port 8000", "http://localhost:8000/v1", model.huggingface
+        return (
+            f"vllm serve {model.huggingface} --port 8000",
+            "http://localhost:8000/v1",
+            model.huggingface,
+        )
     if engine == "mlx":
-        return f"mlx_lm.server --model {model.mlx} --port 8080", "http://localhost:8080/v1", model.mlx
-    return f"ollama pull {model.ollama}  (Ollama runs llama.cpp)", "http://localhost:11434/v1", model.ollama
+        return (
+            f"mlx_lm.server --model {model.mlx} --port 8080",
+            "http://localhost:8080/v1",
+            model.mlx,
+        )
+    return (
+        f"ollama pull {model.ollama}  (Ollama runs llama.cpp)",
+        "http://localhost:11434/v1",
+        model.ollama,
+    )
 
 
 def recommend(machine: Machine) -> Recommendation:
@@ -376,12 +437,18 @@ def recommend(machine: Machine) -> Recommendation:
     budget, speed_cap, on_cpu = _budget(machine, gpu)
     sixteen_bit = engine in ("tensorrt-llm", "vllm")
     fitting = [
-        m for m in CLASSIFIER_MODELS if m.need_gib(sixteen_bit) <= budget and m.billions <= speed_cap
+        m
+        for m in CLASSIFIER_MODELS
+        if m.need_gib(sixteen_bit) <= budget and m.billions <= speed_cap
     ]
     smallest = CLASSIFIER_MODELS[-1]
     viable = bool(fitting)
     if on_cpu:
-        viable = viable and machine.ram_gib >= CPU_MIN_RAM_GIB and machine.physical_cores >= CPU_MIN_CORES
+        viable = (
+            viable
+            and machine.ram_gib >= CPU_MIN_RAM_GIB
+            and machine.physical_cores >= CPU_MIN_CORES
+        )
     choice = fitting[0] if fitting else smallest
     command, base_url, model = _start(engine, choice)
     if not viable:

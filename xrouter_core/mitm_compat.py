@@ -61,6 +61,7 @@ REQUIRED = (
     "make_server_connection",
     "_handle_event",
 )
+# mitmproxy.proxy.layers.http.HttpLayer keeps `connections` (Connection → layer).
 
 _installed = False
 
@@ -86,6 +87,12 @@ def install() -> bool:
     original_send_response = HttpStream.send_response
     original_consume_body = HttpStream.state_consume_request_body
     original_handle_event = HttpStream._handle_event
+    original_make_connection = HttpStream.make_server_connection
+
+    def make_server_connection(self: HttpStream):
+        if self.flow.metadata.get(MARK):
+            forget_failed_connections(self)
+        return (yield from original_make_connection(self))
 
     def handle_protocol_error(self: HttpStream, event):
         flow = self.flow
@@ -187,8 +194,27 @@ def install() -> bool:
     HttpStream.send_response = send_response  # type: ignore[method-assign]
     HttpStream.state_consume_request_body = state_consume_request_body  # type: ignore[method-assign]
     HttpStream._handle_event = _handle_event  # type: ignore[method-assign]
+    HttpStream.make_server_connection = make_server_connection  # type: ignore[method-assign]
     _installed = True
     return True
+
+
+def forget_failed_connections(stream: HttpStream) -> None:
+    """mitmproxy keeps a failed upstream connection per client connection and answers
+    every later request to that address with the old error; a client that keeps its
+    connection alive would never reach a route that came back. Forget those for the
+    address this flow goes to, so each attempt really connects."""
+    layers = stream.context.layers
+    index = layers.index(stream) if stream in layers else -1
+    parent = layers[index - 1] if index > 0 else None
+    connections = getattr(parent, "connections", None)
+    if not isinstance(connections, dict):
+        return
+    address = (stream.flow.request.host, stream.flow.request.port)
+    for connection in [
+        c for c in connections if isinstance(c, Server) and c.error and c.address == address
+    ]:
+        del connections[connection]
 
 
 def guard_connect(server: Server, seconds: float) -> None:

@@ -59,7 +59,9 @@ def strip_suffix(base_url: str, *suffixes: str) -> str:
     return base
 
 
-def _get(client: httpx.Client, url: str, headers: dict[str, str], params: dict[str, Any], key: str) -> Any:
+def _get(
+    client: httpx.Client, url: str, headers: dict[str, str], params: dict[str, Any], key: str
+) -> Any:
     try:
         response = client.get(url, headers=headers, params=params)
     except httpx.HTTPError as exc:
@@ -82,7 +84,13 @@ def _error_detail(response: httpx.Response) -> str:
     except ValueError:
         return ""
     error = doc.get("error") if isinstance(doc, dict) else None
-    message = error.get("message") if isinstance(error, dict) else error if isinstance(error, str) else None
+    message = (
+        error.get("message")
+        if isinstance(error, dict)
+        else error
+        if isinstance(error, str)
+        else None
+    )
     if message is None and isinstance(doc, dict):
         message = doc.get("message")
     return f": {str(message)[:200]}" if message else ""
@@ -106,7 +114,9 @@ def _anthropic(client: httpx.Client, base_url: str, key: str) -> list[str]:
     params: dict[str, Any] = {"limit": 1000}
     for _ in range(MAX_PAGES):
         doc = _get(client, url, headers, params, key)
-        names += [str(m["id"]) for m in doc.get("data") or [] if isinstance(m, dict) and m.get("id")]
+        names += [
+            str(m["id"]) for m in doc.get("data") or [] if isinstance(m, dict) and m.get("id")
+        ]
         if not doc.get("has_more") or not doc.get("last_id"):
             break
         params = {"limit": 1000, "after_id": doc["last_id"]}
@@ -141,7 +151,9 @@ def _cohere(client: httpx.Client, base_url: str, key: str) -> list[str]:
     params: dict[str, Any] = {"endpoint": "chat", "page_size": 1000}
     for _ in range(MAX_PAGES):
         doc = _get(client, url, headers, params, key)
-        names += [str(m["name"]) for m in doc.get("models") or [] if isinstance(m, dict) and m.get("name")]
+        names += [
+            str(m["name"]) for m in doc.get("models") or [] if isinstance(m, dict) and m.get("name")
+        ]
         token = doc.get("next_page_token")
         if not token:
             break
@@ -152,7 +164,9 @@ def _cohere(client: httpx.Client, base_url: str, key: str) -> list[str]:
 def _ollama(client: httpx.Client, base_url: str, key: str) -> list[str]:
     url = strip_suffix(base_url, "/v1") + "/api/tags"
     doc = _get(client, url, {}, {}, key)
-    return [str(m.get("name") or m.get("model")) for m in doc.get("models") or [] if isinstance(m, dict)]
+    return [
+        str(m.get("name") or m.get("model")) for m in doc.get("models") or [] if isinstance(m, dict)
+    ]
 
 
 LISTERS = {
@@ -165,7 +179,11 @@ LISTERS = {
 
 
 def fetch_models(
-    listing: str, base_url: str, api_key: str = "", timeout: float = 5.0, client: httpx.Client | None = None
+    listing: str,
+    base_url: str,
+    api_key: str = "",
+    timeout: float = 5.0,
+    client: httpx.Client | None = None,
 ) -> list[str]:
     """The provider's own list; raises ListingError (key-free) when it cannot be had."""
     lister = LISTERS.get(listing)
@@ -182,7 +200,9 @@ def fetch_models(
             client.close()
 
 
-def models_for(provider: str, base_url: str, api_key: str = "", timeout: float = 5.0) -> ModelListing:
+def models_for(
+    provider: str, base_url: str, api_key: str = "", timeout: float = 5.0
+) -> ModelListing:
     """Live list when possible, else the bundled catalog with the reason."""
     info = provider_info(provider)
     try:

@@ -65,7 +65,10 @@ class Plan:
 
 
 def _route_doc(answer: RouteAnswer, keys_in_doc: bool) -> dict[str, Any]:
-    doc: dict[str, Any] = {"provider": answer.provider_type, "base_url": answer.base_url.rstrip("/")}
+    doc: dict[str, Any] = {
+        "provider": answer.provider_type,
+        "base_url": answer.base_url.rstrip("/"),
+    }
     if answer.model:
         doc["model"] = answer.model
     if answer.api_key and keys_in_doc:
@@ -91,7 +94,11 @@ def build_plan(answers: Answers, update_env: bool, current_env: Mapping[str, str
     classifier: dict[str, Any]
     routes: dict[str, Any] = {}
     if answers.classifier == "local" and answers.local is not None:
-        classifier = {"enabled": True, "base_url": answers.local.base_url.rstrip("/"), "model": answers.local.model}
+        classifier = {
+            "enabled": True,
+            "base_url": answers.local.base_url.rstrip("/"),
+            "model": answers.local.model,
+        }
         routes["cheap"] = _route_doc(answers.local, keys_in_doc)
     elif answers.classifier == "cloud" and answers.classifier_route is not None:
         route = answers.classifier_route
@@ -137,7 +144,9 @@ def build_plan(answers: Answers, update_env: bool, current_env: Mapping[str, str
     return Plan(doc, env_updates, env_disable, update_env)
 
 
-def shadowing(plan: Plan, current_env_file: Mapping[str, str], environ: Mapping[str, str]) -> list[str]:
+def shadowing(
+    plan: Plan, current_env_file: Mapping[str, str], environ: Mapping[str, str]
+) -> list[str]:
     """Variables that would override the new upstreams.json at router start."""
     flat = upstreams_to_env(plan.upstreams)
     found = []
@@ -176,7 +185,11 @@ def validate(plan: Plan, env_file: Path) -> Settings:
 
 def field_problems(env_name: str, value: str) -> list[str]:
     """The router's own verdict on one value (e.g. FRONTIER_BASE_URL), for per-field prompts."""
-    environ = {"CLASSIFIER_ENABLED": "false", "FRONTIER_BASE_URL": "http://placeholder.invalid", env_name: value}
+    environ = {
+        "CLASSIFIER_ENABLED": "false",
+        "FRONTIER_BASE_URL": "http://placeholder.invalid",
+        env_name: value,
+    }
     try:
         load_settings(environ=environ, env_file=os.devnull, upstreams_file=os.devnull)
     except ConfigError as exc:
@@ -258,7 +271,9 @@ def current_answers(current: Mapping[str, str]) -> Answers | None:
     if enabled and engine is not None:
         local = RouteAnswer(engine, classifier_url, model=current.get("CLASSIFIER_MODEL", ""))
         routes.pop("cheap", None)
-        return Answers("quick", "local", local=local, routes=routes, redis_url=current.get("REDIS_URL", ""))
+        return Answers(
+            "quick", "local", local=local, routes=routes, redis_url=current.get("REDIS_URL", "")
+        )
     if enabled and classifier_url:
         cloud = RouteAnswer(
             infer_provider(classifier_url),
@@ -266,5 +281,11 @@ def current_answers(current: Mapping[str, str]) -> Answers | None:
             current.get("CLASSIFIER_API_KEY", ""),
             current.get("CLASSIFIER_MODEL", ""),
         )
-        return Answers("cloud", "cloud", classifier_route=cloud, routes=routes, redis_url=current.get("REDIS_URL", ""))
+        return Answers(
+            "cloud",
+            "cloud",
+            classifier_route=cloud,
+            routes=routes,
+            redis_url=current.get("REDIS_URL", ""),
+        )
     return Answers("cloud", "off", routes=routes, redis_url=current.get("REDIS_URL", ""))

@@ -109,9 +109,15 @@ class Terminal:
         )
         return answer.strip()
 
-    def pick(self, message: str, options: Sequence[tuple[str, str]], default: str | None = None) -> str:
+    def pick(
+        self, message: str, options: Sequence[tuple[str, str]], default: str | None = None
+    ) -> str:
         values = [value for value, _ in options]
-        return choice(message=message, options=list(options), default=default if default in values else values[0])
+        return choice(
+            message=message,
+            options=list(options),
+            default=default if default in values else values[0],
+        )
 
     def confirm(self, message: str, default: bool = True) -> bool:
         hint = "[Y/n]" if default else "[y/N]"
@@ -160,7 +166,9 @@ class Wizard:
         for line in hardware.describe(self.report):
             self.t.say("  " + line if line else "")
         if self.previous is not None:
-            self.t.say(f"Current settings from {self.upstreams_file.name} / {self.env_file.name} are offered as defaults.")
+            self.t.say(
+                f"Current settings from {self.upstreams_file.name} / {self.env_file.name} are offered as defaults."
+            )
         answers = self.ask_everything(self.previous)
         while True:
             update_env = self.t.confirm(
@@ -176,14 +184,20 @@ class Wizard:
                 self.t.say("The router would not start with these answers:", "fg:ansired")
                 for problem in exc.problems:
                     self.t.say("  - " + problem)
-                if not self.t.confirm("Go through the questions again (your answers are the defaults)?"):
+                if not self.t.confirm(
+                    "Go through the questions again (your answers are the defaults)?"
+                ):
                     self.t.say("Nothing was written.")
                     return 1
                 answers = self.ask_everything(answers)
         self.show_summary(settings)
         for warning in setup_plan.shadowing(plan, env_values, self.environ):
             self.t.say("Warning: " + warning, "fg:ansiyellow")
-        existing = [p for p in (self.upstreams_file, self.env_file if plan.update_env else None) if p and p.exists()]
+        existing = [
+            p
+            for p in (self.upstreams_file, self.env_file if plan.update_env else None)
+            if p and p.exists()
+        ]
         if existing and not self.t.confirm(
             f"{', '.join(p.name for p in existing)} exist(s) and will be replaced (a timestamped .bak copy is kept). Write?"
         ):
@@ -195,7 +209,9 @@ class Wizard:
             self.t.say(f"Wrote {written.path} (mode {mode}){kept}")
         for note in self.notes:
             self.t.say(note)
-        self.t.say("Start the router: mitmdump -s addons/xrouter.py   (or: docker compose up)", "bold")
+        self.t.say(
+            "Start the router: mitmdump -s addons/xrouter.py   (or: docker compose up)", "bold"
+        )
         return 0
 
     # -- the questions --
@@ -217,8 +233,16 @@ class Wizard:
         prev_routes = previous.routes if previous else {}
         if mode == "quick":
             local = self.ask_local(previous.local if previous and previous.local else None)
-            routes = {tier: self.ask_route(tier, prev_routes.get(tier)) for tier in ("medium", "frontier")}
-            return Answers("quick", "local", local=local, routes=routes, redis_url=previous.redis_url if previous else "")
+            routes = {
+                tier: self.ask_route(tier, prev_routes.get(tier)) for tier in ("medium", "frontier")
+            }
+            return Answers(
+                "quick",
+                "local",
+                local=local,
+                routes=routes,
+                redis_url=previous.redis_url if previous else "",
+            )
         default_classifier = previous.classifier if previous and previous.mode == "cloud" else "off"
         classifier = self.t.pick(
             "Classifier for cloud mode?",
@@ -230,23 +254,36 @@ class Wizard:
         )
         answers = Answers("cloud", classifier, redis_url=previous.redis_url if previous else "")
         if classifier == "off":
-            self.t.say("With no classifier every request goes to frontier, so only frontier is asked.")
+            self.t.say(
+                "With no classifier every request goes to frontier, so only frontier is asked."
+            )
             answers.routes["frontier"] = self.ask_route("frontier", prev_routes.get("frontier"))
             return answers
         prev_cls = previous.classifier_route if previous else None
-        answers.classifier_route = self.ask_route("classifier", prev_cls, providers=CLASSIFIER_PROVIDERS)
+        answers.classifier_route = self.ask_route(
+            "classifier", prev_cls, providers=CLASSIFIER_PROVIDERS
+        )
         cheap_default = prev_routes.get("cheap") or answers.classifier_route
         for tier in TIERS:
-            answers.routes[tier] = self.ask_route(tier, prev_routes.get(tier) or (cheap_default if tier == "cheap" else None))
+            answers.routes[tier] = self.ask_route(
+                tier, prev_routes.get(tier) or (cheap_default if tier == "cheap" else None)
+            )
         return answers
 
     def ask_local(self, previous: RouteAnswer | None) -> RouteAnswer:
         rec = self.report.recommendation
         engines = catalog()["local_engines"]
-        if previous is not None and previous.provider != "ollama" and local_engines.is_ollama(previous.base_url):
+        if (
+            previous is not None
+            and previous.provider != "ollama"
+            and local_engines.is_ollama(previous.base_url)
+        ):
             previous.provider = "ollama"  # an Ollama on another port is still Ollama
         suggested = "ollama" if rec.engine == "llama.cpp" else rec.engine
-        options = [(name, info["label"] + ("  <- recommended" if name == suggested else "")) for name, info in engines.items()]
+        options = [
+            (name, info["label"] + ("  <- recommended" if name == suggested else ""))
+            for name, info in engines.items()
+        ]
         options.append((setup_plan.LOCAL_PROVIDER, "Another OpenAI-compatible local server"))
         engine = self.t.pick(
             "Which local engine runs the classifier?",
@@ -264,10 +301,16 @@ class Wizard:
         listing = models_for(engine, base_url, timeout=self.timeout)
         installed = listing.models if listing.source == "provider" else []
         if listing.source == "provider":
-            self.t.say(f"{info.get('label', engine).split(' (')[0]} answers at {base_url}: {len(installed)} model(s) installed.")
+            self.t.say(
+                f"{info.get('label', engine).split(' (')[0]} answers at {base_url}: {len(installed)} model(s) installed."
+            )
         else:
-            self.t.say(f"No answer from {base_url} ({listing.problem}). Start the engine before the router.")
-        can_pull = engine == "ollama" and listing.source == "provider" and recommended not in installed
+            self.t.say(
+                f"No answer from {base_url} ({listing.problem}). Start the engine before the router."
+            )
+        can_pull = (
+            engine == "ollama" and listing.source == "provider" and recommended not in installed
+        )
         if (
             can_pull
             and self.t.confirm(f"Pull the recommended {recommended} into Ollama now?")
@@ -362,12 +405,16 @@ class Wizard:
         self, tier: str, previous: RouteAnswer | None, providers: Sequence[str] | None = None
     ) -> RouteAnswer:
         env_prefix = tier.upper()
-        title = "the classifier" if tier == "classifier" else f"the {tier} route ({TIER_HELP[tier]})"
+        title = (
+            "the classifier" if tier == "classifier" else f"the {tier} route ({TIER_HELP[tier]})"
+        )
         names = [n for n in (providers or catalog()["providers"]) if known_provider(n)]
         options = [(n, provider_info(n)["label"]) for n in names]
         if previous is not None and previous.provider not in names:
             previous = None  # e.g. a local engine: start from the provider list
-        provider = self.t.pick(f"Provider for {title}?", options, previous.provider if previous else "openai")
+        provider = self.t.pick(
+            f"Provider for {title}?", options, previous.provider if previous else "openai"
+        )
         info = provider_info(provider)
         same = previous is not None and previous.provider == provider
         base_url = self.t.ask(
@@ -386,7 +433,12 @@ class Wizard:
             hint = " (Enter keeps the current one)" if api_key else ""
             if key_source:
                 hint = f" (Enter uses ${key_source})"
-            api_key = self.t.ask(f"API key{hint}", api_key, password=True, validator=NotEmpty() if info.get("needs_key") else None)
+            api_key = self.t.ask(
+                f"API key{hint}",
+                api_key,
+                password=True,
+                validator=NotEmpty() if info.get("needs_key") else None,
+            )
         else:
             api_key = self.t.ask("API key (empty if the server needs none)", "", password=True)
         self.t.say(f"Asking {base_url} for its models...")
@@ -413,19 +465,26 @@ class Wizard:
         self.t.say("The router will start with:", "bold")
         classifier = settings.classifier
         if classifier.enabled:
-            self.t.say(f"  classifier  {classifier.model or '(server default)'} at {classifier.base_url}")
+            self.t.say(
+                f"  classifier  {classifier.model or '(server default)'} at {classifier.base_url}"
+            )
         else:
             self.t.say("  classifier  off: every request goes to frontier")
         for tier, route in settings.routes.items():
             key = "key set" if route.api_key else "no key"
-            self.t.say(f"  {tier:<10}  {route.model or '(server default)'} at {route.base_url} [{route.provider or 'auto'}, {key}]")
+            self.t.say(
+                f"  {tier:<10}  {route.model or '(server default)'} at {route.base_url} [{route.provider or 'auto'}, {key}]"
+            )
 
 
 # ---- non-interactive -------------------------------------------------------------------
 
 
 def answers_from_flags(
-    args: argparse.Namespace, report: hardware.Report, current: Mapping[str, str], environ: Mapping[str, str]
+    args: argparse.Namespace,
+    report: hardware.Report,
+    current: Mapping[str, str],
+    environ: Mapping[str, str],
 ) -> Answers:
     """--yes: each value from its flag, else the router's own variable, else the files, else defaults."""
     previous = setup_plan.current_answers(current)
@@ -445,7 +504,11 @@ def answers_from_flags(
         )
         info = provider_info(engine) or provider_info(setup_plan.LOCAL_PROVIDER)
         key = info.get("model_key", "huggingface")
-        default_model = local_engines.LLAMACPP_MODEL_ALIAS if key == "gguf" else rec.classifier_models.get(key, rec.model)
+        default_model = (
+            local_engines.LLAMACPP_MODEL_ALIAS
+            if key == "gguf"
+            else rec.classifier_models.get(key, rec.model)
+        )
         answers.local = RouteAnswer(
             engine,
             pick(args.local_url, "CLASSIFIER_BASE_URL", info["base_url"]),
@@ -460,10 +523,17 @@ def answers_from_flags(
         tiers = ("frontier",)
     for tier in tiers:
         answers.routes[tier] = _route_from_flags(args, tier, current, environ)
-    cheap_given = args.cheap_url or args.cheap_provider or environ.get("CHEAP_BASE_URL") or current.get("CHEAP_BASE_URL")
+    cheap_given = (
+        args.cheap_url
+        or args.cheap_provider
+        or environ.get("CHEAP_BASE_URL")
+        or current.get("CHEAP_BASE_URL")
+    )
     if answers.classifier_route is not None and not cheap_given:
         # As in the interactive wizard: cheap requests go to the classifier's model.
-        answers.routes["cheap"] = replace(answers.classifier_route, model=args.cheap_model or answers.classifier_route.model)
+        answers.routes["cheap"] = replace(
+            answers.classifier_route, model=args.cheap_model or answers.classifier_route.model
+        )
     return answers
 
 
@@ -497,7 +567,9 @@ def _route_from_flags(
     return RouteAnswer(provider, base_url, api_key, model)
 
 
-def run_noninteractive(args: argparse.Namespace, report: hardware.Report, environ: Mapping[str, str]) -> int:
+def run_noninteractive(
+    args: argparse.Namespace, report: hardware.Report, environ: Mapping[str, str]
+) -> int:
     upstreams_file, env_file = Path(args.upstreams), Path(args.env_file)
     current = config_files.read_current(upstreams_file, env_file)
     answers = answers_from_flags(args, report, current, environ)
@@ -511,6 +583,7 @@ def run_noninteractive(args: argparse.Namespace, report: hardware.Report, enviro
         print("configure: nothing was written", file=sys.stderr)
         return 2
     if args.pull and answers.local is not None and answers.local.provider == "ollama":
+
         def show(p: local_engines.PullProgress) -> None:
             if p.total:
                 print(f"  {p.status}: {p.completed * 100 // p.total}%", file=sys.stderr)
@@ -538,25 +611,52 @@ def build_parser() -> argparse.ArgumentParser:
         prog="xrouter-configure",
         description="Set up xrouter's upstreams.json and .env (interactive unless --yes).",
     )
-    parser.add_argument("-y", "--yes", action="store_true", help="no questions: take flags, environment, files, defaults")
-    parser.add_argument("--upstreams", default=None, help="upstreams.json to write (default: $UPSTREAMS_FILE or ./upstreams.json)")
-    parser.add_argument("--env-file", default=None, help=".env to update (default: $XROUTER_ENV_FILE or ./.env)")
-    parser.add_argument("--update-env", action=argparse.BooleanOptionalAction, default=False,
-                        help="with --yes: also update .env in place; API keys then go there")
-    parser.add_argument("--hardware-json", help="reuse `check_hw.py --json` output instead of scanning")
-    parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for a provider's model list")
+    parser.add_argument(
+        "-y",
+        "--yes",
+        action="store_true",
+        help="no questions: take flags, environment, files, defaults",
+    )
+    parser.add_argument(
+        "--upstreams",
+        default=None,
+        help="upstreams.json to write (default: $UPSTREAMS_FILE or ./upstreams.json)",
+    )
+    parser.add_argument(
+        "--env-file", default=None, help=".env to update (default: $XROUTER_ENV_FILE or ./.env)"
+    )
+    parser.add_argument(
+        "--update-env",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="with --yes: also update .env in place; API keys then go there",
+    )
+    parser.add_argument(
+        "--hardware-json", help="reuse `check_hw.py --json` output instead of scanning"
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for a provider's model list"
+    )
     parser.add_argument("--mode", choices=("quick", "cloud"))
-    parser.add_argument("--engine", choices=(*catalog()["local_engines"], setup_plan.LOCAL_PROVIDER))
+    parser.add_argument(
+        "--engine", choices=(*catalog()["local_engines"], setup_plan.LOCAL_PROVIDER)
+    )
     parser.add_argument("--local-url", help="Quick Start: the local engine's base URL")
     parser.add_argument("--local-model", help="Quick Start: the local classifier (and cheap) model")
-    parser.add_argument("--pull", action="store_true", help="with --yes and Ollama: pull the local model")
-    parser.add_argument("--classifier", choices=("off", "cloud"), help="cloud mode: no classifier, or a cloud one")
+    parser.add_argument(
+        "--pull", action="store_true", help="with --yes and Ollama: pull the local model"
+    )
+    parser.add_argument(
+        "--classifier", choices=("off", "cloud"), help="cloud mode: no classifier, or a cloud one"
+    )
     for tier in ("classifier", *TIERS):
         kinds = CLASSIFIER_PROVIDERS if tier == "classifier" else list(catalog()["providers"])
         parser.add_argument(f"--{tier}-provider", choices=kinds)
         parser.add_argument(f"--{tier}-url", help=f"{tier} base URL")
         parser.add_argument(f"--{tier}-model")
-        parser.add_argument(f"--{tier}-api-key", help=f"prefer the {tier.upper()}_API_KEY environment variable")
+        parser.add_argument(
+            f"--{tier}-api-key", help=f"prefer the {tier.upper()}_API_KEY environment variable"
+        )
     parser.add_argument("--redis-url")
     parser.add_argument("--router-api-key", help="prefer the ROUTER_API_KEY environment variable")
     return parser
@@ -576,7 +676,9 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     report = load_report(args.hardware_json)
     if args.yes:
         return run_noninteractive(args, report, environ)
-    wizard = Wizard(Terminal(), report, Path(args.upstreams), Path(args.env_file), environ, args.timeout)
+    wizard = Wizard(
+        Terminal(), report, Path(args.upstreams), Path(args.env_file), environ, args.timeout
+    )
     try:
         return wizard.run()
     except (KeyboardInterrupt, EOFError):
