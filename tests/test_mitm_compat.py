@@ -63,4 +63,5 @@ def test_failed_connections_are_kept_where_mitm_compat_forgets_them():
     assert "self.connections = {}" in source or "self.connections: dict" in source
     get_connection = inspect.getsource(http_layers.HttpLayer.get_connection)
     assert "connection.error" in get_connection and "self.connections" in get_connection
+    assert mitm_compat.install()
     assert HttpStream.make_server_connection.__module__ == mitm_compat.__name__
