@@ -31,7 +31,7 @@ def free_port() -> int:
 
 
 class Router:
-    """A real router process (mitmdump -s addons/xrouter.py) on 127.0.0.1."""
+    """A real router process on 127.0.0.1: `mitmdump -s addons/xrouter.py` or `xrouter`."""
 
     def __init__(
         self,
@@ -59,14 +59,16 @@ class Router:
         full_env.update(env)
         full_env["PORT"] = str(self.port)
         self.env = full_env
-        command = [
-            str(BIN / "mitmdump"),
-            "-s",
-            str(ROOT / "addons" / "xrouter.py"),
-            "--set",
-            f"confdir={self.confdir}",
-            *(args or []),
-        ]
+        self.launcher = launcher
+        if launcher == "mitmdump":
+            start = [str(BIN / "mitmdump"), "-s", str(ROOT / "addons" / "xrouter.py")]
+        elif launcher == "xrouter":
+            # `python -m xrouter_core` is what the `xrouter` console script runs.
+            start = [sys.executable, "-m", "xrouter_core"]
+            full_env["PYTHONPATH"] = str(ROOT)
+        else:
+            raise ValueError(f"unknown launcher {launcher!r}")
+        command = [*start, "--set", f"confdir={self.confdir}", *(args or [])]
         self.log_file = open(self.log_path, "wb")  # noqa: SIM115 (closed in stop)
         self.proc = subprocess.Popen(
             command,
@@ -142,6 +144,7 @@ class Upstreams:
     def reset(self) -> None:
         for server in (self.classifier, self.cheap, self.medium, self.frontier):
             server.requests.clear()
+            server.client_closed.clear()
         self.classifier.digit = "1"
         self.classifier.by_text.clear()
         self.classifier.tail_seconds = self.classifier.delay_seconds = 0.0
@@ -154,7 +157,7 @@ class Upstreams:
             server.close()
 
 
-LAUNCHERS = ["mitmdump"]
+LAUNCHERS = ["mitmdump", "xrouter"]
 
 
 @pytest.fixture(scope="session")
@@ -180,8 +183,14 @@ def router(request, upstreams_session: Upstreams, tmp_path_factory) -> Iterator[
     instance.stop()
 
 
+@pytest.fixture(params=LAUNCHERS)
+def launcher(request) -> str:
+    """Each test that starts its own router runs once per form."""
+    return request.param
+
+
 @pytest.fixture
-def start_router(upstreams_session: Upstreams, tmp_path: Path):
+def start_router(upstreams_session: Upstreams, tmp_path: Path, launcher: str):
     """Start a router with extra settings; stopped at the end of the test."""
     started: list[Router] = []
 
@@ -195,7 +204,7 @@ def start_router(upstreams_session: Upstreams, tmp_path: Path):
         env.update(extra_env or {})
         directory = tmp_path / f"r{len(started)}"
         directory.mkdir()
-        instance = Router(env, directory, args=args, wait=wait)
+        instance = Router(env, directory, args=args, launcher=launcher, wait=wait)
         started.append(instance)
         return instance
 

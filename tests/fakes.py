@@ -9,6 +9,7 @@ threading.Events to wait on between them), or an action such as resetting the co
 from __future__ import annotations
 
 import json
+import re
 import socket
 import threading
 import time
@@ -44,17 +45,22 @@ class Reply:
     body: bytes | str | dict | list | None = None
     chunks: Iterable[bytes | str | Pause] | None = None
     headers: dict[str, str] = field(default_factory=dict)
-    # "reset": close the socket without answering; "hang": never answer (until shutdown).
+    # "reset": close the socket without answering; "hang": never answer (until shutdown);
+    # "reset_after_chunks": send the chunks, then reset instead of ending the body.
     action: str = ""
 
 
 Handler = Callable[[Recorded], Reply]
 
 
+class _Server(ThreadingHTTPServer):
+    request_queue_size = 256  # load tests open many connections at once
+
+
 class FakeServer:
     """A threaded HTTP/1.1 server on 127.0.0.1:<free port>."""
 
-    def __init__(self, handler: Handler):
+    def __init__(self, handler: Handler, port: int = 0):
         self.handler = handler
         self.requests: list[Recorded] = []
         # Set when a streamed reply could not be written: the client closed the connection.
@@ -80,20 +86,25 @@ class FakeServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
+        self.httpd = _Server(("127.0.0.1", port), RequestHandler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
+    @staticmethod
+    def _reset(rh: BaseHTTPRequestHandler) -> None:
+        """Close with SO_LINGER 0: the peer sees a TCP reset, as when a provider dies."""
+        rh.connection.setsockopt(
+            socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+        )
+        rh.connection.close()
+        rh.close_connection = True
+
     def _send(self, rh: BaseHTTPRequestHandler, reply: Reply) -> None:
         if reply.action == "reset":
-            rh.connection.setsockopt(
-                socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
-            )
-            rh.connection.close()
-            rh.close_connection = True
+            self._reset(rh)
             return
         if reply.action == "hang":
             self.stopping.wait(60)
@@ -135,6 +146,9 @@ class FakeServer:
                     continue
                 rh.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
                 rh.wfile.flush()
+            if reply.action == "reset_after_chunks":
+                self._reset(rh)
+                return
             rh.wfile.write(b"0\r\n\r\n")
             rh.wfile.flush()
         except (BrokenPipeError, ConnectionResetError, OSError):
@@ -244,11 +258,11 @@ class FakeOpenAIProvider(FakeServer):
     """Answers chat completions in OpenAI's format, streamed or not; `answer` names the
     provider in the text so tests can see which route served a request."""
 
-    def __init__(self, name: str, pieces: list[str] | None = None):
+    def __init__(self, name: str, pieces: list[str] | None = None, port: int = 0):
         self.name = name
         self.pieces = pieces or [f"Hello from {name}", "!"]
         self.override: Handler | None = None
-        super().__init__(self.route)
+        super().__init__(self.route, port=port)
 
     def route(self, request: Recorded) -> Reply:
         if self.override is not None:
@@ -299,6 +313,706 @@ class FakeClassifier(FakeServer):
 
     def texts(self) -> list[str]:
         return [r.json["messages"][-1]["content"] for r in self.requests if r.json]
+
+
+# ---- shared for the provider fakes below --------------------------------------------
+
+TOOL_NAME = "get_weather"
+TOOL_ARGS = {"city": "Paris", "unit": "celsius"}
+PROMPT_TOKENS = 11
+COMPLETION_TOKENS = 7
+
+
+def sse(data: dict | str, event: str = "") -> str:
+    head = f"event: {event}\n" if event else ""
+    payload = data if isinstance(data, str) else json.dumps(data)
+    return f"{head}data: {payload}\n\n"
+
+
+def split_text(text: str, size: int) -> list[str]:
+    return [text[i : i + size] for i in range(0, len(text), size)]
+
+
+def wants_tool_call(tools: Any, last_is_tool_result: bool) -> bool:
+    """The fakes call a tool when tools are offered and no tool result came back yet."""
+    return bool(tools) and not last_is_tool_result
+
+
+class ProviderFake(FakeServer):
+    """Common shape of the provider fakes: validate the request like the provider does,
+    answer in its format; `override` replaces the answer for fault tests."""
+
+    def __init__(self, name: str):
+        self.name = name
+        self.text = f"Hello from {name}!"
+        self.override: Handler | None = None
+        super().__init__(self.route)
+
+    def route(self, request: Recorded) -> Reply:
+        if self.override is not None:
+            return self.override(request)
+        return self.answer(request)
+
+    def answer(self, request: Recorded) -> Reply:
+        raise NotImplementedError
+
+
+# ---- Anthropic Messages (docs: "Messages" and "Streaming Messages") -------------------
+
+ANTHROPIC_ID = re.compile(r"^[a-zA-Z0-9_-]+$")
+
+
+def anthropic_error(status: int, kind: str, message: str) -> Reply:
+    return Reply(status, {"type": "error", "error": {"type": kind, "message": message}})
+
+
+def anthropic_message(text: str, model: str, tool: bool) -> dict:
+    content: list[dict] = []
+    if text:
+        content.append({"type": "text", "text": text})
+    if tool:
+        content.append(
+            {
+                "type": "tool_use",
+                "id": "toolu_01A09q90qw90lq917835lq9",
+                "name": TOOL_NAME,
+                "input": TOOL_ARGS,
+            }
+        )
+    return {
+        "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+        "type": "message",
+        "role": "assistant",
+        "model": model,
+        "content": content,
+        "stop_reason": "tool_use" if tool else "end_turn",
+        "stop_sequence": None,
+        "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": COMPLETION_TOKENS},
+    }
+
+
+def anthropic_stream(text: str, model: str = "claude-fake", tool: bool = False) -> list[str]:
+    """The event flow of the Messages streaming docs: message_start, ping, per block
+    content_block_start/delta/stop, message_delta (stop_reason, usage), message_stop."""
+    events = [
+        sse(
+            {
+                "type": "message_start",
+                "message": {
+                    "id": "msg_01XFDUDYJgAACzvnptvVoYEL",
+                    "type": "message",
+                    "role": "assistant",
+                    "content": [],
+                    "model": model,
+                    "stop_reason": None,
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": 1},
+                },
+            },
+            "message_start",
+        ),
+        sse({"type": "ping"}, "ping"),
+    ]
+    index = 0
+    if text:
+        events.append(
+            sse(
+                {
+                    "type": "content_block_start",
+                    "index": 0,
+                    "content_block": {"type": "text", "text": ""},
+                },
+                "content_block_start",
+            )
+        )
+        for piece in split_text(text, 6):
+            events.append(
+                sse(
+                    {
+                        "type": "content_block_delta",
+                        "index": 0,
+                        "delta": {"type": "text_delta", "text": piece},
+                    },
+                    "content_block_delta",
+                )
+            )
+        events.append(sse({"type": "content_block_stop", "index": 0}, "content_block_stop"))
+        index = 1
+    if tool:
+        events.append(
+            sse(
+                {
+                    "type": "content_block_start",
+                    "index": index,
+                    "content_block": {
+                        "type": "tool_use",
+                        "id": "toolu_01T1x1fJ34qAmk2tNTrN7Up6",
+                        "name": TOOL_NAME,
+                        "input": {},
+                    },
+                },
+                "content_block_start",
+            )
+        )
+        for piece in ["", *split_text(json.dumps(TOOL_ARGS), 7)]:
+            events.append(
+                sse(
+                    {
+                        "type": "content_block_delta",
+                        "index": index,
+                        "delta": {"type": "input_json_delta", "partial_json": piece},
+                    },
+                    "content_block_delta",
+                )
+            )
+        events.append(sse({"type": "content_block_stop", "index": index}, "content_block_stop"))
+    events.append(
+        sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": "tool_use" if tool else "end_turn", "stop_sequence": None},
+                "usage": {"output_tokens": COMPLETION_TOKENS},
+            },
+            "message_delta",
+        )
+    )
+    events.append(sse({"type": "message_stop"}, "message_stop"))
+    return events
+
+
+class FakeAnthropicProvider(ProviderFake):
+    """POST /v1/messages with x-api-key and anthropic-version, checked as the API does."""
+
+    def answer(self, request: Recorded) -> Reply:
+        if request.path != "/v1/messages":
+            return anthropic_error(404, "not_found_error", f"Not found: {request.path}")
+        if not request.headers.get("x-api-key"):
+            return anthropic_error(401, "authentication_error", "x-api-key header is required")
+        if "authorization" in request.headers:
+            return anthropic_error(400, "invalid_request_error", "unexpected authorization header")
+        if not request.headers.get("anthropic-version"):
+            return anthropic_error(
+                400, "invalid_request_error", "anthropic-version header is required"
+            )
+        body = request.json or {}
+        problem = self.check(body)
+        if problem:
+            return anthropic_error(400, "invalid_request_error", problem)
+        last = body["messages"][-1]
+        last_is_result = isinstance(last["content"], list) and any(
+            b.get("type") == "tool_result" for b in last["content"]
+        )
+        tool = wants_tool_call(body.get("tools"), last_is_result)
+        text = "" if tool else self.text
+        if body.get("stream"):
+            return Reply(chunks=anthropic_stream(text, body["model"], tool))
+        return Reply(body=anthropic_message(text, body["model"], tool))
+
+    @staticmethod
+    def check(body: dict) -> str:
+        if not isinstance(body.get("max_tokens"), int):
+            return "max_tokens: Field required"
+        if not body.get("model"):
+            return "model: Field required"
+        messages = body.get("messages") or []
+        if not messages or messages[0].get("role") != "user":
+            return "messages: first message must use the user role"
+        tool_ids: set[str] = set()
+        for i, message in enumerate(messages):
+            if message.get("role") not in ("user", "assistant"):
+                return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+            if i and messages[i - 1]["role"] == message["role"]:
+                return f"messages.{i}: roles must alternate between user and assistant"
+            blocks = message["content"] if isinstance(message["content"], list) else []
+            for block in blocks:
+                if block.get("type") == "tool_use":
+                    if not ANTHROPIC_ID.match(block.get("id", "")):
+                        return f"messages.{i}: tool_use.id: String should match pattern '^[a-zA-Z0-9_-]+$'"
+                    tool_ids.add(block["id"])
+                elif (
+                    block.get("type") == "tool_result" and block.get("tool_use_id") not in tool_ids
+                ):
+                    return f"messages.{i}: unexpected tool_use_id found in tool_result blocks"
+                elif block.get("type") == "image" and block["source"]["type"] not in (
+                    "base64",
+                    "url",
+                ):
+                    return f"messages.{i}: bad image source"
+        for tool in body.get("tools") or []:
+            if (
+                set(tool) - {"name", "description", "input_schema", "cache_control"}
+                or "input_schema" not in tool
+            ):
+                return "tools: each tool needs name, description and input_schema"
+        if "tool_choice" in body and body["tool_choice"].get("type") not in (
+            "auto",
+            "any",
+            "tool",
+            "none",
+        ):
+            return "tool_choice.type is invalid"
+        for name in ("temperature", "top_p"):
+            if name in body and not 0 <= body[name] <= 1:
+                return f"{name}: must be between 0 and 1"
+        allowed = {
+            "model",
+            "max_tokens",
+            "messages",
+            "system",
+            "temperature",
+            "top_p",
+            "top_k",
+            "stop_sequences",
+            "stream",
+            "tools",
+            "tool_choice",
+            "metadata",
+            "thinking",
+        }
+        extra = set(body) - allowed
+        return f"{sorted(extra)[0]}: Extra inputs are not permitted" if extra else ""
+
+
+# ---- Gemini (docs: generateContent, streamGenerateContent?alt=sse) --------------------
+
+GEMINI_PATH = re.compile(
+    r"^/v1beta/models/([\w.-]+):(generateContent|streamGenerateContent)(\?alt=sse)?$"
+)
+
+
+# Gemini 3 signs function calls and wants the signature back on the first call of a turn.
+GEMINI_SIGNATURE = "CiQBjz1rX+Lm/9xQ2w8e3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0bAw=="
+GEMINI_SKIP_SIGNATURE = "skip_thought_signature_validator"
+
+
+def gemini_error(status: int, reason: str, message: str) -> Reply:
+    return Reply(status, {"error": {"code": status, "message": message, "status": reason}})
+
+
+def gemini_chunk(parts: list[dict], finish: str | None, usage: dict | None, model: str) -> dict:
+    candidate: dict[str, Any] = {"content": {"parts": parts, "role": "model"}, "index": 0}
+    if finish:
+        candidate["finishReason"] = finish
+    doc: dict[str, Any] = {"candidates": [candidate]}
+    if usage:
+        doc["usageMetadata"] = usage
+    doc["modelVersion"] = model
+    doc["responseId"] = "mAitaLmkHPPlz7IPvtfUqQ4"
+    return doc
+
+
+def gemini_usage(completion: int) -> dict:
+    return {
+        "promptTokenCount": PROMPT_TOKENS,
+        "candidatesTokenCount": completion,
+        "totalTokenCount": PROMPT_TOKENS + completion,
+        "promptTokensDetails": [{"modality": "TEXT", "tokenCount": PROMPT_TOKENS}],
+    }
+
+
+def gemini_stream(text: str, model: str = "gemini-fake", tool: bool = False) -> list[str]:
+    """alt=sse: each event a whole GenerateContentResponse; usageMetadata is cumulative
+    and the last one carries finishReason and the final counts."""
+    events: list[str] = []
+    pieces = split_text(text, 8) if text else []
+    for n, piece in enumerate(pieces):
+        last = n == len(pieces) - 1 and not tool
+        usage = gemini_usage(COMPLETION_TOKENS if last else n + 1)
+        events.append(
+            "data: "
+            + json.dumps(gemini_chunk([{"text": piece}], "STOP" if last else None, usage, model))
+            + "\r\n\r\n"
+        )
+    if tool:
+        part = {
+            "functionCall": {"name": TOOL_NAME, "args": TOOL_ARGS},
+            "thoughtSignature": GEMINI_SIGNATURE,
+        }
+        events.append(
+            "data: "
+            + json.dumps(gemini_chunk([part], "STOP", gemini_usage(COMPLETION_TOKENS), model))
+            + "\r\n\r\n"
+        )
+    return events
+
+
+class FakeGeminiProvider(ProviderFake):
+    def answer(self, request: Recorded) -> Reply:
+        match = GEMINI_PATH.match(request.path)
+        if not match:
+            return gemini_error(404, "NOT_FOUND", f"Not found: {request.path}")
+        if not request.headers.get("x-goog-api-key"):
+            return gemini_error(
+                403, "PERMISSION_DENIED", "Method doesn't allow unregistered callers."
+            )
+        streaming = match.group(2) == "streamGenerateContent"
+        if streaming and not match.group(3):
+            return gemini_error(400, "INVALID_ARGUMENT", "this fake only streams with alt=sse")
+        body = request.json or {}
+        problem = self.check(body)
+        if problem:
+            return gemini_error(400, "INVALID_ARGUMENT", problem)
+        last = body["contents"][-1]["parts"]
+        tool = wants_tool_call(body.get("tools"), any("functionResponse" in p for p in last))
+        model = match.group(1)
+        text = "" if tool else self.text
+        if streaming:
+            return Reply(chunks=gemini_stream(text, model, tool))
+        parts = (
+            [
+                {
+                    "functionCall": {"name": TOOL_NAME, "args": TOOL_ARGS},
+                    "thoughtSignature": GEMINI_SIGNATURE,
+                }
+            ]
+            if tool
+            else [{"text": text}]
+        )
+        return Reply(body=gemini_chunk(parts, "STOP", gemini_usage(COMPLETION_TOKENS), model))
+
+    @staticmethod
+    def check(body: dict) -> str:
+        allowed = {
+            "contents",
+            "systemInstruction",
+            "generationConfig",
+            "tools",
+            "toolConfig",
+            "safetySettings",
+        }
+        extra = set(body) - allowed
+        if extra:
+            return f'Invalid JSON payload received. Unknown name "{sorted(extra)[0]}"'
+        contents = body.get("contents") or []
+        if not contents:
+            return "contents is not specified"
+        for i, content in enumerate(contents):
+            if content.get("role") not in ("user", "model"):
+                return f"contents[{i}].role must be user or model"
+            for part in content.get("parts") or []:
+                if not set(part) & {
+                    "text",
+                    "inlineData",
+                    "fileData",
+                    "functionCall",
+                    "functionResponse",
+                }:
+                    return f"contents[{i}]: unknown part {sorted(part)}"
+            calls = [p for p in content.get("parts") or [] if "functionCall" in p]
+            signed = (GEMINI_SIGNATURE, GEMINI_SKIP_SIGNATURE)
+            if calls and calls[0].get("thoughtSignature") not in signed:
+                return f"Function call is missing a thought_signature in functionCall parts, position {i}"
+        config = body.get("generationConfig") or {}
+        extra = set(config) - {
+            "temperature",
+            "topP",
+            "topK",
+            "maxOutputTokens",
+            "stopSequences",
+            "responseMimeType",
+            "candidateCount",
+        }
+        if extra:
+            return f'Unknown name "{sorted(extra)[0]}" at generation_config'
+        for tool in body.get("tools") or []:
+            for declaration in tool.get("functionDeclarations") or []:
+                if "additionalProperties" in json.dumps(declaration.get("parameters", {})):
+                    return 'Unknown name "additionalProperties" at function_declarations.parameters'
+        return ""
+
+
+# ---- Cohere v2 chat (docs: Chat, "Streaming" and "Streaming for tool use") -----------
+
+
+def cohere_error(status: int, message: str) -> Reply:
+    return Reply(status, {"id": "err-1", "message": message})
+
+
+def cohere_usage() -> dict:
+    return {
+        "billed_units": {"input_tokens": PROMPT_TOKENS, "output_tokens": COMPLETION_TOKENS},
+        "tokens": {"input_tokens": PROMPT_TOKENS + 200, "output_tokens": COMPLETION_TOKENS},
+    }
+
+
+def cohere_stream(text: str, tool: bool = False) -> list[str]:
+    """message-start, content-start/delta/end or tool-plan-delta and tool-call-start/delta/end,
+    then message-end with finish_reason and usage; SSE events named by their type."""
+    events = [
+        sse(
+            {
+                "id": "a8fc192e-4bb8-4e15-ae1f-a174e8b02ae8",
+                "type": "message-start",
+                "delta": {
+                    "message": {
+                        "role": "assistant",
+                        "content": [],
+                        "tool_plan": "",
+                        "tool_calls": [],
+                        "citations": [],
+                    }
+                },
+            },
+            "message-start",
+        )
+    ]
+    if text:
+        events.append(
+            sse(
+                {
+                    "type": "content-start",
+                    "index": 0,
+                    "delta": {"message": {"content": {"type": "text", "text": ""}}},
+                },
+                "content-start",
+            )
+        )
+        for piece in split_text(text, 5):
+            events.append(
+                sse(
+                    {
+                        "type": "content-delta",
+                        "index": 0,
+                        "delta": {"message": {"content": {"text": piece}}},
+                        "logprobs": None,
+                    },
+                    "content-delta",
+                )
+            )
+        events.append(sse({"type": "content-end", "index": 0}, "content-end"))
+    if tool:
+        for piece in ["I will", " check the weather."]:
+            events.append(
+                sse(
+                    {"type": "tool-plan-delta", "delta": {"message": {"tool_plan": piece}}},
+                    "tool-plan-delta",
+                )
+            )
+        events.append(
+            sse(
+                {
+                    "type": "tool-call-start",
+                    "index": 0,
+                    "delta": {
+                        "message": {
+                            "tool_calls": {
+                                "id": "get_weather_p1t92w7gfgq7",
+                                "type": "function",
+                                "function": {"name": TOOL_NAME, "arguments": ""},
+                            }
+                        }
+                    },
+                },
+                "tool-call-start",
+            )
+        )
+        for piece in split_text(json.dumps(TOOL_ARGS, indent=4), 6):
+            events.append(
+                sse(
+                    {
+                        "type": "tool-call-delta",
+                        "index": 0,
+                        "delta": {"message": {"tool_calls": {"function": {"arguments": piece}}}},
+                    },
+                    "tool-call-delta",
+                )
+            )
+        events.append(sse({"type": "tool-call-end", "index": 0}, "tool-call-end"))
+    events.append(
+        sse(
+            {
+                "type": "message-end",
+                "delta": {
+                    "finish_reason": "TOOL_CALL" if tool else "COMPLETE",
+                    "usage": cohere_usage(),
+                },
+            },
+            "message-end",
+        )
+    )
+    return events
+
+
+class FakeCohereProvider(ProviderFake):
+    def answer(self, request: Recorded) -> Reply:
+        if request.path != "/v2/chat":
+            return cohere_error(404, f"Not found: {request.path}")
+        if not request.headers.get("authorization", "").startswith("Bearer "):
+            return cohere_error(401, "no api key supplied")
+        body = request.json or {}
+        problem = self.check(body)
+        if problem:
+            return cohere_error(400, problem)
+        tool = wants_tool_call(body.get("tools"), body["messages"][-1]["role"] == "tool")
+        text = "" if tool else self.text
+        if body.get("stream"):
+            return Reply(chunks=cohere_stream(text, tool))
+        message: dict[str, Any] = {"role": "assistant"}
+        if tool:
+            message["tool_plan"] = "I will check the weather."
+            message["tool_calls"] = [
+                {
+                    "id": "get_weather_p1t92w7gfgq7",
+                    "type": "function",
+                    "function": {"name": TOOL_NAME, "arguments": json.dumps(TOOL_ARGS)},
+                }
+            ]
+        else:
+            message["content"] = [{"type": "text", "text": text}]
+        return Reply(
+            body={
+                "id": "c14c80c3-18eb-4519-9460-6c92edd8cfb4",
+                "finish_reason": "TOOL_CALL" if tool else "COMPLETE",
+                "message": message,
+                "usage": cohere_usage(),
+            }
+        )
+
+    @staticmethod
+    def check(body: dict) -> str:
+        if not body.get("model"):
+            return "invalid request: model must be specified"
+        allowed = {
+            "model",
+            "messages",
+            "stream",
+            "tools",
+            "tool_choice",
+            "temperature",
+            "p",
+            "k",
+            "max_tokens",
+            "stop_sequences",
+            "seed",
+            "frequency_penalty",
+            "presence_penalty",
+            "response_format",
+            "documents",
+            "citation_options",
+            "safety_mode",
+            "strict_tools",
+        }
+        extra = set(body) - allowed
+        if extra:
+            return f"invalid request: unknown field {sorted(extra)[0]}"
+        for i, message in enumerate(body.get("messages") or []):
+            if message.get("role") not in ("system", "user", "assistant", "tool"):
+                return f"invalid request: messages[{i}].role"
+            if message["role"] == "tool" and not message.get("tool_call_id"):
+                return f"invalid request: messages[{i}].tool_call_id is required"
+        for tool in body.get("tools") or []:
+            if tool.get("type") != "function" or "name" not in tool.get("function", {}):
+                return "invalid request: tools must be of type function"
+        if body.get("tool_choice") not in (None, "REQUIRED", "NONE"):
+            return "invalid request: tool_choice must be REQUIRED or NONE"
+        return ""
+
+
+# ---- Azure OpenAI (REST reference: deployments/{id}/chat/completions?api-version) ------
+
+AZURE_PATH = re.compile(r"^/openai/deployments/([\w.-]+)/chat/completions\?api-version=([\w.-]+)$")
+
+
+def openai_tool_stream(model: str, include_usage: bool) -> list[str]:
+    """A streamed OpenAI answer that calls a tool: id and name first, arguments in pieces."""
+    first = {
+        "index": 0,
+        "id": "call_abc123",
+        "type": "function",
+        "function": {"name": TOOL_NAME, "arguments": ""},
+    }
+    chunks = [openai_chunk({"role": "assistant", "content": None, "tool_calls": [first]}, model)]
+    for piece in split_text(json.dumps(TOOL_ARGS), 5):
+        chunks.append(
+            openai_chunk({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}, model)
+        )
+    chunks.append(openai_chunk({}, model, finish_reason="tool_calls"))
+    if include_usage:
+        usage = {
+            "prompt_tokens": PROMPT_TOKENS,
+            "completion_tokens": COMPLETION_TOKENS,
+            "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+        }
+        chunks.append(
+            sse(
+                {
+                    "id": "chatcmpl-fake123",
+                    "object": "chat.completion.chunk",
+                    "created": 1_700_000_000,
+                    "model": model,
+                    "choices": [],
+                    "usage": usage,
+                }
+            )
+        )
+    chunks.append("data: [DONE]\n\n")
+    return chunks
+
+
+class FakeAzureProvider(ProviderFake):
+    def answer(self, request: Recorded) -> Reply:
+        match = AZURE_PATH.match(request.path)
+        if not match:
+            return Reply(404, {"error": {"code": "404", "message": "Resource not found"}})
+        if not request.headers.get("api-key") or "authorization" in request.headers:
+            return Reply(
+                401,
+                {
+                    "error": {
+                        "code": "401",
+                        "message": "Access denied due to invalid subscription key.",
+                    }
+                },
+            )
+        body = request.json or {}
+        if "model" in body:
+            return Reply(
+                400,
+                {
+                    "error": {
+                        "code": "BadRequest",
+                        "message": "model must not be sent to a deployment",
+                    }
+                },
+            )
+        return openai_reply(body, match.group(1), self.text, azure=True)
+
+
+def openai_reply(body: dict, model: str, text: str, azure: bool = False) -> Reply:
+    """An OpenAI-wire answer that calls the tool when tools are offered (see wants_tool_call)."""
+    tool = wants_tool_call(body.get("tools"), body["messages"][-1].get("role") == "tool")
+    include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
+    if body.get("stream"):
+        # Azure's first chunk carries only prompt_filter_results and no choices.
+        head = (
+            [
+                sse(
+                    {
+                        "choices": [],
+                        "created": 0,
+                        "id": "",
+                        "model": "",
+                        "object": "",
+                        "prompt_filter_results": [
+                            {"prompt_index": 0, "content_filter_results": {}}
+                        ],
+                    }
+                )
+            ]
+            if azure
+            else []
+        )
+        if tool:
+            return Reply(chunks=[*head, *openai_tool_stream(model, include_usage)])
+        return Reply(chunks=[*head, *openai_stream([text[:6], text[6:]], model, include_usage)])
+    if tool:
+        call = {
+            "id": "call_abc123",
+            "type": "function",
+            "function": {"name": TOOL_NAME, "arguments": json.dumps(TOOL_ARGS)},
+        }
+        return Reply(body=openai_completion("", model, tool_calls=[call]))
+    return Reply(body=openai_completion(text, model))
 
 
 # ---- Model lists and Ollama pulls (what the setup wizard asks providers) ----------------

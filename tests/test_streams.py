@@ -124,3 +124,31 @@ def test_completion_replayed_as_stream():
     assert events[-1] == "[DONE]"
     text = "".join(json.loads(d)["choices"][0]["delta"].get("content") or "" for d in events[:-1])
     assert text == "Hello there"
+
+
+def test_decoder_starts_each_tool_call_once_when_ids_repeat():
+    call = {"index": 0, "id": "call_1", "type": "function", "function": {"name": "f"}}
+    data = b"".join(
+        b"data: "
+        + json.dumps(
+            {
+                "choices": [
+                    {
+                        "index": 0,
+                        "delta": {
+                            "tool_calls": [{**call, "function": {"name": "f", "arguments": piece}}]
+                        },
+                    }
+                ]
+            }
+        ).encode()
+        + b"\n\n"
+        for piece in ('{"a"', ":1}")
+    )
+    events = OpenAIStreamDecoder().feed(data)
+    assert [type(e).__name__ for e in events] == [
+        "Start",
+        "ToolCallStart",
+        "ToolCallDelta",
+        "ToolCallDelta",
+    ]

@@ -20,7 +20,7 @@ from mitmproxy import ctx, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from xrouter_core import mitm_compat
-from xrouter_core.adapters import Adapter, adapter_for
+from xrouter_core.adapters import Adapter, adapter_for, provider_name
 from xrouter_core.cache import MemoryCache
 from xrouter_core.canonical import Usage
 from xrouter_core.classifier import Decision, LLMClassifier
@@ -36,7 +36,7 @@ from xrouter_core.fallback import (
     next_route,
     should_fall_back,
 )
-from xrouter_core.inbound import ChatRequest, parse_openai_chat
+from xrouter_core.inbound import ANTHROPIC, ChatRequest, parse_anthropic_messages, parse_openai_chat
 from xrouter_core.logs import setup_logging
 from xrouter_core.models import (
     TIER_HEADER,
@@ -48,8 +48,18 @@ from xrouter_core.models import (
 )
 from xrouter_core.policy import TIER_NAMES, Policy
 from xrouter_core.render import OpenAIChunkRenderer
-from xrouter_core.stream import OpenAIPassthrough, StreamTranslator, TranslatingStream
-from xrouter_core.web import CHAT_PATHS, LocalResponse, check_auth, check_method, models_page
+from xrouter_core.render_anthropic import anthropic_error, anthropic_message
+from xrouter_core.stream import StreamTranslator, TranslatingStream, translator_for
+from xrouter_core.web import (
+    CHAT_PATHS,
+    MESSAGES_PATH,
+    LocalResponse,
+    body_error,
+    check_auth,
+    check_header_values,
+    check_method,
+    models_page,
+)
 
 log = logging.getLogger("xrouter")
 
@@ -68,6 +78,9 @@ PROVIDER_HOSTS = frozenset(
         "api.fireworks.ai",
     }
 )
+
+# Anthropic clients (Claude Code) behind the proxy: their Messages calls are routed too.
+ANTHROPIC_HOST = "api.anthropic.com"
 
 
 @dataclass(slots=True)
@@ -92,7 +105,10 @@ class RoutedFlow:
 
 
 def local_response(flow: http.HTTPFlow, answer: LocalResponse) -> None:
-    flow.response = http.Response.make(answer.status, answer.body, answer.headers)
+    body = answer.body
+    if answer.status >= 400 and flow.request.path.split("?", 1)[0] == MESSAGES_PATH:
+        body = anthropic_error(answer.status, body)  # Anthropic clients get their shape
+    flow.response = http.Response.make(answer.status, body, answer.headers)
 
 
 class Xrouter:
@@ -142,7 +158,7 @@ class Xrouter:
     def apply(self, settings: Settings) -> None:
         self.settings = settings
         setup_logging(settings)
-        self.fallback_ready = mitm_compat.install()
+        self.fallback_ready = mitm_compat.install(settings.max_body_bytes)
         self.breaker = CircuitBreaker(
             settings.routing.breaker_failures, float(settings.routing.breaker_cooldown_s)
         )
@@ -151,7 +167,7 @@ class Xrouter:
         }
         # Lazy connections: eager ones break offline and when an upstream is down.
         options: dict[str, Any] = {"connection_strategy": "lazy"}
-        if not ctx.options.has_changed("flow_detail") and hasattr(ctx.options, "flow_detail"):
+        if hasattr(ctx.options, "flow_detail") and not ctx.options.has_changed("flow_detail"):
             options["flow_detail"] = 0  # mitmproxy's own per-flow lines would flood the log
         ctx.options.update(**options)
         if self.client is None:
@@ -212,6 +228,12 @@ class Xrouter:
             and flow.request.method == "POST"
         ):
             await self.route_chat(flow, intercepted=True)
+        elif (
+            flow.request.pretty_host == ANTHROPIC_HOST
+            and flow.request.path.split("?", 1)[0] == MESSAGES_PATH
+            and flow.request.method == "POST"
+        ):
+            await self.route_chat(flow, intercepted=True, anthropic=True)
         # Anything else in proxy mode passes through untouched.
 
     async def serve_own_endpoint(self, flow: http.HTTPFlow) -> None:
@@ -220,11 +242,14 @@ class Xrouter:
         try:
             check_method(path, flow.request.method)
             check_auth(path, flow.request.headers, self.settings.router_api_key)
+            check_header_values(flow.request.headers.fields)
         except RouterError as exc:
             local_response(flow, LocalResponse.error(exc))
             return
         if path in CHAT_PATHS:
             await self.route_chat(flow, intercepted=False)
+        elif path == MESSAGES_PATH:
+            await self.route_chat(flow, intercepted=False, anthropic=True)
         elif path == "/health":
             local_response(flow, LocalResponse.json(self.health()))
         elif path == "/v1/models":
@@ -233,6 +258,8 @@ class Xrouter:
     def health(self) -> dict[str, Any]:
         assert self.settings is not None
         doc = {"status": "ok", **self.settings.public()}
+        for tier, route in self.settings.routes.items():
+            doc["routes"][tier]["adapter"] = provider_name(route)  # what `auto` resolved to
         doc["classifier"]["last_call_ok"] = self.classifier.last_ok if self.classifier else None
         doc["classifier"]["last_error"] = self.classifier.last_error if self.classifier else None
         doc["fallback"] = {
@@ -248,13 +275,17 @@ class Xrouter:
         if timeout:
             mitm_compat.guard_connect(data.server, timeout)
 
-    async def route_chat(self, flow: http.HTTPFlow, intercepted: bool) -> None:
+    async def route_chat(
+        self, flow: http.HTTPFlow, intercepted: bool, anthropic: bool = False
+    ) -> None:
         assert self.settings is not None and self.policy is not None
         started = time.perf_counter()
+        parse = parse_anthropic_messages if anthropic else parse_openai_chat
         try:
-            chat = parse_openai_chat(flow.request.get_content(strict=False))
+            chat = parse(flow.request.get_content(strict=False))
         except RouterError as exc:
-            local_response(flow, LocalResponse.error(exc))
+            content_type = flow.request.headers.get("content-type", "")
+            local_response(flow, LocalResponse.error(body_error(content_type, exc)))
             return
         try:
             decision, chain = await self.plan(chat, flow.request.headers.get(TIER_HEADER))
@@ -273,7 +304,7 @@ class Xrouter:
             [Attempt(t, error="circuit_open") for t in skipped],
             list(flow.request.headers.items(multi=True)),
             intercepted,
-            flow.request.pretty_host,
+            flow.request.pretty_host if intercepted else "",
         )
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = routed
@@ -327,7 +358,10 @@ class Xrouter:
             and route.host == routed.original_host,
         )
         request = flow.request
-        request.url = upstream.url
+        # Not `request.url = ...`: that parses the URL on every request (~35 µs).
+        request.scheme, request.host, request.port, request.path = mitm_compat.split_url(
+            upstream.url
+        )
         request.headers = http.Headers(
             [
                 (k.encode(), v.encode("utf-8", "surrogateescape"))
@@ -354,19 +388,22 @@ class Xrouter:
             self.breaker.success(routed.route.tier)
         if response.status_code >= 400 or not routed.chat.stream:
             return  # buffered: the response hook translates it
-        if "text/event-stream" not in response.headers.get("content-type", ""):
-            return
+        if "stream" not in response.headers.get("content-type", ""):
+            return  # text/event-stream (application/stream+json for some providers)
+        keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
+        model = routed.chat.model if keep_name and routed.chat.model else routed.route.model
         translator: StreamTranslator
-        keep_name = self.settings is not None and self.settings.routing.keep_requested_model
-        if routed.adapter.openai_wire and not (keep_name and routed.chat.model):
-            translator = OpenAIPassthrough(routed.chat.wants_usage)
-        else:
-            renderer = OpenAIChunkRenderer(
-                routed.chat.model if keep_name and routed.chat.model else routed.route.model,
-                include_usage=routed.chat.wants_usage,
-            )
+        if keep_name and routed.adapter.openai_wire and routed.chat.client_format != ANTHROPIC:
+            # Re-rendered (not passed through) so every chunk carries the requested name.
+            renderer = OpenAIChunkRenderer(model, include_usage=routed.chat.wants_usage)
             translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
-        translator.on_finish = lambda t: self.finished(flow, routed, 200, t.usage)
+        else:
+            translator = translator_for(routed.adapter, routed.chat, model)
+        if routed.chat.client_format == ANTHROPIC:
+            response.headers["content-type"] = "text/event-stream"
+        translator.on_finish = lambda t: self.finished(
+            flow, routed, 502 if t.error else 200, t.usage, error=t.error
+        )
         routed.translator = translator
         # The body length changes (usage chunk, translation): always chunked to the client.
         response.headers.pop("content-length", None)
@@ -391,10 +428,16 @@ class Xrouter:
         usage = None
         try:
             completion = routed.adapter.parse_response(response.get_content(strict=False) or b"")
-            keep_name = self.settings is not None and self.settings.routing.keep_requested_model
-            if keep_name and routed.chat.model and isinstance(completion, dict):
+            if not routed.adapter.openai_wire and not completion.get("model"):
+                completion["model"] = routed.route.model or routed.chat.model  # Cohere omits it
+            keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
+            if keep_name and routed.chat.model:
                 completion["model"] = routed.chat.model
-            if not routed.adapter.openai_wire or (keep_name and routed.chat.model):
+            if routed.chat.client_format == ANTHROPIC:
+                answer = anthropic_message(completion, completion.get("model") or routed.chat.model)
+                response.set_content(json.dumps(answer).encode())
+                response.headers["content-type"] = "application/json"
+            elif not routed.adapter.openai_wire or (keep_name and routed.chat.model):
                 response.set_content(json.dumps(completion).encode())
                 response.headers["content-type"] = "application/json"
             raw_usage = completion.get("usage") if isinstance(completion, dict) else None
@@ -491,10 +534,11 @@ class Xrouter:
                 if k.lower()
                 in ("retry-after", "x-xrouter-decision", "x-xrouter-upstream", "x-xrouter-fallback")
             }
+        body = error_body(redact(message, secrets), type_, code)
+        if routed.chat.client_format == ANTHROPIC:
+            body = anthropic_error(status, body)
         flow.response = http.Response.make(
-            status,
-            error_body(redact(message, secrets), type_, code),
-            {"content-type": "application/json", **keep},
+            status, body, {"content-type": "application/json", **keep}
         )
 
     def error(self, flow: http.HTTPFlow) -> None:

@@ -149,6 +149,8 @@ class Settings:
     log_to_file: bool = False
     log_dir: str = "logs"
     redis_url: str = ""
+    # Request bodies above this many bytes get a 413 on the router's listener (0: no limit).
+    max_body_bytes: int = 10_000_000
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
     routes: Mapping[str, Route] = field(default_factory=dict)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
@@ -320,7 +322,7 @@ def load_settings(
     values, problems = _read_sources(environ, Path(env_file), Path(upstreams_file))
     read = _Reader(values, problems)
 
-    from xrouter_core.adapters import known_provider  # late: adapters import config
+    from xrouter_core.adapters import PROVIDERS, known_provider  # late: adapters import config
 
     log_level = read.text("LOG_LEVEL", "info").lower()
     if log_level not in LOG_LEVELS:
@@ -357,7 +359,10 @@ def load_settings(
             model = classifier.model
         provider = read.text(prefix + "PROVIDER").lower()
         if provider and not known_provider(provider):
-            problems.append(f"{prefix}PROVIDER {provider!r} is not a known provider type")
+            problems.append(
+                f"{prefix}PROVIDER {provider!r} is not a known provider type"
+                f" (use auto or one of: {', '.join(PROVIDERS)})"
+            )
         route = Route(
             tier=tier,
             base_url=base_url,
@@ -419,6 +424,7 @@ def load_settings(
         log_to_file=read.flag("LOG_TO_FILE", False),
         log_dir=read.text("LOG_DIR", "logs"),
         redis_url=read.text("REDIS_URL"),
+        max_body_bytes=read.integer("MAX_BODY_BYTES", 10_000_000),
         classifier=classifier,
         routes=routes,
         routing=routing,

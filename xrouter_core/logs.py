@@ -23,12 +23,11 @@ def _redacting_factory(*args, **kwargs) -> logging.LogRecord:
     record = _previous_factory(*args, **kwargs)
     if _secrets:
         message = record.getMessage()
-        redacted = message
         for secret in _secrets:
-            if secret in redacted:
-                redacted = redacted.replace(secret, "***")
-        if redacted is not message:
-            record.msg, record.args = redacted, None
+            if secret in message:
+                message = message.replace(secret, "***")
+        # Keep the formatted text: the handlers then do not format it a second time.
+        record.msg, record.args = message, None
     return record
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from xrouter_core.cache import Cache, cache_key
@@ -9,6 +10,7 @@ from xrouter_core.classifier import Decision, LLMClassifier
 from xrouter_core.inbound import ChatRequest, content_text
 
 TIER_NAMES: tuple[str, ...] = ("cheap", "medium", "frontier")
+# The model names the router offers (GET /v1/models); the one list to extend.
 FRONTIER = 2
 MAX_INPUT_CHARS = 2000
 CONTEXT_CHARS = 300
@@ -52,6 +54,9 @@ class Policy:
         self.classifier = classifier
         self.decisions = decisions
         self.decision_ttl = decision_ttl
+        # One classifier call per question at a time: concurrent requests with the same
+        # text (an agent's retries, a burst) wait for it instead of each asking again.
+        self._in_flight: dict[str, asyncio.Task[Decision]] = {}
 
     async def decide(self, request: ChatRequest) -> Decision:
         if self.classifier is None:
@@ -63,6 +68,16 @@ class Policy:
         cached = await self.decisions.get(key)
         if cached is not None:
             return Decision(int(cached), "cache")
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._classify(text, key))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        # Shielded: a client that goes away does not cancel the others' decision.
+        return await asyncio.shield(task)
+
+    async def _classify(self, text: str, key: str) -> Decision:
+        assert self.classifier is not None
         decision = await self.classifier.classify(text)
         if decision is None:
             return Decision(FRONTIER, "classifier_failed", detail=self.classifier.last_error or "")

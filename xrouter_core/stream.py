@@ -10,12 +10,25 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from typing import Protocol
 
 from xrouter_core import canonical as ev
-from xrouter_core.adapters.base import StreamDecoder
+from xrouter_core.adapters.base import Adapter, StreamDecoder
 from xrouter_core.adapters.openai import usage_from_openai
-from xrouter_core.render import OpenAIChunkRenderer
+from xrouter_core.inbound import ANTHROPIC, ChatRequest
+from xrouter_core.render import OpenAIChunkRenderer, sse_data
+from xrouter_core.render_anthropic import AnthropicEventRenderer
 from xrouter_core.sse import SSEParser
+
+
+class Renderer(Protocol):
+    """Canonical events → one client format (OpenAI chunks or Anthropic events)."""
+
+    usage: ev.Usage | None
+
+    def render(self, events: list[ev.StreamEvent]) -> bytes: ...
+
+    def close(self) -> bytes: ...
 
 
 class StreamTranslator:
@@ -23,6 +36,8 @@ class StreamTranslator:
 
     usage: ev.Usage | None = None
     on_finish: Callable[[StreamTranslator], None] | None = None
+    # Set when the upstream died mid-stream (see fail).
+    error: str = ""
 
     def feed(self, chunk: bytes) -> bytes:
         raise NotImplementedError
@@ -41,6 +56,24 @@ class StreamTranslator:
             callback, self.on_finish = self.on_finish, None
             callback(self)
         return [out] if out else []
+
+    def fail(self, message: str) -> bytes:
+        """The upstream died mid-stream: the client gets one OpenAI-style error event
+        and then a clean end of body (not a hang, not a cut chunked encoding)."""
+        self.error = message
+        out = sse_data(
+            {
+                "error": {
+                    "message": message,
+                    "type": "upstream_error",
+                    "code": "upstream_stream_interrupted",
+                }
+            }
+        )
+        if self.on_finish is not None:
+            callback, self.on_finish = self.on_finish, None
+            callback(self)
+        return out
 
 
 class OpenAIPassthrough(StreamTranslator):
@@ -84,9 +117,9 @@ class OpenAIPassthrough(StreamTranslator):
 
 
 class TranslatingStream(StreamTranslator):
-    """Another provider's wire in, OpenAI chunks out, through the canonical events."""
+    """Another provider's wire in, the client's format out, through the canonical events."""
 
-    def __init__(self, decoder: StreamDecoder, renderer: OpenAIChunkRenderer):
+    def __init__(self, decoder: StreamDecoder, renderer: Renderer):
         self.decoder = decoder
         self.renderer = renderer
 
@@ -99,3 +132,15 @@ class TranslatingStream(StreamTranslator):
 
     def finish(self) -> bytes:
         return self.renderer.render(self.decoder.finish()) + self.renderer.close()
+
+
+def translator_for(adapter: Adapter, chat: ChatRequest, model: str) -> StreamTranslator:
+    """The per-flow stream callable: pass-through when client and provider both speak
+    OpenAI, else decode the provider's stream and render the client's format."""
+    if chat.client_format == ANTHROPIC:
+        return TranslatingStream(adapter.stream_decoder(), AnthropicEventRenderer(model))
+    if adapter.openai_wire:
+        return OpenAIPassthrough(chat.wants_usage)
+    return TranslatingStream(
+        adapter.stream_decoder(), OpenAIChunkRenderer(model, include_usage=chat.wants_usage)
+    )

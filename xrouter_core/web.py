@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hmac
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,10 +18,13 @@ JSON = "application/json"
 
 # Paths the router answers on its own listener, with the methods each accepts.
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+# Anthropic's Messages API, for Anthropic clients (Claude Code, the Anthropic SDK).
+MESSAGES_PATH = "/v1/messages"
 ENDPOINTS: dict[str, tuple[str, ...]] = {
     "/health": ("GET",),
     "/v1/models": ("GET",),
     **{path: ("POST",) for path in CHAT_PATHS},
+    MESSAGES_PATH: ("POST",),
 }
 PUBLIC_PATHS = frozenset({"/health"})
 
@@ -56,6 +60,35 @@ def check_method(path: str, method: str) -> None:
             code="method_not_allowed",
             headers={"allow": ", ".join(allowed)},
         )
+
+
+# Control characters no header value may hold (RFC 9110 5.5); tab is allowed.
+HEADER_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def check_header_values(fields: tuple[tuple[bytes, bytes], ...]) -> None:
+    """Refuse (400) a header value with NUL, CR, LF or another control character, so
+    none can be forwarded to a provider."""
+    for name, value in fields:
+        if HEADER_CONTROL.search(value) or HEADER_CONTROL.search(name):
+            raise RouterError(
+                400,
+                "A request header holds a control character; header values must be plain text.",
+                code="invalid_header",
+            )
+
+
+def body_error(content_type: str, error: RouterError) -> RouterError:
+    """A body that did not parse under a non-JSON content type: say what to send (415)."""
+    if error.code in ("invalid_json", "invalid_encoding") and content_type:
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media and not media.endswith("json"):
+            return RouterError(
+                415,
+                f"Content-Type {media[:60]!r} is not supported; send application/json.",
+                code="unsupported_media_type",
+            )
+    return error
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:

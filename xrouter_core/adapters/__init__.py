@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from xrouter_core.adapters.anthropic import AnthropicAdapter
 from xrouter_core.adapters.base import Adapter, UpstreamRequest
-from xrouter_core.adapters.openai import OpenAIAdapter
+from xrouter_core.adapters.cohere import CohereAdapter
+from xrouter_core.adapters.gemini import GeminiAdapter
+from xrouter_core.adapters.openai import AzureOpenAIAdapter, OpenAIAdapter
 from xrouter_core.config import Route
 
 # Provider types that speak OpenAI's wire format; "" (or "auto") is detected per route.
@@ -18,6 +21,38 @@ OPENAI_WIRE = (
 )
 
 _ADAPTERS: dict[str, Adapter] = {name: OpenAIAdapter(name) for name in OPENAI_WIRE}
+_ADAPTERS.update(
+    {
+        "azure": AzureOpenAIAdapter(),
+        "anthropic": AnthropicAdapter(),
+        "gemini": GeminiAdapter(),
+        "cohere": CohereAdapter(),
+    }
+)
+PROVIDERS: tuple[str, ...] = tuple(_ADAPTERS)
+
+# Host suffix → provider type, checked in order.
+HOSTS: tuple[tuple[str, str], ...] = (
+    ("anthropic.com", "anthropic"),
+    ("generativelanguage.googleapis.com", "gemini"),
+    ("cohere.com", "cohere"),
+    ("cohere.ai", "cohere"),
+    ("openai.azure.com", "azure"),
+    ("cognitiveservices.azure.com", "azure"),
+    ("mistral.ai", "mistral"),
+    ("groq.com", "groq"),
+    ("together.xyz", "together"),
+    ("together.ai", "together"),
+    ("perplexity.ai", "perplexity"),
+    ("openai.com", "openai"),
+)
+# API-key prefix → provider type, for hosts that say nothing (gateways, tests, proxies).
+KEY_PREFIXES: tuple[tuple[str, str], ...] = (
+    ("sk-ant-", "anthropic"),
+    ("AIza", "gemini"),
+    ("gsk_", "groq"),
+    ("pplx-", "perplexity"),
+)
 
 
 def known_provider(name: str) -> bool:
@@ -25,13 +60,34 @@ def known_provider(name: str) -> bool:
 
 
 def detect_provider(route: Route) -> str:
-    """The provider type for a route whose type was left empty or 'auto'."""
+    """The provider type for a route whose type was left empty or 'auto': the base URL's
+    host first, then Azure's own settings, then the key's prefix; else OpenAI-compatible."""
+    host = route.host.lower()
+    for suffix, name in HOSTS:
+        if host == suffix or host.endswith("." + suffix):
+            return name
+    if route.deployment or route.api_version:
+        return "azure"
+    for prefix, name in KEY_PREFIXES:
+        if route.api_key.startswith(prefix):
+            return name
     return "openai_compatible"
 
 
+def provider_name(route: Route) -> str:
+    return route.provider if route.provider not in ("", "auto") else detect_provider(route)
+
+
 def adapter_for(route: Route) -> Adapter:
-    name = route.provider if route.provider not in ("", "auto") else detect_provider(route)
-    return _ADAPTERS[name]
+    return _ADAPTERS[provider_name(route)]
 
 
-__all__ = ["Adapter", "UpstreamRequest", "adapter_for", "detect_provider", "known_provider"]
+__all__ = [
+    "PROVIDERS",
+    "Adapter",
+    "UpstreamRequest",
+    "adapter_for",
+    "detect_provider",
+    "known_provider",
+    "provider_name",
+]

@@ -1,0 +1,184 @@
+"""Percentiles and the markdown report of a benchmark run (the JSON is the raw dict)."""
+
+from __future__ import annotations
+
+import math
+
+
+def percentile(values: list[float], p: float) -> float:
+    """Nearest-rank percentile; NaN when there is nothing to rank."""
+    if not values:
+        return math.nan
+    ordered = sorted(values)
+    rank = max(1, math.ceil(p / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+def median(values: list[float]) -> float:
+    return percentile(values, 50)
+
+
+def fmt(value: float | None, digits: int = 2) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    return f"{value:.{digits}f}"
+
+
+def added(row: dict, direct: dict, key: str) -> float:
+    return row[key] - direct[key]
+
+
+def markdown(results: dict) -> str:
+    out: list[str] = [f"## Xrouter benchmark ({results['mode']} run)", ""]
+    machine = results.get("machine", {})
+    out.append(
+        f"{machine.get('cpus')} CPUs, Python {machine.get('python')}; everything on 127.0.0.1; "
+        "*added* = the target's percentile minus the direct call's."
+    )
+    out.append("")
+    for name, description in results.get("targets", {}).items():
+        out.append(f"- **{name}**: {description}")
+    for name, why in results.get("skipped", {}).items():
+        out.append(f"- **{name}**: skipped ({why})")
+    out.append("")
+
+    latency = results.get("latency", {})
+    if latency:
+        out += [
+            "### Non-streamed requests",
+            "",
+            "| target | concurrency | p50 ms | p99 ms | added p50 ms | added p99 ms | req/s | proxy CPU µs/req | errors |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+        for concurrency, rows in latency.items():
+            direct = rows["direct"]
+            for name, row in rows.items():
+                out.append(
+                    f"| {name} | {concurrency} | {fmt(row['p50_ms'])} | {fmt(row['p99_ms'])} | "
+                    f"{fmt(added(row, direct, 'p50_ms'))} | {fmt(added(row, direct, 'p99_ms'))} | "
+                    f"{fmt(row['rps'], 0)} | {fmt(row.get('cpu_us_per_request') if name != 'direct' else None, 0)} | "
+                    f"{row['errors']} |"
+                )
+        out.append("")
+
+    streams = results.get("streams")
+    if streams:
+        direct = streams["direct"]
+        out += [
+            "### Streams",
+            "",
+            "| target | first chunk p50 ms | added first chunk p50 / p99 ms | chunk gap p50 ms | added gap p50 / p99 ms | errors |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
+        for name, row in streams.items():
+            out.append(
+                f"| {name} | {fmt(row['first_chunk_p50_ms'])} | "
+                f"{fmt(added(row, direct, 'first_chunk_p50_ms'))} / "
+                f"{fmt(added(row, direct, 'first_chunk_p99_ms'))} | {fmt(row['gap_p50_ms'])} | "
+                f"{fmt(added(row, direct, 'gap_p50_ms'))} / {fmt(added(row, direct, 'gap_p99_ms'))} | "
+                f"{row['errors']} |"
+            )
+        out.append("")
+
+    classifier = results.get("classifier")
+    if classifier:
+        out += [
+            "### Classifier time to decision (slow fake classifier)",
+            "",
+            "| mode | p50 ms | p99 ms | calls |",
+            "|---|---:|---:|---:|",
+        ]
+        for mode, row in classifier.items():
+            out.append(
+                f"| {mode} | {fmt(row['p50_ms'], 1)} | {fmt(row['p99_ms'], 1)} | {row['calls']} |"
+            )
+        out.append("")
+
+    builtin = results.get("builtin")
+    if builtin:
+        out += ["### Built-in classifier", ""]
+        if "skipped" in builtin:
+            out.append(f"Skipped: {builtin['skipped']}.")
+        else:
+            out.append("```")
+            out.append(str(builtin))
+            out.append("```")
+        out.append("")
+
+    memory = results.get("memory")
+    if memory:
+        marks = list(next(iter(memory.values())).keys())
+        out += [
+            "### Memory (fresh process per target)",
+            "",
+            "| target | "
+            + " | ".join(f"RSS MiB after {m} req" for m in marks)
+            + " | peak MiB | growth |",
+            "|---|" + "---:|" * (len(marks) + 2),
+        ]
+        for name, row in memory.items():
+            first, last = row[marks[0]]["rss_mib"], row[marks[-1]]["rss_mib"]
+            out.append(
+                f"| {name} | "
+                + " | ".join(fmt(row[m]["rss_mib"], 1) for m in marks)
+                + f" | {fmt(row[marks[-1]]['peak_mib'], 1)} | {fmt((last / first - 1) * 100, 1)} % |"
+            )
+        out.append("")
+
+    out += goals(results)
+    problems = results.get("log_problems")
+    if problems:
+        out.append("")
+        out.append(
+            "Error lines in the processes' logs: "
+            + ", ".join(f"{name} {count}" for name, count in problems.items())
+        )
+    return "\n".join(out) + "\n"
+
+
+def goals(results: dict) -> list[str]:
+    """The issue's goals beside the measured figures (reported, never asserted)."""
+    lines = ["### Goals", ""]
+    latency = results.get("latency", {})
+    one = latency.get("1", {})
+    for name in ("router", "xrouter"):
+        if name in one and "mitmdump" in one:
+            mine = added(one[name], one["direct"], "p50_ms")
+            base = added(one["mitmdump"], one["direct"], "p50_ms")
+            ratio = mine / base if base > 0 else math.nan
+            lines.append(
+                f"- {name} added p50 at concurrency 1 = {fmt(ratio)}× plain mitmdump's "
+                f"({fmt(mine)} vs {fmt(base)} ms; goal ≤ 1.2×)"
+            )
+        if name in one and "litellm" in one:
+            for concurrency, rows in latency.items():
+                for key in ("p50_ms", "p99_ms"):
+                    mine = added(rows[name], rows["direct"], key)
+                    theirs = added(rows["litellm"], rows["direct"], key)
+                    verdict = "lower" if mine < theirs else "NOT lower"
+                    lines.append(
+                        f"- {name} added {key[:3]} at c={concurrency}: {fmt(mine)} ms vs "
+                        f"LiteLLM {fmt(theirs)} ms ({verdict})"
+                    )
+    streams = results.get("streams", {})
+    for name in ("router", "xrouter"):
+        if name in streams:
+            value = added(streams[name], streams["direct"], "first_chunk_p50_ms")
+            lines.append(f"- {name} added first chunk p50 = {fmt(value)} ms (goal < 2 ms)")
+    memory = results.get("memory", {})
+    for name in ("router", "xrouter"):
+        if name in memory:
+            marks = list(memory[name].keys())
+            first = memory[name][marks[0]]["rss_mib"]
+            last = memory[name][marks[-1]]["rss_mib"]
+            lines.append(
+                f"- {name} RSS after {marks[-1]} requests = {fmt((last / first - 1) * 100, 1)} % "
+                f"above after {marks[0]} (goal ≤ 10 %)"
+            )
+    classifier = results.get("classifier", {})
+    if {"early_abort", "whole_answer"} <= classifier.keys():
+        lines.append(
+            f"- classifier early abort p50 {fmt(classifier['early_abort']['p50_ms'], 1)} ms vs "
+            f"whole answer {fmt(classifier['whole_answer']['p50_ms'], 1)} ms"
+        )
+    return lines

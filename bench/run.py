@@ -1,0 +1,442 @@
+"""The benchmark: what the router costs against the provider directly and plain mitmdump.
+
+    ./run python -m bench                 full run (about 10 minutes on 2 cores)
+    ./run python -m bench --quick         a small run (about 2 minutes)
+    ./run python -m bench --litellm       also LiteLLM's proxy (installed on first use)
+    ./run python -m bench --targets direct,mitmdump,router
+
+Rounds interleave the targets (A B C A B C) so machine drift falls on all of them alike.
+Every figure is measured, none is asserted: the goals are printed beside the figures.
+Results: a markdown table on stdout and bench/results/<time>/results.{md,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from itertools import pairwise
+from pathlib import Path
+
+from bench import report
+from bench.httpclient import Answer, Connection
+from bench.targets import (
+    CHAT,
+    DEFAULT_TARGETS,
+    ROOT,
+    TARGETS,
+    Target,
+    Unavailable,
+    router_at,
+)
+
+RESULTS = ROOT / "bench" / "results"
+PROMPT = "Say hello to the benchmark in one short sentence."
+
+
+@dataclass(frozen=True)
+class Plan:
+    rounds: int
+    per_round: dict[int, int]  # concurrency -> non-streamed requests per round and target
+    streams_per_round: int
+    stream_concurrency: int
+    warmup: int
+    rss_marks: tuple[int, int]
+    classifier_calls: int
+
+    @classmethod
+    def make(cls, quick: bool) -> Plan:
+        if quick:
+            return cls(2, {1: 60, 10: 200, 64: 640}, 12, 1, 100, (200, 2000), 6)
+        return cls(3, {1: 300, 10: 1500, 64: 4000}, 40, 1, 300, (1000, 20000), 20)
+
+
+def chat_body(model: str, stream: bool) -> bytes:
+    return json.dumps(
+        {
+            "model": model,
+            "messages": [{"role": "user", "content": PROMPT}],
+            "stream": stream,
+            "max_tokens": 64,
+        }
+    ).encode()
+
+
+HEADERS = {"content-type": "application/json", "authorization": "Bearer client-key"}
+
+
+def answer_ok(answer: Answer, stream: bool) -> bool:
+    if answer.status != 200:
+        return False
+    if stream:
+        return answer.body.rstrip().endswith(b"data: [DONE]") and len(answer.chunk_times) > 2
+    return b'"choices"' in answer.body
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """User + system CPU time of a process so far (robust to a busy machine, unlike latency)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Batch:
+    answers: list[Answer]
+    errors: int
+    wall: float
+    cpu: float = 0.0
+
+    @property
+    def rps(self) -> float:
+        return len(self.answers) / self.wall if self.wall else 0.0
+
+
+async def batch(target: Target, concurrency: int, total: int, stream: bool) -> Batch:
+    """`total` requests over `concurrency` keep-alive connections, as fast as answered."""
+    host, port = target.host_port
+    body = chat_body(target.request_model, stream)
+    answers: list[Answer] = []
+    errors = 0
+    remaining = total
+
+    async def worker() -> None:
+        nonlocal remaining, errors
+        connection = Connection(host, port)
+        try:
+            while remaining > 0:
+                remaining -= 1
+                try:
+                    answer = await asyncio.wait_for(
+                        connection.request("POST", CHAT, body, HEADERS), 60
+                    )
+                except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+                    errors += 1
+                    await connection.close()
+                    continue
+                if answer_ok(answer, stream):
+                    answers.append(answer)
+                else:
+                    errors += 1
+        finally:
+            await connection.close()
+
+    cpu_before = cpu_seconds(target.pid)
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    wall = time.perf_counter() - started
+    return Batch(answers, errors, wall, cpu_seconds(target.pid) - cpu_before)
+
+
+# ---- phases ---------------------------------------------------------------------
+
+
+async def latency_phase(targets: list[Target], plan: Plan, results: dict) -> None:
+    for concurrency, count in plan.per_round.items():
+        samples: dict[str, list[float]] = {t.name: [] for t in targets}
+        rps: dict[str, list[float]] = {t.name: [] for t in targets}
+        errors: dict[str, int] = {t.name: 0 for t in targets}
+        cpu: dict[str, float] = {t.name: 0.0 for t in targets}
+        for round_ in range(plan.rounds):
+            for target in targets:
+                result = await batch(target, concurrency, count, stream=False)
+                samples[target.name] += [a.seconds * 1000 for a in result.answers]
+                rps[target.name].append(result.rps)
+                errors[target.name] += result.errors
+                cpu[target.name] += result.cpu
+                print(
+                    f"  c={concurrency:<3} round {round_ + 1}/{plan.rounds} {target.name:<9}"
+                    f" p50={report.percentile(samples[target.name], 50):7.2f} ms"
+                    f" {result.rps:7.0f} req/s errors={result.errors}",
+                    flush=True,
+                )
+        results["latency"][str(concurrency)] = {
+            name: {
+                "p50_ms": report.percentile(values, 50),
+                "p99_ms": report.percentile(values, 99),
+                "rps": report.median(rps[name]),
+                # The proxy process' own CPU per request: comparable on a busy machine.
+                "cpu_us_per_request": cpu[name] / len(values) * 1e6 if values else None,
+                "requests": len(values),
+                "errors": errors[name],
+            }
+            for name, values in samples.items()
+        }
+
+
+async def stream_phase(targets: list[Target], plan: Plan, results: dict) -> None:
+    first: dict[str, list[float]] = {t.name: [] for t in targets}
+    gaps: dict[str, list[float]] = {t.name: [] for t in targets}
+    errors: dict[str, int] = {t.name: 0 for t in targets}
+    for round_ in range(plan.rounds):
+        for target in targets:
+            result = await batch(target, plan.stream_concurrency, plan.streams_per_round, True)
+            errors[target.name] += result.errors
+            for answer in result.answers:
+                times = answer.chunk_times
+                first[target.name].append((times[0] - answer.started) * 1000)
+                # From the first content chunk on: the provider spaces them evenly.
+                gaps[target.name] += [(b - a) * 1000 for a, b in pairwise(times[1:-1])]
+            print(
+                f"  streams round {round_ + 1}/{plan.rounds} {target.name:<9}"
+                f" first chunk p50={report.percentile(first[target.name], 50):6.2f} ms"
+                f" errors={result.errors}",
+                flush=True,
+            )
+    results["streams"] = {
+        name: {
+            "first_chunk_p50_ms": report.percentile(first[name], 50),
+            "first_chunk_p99_ms": report.percentile(first[name], 99),
+            "gap_p50_ms": report.percentile(gaps[name], 50),
+            "gap_p99_ms": report.percentile(gaps[name], 99),
+            "streams": len(first[name]),
+            "errors": errors[name],
+        }
+        for name in first
+    }
+
+
+async def classifier_phase(provider_url: str, plan: Plan, results: dict) -> None:
+    """The router's LLMClassifier against the slow fake classifier: stop at the digit,
+    or read the whole answer (CLASSIFIER_FORCE_STREAM=false)."""
+    import httpx
+
+    from xrouter_core.classifier import LLMClassifier
+    from xrouter_core.config import ClassifierSettings
+
+    out = {}
+    async with httpx.AsyncClient(trust_env=False) as client:
+        for label, force_stream in (("early_abort", True), ("whole_answer", False)):
+            classifier = LLMClassifier(
+                ClassifierSettings(
+                    base_url=provider_url + "/v1",
+                    model="bench-classifier",
+                    force_stream=force_stream,
+                    timeout_ms=10_000,
+                ),
+                client,
+            )
+            times = []
+            for index in range(plan.classifier_calls):
+                decision = await classifier.classify(f"{PROMPT} #{index}")
+                if decision is None:
+                    raise RuntimeError(f"classifier failed: {classifier.last_error}")
+                times.append(decision.ms)
+            out[label] = {
+                "p50_ms": report.percentile(times, 50),
+                "p99_ms": report.percentile(times, 99),
+                "calls": len(times),
+            }
+            print(f"  classifier {label}: p50={out[label]['p50_ms']:.1f} ms", flush=True)
+    results["classifier"] = out
+
+
+def builtin_phase(quick: bool, results: dict) -> None:
+    """The built-in classifier's own benchmark, when the `builtin` work has landed."""
+    script = ROOT / "bench" / "bench_builtin.py"
+    if not script.exists():
+        results["builtin"] = {"skipped": "bench/bench_builtin.py is not on this branch yet"}
+        return
+    command = [sys.executable, str(script), "--json"] + (["--quick"] if quick else [])
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    if done.returncode != 0:
+        # Older versions of the script may not take the flags: run it plain.
+        done = subprocess.run(
+            [sys.executable, str(script)], cwd=ROOT, capture_output=True, text=True, timeout=600
+        )
+    try:
+        results["builtin"] = json.loads(done.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        results["builtin"] = {"output": done.stdout[-2000:], "returncode": done.returncode}
+
+
+def rss_of(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) in MiB, from /proc."""
+    fields = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        name, _, value = line.partition(":")
+        fields[name] = value.strip()
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+async def memory_phase(targets: list[Target], plan: Plan, results: dict) -> None:
+    """A fresh process per target; RSS after the first and the second mark of requests
+    (one in ten streamed, so the stream path is exercised too)."""
+    low, high = plan.rss_marks
+    out = {}
+    for target in targets:
+        if not target.proxy:
+            continue
+        target.stop()
+        target.start()
+        marks = {}
+        done = 0
+        for mark in (low, high):
+            todo = mark - done
+            streams = todo // 10
+            await batch(target, 64, todo - streams, stream=False)
+            await batch(target, 16, streams, stream=True)
+            done = mark
+            assert target.pid is not None
+            current, peak = rss_of(target.pid)
+            marks[str(mark)] = {"rss_mib": current, "peak_mib": peak}
+            print(f"  rss {target.name:<9} after {mark:>6}: {current:.1f} MiB (peak {peak:.1f})")
+        out[target.name] = marks
+    results["memory"] = out
+
+
+def log_problems(targets: list[Target]) -> dict[str, int]:
+    """Lines in each process' log that say something went wrong."""
+    problems = {}
+    for target in targets:
+        text = target.logs()
+        problems[target.name] = sum(
+            1
+            for line in text.splitlines()
+            if "Traceback" in line or " error" in line.lower() or "ERROR" in line
+        )
+    return problems
+
+
+# ---- main -----------------------------------------------------------------------
+
+
+def start_provider(workdir: Path, log_dir: Path) -> tuple[subprocess.Popen, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.fake_provider"],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=open(log_dir / "fake_provider.log", "wb"),  # noqa: SIM115
+        text=True,
+        start_new_session=True,
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    if not line.startswith("port="):
+        proc.kill()
+        raise RuntimeError("the fake provider did not start")
+    return proc, f"http://127.0.0.1:{line.split('=', 1)[1]}"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="a small run (about 2 minutes)")
+    parser.add_argument(
+        "--targets",
+        default=",".join(DEFAULT_TARGETS),
+        help=f"comma-separated, from: {', '.join(TARGETS)} (direct is always included)",
+    )
+    parser.add_argument("--litellm", action="store_true", help="add LiteLLM's proxy")
+    parser.add_argument(
+        "--only",
+        default="latency,streams,classifier,builtin,memory",
+        help="comma-separated phases to run",
+    )
+    parser.add_argument("--out", type=Path, default=None, help="results directory")
+    parser.add_argument(
+        "--compare",
+        type=Path,
+        action="append",
+        default=[],
+        metavar="CHECKOUT",
+        help="also run the router of another checkout (e.g. a git worktree of an older "
+        "commit) in the same interleaved rounds, as target router@<dir name>",
+    )
+    return parser.parse_args(argv)
+
+
+async def main_async(args: argparse.Namespace) -> int:
+    plan = Plan.make(args.quick)
+    names = ["direct"] + [
+        n.strip() for n in args.targets.split(",") if n.strip() not in ("", "direct")
+    ]
+    if args.litellm and "litellm" not in names:
+        names.append("litellm")
+    unknown = [n for n in names if n not in TARGETS]
+    if unknown:
+        print(f"unknown targets: {', '.join(unknown)} (known: {', '.join(TARGETS)})")
+        return 2
+    phases = set(args.only.split(","))
+    out_dir = args.out or RESULTS / time.strftime("%Y%m%d-%H%M%S")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    provider, provider_url = start_provider(out_dir, out_dir)
+    results: dict = {
+        "mode": "quick" if args.quick else "full",
+        "plan": plan.__dict__,
+        "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+        "targets": {},
+        "skipped": {},
+        "latency": {},
+    }
+    targets: list[Target] = []
+    try:
+        for name in names:
+            target = TARGETS[name](provider_url, out_dir)
+            try:
+                target.start()
+            except Unavailable as exc:
+                results["skipped"][name] = str(exc)
+                print(f"skipping {name}: {exc}")
+                continue
+            targets.append(target)
+            results["targets"][name] = target.description
+        for checkout in args.compare:
+            target = router_at(checkout.resolve())(provider_url, out_dir)
+            target.start()
+            targets.append(target)
+            results["targets"][target.name] = target.description
+        print(f"targets: {', '.join(t.name for t in targets)}; warming up", flush=True)
+        for target in targets:
+            await batch(target, 8, plan.warmup, stream=False)
+            await batch(target, 4, 8, stream=True)
+        if "latency" in phases:
+            print("non-streamed latency", flush=True)
+            await latency_phase(targets, plan, results)
+        if "streams" in phases:
+            print("streams", flush=True)
+            await stream_phase(targets, plan, results)
+        if "classifier" in phases:
+            print("classifier", flush=True)
+            await classifier_phase(provider_url, plan, results)
+        if "builtin" in phases:
+            builtin_phase(args.quick, results)
+        if "memory" in phases:
+            print("memory", flush=True)
+            await memory_phase(targets, plan, results)
+        results["log_problems"] = log_problems(targets)
+    finally:
+        for target in targets:
+            target.stop()
+        os.killpg(provider.pid, signal.SIGINT)
+        try:
+            provider.wait(5)
+        except subprocess.TimeoutExpired:
+            provider.kill()
+    markdown = report.markdown(results)
+    (out_dir / "results.json").write_text(json.dumps(results, indent=2))
+    (out_dir / "results.md").write_text(markdown)
+    print()
+    print(markdown)
+    print(f"\nwritten to {out_dir}/results.md and results.json")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        import uvloop
+
+        return uvloop.run(main_async(args))
+    except ImportError:  # pragma: no cover
+        return asyncio.run(main_async(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,146 @@
+"""What only the `xrouter` launcher does: worker processes sharing the port, its own
+option checks, and the lean addon set it relies on (fails loudly if mitmproxy moves)."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import socket
+import subprocess
+import sys
+
+import psutil
+import pytest
+from conftest import ROOT, Router, free_port, unique
+
+from xrouter_core import launcher
+
+CHAT = "/v1/chat/completions"
+
+
+def ask(text: str) -> dict:
+    return {"model": "xrouter/auto", "messages": [{"role": "user", "content": text}]}
+
+
+def test_workers_share_the_port_and_all_serve(upstreams, tmp_path):
+    router = Router(upstreams.env(), tmp_path, args=["--workers", "2"], launcher="xrouter")
+    try:
+        workers = psutil.Process(router.proc.pid).children()
+        assert len(workers) == 2
+        # Connections opened at once are spread over the workers by the kernel.
+        clients = [router.client() for _ in range(16)]
+        for index, client in enumerate(clients):
+            reply = client.post(CHAT, json=ask(unique(f"worker {index}")))
+            assert reply.status_code == 200 and reply.headers["x-xrouter-upstream"] == "medium"
+        serving = {
+            worker.pid
+            for worker in workers
+            for conn in worker.net_connections(kind="tcp")
+            if conn.status == psutil.CONN_ESTABLISHED and conn.laddr.port == router.port
+        }
+        for client in clients:
+            client.close()
+        assert len(serving) == 2, f"only {serving} of {[w.pid for w in workers]} accepted"
+        assert router.logs().count("xrouter ready") == 2
+    finally:
+        assert router.stop() == 0
+    assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
+
+
+def test_workers_check_the_configuration_once(upstreams, tmp_path):
+    router = Router(
+        {**upstreams.env(), "FRONTIER_BASE_URL": ""},
+        tmp_path,
+        args=["--workers", "2"],
+        launcher="xrouter",
+        wait=False,
+    )
+    assert router.proc.wait(20) == 1
+    assert router.logs().count("FRONTIER_BASE_URL is required") == 1
+    router.stop()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_taken_port_stops_it_with_one_clear_line(upstreams, tmp_path, workers):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        router = Router(
+            {**upstreams.env(), "PORT": str(port)},
+            tmp_path,
+            args=["--workers", workers],
+            launcher="xrouter",
+            wait=False,
+        )
+        assert router.proc.wait(20) == 1
+    logs = router.logs()
+    assert str(port) in logs and "in use" in logs.lower()
+    router.stop()
+
+
+def test_command_line_outranks_the_environment_and_rejects_unknown_options(upstreams, tmp_path):
+    port = free_port()
+    router = Router(
+        {**upstreams.env(), "PORT": "1"},
+        tmp_path,
+        args=["--port", str(port), "--host", "127.0.0.1", "--log-level", "warning"],
+        launcher="xrouter",
+        wait=False,
+    )
+    router.port, router.url = port, f"http://127.0.0.1:{port}"
+    try:
+        router.wait_ready()
+        with router.client() as client:
+            assert client.post(CHAT, json=ask(unique("quiet"))).status_code == 200
+        assert "routed decision=" not in router.logs()  # info lines hidden at warning
+    finally:
+        router.stop()
+    bad = subprocess.run(
+        [sys.executable, "-m", "xrouter_core", "--set", "no_such_option=1"],
+        cwd=tmp_path,
+        env={**router.env, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert bad.returncode == 1 and "no_such_option" in bad.stderr
+
+
+def test_the_lean_core_is_what_mitmdump_runs_minus_the_extras():
+    """The launcher names mitmproxy's addon classes directly: if mitmproxy renames or
+    drops one, or stops creating listeners through loop.create_server, this fails."""
+    from mitmproxy import addons
+    from mitmproxy.proxy import mode_servers
+
+    defaults = {type(a).__name__ for a in addons.default_addons()}
+    assert {"Core", "Proxyserver", "NextLayer", "TlsConfig", "ProxyAuth"} <= defaults
+    source = open(mode_servers.__file__).read()  # noqa: SIM115
+    assert "asyncio.start_server(self.handle_stream, host, port)" in source
+
+
+def test_reuse_port_loop_sets_so_reuseport():
+    async def listen() -> int:
+        server = await asyncio.start_server(lambda r, w: None, "127.0.0.1", 0)
+        value = server.sockets[0].getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT)
+        server.close()
+        return value
+
+    kinds = ["asyncio"] + (["uvloop"] if importlib.util.find_spec("uvloop") else [])
+    for kind in kinds:
+        loop_cls = launcher.reuse_port_loop(launcher.loop_class(kind))
+        with asyncio.Runner(loop_factory=loop_cls) as runner:
+            assert runner.run(listen()) == 1
+
+
+def test_python_dash_m_and_console_script_name_the_same_entry_point():
+    text = (ROOT / "pyproject.toml").read_text()
+    assert 'xrouter = "xrouter_core.launcher:main"' in text
+    shown = subprocess.run(
+        [sys.executable, "-m", "xrouter_core", "--help"],
+        env={"PYTHONPATH": str(ROOT), "PATH": ""},
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert shown.returncode == 0 and "--workers" in shown.stdout
