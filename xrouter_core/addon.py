@@ -20,8 +20,8 @@ from mitmproxy import ctx, http
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from xrouter_core import mitm_compat
+from xrouter_core.accounting import CACHE_HEADER, USAGE_PAGES, Accounting
 from xrouter_core.adapters import Adapter, adapter_for, provider_name
-from xrouter_core.cache import MemoryCache
 from xrouter_core.canonical import Usage
 from xrouter_core.classifier import Decision, LLMClassifier
 from xrouter_core.config import ConfigError, Route, Settings, load_settings
@@ -49,6 +49,7 @@ from xrouter_core.models import (
 from xrouter_core.policy import TIER_NAMES, Policy
 from xrouter_core.render import OpenAIChunkRenderer
 from xrouter_core.render_anthropic import anthropic_error, anthropic_message
+from xrouter_core.responsecache import RecordingStream
 from xrouter_core.stream import StreamTranslator, TranslatingStream, translator_for
 from xrouter_core.web import (
     CHAT_PATHS,
@@ -117,6 +118,7 @@ class Xrouter:
         self.client: httpx.AsyncClient | None = None
         self.classifier: LLMClassifier | None = None
         self.policy: Policy | None = None
+        self.accounting: Accounting | None = None
         self.background: set[asyncio.Task] = set()
         self.breaker = CircuitBreaker()
         self.fallback_ready = False
@@ -177,7 +179,12 @@ class Xrouter:
         self.classifier = (
             LLMClassifier(settings.classifier, self.client) if settings.classifier.enabled else None
         )
-        self.policy = Policy(self.classifier, MemoryCache(max_entries=10_000, default_ttl=3600))
+        if self.accounting is not None:
+            self.accounting.close()
+        self.accounting = Accounting(settings)
+        self.policy = Policy(
+            self.classifier, self.accounting.decisions, settings.decision_cache_ttl
+        )
 
     def listen_by_default(self) -> None:
         """Plain `mitmdump -s addons/xrouter.py` serves the API on HOST:PORT in reverse mode."""
@@ -201,6 +208,8 @@ class Xrouter:
             "xrouter ready: %s",
             ", ".join(f"{t}={r.base_url}" for t, r in self.settings.routes.items()),
         )
+        if self.accounting is not None:
+            self.accounting.start()
         if self.classifier is not None and self.settings.classifier.warmup:
             self.spawn(self.classifier.warm_up())
         if self.classifier is not None and self.settings.classifier.keep_alive_ms > 0:
@@ -209,6 +218,9 @@ class Xrouter:
     def done(self) -> None:
         for task in self.background:
             task.cancel()
+        if self.accounting is not None:
+            self.accounting.close()  # the last usage counts and request log lines
+            self.accounting = None
 
     def spawn(self, coro) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -252,6 +264,10 @@ class Xrouter:
             await self.route_chat(flow, intercepted=False, anthropic=True)
         elif path == "/health":
             local_response(flow, LocalResponse.json(self.health()))
+        elif path in USAGE_PAGES:
+            assert self.accounting is not None
+            query = flow.request.path.partition("?")[2]
+            local_response(flow, await self.accounting.page(path, query))
         elif path == "/v1/models":
             local_response(flow, models_page(logical_model_names(self.settings.routing)))
 
@@ -287,6 +303,11 @@ class Xrouter:
             content_type = flow.request.headers.get("content-type", "")
             local_response(flow, LocalResponse.error(body_error(content_type, exc)))
             return
+        assert self.accounting is not None
+        cache_key, cached = await self.accounting.cached_answer(chat)
+        if cached is not None:
+            local_response(flow, cached)
+            return
         try:
             decision, chain = await self.plan(chat, flow.request.headers.get(TIER_HEADER))
         except RouterError as exc:
@@ -308,6 +329,8 @@ class Xrouter:
         )
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = routed
+        if cache_key is not None:
+            routed.extra["cache_key"] = cache_key
         self.point_at(flow, routed, chain[index])
 
     async def plan(
@@ -386,6 +409,8 @@ class Xrouter:
             response.headers["x-xrouter-fallback"] = fallback_header(routed.attempts)
         if not should_fall_back(response.status_code, False):
             self.breaker.success(routed.route.tier)
+        if "cache_key" in routed.extra:
+            response.headers[CACHE_HEADER] = "miss"
         if response.status_code >= 400 or not routed.chat.stream:
             return  # buffered: the response hook translates it
         if "stream" not in response.headers.get("content-type", ""):
@@ -401,8 +426,10 @@ class Xrouter:
             translator = translator_for(routed.adapter, routed.chat, model)
         if routed.chat.client_format == ANTHROPIC:
             response.headers["content-type"] = "text/event-stream"
+        if "cache_key" in routed.extra:
+            translator = RecordingStream(translator)
         translator.on_finish = lambda t: self.finished(
-            flow, routed, 502 if t.error else 200, t.usage, error=t.error
+            flow, routed, 502 if t.error else 200, t.usage, error=t.error, stream=t
         )
         routed.translator = translator
         # The body length changes (usage chunk, translation): always chunked to the client.
@@ -426,6 +453,7 @@ class Xrouter:
             self.finished(flow, routed, response.status_code, None)
             return
         usage = None
+        completion = None
         try:
             completion = routed.adapter.parse_response(response.get_content(strict=False) or b"")
             if not routed.adapter.openai_wire and not completion.get("model"):
@@ -452,7 +480,7 @@ class Xrouter:
                 routed.route.tier,
                 exc,
             )
-        self.finished(flow, routed, response.status_code, usage)
+        self.finished(flow, routed, response.status_code, usage, completion=completion)
 
     def try_next_route(self, flow: http.HTTPFlow, routed: RoutedFlow) -> bool:
         """Record the failure; when a route is left, point the flow at it and ask for a retry."""
@@ -487,13 +515,10 @@ class Xrouter:
         return True
 
     def count_fallback(self, routed: RoutedFlow, attempt: Attempt, to: Route) -> None:
-        """The one place a fallback happens: log it (and, once wired, count it in usage)."""
-        log.info(
-            "fallback from=%s reason=%s to=%s",
-            attempt.route,
-            attempt.reason,
-            to.tier,
-        )
+        """The one place a fallback happens: log it and count it in the usage counters."""
+        log.info("fallback from=%s reason=%s to=%s", attempt.route, attempt.reason, to.tier)
+        if self.accounting is not None:
+            self.accounting.usage.record_fallback(attempt.route, to.tier, attempt.reason)
 
     def describe_attempt(self, attempt: Attempt) -> str:
         route = self.settings.route(attempt.route) if self.settings else None
@@ -553,8 +578,10 @@ class Xrouter:
         status: int,
         usage: Usage | None,
         error: str = "",
+        stream: StreamTranslator | None = None,
+        completion: Any = None,
     ) -> None:
-        """Once per routed flow: the one log line (and, later, the usage counters)."""
+        """Once per routed flow: the one log line, the usage counters, the request log."""
         if routed.done:
             return
         routed.done = True
@@ -573,3 +600,5 @@ class Xrouter:
             f" fallback={fallback_header(routed.attempts)}" if routed.attempts else "",
             f" error={error}" if error else "",
         )
+        if self.accounting is not None:
+            self.accounting.routed_finished(routed, status, usage, total_ms, stream, completion)

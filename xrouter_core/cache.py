@@ -1,14 +1,21 @@
-"""Caches behind one small async interface, so backends (memory, diskcache, Redis) drop in.
+"""Caches behind one small async interface: memory LRU, diskcache (the embedded default)
+and Redis (shared by several routers), with the local backend serving while Redis is away.
 
 Values are bytes or str; keys are short strings (callers hash long inputs).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import time
 from collections import OrderedDict
+from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
+
+log = logging.getLogger("xrouter.cache")
 
 
 class Cache(Protocol):
@@ -56,3 +63,159 @@ class MemoryCache:
 
     def __len__(self) -> int:
         return len(self._items)
+
+
+class DiskCache:
+    """diskcache on disk: persistent, shared by processes on one machine. Every call runs
+    in a worker thread, so SQLite never blocks the event loop."""
+
+    def __init__(self, directory: str | Path, max_entries: int = 100_000):
+        import diskcache
+
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        # diskcache bounds by bytes; about 4 KB per entry covers cached answers.
+        self.store = diskcache.Cache(str(directory), size_limit=max_entries * 4096)
+
+    async def get(self, key: str) -> bytes | str | None:
+        return await asyncio.to_thread(self.store.get, key)
+
+    async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
+        await asyncio.to_thread(self.store.set, key, value, ttl or None)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+class RedisHealth:
+    """Whether Redis is usable now: after a failure it is skipped for `retry_s`, then tried
+    again. The outage and the recovery are each logged once."""
+
+    def __init__(self, url: str, retry_s: float = 2.0):
+        self.url = url
+        self.retry_s = retry_s
+        self.down_since: float | None = None
+        self._retry_at = 0.0
+
+    @property
+    def usable(self) -> bool:
+        return self.down_since is None or time.monotonic() >= self._retry_at
+
+    def failed(self, exc: BaseException) -> None:
+        if self.down_since is None:
+            self.down_since = time.monotonic()
+            log.warning(
+                "Redis at %s is unavailable (%s); using the local backend until it returns",
+                redact_url(self.url),
+                type(exc).__name__,
+            )
+        self._retry_at = time.monotonic() + self.retry_s
+
+    def succeeded(self) -> None:
+        if self.down_since is not None:
+            log.info("Redis at %s is back; using it again", redact_url(self.url))
+            self.down_since = None
+
+
+def redact_url(url: str) -> str:
+    """A Redis URL without its password."""
+    parts = urlsplit(url)
+    if parts.password:
+        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
+            f":{parts.port}" if parts.port else ""
+        )
+        return parts._replace(netloc=netloc).geturl()
+    return url
+
+
+def redis_client(url: str, timeout: float = 0.5):
+    """An asyncio Redis client that fails fast, so an outage costs a request nothing."""
+    import redis.asyncio
+
+    return redis.asyncio.Redis.from_url(
+        url, socket_connect_timeout=0.5, socket_timeout=timeout, retry_on_timeout=False
+    )
+
+
+REDIS_ERRORS: tuple[type[BaseException], ...]
+try:
+    import redis.exceptions
+
+    REDIS_ERRORS = (redis.exceptions.RedisError, OSError, TimeoutError)
+except ImportError:  # pragma: no cover - redis is a dependency
+    REDIS_ERRORS = (OSError, TimeoutError)
+
+
+class RedisCache:
+    """Redis first; while it is away, the local cache answers (and takes the writes)."""
+
+    def __init__(self, client, local: Cache, health: RedisHealth, prefix: str = "xrouter:"):
+        self.client = client
+        self.local = local
+        self.health = health
+        self.prefix = prefix
+
+    async def get(self, key: str) -> bytes | str | None:
+        if self.health.usable:
+            try:
+                value = await self.client.get(self.prefix + key)
+                self.health.succeeded()
+                return value
+            except REDIS_ERRORS as exc:
+                self.health.failed(exc)
+        return await self.local.get(key)
+
+    async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
+        if self.health.usable:
+            try:
+                await self.client.set(self.prefix + key, value, px=int(ttl * 1000) if ttl else None)
+                self.health.succeeded()
+                return
+            except REDIS_ERRORS as exc:
+                self.health.failed(exc)
+        await self.local.set(key, value, ttl)
+
+
+class LayeredCache:
+    """A small memory LRU in front of a shared or persistent backend: repeated keys are
+    answered without a thread hop or a network round trip."""
+
+    def __init__(self, front: MemoryCache, back: Cache):
+        self.front = front
+        self.back = back
+        self._writes: set[asyncio.Task] = set()
+
+    async def get(self, key: str) -> bytes | str | None:
+        value = self.front.get_now(key)
+        if value is None:
+            value = await self.back.get(key)
+            if value is not None:
+                self.front.set_now(key, value)
+        return value
+
+    async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
+        """The front answers at once; the backend write happens in the background, so the
+        request that produced the value does not wait for disk or network."""
+        self.front.set_now(key, value, ttl)
+        task = asyncio.get_running_loop().create_task(self.back.set(key, value, ttl))
+        self._writes.add(task)
+        task.add_done_callback(self._writes.discard)
+
+
+def build_cache(
+    backend: str,
+    data_dir: str,
+    redis_url: str,
+    max_entries: int,
+    default_ttl: float,
+    health: RedisHealth | None = None,
+) -> Cache:
+    """The cache a setting asks for: memory, disk, redis (with disk behind it), or auto
+    (redis when a URL is given, else disk)."""
+    front = MemoryCache(max_entries=max_entries, default_ttl=default_ttl)
+    if backend == "memory":
+        return front
+    disk = DiskCache(Path(data_dir) / "cache", max_entries=max_entries * 10)
+    if backend == "redis" or (backend == "auto" and redis_url):
+        shared = RedisCache(redis_client(redis_url), disk, health or RedisHealth(redis_url))
+        return LayeredCache(front, shared)
+    return LayeredCache(front, disk)

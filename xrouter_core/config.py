@@ -33,6 +33,8 @@ ROUTE_FIELDS: tuple[str, ...] = (
     "vision",
     "connect_timeout_ms",
     "first_byte_timeout_ms",
+    "input_price",
+    "output_price",
 )
 CLASSIFIER_FIELDS: tuple[str, ...] = (
     "enabled",
@@ -48,6 +50,8 @@ CLASSIFIER_FIELDS: tuple[str, ...] = (
     "loading_max_retries",
 )
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# auto: Redis when REDIS_URL is set, else diskcache in XROUTER_DATA_DIR.
+CACHE_BACKENDS = ("auto", "memory", "disk", "redis")
 
 
 class ConfigError(Exception):
@@ -75,6 +79,9 @@ class Route:
     connect_timeout_ms: int = 5000
     # Until the response headers: a non-streamed answer's headers come when it is complete.
     first_byte_timeout_ms: int = 120_000
+    # USD per 1M tokens; None means "look the model up in prices.json".
+    input_price: float | None = None
+    output_price: float | None = None
 
     @property
     def scheme(self) -> str:
@@ -149,6 +156,16 @@ class Settings:
     log_to_file: bool = False
     log_dir: str = "logs"
     redis_url: str = ""
+    # Usage counters, caches and the request log (see usage.py, cache.py, requestlog.py).
+    data_dir: str = "data"
+    cache_backend: str = "auto"
+    decision_cache_ttl: int = 3600
+    decision_cache_max: int = 10_000
+    cache_responses: bool = False
+    response_cache_ttl: int = 3600
+    usage_flush_ms: int = 500
+    request_log: str = ""
+    request_log_prompts: bool = False
     # Request bodies above this many bytes get a 413 on the router's listener (0: no limit).
     max_body_bytes: int = 10_000_000
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
@@ -282,6 +299,19 @@ class _Reader:
             return default
         return value
 
+    def price(self, name: str) -> float | None:
+        raw = self.values.get(name, "").strip()
+        if not raw:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not value >= 0 or value == float("inf"):
+            self.problems.append(f"{name} must be a price in USD per 1M tokens, not {raw!r}")
+            return None
+        return value
+
     def url(self, name: str, default: str = "") -> str:
         value = self.text(name, default).rstrip("/")
         if value:
@@ -381,6 +411,8 @@ def load_settings(
                 read.integer("FIRST_BYTE_TIMEOUT_MS", 120_000),
                 0,
             ),
+            input_price=read.price(prefix + "INPUT_PRICE"),
+            output_price=read.price(prefix + "OUTPUT_PRICE"),
         )
         if base_url:
             routes[tier] = route
@@ -402,6 +434,18 @@ def load_settings(
             )
 
     routing = _read_routing(read, problems)
+    cache_backend = read.text("CACHE_BACKEND", "auto").lower()
+    if cache_backend not in CACHE_BACKENDS:
+        problems.append(
+            f"CACHE_BACKEND must be one of {', '.join(CACHE_BACKENDS)}, not {cache_backend!r}"
+        )
+    redis_url = read.text("REDIS_URL")
+    if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
+        problems.append(
+            f"REDIS_URL must be a redis://, rediss:// or unix:// URL, not {redis_url!r}"
+        )
+    if cache_backend == "redis" and not redis_url:
+        problems.append("CACHE_BACKEND=redis needs REDIS_URL")
 
     if problems:
         raise ConfigError(problems)
@@ -423,7 +467,16 @@ def load_settings(
         log_level=log_level,
         log_to_file=read.flag("LOG_TO_FILE", False),
         log_dir=read.text("LOG_DIR", "logs"),
-        redis_url=read.text("REDIS_URL"),
+        redis_url=redis_url,
+        data_dir=read.text("XROUTER_DATA_DIR", "data"),
+        cache_backend=cache_backend,
+        decision_cache_ttl=read.integer("DECISION_CACHE_TTL", 3600),
+        decision_cache_max=read.integer("DECISION_CACHE_MAX", 10_000, minimum=1),
+        cache_responses=read.flag("CACHE_RESPONSES", False),
+        response_cache_ttl=read.integer("CACHE_RESPONSES_TTL", 3600),
+        usage_flush_ms=read.integer("USAGE_FLUSH_MS", 500, minimum=10),
+        request_log=read.text("REQUEST_LOG"),
+        request_log_prompts=read.flag("REQUEST_LOG_PROMPTS", False),
         max_body_bytes=read.integer("MAX_BODY_BYTES", 10_000_000),
         classifier=classifier,
         routes=routes,

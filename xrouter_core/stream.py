@@ -36,6 +36,10 @@ class StreamTranslator:
 
     usage: ev.Usage | None = None
     on_finish: Callable[[StreamTranslator], None] | None = None
+    # What reached the client, for estimating tokens when the provider reported none.
+    bytes_out: int = 0
+    events_out: int = 0
+    first_event_size: int = 0
     # Set when the upstream died mid-stream (see fail).
     error: str = ""
 
@@ -50,12 +54,35 @@ class StreamTranslator:
         item as one HTTP chunk, and an empty chunk would end a chunked body early."""
         if chunk:
             out = self.feed(chunk)
-            return [out] if out else []
+            if out:
+                self._count(out)
+                return [out]
+            return []
         out = self.finish()
+        if out:
+            self._count(out)
         if self.on_finish is not None:
             callback, self.on_finish = self.on_finish, None
             callback(self)
         return [out] if out else []
+
+    def _count(self, out: bytes) -> None:
+        self.bytes_out += len(out)
+        self.events_out += out.count(b"\n\n")
+        if not self.first_event_size:
+            self.first_event_size = out.find(b"\n\n") + 2
+
+    def content_chars_estimate(self) -> int:
+        """About how many characters of content the client received, for the rare stream
+        whose provider reported no usage. Cheap to keep: bytes and events are counted per
+        chunk, nothing is parsed. Each event's JSON wrapper is sized from the first chunk
+        (role only, ~20 bytes more than a content chunk's); the finish chunk (~12 bytes
+        less than a wrapper) and `data: [DONE]` (14 bytes) carry no content."""
+        if self.events_out < 3:
+            return 0
+        wrapper = max(self.first_event_size - 20, 0)
+        rest = self.bytes_out - self.first_event_size - 14 + 12
+        return max(rest - (self.events_out - 2) * wrapper, 0)
 
     def fail(self, message: str) -> bytes:
         """The upstream died mid-stream: the client gets one OpenAI-style error event

@@ -10,6 +10,8 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
 from typing import Any
 
 from xrouter_core.errors import RouterError
@@ -18,6 +20,7 @@ JSON = "application/json"
 
 # Paths the router answers on its own listener, with the methods each accepts.
 CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+PLOTLY_PATH = "/dashboard/plotly.min.js"
 # Anthropic's Messages API, for Anthropic clients (Claude Code, the Anthropic SDK).
 MESSAGES_PATH = "/v1/messages"
 ENDPOINTS: dict[str, tuple[str, ...]] = {
@@ -25,8 +28,15 @@ ENDPOINTS: dict[str, tuple[str, ...]] = {
     "/v1/models": ("GET",),
     **{path: ("POST",) for path in CHAT_PATHS},
     MESSAGES_PATH: ("POST",),
+    "/usage": ("GET",),
+    "/usage/reset": ("POST",),
+    "/metrics": ("GET",),
+    "/dashboard": ("GET",),
+    PLOTLY_PATH: ("GET",),
 }
-PUBLIC_PATHS = frozenset({"/health"})
+# The dashboard page and plotly hold no data: the page asks for the key and sends it
+# with its /usage calls, which (like /metrics) need it.
+PUBLIC_PATHS = frozenset({"/health", "/dashboard", PLOTLY_PATH})
 
 
 @dataclass(slots=True)
@@ -123,4 +133,38 @@ def models_page(logical_models: list[str]) -> LocalResponse:
                 for name in logical_models
             ],
         }
+    )
+
+
+@cache
+def _dashboard_html() -> bytes:
+    return (Path(__file__).with_name("dashboard.html")).read_bytes()
+
+
+@cache
+def _plotly_js() -> bytes:
+    """plotly.js as bundled in the installed `plotly` package: no CDN, works offline."""
+    import plotly
+
+    return (Path(plotly.__file__).parent / "package_data" / "plotly.min.js").read_bytes()
+
+
+def dashboard_page() -> LocalResponse:
+    return LocalResponse(
+        200,
+        _dashboard_html(),
+        {
+            "content-type": "text/html; charset=utf-8",
+            "cache-control": "no-store",
+            "content-security-policy": "default-src 'self'; script-src 'self' 'unsafe-inline'; "
+            "style-src 'self' 'unsafe-inline'; img-src 'self' data:",
+        },
+    )
+
+
+def plotly_script() -> LocalResponse:
+    return LocalResponse(
+        200,
+        _plotly_js(),
+        {"content-type": "text/javascript; charset=utf-8", "cache-control": "max-age=86400"},
     )
