@@ -224,6 +224,11 @@ def test_circuit_breaker_skips_a_failing_route_and_shows_it(start_router, upstre
             client.get("/health").json()["fallback"]["circuit_breaker"]["medium"]["state"]
             == "closed"
         )
+        # The two fallbacks taken (medium:503 → frontier) are in the usage counters.
+        deadline = time.monotonic() + 5
+        while client.get("/usage").json()["fallbacks"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.get("/usage").json()["fallbacks"] == 2
 
 
 def test_connect_timeout(start_router, upstreams):
