@@ -3,46 +3,16 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
-from xrouter_core.cache import Cache, cache_key
+from xrouter_core.cache import Cache, MemoryCache, cache_key
 from xrouter_core.classifier import Decision, LLMClassifier
-from xrouter_core.inbound import ChatRequest, content_text
+from xrouter_core.extract import classifier_input
+from xrouter_core.inbound import ChatRequest
+from xrouter_core.toolloop import TaskTiers, task_of
 
 TIER_NAMES: tuple[str, ...] = ("cheap", "medium", "frontier")
 # The model names the router offers (GET /v1/models); the one list to extend.
 FRONTIER = 2
-MAX_INPUT_CHARS = 2000
-CONTEXT_CHARS = 300
-
-
-def truncate_middle(text: str, limit: int) -> str:
-    """Keep the head and the tail: the ask is usually at one end of a long message."""
-    if len(text) <= limit:
-        return text
-    half = (limit - 5) // 2
-    return text[:half] + "\n...\n" + text[-half:]
-
-
-def classifier_input(messages: list[dict[str, Any]]) -> str:
-    """The last user message's text, with a little of the exchange before it."""
-    last_user = None
-    for index in range(len(messages) - 1, -1, -1):
-        if messages[index].get("role") == "user":
-            text = content_text(messages[index].get("content")).strip()
-            if text:
-                last_user = index
-                break
-    if last_user is None:
-        return ""
-    ask = truncate_middle(content_text(messages[last_user].get("content")).strip(), MAX_INPUT_CHARS)
-    for index in range(last_user - 1, -1, -1):
-        if messages[index].get("role") == "assistant":
-            before = content_text(messages[index].get("content")).strip()
-            if before:
-                return f"(previous answer: {before[-CONTEXT_CHARS:]})\n\n{ask}"
-            break
-    return ask
 
 
 class Policy:
@@ -57,8 +27,21 @@ class Policy:
         # One classifier call per question at a time: concurrent requests with the same
         # text (an agent's retries, a burst) wait for it instead of each asking again.
         self._in_flight: dict[str, asyncio.Task[Decision]] = {}
+        self.tasks = TaskTiers(MemoryCache(max_entries=10_000))
 
     async def decide(self, request: ChatRequest) -> Decision:
+        """One tier per task: a tool loop's follow-ups keep their task's tier (toolloop.py)."""
+        task = task_of(request.messages)
+        if task is not None:
+            tier = await self.tasks.tier_of(task)
+            if tier is not None:
+                return Decision(tier, "tool_loop")
+        decision = await self.decide_fresh(request)
+        if task is not None:
+            await self.tasks.remember(task, decision.tier)
+        return decision
+
+    async def decide_fresh(self, request: ChatRequest) -> Decision:
         if self.classifier is None:
             return Decision(FRONTIER, "disabled")
         text = classifier_input(request.messages)
