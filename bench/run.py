@@ -49,12 +49,13 @@ class Plan:
     warmup: int
     rss_marks: tuple[int, int]
     classifier_calls: int
+    batch_seconds: float
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
         if quick:
-            return cls(2, {1: 60, 10: 200, 64: 640}, 12, 1, 100, (200, 2000), 6)
-        return cls(3, {1: 300, 10: 1500, 64: 4000}, 40, 1, 300, (1000, 20000), 20)
+            return cls(2, {1: 60, 10: 200, 64: 640}, 12, 1, 100, (200, 2000), 6, 6.0)
+        return cls(3, {1: 300, 10: 1500, 64: 4000}, 40, 1, 300, (1000, 20000), 20, 15.0)
 
 
 def chat_body(model: str, stream: bool) -> bytes:
@@ -66,9 +67,6 @@ def chat_body(model: str, stream: bool) -> bytes:
             "max_tokens": 64,
         }
     ).encode()
-
-
-HEADERS = {"content-type": "application/json", "authorization": "Bearer client-key"}
 
 
 def answer_ok(answer: Answer, stream: bool) -> bool:
@@ -99,23 +97,29 @@ class Batch:
         return len(self.answers) / self.wall if self.wall else 0.0
 
 
-async def batch(target: Target, concurrency: int, total: int, stream: bool) -> Batch:
-    """`total` requests over `concurrency` keep-alive connections, as fast as answered."""
+async def batch(
+    target: Target, concurrency: int, total: int, stream: bool, max_seconds: float | None = None
+) -> Batch:
+    """`total` requests over `concurrency` keep-alive connections, as fast as answered;
+    with `max_seconds`, no new request starts after that long (slow targets stay bounded)."""
     host, port = target.host_port
     body = chat_body(target.request_model, stream)
+    headers = {"content-type": "application/json", "authorization": f"Bearer {target.client_key}"}
     answers: list[Answer] = []
     errors = 0
     remaining = total
+
+    deadline = time.perf_counter() + max_seconds if max_seconds else float("inf")
 
     async def worker() -> None:
         nonlocal remaining, errors
         connection = Connection(host, port)
         try:
-            while remaining > 0:
+            while remaining > 0 and time.perf_counter() < deadline:
                 remaining -= 1
                 try:
                     answer = await asyncio.wait_for(
-                        connection.request("POST", CHAT, body, HEADERS), 60
+                        connection.request("POST", CHAT, body, headers), 60
                     )
                 except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
                     errors += 1
@@ -146,7 +150,7 @@ async def latency_phase(targets: list[Target], plan: Plan, results: dict) -> Non
         cpu: dict[str, float] = {t.name: 0.0 for t in targets}
         for round_ in range(plan.rounds):
             for target in targets:
-                result = await batch(target, concurrency, count, stream=False)
+                result = await batch(target, concurrency, count, False, plan.batch_seconds)
                 samples[target.name] += [a.seconds * 1000 for a in result.answers]
                 rps[target.name].append(result.rps)
                 errors[target.name] += result.errors
@@ -177,7 +181,9 @@ async def stream_phase(targets: list[Target], plan: Plan, results: dict) -> None
     errors: dict[str, int] = {t.name: 0 for t in targets}
     for round_ in range(plan.rounds):
         for target in targets:
-            result = await batch(target, plan.stream_concurrency, plan.streams_per_round, True)
+            result = await batch(
+                target, plan.stream_concurrency, plan.streams_per_round, True, plan.batch_seconds
+            )
             errors[target.name] += result.errors
             for answer in result.answers:
                 times = answer.chunk_times
@@ -272,7 +278,7 @@ async def memory_phase(targets: list[Target], plan: Plan, results: dict) -> None
     low, high = plan.rss_marks
     out = {}
     for target in targets:
-        if not target.proxy:
+        if not (target.proxy and target.memory):
             continue
         target.stop()
         target.start()
@@ -364,7 +370,7 @@ async def main_async(args: argparse.Namespace) -> int:
         print(f"unknown targets: {', '.join(unknown)} (known: {', '.join(TARGETS)})")
         return 2
     phases = set(args.only.split(","))
-    out_dir = args.out or RESULTS / time.strftime("%Y%m%d-%H%M%S")
+    out_dir = (args.out or RESULTS / time.strftime("%Y%m%d-%H%M%S")).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
     provider, provider_url = start_provider(out_dir, out_dir)
     results: dict = {

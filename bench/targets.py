@@ -38,12 +38,16 @@ class Target:
     description = ""
     # Does a process of ours sit in the path (so RSS means something)?
     proxy = True
+    # Run the 20,000-request memory phase on it (LiteLLM is too slow for that here).
+    memory = True
     # The `model` clients send: the router's logical model, or the name a gateway knows.
     request_model = "xrouter/auto"
+    # The bearer token clients send (only LiteLLM checks one: it refuses to start without).
+    client_key = "client-key"
 
     def __init__(self, provider_url: str, workdir: Path):
         self.provider_url = provider_url
-        self.workdir = workdir / self.name
+        self.workdir = workdir.resolve() / self.name
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen | None = None
         self.port = 0
@@ -221,15 +225,22 @@ class LeanRouter(Target):
         if not found:
             raise Unavailable("xrouter_core/__main__.py is not on this branch yet (issue 8)")
         env = router_env(self)
-        env["MITMPROXY_CONFDIR"] = str(self.workdir / "conf")
         env["PYTHONPATH"] = str(ROOT)
-        return [sys.executable, "-m", "xrouter_core"], env
+        return [
+            sys.executable,
+            "-m",
+            "xrouter_core",
+            "--set",
+            f"confdir={self.workdir / 'conf'}",
+        ], env
 
 
 class LiteLLM(Target):
     name = "litellm"
     description = "LiteLLM's proxy (pip install 'litellm[proxy]' into bench/.litellm-venv)"
     request_model = "bench-model"
+    client_key = "sk-bench-litellm-master-key-0001"
+    memory = False
 
     def ready_path(self) -> str:
         return "/health/liveliness"
@@ -248,7 +259,12 @@ class LiteLLM(Target):
             "  drop_params: true\n"
             "  telemetry: false\n"
         )
-        env = {**self.base_env(), "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR"}
+        env = {
+            **self.base_env(),
+            "LITELLM_TELEMETRY": "False",
+            "LITELLM_LOG": "ERROR",
+            "LITELLM_MASTER_KEY": self.client_key,
+        }
         return [
             str(LITELLM_VENV / "bin" / "litellm"),
             "--config",

@@ -11,7 +11,7 @@ import time
 import httpx
 import openai
 import pytest
-from conftest import free_port, unique
+from conftest import LAUNCHERS, Router, free_port, unique
 from fakes import FakeOpenAIProvider, Pause, Reply, openai_stream
 
 from xrouter_core.sse import iter_events
@@ -21,6 +21,18 @@ CHAT = "/v1/chat/completions"
 
 def ask(text: str, **extra) -> dict:
     return {"model": "gpt-4o", "messages": [{"role": "user", "content": text}], **extra}
+
+
+@pytest.fixture(scope="module", params=LAUNCHERS)
+def router(request, upstreams_session, tmp_path_factory):
+    """These tests are about how one failing route is answered: fallback to the next route
+    (tested in test_fallback.py) is off here."""
+    env = {**upstreams_session.env(), "FALLBACK_ENABLED": "false"}
+    instance = Router(
+        env, tmp_path_factory.mktemp(f"faults-{request.param}"), launcher=request.param
+    )
+    yield instance
+    instance.stop()
 
 
 def healthy(router, tier: str = "medium") -> None:
@@ -38,7 +50,9 @@ def test_provider_refuses_then_comes_back(start_router, upstreams):
     """Nothing listens on the medium route: a clear 502; once a provider listens, the same
     router serves it without a restart."""
     port = free_port()
-    router = start_router({"MEDIUM_BASE_URL": f"http://127.0.0.1:{port}/v1"})
+    router = start_router(
+        {"MEDIUM_BASE_URL": f"http://127.0.0.1:{port}/v1", "FALLBACK_ENABLED": "false"}
+    )
     upstreams.classifier.digit = "1"
     with router.client() as client:
         for stream in (False, True):
@@ -199,3 +213,22 @@ def test_classifier_failures_then_recovery(start_router, upstreams):
         assert reply.headers["x-xrouter-upstream"] == "cheap"
         assert client.get("/health").json()["classifier"]["last_call_ok"] is True
     assert "Traceback" not in router.logs()
+
+
+def test_unusable_data_directory_keeps_the_router_counting(start_router, upstreams, tmp_path):
+    """A file where the data directory should be: the router starts anyway, warns once,
+    and counts in a private temporary directory."""
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("in the way")
+    router = start_router({"XROUTER_DATA_DIR": str(blocker / "data")})
+    with router.client() as client:
+        # The fallback directory is shared by the user's routers, so count from here.
+        before = client.get("/usage").json()["totalRequests"]
+        for _ in range(3):
+            assert client.post("/v1/chat/completions", json={
+                "messages": [{"role": "user", "content": unique("count me")}]}).status_code == 200
+        deadline = time.monotonic() + 10
+        while client.get("/usage").json()["totalRequests"] < before + 3 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert client.get("/usage").json()["totalRequests"] == before + 3
+    assert router.logs().count("is not usable") == 1

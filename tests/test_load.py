@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import httpx
 from conftest import unique
@@ -50,8 +51,8 @@ async def run_all(url: str, prompts: list[tuple[str, str]]) -> None:
         )
 
 
-def test_200_concurrent_requests(start_router, upstreams):
-    router = start_router()
+def test_200_concurrent_requests(start_router, upstreams, tmp_path):
+    router = start_router({"XROUTER_DATA_DIR": str(tmp_path / "data")})
     # A few distinct questions, one per tier, so the decision cache and the classifier
     # both work under load.
     prompts = []
@@ -70,5 +71,24 @@ def test_200_concurrent_requests(start_router, upstreams):
     assert logs.count("status=200") == TOTAL
     for bad in ("Traceback", "ERROR", "error=", "Error"):
         assert bad not in logs
+    # Usage is exact: every request counted once, with the tokens the fakes reported
+    # (11 + 7 each, streamed or not); counters are flushed periodically.
+    expected = {"cheap": 0, "medium": 0, "frontier": 0}
+    for index in range(TOTAL):
+        expected[TIER_OF_DIGIT[prompts[index % len(prompts)][1]]] += 1
     with router.client() as client:
         assert client.get("/health").status_code == 200
+        deadline = time.monotonic() + 15
+        while True:
+            doc = client.get("/usage").json()
+            if doc.get("totalRequests") == TOTAL or time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+    tiers = doc["tiers"]
+    assert {tier: tiers[tier]["requests"] for tier in expected} == expected
+    for tier, count in expected.items():
+        assert (tiers[tier]["promptTokens"], tiers[tier]["completionTokens"]) == (
+            11 * count,
+            7 * count,
+        )
+    assert doc["totalRequests"] == TOTAL

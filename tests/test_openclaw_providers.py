@@ -101,12 +101,6 @@ def test_openclaw_tool_loop_against_each_provider(routers, upstreams, providers,
     assert fake.requests[-1].json is not None and len(fake.requests) >= 2
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="gap: the Gemini adapter carries the thought signature inside the tool-call id "
-    "('__ts__' marker); OpenClaw strips non-alphanumerics from ids, so the signature is "
-    "lost and the skip marker is sent instead",
-)
 def test_gemini_thought_signature_survives_openclaw_ids(routers, upstreams, providers):
     body, first, ctx = first_turn(routers, upstreams, providers, "gemini")
     call = first["calls"][0]

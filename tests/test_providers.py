@@ -75,6 +75,8 @@ def routers(providers, upstreams_session, tmp_path_factory):
     base = upstreams_session.env()
     env_a = {
         **base,
+        # Each adapter's own answers, errors included; fallback is tested in test_fallback.py.
+        "FALLBACK_ENABLED": "false",
         "CHEAP_BASE_URL": providers.anthropic.url,
         "CHEAP_API_KEY": "sk-ant-api03-test-key-0001",
         "CHEAP_MODEL": "claude-sonnet-4-5",

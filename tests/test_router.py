@@ -369,7 +369,13 @@ def test_bad_requests_get_openai_style_errors(router, method, path, body, status
 
 def test_unreachable_upstream_is_a_502_naming_the_route(start_router, upstreams):
     dead = f"http://127.0.0.1:{free_port()}/v1"
-    router = start_router({"MEDIUM_BASE_URL": dead, "MEDIUM_API_KEY": "sk-never-shown-9999"})
+    router = start_router(
+        {
+            "MEDIUM_BASE_URL": dead,
+            "MEDIUM_API_KEY": "sk-never-shown-9999",
+            "FALLBACK_ENABLED": "false",
+        }
+    )
     upstreams.classifier.digit = "1"
     with router.client() as client:
         for stream in (False, True):
@@ -383,25 +389,25 @@ def test_unreachable_upstream_is_a_502_naming_the_route(start_router, upstreams)
 
 
 def test_provider_error_is_passed_on_openai_style_without_keys(router, upstreams):
-    upstreams.classifier.digit = "1"
-    upstreams.medium.override = lambda request: Reply(
+    # Pinned to frontier, the last route: no fallback, the provider's error is passed on.
+    upstreams.frontier.override = lambda request: Reply(
         status=429,
         headers={"retry-after": "7"},
         body={
             "error": {
-                "message": "Rate limit reached for key sk-medium-secret-0002",
+                "message": "Rate limit reached for key sk-frontier-secret-0003",
                 "type": "rate_limit",
                 "code": "x",
             }
         },
     )
     with router.client() as client:
-        reply = client.post(CHAT, json=ask(unique("limited")))
+        reply = client.post(CHAT, json={**ask(unique("limited")), "model": "xrouter/frontier"})
     assert reply.status_code == 429
     assert reply.headers["retry-after"] == "7"
     error = reply.json()["error"]
-    assert "Rate limit reached" in error["message"] and "'medium'" in error["message"]
-    assert "sk-medium-secret-0002" not in reply.text
+    assert "Rate limit reached" in error["message"] and "'frontier'" in error["message"]
+    assert "sk-frontier-secret-0003" not in reply.text
 
 
 def test_health_lists_routes_without_keys(router):

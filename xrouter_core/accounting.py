@@ -7,7 +7,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import tempfile
 import time
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -38,14 +41,39 @@ def prompt_chars(chat: ChatRequest) -> int:
     return sum(len(content_text(m.get("content"))) for m in chat.messages)
 
 
+def usable_data_dir(configured: str) -> str:
+    """The data directory, or a private temporary one when it cannot be created or
+    written (a file in the way, a read-only mount): counting goes on, with a warning,
+    instead of the router failing to start."""
+    directory = Path(configured)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".xrouter-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return str(directory)
+    except OSError as exc:
+        fallback = Path(tempfile.gettempdir()) / f"xrouter-data-{os.getuid()}"
+        fallback.mkdir(mode=0o700, exist_ok=True)
+        log.warning(
+            "XROUTER_DATA_DIR %s is not usable (%s); counting in %s instead, which does not"
+            " survive a reboot",
+            configured,
+            exc.strerror or exc,
+            fallback,
+        )
+        return str(fallback)
+
+
 class Accounting:
     def __init__(self, settings: Settings):
         self.settings = settings
+        data_dir = usable_data_dir(settings.data_dir)
         self.health = RedisHealth(settings.redis_url) if settings.redis_url else None
         backend = settings.cache_backend
         self.decisions: Cache = build_cache(
             backend,
-            settings.data_dir,
+            data_dir,
             settings.redis_url,
             settings.decision_cache_max,
             settings.decision_cache_ttl,
@@ -54,7 +82,7 @@ class Accounting:
         self.responses: Cache | None = (
             build_cache(
                 backend,
-                settings.data_dir,
+                data_dir,
                 settings.redis_url,
                 1000,
                 settings.response_cache_ttl,
@@ -64,7 +92,7 @@ class Accounting:
             else None
         )
         self.usage = UsageTracker(
-            settings.data_dir,
+            data_dir,
             settings.redis_url if backend in ("auto", "redis") else "",
             settings.usage_flush_ms / 1000,
             self.health,

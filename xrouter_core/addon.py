@@ -27,12 +27,31 @@ from xrouter_core.canonical import Usage
 from xrouter_core.classifier import Decision, LLMClassifier
 from xrouter_core.config import ConfigError, Route, Settings, load_settings
 from xrouter_core.errors import RouterError, error_body, redact
+from xrouter_core.fallback import (
+    Attempt,
+    CircuitBreaker,
+    all_failed_error,
+    chain_for,
+    fallback_header,
+    first_route,
+    next_route,
+    should_fall_back,
+)
 from xrouter_core.inbound import ANTHROPIC, ChatRequest, parse_anthropic_messages, parse_openai_chat
 from xrouter_core.logs import setup_logging
-from xrouter_core.policy import LOGICAL_MODELS, TIER_NAMES, Policy
+from xrouter_core.models import (
+    TIER_HEADER,
+    bad_tier_header,
+    has_images,
+    logical_model_names,
+    pinned_tier,
+    raise_for_tools,
+)
+from xrouter_core.policy import TIER_NAMES, Policy
+from xrouter_core.render import OpenAIChunkRenderer
 from xrouter_core.render_anthropic import anthropic_error, anthropic_message
 from xrouter_core.responsecache import RecordingStream
-from xrouter_core.stream import StreamTranslator, translator_for
+from xrouter_core.stream import StreamTranslator, TranslatingStream, translator_for
 from xrouter_core.web import (
     CHAT_PATHS,
     MESSAGES_PATH,
@@ -75,6 +94,13 @@ class RoutedFlow:
     route: Route
     adapter: Adapter
     started: float
+    # Fallback: the routes this request may try, which one is being tried, what failed.
+    chain: list[Route] = field(default_factory=list)
+    index: int = 0
+    attempts: list[Attempt] = field(default_factory=list)
+    client_headers: list[tuple[str, str]] = field(default_factory=list)
+    intercepted: bool = False
+    original_host: str = ""
     translator: StreamTranslator | None = None
     done: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -95,6 +121,10 @@ class Xrouter:
         self.policy: Policy | None = None
         self.accounting: Accounting | None = None
         self.background: set[asyncio.Task] = set()
+        self.breaker = CircuitBreaker()
+        self.fallback_ready = False
+        # (host, port) of every route → its connect timeout in seconds.
+        self.connect_timeouts: dict[tuple[str, int], float] = {}
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -131,7 +161,13 @@ class Xrouter:
     def apply(self, settings: Settings) -> None:
         self.settings = settings
         setup_logging(settings)
-        mitm_compat.install(settings.max_body_bytes)
+        self.fallback_ready = mitm_compat.install(settings.max_body_bytes)
+        self.breaker = CircuitBreaker(
+            settings.routing.breaker_failures, float(settings.routing.breaker_cooldown_s)
+        )
+        self.connect_timeouts = {
+            (r.host, r.port): r.connect_timeout_ms / 1000 for r in settings.routes.values()
+        }
         # Lazy connections: eager ones break offline and when an upstream is down.
         options: dict[str, Any] = {"connection_strategy": "lazy"}
         if hasattr(ctx.options, "flow_detail") and not ctx.options.has_changed("flow_detail"):
@@ -237,7 +273,7 @@ class Xrouter:
             query = flow.request.path.partition("?")[2]
             local_response(flow, await self.accounting.page(path, query))
         elif path == "/v1/models":
-            local_response(flow, models_page(list(LOGICAL_MODELS)))
+            local_response(flow, models_page(logical_model_names(self.settings.routing)))
 
     def health(self) -> dict[str, Any]:
         assert self.settings is not None
@@ -246,16 +282,18 @@ class Xrouter:
             doc["routes"][tier]["adapter"] = provider_name(route)  # what `auto` resolved to
         doc["classifier"]["last_call_ok"] = self.classifier.last_ok if self.classifier else None
         doc["classifier"]["last_error"] = self.classifier.last_error if self.classifier else None
+        doc["fallback"] = {
+            "enabled": self.settings.routing.fallback_enabled and self.fallback_ready,
+            "chain": list(self.settings.routing.fallback_chain),
+            "circuit_breaker": self.breaker.public(),
+        }
         return doc
 
-    def route_for(self, tier: int) -> Route:
-        """The route of a tier, or the next configured one above it."""
-        assert self.settings is not None
-        for name in TIER_NAMES[tier:]:
-            route = self.settings.route(name)
-            if route is not None:
-                return route
-        raise RouterError(500, "No route is configured.", type="server_error")
+    def server_connect(self, data) -> None:
+        """Connect timeout per route (mitmproxy has none of its own)."""
+        timeout = self.connect_timeouts.get(data.server.address)
+        if timeout:
+            mitm_compat.guard_connect(data.server, timeout)
 
     async def route_chat(
         self, flow: http.HTTPFlow, intercepted: bool, anthropic: bool = False
@@ -274,15 +312,77 @@ class Xrouter:
         if cached is not None:
             local_response(flow, cached)
             return
-        decision = await self.policy.decide(chat)
-        route = self.route_for(decision.tier)
+        try:
+            decision, chain = await self.plan(chat, flow.request.headers.get(TIER_HEADER))
+        except RouterError as exc:
+            local_response(flow, LocalResponse.error(exc))
+            return
+        index, skipped = first_route(chain, self.breaker)
+        routed = RoutedFlow(
+            chat,
+            decision,
+            chain[index],
+            adapter_for(chain[index]),
+            started,
+            chain,
+            index,
+            [Attempt(t, error="circuit_open") for t in skipped],
+            list(flow.request.headers.items(multi=True)),
+            intercepted,
+            flow.request.pretty_host if intercepted else "",
+        )
+        flow.metadata[mitm_compat.MARK] = True
+        flow.metadata[META] = routed
+        if cache_key is not None:
+            routed.extra["cache_key"] = cache_key
+        self.point_at(flow, routed, chain[index])
+
+    async def plan(
+        self, chat: ChatRequest, tier_header: str | None
+    ) -> tuple[Decision, list[Route]]:
+        """The tier (pinned by name or header, else classified; tools may raise it) and the
+        routes to try in order; RouterError when the request cannot be served."""
+        assert self.settings is not None and self.policy is not None
+        routing = self.settings.routing
+        if bad_tier_header(tier_header, routing):
+            raise RouterError(
+                400,
+                f"X-Xrouter-tier must name a tier ({', '.join(TIER_NAMES)}) or a category"
+                f" ({', '.join(routing.categories)}), not {tier_header!r}.",
+                code="invalid_tier",
+            )
+        pinned = pinned_tier(chat.model, tier_header, routing)
+        if pinned is not None:
+            decision = Decision(TIER_NAMES.index(pinned), "pinned")
+        else:
+            decision = await self.policy.decide(chat)
+        tier = raise_for_tools(decision.tier, chat.body, routing)
+        if tier != decision.tier:
+            decision = Decision(tier, decision.source + "+tools", decision.ms, decision.detail)
+        needs_vision = has_images(chat.messages)
+        chain = chain_for(TIER_NAMES[tier], self.settings.routes, routing, needs_vision)
+        if chain:
+            return decision, chain
+        if needs_vision:
+            raise RouterError(
+                400,
+                "The request carries images and no route at or above tier "
+                f"'{TIER_NAMES[tier]}' is marked vision-capable (set <TIER>_VISION=true).",
+                code="no_vision_route",
+            )
+        raise RouterError(500, "No route is configured.", type="server_error")
+
+    def point_at(self, flow: http.HTTPFlow, routed: RoutedFlow, route: Route) -> None:
+        """Rewrite the flow's request for a route (the first one, or a fallback)."""
         adapter = adapter_for(route)
-        original_host = flow.request.pretty_host if intercepted else ""
+        routed.route, routed.adapter = route, adapter
         upstream = adapter.build_request(
             route,
-            chat,
-            flow.request.headers.items(multi=True),
-            keep_client_auth=intercepted and not route.api_key and route.host == original_host,
+            routed.chat,
+            routed.client_headers,
+            keep_client_auth=routed.intercepted
+            and not route.api_key
+            and route.host == routed.original_host,
         )
         request = flow.request
         # Not `request.url = ...`: that parses the URL on every request (~35 µs).
@@ -298,10 +398,7 @@ class Xrouter:
         request.headers["host"] = urlsplit(upstream.url).netloc
         request.raw_content = upstream.body
         request.headers["content-length"] = str(len(upstream.body))
-        flow.metadata[mitm_compat.MARK] = True
-        flow.metadata[META] = RoutedFlow(chat, decision, route, adapter, started)
-        if cache_key is not None:
-            flow.metadata[META].extra["cache_key"] = cache_key
+        flow.metadata[mitm_compat.FIRST_BYTE_TIMEOUT] = route.first_byte_timeout_ms / 1000
 
     # ---- response --------------------------------------------------------------
 
@@ -312,13 +409,25 @@ class Xrouter:
         response = flow.response
         response.headers["x-xrouter-decision"] = str(routed.decision.tier)
         response.headers["x-xrouter-upstream"] = routed.route.tier
+        if routed.attempts:
+            response.headers["x-xrouter-fallback"] = fallback_header(routed.attempts)
+        if not should_fall_back(response.status_code, False):
+            self.breaker.success(routed.route.tier)
         if "cache_key" in routed.extra:
             response.headers[CACHE_HEADER] = "miss"
         if response.status_code >= 400 or not routed.chat.stream:
             return  # buffered: the response hook translates it
         if "stream" not in response.headers.get("content-type", ""):
             return  # text/event-stream (application/stream+json for some providers)
-        translator = translator_for(routed.adapter, routed.chat, routed.route.model)
+        keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
+        model = routed.chat.model if keep_name and routed.chat.model else routed.route.model
+        translator: StreamTranslator
+        if keep_name and routed.adapter.openai_wire and routed.chat.client_format != ANTHROPIC:
+            # Re-rendered (not passed through) so every chunk carries the requested name.
+            renderer = OpenAIChunkRenderer(model, include_usage=routed.chat.wants_usage)
+            translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
+        else:
+            translator = translator_for(routed.adapter, routed.chat, model)
         if routed.chat.client_format == ANTHROPIC:
             response.headers["content-type"] = "text/event-stream"
         if "cache_key" in routed.extra:
@@ -339,7 +448,11 @@ class Xrouter:
         response = flow.response
         response.headers["x-xrouter-decision"] = str(routed.decision.tier)
         response.headers["x-xrouter-upstream"] = routed.route.tier
+        if routed.attempts:
+            response.headers["x-xrouter-fallback"] = fallback_header(routed.attempts)
         if response.status_code >= 400:
+            if self.try_next_route(flow, routed):
+                return  # mitm_compat re-sends the rewritten request on this flow
             self.answer_upstream_error(flow, routed)
             self.finished(flow, routed, response.status_code, None)
             return
@@ -349,11 +462,14 @@ class Xrouter:
             completion = routed.adapter.parse_response(response.get_content(strict=False) or b"")
             if not routed.adapter.openai_wire and not completion.get("model"):
                 completion["model"] = routed.route.model or routed.chat.model  # Cohere omits it
+            keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
+            if keep_name and routed.chat.model:
+                completion["model"] = routed.chat.model
             if routed.chat.client_format == ANTHROPIC:
-                answer = anthropic_message(completion, routed.route.model or routed.chat.model)
+                answer = anthropic_message(completion, completion.get("model") or routed.chat.model)
                 response.set_content(json.dumps(answer).encode())
                 response.headers["content-type"] = "application/json"
-            elif not routed.adapter.openai_wire:
+            elif not routed.adapter.openai_wire or (keep_name and routed.chat.model):
                 response.set_content(json.dumps(completion).encode())
                 response.headers["content-type"] = "application/json"
             raw_usage = completion.get("usage") if isinstance(completion, dict) else None
@@ -370,26 +486,84 @@ class Xrouter:
             )
         self.finished(flow, routed, response.status_code, usage, completion=completion)
 
+    def try_next_route(self, flow: http.HTTPFlow, routed: RoutedFlow) -> bool:
+        """Record the failure; when a route is left, point the flow at it and ask for a retry."""
+        assert self.settings is not None and flow.response is not None
+        response = flow.response
+        failure = flow.metadata.get(mitm_compat.UPSTREAM_ERROR)
+        if not should_fall_back(response.status_code, bool(failure)):
+            return False
+        if failure:
+            attempt = Attempt(routed.route.tier, error=str(failure))
+        else:
+            attempt = Attempt(
+                routed.route.tier,
+                response.status_code,
+                routed.adapter.error_message(
+                    response.status_code, response.get_content(strict=False) or b""
+                ),
+                response.headers.get("retry-after", ""),
+            )
+        routed.attempts.append(attempt)
+        self.breaker.failure(routed.route.tier, attempt.label())
+        if not self.fallback_ready or not self.settings.routing.fallback_enabled:
+            return False
+        index, skipped = next_route(routed.chain, routed.index + 1, self.breaker)
+        routed.attempts.extend(Attempt(t, error="circuit_open") for t in skipped)
+        if index < 0:
+            return False
+        routed.index = index
+        self.count_fallback(routed, attempt, routed.chain[index])
+        self.point_at(flow, routed, routed.chain[index])
+        flow.metadata[mitm_compat.RETRY] = True
+        return True
+
+    def count_fallback(self, routed: RoutedFlow, attempt: Attempt, to: Route) -> None:
+        """The one place a fallback happens: log it and count it in the usage counters."""
+        log.info("fallback from=%s reason=%s to=%s", attempt.route, attempt.reason, to.tier)
+        if self.accounting is not None:
+            self.accounting.usage.record_fallback(attempt.route, to.tier, attempt.reason)
+
+    def describe_attempt(self, attempt: Attempt) -> str:
+        route = self.settings.route(attempt.route) if self.settings else None
+        where = f"'{attempt.route}' ({route.base_url})" if route else f"'{attempt.route}'"
+        if attempt.status:
+            return f"{where} answered HTTP {attempt.status}: {attempt.error}"
+        if attempt.error == "circuit_open":
+            return f"{where} skipped: it failed repeatedly and is cooling down"
+        return f"{where} is unreachable: {attempt.error}"
+
     def answer_upstream_error(self, flow: http.HTTPFlow, routed: RoutedFlow) -> None:
         assert self.settings is not None and flow.response is not None
         response = flow.response
         failure = flow.metadata.get(mitm_compat.UPSTREAM_ERROR)
         secrets = self.settings.secrets
-        if failure:
-            message = f"Upstream '{routed.route.tier}' ({routed.route.base_url}) is unreachable: {failure}"
-            status, type_ = 502, "upstream_unreachable"
+        if len(routed.attempts) > 1:
+            error = all_failed_error(routed.attempts, self.breaker, self.describe_attempt)
+            status, message, type_, code = error.status, error.message, error.type, error.code
+            keep = {
+                "x-xrouter-decision": str(routed.decision.tier),
+                "x-xrouter-upstream": routed.route.tier,
+                **error.headers,
+            }
         else:
-            provider_message = routed.adapter.error_message(
-                response.status_code, response.get_content(strict=False) or b""
-            )
-            message = f"Upstream '{routed.route.tier}' answered HTTP {response.status_code}: {provider_message}"
-            status, type_ = response.status_code, "upstream_error"
-        keep = {
-            k: v
-            for k, v in response.headers.items()
-            if k.lower() in ("retry-after", "x-xrouter-decision", "x-xrouter-upstream")
-        }
-        body = error_body(redact(message, secrets), type_, f"upstream_{status}")
+            if failure:
+                message = f"Upstream '{routed.route.tier}' ({routed.route.base_url}) is unreachable: {failure}"
+                status, type_ = 502, "upstream_unreachable"
+            else:
+                provider_message = routed.adapter.error_message(
+                    response.status_code, response.get_content(strict=False) or b""
+                )
+                message = f"Upstream '{routed.route.tier}' answered HTTP {response.status_code}: {provider_message}"
+                status, type_ = response.status_code, "upstream_error"
+            code = f"upstream_{status}"
+            keep = {
+                k: v
+                for k, v in response.headers.items()
+                if k.lower()
+                in ("retry-after", "x-xrouter-decision", "x-xrouter-upstream", "x-xrouter-fallback")
+            }
+        body = error_body(redact(message, secrets), type_, code)
         if routed.chat.client_format == ANTHROPIC:
             body = anthropic_error(status, body)
         flow.response = http.Response.make(
@@ -418,7 +592,7 @@ class Xrouter:
         total_ms = (time.perf_counter() - routed.started) * 1000
         tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
         log.info(
-            "routed decision=%d source=%s route=%s model=%s status=%s classifier_ms=%.1f total_ms=%.1f tokens=%s%s",
+            "routed decision=%d source=%s route=%s model=%s status=%s classifier_ms=%.1f total_ms=%.1f tokens=%s%s%s",
             routed.decision.tier,
             routed.decision.source,
             routed.route.tier,
@@ -427,6 +601,7 @@ class Xrouter:
             routed.decision.ms,
             total_ms,
             tokens,
+            f" fallback={fallback_header(routed.attempts)}" if routed.attempts else "",
             f" error={error}" if error else "",
         )
         if self.accounting is not None:

@@ -30,6 +30,9 @@ ROUTE_FIELDS: tuple[str, ...] = (
     "headers",
     "deployment",
     "api_version",
+    "vision",
+    "connect_timeout_ms",
+    "first_byte_timeout_ms",
     "input_price",
     "output_price",
 )
@@ -76,6 +79,11 @@ class Route:
     headers: Mapping[str, str] = field(default_factory=dict)
     deployment: str = ""
     api_version: str = ""
+    # Can this route's model read images? Requests with images go only to such routes.
+    vision: bool = False
+    connect_timeout_ms: int = 5000
+    # Until the response headers: a non-streamed answer's headers come when it is complete.
+    first_byte_timeout_ms: int = 120_000
     # USD per 1M tokens; None means "look the model up in prices.json".
     input_price: float | None = None
     output_price: float | None = None
@@ -105,6 +113,7 @@ class Route:
             "provider": self.provider or "auto",
             "model": self.model or None,
             "has_api_key": bool(self.api_key),
+            "vision": self.vision,
         }
 
 
@@ -137,6 +146,25 @@ class ClassifierSettings:
 
 
 @dataclass(frozen=True)
+class RoutingSettings:
+    """Fallback, circuit breaker and logical model names (see fallback.py, models.py)."""
+
+    fallback_enabled: bool = True
+    # Order of escalation; a tier's chain is itself, then the tiers after it here.
+    fallback_chain: tuple[str, ...] = TIERS
+    breaker_failures: int = 3
+    breaker_cooldown_s: int = 30
+    # Requests that carry tools go at least to this tier ("" = no minimum).
+    tools_min_tier: str = ""
+    # Model names that are not logical names: "classify" them, or send them to a tier.
+    unknown_model: str = "classify"
+    # Answer with the model name the client asked for instead of the real one.
+    keep_requested_model: bool = False
+    # Category names (after the xrouter/ or llmrouter/ prefix) → tier.
+    categories: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "0.0.0.0"
     port: int = 3000
@@ -159,6 +187,7 @@ class Settings:
     max_body_bytes: int = 10_000_000
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
     routes: Mapping[str, Route] = field(default_factory=dict)
+    routing: RoutingSettings = field(default_factory=RoutingSettings)
     # Every value that must never be printed, so logs can redact them.
     secrets: tuple[str, ...] = ()
 
@@ -433,6 +462,15 @@ def load_settings(
             headers=read.headers(prefix + "HEADERS"),
             deployment=read.text(prefix + "DEPLOYMENT"),
             api_version=read.text(prefix + "API_VERSION"),
+            vision=read.flag(prefix + "VISION", tier == "frontier"),
+            connect_timeout_ms=read.integer(
+                prefix + "CONNECT_TIMEOUT_MS", read.integer("CONNECT_TIMEOUT_MS", 5000), 0
+            ),
+            first_byte_timeout_ms=read.integer(
+                prefix + "FIRST_BYTE_TIMEOUT_MS",
+                read.integer("FIRST_BYTE_TIMEOUT_MS", 120_000),
+                0,
+            ),
             input_price=read.price(prefix + "INPUT_PRICE"),
             output_price=read.price(prefix + "OUTPUT_PRICE"),
         )
@@ -455,6 +493,7 @@ def load_settings(
                 " (it defaults to CLASSIFIER_BASE_URL)"
             )
 
+    routing = _read_routing(read, problems)
     cache_backend = read.text("CACHE_BACKEND", "auto").lower()
     if cache_backend not in CACHE_BACKENDS:
         problems.append(
@@ -501,5 +540,38 @@ def load_settings(
         max_body_bytes=read.integer("MAX_BODY_BYTES", 10_000_000),
         classifier=classifier,
         routes=routes,
+        routing=routing,
         secrets=secrets,
+    )
+
+
+def _read_routing(read: _Reader, problems: list[str]) -> RoutingSettings:
+    from xrouter_core.models import DEFAULT_CATEGORIES  # late: models imports config
+
+    chain = tuple(t.strip().lower() for t in read.text("FALLBACK_CHAIN").split(",") if t.strip())
+    for tier in chain:
+        if tier not in TIERS:
+            problems.append(f"FALLBACK_CHAIN: unknown tier {tier!r} (use {', '.join(TIERS)})")
+    if len(set(chain)) != len(chain):
+        problems.append("FALLBACK_CHAIN names a tier twice")
+    tools_min = read.text("TOOLS_MIN_TIER").lower()
+    if tools_min and tools_min not in TIERS:
+        problems.append(f"TOOLS_MIN_TIER must be one of {', '.join(TIERS)}, not {tools_min!r}")
+    unknown = read.text("UNKNOWN_MODEL", "classify").lower()
+    if unknown != "classify" and unknown not in TIERS:
+        problems.append(f"UNKNOWN_MODEL must be classify or a tier, not {unknown!r}")
+    categories = dict(DEFAULT_CATEGORIES)
+    for name, tier in read.headers("MODEL_CATEGORIES").items():
+        if tier.lower() not in TIERS:
+            problems.append(f"MODEL_CATEGORIES: {name!r} maps to unknown tier {tier!r}")
+        categories[name.lower()] = tier.lower()
+    return RoutingSettings(
+        fallback_enabled=read.flag("FALLBACK_ENABLED", True),
+        fallback_chain=chain or TIERS,
+        breaker_failures=read.integer("BREAKER_FAILURES", 3, minimum=1),
+        breaker_cooldown_s=read.integer("BREAKER_COOLDOWN_S", 30),
+        tools_min_tier=tools_min,
+        unknown_model=unknown,
+        keep_requested_model=read.flag("KEEP_REQUESTED_MODEL", False),
+        categories=categories,
     )

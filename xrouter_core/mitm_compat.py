@@ -1,14 +1,27 @@
 """The one place that reaches into mitmproxy internals, guarded and tested.
 
-mitmproxy answers a failed upstream connection with its own HTML 502 page, and an
-addon cannot replace it (the `error` hook fires, then the page is sent). Routed
-flows need that answer to be ours: a JSON error naming the route, or the answer of
-a fallback route. So for flows the router marked, a connection failure before any
-response becomes a placeholder 502 that goes through the normal `response` hook,
-where the router turns it into the real answer. Everything else keeps mitmproxy's
-behaviour. `tests/test_mitm_compat.py` fails loudly if mitmproxy changes shape.
+Three things a routed flow needs that mitmproxy's addon API does not offer:
 
-Two more answers must be ours for the same reason:
+1. **Our own answer for an unreachable upstream.** mitmproxy answers a failed upstream
+   connection with its own HTML 502 page. For flows the router marked, a connection
+   failure before any response becomes a placeholder 502 that goes through the normal
+   `response` hook (with `flow.metadata[UPSTREAM_ERROR]` set), where the router turns it
+   into the real answer.
+2. **A retry on the same flow (fallback).** When the `response` hook sets
+   `flow.metadata[RETRY]` (after rewriting `flow.request` for the next route), nothing is
+   sent to the client: the stream opens a connection to the new upstream, sends the
+   request again and waits for new response headers. The fallback answer then takes the
+   normal path (responseheaders hook, stream translator), so it streams like any answer.
+3. **A first-byte timeout per flow.** `flow.metadata[FIRST_BYTE_TIMEOUT]` (seconds), set
+   before the request is sent, starts a mitmproxy wakeup timer; if no response headers
+   came by then, the request is cancelled on the server connection and the failure takes
+   path 1. A connect timeout is applied from the `server_connect` hook (`guard_connect`).
+
+Everything else keeps mitmproxy's behaviour, and the normal path pays one dict lookup per
+hook. `tests/test_mitm_compat.py` fails loudly if mitmproxy changes shape (checked
+against mitmproxy 11.0 and the 12/13 sources: same method names and states).
+
+Two more answers must be ours, as in point 1:
 - the upstream dies in the middle of a routed stream: mitmproxy would cut the client's
   chunked body; instead the stream translator's `fail` adds an OpenAI-style error event
   and the body ends cleanly;
@@ -22,28 +35,53 @@ Two more answers must be ours for the same reason:
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import logging
 
 from mitmproxy import flow as mitm_flow
 from mitmproxy import http
+from mitmproxy.connection import Server
 from mitmproxy.net.http import url as mitm_url
-from mitmproxy.proxy.events import Event
+from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers.http import (
     HttpStream,
+    RequestProtocolError,
     ResponseData,
     ResponseProtocolError,
     SendHttp,
     _http1,
 )
-from mitmproxy.proxy.layers.http._hooks import HttpErrorHook
+from mitmproxy.proxy.layers.http._events import (
+    RequestData,
+    RequestEndOfMessage,
+    RequestHeaders,
+)
+from mitmproxy.proxy.layers.http._hooks import HttpErrorHook, HttpResponseHook
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 log = logging.getLogger("xrouter")
 
 UPSTREAM_ERROR = "xrouter.upstream_error"
 MARK = "xrouter.routed"
+RETRY = "xrouter.retry"
+FIRST_BYTE_TIMEOUT = "xrouter.first_byte_timeout"
+_TIMER = "xrouter.first_byte_timer"
+_TIMED_OUT = "xrouter.timed_out"
+
+REQUIRED = (
+    "handle_protocol_error",
+    "send_response",
+    "state_consume_request_body",
+    "state_wait_for_response_headers",
+    "state_done",
+    "make_server_connection",
+    "_handle_event",
+    "check_body_size",
+    "state_stream_response_body",
+)
+# mitmproxy.proxy.layers.http.HttpLayer keeps `connections` (Connection → layer).
 
 # Marks a protocol error whose message is a ready JSON error body (see make_error_response).
 JSON_ERROR = "xrouter-json:"
@@ -64,6 +102,13 @@ def set_max_body_bytes(limit: int) -> None:
     _max_body_bytes = max(0, limit)
 
 
+def supported() -> bool:
+    """Does this mitmproxy have the HttpStream shape the patches rely on?"""
+    return all(hasattr(HttpStream, name) for name in REQUIRED) and hasattr(
+        _http1, "make_error_response"
+    )
+
+
 def install(max_body_bytes: int | None = None) -> bool:
     """Patch HttpStream once; returns False (and logs) when mitmproxy's shape changed."""
     global _installed
@@ -71,24 +116,27 @@ def install(max_body_bytes: int | None = None) -> bool:
         set_max_body_bytes(max_body_bytes)
     if _installed:
         return True
-    original = getattr(HttpStream, "handle_protocol_error", None)
-    original_check_body_size = getattr(HttpStream, "check_body_size", None)
-    original_error_page = getattr(_http1, "make_error_response", None)
-    if (
-        original is None
-        or original_check_body_size is None
-        or original_error_page is None
-        or not hasattr(HttpStream, "send_response")
-        or not hasattr(HttpStream, "state_done")
-        or not hasattr(HttpStream, "state_stream_response_body")
-    ):
+    if not supported():
         log.warning(
-            "this mitmproxy version is not supported for upstream error answers; "
-            "unreachable upstreams get mitmproxy's own 502 page"
+            "this mitmproxy version is not supported for upstream error answers, fallback "
+            "and first-byte timeouts; unreachable upstreams get mitmproxy's own 502 page"
         )
         return False
 
-    def handle_protocol_error(self: HttpStream, event: Event):
+    original_protocol_error = HttpStream.handle_protocol_error
+    original_send_response = HttpStream.send_response
+    original_consume_body = HttpStream.state_consume_request_body
+    original_handle_event = HttpStream._handle_event
+    original_make_connection = HttpStream.make_server_connection
+    original_check_body_size = HttpStream.check_body_size
+    original_error_page = _http1.make_error_response
+
+    def make_server_connection(self: HttpStream):
+        if self.flow.metadata.get(MARK):
+            forget_failed_connections(self)
+        return (yield from original_make_connection(self))
+
+    def handle_protocol_error(self: HttpStream, event):
         flow = self.flow
         if (
             isinstance(event, ResponseProtocolError)
@@ -96,7 +144,9 @@ def install(max_body_bytes: int | None = None) -> bool:
             and flow.metadata.get(MARK)
             and self.client_state == self.state_done
         ):
-            flow.metadata[UPSTREAM_ERROR] = event.message or "connection failed"
+            flow.metadata.pop(_TIMER, None)
+            reason = flow.metadata.pop(_TIMED_OUT, None)
+            flow.metadata[UPSTREAM_ERROR] = reason or event.message or "connection failed"
             flow.response = http.Response.make(502, b"", {"content-type": "application/json"})
             yield from self.send_response()
             return
@@ -116,7 +166,87 @@ def install(max_body_bytes: int | None = None) -> bool:
                 yield SendHttp(ResponseData(self.stream_id, tail), self.context.client)
             yield from self.send_response(already_streamed=True)
             return
-        yield from original(self, event)
+        yield from original_protocol_error(self, event)
+
+    def send_response(self: HttpStream, already_streamed: bool = False):
+        if already_streamed or not self.flow.metadata.get(MARK):
+            yield from original_send_response(self, already_streamed)
+            return
+        # Run the original until the response hook has run; the router may then ask for a
+        # retry instead of sending this (failed) answer to the client.
+        inner = original_send_response(self, already_streamed)
+        reply = None
+        while True:
+            try:
+                command = inner.send(reply)
+            except StopIteration:
+                return
+            reply = yield command
+            if isinstance(command, HttpResponseHook) and self.flow.metadata.pop(RETRY, False):
+                inner.close()
+                yield from retry(self)
+                return
+
+    def retry(self: HttpStream):
+        """Send flow.request (already rewritten for the next route) on a new connection."""
+        flow = self.flow
+        flow.response = None
+        flow.metadata.pop(UPSTREAM_ERROR, None)
+        self.response_body_buf.clear()
+        self.server_state = self.state_wait_for_response_headers
+        ok = yield from self.make_server_connection()
+        if not ok:
+            return  # handle_protocol_error has answered (or retried again)
+        yield from send_request(self)
+
+    def send_request(self: HttpStream):
+        request = self.flow.request
+        content = request.raw_content
+        yield SendHttp(RequestHeaders(self.stream_id, request, not content), self.context.server)
+        if content:
+            yield SendHttp(RequestData(self.stream_id, content), self.context.server)
+        yield SendHttp(RequestEndOfMessage(self.stream_id), self.context.server)
+        yield from start_timer(self)
+
+    def start_timer(self: HttpStream):
+        seconds = self.flow.metadata.get(FIRST_BYTE_TIMEOUT)
+        if seconds:
+            wakeup = commands.RequestWakeup(float(seconds))
+            self.flow.metadata[_TIMER] = wakeup
+            yield wakeup
+
+    def state_consume_request_body(self: HttpStream, event):
+        yield from original_consume_body(self, event)
+        if (
+            isinstance(event, RequestEndOfMessage)
+            and self.flow.metadata.get(MARK)
+            and self.flow.response is None
+            and self.server_state == self.state_wait_for_response_headers
+        ):
+            yield from start_timer(self)
+
+    def _handle_event(self: HttpStream, event):
+        if isinstance(event, events.Wakeup):
+            flow = getattr(self, "flow", None)
+            if (
+                flow is not None
+                and flow.metadata.get(_TIMER) is event.command
+                and self.server_state == self.state_wait_for_response_headers
+                and flow.response is None
+            ):
+                flow.metadata.pop(_TIMER, None)
+                seconds = float(flow.metadata.get(FIRST_BYTE_TIMEOUT) or 0)
+                flow.metadata[_TIMED_OUT] = f"no response within {seconds:g}s (first-byte timeout)"
+                # Cancel the request upstream; the server connection reports the failure
+                # to this stream, which then takes the unreachable-upstream path.
+                yield SendHttp(
+                    RequestProtocolError(
+                        self.stream_id, "first-byte timeout", RequestProtocolError.code
+                    ),
+                    self.context.server,
+                )
+            return  # a stale timer (answered in time, or an earlier attempt): ignore
+        yield from original_handle_event(self, event)
 
     def check_body_size(self: HttpStream, request: bool):
         limit = _max_body_bytes
@@ -160,7 +290,52 @@ def install(max_body_bytes: int | None = None) -> bool:
         return original_error_page(status_code, message)
 
     HttpStream.handle_protocol_error = handle_protocol_error  # type: ignore[method-assign]
+    HttpStream.send_response = send_response  # type: ignore[method-assign]
+    HttpStream.state_consume_request_body = state_consume_request_body  # type: ignore[method-assign]
+    HttpStream._handle_event = _handle_event  # type: ignore[method-assign]
+    HttpStream.make_server_connection = make_server_connection  # type: ignore[method-assign]
     HttpStream.check_body_size = check_body_size  # type: ignore[method-assign]
     _http1.make_error_response = make_error_response
     _installed = True
     return True
+
+
+def forget_failed_connections(stream: HttpStream) -> None:
+    """mitmproxy keeps a failed upstream connection per client connection and answers
+    every later request to that address with the old error; a client that keeps its
+    connection alive would never reach a route that came back. Forget those for the
+    address this flow goes to, so each attempt really connects."""
+    layers = stream.context.layers
+    index = layers.index(stream) if stream in layers else -1
+    parent = layers[index - 1] if index > 0 else None
+    connections = getattr(parent, "connections", None)
+    if not isinstance(connections, dict):
+        return
+    address = (stream.flow.request.host, stream.flow.request.port)
+    for connection in [
+        c for c in connections if isinstance(c, Server) and c.error and c.address == address
+    ]:
+        del connections[connection]
+
+
+def guard_connect(server: Server, seconds: float) -> None:
+    """Call from the `server_connect` hook: cancel the TCP connect after `seconds`.
+
+    The hook runs inside mitmproxy's connection task; cancelling that task while it waits
+    in the connect makes mitmproxy report a connection error for the flow."""
+    if seconds <= 0:
+        return
+    task = asyncio.current_task()
+    if task is None:
+        return
+
+    def expire() -> None:
+        connecting = (
+            server.timestamp_start is not None
+            and server.timestamp_tcp_setup is None
+            and server.error is None
+        )
+        if connecting and not task.done():
+            task.cancel(f"connect timeout after {seconds:g}s")
+
+    asyncio.get_running_loop().call_later(seconds, expire)

@@ -19,7 +19,6 @@ from xrouter_core.toolloop import TaskTiers, task_of
 
 TIER_NAMES: tuple[str, ...] = ("cheap", "medium", "frontier")
 # The model names the router offers (GET /v1/models); the one list to extend.
-LOGICAL_MODELS: tuple[str, ...] = ("xrouter/auto", *(f"xrouter/{t}" for t in TIER_NAMES))
 FRONTIER = 2
 
 

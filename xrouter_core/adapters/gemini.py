@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 from urllib.parse import quote
@@ -62,6 +63,17 @@ SIGNATURE_MARK = "__ts__"
 SKIP_SIGNATURE = "skip_thought_signature_validator"
 
 
+# Clients may rewrite tool-call ids (OpenClaw keeps only [A-Za-z0-9]), which loses the
+# signature inside the id; so the router also remembers recent signatures by the id's
+# letters and digits. Bounded, per process: a miss falls back to the skip marker.
+_recent_signatures: OrderedDict[str, str] = OrderedDict()
+RECENT_SIGNATURES_MAX = 10_000
+
+
+def _alphanumeric(call_id: str) -> str:
+    return "".join(ch for ch in call_id if ch.isascii() and ch.isalnum())
+
+
 def call_id_with_signature(call: dict[str, Any], part: dict[str, Any]) -> str:
     """A tool-call id for a functionCall part that carries its thoughtSignature along."""
     base = str(call.get("id") or new_tool_id())
@@ -69,12 +81,16 @@ def call_id_with_signature(call: dict[str, Any], part: dict[str, Any]) -> str:
     if not isinstance(signature, str) or not signature:
         return base
     safe = signature.replace("+", "-").replace("/", "_").rstrip("=")
-    return f"{base}{SIGNATURE_MARK}{safe}"
+    call_id = f"{base}{SIGNATURE_MARK}{safe}"
+    _recent_signatures[_alphanumeric(call_id)] = signature
+    while len(_recent_signatures) > RECENT_SIGNATURES_MAX:
+        _recent_signatures.popitem(last=False)
+    return call_id
 
 
 def signature_from_id(call_id: str) -> str | None:
     if SIGNATURE_MARK not in call_id:
-        return None
+        return _recent_signatures.get(_alphanumeric(call_id)) if call_id else None
     safe = call_id.split(SIGNATURE_MARK, 1)[1]
     text = safe.replace("-", "+").replace("_", "/")
     text += "=" * (-len(text) % 4)
