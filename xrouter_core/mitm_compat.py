@@ -39,6 +39,7 @@ import asyncio
 import functools
 import json
 import logging
+import time
 
 from mitmproxy import flow as mitm_flow
 from mitmproxy import http
@@ -69,6 +70,12 @@ RETRY = "xrouter.retry"
 FIRST_BYTE_TIMEOUT = "xrouter.first_byte_timeout"
 _TIMER = "xrouter.first_byte_timer"
 _TIMED_OUT = "xrouter.timed_out"
+_DEADLINE = "xrouter.first_byte_deadline"
+# The first-byte timer re-arms in steps of at most this many seconds. mitmproxy keeps a
+# wakeup task alive for its whole delay, even after the answer came; one 120 s task per
+# request piled up to ~160 MB over 20,000 requests. Short steps end soon after the
+# response headers arrive, so memory stays flat under load.
+TIMER_STEP_S = 0.25
 
 REQUIRED = (
     "handle_protocol_error",
@@ -211,9 +218,13 @@ def install(max_body_bytes: int | None = None) -> bool:
     def start_timer(self: HttpStream):
         seconds = self.flow.metadata.get(FIRST_BYTE_TIMEOUT)
         if seconds:
-            wakeup = commands.RequestWakeup(float(seconds))
-            self.flow.metadata[_TIMER] = wakeup
-            yield wakeup
+            self.flow.metadata[_DEADLINE] = time.monotonic() + float(seconds)
+            yield from arm_timer(self, float(seconds))
+
+    def arm_timer(self: HttpStream, remaining: float):
+        wakeup = commands.RequestWakeup(min(TIMER_STEP_S, remaining))
+        self.flow.metadata[_TIMER] = wakeup
+        yield wakeup
 
     def state_consume_request_body(self: HttpStream, event):
         yield from original_consume_body(self, event)
@@ -235,6 +246,10 @@ def install(max_body_bytes: int | None = None) -> bool:
                 and flow.response is None
             ):
                 flow.metadata.pop(_TIMER, None)
+                remaining = flow.metadata.get(_DEADLINE, 0.0) - time.monotonic()
+                if remaining > 0.001:
+                    yield from arm_timer(self, remaining)
+                    return
                 seconds = float(flow.metadata.get(FIRST_BYTE_TIMEOUT) or 0)
                 flow.metadata[_TIMED_OUT] = f"no response within {seconds:g}s (first-byte timeout)"
                 # Cancel the request upstream; the server connection reports the failure
