@@ -165,6 +165,44 @@ def test_provider_resets_mid_stream(router, upstreams):
     assert "status=502" in router.logs() and "closed the stream" in router.logs()
 
 
+def test_provider_resets_mid_stream_for_an_anthropic_client(router, upstreams):
+    """A /v1/messages client gets the error in Anthropic's own event format."""
+    import anthropic
+
+    upstreams.classifier.digit = "1"
+    chunks = openai_stream(["one ", "two ", "three"], model="medium-model")[:3]
+    upstreams.medium.override = lambda request: Reply(chunks=chunks, action="reset_after_chunks")
+    with router.client(timeout=10) as client:
+        reply = client.post(
+            "/v1/messages",
+            json={
+                "model": "claude-x",
+                "max_tokens": 50,
+                "stream": True,
+                "messages": [{"role": "user", "content": unique("anthropic reset")}],
+            },
+        )
+    assert reply.status_code == 200
+    events = list(iter_events(reply.content))
+    assert events[-1].event == "error"
+    assert json.loads(events[-1].data)["type"] == "error"
+    sdk = anthropic.Anthropic(
+        base_url=router.url,
+        api_key="x",
+        max_retries=0,
+        http_client=httpx.Client(trust_env=False, timeout=10),
+    )
+    with pytest.raises(anthropic.APIError), sdk.messages.stream(
+        model="claude-x",
+        max_tokens=50,
+        messages=[{"role": "user", "content": unique("anthropic sdk reset")}],
+    ) as stream:
+        for _ in stream:
+            pass
+    upstreams.medium.override = None
+    healthy(router)
+
+
 def test_slow_provider_stream_keeps_flowing(router, upstreams):
     upstreams.classifier.digit = "1"
     upstreams.medium.override = lambda request: Reply(
@@ -225,10 +263,18 @@ def test_unusable_data_directory_keeps_the_router_counting(start_router, upstrea
         # The fallback directory is shared by the user's routers, so count from here.
         before = client.get("/usage").json()["totalRequests"]
         for _ in range(3):
-            assert client.post("/v1/chat/completions", json={
-                "messages": [{"role": "user", "content": unique("count me")}]}).status_code == 200
+            assert (
+                client.post(
+                    "/v1/chat/completions",
+                    json={"messages": [{"role": "user", "content": unique("count me")}]},
+                ).status_code
+                == 200
+            )
         deadline = time.monotonic() + 10
-        while client.get("/usage").json()["totalRequests"] < before + 3 and time.monotonic() < deadline:
+        while (
+            client.get("/usage").json()["totalRequests"] < before + 3
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.1)
         assert client.get("/usage").json()["totalRequests"] == before + 3
     assert router.logs().count("is not usable") == 1

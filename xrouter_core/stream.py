@@ -88,7 +88,15 @@ class StreamTranslator:
         """The upstream died mid-stream: the client gets one OpenAI-style error event
         and then a clean end of body (not a hang, not a cut chunked encoding)."""
         self.error = message
-        out = sse_data(
+        out = self.error_event(message)
+        if self.on_finish is not None:
+            callback, self.on_finish = self.on_finish, None
+            callback(self)
+        return out
+
+
+    def error_event(self, message: str) -> bytes:
+        return sse_data(
             {
                 "error": {
                     "message": message,
@@ -97,10 +105,6 @@ class StreamTranslator:
                 }
             }
         )
-        if self.on_finish is not None:
-            callback, self.on_finish = self.on_finish, None
-            callback(self)
-        return out
 
 
 class OpenAIPassthrough(StreamTranslator):
@@ -159,6 +163,10 @@ class TranslatingStream(StreamTranslator):
 
     def finish(self) -> bytes:
         return self.renderer.render(self.decoder.finish()) + self.renderer.close()
+
+    def error_event(self, message: str) -> bytes:
+        """In the client's own format (an Anthropic client gets an Anthropic error event)."""
+        return self.renderer.render([ev.StreamError(message)])
 
 
 def translator_for(adapter: Adapter, chat: ChatRequest, model: str) -> StreamTranslator:
