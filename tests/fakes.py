@@ -214,6 +214,28 @@ def openai_chunk(
     return "data: " + json.dumps(chunk) + "\n\n"
 
 
+def usage_chunk(model: str, prompt_tokens: int, completion_tokens: int) -> str:
+    """The extra last chunk OpenAI sends with stream_options.include_usage."""
+    return (
+        "data: "
+        + json.dumps(
+            {
+                "id": "chatcmpl-fake123",
+                "object": "chat.completion.chunk",
+                "created": 1_700_000_000,
+                "model": model,
+                "choices": [],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": completion_tokens,
+                    "total_tokens": prompt_tokens + completion_tokens,
+                },
+            }
+        )
+        + "\n\n"
+    )
+
+
 def openai_stream(
     pieces: list[str],
     model: str = "fake-model",
@@ -232,24 +254,7 @@ def openai_stream(
             chunks.append(pause)
     chunks.append(openai_chunk({}, model, finish_reason="stop", with_usage_field=include_usage))
     if include_usage:
-        chunks.append(
-            "data: "
-            + json.dumps(
-                {
-                    "id": "chatcmpl-fake123",
-                    "object": "chat.completion.chunk",
-                    "created": 1_700_000_000,
-                    "model": model,
-                    "choices": [],
-                    "usage": {
-                        "prompt_tokens": prompt_tokens,
-                        "completion_tokens": completion_tokens,
-                        "total_tokens": prompt_tokens + completion_tokens,
-                    },
-                }
-            )
-            + "\n\n"
-        )
+        chunks.append(usage_chunk(model, prompt_tokens, completion_tokens))
     chunks.append("data: [DONE]\n\n")
     return chunks
 

@@ -17,7 +17,7 @@ import json
 import uuid
 from typing import Any
 
-from fakes import Pause, Reply, openai_chunk
+from fakes import Pause, Reply, openai_chunk, usage_chunk
 
 TOOL_NAMES = (
     "apply_patch",
@@ -182,27 +182,6 @@ def tool_call_stream(
         usage_chunk(model, 900, 20),
         "data: [DONE]\n\n",
     ]
-
-
-def usage_chunk(model: str, prompt_tokens: int, completion_tokens: int) -> str:
-    return (
-        "data: "
-        + json.dumps(
-            {
-                "id": "chatcmpl-fake123",
-                "object": "chat.completion.chunk",
-                "created": 1_700_000_000,
-                "model": model,
-                "choices": [],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
-            }
-        )
-        + "\n\n"
-    )
 
 
 def agent_turns(steps: list[tuple[str, dict]], final_text: str):
