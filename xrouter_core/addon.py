@@ -204,10 +204,16 @@ class Xrouter:
         host = self.settings.host
         listen = f"[{host}]" if ":" in host else host
         ctx.options.update(mode=[f"reverse:{target}@{listen}:{self.settings.port}"])
+        self.chose_mode = True
 
     def running(self) -> None:
         if self.settings is None:
             return
+        proxyserver = ctx.master.addons.get("proxyserver")
+        if getattr(self, "chose_mode", False) and proxyserver is not None:
+            # On Python 3.12+ mitmproxy may bring its servers up from the mode it had before
+            # this addon chose one; bring them in line (a no-op where they already are).
+            self.spawn(proxyserver.setup_servers())
         log.info(
             "xrouter ready: %s",
             ", ".join(f"{t}={r.base_url}" for t, r in self.settings.routes.items()),
