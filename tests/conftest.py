@@ -95,6 +95,21 @@ class Router:
             time.sleep(0.1)
         raise RuntimeError(f"router did not start:\n{self.logs()}")
 
+    def wait_for_proxy(self, port: int, timeout: float = 10.0) -> Path:
+        """Regular (proxy) mode has no /health of its own: wait until mitmproxy wrote its
+        CA and accepts connections on the proxy port; returns the CA file."""
+        ca = self.confdir / "mitmproxy-ca-cert.pem"
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if ca.exists():
+                try:
+                    socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                    return ca
+                except OSError:
+                    pass
+            time.sleep(0.1)
+        return ca
+
     def logs(self) -> str:
         if not self.log_file.closed:
             self.log_file.flush()

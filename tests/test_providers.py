@@ -5,9 +5,7 @@ and stream (text, tool calls reassembled from deltas, finish reasons, usage)."""
 from __future__ import annotations
 
 import json
-import socket
 import ssl
-import time
 
 import anthropic
 import httpx
@@ -371,15 +369,7 @@ def test_anthropic_clients_behind_the_proxy_are_routed(start_router, upstreams):
     """Claude Code style: HTTPS_PROXY to the router, api.anthropic.com is never contacted."""
     proxy_port = free_port()
     router = start_router(args=["--mode", f"regular@127.0.0.1:{proxy_port}"], wait=False)
-    ca = router.confdir / "mitmproxy-ca-cert.pem"
-    for _ in range(100):
-        if ca.exists():
-            try:
-                socket.create_connection(("127.0.0.1", proxy_port), timeout=0.2).close()
-                break
-            except OSError:
-                pass
-        time.sleep(0.1)
+    ca = router.wait_for_proxy(proxy_port)
     client = anthropic.Anthropic(
         api_key="sk-ant-client-key",
         max_retries=0,

@@ -471,16 +471,8 @@ def test_regular_proxy_mode_routes_provider_hosts_and_passes_others(start_router
     router = start_router(args=["--mode", f"regular@127.0.0.1:{proxy_port}"], wait=False)
     other = FakeServer(lambda request: Reply(body={"untouched": True, "path": request.path}))
     try:
-        ca = router.confdir / "mitmproxy-ca-cert.pem"
+        ca = router.wait_for_proxy(proxy_port)
         proxy = f"http://127.0.0.1:{proxy_port}"
-        for _ in range(100):
-            if ca.exists():
-                try:
-                    socket.create_connection(("127.0.0.1", proxy_port), timeout=0.2).close()
-                    break
-                except OSError:
-                    pass
-            time.sleep(0.1)
         client = openai.OpenAI(
             api_key="sk-client-openai-key",
             max_retries=0,
