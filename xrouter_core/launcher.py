@@ -3,7 +3,8 @@
 `mitmdump -s addons/xrouter.py` dispatches every flow event through mitmdump's ~36
 default addons (and again through the `update` hook after each). A reverse proxy needs
 only five of them, so this launcher builds mitmproxy's public `Master` with just those
-and the router addon, runs without `__debug__` checks (it re-executes itself with
+and the router addon, looks each hook's handlers up once instead of per flow event
+(dispatch.py), runs without `__debug__` checks (it re-executes itself with
 `python -O`: mitmproxy type-checks every message it builds in debug mode) and freezes
 the start-up heap out of the garbage collector. Configuration, endpoints and behaviour are the addon's,
 so they are the same in both forms.
@@ -33,6 +34,7 @@ from mitmproxy import exceptions, hooks, master, options
 from mitmproxy.addons import core, errorcheck, next_layer, proxyauth, proxyserver, tlsconfig
 from mitmproxy.addons.termlog import TermLogHandler
 
+from xrouter_core import dispatch
 from xrouter_core.config import LOG_LEVELS, ConfigError, load_settings
 
 log = logging.getLogger("xrouter")
@@ -161,6 +163,8 @@ def build_master(args: argparse.Namespace, workers: int) -> master.Master:
     check = errorcheck.ErrorCheck()  # installed now: catches errors logged while configuring
     opts = options.Options()
     lean = master.Master(opts)
+    if dispatch.supported():
+        lean.addons = dispatch.CachedHookManager(lean)
     lean.addons.add(core.Core())
     if args.proxyauth:
         lean.addons.add(proxyauth.ProxyAuth())
