@@ -141,6 +141,8 @@ class Xrouter:
         self.fallback_ready = False
         # (host, port) of every route → its connect timeout in seconds.
         self.connect_timeouts: dict[tuple[str, int], float] = {}
+        # Finished flows whose log line and counts are written after the answer is sent.
+        self.unrecorded: list[tuple] = []
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -245,6 +247,7 @@ class Xrouter:
     def done(self) -> None:
         for task in self.background:
             task.cancel()
+        self.record_finished()
         if self.accounting is not None:
             self.accounting.close()  # the last usage counts and request log lines
             self.accounting = None
@@ -608,24 +611,34 @@ class Xrouter:
         stream: StreamTranslator | None = None,
         completion: Any = None,
     ) -> None:
-        """Once per routed flow: the one log line, the usage counters, the request log."""
+        """Once per routed flow: the one log line, the usage counters, the request log.
+
+        Recorded just after the hook returns, so the client's answer is sent first
+        (`done` records what is still pending, so no count is lost at shutdown)."""
         if routed.done:
             return
         routed.done = True
         total_ms = (time.perf_counter() - routed.started) * 1000
-        tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
-        log.info(
-            "routed decision=%d source=%s route=%s model=%s status=%s classifier_ms=%.1f total_ms=%.1f tokens=%s%s%s",
-            routed.decision.tier,
-            routed.decision.source,
-            routed.route.tier,
-            routed.route.model or routed.chat.model or "-",
-            status,
-            routed.decision.ms,
-            total_ms,
-            tokens,
-            f" fallback={fallback_header(routed.attempts)}" if routed.attempts else "",
-            f" error={error}" if error else "",
-        )
-        if self.accounting is not None:
-            self.accounting.routed_finished(routed, status, usage, total_ms, stream, completion)
+        if not self.unrecorded:
+            asyncio.get_running_loop().call_soon(self.record_finished)
+        self.unrecorded.append((routed, status, usage, total_ms, error, stream, completion))
+
+    def record_finished(self) -> None:
+        unrecorded, self.unrecorded = self.unrecorded, []
+        for routed, status, usage, total_ms, error, stream, completion in unrecorded:
+            tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
+            log.info(
+                "routed decision=%d source=%s route=%s model=%s status=%s classifier_ms=%.1f total_ms=%.1f tokens=%s%s%s",
+                routed.decision.tier,
+                routed.decision.source,
+                routed.route.tier,
+                routed.route.model or routed.chat.model or "-",
+                status,
+                routed.decision.ms,
+                total_ms,
+                tokens,
+                f" fallback={fallback_header(routed.attempts)}" if routed.attempts else "",
+                f" error={error}" if error else "",
+            )
+            if self.accounting is not None:
+                self.accounting.routed_finished(routed, status, usage, total_ms, stream, completion)

@@ -17,6 +17,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -88,20 +89,21 @@ class Route:
     input_price: float | None = None
     output_price: float | None = None
 
-    @property
+    # Parsed once per route (they are read for every request); fields stay frozen.
+    @cached_property
     def scheme(self) -> str:
         return urlsplit(self.base_url).scheme
 
-    @property
+    @cached_property
     def host(self) -> str:
         return urlsplit(self.base_url).hostname or ""
 
-    @property
+    @cached_property
     def port(self) -> int:
         parts = urlsplit(self.base_url)
         return parts.port or (443 if parts.scheme == "https" else 80)
 
-    @property
+    @cached_property
     def base_path(self) -> str:
         return urlsplit(self.base_url).path.rstrip("/")
 

@@ -78,8 +78,19 @@ def provider_name(route: Route) -> str:
     return route.provider if route.provider not in ("", "auto") else detect_provider(route)
 
 
+# Route → its adapter, looked up once per route object (a route's fields never change).
+_resolved: dict[int, tuple[Route, Adapter]] = {}
+
+
 def adapter_for(route: Route) -> Adapter:
-    return _ADAPTERS[provider_name(route)]
+    found = _resolved.get(id(route))
+    if found is not None and found[0] is route:
+        return found[1]
+    adapter = _ADAPTERS[provider_name(route)]
+    if len(_resolved) > 1024:  # routes are replaced only on reconfigure
+        _resolved.clear()
+    _resolved[id(route)] = (route, adapter)
+    return adapter
 
 
 __all__ = [
