@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -120,10 +121,8 @@ class Router:
     def settle(self) -> None:
         """A routed flow's log line is written just after its answer is sent: one round
         trip through the router's event loop makes sure every such line is written."""
-        try:
+        with contextlib.suppress(httpx.HTTPError):
             httpx.get(self.url + "/health", timeout=2, trust_env=False)
-        except httpx.HTTPError:
-            pass
 
     def client(self, **kwargs) -> httpx.Client:
         return httpx.Client(

@@ -8,6 +8,7 @@ response         → whole answers translated, upstream errors made OpenAI-style
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -103,6 +104,8 @@ class RoutedFlow:
     intercepted: bool = False
     original_host: str = ""
     translator: StreamTranslator | None = None
+    # The response that got the routing headers (a fallback's answer is a new one).
+    headers_on: http.Response | None = None
     done: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -120,6 +123,31 @@ def keep_request_lines_out_of_add_log() -> None:
     for handler in logging.getLogger().handlers:
         if isinstance(handler, mitm_log.LegacyLogEvents):
             handler.addFilter(router_line_or_warning)  # a no-op when already there
+
+
+@functools.lru_cache(maxsize=256)
+def netloc_of(url: str) -> bytes:
+    return urlsplit(url).netloc.encode()
+ROUTING_HEADERS = frozenset(
+    {b"x-xrouter-decision", b"x-xrouter-upstream", b"x-xrouter-fallback", CACHE_HEADER.encode()}
+)
+
+
+def set_routing_headers(
+    response: http.Response, routed: RoutedFlow, extra: dict[str, str] | None = None
+) -> None:
+    """The X-Xrouter-* headers in one pass over the fields (an upstream's own are dropped)."""
+    added = [
+        (b"x-xrouter-decision", str(routed.decision.tier).encode()),
+        (b"x-xrouter-upstream", routed.route.tier.encode()),
+    ]
+    if routed.attempts:
+        added.append((b"x-xrouter-fallback", fallback_header(routed.attempts).encode()))
+    for name, value in (extra or {}).items():
+        added.append((name.encode(), value.encode()))
+    kept = tuple(f for f in response.headers.fields if f[0].lower() not in ROUTING_HEADERS)
+    response.headers.fields = kept + tuple(added)
+    routed.headers_on = response
 
 
 def local_response(flow: http.HTTPFlow, answer: LocalResponse) -> None:
@@ -411,19 +439,21 @@ class Xrouter:
             and route.host == routed.original_host,
         )
         request = flow.request
+        scheme, host, port, path = mitm_compat.split_url(upstream.url)
+        # Headers are replaced last and built in one go: with no Host header in place, the
+        # host/port setters do not rewrite one (each header write scans every field).
+        request.headers = http.Headers()
         # Not `request.url = ...`: that parses the URL on every request (~35 µs).
-        request.scheme, request.host, request.port, request.path = mitm_compat.split_url(
-            upstream.url
-        )
-        request.headers = http.Headers(
-            [
-                (k.encode(), v.encode("utf-8", "surrogateescape"))
-                for k, v in upstream.headers.items()
-            ]
-        )
-        request.headers["host"] = urlsplit(upstream.url).netloc
+        request.scheme, request.host, request.port, request.path = scheme, host, port, path
+        fields = [
+            (k.encode(), v.encode("utf-8", "surrogateescape"))
+            for k, v in upstream.headers.items()
+            if k.lower() not in ("host", "content-length")
+        ]
+        fields.append((b"host", netloc_of(upstream.url)))
+        fields.append((b"content-length", str(len(upstream.body)).encode()))
+        request.headers = http.Headers(fields)
         request.raw_content = upstream.body
-        request.headers["content-length"] = str(len(upstream.body))
         flow.metadata[mitm_compat.FIRST_BYTE_TIMEOUT] = route.first_byte_timeout_ms / 1000
 
     # ---- response --------------------------------------------------------------
@@ -433,14 +463,10 @@ class Xrouter:
         if routed is None or flow.response is None:
             return
         response = flow.response
-        response.headers["x-xrouter-decision"] = str(routed.decision.tier)
-        response.headers["x-xrouter-upstream"] = routed.route.tier
-        if routed.attempts:
-            response.headers["x-xrouter-fallback"] = fallback_header(routed.attempts)
+        extra = {CACHE_HEADER: "miss"} if "cache_key" in routed.extra else None
+        set_routing_headers(response, routed, extra)
         if not should_fall_back(response.status_code, False):
             self.breaker.success(routed.route.tier)
-        if "cache_key" in routed.extra:
-            response.headers[CACHE_HEADER] = "miss"
         if response.status_code >= 400 or not routed.chat.stream:
             return  # buffered: the response hook translates it
         if "stream" not in response.headers.get("content-type", ""):
@@ -472,10 +498,8 @@ class Xrouter:
         if routed is None or flow.response is None or routed.translator is not None:
             return
         response = flow.response
-        response.headers["x-xrouter-decision"] = str(routed.decision.tier)
-        response.headers["x-xrouter-upstream"] = routed.route.tier
-        if routed.attempts:
-            response.headers["x-xrouter-fallback"] = fallback_header(routed.attempts)
+        if routed.headers_on is not response:  # e.g. the placeholder for a failed connect
+            set_routing_headers(response, routed)
         if response.status_code >= 400:
             if self.try_next_route(flow, routed):
                 return  # mitm_compat re-sends the rewritten request on this flow
