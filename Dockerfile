@@ -26,4 +26,6 @@ EXPOSE 3000
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/health' % os.environ.get('PORT', '3000'), timeout=4)"]
 
-CMD ["mitmdump", "-s", "addons/xrouter.py"]
+# The production command: the same addon on the lean core (README: "Production"); it
+# stops cleanly on SIGTERM, writing the last usage counts. Add "--workers", "2" for two cores.
+CMD ["xrouter"]

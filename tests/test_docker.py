@@ -74,9 +74,9 @@ def test_compose_config_validates(project):
     check_router_service(load(done.stdout))
 
 
-def test_dockerfile_runs_the_addon_with_a_health_check_and_no_baked_secrets():
+def test_dockerfile_runs_the_production_command_with_a_health_check_and_no_baked_secrets():
     text = (ROOT / "Dockerfile").read_text()
-    assert 'CMD ["mitmdump", "-s", "addons/xrouter.py"]' in text
+    assert 'CMD ["xrouter"]' in text
     assert "HEALTHCHECK" in text and "/health" in text
     assert "EXPOSE 3000" in text
     copied = [line.split()[1:-1] for line in text.splitlines() if line.startswith("COPY ")]
