@@ -21,7 +21,7 @@ from mitmproxy import ctx, http
 from mitmproxy import log as mitm_log
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-from xrouter_core import mitm_compat
+from xrouter_core import dispatch, mitm_compat
 from xrouter_core.accounting import CACHE_HEADER, USAGE_PAGES, Accounting
 from xrouter_core.adapters import Adapter, adapter_for, provider_name
 from xrouter_core.builtin import BuiltinClassifier
@@ -182,6 +182,13 @@ class Xrouter:
             "Path of the .env file to read (default: XROUTER_ENV_FILE or ./.env).",
         )
         loader.add_option(
+            "xrouter_fast_dispatch",
+            bool,
+            True,
+            "Look each hook's handlers up once instead of on every flow event (all addons "
+            "of this mitmproxy process get faster; false keeps mitmproxy's own dispatch).",
+        )
+        loader.add_option(
             "xrouter_upstreams",
             str,
             "",
@@ -256,6 +263,8 @@ class Xrouter:
         if self.settings is None:
             return
         keep_request_lines_out_of_add_log()
+        if ctx.options.xrouter_fast_dispatch:
+            dispatch.speed_up(ctx.master.addons)
         proxyserver = ctx.master.addons.get("proxyserver")
         if getattr(self, "chose_mode", False) and proxyserver is not None:
             # On Python 3.12+ mitmproxy may bring its servers up from the mode it had before

@@ -1,0 +1,157 @@
+"""The cached hook dispatch calls what mitmproxy's own would, in the same order."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+from mitmproxy import addonmanager, exceptions, hooks, master, options
+from mitmproxy.proxy.layers.http import HttpRequestHook
+from mitmproxy.test import tflow
+
+from xrouter_core import dispatch
+
+
+class Recorder:
+    def __init__(self, name: str, calls: list[str], children=()):
+        self.name = name
+        self.calls = calls
+        self.addons = list(children)
+
+    def request(self, flow) -> None:
+        self.calls.append(f"{self.name}.request")
+
+
+class AsyncRecorder(Recorder):
+    async def request(self, flow) -> None:
+        await asyncio.sleep(0)
+        self.calls.append(f"{self.name}.request")
+
+
+class Failing(Recorder):
+    def request(self, flow) -> None:
+        self.calls.append(f"{self.name}.request")
+        raise ValueError("boom")
+
+
+class Halting(Recorder):
+    def request(self, flow) -> None:
+        self.calls.append(f"{self.name}.request")
+        raise exceptions.AddonHalt
+
+
+class Updating(Recorder):
+    def update(self, flows) -> None:
+        self.calls.append(f"{self.name}.update:{len(flows)}")
+
+
+def run_hook(manager_class, make_addons) -> list[str]:
+    async def go() -> list[str]:
+        calls: list[str] = []
+        lean = master.Master(options.Options())
+        if manager_class is not None:
+            lean.addons = manager_class(lean)
+        lean.addons.add(*make_addons(calls))
+        await lean.addons.handle_lifecycle(HttpRequestHook(tflow.tflow()))
+        await lean.done()  # uninstalls its log handler, bound to this event loop
+        return calls
+
+    return asyncio.run(go())
+
+
+def chain(calls):
+    return [
+        Recorder("a", calls, [Recorder("a.child", calls)]),
+        AsyncRecorder("b", calls),
+        Failing("c", calls),
+        Updating("d", calls),
+        Recorder("e", calls),
+    ]
+
+
+def test_this_mitmproxy_has_the_shape_dispatch_relies_on():
+    assert dispatch.supported(), (
+        "mitmproxy's AddonManager changed: dispatch.py must be checked against it"
+    )
+
+
+def test_same_handlers_in_the_same_order_as_mitmproxys_own(caplog):
+    with caplog.at_level(logging.ERROR):
+        ours = run_hook(dispatch.CachedHookManager, chain)
+    theirs = run_hook(None, chain)
+    assert ours == theirs
+    assert ours == [
+        "a.request", "a.child.request", "b.request", "c.request", "d.request", "e.request",
+        "d.update:1",
+    ]
+    assert "Addon error: boom" in caplog.text  # logged, and the chain went on
+
+
+def test_addon_halt_stops_the_chain():
+    def halting(calls):
+        return [Recorder("a", calls), Halting("h", calls), Recorder("z", calls)]
+
+    assert run_hook(dispatch.CachedHookManager, halting) == ["a.request", "h.request"]
+
+
+def test_handlers_are_found_again_after_addons_change():
+    async def go() -> list[str]:
+        calls: list[str] = []
+        lean = master.Master(options.Options())
+        lean.addons = dispatch.CachedHookManager(lean)
+        first = Recorder("first", calls)
+        lean.addons.add(first)
+        event = HttpRequestHook(tflow.tflow())
+        await lean.addons.trigger_event(event)
+        lean.addons.add(Recorder("second", calls))
+        await lean.addons.trigger_event(event)
+        lean.addons.remove(first)
+        await lean.addons.trigger_event(event)
+        return calls
+
+    assert asyncio.run(go()) == [
+        "first.request",
+        "first.request",
+        "second.request",
+        "second.request",
+    ]
+
+
+def test_speed_up_switches_a_running_masters_manager():
+    async def go() -> tuple[bool, list[str]]:
+        calls: list[str] = []
+        plain = master.Master(options.Options())
+        plain.addons.add(Recorder("a", calls))
+        switched = dispatch.speed_up(plain.addons)
+        plain.addons.add(Recorder("b", calls))
+        await plain.addons.handle_lifecycle(HttpRequestHook(tflow.tflow()))
+        return switched and isinstance(plain.addons, dispatch.CachedHookManager), calls
+
+    switched, calls = asyncio.run(go())
+    assert switched and calls == ["a.request", "b.request"]
+
+
+def test_speed_up_leaves_an_unknown_manager_alone():
+    class Custom(addonmanager.AddonManager):
+        pass
+
+    async def go() -> bool:
+        plain = master.Master(options.Options())
+        plain.addons = Custom(plain)
+        return dispatch.speed_up(plain.addons) or type(plain.addons) is not Custom
+
+    assert asyncio.run(go()) is False
+
+
+@pytest.mark.parametrize("hook", [hooks.UpdateHook([])])
+def test_hooks_without_a_flow_are_dispatched_once(hook):
+    async def go() -> list[str]:
+        calls: list[str] = []
+        lean = master.Master(options.Options())
+        lean.addons = dispatch.CachedHookManager(lean)
+        lean.addons.add(Updating("u", calls))
+        await lean.addons.handle_lifecycle(hook)
+        return calls
+
+    assert asyncio.run(go()) == ["u.update:0"]
