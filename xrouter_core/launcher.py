@@ -91,13 +91,24 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 # ---- logging -------------------------------------------------------------------------
 
 
+class LineLogHandler(TermLogHandler):
+    """mitmdump's terminal format, each line written with one call (print writes the
+    text and the newline separately: two system calls per request when unbuffered)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.file.write(self.format(record) + "\n")
+        except OSError:
+            sys.exit(1)  # as termlog: the terminal is gone
+
+
 def install_log_handler(level: str) -> logging.Handler:
     """Print log records the way mitmdump's termlog does (the addon logs via `xrouter`)."""
     root = logging.getLogger()
     root.setLevel(logging.DEBUG)
     for name in ("asyncio", "hpack", "quic", "tornado"):
         logging.getLogger(name).setLevel(logging.WARNING)
-    handler = TermLogHandler(sys.stdout)
+    handler = LineLogHandler(sys.stdout)
     handler.setLevel(level.upper())
     handler.install()
     return handler
