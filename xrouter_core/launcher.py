@@ -104,6 +104,10 @@ class LineLogHandler(TermLogHandler):
 
 def install_log_handler(level: str) -> logging.Handler:
     """Print log records the way mitmdump's termlog does (the addon logs via `xrouter`)."""
+    # The optimizations the logging documentation lists: no caller, thread or process
+    # lookup for each record (no format of ours or mitmproxy's shows them).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     root = logging.getLogger()
     root.setLevel(logging.DEBUG)
     for name in ("asyncio", "hpack", "quic", "tornado"):
