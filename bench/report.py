@@ -160,6 +160,7 @@ def goals(results: dict) -> list[str]:
                         f"- {name} added {key[:3]} at c={concurrency}: {fmt(mine)} ms vs "
                         f"LiteLLM {fmt(theirs)} ms ({verdict})"
                     )
+    lines += fast_lane_goals(latency)
     streams = results.get("streams", {})
     for name in ("router", "xrouter"):
         if name in streams:
@@ -181,4 +182,28 @@ def goals(results: dict) -> list[str]:
             f"- classifier early abort p50 {fmt(classifier['early_abort']['p50_ms'], 1)} ms vs "
             f"whole answer {fmt(classifier['whole_answer']['p50_ms'], 1)} ms"
         )
+    return lines
+
+
+def fast_lane_goals(latency: dict) -> list[str]:
+    """Issue 8's goals for the lean launcher, from the same interleaved rounds."""
+    lines: list[str] = []
+    one, many = latency.get("1", {}), latency.get("64", {})
+    if "xrouter" in one and "mitmdump" in one:
+        mine = added(one["xrouter"], one["direct"], "p50_ms")
+        base = added(one["mitmdump"], one["direct"], "p50_ms")
+        lines.append(
+            f"- xrouter added p50 at c=1 = {fmt(mine)} ms above direct (goal ≤ 1.0 ms) and "
+            f"{fmt(mine / base if base > 0 else math.nan)}× plain mitmdump's (goal ≤ 0.5×)"
+        )
+    for name in ("xrouter", "xrouter-w2"):
+        if name in many and "mitmdump" in many:
+            ratio = many[name]["rps"] / many["mitmdump"]["rps"]
+            lines.append(
+                f"- {name} requests/s at c=64 = {fmt(ratio)}× plain mitmdump's "
+                f"({fmt(many[name]['rps'], 0)} vs {fmt(many['mitmdump']['rps'], 0)}; goal ≥ 2×)"
+            )
+    if "xrouter-w2" in many and "xrouter" in many:
+        ratio = many["xrouter-w2"]["rps"] / many["xrouter"]["rps"]
+        lines.append(f"- xrouter --workers 2 = {fmt(ratio)}× one worker's requests/s at c=64 (goal > 1×)")
     return lines
