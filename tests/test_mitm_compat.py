@@ -43,6 +43,18 @@ def test_the_flow_of_events_the_patches_assume():
     RequestProtocolError(1, "x", RequestProtocolError.code)
 
 
+def test_protocol_error_codes_reach_the_client_as_the_status_chosen():
+    """The JSON 413 rides on a ResponseProtocolError: its code must become status 413."""
+    assert mitm_compat.error_codes_known()
+    send = inspect.getsource(http_layers._http1.Http1Server.send)
+    if mitm_compat.ErrorCode is None:  # 11.0: the code is the status
+        assert "make_error_response(event.code, event.message)" in send
+    else:  # 11.1+: the code names the error, and maps to the status when sent
+        assert "event.code.http_status_code()" in send and "make_error_response(" in send
+    error = http_layers.ResponseProtocolError(1, "x", mitm_compat.REQUEST_TOO_LARGE)
+    assert error.code == mitm_compat.REQUEST_TOO_LARGE
+
+
 def test_connect_timeout_reads_these_server_fields():
     server = Server(address=("127.0.0.1", 9))
     assert server.timestamp_start is None and server.timestamp_tcp_setup is None
