@@ -17,9 +17,10 @@ from xrouter_core import mitm_compat
 
 
 def test_http_stream_has_the_shape_the_patches_need():
-    assert mitm_compat.supported(), [
-        name for name in mitm_compat.REQUIRED if not hasattr(HttpStream, name)
-    ]
+    assert mitm_compat.supported(), {
+        "missing": [name for name in mitm_compat.REQUIRED if not hasattr(HttpStream, name)],
+        "error codes known": mitm_compat.error_codes_known(),
+    }
     assert mitm_compat.install()
     assert HttpStream.send_response.__module__ == mitm_compat.__name__
     assert HttpStream._handle_event.__module__ == mitm_compat.__name__
