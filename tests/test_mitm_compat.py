@@ -50,7 +50,7 @@ def test_protocol_error_codes_reach_the_client_as_the_status_chosen():
     send = inspect.getsource(http_layers._http1.Http1Server.send)
     if mitm_compat.ErrorCode is None:  # 11.0: the code is the status
         assert "make_error_response(event.code, event.message)" in send
-    else:  # 11.1+: the code names the error, and maps to the status when sent
+    else:  # 11.1.3, 12: the code names the error, and maps to the status when sent
         assert "event.code.http_status_code()" in send and "make_error_response(" in send
     error = http_layers.ResponseProtocolError(1, "x", mitm_compat.REQUEST_TOO_LARGE)
     assert error.code == mitm_compat.REQUEST_TOO_LARGE

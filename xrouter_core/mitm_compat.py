@@ -19,8 +19,8 @@ Three things a routed flow needs that mitmproxy's addon API does not offer:
 
 Everything else keeps mitmproxy's behaviour, and the normal path pays one dict lookup per
 hook. `tests/test_mitm_compat.py` fails loudly if mitmproxy changes shape (tested on
-mitmproxy 11.0.2 and 12.2.3: same method names and states; from 11.1 a protocol error
-carries an ErrorCode where 11.0 had the HTTP status, see REQUEST_TOO_LARGE).
+mitmproxy 11.0.2, 11.1.3 and 12.2.3: same method names and states; 11.1.3 and 12 give a
+protocol error an ErrorCode where 11.0 gave the HTTP status, see REQUEST_TOO_LARGE).
 
 Two more answers must be ours, as in point 1:
 - the upstream dies in the middle of a routed stream: mitmproxy would cut the client's
@@ -63,7 +63,7 @@ from mitmproxy.proxy.layers.http._events import (
 from mitmproxy.proxy.layers.http._hooks import HttpErrorHook, HttpResponseHook
 from mitmproxy.proxy.mode_specs import ReverseMode
 
-try:  # mitmproxy 11.1+: a protocol error carries an ErrorCode, mapped to a status on send
+try:  # mitmproxy 11.1.3, 12: a protocol error carries an ErrorCode, mapped to a status on send
     from mitmproxy.proxy.layers.http import ErrorCode
 except ImportError:  # mitmproxy 11.0: it carries the HTTP status itself
     ErrorCode = None
@@ -119,7 +119,7 @@ def set_max_body_bytes(limit: int) -> None:
 
 def error_codes_known() -> bool:
     """Do protocol errors carry codes of one of the two known kinds (11.0: the HTTP status;
-    11.1+: an ErrorCode whose status for REQUEST_TOO_LARGE is 413)?"""
+    11.1.3 and 12: an ErrorCode whose status for REQUEST_TOO_LARGE is 413)?"""
     if ErrorCode is None:
         return ResponseProtocolError.code == 502 and RequestProtocolError.code == 400
     status = getattr(REQUEST_TOO_LARGE, "http_status_code", None)
