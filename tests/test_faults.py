@@ -150,7 +150,7 @@ def test_provider_resets_mid_stream(router, upstreams):
     sdk = openai.OpenAI(
         base_url=router.url + "/v1",
         api_key="x",
-        http_client=httpx.Client(trust_env=False, timeout=10),
+        http_client=openai.DefaultHttpxClient(trust_env=False, timeout=10),
         max_retries=0,
     )
     with pytest.raises(openai.APIError):
@@ -190,7 +190,7 @@ def test_provider_resets_mid_stream_for_an_anthropic_client(router, upstreams):
         base_url=router.url,
         api_key="x",
         max_retries=0,
-        http_client=httpx.Client(trust_env=False, timeout=10),
+        http_client=anthropic.DefaultHttpxClient(trust_env=False, timeout=10),
     )
     with pytest.raises(anthropic.APIError), sdk.messages.stream(
         model="claude-x",

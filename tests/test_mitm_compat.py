@@ -17,9 +17,10 @@ from xrouter_core import mitm_compat
 
 
 def test_http_stream_has_the_shape_the_patches_need():
-    assert mitm_compat.supported(), [
-        name for name in mitm_compat.REQUIRED if not hasattr(HttpStream, name)
-    ]
+    assert mitm_compat.supported(), {
+        "missing": [name for name in mitm_compat.REQUIRED if not hasattr(HttpStream, name)],
+        "error codes known": mitm_compat.error_codes_known(),
+    }
     assert mitm_compat.install()
     assert HttpStream.send_response.__module__ == mitm_compat.__name__
     assert HttpStream._handle_event.__module__ == mitm_compat.__name__
@@ -41,6 +42,18 @@ def test_the_flow_of_events_the_patches_assume():
     http1 = inspect.getsource(http_layers._http1.Http1Client.send)
     assert "RequestProtocolError" in http1 and "CloseConnection" in http1
     RequestProtocolError(1, "x", RequestProtocolError.code)
+
+
+def test_protocol_error_codes_reach_the_client_as_the_status_chosen():
+    """The JSON 413 rides on a ResponseProtocolError: its code must become status 413."""
+    assert mitm_compat.error_codes_known()
+    send = inspect.getsource(http_layers._http1.Http1Server.send)
+    if mitm_compat.ErrorCode is None:  # 11.0: the code is the status
+        assert "make_error_response(event.code, event.message)" in send
+    else:  # 11.1.3, 12: the code names the error, and maps to the status when sent
+        assert "event.code.http_status_code()" in send and "make_error_response(" in send
+    error = http_layers.ResponseProtocolError(1, "x", mitm_compat.REQUEST_TOO_LARGE)
+    assert error.code == mitm_compat.REQUEST_TOO_LARGE
 
 
 def test_connect_timeout_reads_these_server_fields():

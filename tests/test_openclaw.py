@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import time
 
-import httpx
 import openai
 import openclaw_shapes as oc
 from conftest import unique
@@ -17,7 +16,7 @@ def sdk(router) -> openai.OpenAI:
     return openai.OpenAI(
         base_url=router.url + "/v1",
         api_key="client-key",
-        http_client=httpx.Client(trust_env=False, timeout=20),
+        http_client=openai.DefaultHttpxClient(trust_env=False, timeout=20),
         max_retries=0,
     )
 

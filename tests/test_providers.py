@@ -8,7 +8,6 @@ import json
 import ssl
 
 import anthropic
-import httpx
 import openai
 import pytest
 from conftest import Router, free_port, unique
@@ -112,7 +111,7 @@ def openai_client(router: Router) -> openai.OpenAI:
     return openai.OpenAI(
         base_url=router.url + "/v1",
         api_key="client-key",
-        http_client=httpx.Client(trust_env=False),
+        http_client=openai.DefaultHttpxClient(trust_env=False),
         max_retries=0,
     )
 
@@ -121,7 +120,7 @@ def anthropic_client(router: Router) -> anthropic.Anthropic:
     return anthropic.Anthropic(
         base_url=router.url,
         api_key="client-key",
-        http_client=httpx.Client(trust_env=False),
+        http_client=anthropic.DefaultHttpxClient(trust_env=False),
         max_retries=0,
     )
 
@@ -373,7 +372,7 @@ def test_anthropic_clients_behind_the_proxy_are_routed(start_router, upstreams):
     client = anthropic.Anthropic(
         api_key="sk-ant-client-key",
         max_retries=0,
-        http_client=httpx.Client(
+        http_client=anthropic.DefaultHttpxClient(
             proxy=f"http://127.0.0.1:{proxy_port}",
             trust_env=False,
             verify=ssl.create_default_context(cafile=str(ca)),

@@ -27,7 +27,7 @@ def sdk(router, **kwargs) -> openai.OpenAI:
     return openai.OpenAI(
         base_url=router.url + "/v1",
         api_key=kwargs.pop("api_key", "client-key"),
-        http_client=httpx.Client(trust_env=False),
+        http_client=openai.DefaultHttpxClient(trust_env=False),
         max_retries=0,
         **kwargs,
     )
@@ -476,7 +476,7 @@ def test_regular_proxy_mode_routes_provider_hosts_and_passes_others(start_router
         client = openai.OpenAI(
             api_key="sk-client-openai-key",
             max_retries=0,
-            http_client=httpx.Client(
+            http_client=openai.DefaultHttpxClient(
                 proxy=proxy, trust_env=False, verify=ssl.create_default_context(cafile=str(ca))
             ),
         )

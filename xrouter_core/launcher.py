@@ -30,7 +30,7 @@ import socket
 import sys
 from collections.abc import Callable, Sequence
 
-from mitmproxy import exceptions, hooks, master, options
+from mitmproxy import addonmanager, exceptions, hooks, master, options
 from mitmproxy.addons import core, errorcheck, next_layer, proxyauth, proxyserver, tlsconfig
 from mitmproxy.addons.termlog import TermLogHandler
 
@@ -191,9 +191,14 @@ def build_master(args: argparse.Namespace, workers: int) -> master.Master:
     if args.proxyauth:
         updates["proxyauth"] = args.proxyauth
     opts.update(**updates)
-    lean.addons.add(Xrouter(), Lifecycle(workers), check)
-    # What mitmdump's script loader does for a script: configure with every option once.
-    lean.addons.trigger(hooks.ConfigureHook(set(opts.keys())))
+    router = Xrouter()
+    lean.addons.add(router, Lifecycle(workers), check)
+    # What mitmdump's script loader does for a script: configure it (only it) with every
+    # option once. mitmproxy's own addons see only the options that changed, as under
+    # mitmdump: a full configure makes mitmproxy 12's tlsconfig probe every TLS version, and
+    # that probe raises on OpenSSL builds without SSLv3.
+    with addonmanager.safecall():
+        lean.addons.invoke_addon_sync(router, hooks.ConfigureHook(set(opts.keys())))
     if opts.deferred:
         raise exceptions.OptionsError("unknown option(s): " + ", ".join(sorted(opts.deferred)))
     return lean

@@ -18,8 +18,9 @@ Three things a routed flow needs that mitmproxy's addon API does not offer:
    path 1. A connect timeout is applied from the `server_connect` hook (`guard_connect`).
 
 Everything else keeps mitmproxy's behaviour, and the normal path pays one dict lookup per
-hook. `tests/test_mitm_compat.py` fails loudly if mitmproxy changes shape (checked
-against mitmproxy 11.0 and the 12/13 sources: same method names and states).
+hook. `tests/test_mitm_compat.py` fails loudly if mitmproxy changes shape (tested on
+mitmproxy 11.0.2, 11.1.3 and 12.2.3: same method names and states; 11.1.3 and 12 give a
+protocol error an ErrorCode where 11.0 gave the HTTP status, see REQUEST_TOO_LARGE).
 
 Two more answers must be ours, as in point 1:
 - the upstream dies in the middle of a routed stream: mitmproxy would cut the client's
@@ -62,6 +63,11 @@ from mitmproxy.proxy.layers.http._events import (
 from mitmproxy.proxy.layers.http._hooks import HttpErrorHook, HttpResponseHook
 from mitmproxy.proxy.mode_specs import ReverseMode
 
+try:  # mitmproxy 11.1.3, 12: a protocol error carries an ErrorCode, mapped to a status on send
+    from mitmproxy.proxy.layers.http import ErrorCode
+except ImportError:  # mitmproxy 11.0: it carries the HTTP status itself
+    ErrorCode = None
+
 log = logging.getLogger("xrouter")
 
 UPSTREAM_ERROR = "xrouter.upstream_error"
@@ -96,6 +102,8 @@ REQUIRED = (
 
 # Marks a protocol error whose message is a ready JSON error body (see make_error_response).
 JSON_ERROR = "xrouter-json:"
+# The code of the 413 answer for a body over MAX_BODY_BYTES, in this mitmproxy's terms.
+REQUEST_TOO_LARGE = ErrorCode.REQUEST_TOO_LARGE if ErrorCode is not None else 413
 
 _installed = False
 _max_body_bytes = 0
@@ -113,10 +121,21 @@ def set_max_body_bytes(limit: int) -> None:
     _max_body_bytes = max(0, limit)
 
 
+def error_codes_known() -> bool:
+    """Do protocol errors carry codes of one of the two known kinds (11.0: the HTTP status;
+    11.1.3 and 12: an ErrorCode whose status for REQUEST_TOO_LARGE is 413)?"""
+    if ErrorCode is None:
+        return ResponseProtocolError.code == 502 and RequestProtocolError.code == 400
+    status = getattr(REQUEST_TOO_LARGE, "http_status_code", None)
+    return callable(status) and status() == 413 and isinstance(RequestProtocolError.code, ErrorCode)
+
+
 def supported() -> bool:
     """Does this mitmproxy have the HttpStream shape the patches rely on?"""
-    return all(hasattr(HttpStream, name) for name in REQUIRED) and hasattr(
-        _http1, "make_error_response"
+    return (
+        all(hasattr(HttpStream, name) for name in REQUIRED)
+        and hasattr(_http1, "make_error_response")
+        and error_codes_known()
     )
 
 
@@ -293,7 +312,7 @@ def install(max_body_bytes: int | None = None) -> bool:
                     }
                 )
                 yield SendHttp(
-                    ResponseProtocolError(self.stream_id, JSON_ERROR + body, 413),
+                    ResponseProtocolError(self.stream_id, JSON_ERROR + body, REQUEST_TOO_LARGE),
                     self.context.client,
                 )
                 self.client_state = self.state_errored
