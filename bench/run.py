@@ -33,6 +33,7 @@ from bench.targets import (
     TARGETS,
     Target,
     Unavailable,
+    lean_router_at,
     router_at,
 )
 
@@ -353,7 +354,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=[],
         metavar="CHECKOUT",
         help="also run the router of another checkout (e.g. a git worktree of an older "
-        "commit) in the same interleaved rounds, as target router@<dir name>",
+        "commit) in the same interleaved rounds, as targets router@<dir name> and "
+        "xrouter@<dir name>",
     )
     return parser.parse_args(argv)
 
@@ -394,10 +396,11 @@ async def main_async(args: argparse.Namespace) -> int:
             targets.append(target)
             results["targets"][name] = target.description
         for checkout in args.compare:
-            target = router_at(checkout.resolve())(provider_url, out_dir)
-            target.start()
-            targets.append(target)
-            results["targets"][target.name] = target.description
+            for make in (router_at, lean_router_at):
+                target = make(checkout.resolve())(provider_url, out_dir)
+                target.start()
+                targets.append(target)
+                results["targets"][target.name] = target.description
         print(f"targets: {', '.join(t.name for t in targets)}; warming up", flush=True)
         for target in targets:
             await batch(target, 8, plan.warmup, stream=False)

@@ -212,6 +212,21 @@ def router_at(checkout: Path) -> type[Router]:
     return RouterAt
 
 
+def lean_router_at(checkout: Path) -> type[Target]:
+    """The lean launcher of another checkout, for before/after figures in one run."""
+
+    class LeanRouterAt(LeanRouter):
+        name = f"xrouter@{checkout.name}"
+        description = f"python -m xrouter_core from {checkout}"
+
+        def command(self) -> tuple[list[str], dict[str, str]]:
+            command, env = super().command()
+            env["PYTHONPATH"] = str(checkout)
+            return command, env
+
+    return LeanRouterAt
+
+
 class LeanRouter(Target):
     name = "xrouter"
     description = "the lean launcher, python -m xrouter_core"
