@@ -79,11 +79,21 @@ def answer_ok(answer: Answer, stream: bool) -> bool:
 
 
 def cpu_seconds(pid: int | None) -> float:
-    """User + system CPU time of a process so far (robust to a busy machine, unlike latency)."""
+    """User + system CPU time of a process and its children (`--workers`) so far (robust
+    to a busy machine, unlike latency)."""
     if pid is None:
         return 0.0
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    import psutil
+
+    total = 0.0
+    process = psutil.Process(pid)
+    for one in [process, *process.children(recursive=True)]:
+        try:
+            times = one.cpu_times()
+        except psutil.Error:
+            continue
+        total += times.user + times.system
+    return total
 
 
 @dataclass
