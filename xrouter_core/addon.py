@@ -134,9 +134,13 @@ ROUTING_HEADERS = frozenset(
 
 
 def set_routing_headers(
-    response: http.Response, routed: RoutedFlow, extra: dict[str, str] | None = None
+    response: http.Response,
+    routed: RoutedFlow,
+    extra: dict[str, str] | None = None,
+    drop: frozenset[bytes] = frozenset(),
 ) -> None:
-    """The X-Xrouter-* headers in one pass over the fields (an upstream's own are dropped)."""
+    """The X-Xrouter-* headers (and `extra`, without `drop`) in one pass over the fields;
+    an upstream's own headers of those names are replaced."""
     added = [
         (b"x-xrouter-decision", str(routed.decision.tier).encode()),
         (b"x-xrouter-upstream", routed.route.tier.encode()),
@@ -145,7 +149,8 @@ def set_routing_headers(
         added.append((b"x-xrouter-fallback", fallback_header(routed.attempts).encode()))
     for name, value in (extra or {}).items():
         added.append((name.encode(), value.encode()))
-    kept = tuple(f for f in response.headers.fields if f[0].lower() not in ROUTING_HEADERS)
+    replaced = ROUTING_HEADERS | drop | {name for name, _ in added}
+    kept = tuple(f for f in response.headers.fields if f[0].lower() not in replaced)
     response.headers.fields = kept + tuple(added)
     routed.headers_on = response
 
@@ -473,14 +478,24 @@ class Xrouter:
         if routed is None or flow.response is None:
             return
         response = flow.response
-        extra = {CACHE_HEADER: "miss"} if "cache_key" in routed.extra else None
-        set_routing_headers(response, routed, extra)
         if not should_fall_back(response.status_code, False):
             self.breaker.success(routed.route.tier)
-        if response.status_code >= 400 or not routed.chat.stream:
-            return  # buffered: the response hook translates it
-        if "stream" not in response.headers.get("content-type", ""):
-            return  # text/event-stream (application/stream+json for some providers)
+        extra = {CACHE_HEADER: "miss"} if "cache_key" in routed.extra else {}
+        # Errors and whole answers are buffered: the response hook translates them. An SSE
+        # stream is text/event-stream (application/stream+json for some providers).
+        streaming = (
+            response.status_code < 400
+            and routed.chat.stream
+            and "stream" in response.headers.get("content-type", "")
+        )
+        if not streaming:
+            set_routing_headers(response, routed, extra)
+            return
+        # The body length changes (usage chunk, translation): always chunked to the client.
+        extra["transfer-encoding"] = "chunked"
+        if routed.chat.client_format == ANTHROPIC:
+            extra["content-type"] = "text/event-stream"
+        set_routing_headers(response, routed, extra, drop=frozenset({b"content-length"}))
         keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
         model = routed.chat.model if keep_name and routed.chat.model else routed.route.model
         translator: StreamTranslator
@@ -490,17 +505,12 @@ class Xrouter:
             translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
         else:
             translator = translator_for(routed.adapter, routed.chat, model)
-        if routed.chat.client_format == ANTHROPIC:
-            response.headers["content-type"] = "text/event-stream"
         if "cache_key" in routed.extra:
             translator = RecordingStream(translator)
         translator.on_finish = lambda t: self.finished(
             flow, routed, 502 if t.error else 200, t.usage, error=t.error, stream=t
         )
         routed.translator = translator
-        # The body length changes (usage chunk, translation): always chunked to the client.
-        response.headers.pop("content-length", None)
-        response.headers["transfer-encoding"] = "chunked"
         response.stream = translator
 
     async def response(self, flow: http.HTTPFlow) -> None:
