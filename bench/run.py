@@ -31,10 +31,11 @@ from bench.targets import (
     DEFAULT_TARGETS,
     ROOT,
     TARGETS,
+    LeanRouter,
+    Router,
     Target,
     Unavailable,
-    lean_router_at,
-    router_at,
+    at_checkout,
 )
 
 RESULTS = ROOT / "bench" / "results"
@@ -406,8 +407,8 @@ async def main_async(args: argparse.Namespace) -> int:
             targets.append(target)
             results["targets"][name] = target.description
         for checkout in args.compare:
-            for make in (router_at, lean_router_at):
-                target = make(checkout.resolve())(provider_url, out_dir)
+            for form in (Router, LeanRouter):
+                target = at_checkout(form, checkout.resolve())(provider_url, out_dir)
                 target.start()
                 targets.append(target)
                 results["targets"][target.name] = target.description

@@ -6,7 +6,6 @@ send requests. Adding one is a subclass and an entry in TARGETS; `--targets` pic
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import socket
@@ -186,61 +185,29 @@ def router_env(target: Target) -> dict[str, str]:
 class Router(Target):
     name = "router"
     description = "mitmdump -s addons/xrouter.py (decision cache, rewrite, headers, usage)"
+    # The checkout whose router runs (another one for before/after figures: at_checkout).
+    root = ROOT
 
     def command(self) -> tuple[list[str], dict[str, str]]:
         return [
             str(BIN / "mitmdump"),
             "-s",
-            str(ROOT / "addons" / "xrouter.py"),
+            str(self.root / "addons" / "xrouter.py"),
             "--set",
             f"confdir={self.workdir / 'conf'}",
         ], router_env(self)
 
 
-def router_at(checkout: Path) -> type[Router]:
-    """The router of another checkout, for before/after figures in one run."""
-
-    class RouterAt(Router):
-        name = f"router@{checkout.name}"
-        description = f"mitmdump -s {checkout}/addons/xrouter.py"
-
-        def command(self) -> tuple[list[str], dict[str, str]]:
-            command, env = super().command()
-            command[2] = str(checkout / "addons" / "xrouter.py")
-            return command, env
-
-    return RouterAt
-
-
-def lean_router_at(checkout: Path) -> type[Target]:
-    """The lean launcher of another checkout, for before/after figures in one run."""
-
-    class LeanRouterAt(LeanRouter):
-        name = f"xrouter@{checkout.name}"
-        description = f"python -m xrouter_core from {checkout}"
-
-        def command(self) -> tuple[list[str], dict[str, str]]:
-            command, env = super().command()
-            env["PYTHONPATH"] = str(checkout)
-            return command, env
-
-    return LeanRouterAt
-
-
 class LeanRouter(Target):
     name = "xrouter"
     description = "the lean launcher, python -m xrouter_core"
+    root = ROOT
 
     def command(self) -> tuple[list[str], dict[str, str]]:
-        sys.path.insert(0, str(ROOT))
-        try:
-            found = importlib.util.find_spec("xrouter_core.__main__") is not None
-        finally:
-            sys.path.remove(str(ROOT))
-        if not found:
+        if not (self.root / "xrouter_core" / "__main__.py").exists():
             raise Unavailable("xrouter_core/__main__.py is not on this branch yet (issue 8)")
         env = router_env(self)
-        env["PYTHONPATH"] = str(ROOT)
+        env["PYTHONPATH"] = str(self.root)
         return [
             sys.executable,
             "-m",
@@ -248,6 +215,19 @@ class LeanRouter(Target):
             "--set",
             f"confdir={self.workdir / 'conf'}",
         ], env
+
+
+def at_checkout(form: type[Router] | type[LeanRouter], checkout: Path) -> type[Target]:
+    """A form of the router run from another checkout, for before/after figures in one run."""
+    return type(
+        f"{form.__name__}At",
+        (form,),
+        {
+            "name": f"{form.name}@{checkout.name}",
+            "description": f"{form.description}, from {checkout}",
+            "root": checkout,
+        },
+    )
 
 
 class LiteLLM(Target):
