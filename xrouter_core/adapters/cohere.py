@@ -52,6 +52,18 @@ NUMERIC = {
 }
 
 
+def openai_tool_calls(message: dict[str, Any]) -> list[dict[str, Any]]:
+    """A message's tool calls, cleaned: Cohere's v2 API and OpenAI's share this shape, so
+    the request (assistant turns) and the answer use the same conversion."""
+    return [
+        tool_call_dict(
+            str(call.get("id") or ""),
+            str((call.get("function") or {}).get("name") or ""),
+            str((call.get("function") or {}).get("arguments") or "{}"),
+        )
+        for call in message.get("tool_calls") or []
+    ]
+
 def user_content(content: Any) -> str | list[dict[str, Any]]:
     parts = content_parts(content)
     if all(p.kind == "text" for p in parts):
@@ -76,14 +88,7 @@ def to_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         elif role == "assistant":
             turn: dict[str, Any] = {"role": "assistant"}
             text = text_of(content)
-            calls = [
-                tool_call_dict(
-                    str(call.get("id") or ""),
-                    str((call.get("function") or {}).get("name") or ""),
-                    str((call.get("function") or {}).get("arguments") or "{}"),
-                )
-                for call in message.get("tool_calls") or []
-            ]
+            calls = openai_tool_calls(message)
             if calls:
                 turn["tool_calls"] = calls
                 if text:
@@ -176,14 +181,7 @@ class CohereAdapter:
             for block in message.get("content") or []
             if block.get("type") == "text"
         )
-        calls = [
-            tool_call_dict(
-                str(call.get("id") or ""),
-                str((call.get("function") or {}).get("name") or ""),
-                str((call.get("function") or {}).get("arguments") or "{}"),
-            )
-            for call in message.get("tool_calls") or []
-        ]
+        calls = openai_tool_calls(message)
         prompt, completion = usage_counts(doc.get("usage") or {})
         return openai_completion(
             id=str(doc.get("id") or ""),
