@@ -12,6 +12,7 @@ import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -128,6 +129,8 @@ def keep_request_lines_out_of_add_log() -> None:
 @functools.lru_cache(maxsize=256)
 def netloc_of(url: str) -> bytes:
     return urlsplit(url).netloc.encode()
+
+
 ROUTING_HEADERS = frozenset(
     {b"x-xrouter-decision", b"x-xrouter-upstream", b"x-xrouter-fallback", CACHE_HEADER.encode()}
 )
@@ -175,7 +178,7 @@ class Xrouter:
         # (host, port) of every route → its connect timeout in seconds.
         self.connect_timeouts: dict[tuple[str, int], float] = {}
         # Finished flows whose log line and counts are written after the answer is sent.
-        self.unrecorded: list[tuple] = []
+        self.unrecorded: list[Callable[[], None]] = []
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -665,28 +668,45 @@ class Xrouter:
         total_ms = (time.perf_counter() - routed.started) * 1000
         if not self.unrecorded:
             asyncio.get_running_loop().call_soon(self.record_finished)
-        self.unrecorded.append((flow, routed, status, usage, total_ms, error, stream, completion))
+        self.unrecorded.append(
+            functools.partial(
+                self.record, flow, routed, status, usage, total_ms, error, stream, completion
+            )
+        )
 
     def record_finished(self) -> None:
         unrecorded, self.unrecorded = self.unrecorded, []
-        for flow, routed, status, usage, total_ms, error, stream, completion in unrecorded:
-            tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
-            log.info(
-                "routed decision=%d source=%s route=%s model=%s status=%s classifier_ms=%.1f total_ms=%.1f tokens=%s%s%s",
-                routed.decision.tier,
-                routed.decision.source,
-                routed.route.tier,
-                routed.route.model or routed.chat.model or "-",
-                status,
-                routed.decision.ms,
-                total_ms,
-                tokens,
-                f" fallback={fallback_header(routed.attempts)}" if routed.attempts else "",
-                f" error={error}" if error else "",
-            )
-            if self.accounting is not None:
-                self.accounting.routed_finished(routed, status, usage, total_ms, stream, completion)
-            # mitmproxy's flows die in reference cycles, freed only by the cyclic garbage
-            # collector; let go of the parsed request now, so its many small objects are
-            # freed at once instead of being carried through the collector's generations.
-            flow.metadata.pop(META, None)
+        for record in unrecorded:
+            record()
+
+    def record(
+        self,
+        flow: http.HTTPFlow,
+        routed: RoutedFlow,
+        status: int,
+        usage: Usage | None,
+        total_ms: float,
+        error: str,
+        stream: StreamTranslator | None,
+        completion: Any,
+    ) -> None:
+        tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
+        log.info(
+            "routed decision=%d source=%s route=%s model=%s status=%s classifier_ms=%.1f total_ms=%.1f tokens=%s%s%s",
+            routed.decision.tier,
+            routed.decision.source,
+            routed.route.tier,
+            routed.route.model or routed.chat.model or "-",
+            status,
+            routed.decision.ms,
+            total_ms,
+            tokens,
+            f" fallback={fallback_header(routed.attempts)}" if routed.attempts else "",
+            f" error={error}" if error else "",
+        )
+        if self.accounting is not None:
+            self.accounting.routed_finished(routed, status, usage, total_ms, stream, completion)
+        # mitmproxy's flows die in reference cycles, freed only by the cyclic garbage
+        # collector; let go of the parsed request now, so its many small objects are
+        # freed at once instead of being carried through the collector's generations.
+        flow.metadata.pop(META, None)

@@ -203,8 +203,7 @@ def build_master(args: argparse.Namespace, workers: int) -> master.Master:
     check = errorcheck.ErrorCheck()  # installed now: catches errors logged while configuring
     opts = options.Options()
     lean = master.Master(opts)
-    if dispatch.supported():
-        lean.addons = dispatch.CachedHookManager(lean)
+    dispatch.speed_up(lean.addons)  # before any addon is added: all of them get it
     lean.addons.add(core.Core())
     if args.proxyauth:
         lean.addons.add(proxyauth.ProxyAuth())
