@@ -73,6 +73,19 @@ def first_turn(routers, upstreams, providers, provider: str) -> tuple[dict, dict
     return body, answer, {"client": client, "tokens": tokens}
 
 
+def follow_up(body: dict, call: dict) -> dict:
+    """The next turn, as OpenClaw sends it: rewritten call id, tool result, context block."""
+    replayed = {
+        "id": openclaw_id(call["id"]),
+        "type": "function",
+        "function": {"name": call["name"], "arguments": call["arguments"]},
+    }
+    follow = oc.request("x", loop=[(replayed, '{"temp": 21}')])
+    follow["messages"][0:2] = body["messages"][0:2]
+    follow["tools"] = body["tools"]
+    return follow
+
+
 @pytest.mark.parametrize("provider", CASES)
 def test_openclaw_tool_loop_against_each_provider(routers, upstreams, providers, provider):
     body, first, ctx = first_turn(routers, upstreams, providers, provider)
@@ -87,16 +100,7 @@ def test_openclaw_tool_loop_against_each_provider(routers, upstreams, providers,
     assert first["usage"] is not None
     assert (first["usage"].prompt_tokens, first["usage"].completion_tokens) == ctx["tokens"]
 
-    # The next turn, as OpenClaw sends it: rewritten id, tool result, context block.
-    replayed = {
-        "id": openclaw_id(call["id"]),
-        "type": "function",
-        "function": {"name": call["name"], "arguments": call["arguments"]},
-    }
-    follow = oc.request("x", loop=[(replayed, '{"temp": 21}')])
-    follow["messages"][0:2] = body["messages"][0:2]
-    follow["tools"] = body["tools"]
-    second = stream(ctx["client"], follow)  # a provider that rejected it would answer 400
+    second = stream(ctx["client"], follow_up(body, call))  # a provider that rejected it would answer 400
     assert second["usage"] is not None
     assert fake.requests[-1].json is not None and len(fake.requests) >= 2
 
@@ -104,15 +108,7 @@ def test_openclaw_tool_loop_against_each_provider(routers, upstreams, providers,
 def test_gemini_thought_signature_survives_openclaw_ids(routers, upstreams, providers):
     body, first, ctx = first_turn(routers, upstreams, providers, "gemini")
     call = first["calls"][0]
-    replayed = {
-        "id": openclaw_id(call["id"]),
-        "type": "function",
-        "function": {"name": call["name"], "arguments": call["arguments"]},
-    }
-    follow = oc.request("x", loop=[(replayed, '{"temp": 21}')])
-    follow["messages"][0:2] = body["messages"][0:2]
-    follow["tools"] = body["tools"]
-    stream(ctx["client"], follow)
+    stream(ctx["client"], follow_up(body, call))
     sent = providers.gemini.requests[-1].json
     signatures = [
         part.get("thoughtSignature")
