@@ -6,10 +6,11 @@
     python -m xrouter_core.evaluate --json report.json --markdown report.md --chart report.html
 
 Every router is given what the router's classifier would see for the prompt sent as
-one user message (`routellm_data.routed_text`). Data: the RouteLLM MMLU and GSM8K files (../shared/data/routellm or
-$XROUTER_ROUTELLM_DATA), contaminated prompts left out, and by default only the held-out
-split, which neither `train_builtin` nor any threshold choice ever reads. Each prompt
-says whether the weak model (Mixtral-8x7B) and the strong one (GPT-4) answered it right.
+one user message (`routellm_data.routed_text`). Data: the RouteLLM MMLU and GSM8K files
+(datasets/routellm in the checkout, or $XROUTER_ROUTELLM_DATA), contaminated prompts left
+out, and by default only the held-out split, which neither `train_builtin` nor any
+threshold choice ever reads. Each prompt says whether the weak model (Mixtral-8x7B) and
+the strong one (GPT-4) answered it right.
 
 Routers: `builtin` (the in-process score), `llm` (an OpenAI-compatible endpoint asked
 for 0/1/2, as the router does; a failed call counts as frontier, as in llm mode),

@@ -10,6 +10,7 @@ read only the calibration half, and reported figures come from the held-out half
 from __future__ import annotations
 
 import csv
+import gzip
 import hashlib
 import json
 import os
@@ -38,11 +39,11 @@ class Example:
 
 
 def default_data_dir() -> Path:
-    """$XROUTER_ROUTELLM_DATA, else ../shared/data/routellm beside the checkout."""
+    """$XROUTER_ROUTELLM_DATA, else the copy in the checkout (datasets/routellm)."""
     override = os.environ.get(DATA_ENV, "").strip()
     if override:
         return Path(override)
-    return Path(__file__).resolve().parents[1].parent / "shared" / "data" / "routellm"
+    return Path(__file__).resolve().parents[1] / "datasets" / "routellm"
 
 
 def routed_text(prompt: str) -> str:
@@ -73,7 +74,9 @@ def _truth(value: str) -> bool:
 
 
 def _read_csv(path: Path, benchmark: str, subject: str, skip: set[str]) -> Iterator[Example]:
-    with path.open(encoding="utf-8", newline="") as handle:
+    """One RouteLLM CSV, as published (`.csv`) or as kept in datasets/ (`.csv.gz`)."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8", newline="") as handle:
         for row in csv.DictReader(handle):
             prompt = row["prompt"]
             if prompt in skip:
@@ -97,10 +100,12 @@ def load_benchmark(
     skip = _contaminated(root / "contaminated_prompts.jsonl")
     examples: list[Example] = []
     if benchmark == "mmlu":
-        for path in sorted(root.glob("mmlu_*.csv")):
-            examples.extend(_read_csv(path, "mmlu", path.stem[len("mmlu_") :], skip))
+        for path in sorted([*root.glob("mmlu_*.csv"), *root.glob("mmlu_*.csv.gz")]):
+            subject = path.name.split(".", 1)[0][len("mmlu_") :]
+            examples.extend(_read_csv(path, "mmlu", subject, skip))
     else:
-        examples.extend(_read_csv(root / "gsm8k_responses.csv", "gsm8k", "gsm8k", skip))
+        for path in sorted(root.glob("gsm8k_responses.csv*")):
+            examples.extend(_read_csv(path, "gsm8k", "gsm8k", skip))
     if split == "all":
         return examples
     return [example for example in examples if split_of(example.prompt) == split]
