@@ -467,3 +467,24 @@ def test_a_retried_redis_batch_counts_once(redis_server, tmp_path):
 
     counters = asyncio.run(scenario())
     assert counters["t|cheap|requests"] == 3 and counters["t|cheap|prompt"] == 15
+
+
+def test_counts_flushed_after_the_last_read_still_show_during_an_outage(redis_server, tmp_path):
+    """The /usage view in an outage is the last Redis read plus what this router has written
+    since: a flush that landed after that read must not drop out of it."""
+    import asyncio
+
+    from xrouter_core.usage import Outcome, UsageTracker
+
+    async def scenario() -> tuple[int, int]:
+        tracker = UsageTracker(tmp_path / "data", f"redis://127.0.0.1:{redis_server.port}/0")
+        before = (await tracker.stored()).counters.get("t|cheap|requests", 0)
+        for _ in range(3):
+            tracker.record(Outcome("cheap", 0, "llm", "p", "m", 200, 5, 2, at=time.time()))
+        await tracker.flush()  # lands in Redis; nothing has read it back yet
+        redis_server.stop_saving()
+        during = (await tracker.stored()).counters.get("t|cheap|requests", 0)
+        tracker.close()
+        return before, during
+
+    assert asyncio.run(scenario()) == (0, 3)

@@ -161,6 +161,15 @@ class Stored:
     recent: list[dict[str, Any]]
     updated: float
 
+    def add(self, part: Stored | Batch) -> None:
+        """Sum another view (or a batch) into this one; `recent` is sorted by the reader."""
+        for key, value in part.counters.items():
+            self.counters[key] = self.counters.get(key, 0) + value
+        for key, value in part.series.items():
+            self.series[key] = self.series.get(key, 0) + value
+        self.recent.extend(part.recent)
+        self.updated = max(self.updated, part.updated)
+
 
 def prune_series(series: dict[str, int], now: float) -> list[str]:
     oldest = int(now // 60) - SERIES_KEEP_MINUTES
@@ -385,7 +394,14 @@ class UsageTracker:
                 self.health.failed(exc)
                 return
             self.health.succeeded()
+            self._written_to_redis(self.unsent)
             self.unsent = None
+
+    def _written_to_redis(self, batch: Batch) -> None:
+        """Keep the last Redis view current with this router's own writes, so counts that
+        left memory after that read still show if Redis goes away before the next one."""
+        if self._last_redis is not None:
+            self._last_redis.add(batch)
 
     async def _flush_to_disk(self) -> None:
         if not self.pending:
@@ -411,6 +427,7 @@ class UsageTracker:
         try:
             await self.redis.add(spill)
             self.health.succeeded()
+            self._written_to_redis(spill)
             log.info("moved usage counted during the Redis outage into Redis")
         except REDIS_ERRORS as exc:
             self.health.failed(exc)
@@ -447,7 +464,7 @@ class UsageTracker:
             return await self._stored()
 
     async def _stored(self) -> Stored:
-        parts: list[Stored] = []
+        parts: list[Stored | Batch] = []
         if self.redis is not None and self.health is not None:
             if self.health.usable:
                 try:
@@ -457,20 +474,11 @@ class UsageTracker:
                     self.health.failed(exc)
             if self._last_redis is not None:
                 parts.append(self._last_redis)
-        disk = await asyncio.to_thread(self.disk.read)
-        parts.append(disk)
-        for batch in (self.unsent or Batch(), self.inflight, self.pending):
-            parts.append(
-                Stored(dict(batch.counters), dict(batch.series), batch.recent, batch.updated)
-            )
+        parts.append(await asyncio.to_thread(self.disk.read))
+        parts += [self.unsent or Batch(), self.inflight, self.pending]
         total = Stored({}, {}, [], 0.0)
         for part in parts:
-            for key, value in part.counters.items():
-                total.counters[key] = total.counters.get(key, 0) + value
-            for key, value in part.series.items():
-                total.series[key] = total.series.get(key, 0) + value
-            total.recent.extend(part.recent)
-            total.updated = max(total.updated, part.updated)
+            total.add(part)
         total.recent.sort(key=lambda row: row.get("time", 0))
         total.recent = total.recent[-RECENT_MAX:]
         return total
