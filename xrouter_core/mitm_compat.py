@@ -17,6 +17,17 @@ Three things a routed flow needs that mitmproxy's addon API does not offer:
    came by then, the request is cancelled on the server connection and the failure takes
    path 1. A connect timeout is applied from the `server_connect` hook (`guard_connect`).
 
+4. **A finished stream is freed at once.** Each HTTP stream is in reference cycles with
+   itself (its state methods, bound to it, and its context's list of layers), so every
+   finished request, with its flow, headers and bodies (~31 objects), waited for the
+   garbage collector, reached the older generations and made full collections of 40-80 ms.
+   After a normal end (`flow_done`: the HTTP layer has dropped the stream), the cycles are
+   cut and reference counting frees it all when the last event leaves. Measured with the
+   lean launcher at concurrency 64: RSS growth from 1,000 to 40,000 requests 7.3 % ->
+   3.5 % (6 MiB less), and a little less CPU per request. (Without `python -O`, as under
+   mitmdump, Python 3.12 keeps flows in other cycles: the exceptions caught by mitmproxy's
+   debug-mode type checks hold frames.)
+
 Everything else keeps mitmproxy's behaviour, and the normal path pays one dict lookup per
 hook. `tests/test_mitm_compat.py` fails loudly if mitmproxy changes shape (tested on
 mitmproxy 11.0.2, 11.1.3 and 12.2.3: same method names and states; 11.1.3 and 12 give a
@@ -97,6 +108,8 @@ REQUIRED = (
     "_handle_event",
     "check_body_size",
     "state_stream_response_body",
+    "flow_done",
+    "child_layer",
 )
 # mitmproxy.proxy.layers.http.HttpLayer keeps `connections` (Connection → layer).
 
@@ -160,6 +173,7 @@ def install(max_body_bytes: int | None = None) -> bool:
     original_make_connection = HttpStream.make_server_connection
     original_check_body_size = HttpStream.check_body_size
     original_error_page = _http1.make_error_response
+    original_flow_done = HttpStream.flow_done
 
     def make_server_connection(self: HttpStream):
         if self.flow.metadata.get(MARK):
@@ -320,6 +334,10 @@ def install(max_body_bytes: int | None = None) -> bool:
                 return True
         return (yield from original_check_body_size(self, request))
 
+    def flow_done(self: HttpStream):
+        yield from original_flow_done(self)
+        release_finished_stream(self)
+
     def make_error_response(status_code: int, message: str = "") -> bytes:
         if message.startswith(JSON_ERROR):
             response = http.Response.make(
@@ -336,9 +354,34 @@ def install(max_body_bytes: int | None = None) -> bool:
     HttpStream._handle_event = _handle_event  # type: ignore[method-assign]
     HttpStream.make_server_connection = make_server_connection  # type: ignore[method-assign]
     HttpStream.check_body_size = check_body_size  # type: ignore[method-assign]
+    HttpStream.flow_done = flow_done  # type: ignore[method-assign]
     _http1.make_error_response = make_error_response
     _installed = True
     return True
+
+
+def finished_state(_event: events.Event):
+    """The state of a released stream: like mitmproxy's `state_errored`, it consumes any
+    late event silently, but it is not bound to the stream (no cycle)."""
+    yield from ()
+
+
+def release_finished_stream(stream: HttpStream) -> None:
+    """Cut a finished stream's reference cycles (point 4 of the module docstring).
+
+    Only after a normal end, which dropped the stream from the HTTP layer: both sides done
+    and no upgrade (a WebSocket or TCP child layer keeps the stream in use)."""
+    if (
+        stream.client_state != stream.state_done
+        or stream.server_state != stream.state_done
+        or stream.child_layer is not None
+    ):
+        return
+    stream.mode  # noqa: B018 - cached now: it looks the stream up in context.layers
+    stream.client_state = stream.server_state = finished_state
+    layers = stream.context.layers  # the stream's own copy (Context.fork)
+    if layers and layers[-1] is stream:
+        layers.pop()
 
 
 def forget_failed_connections(stream: HttpStream) -> None:
