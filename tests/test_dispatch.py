@@ -155,3 +155,44 @@ def test_hooks_without_a_flow_are_dispatched_once(hook):
         return calls
 
     assert asyncio.run(go()) == ["u.update:0"]
+
+
+def answer_inline(make_addons) -> tuple[bool, list[str]]:
+    async def go() -> tuple[bool, list[str]]:
+        calls: list[str] = []
+        lean = master.Master(options.Options())
+        lean.addons = dispatch.CachedHookManager(lean)
+        lean.addons.add(*make_addons(calls))
+        answered = lean.addons.answer_now(HttpRequestHook(tflow.tflow()))
+        await lean.done()
+        return answered, calls
+
+    return asyncio.run(go())
+
+
+def test_answer_now_calls_plain_handlers_as_mitmproxys_dispatch_does(caplog):
+    def plain_chain(calls):
+        return [
+            Recorder("a", calls, [Recorder("a.child", calls)]),
+            Failing("c", calls),
+            Recorder("e", calls),
+        ]
+
+    with caplog.at_level(logging.ERROR):
+        answered, calls = answer_inline(plain_chain)
+    assert answered and calls == run_hook(None, plain_chain)
+    assert calls == ["a.request", "a.child.request", "c.request", "e.request"]
+    assert "Addon error: boom" in caplog.text
+
+    def halting(calls):
+        return [Recorder("a", calls), Halting("h", calls), Recorder("z", calls)]
+
+    assert answer_inline(halting) == (True, ["a.request", "h.request"])
+
+
+@pytest.mark.parametrize("other", [AsyncRecorder, Updating])
+def test_answer_now_leaves_coroutines_and_update_listeners_to_mitmproxy(other):
+    """A coroutine handler must be awaited, and `update` follows the hook: neither can run
+    inline, so nothing runs and the hook takes mitmproxy's way."""
+    answered, calls = answer_inline(lambda calls: [Recorder("a", calls), other("b", calls)])
+    assert (answered, calls) == (False, [])

@@ -7,6 +7,7 @@ The behaviour itself is tested end to end in test_fallback.py and test_router.py
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import inspect
 import json
@@ -23,7 +24,7 @@ from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers.http import HttpStream, RequestProtocolError
 
-from xrouter_core import mitm_compat
+from xrouter_core import dispatch, mitm_compat
 
 
 def test_http_stream_has_the_shape_the_patches_need():
@@ -117,50 +118,62 @@ async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
         await writer.drain()
 
 
+@contextlib.asynccontextmanager
+async def lean_proxy(confdir: str, *addons, inline: bool = False):
+    """A real lean master (the launcher's addons, the cached dispatch) in reverse mode on
+    127.0.0.1 in front of `answer_ok`; yields an httpx client pointed at it."""
+    if not mitm_compat.install():  # not an assert: this also runs under `python -O`
+        raise RuntimeError("mitm_compat does not support this mitmproxy")
+    upstream = await asyncio.start_server(answer_ok, "127.0.0.1", 0)
+    up_port = upstream.sockets[0].getsockname()[1]
+    lean = master.Master(options.Options(confdir=confdir))
+    dispatch.speed_up(lean.addons)
+    if inline:
+        mitm_compat.answer_hooks_inline(lean.addons.answer_now)
+    lean.addons.add(
+        core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig()
+    )
+    lean.addons.add(*addons)
+    lean.options.update(
+        mode=[f"reverse:http://127.0.0.1:{up_port}@127.0.0.1:0"], connection_strategy="lazy"
+    )
+    running = asyncio.create_task(lean.run())
+    try:
+        server = lean.addons.get("proxyserver")
+        for _ in range(200):
+            if server.listen_addrs():
+                break
+            await asyncio.sleep(0.05)
+        host, port = server.listen_addrs()[0][:2]
+        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", trust_env=False) as c:
+            yield c
+    finally:
+        mitm_compat.answer_hooks_inline(None)
+        lean.shutdown()
+        await running
+        upstream.close()
+
+
 def count_flows_left_alive(confdir: str) -> tuple[int, int, list[int]]:
     """Send 21 requests through a real lean proxy with the patches installed; with the
     garbage collector off after the first, how many of the other 20 flows are still alive?"""
-    if not mitm_compat.install():  # not an assert: this runs under `python -O`
-        raise RuntimeError("mitm_compat does not support this mitmproxy")
 
     async def scenario() -> tuple[int, int, list[int]]:
-        upstream = await asyncio.start_server(answer_ok, "127.0.0.1", 0)
-        up_port = upstream.sockets[0].getsockname()[1]
         keeper = KeepsWeakRefs()
-        lean = master.Master(options.Options(confdir=confdir))
-        lean.addons.add(
-            core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig()
-        )
-        lean.addons.add(keeper)
-        lean.options.update(
-            mode=[f"reverse:http://127.0.0.1:{up_port}@127.0.0.1:0"], connection_strategy="lazy"
-        )
-        running = asyncio.create_task(lean.run())
-        try:
-            server = lean.addons.get("proxyserver")
-            for _ in range(200):
-                if server.listen_addrs():
-                    break
-                await asyncio.sleep(0.05)
-            host, port = server.listen_addrs()[0][:2]
-            statuses = []
-            async with httpx.AsyncClient(base_url=f"http://{host}:{port}", trust_env=False) as c:
-                await c.post("/v1/chat/completions", json={"warm": "up"})
-                gc.collect()
-                gc.disable()
-                try:
-                    for i in range(20):  # one keep-alive connection: flows end, it stays
-                        response = await c.post("/v1/chat/completions", json={"n": i})
-                        statuses.append(response.status_code)
-                    await asyncio.sleep(0.1)  # mitmproxy finishes the flows after sending
-                    alive = sum(1 for ref in keeper.flows[1:] if ref() is not None)
-                finally:
-                    gc.enable()
-            return alive, len(keeper.flows) - 1, statuses
-        finally:
-            lean.shutdown()
-            await running
-            upstream.close()
+        async with lean_proxy(confdir, keeper) as client:
+            await client.post("/v1/chat/completions", json={"warm": "up"})
+            gc.collect()
+            gc.disable()
+            try:
+                statuses = []
+                for i in range(20):  # one keep-alive connection: flows end, it stays
+                    response = await client.post("/v1/chat/completions", json={"n": i})
+                    statuses.append(response.status_code)
+                await asyncio.sleep(0.1)  # mitmproxy finishes the flows after sending
+                alive = sum(1 for ref in keeper.flows[1:] if ref() is not None)
+            finally:
+                gc.enable()
+        return alive, len(keeper.flows) - 1, statuses
 
     return asyncio.run(scenario())
 
@@ -186,3 +199,66 @@ def test_a_finished_flow_is_freed_without_the_garbage_collector(tmp_path):
     alive, answered, statuses = json.loads(done.stdout.strip().splitlines()[-1])
     assert statuses == [200] * 20 and answered == 20
     assert alive == 0, f"{alive} of 20 finished flows wait for the garbage collector"
+
+
+class WhereHooksRun:
+    """Records, per hook, whether it ran inline (inside the stream's own event handling,
+    mitm_compat's `_handle_event` on the stack) or in mitmproxy's hook task, and changes
+    the flow in each, as the router does. (Task names cannot tell: with Python 3.12's
+    eager tasks a hook task runs before mitmproxy names it.)"""
+
+    def __init__(self) -> None:
+        self.ran_in: dict[str, list[str]] = {}
+
+    def note(self, hook: str) -> None:
+        frame = sys._getframe()
+        inline = False
+        while frame is not None:
+            code, module = frame.f_code, frame.f_globals.get("__name__")
+            inline = inline or (code.co_name == "_handle_event" and module == mitm_compat.__name__)
+            frame = frame.f_back
+        self.ran_in.setdefault(hook, []).append("inline" if inline else "hook task")
+
+    def requestheaders(self, flow) -> None:
+        self.note("requestheaders")
+
+    async def request(self, flow) -> None:
+        await asyncio.sleep(0)
+        self.note("request")
+        flow.request.headers["x-seen"] = "request"
+
+    def responseheaders(self, flow) -> None:
+        self.note("responseheaders")
+        flow.response.headers["x-seen"] = "responseheaders"
+
+    def response(self, flow) -> None:
+        self.note("response")
+        flow.response.headers["x-also"] = "response"
+
+
+def test_plain_function_hooks_run_inline_and_coroutines_in_mitmproxys_hook_task(tmp_path):
+    """mitm_compat point 5: with the cached dispatch's answer_now, plain-function flow hooks
+    run where the stream yields them; the stream still waits for a coroutine hook, and each
+    hook's changes reach the wire as before."""
+
+    async def scenario(inline: bool) -> tuple[dict[str, list[str]], list[tuple[int, str, str]]]:
+        where = WhereHooksRun()
+        async with lean_proxy(str(tmp_path), where, inline=inline) as client:
+            answers = []
+            for i in range(3):
+                r = await client.post("/v1/chat/completions", json={"n": i})
+                answers.append((r.status_code, r.headers.get("x-seen"), r.headers.get("x-also")))
+        return where.ran_in, answers
+
+    ran_in, answers = asyncio.run(scenario(inline=True))
+    assert answers == [(200, "responseheaders", "response")] * 3
+    assert ran_in == {
+        "requestheaders": ["inline"] * 3,
+        "request": ["hook task"] * 3,
+        "responseheaders": ["inline"] * 3,
+        "response": ["inline"] * 3,
+    }
+    ran_in, answers = asyncio.run(scenario(inline=False))  # mitmproxy's way, for contrast
+    assert answers == [(200, "responseheaders", "response")] * 3
+    assert set(ran_in) == {"requestheaders", "request", "responseheaders", "response"}
+    assert all(where == ["hook task"] * 3 for where in ran_in.values())

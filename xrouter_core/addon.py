@@ -516,7 +516,7 @@ class Xrouter:
         routed.translator = translator
         response.stream = translator
 
-    async def response(self, flow: http.HTTPFlow) -> None:
+    def response(self, flow: http.HTTPFlow) -> None:
         routed: RoutedFlow | None = flow.metadata.get(META)
         if routed is None or flow.response is None or routed.translator is not None:
             return

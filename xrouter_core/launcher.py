@@ -198,12 +198,16 @@ class Lifecycle:
 
 def build_master(args: argparse.Namespace, workers: int) -> master.Master:
     """mitmproxy's Master with only what a reverse proxy (and regular mode) needs."""
-    from xrouter_core.addon import Xrouter  # imports mitmproxy's proxy layers
+    from xrouter_core import mitm_compat  # both import mitmproxy's proxy layers
+    from xrouter_core.addon import Xrouter
 
     check = errorcheck.ErrorCheck()  # installed now: catches errors logged while configuring
     opts = options.Options()
     lean = master.Master(opts)
-    dispatch.speed_up(lean.addons)  # before any addon is added: all of them get it
+    if dispatch.speed_up(lean.addons):  # before any addon is added: all of them get it
+        # None of the lean master's addons intercepts flows: plain-function hooks can run
+        # where the stream yields them (mitm_compat point 5).
+        mitm_compat.answer_hooks_inline(lean.addons.answer_now)  # type: ignore[attr-defined]
     lean.addons.add(core.Core())
     if args.proxyauth:
         lean.addons.add(proxyauth.ProxyAuth())

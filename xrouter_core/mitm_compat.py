@@ -28,6 +28,15 @@ Three things a routed flow needs that mitmproxy's addon API does not offer:
    mitmdump, Python 3.12 keeps flows in other cycles: the exceptions caught by mitmproxy's
    debug-mode type checks hold frames.)
 
+5. **Flow hooks answered inline (the lean launcher only).** mitmproxy runs every hook in a
+   task of its own and resumes the stream through its connection handler when it is done,
+   even when no addon listens or all listeners are plain functions: a round trip that cost
+   more than the router's own work per hook. With `answer_hooks_inline(manager.answer_now)`
+   (dispatch.py), an HTTP stream's flow hooks whose handlers are all synchronous run where
+   the stream yields them, and the stream goes on at once. The router's `request` hook is
+   a coroutine, so it still takes mitmproxy's way. mitmdump keeps mitmproxy's way for all:
+   its addons may intercept a flow and wait for it to be resumed.
+
 Everything else keeps mitmproxy's behaviour, and the normal path pays one dict lookup per
 hook. `tests/test_mitm_compat.py` fails loudly if mitmproxy changes shape (tested on
 mitmproxy 11.0.2, 11.1.3 and 12.2.3: same method names and states; 11.1.3 and 12 give a
@@ -52,6 +61,7 @@ import functools
 import json
 import logging
 import time
+from collections.abc import Callable
 
 from mitmproxy import flow as mitm_flow
 from mitmproxy import http
@@ -71,7 +81,13 @@ from mitmproxy.proxy.layers.http._events import (
     RequestEndOfMessage,
     RequestHeaders,
 )
-from mitmproxy.proxy.layers.http._hooks import HttpErrorHook, HttpResponseHook
+from mitmproxy.proxy.layers.http._hooks import (
+    HttpErrorHook,
+    HttpRequestHeadersHook,
+    HttpRequestHook,
+    HttpResponseHeadersHook,
+    HttpResponseHook,
+)
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 try:  # mitmproxy 11.1.3, 12: a protocol error carries an ErrorCode, mapped to a status on send
@@ -120,6 +136,23 @@ REQUEST_TOO_LARGE = ErrorCode.REQUEST_TOO_LARGE if ErrorCode is not None else 41
 
 _installed = False
 _max_body_bytes = 0
+
+# The flow hooks an HTTP stream yields, and what may answer them inline (point 5).
+INLINE_HOOKS = (
+    HttpRequestHeadersHook,
+    HttpRequestHook,
+    HttpResponseHeadersHook,
+    HttpResponseHook,
+    HttpErrorHook,
+)
+_answer_now: Callable[[commands.StartHook], bool] | None = None
+
+
+def answer_hooks_inline(answer: Callable[[commands.StartHook], bool] | None) -> None:
+    """Let `answer(hook)` run an HTTP stream's flow hooks where the stream yields them;
+    it returns False for a hook that must still take mitmproxy's way (None: all do)."""
+    global _answer_now
+    _answer_now = answer
 
 
 @functools.lru_cache(maxsize=256)
@@ -301,7 +334,21 @@ def install(max_body_bytes: int | None = None) -> bool:
                     self.context.server,
                 )
             return  # a stale timer (answered in time, or an earlier attempt): ignore
-        yield from original_handle_event(self, event)
+        answer = _answer_now
+        if answer is None:
+            yield from original_handle_event(self, event)
+            return
+        inner = original_handle_event(self, event)
+        reply = None
+        while True:
+            try:
+                command = inner.send(reply)
+            except StopIteration:
+                return
+            if isinstance(command, INLINE_HOOKS) and answer(command):
+                reply = None  # what HookCompleted carries back to the stream
+                continue
+            reply = yield command
 
     def check_body_size(self: HttpStream, request: bool):
         limit = _max_body_bytes
