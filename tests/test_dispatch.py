@@ -196,3 +196,93 @@ def test_answer_now_leaves_coroutines_and_update_listeners_to_mitmproxy(other):
     inline, so nothing runs and the hook takes mitmproxy's way."""
     answered, calls = answer_inline(lambda calls: [Recorder("a", calls), other("b", calls)])
     assert (answered, calls) == (False, [])
+
+
+class Waiting(Recorder):
+    """A plain function that returns something to await, as the router's `request`."""
+
+    def request(self, flow):
+        self.calls.append(f"{self.name}.request")
+        return self.later()
+
+    async def later(self) -> None:
+        await asyncio.sleep(0)
+        self.calls.append(f"{self.name}.later")
+
+
+def test_a_handler_that_waits_is_handed_over_and_the_rest_runs_after_it():
+    def chain(calls):
+        return [Recorder("a", calls), Waiting("b", calls), Recorder("c", calls)]
+
+    async def go() -> tuple[bool, list[str], list[str]]:
+        calls: list[str] = []
+        lean = master.Master(options.Options())
+        lean.addons = dispatch.CachedHookManager(lean)
+        lean.addons.add(*chain(calls))
+        event = HttpRequestHook(tflow.tflow())
+        answered = lean.addons.answer_now(event)
+        before = list(calls)
+        await lean.addons.handle_lifecycle(event)  # what mitmproxy's hook task does next
+        await lean.done()
+        return answered, before, calls
+
+    answered, before, calls = asyncio.run(go())
+    assert not answered and before == ["a.request", "b.request"]
+    assert calls == run_hook(None, chain) == ["a.request", "b.request", "b.later", "c.request"]
+
+
+def test_run_until_it_waits_finishes_what_needs_no_wait_at_once():
+    async def at_once(log: list[str]) -> None:
+        log.append("done")
+
+    async def waits(log: list[str]) -> None:
+        log.append("started")
+        await asyncio.sleep(0.01)
+        log.append("finished")
+
+    async def go() -> tuple[object, list[str], list[str]]:
+        quick: list[str] = []
+        done = dispatch.run_until_it_waits(at_once(quick))
+        slow: list[str] = []
+        rest = dispatch.run_until_it_waits(waits(slow))
+        started = list(slow)
+        assert rest is not None
+        await asyncio.ensure_future(_await(rest))  # finished in another task
+        return done, quick + started, slow
+
+    async def _await(awaitable) -> None:
+        await awaitable
+
+    done, seen_at_once, slow = asyncio.run(go())
+    assert done is None and seen_at_once == ["done", "started"]
+    assert slow == ["started", "finished"]
+
+
+def test_what_run_until_it_waits_hands_over_raises_and_is_cancelled_where_awaited():
+    async def fails() -> None:
+        await asyncio.sleep(0)
+        raise ValueError("after the wait")
+
+    async def sleeps(log: list[str]) -> None:
+        try:
+            await asyncio.sleep(10)
+        except asyncio.CancelledError:
+            log.append("cancelled")
+            raise
+
+    async def go() -> list[str]:
+        rest = dispatch.run_until_it_waits(fails())
+        with pytest.raises(ValueError, match="after the wait"):
+            await rest
+        log: list[str] = []
+        task = asyncio.ensure_future(_await(dispatch.run_until_it_waits(sleeps(log))))
+        await asyncio.sleep(0.01)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        return log
+
+    async def _await(awaitable) -> None:
+        await awaitable
+
+    assert asyncio.run(go()) == ["cancelled"]

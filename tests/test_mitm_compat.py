@@ -222,43 +222,60 @@ class WhereHooksRun:
     def requestheaders(self, flow) -> None:
         self.note("requestheaders")
 
-    async def request(self, flow) -> None:
-        await asyncio.sleep(0)
+    def request(self, flow):
+        """A plain function, as the router's: odd requests are done at once, even ones wait
+        once, started here and finished wherever the rest is awaited."""
+        if json.loads(flow.request.content)["n"] % 2:
+            self.note("request")
+            flow.request.headers["x-steps"] = "at once"
+            return None
+        return dispatch.run_until_it_waits(self.request_that_waits(flow))
+
+    async def request_that_waits(self, flow) -> None:
         self.note("request")
-        flow.request.headers["x-seen"] = "request"
+        flow.request.headers["x-steps"] = "started"
+        await asyncio.sleep(0.01)
+        self.note("request")
+        flow.request.headers["x-steps"] += ", finished"
 
     def responseheaders(self, flow) -> None:
         self.note("responseheaders")
-        flow.response.headers["x-seen"] = "responseheaders"
+        flow.response.headers["x-steps"] = flow.request.headers.get("x-steps", "")
 
     def response(self, flow) -> None:
         self.note("response")
         flow.response.headers["x-also"] = "response"
 
 
-def test_plain_function_hooks_run_inline_and_coroutines_in_mitmproxys_hook_task(tmp_path):
+def test_plain_function_hooks_run_inline_and_what_waits_is_handed_to_mitmproxy(tmp_path):
     """mitm_compat point 5: with the cached dispatch's answer_now, plain-function flow hooks
-    run where the stream yields them; the stream still waits for a coroutine hook, and each
-    hook's changes reach the wire as before."""
+    run where the stream yields them. A handler that has to wait is started inline and
+    finished in mitmproxy's hook task, and the stream waits for it; every change reaches
+    the wire as before. mitmproxy's own way (inline=False) gives the same answers."""
 
-    async def scenario(inline: bool) -> tuple[dict[str, list[str]], list[tuple[int, str, str]]]:
+    async def scenario(inline: bool) -> tuple[dict[str, list[str]], list[tuple]]:
         where = WhereHooksRun()
         async with lean_proxy(str(tmp_path), where, inline=inline) as client:
             answers = []
-            for i in range(3):
-                r = await client.post("/v1/chat/completions", json={"n": i})
-                answers.append((r.status_code, r.headers.get("x-seen"), r.headers.get("x-also")))
+            for n in range(3):
+                r = await client.post("/v1/chat/completions", json={"n": n})
+                answers.append((r.status_code, r.headers.get("x-steps"), r.headers.get("x-also")))
         return where.ran_in, answers
 
+    expected_answers = [
+        (200, "started, finished", "response"),
+        (200, "at once", "response"),
+        (200, "started, finished", "response"),
+    ]
     ran_in, answers = asyncio.run(scenario(inline=True))
-    assert answers == [(200, "responseheaders", "response")] * 3
+    assert answers == expected_answers
     assert ran_in == {
         "requestheaders": ["inline"] * 3,
-        "request": ["hook task"] * 3,
+        "request": ["inline", "hook task", "inline", "inline", "hook task"],
         "responseheaders": ["inline"] * 3,
         "response": ["inline"] * 3,
     }
-    ran_in, answers = asyncio.run(scenario(inline=False))  # mitmproxy's way, for contrast
-    assert answers == [(200, "responseheaders", "response")] * 3
-    assert set(ran_in) == {"requestheaders", "request", "responseheaders", "response"}
-    assert all(where == ["hook task"] * 3 for where in ran_in.values())
+    ran_in, answers = asyncio.run(scenario(inline=False))
+    assert answers == expected_answers
+    assert ran_in["request"] == ["hook task"] * 5
+    assert all(where == ["hook task"] * 3 for hook, where in ran_in.items() if hook != "request")

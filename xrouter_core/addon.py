@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +29,7 @@ from xrouter_core.builtin import BuiltinClassifier
 from xrouter_core.canonical import Usage
 from xrouter_core.classifier import Decision, LLMClassifier
 from xrouter_core.config import ConfigError, Route, Settings, load_settings
+from xrouter_core.dispatch import run_until_it_waits
 from xrouter_core.errors import RouterError, error_body, redact
 from xrouter_core.fallback import (
     Attempt,
@@ -304,26 +305,29 @@ class Xrouter:
 
     # ---- request ---------------------------------------------------------------
 
-    async def request(self, flow: http.HTTPFlow) -> None:
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """A plain function, so that the lean launcher can run it inline (mitm_compat point
+        5): a chat request whose answer or route needs no waiting is done before this
+        returns. Otherwise it returns what is left, and mitmproxy awaits that."""
         if flow.response is not None or self.settings is None:
-            return
+            return None
         if isinstance(flow.client_conn.proxy_mode, ReverseMode):
-            await self.serve_own_endpoint(flow)
-        elif (
+            return self.serve_own_endpoint(flow)
+        if (
             flow.request.pretty_host in PROVIDER_HOSTS
             and flow.request.path.split("?", 1)[0].endswith("/chat/completions")
             and flow.request.method == "POST"
         ):
-            await self.route_chat(flow, intercepted=True)
-        elif (
+            return run_until_it_waits(self.route_chat(flow, intercepted=True))
+        if (
             flow.request.pretty_host == ANTHROPIC_HOST
             and flow.request.path.split("?", 1)[0] == MESSAGES_PATH
             and flow.request.method == "POST"
         ):
-            await self.route_chat(flow, intercepted=True, anthropic=True)
-        # Anything else in proxy mode passes through untouched.
+            return run_until_it_waits(self.route_chat(flow, intercepted=True, anthropic=True))
+        return None  # Anything else in proxy mode passes through untouched.
 
-    async def serve_own_endpoint(self, flow: http.HTTPFlow) -> None:
+    def serve_own_endpoint(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         assert self.settings is not None
         path = flow.request.path.split("?", 1)[0]
         try:
@@ -332,19 +336,23 @@ class Xrouter:
             check_header_values(flow.request.headers.fields)
         except RouterError as exc:
             local_response(flow, LocalResponse.error(exc))
-            return
+            return None
         if path in CHAT_PATHS:
-            await self.route_chat(flow, intercepted=False)
-        elif path == MESSAGES_PATH:
-            await self.route_chat(flow, intercepted=False, anthropic=True)
-        elif path == "/health":
+            return run_until_it_waits(self.route_chat(flow, intercepted=False))
+        if path == MESSAGES_PATH:
+            return run_until_it_waits(self.route_chat(flow, intercepted=False, anthropic=True))
+        if path in USAGE_PAGES:
+            return self.serve_usage_page(flow, path)
+        if path == "/health":
             local_response(flow, LocalResponse.json(self.health()))
-        elif path in USAGE_PAGES:
-            assert self.accounting is not None
-            query = flow.request.path.partition("?")[2]
-            local_response(flow, await self.accounting.page(path, query))
         elif path == "/v1/models":
             local_response(flow, models_page(logical_model_names(self.settings.routing)))
+        return None
+
+    async def serve_usage_page(self, flow: http.HTTPFlow, path: str) -> None:
+        assert self.accounting is not None
+        query = flow.request.path.partition("?")[2]
+        local_response(flow, await self.accounting.page(path, query))
 
     def health(self) -> dict[str, Any]:
         assert self.settings is not None
@@ -369,6 +377,12 @@ class Xrouter:
     async def route_chat(
         self, flow: http.HTTPFlow, intercepted: bool, anthropic: bool = False
     ) -> None:
+        """Parse, answer from the response cache or decide, and point the flow at its route.
+
+        `request` starts this in the connection's task and, at its first real wait, hands
+        the rest to another (dispatch.run_until_it_waits): what it awaits must not be bound
+        to the task it started in. Backend I/O runs in tasks of its own (the caches'
+        backends, the classifier)."""
         assert self.settings is not None and self.policy is not None
         started = time.perf_counter()
         parse = parse_anthropic_messages if anthropic else parse_openai_chat

@@ -187,7 +187,10 @@ class LayeredCache:
     async def get(self, key: str) -> bytes | str | None:
         value = self.front.get_now(key)
         if value is None:
-            value = await self.back.get(key)
+            # In a task of its own: the router may have started this in the connection's
+            # task and finish it in another (Xrouter.route_chat), and the Redis client's
+            # timeouts belong to the task they start in.
+            value = await asyncio.ensure_future(self.back.get(key))
             if value is not None:
                 self.front.set_now(key, value)
         return value

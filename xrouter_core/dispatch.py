@@ -20,11 +20,11 @@ place if they are not.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import inspect
 import logging
 import types
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine, Generator
 from typing import Any
 
 from mitmproxy import addonmanager, exceptions, flow, hooks
@@ -48,9 +48,11 @@ class CachedHookManager(addonmanager.AddonManager):
 
     _handlers: dict[str, list[Handler]]
     _chain_length: int
+    _handed_over: dict[hooks.Hook, list[Handler]]  # see answer_now
 
     def __init__(self, master) -> None:
         super().__init__(master)
+        self._handed_over = {}
         self.forget_handlers()
 
     def forget_handlers(self) -> None:
@@ -85,8 +87,11 @@ class CachedHookManager(addonmanager.AddonManager):
         return found
 
     async def trigger_event(self, event: hooks.Hook) -> None:
-        args = event.args()
-        for func in self.handlers(event.name):
+        await self._call_each(self.handlers(event.name), event.args())
+
+    @staticmethod
+    async def _call_each(handlers: list[Handler], args: list[Any]) -> None:
+        for func in handlers:
             try:
                 result = func(*args)
                 if result is not None and inspect.isawaitable(result):
@@ -99,8 +104,10 @@ class CachedHookManager(addonmanager.AddonManager):
                 log.error(f"Addon error: {exc}", exc_info=True)
 
     def answer_now(self, event: hooks.Hook) -> bool:
-        """Run a hook's handlers right here when none of them is a coroutine (and nothing
-        listens to `update`); False, with nothing run, when it must go mitmproxy's way.
+        """Run a hook's handlers right here when none of them is a coroutine function (and
+        nothing listens to `update`). True: done. False: it must go mitmproxy's way, either
+        untouched or, when a handler returned something to await, handed over: the
+        handlers before it have run, and `handle_lifecycle` awaits it and runs the rest.
 
         For mitm_compat's inline hooks (the lean launcher): the same calls, in the same
         order, with the same error handling as `handle_lifecycle`, without a task and a
@@ -115,7 +122,8 @@ class CachedHookManager(addonmanager.AddonManager):
         if not synchronous:
             return False
         args = event.args()
-        for func in self.handlers(event.name):
+        handlers = self.handlers(event.name)
+        for index, func in enumerate(handlers):
             try:
                 result = func(*args)
             except exceptions.AddonHalt:
@@ -126,15 +134,56 @@ class CachedHookManager(addonmanager.AddonManager):
                 log.error(f"Addon error: {exc}", exc_info=True)
                 continue
             if result is not None and inspect.isawaitable(result):
-                # A plain function that returned an awaitable: it still runs, in a task.
-                asyncio.ensure_future(result)
+                self._handed_over[event] = [lambda *_, given=result: given, *handlers[index + 1 :]]
+                return False
         return True
 
     async def handle_lifecycle(self, event: hooks.Hook) -> None:
-        await self.trigger_event(event)
+        rest = self._handed_over.pop(event, None)
+        if rest is None:
+            await self.trigger_event(event)
+        else:
+            await self._call_each(rest, event.args())
         message = event.args()[0]
         if isinstance(message, flow.Flow) and self.handlers("update"):
             await self.trigger_event(hooks.UpdateHook([message]))
+
+
+def run_until_it_waits(work: Coroutine[Any, Any, None]) -> Awaitable[None] | None:
+    """Run a coroutine now, in the caller's task, up to its first real wait: None when it
+    finished without one, else an awaitable that finishes it wherever it is awaited.
+
+    The rest then runs in another task, so whatever the coroutine awaits before its first
+    wait must not be bound to the current task (`asyncio.timeout`, anyio cancel scopes):
+    await futures, threads and tasks of its own there."""
+    try:
+        waiting_for = work.send(None)
+    except StopIteration:
+        return None
+    return Continuation(work, waiting_for)
+
+
+class Continuation:
+    """The rest of a coroutine that `run_until_it_waits` started: awaiting it passes what
+    the coroutine waits for to the awaiting task, as `await` itself would have."""
+
+    def __init__(self, work: Coroutine[Any, Any, None], waiting_for: Any) -> None:
+        self.work = work
+        self.waiting_for = waiting_for
+
+    def __await__(self) -> Generator[Any, Any, None]:
+        work, waiting_for = self.work, self.waiting_for
+        while True:
+            try:
+                sent = yield waiting_for
+            except BaseException as exc:  # cancelled, or the awaited future failed
+                step = functools.partial(work.throw, exc)
+            else:
+                step = functools.partial(work.send, sent)
+            try:
+                waiting_for = step()
+            except StopIteration:
+                return
 
 
 def speed_up(manager: addonmanager.AddonManager) -> bool:
@@ -146,5 +195,6 @@ def speed_up(manager: addonmanager.AddonManager) -> bool:
         return False
     manager.__class__ = CachedHookManager
     assert isinstance(manager, CachedHookManager)
+    manager._handed_over = {}
     manager.forget_handlers()
     return True
