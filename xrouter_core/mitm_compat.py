@@ -33,8 +33,9 @@ Three things a routed flow needs that mitmproxy's addon API does not offer:
    even when no addon listens or all listeners are plain functions: a round trip that cost
    more than the router's own work per hook. With `answer_hooks_inline(manager.answer_now)`
    (dispatch.py), an HTTP stream's flow hooks whose handlers are all synchronous run where
-   the stream yields them, and the stream goes on at once. The router's `request` hook is
-   a coroutine, so it still takes mitmproxy's way. mitmdump keeps mitmproxy's way for all:
+   the stream yields them, and the stream goes on at once. A handler that has to wait
+   (the router's `request`, when its decision is not in memory) returns what is left, and
+   that goes mitmproxy's way (dispatch.answer_now). mitmdump keeps mitmproxy's way for all:
    its addons may intercept a flow and wait for it to be resumed.
 
 Everything else keeps mitmproxy's behaviour, and the normal path pays one dict lookup per
