@@ -488,3 +488,26 @@ def test_counts_flushed_after_the_last_read_still_show_during_an_outage(redis_se
         return before, during
 
     assert asyncio.run(scenario()) == (0, 3)
+
+
+def test_the_outage_view_stays_bounded_between_reads(redis_server, tmp_path):
+    """Flushes keep adding to the last Redis view while nobody reads /usage: it keeps the
+    counts but only the newest request rows, as Redis does."""
+    import asyncio
+
+    from xrouter_core.usage import RECENT_MAX, Outcome, UsageTracker
+
+    async def scenario() -> tuple[int, int]:
+        tracker = UsageTracker(tmp_path / "data", f"redis://127.0.0.1:{redis_server.port}/0")
+        await tracker.stored()  # the view that the flushes below keep current
+        for _ in range(3):
+            for _ in range(RECENT_MAX):
+                tracker.record(Outcome("cheap", 0, "llm", "p", "m", 200, 5, 2, at=time.time()))
+            await tracker.flush()
+        view = tracker._last_redis
+        assert view is not None
+        tracker.close()
+        return view.counters["t|cheap|requests"], len(view.recent)
+
+    requests, rows = asyncio.run(scenario())
+    assert requests == 3 * RECENT_MAX and rows == RECENT_MAX

@@ -113,12 +113,17 @@ class Batch:
         return bool(self.counters or self.series or self.recent)
 
     def merge(self, other: Batch) -> None:
-        for key, value in other.counters.items():
-            self.counters[key] += value
-        for key, value in other.series.items():
-            self.series[key] += value
+        add_counts(self.counters, self.series, other)
         self.recent = (other.recent + self.recent)[-RECENT_MAX:]
         self.updated = max(self.updated, other.updated)
+
+
+def add_counts(counters: dict[str, int], series: dict[str, int], part: Batch | Stored) -> None:
+    """Sum a batch's or a view's counters and per-minute series into these."""
+    for key, value in part.counters.items():
+        counters[key] = counters.get(key, 0) + value
+    for key, value in part.series.items():
+        series[key] = series.get(key, 0) + value
 
 
 def add_outcome(batch: Batch, o: Outcome) -> None:
@@ -163,10 +168,7 @@ class Stored:
 
     def add(self, part: Stored | Batch) -> None:
         """Sum another view (or a batch) into this one; `recent` is sorted by the reader."""
-        for key, value in part.counters.items():
-            self.counters[key] = self.counters.get(key, 0) + value
-        for key, value in part.series.items():
-            self.series[key] = self.series.get(key, 0) + value
+        add_counts(self.counters, self.series, part)
         self.recent.extend(part.recent)
         self.updated = max(self.updated, part.updated)
 
@@ -400,8 +402,14 @@ class UsageTracker:
     def _written_to_redis(self, batch: Batch) -> None:
         """Keep the last Redis view current with this router's own writes, so counts that
         left memory after that read still show if Redis goes away before the next one."""
-        if self._last_redis is not None:
-            self._last_redis.add(batch)
+        view = self._last_redis
+        if view is None:
+            return
+        view.add(batch)
+        # Bounded as Redis keeps it: without reads in between, flushes keep arriving.
+        view.recent = view.recent[-RECENT_MAX:]
+        for key in prune_series(view.series, time.time()):
+            del view.series[key]
 
     async def _flush_to_disk(self) -> None:
         if not self.pending:
