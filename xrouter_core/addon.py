@@ -29,7 +29,6 @@ from xrouter_core.builtin import BuiltinClassifier
 from xrouter_core.canonical import Usage
 from xrouter_core.classifier import Decision, LLMClassifier
 from xrouter_core.config import ConfigError, Route, Settings, load_settings
-from xrouter_core.dispatch import run_until_it_waits
 from xrouter_core.errors import RouterError, error_body, redact
 from xrouter_core.fallback import (
     Attempt,
@@ -318,13 +317,15 @@ class Xrouter:
             and flow.request.path.split("?", 1)[0].endswith("/chat/completions")
             and flow.request.method == "POST"
         ):
-            return run_until_it_waits(self.route_chat(flow, intercepted=True))
+            return dispatch.run_until_it_waits(self.route_chat(flow, intercepted=True))
         if (
             flow.request.pretty_host == ANTHROPIC_HOST
             and flow.request.path.split("?", 1)[0] == MESSAGES_PATH
             and flow.request.method == "POST"
         ):
-            return run_until_it_waits(self.route_chat(flow, intercepted=True, anthropic=True))
+            return dispatch.run_until_it_waits(
+                self.route_chat(flow, intercepted=True, anthropic=True)
+            )
         return None  # Anything else in proxy mode passes through untouched.
 
     def serve_own_endpoint(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
@@ -338,9 +339,11 @@ class Xrouter:
             local_response(flow, LocalResponse.error(exc))
             return None
         if path in CHAT_PATHS:
-            return run_until_it_waits(self.route_chat(flow, intercepted=False))
+            return dispatch.run_until_it_waits(self.route_chat(flow, intercepted=False))
         if path == MESSAGES_PATH:
-            return run_until_it_waits(self.route_chat(flow, intercepted=False, anthropic=True))
+            return dispatch.run_until_it_waits(
+                self.route_chat(flow, intercepted=False, anthropic=True)
+            )
         if path in USAGE_PAGES:
             return self.serve_usage_page(flow, path)
         if path == "/health":

@@ -91,17 +91,14 @@ class CachedHookManager(addonmanager.AddonManager):
 
     @staticmethod
     async def _call_each(handlers: list[Handler], args: list[Any]) -> None:
+        errors = HandlerErrors()
         for func in handlers:
-            try:
+            with errors:
                 result = func(*args)
                 if result is not None and inspect.isawaitable(result):
                     await result
-            except exceptions.AddonHalt:
+            if errors.halted:
                 return
-            except exceptions.OptionsError:
-                raise
-            except Exception as exc:
-                log.error(f"Addon error: {exc}", exc_info=True)
 
     def answer_now(self, event: hooks.Hook) -> bool:
         """Run a hook's handlers right here when none of them is a coroutine function (and
@@ -113,26 +110,23 @@ class CachedHookManager(addonmanager.AddonManager):
         order, with the same error handling as `handle_lifecycle`, without a task and a
         round trip through mitmproxy's connection handler per hook. A flow is not waited
         for if a handler intercepts it: the lean launcher has no addon that does."""
+        handlers = self.handlers(event.name)  # first: it forgets what a new addon changed
         synchronous = self._synchronous.get(event.name)
-        if synchronous is None or self._chain_length != len(self.chain):
+        if synchronous is None:
             synchronous = not self.handlers("update") and not any(
-                inspect.iscoroutinefunction(func) for func in self.handlers(event.name)
+                inspect.iscoroutinefunction(func) for func in handlers
             )
             self._synchronous[event.name] = synchronous
         if not synchronous:
             return False
         args = event.args()
-        handlers = self.handlers(event.name)
+        errors = HandlerErrors()
         for index, func in enumerate(handlers):
-            try:
+            result = None
+            with errors:
                 result = func(*args)
-            except exceptions.AddonHalt:
+            if errors.halted:
                 break
-            except exceptions.OptionsError:
-                raise
-            except Exception as exc:
-                log.error(f"Addon error: {exc}", exc_info=True)
-                continue
             if result is not None and inspect.isawaitable(result):
                 self._handed_over[event] = [lambda *_, given=result: given, *handlers[index + 1 :]]
                 return False
@@ -147,6 +141,28 @@ class CachedHookManager(addonmanager.AddonManager):
         message = event.args()[0]
         if isinstance(message, flow.Flow) and self.handlers("update"):
             await self.trigger_event(hooks.UpdateHook([message]))
+
+
+class HandlerErrors:
+    """mitmproxy's handling of an addon's error, for one handler call after another: an
+    exception is logged as "Addon error" and the chain goes on, AddonHalt stops it (see
+    `halted`), OptionsError propagates."""
+
+    halted = False
+
+    def __enter__(self) -> HandlerErrors:
+        return self
+
+    def __exit__(self, kind, exc, traceback) -> bool:
+        if kind is None or not issubclass(kind, Exception):
+            return False
+        if issubclass(kind, exceptions.AddonHalt):
+            self.halted = True
+            return True
+        if issubclass(kind, exceptions.OptionsError):
+            return False
+        log.error(f"Addon error: {exc}", exc_info=(kind, exc, traceback))
+        return True
 
 
 def run_until_it_waits(work: Coroutine[Any, Any, None]) -> Awaitable[None] | None:
