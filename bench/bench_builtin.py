@@ -20,8 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from xrouter_core import builtin  # noqa: E402
-from xrouter_core.routellm_data import load_benchmark, routed_text  # noqa: E402
+from xrouter_core.quality.routellm_data import load_benchmark, routed_text  # noqa: E402
+from xrouter_core.routing import builtin  # noqa: E402
 
 CHAT = [
     "hi",

@@ -205,5 +205,7 @@ def fast_lane_goals(latency: dict) -> list[str]:
             )
     if "xrouter-w2" in many and "xrouter" in many:
         ratio = many["xrouter-w2"]["rps"] / many["xrouter"]["rps"]
-        lines.append(f"- xrouter --workers 2 = {fmt(ratio)}× one worker's requests/s at c=64 (goal > 1×)")
+        lines.append(
+            f"- xrouter --workers 2 = {fmt(ratio)}× one worker's requests/s at c=64 (goal > 1×)"
+        )
     return lines

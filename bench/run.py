@@ -226,8 +226,8 @@ async def classifier_phase(provider_url: str, plan: Plan, results: dict) -> None
     or read the whole answer (CLASSIFIER_FORCE_STREAM=false)."""
     import httpx
 
-    from xrouter_core.classifier import LLMClassifier
     from xrouter_core.config import ClassifierSettings
+    from xrouter_core.routing.classifier import LLMClassifier
 
     out = {}
     async with httpx.AsyncClient(trust_env=False) as client:

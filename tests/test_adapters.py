@@ -24,19 +24,20 @@ from fakes import (
     openai_tool_stream,
 )
 
-from xrouter_core import canonical as ev
-from xrouter_core.adapters import adapter_for, detect_provider, known_provider
-from xrouter_core.adapters.anthropic import AnthropicAdapter
-from xrouter_core.adapters.cohere import CohereAdapter
-from xrouter_core.adapters.gemini import GeminiAdapter
-from xrouter_core.adapters.openai import AzureOpenAIAdapter, OpenAIAdapter, OpenAIStreamDecoder
 from xrouter_core.config import Route
-from xrouter_core.inbound import ANTHROPIC, ChatRequest, parse_anthropic_messages
-from xrouter_core.render import OpenAIChunkRenderer
-from xrouter_core.render_anthropic import AnthropicEventRenderer
-from xrouter_core.render_anthropic import anthropic_message as to_anthropic
-from xrouter_core.sse import iter_events
-from xrouter_core.stream import TranslatingStream
+from xrouter_core.wire import canonical as ev
+from xrouter_core.wire.adapters import adapter_for
+from xrouter_core.wire.adapters.anthropic import AnthropicAdapter
+from xrouter_core.wire.adapters.cohere import CohereAdapter
+from xrouter_core.wire.adapters.gemini import GeminiAdapter
+from xrouter_core.wire.adapters.openai import AzureOpenAIAdapter, OpenAIAdapter, OpenAIStreamDecoder
+from xrouter_core.wire.inbound import ANTHROPIC, ChatRequest, parse_anthropic_messages
+from xrouter_core.wire.providers import detect_provider, known_provider
+from xrouter_core.wire.render_anthropic import AnthropicEventRenderer
+from xrouter_core.wire.render_anthropic import anthropic_message as to_anthropic
+from xrouter_core.wire.render_openai import OpenAIChunkRenderer
+from xrouter_core.wire.sse import iter_events
+from xrouter_core.wire.stream import TranslatingStream
 
 TOOLS = [
     {

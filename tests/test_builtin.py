@@ -8,10 +8,11 @@ import json
 import pytest
 from conftest import free_port, unique
 
-from xrouter_core import builtin, train_builtin
-from xrouter_core.builtin import BuiltinClassifier, analyse, apply_rules, tier_for
 from xrouter_core.config import DEFAULT_THRESHOLDS, ConfigError, load_settings
-from xrouter_core.routellm_data import BENCHMARKS, load_benchmark, split_of
+from xrouter_core.quality import train_builtin
+from xrouter_core.quality.routellm_data import BENCHMARKS, load_benchmark, split_of
+from xrouter_core.routing import builtin
+from xrouter_core.routing.builtin import BuiltinClassifier, analyse, apply_rules, tier_for
 
 CHAT = "/v1/chat/completions"
 SIMPLE = "hi, how are you today?"
@@ -42,7 +43,12 @@ def test_score_is_a_deterministic_difficulty_in_0_1():
 
 def test_simple_chat_is_cheap_and_hard_asks_are_frontier():
     classifier = BuiltinClassifier()
-    for text in (SIMPLE, "Thanks!", "What is the capital of France?", "Translate 'good night' into Italian."):
+    for text in (
+        SIMPLE,
+        "Thanks!",
+        "What is the capital of France?",
+        "Translate 'good night' into Italian.",
+    ):
         assert classifier.decide(text).tier == 0, text
     for text in (HARD, ARCHITECTURE):
         assert classifier.decide(text).tier == 2, text
@@ -64,14 +70,23 @@ def test_rules_cap_short_messages_and_floor_code_and_hard_asks():
     assert apply_rules(0.9, short) == builtin.SHORT_CAP
     code = analyse("Why does this fail?\n```python\ndef f(x):\n    return x +\n```")
     assert code.code and apply_rules(0.1, code) == builtin.CODE_FLOOR
-    one = analyse("Please refactor the module that handles invoices so that it reads better and keeps its behaviour.")
+    one = analyse(
+        "Please refactor the module that handles invoices so that it reads better and keeps its behaviour."
+    )
     assert one.hard_asks == 1 and apply_rules(0.0, one) == builtin.HARD_FLOOR[0]
     assert analyse(HARD).hard_asks >= 2 and apply_rules(0.0, analyse(HARD)) == builtin.HARD_FLOOR[1]
     assert apply_rules(0.95, analyse(HARD)) == 0.95  # floors never lower a score
 
 
 def test_tier_boundaries_and_threshold_validation():
-    assert [tier_for(s, (0.3, 0.7)) for s in (0.0, 0.299, 0.3, 0.699, 0.7, 1.0)] == [0, 0, 1, 1, 2, 2]
+    assert [tier_for(s, (0.3, 0.7)) for s in (0.0, 0.299, 0.3, 0.699, 0.7, 1.0)] == [
+        0,
+        0,
+        1,
+        1,
+        2,
+        2,
+    ]
     assert tier_for(0.5, (0.5, 0.5)) == 2  # equal thresholds: no medium tier
     for bad in ((0.7, 0.3), (-0.1, 0.5), (0.2, 1.5), (0.5,)):
         with pytest.raises(ValueError):
@@ -134,9 +149,13 @@ def test_hybrid_is_the_default_and_needs_no_llm_server(tmp_path):
 
 
 def test_llm_mode_still_requires_the_base_url(tmp_path):
-    with pytest.raises(ConfigError, match="CLASSIFIER_BASE_URL is required when CLASSIFIER_MODE is llm"):
+    with pytest.raises(
+        ConfigError, match="CLASSIFIER_BASE_URL is required when CLASSIFIER_MODE is llm"
+    ):
         load({**ROUTES, "CLASSIFIER_MODE": "llm"}, tmp_path)
-    settings = load({**ROUTES, "CLASSIFIER_MODE": "LLM", "CLASSIFIER_BASE_URL": "http://127.0.0.1:4"}, tmp_path)
+    settings = load(
+        {**ROUTES, "CLASSIFIER_MODE": "LLM", "CLASSIFIER_BASE_URL": "http://127.0.0.1:4"}, tmp_path
+    )
     assert settings.classifier.uses_llm and not settings.classifier.uses_builtin
 
 
@@ -158,7 +177,9 @@ def test_bad_mode_and_thresholds_are_reported_together(tmp_path):
 
 
 def test_disabled_classifier_uses_neither(tmp_path):
-    settings = load({"CLASSIFIER_ENABLED": "false", "FRONTIER_BASE_URL": "http://127.0.0.1:3/v1"}, tmp_path)
+    settings = load(
+        {"CLASSIFIER_ENABLED": "false", "FRONTIER_BASE_URL": "http://127.0.0.1:3/v1"}, tmp_path
+    )
     assert not settings.classifier.uses_builtin and not settings.classifier.uses_llm
 
 
@@ -172,10 +193,14 @@ def routes_env(upstreams) -> dict[str, str]:
 
 
 def decision_lines(router, marker: str) -> list[str]:
-    return [line for line in router.logs().splitlines() if "routed decision=" in line and marker in line]
+    return [
+        line for line in router.logs().splitlines() if "routed decision=" in line and marker in line
+    ]
 
 
-def test_without_an_llm_server_simple_and_hard_prompts_go_to_different_tiers(start_router, upstreams):
+def test_without_an_llm_server_simple_and_hard_prompts_go_to_different_tiers(
+    start_router, upstreams
+):
     router = start_router(routes_env(upstreams), base=False)
     with router.client() as client:
         simple = client.post(CHAT, json=ask(unique(SIMPLE)))

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from xrouter_core.config import parse_dotenv
-from xrouter_core.config_files import (
+from xrouter_core.setup.config_files import (
     backup,
     format_env_value,
     holds_secrets,

@@ -10,7 +10,7 @@ from mitmproxy import addonmanager, exceptions, hooks, master, options
 from mitmproxy.proxy.layers.http import HttpRequestHook
 from mitmproxy.test import tflow
 
-from xrouter_core import dispatch
+from xrouter_core.proxy import dispatch
 
 
 class Recorder:
@@ -82,7 +82,12 @@ def test_same_handlers_in_the_same_order_as_mitmproxys_own(caplog):
     theirs = run_hook(None, chain)
     assert ours == theirs
     assert ours == [
-        "a.request", "a.child.request", "b.request", "c.request", "d.request", "e.request",
+        "a.request",
+        "a.child.request",
+        "b.request",
+        "c.request",
+        "d.request",
+        "e.request",
         "d.update:1",
     ]
     assert "Addon error: boom" in caplog.text  # logged, and the chain went on

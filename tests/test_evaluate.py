@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from conftest import ROOT
 
-from xrouter_core import routing_metrics as m
-from xrouter_core.builtin import BuiltinClassifier, tier_for
-from xrouter_core.calibrate import choose_thresholds, prompt_of, read_prompts
 from xrouter_core.config import load_settings
-from xrouter_core.routellm_data import load_benchmark, routed_text
+from xrouter_core.quality import routing_metrics as m
+from xrouter_core.quality.calibrate import choose_thresholds, prompt_of, read_prompts
+from xrouter_core.quality.routellm_data import load_benchmark, routed_text
+from xrouter_core.routing.builtin import BuiltinClassifier, tier_for
 
 # Four prompts. weak quality 2/4, strong quality 3/4.
 SCORES = [0.9, 0.8, 0.3, 0.1]
@@ -109,9 +109,13 @@ def run_module(*args: str, stdin: str | None = None) -> subprocess.CompletedProc
 
 
 def test_evaluate_cli_on_real_data(tmp_path):
-    report_path, table_path, chart_path = tmp_path / "r.json", tmp_path / "r.md", tmp_path / "r.html"
+    report_path, table_path, chart_path = (
+        tmp_path / "r.json",
+        tmp_path / "r.md",
+        tmp_path / "r.html",
+    )
     done = run_module(
-        "xrouter_core.evaluate",
+        "xrouter_core.quality.evaluate",
         "--sample", "120",
         "--json", str(report_path),
         "--markdown", str(table_path),
@@ -128,7 +132,10 @@ def test_evaluate_cli_on_real_data(tmp_path):
             assert -1 < result["apgr"] < 2
             shares = [p["strong_share"] for p in result["points"]]
             assert shares[0] == 0.0 and shares[-1] == 1.0 and shares == sorted(shares)
-        assert set(entry["routers"]["builtin"]["at_thresholds"]) == {"frontier_only", "medium_and_frontier"}
+        assert set(entry["routers"]["builtin"]["at_thresholds"]) == {
+            "frontier_only",
+            "medium_and_frontier",
+        }
     table = table_path.read_text()
     assert "| mmlu | builtin | 120 |" in table and "| gsm8k | random | 120 |" in table
     assert done.stdout == table + "\n"
@@ -136,7 +143,7 @@ def test_evaluate_cli_on_real_data(tmp_path):
 
 
 def test_evaluate_samples_only_from_the_held_out_split(tmp_path):
-    from xrouter_core.evaluate import sample
+    from xrouter_core.quality.evaluate import sample
 
     held_out = load_benchmark("gsm8k", "heldout")
     chosen = sample(held_out, 50, seed=3)
@@ -150,7 +157,7 @@ def test_evaluate_llm_and_hybrid_against_an_endpoint(upstreams, tmp_path):
     upstreams.classifier.digit = "2"
     report_path = tmp_path / "r.json"
     done = run_module(
-        "xrouter_core.evaluate",
+        "xrouter_core.quality.evaluate",
         "--router", "llm", "hybrid",
         "--benchmark", "gsm8k",
         "--sample", "15",
@@ -169,7 +176,7 @@ def test_evaluate_llm_and_hybrid_against_an_endpoint(upstreams, tmp_path):
 
     upstreams.classifier.failure = Reply(status=500, body={"error": {"message": "down"}})
     done = run_module(
-        "xrouter_core.evaluate",
+        "xrouter_core.quality.evaluate",
         "--router", "llm", "hybrid",
         "--benchmark", "gsm8k",
         "--sample", "15",
@@ -180,7 +187,7 @@ def test_evaluate_llm_and_hybrid_against_an_endpoint(upstreams, tmp_path):
     routers = json.loads(report_path.read_text())["benchmarks"]["gsm8k"]["routers"]
     assert routers["llm"]["llm_failures"] == 15
     assert routers["llm"]["tier_counts"]["2"] == 15  # llm mode: failures go to frontier
-    examples = __import__("xrouter_core.evaluate", fromlist=["sample"]).sample(
+    examples = __import__("xrouter_core.quality.evaluate", fromlist=["sample"]).sample(
         load_benchmark("gsm8k", "heldout"), 15, 0
     )
     builtin = BuiltinClassifier()
@@ -189,7 +196,7 @@ def test_evaluate_llm_and_hybrid_against_an_endpoint(upstreams, tmp_path):
 
 
 def test_evaluate_rejects_llm_without_endpoint():
-    done = run_module("xrouter_core.evaluate", "--router", "llm")
+    done = run_module("xrouter_core.quality.evaluate", "--router", "llm")
     assert done.returncode == 2 and "--llm-base-url" in done.stderr
 
 
@@ -211,7 +218,10 @@ def synthetic_log(path: Path) -> list[str]:
     """A mixed log: benchmark questions as JSON lines, chat as plain text, junk lines."""
     prompts = [e.prompt for e in load_benchmark("mmlu", "calibration")[:250]]
     prompts += [e.prompt for e in load_benchmark("gsm8k", "calibration")[:150]]
-    chat = [f"Write a friendly note to colleague number {i} about the team lunch on Friday." for i in range(50)]
+    chat = [
+        f"Write a friendly note to colleague number {i} about the team lunch on Friday."
+        for i in range(50)
+    ]
     lines = [json.dumps({"prompt": p, "tier": 1}) for p in prompts] + chat
     lines += ['{"status": 499}', ""]
     path.write_text("\n".join(lines) + "\n")
@@ -222,15 +232,22 @@ def synthetic_log(path: Path) -> list[str]:
 def test_calibrate_hits_the_target_on_a_synthetic_log(tmp_path, target):
     log = tmp_path / "requests.jsonl"
     prompts = synthetic_log(log)
-    done = run_module("xrouter_core.calibrate", "--target-frontier", str(target), "--log", str(log))
+    done = run_module(
+        "xrouter_core.quality.calibrate", "--target-frontier", str(target), "--log", str(log)
+    )
     assert done.returncode == 0, done.stderr
     assert f"{len(prompts)} prompts" in done.stdout and "skipped: 1" in done.stdout
     line = re.search(r"^CLASSIFIER_THRESHOLDS=(\S+)$", done.stdout, re.M)
     assert line
     # The printed line is valid configuration, and it meets the target on this traffic.
     env_file = tmp_path / ".env"
-    env_file.write_text(line.group(0) + "\nFRONTIER_BASE_URL=http://127.0.0.1:1\nCHEAP_BASE_URL=http://127.0.0.1:2\nMEDIUM_BASE_URL=http://127.0.0.1:3\n")
-    thresholds = load_settings({}, env_file=env_file, upstreams_file=tmp_path / "none.json").classifier.thresholds
+    env_file.write_text(
+        line.group(0)
+        + "\nFRONTIER_BASE_URL=http://127.0.0.1:1\nCHEAP_BASE_URL=http://127.0.0.1:2\nMEDIUM_BASE_URL=http://127.0.0.1:3\n"
+    )
+    thresholds = load_settings(
+        {}, env_file=env_file, upstreams_file=tmp_path / "none.json"
+    ).classifier.thresholds
     classifier = BuiltinClassifier(thresholds)
     tiers = [tier_for(classifier.score(p), thresholds) for p in prompts]
     assert tiers.count(2) / len(tiers) == pytest.approx(target, abs=0.02)

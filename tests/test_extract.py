@@ -7,9 +7,13 @@ import asyncio
 import openclaw_shapes as oc
 import pytest
 
-from xrouter_core.cache import MemoryCache
-from xrouter_core.extract import classifier_input, latest_person_message, strip_client_wrappers
-from xrouter_core.toolloop import TaskTiers, stable_system_prompt, task_of
+from xrouter_core.accounting.cache import MemoryCache
+from xrouter_core.routing.extract import (
+    classifier_input,
+    latest_person_message,
+    strip_client_wrappers,
+)
+from xrouter_core.routing.toolloop import TaskTiers, stable_system_prompt, task_of
 
 ASK = "Refactor the billing module into three services and keep the tests green"
 

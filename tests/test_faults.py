@@ -14,7 +14,7 @@ import pytest
 from conftest import LAUNCHERS, Router, free_port, unique
 from fakes import FakeOpenAIProvider, Pause, Reply, openai_stream
 
-from xrouter_core.sse import iter_events
+from xrouter_core.wire.sse import iter_events
 
 CHAT = "/v1/chat/completions"
 
@@ -192,11 +192,14 @@ def test_provider_resets_mid_stream_for_an_anthropic_client(router, upstreams):
         max_retries=0,
         http_client=anthropic.DefaultHttpxClient(trust_env=False, timeout=10),
     )
-    with pytest.raises(anthropic.APIError), sdk.messages.stream(
-        model="claude-x",
-        max_tokens=50,
-        messages=[{"role": "user", "content": unique("anthropic sdk reset")}],
-    ) as stream:
+    with (
+        pytest.raises(anthropic.APIError),
+        sdk.messages.stream(
+            model="claude-x",
+            max_tokens=50,
+            messages=[{"role": "user", "content": unique("anthropic sdk reset")}],
+        ) as stream,
+    ):
         for _ in stream:
             pass
     upstreams.medium.override = None

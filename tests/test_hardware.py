@@ -12,8 +12,8 @@ from pathlib import Path
 import pynvml
 import pytest
 
-from xrouter_core import hardware
-from xrouter_core.hardware import GPU, Machine, Probes, detect, recommend
+from xrouter_core.setup import hardware
+from xrouter_core.setup.hardware import GPU, Machine, Probes, detect, recommend
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 1024**3

@@ -13,7 +13,7 @@ import psutil
 import pytest
 from conftest import ROOT, Router, free_port, unique
 
-from xrouter_core import launcher
+from xrouter_core.proxy import launcher
 
 CHAT = "/v1/chat/completions"
 
@@ -135,7 +135,7 @@ def test_reuse_port_loop_sets_so_reuseport():
 
 def test_python_dash_m_and_console_script_name_the_same_entry_point():
     text = (ROOT / "pyproject.toml").read_text()
-    assert 'xrouter = "xrouter_core.launcher:main"' in text
+    assert 'xrouter = "xrouter_core.proxy.launcher:main"' in text
     shown = subprocess.run(
         [sys.executable, "-m", "xrouter_core", "--help"],
         env={"PYTHONPATH": str(ROOT), "PATH": ""},

@@ -11,7 +11,7 @@ import time
 import httpx
 from conftest import unique
 
-from xrouter_core.sse import iter_events
+from xrouter_core.wire.sse import iter_events
 
 CHAT = "/v1/chat/completions"
 TOTAL = 200

@@ -24,7 +24,7 @@ from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers.http import HttpStream, RequestProtocolError
 
-from xrouter_core import dispatch, mitm_compat
+from xrouter_core.proxy import dispatch, mitm_compat
 
 
 def test_http_stream_has_the_shape_the_patches_need():
@@ -114,7 +114,9 @@ async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) 
             if name.strip().lower() == b"content-length":
                 length = int(value)
         await reader.readexactly(length)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+        )
         await writer.drain()
 
 

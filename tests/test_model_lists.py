@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 from fakes import FakeModelProvider, Reply
 
-from xrouter_core import local_engines
-from xrouter_core.model_lists import ListingError, catalog, fetch_models, models_for
+from xrouter_core.setup import local_engines
+from xrouter_core.setup.model_lists import ListingError, catalog, fetch_models, models_for
 
 KEY = "sk-test-secret-key-000111"
 

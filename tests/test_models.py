@@ -7,7 +7,7 @@ import pytest
 from conftest import unique
 
 from xrouter_core.config import RoutingSettings
-from xrouter_core.models import DEFAULT_CATEGORIES, logical_model_names, pinned_tier
+from xrouter_core.routing.models import DEFAULT_CATEGORIES, logical_model_names, pinned_tier
 
 CHAT = "/v1/chat/completions"
 ROUTING = RoutingSettings(categories=DEFAULT_CATEGORIES)
@@ -173,7 +173,7 @@ def test_bad_routing_settings_stop_the_router(start_router):
 
 def test_chains_escalate_and_never_silently_downgrade():
     from xrouter_core.config import Route
-    from xrouter_core.fallback import CircuitBreaker, chain_for, next_route
+    from xrouter_core.routing.fallback import CircuitBreaker, chain_for, next_route
 
     routes = {
         t: Route(t, f"http://127.0.0.1:1/{t}", vision=t == "frontier")

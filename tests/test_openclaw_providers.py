@@ -100,7 +100,9 @@ def test_openclaw_tool_loop_against_each_provider(routers, upstreams, providers,
     assert first["usage"] is not None
     assert (first["usage"].prompt_tokens, first["usage"].completion_tokens) == ctx["tokens"]
 
-    second = stream(ctx["client"], follow_up(body, call))  # a provider that rejected it would answer 400
+    second = stream(
+        ctx["client"], follow_up(body, call)
+    )  # a provider that rejected it would answer 400
     assert second["usage"] is not None
     assert fake.requests[-1].json is not None and len(fake.requests) >= 2
 

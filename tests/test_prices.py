@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from xrouter_core.accounting.prices import Pricing, price_table, table_price
 from xrouter_core.config import ConfigError, load_settings
-from xrouter_core.prices import Pricing, price_table, table_price
 
 BASE = {
     "CLASSIFIER_BASE_URL": "http://127.0.0.1:11434/v1",

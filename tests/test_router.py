@@ -14,7 +14,7 @@ import pytest
 from conftest import free_port, unique
 from fakes import FakeServer, Pause, Reply, openai_stream
 
-from xrouter_core.sse import iter_events
+from xrouter_core.wire.sse import iter_events
 
 CHAT = "/v1/chat/completions"
 
@@ -152,9 +152,9 @@ def test_early_abort_closes_the_classifier_stream(router, upstreams):
     assert reply.headers["x-xrouter-upstream"] == "cheap"
     # The fake notices the closed connection on its next write, after one tail step.
     assert upstreams.classifier.client_closed.wait(5)
-    line = [
-        x for x in router.logs().splitlines() if "abort early" not in x and "source=llm" in x
-    ][-1]
+    line = [x for x in router.logs().splitlines() if "abort early" not in x and "source=llm" in x][
+        -1
+    ]
     classifier_ms = float(line.split("classifier_ms=")[1].split()[0])
     assert classifier_ms < 3000  # a full read would take the whole 3 s tail
 

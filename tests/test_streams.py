@@ -4,11 +4,11 @@ import json
 
 from fakes import openai_stream
 
-from xrouter_core import canonical as ev
-from xrouter_core.adapters.openai import OpenAIStreamDecoder
-from xrouter_core.render import OpenAIChunkRenderer, completion_as_sse
-from xrouter_core.sse import SSEParser, iter_events
-from xrouter_core.stream import OpenAIPassthrough, TranslatingStream
+from xrouter_core.wire import canonical as ev
+from xrouter_core.wire.adapters.openai import OpenAIStreamDecoder
+from xrouter_core.wire.render_openai import OpenAIChunkRenderer, completion_as_sse
+from xrouter_core.wire.sse import SSEParser, iter_events
+from xrouter_core.wire.stream import OpenAIPassthrough, TranslatingStream
 
 
 def body_of(chunks):

@@ -17,7 +17,7 @@ import pytest
 from conftest import free_port, unique
 from fakes import Reply, openai_stream
 
-from xrouter_core.sse import iter_events
+from xrouter_core.wire.sse import iter_events
 
 CHAT = "/v1/chat/completions"
 PRICES = {
@@ -451,7 +451,7 @@ def test_a_retried_redis_batch_counts_once(redis_server, tmp_path):
     """A flush retried after a timeout (Redis may have applied it) must not count twice."""
     import asyncio
 
-    from xrouter_core.usage import Batch, Outcome, RedisCounters, add_outcome
+    from xrouter_core.accounting.usage import Batch, Outcome, RedisCounters, add_outcome
 
     async def scenario() -> dict[str, int]:
         counters = RedisCounters(f"redis://127.0.0.1:{redis_server.port}/0")
@@ -474,7 +474,7 @@ def test_counts_flushed_after_the_last_read_still_show_during_an_outage(redis_se
     since: a flush that landed after that read must not drop out of it."""
     import asyncio
 
-    from xrouter_core.usage import Outcome, UsageTracker
+    from xrouter_core.accounting.usage import Outcome, UsageTracker
 
     async def scenario() -> tuple[int, int]:
         tracker = UsageTracker(tmp_path / "data", f"redis://127.0.0.1:{redis_server.port}/0")
@@ -495,7 +495,7 @@ def test_the_outage_view_stays_bounded_between_reads(redis_server, tmp_path):
     counts but only the newest request rows, as Redis does."""
     import asyncio
 
-    from xrouter_core.usage import RECENT_MAX, Outcome, UsageTracker
+    from xrouter_core.accounting.usage import RECENT_MAX, Outcome, UsageTracker
 
     async def scenario() -> tuple[int, int]:
         tracker = UsageTracker(tmp_path / "data", f"redis://127.0.0.1:{redis_server.port}/0")

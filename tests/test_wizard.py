@@ -24,8 +24,8 @@ from prompt_toolkit.application import create_app_session
 from prompt_toolkit.input import create_pipe_input
 from prompt_toolkit.output.plain_text import PlainTextOutput
 
-from xrouter_core import hardware, wizard
 from xrouter_core.config import load_settings
+from xrouter_core.setup import hardware, wizard
 
 ENTER, DOWN, CLEAR = "\r", "\x1b[B", "\x15"  # Ctrl-U clears the prefilled default
 MEDIUM_KEY = "sk-medium-typed-secret-4242"

@@ -2,6 +2,6 @@
 
 import sys
 
-from xrouter_core.launcher import main
+from xrouter_core.proxy.launcher import main
 
 sys.exit(main())

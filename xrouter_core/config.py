@@ -22,7 +22,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-TIERS: tuple[str, ...] = ("cheap", "medium", "frontier")
+from xrouter_core.routing.models import DEFAULT_CATEGORIES
+from xrouter_core.tiers import TIERS
+from xrouter_core.wire.providers import PROVIDERS, known_provider
+
 ROUTE_FIELDS: tuple[str, ...] = (
     "base_url",
     "api_key",
@@ -391,7 +394,9 @@ def parse_thresholds(raw: str) -> tuple[float, float]:
 
 def check_thresholds(values) -> tuple[float, float]:
     if len(values) != 2:
-        raise ValueError(f"two thresholds are needed (cheap|medium, medium|frontier), not {len(values)}")
+        raise ValueError(
+            f"two thresholds are needed (cheap|medium, medium|frontier), not {len(values)}"
+        )
     low, high = float(values[0]), float(values[1])
     if not (0.0 <= low <= high <= 1.0):
         raise ValueError(f"thresholds must satisfy 0 <= low <= high <= 1, not {low}, {high}")
@@ -411,8 +416,6 @@ def load_settings(
         upstreams_file = environ.get("UPSTREAMS_FILE", "upstreams.json")
     values, problems = _read_sources(environ, Path(env_file), Path(upstreams_file))
     read = _Reader(values, problems)
-
-    from xrouter_core.adapters import PROVIDERS, known_provider  # late: adapters import config
 
     log_level = read.text("LOG_LEVEL", "info").lower()
     if log_level not in LOG_LEVELS:
@@ -548,8 +551,6 @@ def load_settings(
 
 
 def _read_routing(read: _Reader, problems: list[str]) -> RoutingSettings:
-    from xrouter_core.models import DEFAULT_CATEGORIES  # late: models imports config
-
     chain = tuple(t.strip().lower() for t in read.text("FALLBACK_CHAIN").split(",") if t.strip())
     for tier in chain:
         if tier not in TIERS:

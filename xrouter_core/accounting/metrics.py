@@ -1,0 +1,137 @@
+"""GET /metrics: the usage counters in Prometheus' text exposition format (0.0.4)."""
+
+from __future__ import annotations
+
+from xrouter_core.accounting.usage import BUCKETS_MS, Stored
+from xrouter_core.tiers import TIERS
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _label(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+def _labels(**labels: str) -> str:
+    return "{" + ",".join(f'{k}="{_label(str(v))}"' for k, v in labels.items()) + "}"
+
+
+class _Doc:
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help_text: str) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} {kind}")
+
+    def sample(self, name: str, value: float, **labels: str) -> None:
+        text = repr(float(value)) if isinstance(value, float) else str(value)
+        self.lines.append(f"{name}{_labels(**labels) if labels else ''} {text}")
+
+
+def render_metrics(stored: Stored) -> bytes:
+    c = stored.counters
+    doc = _Doc()
+
+    doc.family("xrouter_requests_total", "counter", "Routed requests by route tier.")
+    for tier in TIERS:
+        doc.sample("xrouter_requests_total", c.get(f"t|{tier}|requests", 0), tier=tier)
+    doc.family("xrouter_errors_total", "counter", "Routed requests that ended in an error.")
+    for tier in TIERS:
+        doc.sample("xrouter_errors_total", c.get(f"t|{tier}|errors", 0), tier=tier)
+    doc.family("xrouter_tokens_total", "counter", "Tokens by route tier and kind.")
+    for tier in TIERS:
+        for kind in ("prompt", "completion"):
+            doc.sample("xrouter_tokens_total", c.get(f"t|{tier}|{kind}", 0), tier=tier, kind=kind)
+
+    models = sorted(
+        key[2 : -len("|requests")].split("|", 2)
+        for key in c
+        if key.startswith("m|") and key.endswith("|requests")
+    )
+    doc.family("xrouter_model_requests_total", "counter", "Requests by tier, provider and model.")
+    for tier, provider, model in models:
+        doc.sample(
+            "xrouter_model_requests_total",
+            c.get(f"m|{tier}|{provider}|{model}|requests", 0),
+            tier=tier,
+            provider=provider,
+            model=model,
+        )
+    doc.family("xrouter_model_tokens_total", "counter", "Tokens by tier, provider, model, kind.")
+    for tier, provider, model in models:
+        for kind in ("prompt", "completion"):
+            doc.sample(
+                "xrouter_model_tokens_total",
+                c.get(f"m|{tier}|{provider}|{model}|{kind}", 0),
+                tier=tier,
+                provider=provider,
+                model=model,
+                kind=kind,
+            )
+
+    doc.family(
+        "xrouter_upstream_latency_seconds", "histogram", "Time from routing to the answer's end."
+    )
+    for tier in TIERS:
+        _histogram(
+            doc,
+            "xrouter_upstream_latency_seconds",
+            c,
+            f"h|upstream|{tier}|",
+            c.get(f"t|{tier}|upstream_us", 0),
+            tier=tier,
+        )
+    doc.family("xrouter_classifier_latency_seconds", "histogram", "Classifier call duration.")
+    classifier_us = sum(c.get(f"t|{tier}|classifier_us", 0) for tier in TIERS)
+    _histogram(doc, "xrouter_classifier_latency_seconds", c, "h|classifier|all|", classifier_us)
+
+    doc.family(
+        "xrouter_decisions_total",
+        "counter",
+        "Routing decisions by source (llm, builtin, builtin_fallback, llm_failed, cache, ...) and tier.",
+    )
+    for key in sorted(k for k in c if k.startswith("d|")):
+        _, source, digit = key.split("|", 2)
+        doc.sample("xrouter_decisions_total", c[key], source=source, decision=digit)
+    doc.family(
+        "xrouter_classifier_failures_total", "counter", "LLM classifier calls with no answer."
+    )
+    failures = sum(
+        v for k, v in c.items() if k.startswith(("d|llm_failed|", "d|builtin_fallback|"))
+    )
+    doc.sample("xrouter_classifier_failures_total", failures)
+
+    doc.family("xrouter_cache_requests_total", "counter", "Response and decision cache lookups.")
+    doc.sample(
+        "xrouter_cache_requests_total", c.get("c|response|hit", 0), cache="response", result="hit"
+    )
+    doc.sample(
+        "xrouter_cache_requests_total", c.get("c|response|miss", 0), cache="response", result="miss"
+    )
+    decision_hits = sum(v for k, v in c.items() if k.startswith("d|cache|"))
+    doc.sample("xrouter_cache_requests_total", decision_hits, cache="decision", result="hit")
+    doc.family("xrouter_cache_hits_total", "counter", "Requests answered from the response cache.")
+    for tier in TIERS:
+        doc.sample("xrouter_cache_hits_total", c.get(f"t|{tier}|cache_hits", 0), tier=tier)
+
+    doc.family("xrouter_fallbacks_total", "counter", "Requests retried on another route.")
+    for key in sorted(k for k in c if k.startswith("f|")):
+        _, source, target, reason = key.split("|", 3)
+        doc.sample(
+            "xrouter_fallbacks_total", c[key], **{"from": source, "to": target, "reason": reason}
+        )
+    return ("\n".join(doc.lines) + "\n").encode()
+
+
+def _histogram(
+    doc: _Doc, name: str, c: dict[str, int], prefix: str, sum_us: int, **labels: str
+) -> None:
+    cumulative = 0
+    for bound in BUCKETS_MS:
+        cumulative += c.get(f"{prefix}{bound}", 0)
+        doc.sample(f"{name}_bucket", cumulative, **labels, le=repr(bound / 1000))
+    cumulative += c.get(f"{prefix}inf", 0)
+    doc.sample(f"{name}_bucket", cumulative, **labels, le="+Inf")
+    doc.sample(f"{name}_sum", sum_us / 1_000_000, **labels)
+    doc.sample(f"{name}_count", cumulative, **labels)

@@ -1,0 +1,140 @@
+"""Opt-in response caching (CACHE_RESPONSES=true): an identical deterministic request
+is answered from the cache, whole or replayed as a valid SSE stream.
+
+Deterministic means temperature 0 or unset and one choice; the key covers the model,
+messages, tools and every other parameter, but not `stream`, so a streamed request
+can be answered by a cached whole answer and the other way round.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from xrouter_core.accounting.cache import cache_key
+from xrouter_core.wire import canonical as ev
+from xrouter_core.wire.adapters.openai import OpenAIStreamDecoder
+from xrouter_core.wire.inbound import OPENAI, ChatRequest
+from xrouter_core.wire.stream import StreamTranslator
+
+NOT_IN_KEY = frozenset({"stream", "stream_options", "user"})
+
+
+def response_key(chat: ChatRequest) -> str | None:
+    """The cache key of a deterministic request, or None when it must not be cached."""
+    if chat.client_format != OPENAI:
+        return None  # answers are stored and replayed in OpenAI's format
+    body = chat.body
+    if body.get("temperature") not in (None, 0, 0.0) or body.get("n") not in (None, 1):
+        return None
+    keyed = {k: v for k, v in body.items() if k not in NOT_IN_KEY}
+    try:
+        text = json.dumps(keyed, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    except (TypeError, ValueError):
+        return None
+    return cache_key("response", text)
+
+
+def entry(completion: dict[str, Any], tier: str, decision: int) -> str:
+    return json.dumps({"completion": completion, "tier": tier, "decision": decision})
+
+
+def read_entry(raw: bytes | str) -> tuple[dict[str, Any], str, int] | None:
+    try:
+        doc = json.loads(raw)
+        return doc["completion"], str(doc["tier"]), int(doc["decision"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+class CompletionBuilder:
+    """Canonical events → one `chat.completion` dict."""
+
+    def __init__(self) -> None:
+        self.id = ""
+        self.model = ""
+        self.text: list[str] = []
+        self.calls: dict[int, dict[str, Any]] = {}
+        self.finish = "stop"
+        self.usage: ev.Usage | None = None
+        self.failed = False
+
+    def add(self, events: list[ev.StreamEvent]) -> None:
+        for event in events:
+            if isinstance(event, ev.Start):
+                self.id, self.model = event.id, event.model
+            elif isinstance(event, ev.TextDelta):
+                self.text.append(event.text)
+            elif isinstance(event, ev.ToolCallStart):
+                self.calls[event.index] = {
+                    "id": event.id,
+                    "type": "function",
+                    "function": {"name": event.name, "arguments": ""},
+                }
+            elif isinstance(event, ev.ToolCallDelta) and event.index in self.calls:
+                self.calls[event.index]["function"]["arguments"] += event.arguments
+            elif isinstance(event, ev.Finish):
+                self.finish = event.reason
+            elif isinstance(event, ev.Usage):
+                self.usage = event
+            elif isinstance(event, ev.StreamError):
+                self.failed = True
+
+    def completion(self) -> dict[str, Any]:
+        message: dict[str, Any] = {"role": "assistant", "content": "".join(self.text) or None}
+        if self.calls:
+            message["tool_calls"] = [self.calls[i] for i in sorted(self.calls)]
+        doc: dict[str, Any] = {
+            "id": self.id,
+            "object": "chat.completion",
+            "created": 0,
+            "model": self.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": self.finish}],
+        }
+        if self.usage is not None:
+            doc["usage"] = {
+                "prompt_tokens": self.usage.prompt_tokens,
+                "completion_tokens": self.usage.completion_tokens,
+                "total_tokens": self.usage.total_tokens,
+            }
+        return doc
+
+
+class RecordingStream(StreamTranslator):
+    """Wraps a translator and rebuilds the answer from what the client receives (always
+    OpenAI chunks), so it can be cached. Used only when response caching is on."""
+
+    def __init__(self, inner: StreamTranslator):
+        self.inner = inner
+        self.decoder = OpenAIStreamDecoder()
+        self.builder = CompletionBuilder()
+
+    @property
+    def usage(self) -> ev.Usage | None:  # type: ignore[override]
+        return self.inner.usage
+
+    def feed(self, chunk: bytes) -> bytes:
+        out = self.inner.feed(chunk)
+        self.builder.add(self.decoder.feed(out))
+        return out
+
+    def finish(self) -> bytes:
+        out = self.inner.finish()
+        self.builder.add(self.decoder.feed(out) + self.decoder.finish())
+        return out
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    def completion(self) -> dict[str, Any] | None:
+        if self.builder.failed:
+            return None
+        doc = self.builder.completion()
+        if self.inner.usage is not None:
+            u = self.inner.usage
+            doc["usage"] = {
+                "prompt_tokens": u.prompt_tokens,
+                "completion_tokens": u.completion_tokens,
+                "total_tokens": u.total_tokens,
+            }
+        return doc

@@ -1,0 +1,330 @@
+"""What happens around a routed request besides routing it: usage counters, the request
+log, the response cache and the pages that show them. The addon calls this with a few
+lines per hook; everything here is plain Python."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs
+
+from xrouter_core.accounting.cache import REDIS_ERRORS, Cache, RedisHealth, build_cache
+from xrouter_core.accounting.metrics import CONTENT_TYPE as METRICS_TYPE
+from xrouter_core.accounting.metrics import render_metrics
+from xrouter_core.accounting.pages import dashboard_page, plotly_script
+from xrouter_core.accounting.prices import Pricing
+from xrouter_core.accounting.requestlog import RequestLog
+from xrouter_core.accounting.responsecache import RecordingStream, entry, read_entry, response_key
+from xrouter_core.accounting.usage import Outcome, UsageTracker, estimate_tokens, usage_document
+from xrouter_core.config import Settings
+from xrouter_core.routing.classifier import Decision
+from xrouter_core.routing.policy import classifier_input
+from xrouter_core.wire.canonical import Usage
+from xrouter_core.wire.errors import RouterError
+from xrouter_core.wire.inbound import ChatRequest, content_text
+from xrouter_core.wire.local import PLOTLY_PATH, LocalResponse
+from xrouter_core.wire.render_openai import completion_as_sse
+from xrouter_core.wire.stream import StreamTranslator
+
+log = logging.getLogger("xrouter")
+
+CACHE_HEADER = "x-xrouter-cache"
+USAGE_PAGES = frozenset({"/usage", "/usage/reset", "/metrics", "/dashboard", PLOTLY_PATH})
+
+
+def prompt_chars(chat: ChatRequest) -> int:
+    return sum(len(content_text(m.get("content"))) for m in chat.messages)
+
+
+def usable_data_dir(configured: str) -> str:
+    """The data directory, or a private temporary one when it cannot be created or
+    written (a file in the way, a read-only mount): counting goes on, with a warning,
+    instead of the router failing to start."""
+    directory = Path(configured)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".xrouter-write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+        return str(directory)
+    except OSError as exc:
+        fallback = Path(tempfile.gettempdir()) / f"xrouter-data-{os.getuid()}"
+        fallback.mkdir(mode=0o700, exist_ok=True)
+        log.warning(
+            "XROUTER_DATA_DIR %s is not usable (%s); counting in %s instead, which does not"
+            " survive a reboot",
+            configured,
+            exc.strerror or exc,
+            fallback,
+        )
+        return str(fallback)
+
+
+class Accounting:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        data_dir = usable_data_dir(settings.data_dir)
+        self.health = RedisHealth(settings.redis_url) if settings.redis_url else None
+        backend = settings.cache_backend
+        self.decisions: Cache = build_cache(
+            backend,
+            data_dir,
+            settings.redis_url,
+            settings.decision_cache_max,
+            settings.decision_cache_ttl,
+            self.health,
+        )
+        self.responses: Cache | None = (
+            build_cache(
+                backend,
+                data_dir,
+                settings.redis_url,
+                1000,
+                settings.response_cache_ttl,
+                self.health,
+            )
+            if settings.cache_responses
+            else None
+        )
+        self.usage = UsageTracker(
+            data_dir,
+            settings.redis_url if backend in ("auto", "redis") else "",
+            settings.usage_flush_ms / 1000,
+            self.health,
+        )
+        self.pricing = Pricing(settings)
+        self.request_log = (
+            RequestLog(settings.request_log, settings.request_log_prompts)
+            if settings.request_log
+            else None
+        )
+        self.background: set[asyncio.Task] = set()
+
+    def start(self) -> None:
+        self.usage.start()
+
+    def close(self) -> None:
+        for task in self.background:
+            task.cancel()
+        self.usage.close()
+        if self.request_log is not None:
+            self.request_log.close()
+
+    # ---- counting ---------------------------------------------------------------
+
+    def finished(
+        self,
+        chat: ChatRequest,
+        decision: Decision,
+        tier: str,
+        provider: str,
+        model: str,
+        status: int,
+        prompt_tokens: int | None,
+        completion_tokens: int | None,
+        completion_chars: int,
+        total_ms: float,
+        cache_hit: bool = False,
+        response_text: str | None = None,
+    ) -> None:
+        """One finished request: counted in memory, logged off the loop."""
+        estimated = False
+        if prompt_tokens is None or completion_tokens is None:
+            prompt_tokens = completion_tokens = 0
+            if status < 400 and not cache_hit:
+                # The provider reported no usage: estimate it, and say so.
+                estimated = True
+                prompt_tokens = estimate_tokens(prompt_chars(chat))
+                completion_tokens = estimate_tokens(completion_chars)
+        prompts = self.settings.request_log_prompts
+        text = classifier_input(chat.messages) if prompts else None
+        outcome = Outcome(
+            tier=tier,
+            decision=decision.tier,
+            source=decision.source,
+            provider=provider,
+            model=model,
+            status=status,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+            estimated=estimated,
+            cache_hit=cache_hit,
+            classifier_ms=decision.ms,
+            upstream_ms=max(total_ms - decision.ms, 0.0),
+            total_ms=total_ms,
+            at=time.time(),
+            prompt=text,
+        )
+        self.usage.record(outcome)
+        if self.request_log is not None:
+            line: dict[str, Any] = {
+                "time": outcome.at,
+                "decision": decision.tier,
+                "source": decision.source,
+                "route": tier,
+                "provider": provider,
+                "model": model,
+                "status": status,
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+                "estimated": estimated,
+                "cache_hit": cache_hit,
+                "classifier_ms": round(decision.ms, 1),
+                "latency_ms": round(total_ms, 1),
+                "stream": chat.stream,
+            }
+            if prompts:
+                line["classifier_input"] = text
+                line["messages"] = chat.messages
+                if response_text is not None:
+                    line["response"] = response_text
+            self.request_log.write(line)
+
+    def routed_finished(
+        self,
+        routed: Any,
+        status: int,
+        usage: Usage | None,
+        total_ms: float,
+        stream: StreamTranslator | None,
+        completion: Any,
+    ) -> None:
+        """The addon's RoutedFlow at its end: count it, and cache a good answer."""
+        completion_chars = 0
+        response_text = None
+        if isinstance(completion, dict):
+            message = ((completion.get("choices") or [{}])[0] or {}).get("message") or {}
+            response_text = content_text(message.get("content"))
+            if usage is None:
+                completion_chars = len(response_text) + len(
+                    json.dumps(message.get("tool_calls") or "")
+                )
+        elif stream is not None and usage is None:
+            completion_chars = stream.content_chars_estimate()
+        self.finished(
+            routed.chat,
+            routed.decision,
+            routed.route.tier,
+            routed.adapter.name,
+            routed.route.model or routed.chat.model or "unknown",
+            status,
+            usage.prompt_tokens if usage else None,
+            usage.completion_tokens if usage else None,
+            completion_chars,
+            total_ms,
+            response_text=response_text,
+        )
+        key = routed.extra.get("cache_key")
+        if key is None or status >= 400:
+            return
+        if isinstance(stream, RecordingStream):
+            completion = stream.completion()
+        if isinstance(completion, dict):
+            self.store_answer(key, completion, routed.route.tier, routed.decision.tier)
+
+    # ---- response cache ---------------------------------------------------------
+
+    async def cached_answer(self, chat: ChatRequest) -> tuple[str | None, LocalResponse | None]:
+        """(key, answer): the answer when the cache has one; the key to store under later."""
+        if self.responses is None:
+            return None, None
+        key = response_key(chat)
+        if key is None:
+            return None, None
+        raw = await self.responses.get(key)
+        found = read_entry(raw) if raw is not None else None
+        if found is None:
+            self.usage.count("c|response|miss")
+            return key, None
+        completion, tier, digit = found
+        self.usage.count("c|response|hit")
+        headers = {
+            CACHE_HEADER: "hit",
+            "x-xrouter-decision": str(digit),
+            "x-xrouter-upstream": tier,
+        }
+        if chat.stream:
+            body = completion_as_sse(completion, include_usage=chat.wants_usage)
+            headers["content-type"] = "text/event-stream"
+            headers["cache-control"] = "no-cache"
+        else:
+            body = json.dumps(completion).encode()
+            headers["content-type"] = "application/json"
+        self.finished(
+            chat,
+            Decision(digit, "response_cache"),
+            tier,
+            "cache",
+            str(completion.get("model") or ""),
+            200,
+            0,
+            0,
+            0,
+            0.0,
+            cache_hit=True,
+        )
+        return key, LocalResponse(200, body, headers)
+
+    def store_answer(self, key: str, completion: dict[str, Any], tier: str, decision: int) -> None:
+        """Cache a good answer in the background (the client is not kept waiting)."""
+        if self.responses is None:
+            return
+        choices = completion.get("choices") or [{}]
+        if choices[0].get("finish_reason") not in ("stop", "tool_calls", "end_turn"):
+            return  # a cut-off or filtered answer is not worth replaying
+        self.spawn(self.responses.set(key, entry(completion, tier, decision)))
+
+    def spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    # ---- pages ------------------------------------------------------------------
+
+    async def page(self, path: str, query: str) -> LocalResponse:
+        """One of USAGE_PAGES (auth was checked by the caller)."""
+        if path == "/usage":
+            return await self.usage_page(query)
+        if path == "/usage/reset":
+            return await self.reset()
+        if path == "/metrics":
+            return await self.metrics_page()
+        if path == "/dashboard":
+            return dashboard_page()
+        return plotly_script()
+
+    async def usage_page(self, query: str) -> LocalResponse:
+        minutes = 60
+        values = parse_qs(query).get("minutes")
+        if values and values[0].isdigit():
+            minutes = min(max(int(values[0]), 1), 24 * 60)
+        stored = await self.usage.stored()
+        return LocalResponse.json(usage_document(stored, self.pricing, minutes))
+
+    async def reset(self) -> LocalResponse:
+        try:
+            await self.usage.reset()
+        except REDIS_ERRORS as exc:
+            if self.health is not None:
+                self.health.failed(exc)
+            return LocalResponse.error(
+                RouterError(
+                    503,
+                    "Redis is unavailable; the usage was not reset. Try again.",
+                    type="server_error",
+                    code="store_unavailable",
+                )
+            )
+        log.info("usage counters reset")
+        return LocalResponse.json({"reset": True})
+
+    async def metrics_page(self) -> LocalResponse:
+        stored = await self.usage.stored()
+        return LocalResponse(200, render_metrics(stored), {"content-type": METRICS_TYPE})

@@ -1,0 +1,625 @@
+"""Usage counters: requests, tokens, errors, cache hits and latency per tier and per
+(provider, model), shared by every router process that uses the same store.
+
+Each finished request only adds to an in-memory accumulator (no I/O on the event
+loop). A background task flushes it every USAGE_FLUSH_MS (0.5 s) and `close()` flushes
+it at shutdown: into diskcache (in a worker thread, inside one SQLite transaction) or
+into Redis (one server-side script per batch: HINCRBYs applied atomically, and at most
+once, since each batch carries an id and a retried batch is skipped). Both are atomic
+across processes, so N requests over several routers count exactly N. The trade-off: a
+router killed with SIGKILL loses at most the last half second of counts; a normal
+shutdown loses nothing. While Redis is away, counts stay in memory (they are a bounded
+set of counters, not a list of requests), /usage shows them, and they are sent when
+Redis returns; a router stopped during an outage writes them to its diskcache, and they
+are moved into Redis at its next start (as are counts kept on disk before REDIS_URL was
+set).
+
+Stored values are integers only (latency in microseconds); cost and savings are
+computed when read, from the token counts and the current prices.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import defaultdict, deque
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from xrouter_core.accounting.cache import REDIS_ERRORS, RedisHealth, redis_client
+from xrouter_core.accounting.prices import Pricing
+from xrouter_core.tiers import TIERS
+
+log = logging.getLogger("xrouter.usage")
+
+# Latency histogram bucket bounds in milliseconds (Prometheus gets seconds).
+BUCKETS_MS: tuple[float, ...] = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000)
+RECENT_MAX = 100
+SERIES_KEEP_MINUTES = 24 * 60
+CHARS_PER_TOKEN = 4
+
+# Decisions a classifier made (policy.py names the sources); their time is counted.
+CLASSIFIED_SOURCES = frozenset({"llm", "builtin", "builtin_fallback"})
+
+
+def estimate_tokens(chars: int) -> int:
+    """About four characters per token for English text and code; no tokenizer files."""
+    return (chars + CHARS_PER_TOKEN - 1) // CHARS_PER_TOKEN if chars > 0 else 0
+
+
+def bucket_of(ms: float) -> str:
+    for bound in BUCKETS_MS:
+        if ms <= bound:
+            return str(bound)
+    return "inf"
+
+
+@dataclass(slots=True)
+class Outcome:
+    """One finished request, as the addon reports it."""
+
+    tier: str  # the route that served it
+    decision: int
+    source: str
+    provider: str
+    model: str
+    status: int
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    estimated: bool = False
+    cache_hit: bool = False
+    classifier_ms: float = 0.0
+    upstream_ms: float = 0.0
+    total_ms: float = 0.0
+    at: float = 0.0
+    prompt: str | None = None  # only when prompt logging is on
+
+    def recent_row(self) -> dict[str, Any]:
+        row = {
+            "time": self.at,
+            "decision": self.decision,
+            "source": self.source,
+            "route": self.tier,
+            "model": self.model,
+            "status": self.status,
+            "promptTokens": self.prompt_tokens,
+            "completionTokens": self.completion_tokens,
+            "estimated": self.estimated,
+            "cacheHit": self.cache_hit,
+            "ms": round(self.total_ms, 1),
+        }
+        if self.prompt is not None:
+            row["prompt"] = self.prompt[:300]
+        return row
+
+
+class Batch:
+    """What accumulates between two flushes."""
+
+    __slots__ = ("counters", "series", "recent", "updated", "id")
+
+    def __init__(self) -> None:
+        self.id = uuid.uuid4().hex
+        self.counters: defaultdict[str, int] = defaultdict(int)
+        self.series: defaultdict[str, int] = defaultdict(int)
+        self.recent: list[dict[str, Any]] = []
+        self.updated = 0.0
+
+    def __bool__(self) -> bool:
+        return bool(self.counters or self.series or self.recent)
+
+    def merge(self, other: Batch) -> None:
+        add_counts(self.counters, self.series, other)
+        self.recent = (other.recent + self.recent)[-RECENT_MAX:]
+        self.updated = max(self.updated, other.updated)
+
+
+def add_counts(counters: dict[str, int], series: dict[str, int], part: Batch | Stored) -> None:
+    """Sum a batch's or a view's counters and per-minute series into these."""
+    for key, value in part.counters.items():
+        counters[key] = counters.get(key, 0) + value
+    for key, value in part.series.items():
+        series[key] = series.get(key, 0) + value
+
+
+def add_outcome(batch: Batch, o: Outcome) -> None:
+    c = batch.counters
+    tokens = o.prompt_tokens + o.completion_tokens
+    error = o.status >= 400
+    for prefix in (f"t|{o.tier}|", f"m|{o.tier}|{o.provider}|{o.model}|"):
+        c[prefix + "requests"] += 1
+        c[prefix + "prompt"] += o.prompt_tokens
+        c[prefix + "completion"] += o.completion_tokens
+        if error:
+            c[prefix + "errors"] += 1
+        if o.estimated:
+            c[prefix + "estimated"] += 1
+        if o.cache_hit:
+            c[prefix + "cache_hits"] += 1
+    t = f"t|{o.tier}|"
+    c[f"d|{o.source}|{o.decision}"] += 1
+    if o.source in CLASSIFIED_SOURCES:
+        c[t + "classified"] += 1
+        c[t + "classifier_us"] += int(o.classifier_ms * 1000)
+        c[f"h|classifier|all|{bucket_of(o.classifier_ms)}"] += 1
+    if not o.cache_hit:
+        c[t + "upstream_n"] += 1
+        c[t + "upstream_us"] += int(o.upstream_ms * 1000)
+        c[f"h|upstream|{o.tier}|{bucket_of(o.upstream_ms)}"] += 1
+    minute = int(o.at // 60)
+    batch.series[f"{minute}|{o.tier}|requests"] += 1
+    batch.series[f"{minute}|{o.tier}|tokens"] += tokens
+    batch.recent.append(o.recent_row())
+    if len(batch.recent) > RECENT_MAX:
+        del batch.recent[0]
+    batch.updated = max(batch.updated, o.at)
+
+
+@dataclass(slots=True)
+class Stored:
+    counters: dict[str, int]
+    series: dict[str, int]
+    recent: list[dict[str, Any]]
+    updated: float
+
+    def add(self, part: Stored | Batch) -> None:
+        """Sum another view (or a batch) into this one; `recent` is sorted by the reader."""
+        add_counts(self.counters, self.series, part)
+        self.recent.extend(part.recent)
+        self.updated = max(self.updated, part.updated)
+
+
+def prune_series(series: dict[str, int], now: float) -> list[str]:
+    oldest = int(now // 60) - SERIES_KEEP_MINUTES
+    return [key for key in series if int(key.split("|", 1)[0]) < oldest]
+
+
+class DiskCounters:
+    """Counters in diskcache; every method is synchronous and meant for a worker thread.
+    `transact()` holds SQLite's write lock, so concurrent processes add up exactly."""
+
+    def __init__(self, directory: str | Path):
+        import diskcache
+
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        self.store = diskcache.Cache(str(directory))
+
+    def add(self, batch: Batch) -> None:
+        with self.store.transact():
+            counters = self.store.get("counters", {})
+            for key, value in batch.counters.items():
+                counters[key] = counters.get(key, 0) + value
+            series = self.store.get("series", {})
+            for key, value in batch.series.items():
+                series[key] = series.get(key, 0) + value
+            for key in prune_series(series, time.time()):
+                del series[key]
+            recent = (self.store.get("recent", []) + batch.recent)[-RECENT_MAX:]
+            updated = max(self.store.get("updated", 0.0), batch.updated)
+            self.store.set("counters", counters)
+            self.store.set("series", series)
+            self.store.set("recent", recent)
+            self.store.set("updated", updated)
+
+    def read(self) -> Stored:
+        with self.store.transact():
+            return Stored(
+                self.store.get("counters", {}),
+                self.store.get("series", {}),
+                self.store.get("recent", []),
+                self.store.get("updated", 0.0),
+            )
+
+    def take(self) -> Batch:
+        """Remove and return everything (used to move a Redis-outage spill into Redis)."""
+        batch = Batch()
+        with self.store.transact():
+            stored = self.read()
+            for key in ("counters", "series", "recent", "updated"):
+                self.store.delete(key)
+        batch.counters.update(stored.counters)
+        batch.series.update(stored.series)
+        batch.recent = stored.recent
+        batch.updated = stored.updated
+        return batch
+
+    def reset(self) -> None:
+        with self.store.transact():
+            for key in ("counters", "series", "recent", "updated"):
+                self.store.delete(key)
+
+    def close(self) -> None:
+        self.store.close()
+
+
+# Applies one batch atomically and at most once: a batch retried after a timeout (when
+# Redis may or may not have applied it) is recognised by its id and skipped.
+APPLY_BATCH = """
+if not redis.call('SET', KEYS[5], '1', 'NX', 'EX', 3600) then return 0 end
+local i = 1
+local n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('HINCRBY', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('HINCRBY', KEYS[2], ARGV[i], ARGV[i + 1]); i = i + 2 end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do redis.call('RPUSH', KEYS[3], ARGV[i]); i = i + 1 end
+redis.call('LTRIM', KEYS[3], -tonumber(ARGV[i]), -1); i = i + 1
+if tonumber(ARGV[i]) > tonumber(redis.call('GET', KEYS[4]) or '0') then
+  redis.call('SET', KEYS[4], ARGV[i])
+end
+return 1
+"""
+
+
+class RedisCounters:
+    """Counters in Redis hashes, each batch applied by one server-side script. The keys
+    share one hash tag, so Redis Cluster accepts the script too."""
+
+    def __init__(self, url: str, prefix: str = "xrouter:{usage}:"):
+        self.url = url
+        # Flushes run in the background: a generous timeout avoids needless retries.
+        self.client = redis_client(url, timeout=5.0)
+        self.k_counters = prefix + "counters"
+        self.k_series = prefix + "series"
+        self.k_recent = prefix + "recent"
+        self.k_updated = prefix + "updated"
+        self.k_batch = prefix + "batch:"
+        self._pruned_at = 0.0
+
+    def _script_args(self, batch: Batch) -> tuple[list[str], list[Any]]:
+        keys = [self.k_counters, self.k_series, self.k_recent, self.k_updated]
+        keys.append(self.k_batch + batch.id)
+        args: list[Any] = [len(batch.counters)]
+        for key, value in batch.counters.items():
+            args += [key, value]
+        args.append(len(batch.series))
+        for key, value in batch.series.items():
+            args += [key, value]
+        args.append(len(batch.recent))
+        args += [json.dumps(row) for row in batch.recent]
+        args += [RECENT_MAX, repr(batch.updated)]
+        return keys, args
+
+    async def add(self, batch: Batch) -> None:
+        keys, args = self._script_args(batch)
+        await self.client.eval(APPLY_BATCH, len(keys), *keys, *args)
+        if time.monotonic() - self._pruned_at > 60:
+            self._pruned_at = time.monotonic()
+            names = [k.decode() for k in await self.client.hkeys(self.k_series)]
+            old = prune_series(dict.fromkeys(names, 0), time.time())
+            if old:
+                await self.client.hdel(self.k_series, *old)
+
+    async def read(self) -> Stored:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hgetall(self.k_counters)
+            pipe.hgetall(self.k_series)
+            pipe.lrange(self.k_recent, 0, -1)
+            pipe.get(self.k_updated)
+            counters, series, recent, updated = await pipe.execute()
+        return Stored(
+            {k.decode(): int(v) for k, v in counters.items()},
+            {k.decode(): int(v) for k, v in series.items()},
+            [json.loads(row) for row in recent],
+            float(updated or 0.0),
+        )
+
+    async def reset(self) -> None:
+        await self.client.delete(self.k_counters, self.k_series, self.k_recent, self.k_updated)
+
+    def add_sync(self, batch: Batch) -> None:
+        """The last flush at shutdown, when the event loop is no longer ours to use."""
+        import redis
+
+        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=5)
+        try:
+            keys, args = self._script_args(batch)
+            client.eval(APPLY_BATCH, len(keys), *keys, *args)
+        finally:
+            client.close()
+
+
+class UsageTracker:
+    """Counts finished requests and answers /usage and /metrics from the shared store."""
+
+    def __init__(
+        self,
+        data_dir: str | Path,
+        redis_url: str = "",
+        flush_interval: float = 0.5,
+        health: RedisHealth | None = None,
+    ):
+        self.disk = DiskCounters(Path(data_dir) / "usage")
+        self.redis = RedisCounters(redis_url) if redis_url else None
+        self.health = health or (RedisHealth(redis_url) if redis_url else None)
+        self.flush_interval = flush_interval
+        self.pending = Batch()
+        self.inflight = Batch()  # taken from pending, being written to disk
+        self.unsent: Batch | None = None  # for Redis: sent or to be sent, not confirmed
+        self.fallbacks: defaultdict[str, int] = defaultdict(int)
+        self._last_redis: Stored | None = None
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+        self._recent_local: deque[dict[str, Any]] = deque(maxlen=RECENT_MAX)
+
+    # ---- recording: in memory only, called on the event loop -----------------
+
+    def record(self, outcome: Outcome) -> None:
+        add_outcome(self.pending, outcome)
+        if self._task is None:
+            self.start()  # e.g. after a reconfigure replaced the tracker
+
+    def count(self, key: str, value: int = 1) -> None:
+        """A free-form counter, e.g. response-cache misses or fallbacks."""
+        self.pending.counters[key] += value
+
+    def record_fallback(self, from_tier: str, to_tier: str, reason: str = "") -> None:
+        """For the fallback chain: one call per fallback taken."""
+        self.count(f"f|{from_tier}|{to_tier}|{reason or 'error'}")
+
+    # ---- flushing -------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._flush_forever())
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.flush_interval)
+            try:
+                await self.flush()
+            except Exception:  # noqa: BLE001 - counting must never stop the router
+                log.exception("usage flush failed; the counts are kept for the next one")
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if self.redis is None:
+                await self._flush_to_disk()
+                return
+            assert self.health is not None
+            if not self.health.usable:
+                return  # kept in memory (and written to disk at shutdown)
+            await self._drain_spill()
+            if self.unsent is None:
+                if not self.pending:
+                    return
+                self.unsent, self.pending = self.pending, Batch()
+            try:
+                # A batch that failed is retried as is: its id makes a retry of one that
+                # Redis did apply (a timeout after the fact) a no-op, so nothing counts twice.
+                await self.redis.add(self.unsent)
+            except REDIS_ERRORS as exc:
+                self.health.failed(exc)
+                return
+            self.health.succeeded()
+            self._written_to_redis(self.unsent)
+            self.unsent = None
+
+    def _written_to_redis(self, batch: Batch) -> None:
+        """Keep the last Redis view current with this router's own writes, so counts that
+        left memory after that read still show if Redis goes away before the next one."""
+        view = self._last_redis
+        if view is None:
+            return
+        view.add(batch)
+        # Bounded as Redis keeps it: without reads in between, flushes keep arriving.
+        view.recent = view.recent[-RECENT_MAX:]
+        for key in prune_series(view.series, time.time()):
+            del view.series[key]
+
+    async def _flush_to_disk(self) -> None:
+        if not self.pending:
+            return
+        self.inflight, self.pending = self.pending, Batch()
+        try:
+            await asyncio.to_thread(self.disk.add, self.inflight)
+        except BaseException:
+            self.pending.merge(self.inflight)
+            raise
+        finally:
+            self.inflight = Batch()
+
+    async def _drain_spill(self) -> None:
+        """Move counts kept locally during a Redis outage into Redis."""
+        assert self.redis is not None and self.health is not None
+        if not self._spilled:
+            return
+        spill = await asyncio.to_thread(self.disk.take)
+        self._spilled = False
+        if not spill:
+            return
+        try:
+            await self.redis.add(spill)
+            self.health.succeeded()
+            self._written_to_redis(spill)
+            log.info("moved usage counted during the Redis outage into Redis")
+        except REDIS_ERRORS as exc:
+            self.health.failed(exc)
+            await asyncio.to_thread(self.disk.add, spill)
+            self._spilled = True
+
+    _spilled = True  # at start: a previous run may have left a spill behind
+
+    def close(self) -> None:
+        """At shutdown (synchronous): store what is left; nothing counted is lost."""
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
+        batches = [b for b in (self.unsent, self.inflight, self.pending) if b]
+        self.pending, self.inflight, self.unsent = Batch(), Batch(), None
+        for batch in batches:
+            stored = False
+            if self.redis is not None:
+                try:
+                    self.redis.add_sync(batch)
+                    stored = True
+                except REDIS_ERRORS as exc:
+                    log.warning("Redis unavailable at shutdown (%s); counts kept on disk", exc)
+            if not stored:
+                self.disk.add(batch)
+        self.disk.close()
+
+    # ---- reading --------------------------------------------------------------
+
+    async def stored(self) -> Stored:
+        """Everything counted: the store, a Redis-outage spill and this process's unflushed
+        counts, so a router's own requests show at once."""
+        async with self._lock:
+            return await self._stored()
+
+    async def _stored(self) -> Stored:
+        parts: list[Stored | Batch] = []
+        if self.redis is not None and self.health is not None:
+            if self.health.usable:
+                try:
+                    self._last_redis = await self.redis.read()
+                    self.health.succeeded()
+                except REDIS_ERRORS as exc:
+                    self.health.failed(exc)
+            if self._last_redis is not None:
+                parts.append(self._last_redis)
+        parts.append(await asyncio.to_thread(self.disk.read))
+        parts += [self.unsent or Batch(), self.inflight, self.pending]
+        total = Stored({}, {}, [], 0.0)
+        for part in parts:
+            total.add(part)
+        total.recent.sort(key=lambda row: row.get("time", 0))
+        total.recent = total.recent[-RECENT_MAX:]
+        return total
+
+    async def reset(self) -> None:
+        async with self._lock:
+            self.pending, self.inflight, self.unsent = Batch(), Batch(), None
+            self._last_redis = None
+            if self.redis is not None:
+                await self.redis.reset()
+            await asyncio.to_thread(self.disk.reset)
+
+
+# ---- the /usage document ----------------------------------------------------------
+
+
+def _tier_row(c: dict[str, int], prefix: str) -> dict[str, Any]:
+    prompt, completion = c.get(prefix + "prompt", 0), c.get(prefix + "completion", 0)
+    return {
+        "requests": c.get(prefix + "requests", 0),
+        "promptTokens": prompt,
+        "completionTokens": completion,
+        "totalTokens": prompt + completion,
+        "errors": c.get(prefix + "errors", 0),
+        "cacheHits": c.get(prefix + "cache_hits", 0),
+        "estimatedRequests": c.get(prefix + "estimated", 0),
+    }
+
+
+def _avg_ms(c: dict[str, int], total_key: str, count_key: str) -> float | None:
+    count = c.get(count_key, 0)
+    return round(c.get(total_key, 0) / count / 1000, 1) if count else None
+
+
+def _pct(part: float, whole: float) -> float:
+    return round(100 * part / whole, 2) if whole else 0.0
+
+
+def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[str, Any]:
+    """The JSON of GET /usage (its shape is documented in the README)."""
+    c = stored.counters
+    tiers = {tier: _tier_row(c, f"t|{tier}|") for tier in TIERS}
+    total_tokens = sum(row["totalTokens"] for row in tiers.values())
+    total_requests = sum(row["requests"] for row in tiers.values())
+    frontier_price = pricing.for_tier("frontier")
+
+    models: list[dict[str, Any]] = []
+    for key in c:
+        if key.startswith("m|") and key.endswith("|requests"):
+            _, tier, provider, rest = key.split("|", 3)
+            model = rest.rsplit("|", 1)[0]
+            row = _tier_row(c, f"m|{tier}|{provider}|{model}|")
+            price = pricing.for_model(tier, model)
+            cost = price.cost(row["promptTokens"], row["completionTokens"])
+            if_frontier = frontier_price.cost(row["promptTokens"], row["completionTokens"])
+            models.append(
+                {
+                    "tier": tier,
+                    "provider": provider,
+                    "model": model,
+                    **row,
+                    "inputPrice": price.input,
+                    "outputPrice": price.output,
+                    "priceSource": price.source,
+                    "costUsd": round(cost, 6),
+                    "frontierCostUsd": round(if_frontier, 6),
+                }
+            )
+    models.sort(key=lambda m: (TIERS.index(m["tier"]) if m["tier"] in TIERS else 9, m["model"]))
+
+    cost_by_tier = {tier: 0.0 for tier in TIERS}
+    frontier_equiv = 0.0
+    for m in models:
+        cost_by_tier[m["tier"]] = cost_by_tier.get(m["tier"], 0.0) + m["costUsd"]
+        frontier_equiv += m["frontierCostUsd"]
+    actual = sum(cost_by_tier.values())
+    for tier, row in tiers.items():
+        row["costUsd"] = round(cost_by_tier.get(tier, 0.0), 6)
+        row["avgClassifierMs"] = _avg_ms(c, f"t|{tier}|classifier_us", f"t|{tier}|classified")
+        row["avgUpstreamMs"] = _avg_ms(c, f"t|{tier}|upstream_us", f"t|{tier}|upstream_n")
+
+    now_minute = int(time.time() // 60)
+    first = now_minute - max(1, minutes) + 1
+    series = []
+    for minute in range(first, now_minute + 1):
+        point: dict[str, Any] = {"time": minute * 60}
+        for tier in TIERS:
+            point[tier] = {
+                "requests": stored.series.get(f"{minute}|{tier}|requests", 0),
+                "tokens": stored.series.get(f"{minute}|{tier}|tokens", 0),
+            }
+        series.append(point)
+
+    decisions: dict[str, dict[str, int]] = {}
+    for key, value in c.items():
+        if key.startswith("d|"):
+            _, source, digit = key.split("|", 2)
+            decisions.setdefault(source, {})[digit] = value
+    return {
+        "tiers": tiers,
+        "percentages": {
+            tier: {
+                "tokens": _pct(row["totalTokens"], total_tokens),
+                "requests": _pct(row["requests"], total_requests),
+            }
+            for tier, row in tiers.items()
+        },
+        "totalTrackedTokens": total_tokens,
+        "totalRequests": total_requests,
+        "lastUpdated": stored.updated or None,
+        "models": models,
+        "cost": {
+            "currency": "USD",
+            "totalUsd": round(actual, 6),
+            "byTier": {tier: round(v, 6) for tier, v in cost_by_tier.items()},
+            "frontierEquivalentUsd": round(frontier_equiv, 6),
+            "savingsUsd": round(frontier_equiv - actual, 6),
+            "savingsPercent": _pct(frontier_equiv - actual, frontier_equiv),
+            "pricesUpdated": pricing_date(),
+        },
+        "decisions": decisions,
+        "cache": {
+            "responseHits": c.get("c|response|hit", 0),
+            "responseMisses": c.get("c|response|miss", 0),
+            "decisionHits": sum(decisions.get("cache", {}).values()),
+        },
+        "fallbacks": sum(v for k, v in c.items() if k.startswith("f|")),
+        "series": series,
+        "recent": list(reversed(stored.recent)),
+    }
+
+
+def pricing_date() -> str:
+    from xrouter_core.accounting.prices import price_table
+
+    return str(price_table().get("updated", ""))

@@ -1,0 +1,723 @@
+"""The mitmproxy addon: hooks that read like the protocol, wiring the plain modules.
+
+request          → local pages, auth, parse, policy, adapter rewrite
+responseheaders  → routing headers, stream translator for SSE
+response         → whole answers translated, upstream errors made OpenAI-style
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from mitmproxy import ctx, http
+from mitmproxy import log as mitm_log
+from mitmproxy.proxy.mode_specs import ReverseMode
+
+from xrouter_core.accounting.responsecache import RecordingStream
+from xrouter_core.accounting.service import CACHE_HEADER, USAGE_PAGES, Accounting
+from xrouter_core.config import ConfigError, Route, Settings, load_settings
+from xrouter_core.proxy import dispatch, mitm_compat
+from xrouter_core.proxy.logs import setup_logging
+from xrouter_core.routing.builtin import BuiltinClassifier
+from xrouter_core.routing.classifier import Decision, LLMClassifier
+from xrouter_core.routing.fallback import (
+    Attempt,
+    CircuitBreaker,
+    all_failed_error,
+    chain_for,
+    fallback_header,
+    first_route,
+    next_route,
+    should_fall_back,
+)
+from xrouter_core.routing.models import (
+    TIER_HEADER,
+    bad_tier_header,
+    has_images,
+    logical_model_names,
+    pinned_tier,
+    raise_for_tools,
+)
+from xrouter_core.routing.policy import Policy
+from xrouter_core.tiers import TIERS
+from xrouter_core.wire.adapters import Adapter, adapter_for
+from xrouter_core.wire.canonical import Usage
+from xrouter_core.wire.errors import RouterError, error_body, redact
+from xrouter_core.wire.inbound import (
+    ANTHROPIC,
+    ChatRequest,
+    parse_anthropic_messages,
+    parse_openai_chat,
+)
+from xrouter_core.wire.local import (
+    CHAT_PATHS,
+    MESSAGES_PATH,
+    LocalResponse,
+    body_error,
+    check_auth,
+    check_header_values,
+    check_method,
+    models_page,
+)
+from xrouter_core.wire.providers import ANTHROPIC_HOST, OPENAI_STYLE_HOSTS, provider_name
+from xrouter_core.wire.render_anthropic import anthropic_error, anthropic_message
+from xrouter_core.wire.render_openai import OpenAIChunkRenderer
+from xrouter_core.wire.stream import StreamTranslator, TranslatingStream, translator_for
+
+log = logging.getLogger("xrouter")
+
+META = "xrouter"
+
+
+@dataclass(slots=True)
+class RoutedFlow:
+    """What the router knows about one routed flow, kept in flow.metadata."""
+
+    chat: ChatRequest
+    decision: Decision
+    route: Route
+    adapter: Adapter
+    started: float
+    # Fallback: the routes this request may try, which one is being tried, what failed.
+    chain: list[Route] = field(default_factory=list)
+    index: int = 0
+    attempts: list[Attempt] = field(default_factory=list)
+    client_headers: list[tuple[str, str]] = field(default_factory=list)
+    intercepted: bool = False
+    original_host: str = ""
+    translator: StreamTranslator | None = None
+    # The response that got the routing headers (a fallback's answer is a new one).
+    headers_on: http.Response | None = None
+    done: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def router_line_or_warning(record: logging.LogRecord) -> bool:
+    return record.levelno >= logging.WARNING or not record.name.startswith("xrouter")
+
+
+def keep_request_lines_out_of_add_log() -> None:
+    """mitmproxy re-dispatches every log record to its deprecated `add_log` hook (a second
+    format, a wake-up of the event loop and a pass over every addon: ~4 % of the proxy's
+    CPU for the router's one line per request). The router's info lines skip that path;
+    the terminal, mitmweb's event log and files still get them, warnings still go
+    everywhere."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, mitm_log.LegacyLogEvents):
+            handler.addFilter(router_line_or_warning)  # a no-op when already there
+
+
+@functools.lru_cache(maxsize=256)
+def netloc_of(url: str) -> bytes:
+    return urlsplit(url).netloc.encode()
+
+
+ROUTING_HEADERS = frozenset(
+    {b"x-xrouter-decision", b"x-xrouter-upstream", b"x-xrouter-fallback", CACHE_HEADER.encode()}
+)
+
+
+def set_routing_headers(
+    response: http.Response,
+    routed: RoutedFlow,
+    extra: dict[str, str] | None = None,
+    drop: frozenset[bytes] = frozenset(),
+) -> None:
+    """The X-Xrouter-* headers (and `extra`, without `drop`) in one pass over the fields;
+    an upstream's own headers of those names are replaced."""
+    added = [
+        (b"x-xrouter-decision", str(routed.decision.tier).encode()),
+        (b"x-xrouter-upstream", routed.route.tier.encode()),
+    ]
+    if routed.attempts:
+        added.append((b"x-xrouter-fallback", fallback_header(routed.attempts).encode()))
+    for name, value in (extra or {}).items():
+        added.append((name.encode(), value.encode()))
+    replaced = ROUTING_HEADERS | drop | {name for name, _ in added}
+    kept = tuple(f for f in response.headers.fields if f[0].lower() not in replaced)
+    response.headers.fields = kept + tuple(added)
+    routed.headers_on = response
+
+
+def local_response(flow: http.HTTPFlow, answer: LocalResponse) -> None:
+    body = answer.body
+    if answer.status >= 400 and flow.request.path.split("?", 1)[0] == MESSAGES_PATH:
+        body = anthropic_error(answer.status, body)  # Anthropic clients get their shape
+    flow.response = http.Response.make(answer.status, body, answer.headers)
+
+
+class Xrouter:
+    def __init__(self) -> None:
+        self.settings: Settings | None = None
+        self.client: httpx.AsyncClient | None = None
+        self.classifier: LLMClassifier | None = None
+        self.policy: Policy | None = None
+        self.accounting: Accounting | None = None
+        self.background: set[asyncio.Task] = set()
+        self.breaker = CircuitBreaker()
+        self.fallback_ready = False
+        # (host, port) of every route → its connect timeout in seconds.
+        self.connect_timeouts: dict[tuple[str, int], float] = {}
+        # Finished flows whose log line and counts are written after the answer is sent.
+        self.unrecorded: list[Callable[[], None]] = []
+
+    # ---- lifecycle -------------------------------------------------------------
+
+    def load(self, loader) -> None:
+        loader.add_option(
+            "xrouter_env_file",
+            str,
+            "",
+            "Path of the .env file to read (default: XROUTER_ENV_FILE or ./.env).",
+        )
+        loader.add_option(
+            "xrouter_fast_dispatch",
+            bool,
+            True,
+            "Look each hook's handlers up once instead of on every flow event (all addons "
+            "of this mitmproxy process get faster; false keeps mitmproxy's own dispatch).",
+        )
+        loader.add_option(
+            "xrouter_upstreams",
+            str,
+            "",
+            "Path of upstreams.json (default: UPSTREAMS_FILE or ./upstreams.json).",
+        )
+
+    def configure(self, updated: set[str]) -> None:
+        if updated & {"xrouter_env_file", "xrouter_upstreams"} or self.settings is None:
+            try:
+                settings = load_settings(
+                    env_file=ctx.options.xrouter_env_file or None,
+                    upstreams_file=ctx.options.xrouter_upstreams or None,
+                )
+            except ConfigError as exc:
+                for problem in exc.problems:
+                    log.error("configuration: %s", problem)
+                self.settings = None
+                return
+            self.apply(settings)
+        if "mode" in updated or "xrouter_env_file" in updated:
+            self.listen_by_default()
+
+    def apply(self, settings: Settings) -> None:
+        self.settings = settings
+        setup_logging(settings)
+        self.fallback_ready = mitm_compat.install(settings.max_body_bytes)
+        self.breaker = CircuitBreaker(
+            settings.routing.breaker_failures, float(settings.routing.breaker_cooldown_s)
+        )
+        self.connect_timeouts = {
+            (r.host, r.port): r.connect_timeout_ms / 1000 for r in settings.routes.values()
+        }
+        # Lazy connections: eager ones break offline and when an upstream is down.
+        options: dict[str, Any] = {"connection_strategy": "lazy"}
+        if hasattr(ctx.options, "flow_detail") and not ctx.options.has_changed("flow_detail"):
+            options["flow_detail"] = 0  # mitmproxy's own per-flow lines would flood the log
+        ctx.options.update(**options)
+        if self.client is None:
+            self.client = httpx.AsyncClient(
+                trust_env=False, timeout=httpx.Timeout(30.0, connect=5.0)
+            )
+        self.classifier = (
+            LLMClassifier(settings.classifier, self.client)
+            if settings.classifier.uses_llm
+            else None
+        )
+        builtin = (
+            BuiltinClassifier(settings.classifier.thresholds)
+            if settings.classifier.uses_builtin
+            else None
+        )
+        if self.accounting is not None:
+            self.accounting.close()
+        self.accounting = Accounting(settings)
+        self.policy = Policy(
+            self.classifier, self.accounting.decisions, settings.decision_cache_ttl, builtin=builtin
+        )
+
+    def listen_by_default(self) -> None:
+        """Plain `mitmdump -s addons/xrouter.py` serves the API on HOST:PORT in reverse mode."""
+        if self.settings is None or ctx.options.has_changed("mode"):
+            return
+        frontier = self.settings.route("frontier")
+        # The reverse target is never contacted as such: every request is answered or rewritten.
+        target = (
+            f"{frontier.scheme}://{urlsplit(frontier.base_url).netloc}"
+            if frontier
+            else "http://127.0.0.1:9"
+        )
+        host = self.settings.host
+        listen = f"[{host}]" if ":" in host else host
+        ctx.options.update(mode=[f"reverse:{target}@{listen}:{self.settings.port}"])
+        self.chose_mode = True
+
+    def running(self) -> None:
+        if self.settings is None:
+            return
+        keep_request_lines_out_of_add_log()
+        if ctx.options.xrouter_fast_dispatch:
+            dispatch.speed_up(ctx.master.addons)
+        proxyserver = ctx.master.addons.get("proxyserver")
+        if getattr(self, "chose_mode", False) and proxyserver is not None:
+            # On Python 3.12+ mitmproxy may bring its servers up from the mode it had before
+            # this addon chose one; bring them in line (a no-op where they already are).
+            self.spawn(proxyserver.setup_servers())
+        log.info(
+            "xrouter ready: %s",
+            ", ".join(f"{t}={r.base_url}" for t, r in self.settings.routes.items()),
+        )
+        if self.accounting is not None:
+            self.accounting.start()
+        if self.classifier is not None and self.settings.classifier.warmup:
+            self.spawn(self.classifier.warm_up())
+        if self.classifier is not None and self.settings.classifier.keep_alive_ms > 0:
+            self.spawn(self.classifier.keep_alive())
+
+    def done(self) -> None:
+        for task in self.background:
+            task.cancel()
+        self.record_finished()
+        if self.accounting is not None:
+            self.accounting.close()  # the last usage counts and request log lines
+            self.accounting = None
+
+    def spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self.background.add(task)
+        task.add_done_callback(self.background.discard)
+
+    # ---- request ---------------------------------------------------------------
+
+    def request(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        """A plain function, so that the lean launcher can run it inline (mitm_compat point
+        5): a chat request whose answer or route needs no waiting is done before this
+        returns. Otherwise it returns what is left, and mitmproxy awaits that."""
+        if flow.response is not None or self.settings is None:
+            return None
+        if isinstance(flow.client_conn.proxy_mode, ReverseMode):
+            return self.serve_own_endpoint(flow)
+        if (
+            flow.request.pretty_host in OPENAI_STYLE_HOSTS
+            and flow.request.path.split("?", 1)[0].endswith("/chat/completions")
+            and flow.request.method == "POST"
+        ):
+            return dispatch.run_until_it_waits(self.route_chat(flow, intercepted=True))
+        if (
+            flow.request.pretty_host == ANTHROPIC_HOST
+            and flow.request.path.split("?", 1)[0] == MESSAGES_PATH
+            and flow.request.method == "POST"
+        ):
+            return dispatch.run_until_it_waits(
+                self.route_chat(flow, intercepted=True, anthropic=True)
+            )
+        return None  # Anything else in proxy mode passes through untouched.
+
+    def serve_own_endpoint(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
+        assert self.settings is not None
+        path = flow.request.path.split("?", 1)[0]
+        try:
+            check_method(path, flow.request.method)
+            check_auth(path, flow.request.headers, self.settings.router_api_key)
+            check_header_values(flow.request.headers.fields)
+        except RouterError as exc:
+            local_response(flow, LocalResponse.error(exc))
+            return None
+        if path in CHAT_PATHS:
+            return dispatch.run_until_it_waits(self.route_chat(flow, intercepted=False))
+        if path == MESSAGES_PATH:
+            return dispatch.run_until_it_waits(
+                self.route_chat(flow, intercepted=False, anthropic=True)
+            )
+        if path in USAGE_PAGES:
+            return self.serve_usage_page(flow, path)
+        if path == "/health":
+            local_response(flow, LocalResponse.json(self.health()))
+        elif path == "/v1/models":
+            local_response(flow, models_page(logical_model_names(self.settings.routing)))
+        return None
+
+    async def serve_usage_page(self, flow: http.HTTPFlow, path: str) -> None:
+        assert self.accounting is not None
+        query = flow.request.path.partition("?")[2]
+        local_response(flow, await self.accounting.page(path, query))
+
+    def health(self) -> dict[str, Any]:
+        assert self.settings is not None
+        doc = {"status": "ok", **self.settings.public()}
+        for tier, route in self.settings.routes.items():
+            doc["routes"][tier]["adapter"] = provider_name(route)  # what `auto` resolved to
+        doc["classifier"]["last_call_ok"] = self.classifier.last_ok if self.classifier else None
+        doc["classifier"]["last_error"] = self.classifier.last_error if self.classifier else None
+        doc["fallback"] = {
+            "enabled": self.settings.routing.fallback_enabled and self.fallback_ready,
+            "chain": list(self.settings.routing.fallback_chain),
+            "circuit_breaker": self.breaker.public(),
+        }
+        return doc
+
+    def server_connect(self, data) -> None:
+        """Connect timeout per route (mitmproxy has none of its own)."""
+        timeout = self.connect_timeouts.get(data.server.address)
+        if timeout:
+            mitm_compat.guard_connect(data.server, timeout)
+
+    async def route_chat(
+        self, flow: http.HTTPFlow, intercepted: bool, anthropic: bool = False
+    ) -> None:
+        """Parse, answer from the response cache or decide, and point the flow at its route.
+
+        `request` starts this in the connection's task and, at its first real wait, hands
+        the rest to another (dispatch.run_until_it_waits): what it awaits must not be bound
+        to the task it started in. Backend I/O runs in tasks of its own (the caches'
+        backends, the classifier)."""
+        assert self.settings is not None and self.policy is not None
+        started = time.perf_counter()
+        parse = parse_anthropic_messages if anthropic else parse_openai_chat
+        try:
+            chat = parse(flow.request.get_content(strict=False))
+        except RouterError as exc:
+            content_type = flow.request.headers.get("content-type", "")
+            local_response(flow, LocalResponse.error(body_error(content_type, exc)))
+            return
+        assert self.accounting is not None
+        cache_key, cached = await self.accounting.cached_answer(chat)
+        if cached is not None:
+            local_response(flow, cached)
+            return
+        try:
+            decision, chain = await self.plan(chat, flow.request.headers.get(TIER_HEADER))
+        except RouterError as exc:
+            local_response(flow, LocalResponse.error(exc))
+            return
+        index, skipped = first_route(chain, self.breaker)
+        routed = RoutedFlow(
+            chat,
+            decision,
+            chain[index],
+            adapter_for(chain[index]),
+            started,
+            chain,
+            index,
+            [Attempt(t, error="circuit_open") for t in skipped],
+            list(flow.request.headers.items(multi=True)),
+            intercepted,
+            flow.request.pretty_host if intercepted else "",
+        )
+        flow.metadata[mitm_compat.MARK] = True
+        flow.metadata[META] = routed
+        if cache_key is not None:
+            routed.extra["cache_key"] = cache_key
+        self.point_at(flow, routed, chain[index])
+
+    async def plan(
+        self, chat: ChatRequest, tier_header: str | None
+    ) -> tuple[Decision, list[Route]]:
+        """The tier (pinned by name or header, else classified; tools may raise it) and the
+        routes to try in order; RouterError when the request cannot be served."""
+        assert self.settings is not None and self.policy is not None
+        routing = self.settings.routing
+        if bad_tier_header(tier_header, routing):
+            raise RouterError(
+                400,
+                f"X-Xrouter-tier must name a tier ({', '.join(TIERS)}) or a category"
+                f" ({', '.join(routing.categories)}), not {tier_header!r}.",
+                code="invalid_tier",
+            )
+        pinned = pinned_tier(chat.model, tier_header, routing)
+        if pinned is not None:
+            decision = Decision(TIERS.index(pinned), "pinned")
+        else:
+            decision = await self.policy.decide(chat)
+        tier = raise_for_tools(decision.tier, chat.body, routing)
+        if tier != decision.tier:
+            decision = Decision(tier, decision.source + "+tools", decision.ms, decision.detail)
+        needs_vision = has_images(chat.messages)
+        chain = chain_for(TIERS[tier], self.settings.routes, routing, needs_vision)
+        if chain:
+            return decision, chain
+        if needs_vision:
+            raise RouterError(
+                400,
+                "The request carries images and no route at or above tier "
+                f"'{TIERS[tier]}' is marked vision-capable (set <TIER>_VISION=true).",
+                code="no_vision_route",
+            )
+        raise RouterError(500, "No route is configured.", type="server_error")
+
+    def point_at(self, flow: http.HTTPFlow, routed: RoutedFlow, route: Route) -> None:
+        """Rewrite the flow's request for a route (the first one, or a fallback)."""
+        adapter = adapter_for(route)
+        routed.route, routed.adapter = route, adapter
+        upstream = adapter.build_request(
+            route,
+            routed.chat,
+            routed.client_headers,
+            keep_client_auth=routed.intercepted
+            and not route.api_key
+            and route.host == routed.original_host,
+        )
+        request = flow.request
+        scheme, host, port, path = mitm_compat.split_url(upstream.url)
+        # The headers (the client's are in routed.client_headers) are emptied first and
+        # set last in one go: with no Host header in place, the host/port setters do not
+        # rewrite one, and each header write would scan every field.
+        request.headers.fields = ()
+        # Not `request.url = ...`: that parses the URL on every request (~35 µs).
+        request.scheme, request.host, request.port, request.path = scheme, host, port, path
+        fields = [
+            (k.encode(), v.encode("utf-8", "surrogateescape"))
+            for k, v in upstream.headers.items()
+            if k.lower() not in ("host", "content-length")
+        ]
+        fields.append((b"host", netloc_of(upstream.url)))
+        fields.append((b"content-length", str(len(upstream.body)).encode()))
+        request.headers.fields = tuple(fields)
+        request.raw_content = upstream.body
+        flow.metadata[mitm_compat.FIRST_BYTE_TIMEOUT] = route.first_byte_timeout_ms / 1000
+
+    # ---- response --------------------------------------------------------------
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        routed: RoutedFlow | None = flow.metadata.get(META)
+        if routed is None or flow.response is None:
+            return
+        response = flow.response
+        if not should_fall_back(response.status_code, False):
+            self.breaker.success(routed.route.tier)
+        extra = {CACHE_HEADER: "miss"} if "cache_key" in routed.extra else {}
+        # Errors and whole answers are buffered: the response hook translates them. An SSE
+        # stream is text/event-stream (application/stream+json for some providers).
+        streaming = (
+            response.status_code < 400
+            and routed.chat.stream
+            and "stream" in response.headers.get("content-type", "")
+        )
+        if not streaming:
+            set_routing_headers(response, routed, extra)
+            return
+        # The body length changes (usage chunk, translation): always chunked to the client.
+        extra["transfer-encoding"] = "chunked"
+        if routed.chat.client_format == ANTHROPIC:
+            extra["content-type"] = "text/event-stream"
+        set_routing_headers(response, routed, extra, drop=frozenset({b"content-length"}))
+        keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
+        model = routed.chat.model if keep_name and routed.chat.model else routed.route.model
+        translator: StreamTranslator
+        if keep_name and routed.adapter.openai_wire and routed.chat.client_format != ANTHROPIC:
+            # Re-rendered (not passed through) so every chunk carries the requested name.
+            renderer = OpenAIChunkRenderer(model, include_usage=routed.chat.wants_usage)
+            translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
+        else:
+            translator = translator_for(routed.adapter, routed.chat, model)
+        if "cache_key" in routed.extra:
+            translator = RecordingStream(translator)
+        translator.on_finish = lambda t: self.finished(
+            flow, routed, 502 if t.error else 200, t.usage, error=t.error, stream=t
+        )
+        routed.translator = translator
+        response.stream = translator
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        routed: RoutedFlow | None = flow.metadata.get(META)
+        if routed is None or flow.response is None or routed.translator is not None:
+            return
+        response = flow.response
+        if routed.headers_on is not response:  # e.g. the placeholder for a failed connect
+            set_routing_headers(response, routed)
+        if response.status_code >= 400:
+            if self.try_next_route(flow, routed):
+                return  # mitm_compat re-sends the rewritten request on this flow
+            self.answer_upstream_error(flow, routed)
+            self.finished(flow, routed, response.status_code, None)
+            return
+        usage = None
+        completion = None
+        try:
+            completion = routed.adapter.parse_response(response.get_content(strict=False) or b"")
+            if not routed.adapter.openai_wire and not completion.get("model"):
+                completion["model"] = routed.route.model or routed.chat.model  # Cohere omits it
+            keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
+            if keep_name and routed.chat.model:
+                completion["model"] = routed.chat.model
+            if routed.chat.client_format == ANTHROPIC:
+                answer = anthropic_message(completion, completion.get("model") or routed.chat.model)
+                response.set_content(json.dumps(answer).encode())
+                response.headers["content-type"] = "application/json"
+            elif not routed.adapter.openai_wire or (keep_name and routed.chat.model):
+                response.set_content(json.dumps(completion).encode())
+                response.headers["content-type"] = "application/json"
+            raw_usage = completion.get("usage") if isinstance(completion, dict) else None
+            if isinstance(raw_usage, dict):
+                usage = Usage(
+                    int(raw_usage.get("prompt_tokens") or 0),
+                    int(raw_usage.get("completion_tokens") or 0),
+                )
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            log.warning(
+                "route %s answered something that is not a chat completion: %s",
+                routed.route.tier,
+                exc,
+            )
+        self.finished(flow, routed, response.status_code, usage, completion=completion)
+
+    def try_next_route(self, flow: http.HTTPFlow, routed: RoutedFlow) -> bool:
+        """Record the failure; when a route is left, point the flow at it and ask for a retry."""
+        assert self.settings is not None and flow.response is not None
+        response = flow.response
+        failure = flow.metadata.get(mitm_compat.UPSTREAM_ERROR)
+        if not should_fall_back(response.status_code, bool(failure)):
+            return False
+        if failure:
+            attempt = Attempt(routed.route.tier, error=str(failure))
+        else:
+            attempt = Attempt(
+                routed.route.tier,
+                response.status_code,
+                routed.adapter.error_message(
+                    response.status_code, response.get_content(strict=False) or b""
+                ),
+                response.headers.get("retry-after", ""),
+            )
+        routed.attempts.append(attempt)
+        self.breaker.failure(routed.route.tier, attempt.label())
+        if not self.fallback_ready or not self.settings.routing.fallback_enabled:
+            return False
+        index, skipped = next_route(routed.chain, routed.index + 1, self.breaker)
+        routed.attempts.extend(Attempt(t, error="circuit_open") for t in skipped)
+        if index < 0:
+            return False
+        routed.index = index
+        self.count_fallback(routed, attempt, routed.chain[index])
+        self.point_at(flow, routed, routed.chain[index])
+        flow.metadata[mitm_compat.RETRY] = True
+        return True
+
+    def count_fallback(self, routed: RoutedFlow, attempt: Attempt, to: Route) -> None:
+        """The one place a fallback happens: log it and count it in the usage counters."""
+        log.info("fallback from=%s reason=%s to=%s", attempt.route, attempt.reason, to.tier)
+        if self.accounting is not None:
+            self.accounting.usage.record_fallback(attempt.route, to.tier, attempt.reason)
+
+    def describe_attempt(self, attempt: Attempt) -> str:
+        route = self.settings.route(attempt.route) if self.settings else None
+        where = f"'{attempt.route}' ({route.base_url})" if route else f"'{attempt.route}'"
+        if attempt.status:
+            return f"{where} answered HTTP {attempt.status}: {attempt.error}"
+        if attempt.error == "circuit_open":
+            return f"{where} skipped: it failed repeatedly and is cooling down"
+        return f"{where} is unreachable: {attempt.error}"
+
+    def answer_upstream_error(self, flow: http.HTTPFlow, routed: RoutedFlow) -> None:
+        assert self.settings is not None and flow.response is not None
+        response = flow.response
+        failure = flow.metadata.get(mitm_compat.UPSTREAM_ERROR)
+        secrets = self.settings.secrets
+        if len(routed.attempts) > 1:
+            error = all_failed_error(routed.attempts, self.breaker, self.describe_attempt)
+            status, message, type_, code = error.status, error.message, error.type, error.code
+            keep = {
+                "x-xrouter-decision": str(routed.decision.tier),
+                "x-xrouter-upstream": routed.route.tier,
+                **error.headers,
+            }
+        else:
+            if failure:
+                message = f"Upstream '{routed.route.tier}' ({routed.route.base_url}) is unreachable: {failure}"
+                status, type_ = 502, "upstream_unreachable"
+            else:
+                provider_message = routed.adapter.error_message(
+                    response.status_code, response.get_content(strict=False) or b""
+                )
+                message = f"Upstream '{routed.route.tier}' answered HTTP {response.status_code}: {provider_message}"
+                status, type_ = response.status_code, "upstream_error"
+            code = f"upstream_{status}"
+            keep = {
+                k: v
+                for k, v in response.headers.items()
+                if k.lower()
+                in ("retry-after", "x-xrouter-decision", "x-xrouter-upstream", "x-xrouter-fallback")
+            }
+        body = error_body(redact(message, secrets), type_, code)
+        if routed.chat.client_format == ANTHROPIC:
+            body = anthropic_error(status, body)
+        flow.response = http.Response.make(
+            status, body, {"content-type": "application/json", **keep}
+        )
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        routed: RoutedFlow | None = flow.metadata.get(META)
+        if routed is not None and not routed.done:
+            self.finished(flow, routed, 499, None, error=flow.error.msg if flow.error else "error")
+
+    def finished(
+        self,
+        flow: http.HTTPFlow,
+        routed: RoutedFlow,
+        status: int,
+        usage: Usage | None,
+        error: str = "",
+        stream: StreamTranslator | None = None,
+        completion: Any = None,
+    ) -> None:
+        """Once per routed flow: the one log line, the usage counters, the request log.
+
+        Recorded just after the hook returns, so the client's answer is sent first
+        (`done` records what is still pending, so no count is lost at shutdown)."""
+        if routed.done:
+            return
+        routed.done = True
+        total_ms = (time.perf_counter() - routed.started) * 1000
+        if not self.unrecorded:
+            asyncio.get_running_loop().call_soon(self.record_finished)
+        self.unrecorded.append(
+            functools.partial(
+                self.record, flow, routed, status, usage, total_ms, error, stream, completion
+            )
+        )
+
+    def record_finished(self) -> None:
+        unrecorded, self.unrecorded = self.unrecorded, []
+        for record in unrecorded:
+            record()
+
+    def record(
+        self,
+        flow: http.HTTPFlow,
+        routed: RoutedFlow,
+        status: int,
+        usage: Usage | None,
+        total_ms: float,
+        error: str,
+        stream: StreamTranslator | None,
+        completion: Any,
+    ) -> None:
+        tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
+        log.info(
+            "routed decision=%d source=%s route=%s model=%s status=%s classifier_ms=%.1f total_ms=%.1f tokens=%s%s%s",
+            routed.decision.tier,
+            routed.decision.source,
+            routed.route.tier,
+            routed.route.model or routed.chat.model or "-",
+            status,
+            routed.decision.ms,
+            total_ms,
+            tokens,
+            f" fallback={fallback_header(routed.attempts)}" if routed.attempts else "",
+            f" error={error}" if error else "",
+        )
+        if self.accounting is not None:
+            self.accounting.routed_finished(routed, status, usage, total_ms, stream, completion)
+        # Let go of the parsed request now: its many small objects are freed at once, even
+        # where the flow itself still waits for the cyclic garbage collector (a stream that
+        # mitm_compat could not release, or mitmdump on Python 3.12 without -O).
+        flow.metadata.pop(META, None)

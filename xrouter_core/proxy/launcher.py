@@ -1,0 +1,352 @@
+"""`xrouter`: the router on a lean mitmproxy core, optionally as N worker processes.
+
+`mitmdump -s addons/xrouter.py` dispatches every flow event through mitmdump's ~36
+default addons (and again through the `update` hook after each). A reverse proxy needs
+only five of them, so this launcher builds mitmproxy's public `Master` with just those
+and the router addon, looks each hook's handlers up once instead of per flow event
+(dispatch.py), runs without `__debug__` checks (it re-executes itself with
+`python -O`: mitmproxy type-checks every message it builds in debug mode) and freezes
+the start-up heap out of the garbage collector. Configuration, endpoints and behaviour are the addon's,
+so they are the same in both forms.
+
+`--workers N` forks N such processes after the configuration has been checked once;
+each binds the same address with SO_REUSEPORT and the kernel spreads connections over
+them. mitmproxy has no option for that, so each worker's event loop adds
+`reuse_port=True` to the listeners it creates (public asyncio API); a worker whose
+mitmproxy did not create its listener that way stops with an error at start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import gc
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Callable, Sequence
+
+from mitmproxy import addonmanager, exceptions, hooks, master, options
+from mitmproxy.addons import core, errorcheck, next_layer, proxyauth, proxyserver, tlsconfig
+from mitmproxy.addons.termlog import TermLogHandler
+
+from xrouter_core.config import LOG_LEVELS, ConfigError, load_settings
+from xrouter_core.proxy import dispatch
+
+log = logging.getLogger("xrouter")
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="xrouter",
+        description="Run the Xrouter LLM router on a lean mitmproxy core. Settings come from "
+        "the environment, .env and upstreams.json; the options below override them.",
+    )
+    parser.add_argument("--host", help="address to listen on (HOST, default 0.0.0.0)")
+    parser.add_argument("--port", type=int, help="port to listen on (PORT, default 3000)")
+    parser.add_argument("--log-level", choices=LOG_LEVELS, help="LOG_LEVEL (default info)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes sharing the port (SO_REUSEPORT); 0 means one per CPU (default 1)",
+    )
+    parser.add_argument(
+        "--mode",
+        action="append",
+        default=[],
+        help="a mitmproxy mode instead of the default API listener, e.g. regular@8080 or "
+        "reverse:https://api.openai.com@3000 (repeatable)",
+    )
+    parser.add_argument(
+        "--set",
+        dest="setoptions",
+        action="append",
+        default=[],
+        metavar="option=value",
+        help="a mitmproxy or router option, e.g. confdir=~/.mitmproxy (repeatable)",
+    )
+    parser.add_argument(
+        "--proxyauth", help="require proxy authentication in regular mode (mitmproxy's syntax)"
+    )
+    parser.add_argument(
+        "--loop",
+        choices=("asyncio", "uvloop"),
+        default="asyncio",
+        help="event loop (default asyncio: uvloop measured slower under mitmproxy here, "
+        "see bench/fastlane.py)",
+    )
+    args = parser.parse_args(argv)
+    if args.workers < 0:
+        parser.error("--workers must be 0 or more")
+    if args.port is not None and not 0 <= args.port <= 65535:
+        parser.error("--port must be between 0 and 65535")
+    return args
+
+
+# ---- logging -------------------------------------------------------------------------
+
+
+class LineLogHandler(TermLogHandler):
+    """mitmdump's terminal format, written once per event-loop pass: the lines of one
+    pass (under load, several requests finish in each) go out in one system call, and
+    none waits longer than that pass. Without a running loop it writes at once."""
+
+    def __init__(self, out) -> None:
+        super().__init__(out)
+        self.pending: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        line = self.format(record) + "\n"
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.pending.append(line)
+            self.flush()
+            return
+        if not self.pending:
+            loop.call_soon(self.flush)
+        self.pending.append(line)
+
+    def flush(self) -> None:
+        self.acquire()  # the lock emit() runs under (records may come from other threads)
+        try:
+            lines, self.pending = "".join(self.pending), []
+        finally:
+            self.release()
+        if not lines:
+            return
+        try:
+            self.file.write(lines)
+            self.file.flush()
+        except OSError:
+            sys.exit(1)  # as termlog: the terminal is gone
+
+
+def install_log_handler(level: str) -> logging.Handler:
+    """Print log records the way mitmdump's termlog does (the addon logs via `xrouter`)."""
+    # The optimizations the logging documentation lists: no caller, thread or process
+    # lookup for each record (no format of ours or mitmproxy's shows them).
+    logging._srcfile = None  # type: ignore[attr-defined]
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
+    root = logging.getLogger()
+    root.setLevel(logging.DEBUG)
+    for name in ("asyncio", "hpack", "quic", "tornado"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    handler = LineLogHandler(sys.stdout)
+    handler.setLevel(level.upper())
+    handler.install()
+    return handler
+
+
+# ---- event loop ----------------------------------------------------------------------
+
+
+def loop_class(kind: str) -> type[asyncio.AbstractEventLoop]:
+    if kind == "uvloop":
+        try:
+            import uvloop
+        except ImportError:
+            raise SystemExit("xrouter: --loop uvloop, but uvloop is not installed") from None
+        return uvloop.Loop
+    return asyncio.SelectorEventLoop
+
+
+def reuse_port_loop(base: type[asyncio.AbstractEventLoop]) -> type[asyncio.AbstractEventLoop]:
+    """A loop class whose TCP listeners share their port with the other workers."""
+
+    class ReusePortLoop(base):  # type: ignore[valid-type, misc]
+        listeners: list[socket.socket]
+
+        async def create_server(self, protocol_factory, host=None, port=None, **kwargs):
+            if kwargs.get("sock") is None:
+                kwargs["reuse_port"] = True
+            server = await super().create_server(protocol_factory, host, port, **kwargs)
+            if not hasattr(self, "listeners"):
+                self.listeners = []
+            self.listeners.extend(server.sockets)
+            return server
+
+    return ReusePortLoop
+
+
+# ---- the lean master -----------------------------------------------------------------
+
+
+class Lifecycle:
+    """The launcher's own addon: checks the workers' listeners, then freezes the heap."""
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    def running(self) -> None:
+        if self.workers > 1:
+            listeners = getattr(asyncio.get_running_loop(), "listeners", [])
+            if not any(s.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) for s in listeners):
+                log.error(
+                    "--workers: this mitmproxy version did not create its listener with "
+                    "loop.create_server, so workers cannot share the port; use --workers 1"
+                )
+        # Everything allocated so far lives until exit: keep it out of every GC pass.
+        gc.collect()
+        gc.freeze()
+
+
+def build_master(args: argparse.Namespace, workers: int) -> master.Master:
+    """mitmproxy's Master with only what a reverse proxy (and regular mode) needs."""
+    from xrouter_core.proxy import mitm_compat  # both import mitmproxy's proxy layers
+    from xrouter_core.proxy.addon import Xrouter
+
+    check = errorcheck.ErrorCheck()  # installed now: catches errors logged while configuring
+    opts = options.Options()
+    lean = master.Master(opts)
+    if dispatch.speed_up(lean.addons):  # before any addon is added: all of them get it
+        # None of the lean master's addons intercepts flows: plain-function hooks can run
+        # where the stream yields them (mitm_compat point 5).
+        mitm_compat.answer_hooks_inline(lean.addons.answer_now)  # type: ignore[attr-defined]
+    lean.addons.add(core.Core())
+    if args.proxyauth:
+        lean.addons.add(proxyauth.ProxyAuth())
+    lean.addons.add(proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig())
+    opts.set(*args.setoptions, defer=True)
+    updates: dict[str, object] = {}
+    if args.mode:
+        updates["mode"] = args.mode
+    if args.proxyauth:
+        updates["proxyauth"] = args.proxyauth
+    opts.update(**updates)
+    router = Xrouter()
+    lean.addons.add(router, Lifecycle(workers), check)
+    # What mitmdump's script loader does for a script: configure it (only it) with every
+    # option once. mitmproxy's own addons see only the options that changed, as under
+    # mitmdump: a full configure makes mitmproxy 12's tlsconfig probe every TLS version, and
+    # that probe raises on OpenSSL builds without SSLv3.
+    with addonmanager.safecall():
+        lean.addons.invoke_addon_sync(router, hooks.ConfigureHook(set(opts.keys())))
+    if opts.deferred:
+        raise exceptions.OptionsError("unknown option(s): " + ", ".join(sorted(opts.deferred)))
+    return lean
+
+
+async def serve(args: argparse.Namespace, workers: int) -> None:
+    try:
+        lean = build_master(args, workers)
+    except exceptions.OptionsError as exc:
+        print(f"xrouter: {exc}", file=sys.stderr)
+        sys.exit(1)
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, lean.shutdown)
+    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
+    await lean.run()
+
+
+def run_one(args: argparse.Namespace, workers: int) -> int:
+    kind = loop_class(args.loop)
+    factory: Callable[[], asyncio.AbstractEventLoop] = (
+        reuse_port_loop(kind) if workers > 1 else kind
+    )
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(serve(args, workers))
+    return 0
+
+
+# ---- workers -------------------------------------------------------------------------
+
+
+def check_config(args: argparse.Namespace) -> bool:
+    """Check the configuration once before forking, one log line per problem."""
+    paths = dict(s.split("=", 1) for s in args.setoptions if "=" in s)
+    try:
+        load_settings(
+            env_file=paths.get("xrouter_env_file") or None,
+            upstreams_file=paths.get("xrouter_upstreams") or None,
+        )
+    except ConfigError as exc:
+        for problem in exc.problems:
+            log.error("configuration: %s", problem)
+        return False
+    return True
+
+
+def claim_port(host: str, port: int) -> int:
+    """Fail early and clearly if the port is taken; resolve port 0 to a free port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        probe.bind((host if host not in ("", "*") else "0.0.0.0", port))
+        return probe.getsockname()[1]
+
+
+def supervise(args: argparse.Namespace, workers: int) -> int:
+    """Fork the workers, relay SIGINT/SIGTERM to them, and exit when they all have."""
+    children: list[int] = []
+    for _ in range(workers):
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                code = run_one(args, workers)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children.append(pid)
+
+    def relay(signum, _frame) -> None:
+        for child in children:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child, signal.SIGTERM)
+
+    signal.signal(signal.SIGINT, relay)
+    signal.signal(signal.SIGTERM, relay)
+    worst = 0
+    remaining = set(children)
+    while remaining:
+        try:
+            pid, status = os.wait()
+        except ChildProcessError:
+            break
+        remaining.discard(pid)
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0 and worst == 0:
+            worst = code if code > 0 else 1
+            relay(signal.SIGTERM, None)  # one worker failed: stop the others too
+    return worst
+
+
+def reexec_optimized() -> None:
+    """Run as `python -O` unless already so (or XROUTER_DEBUG=1): the same process id."""
+    if __debug__ and os.environ.get("XROUTER_DEBUG", "") not in ("1", "true"):
+        os.execv(sys.executable, [sys.executable, "-O", "-m", "xrouter_core", *sys.argv[1:]])
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if argv is None:
+        reexec_optimized()
+    # The command line outranks the environment, .env and upstreams.json.
+    for name, value in (("HOST", args.host), ("PORT", args.port), ("LOG_LEVEL", args.log_level)):
+        if value is not None:
+            os.environ[name] = str(value)
+    level = os.environ.get("LOG_LEVEL", "info").lower()
+    install_log_handler(level if level in LOG_LEVELS else "info")  # a bad one is reported
+    workers = args.workers or os.cpu_count() or 1
+    if workers == 1:
+        return run_one(args, workers)
+    if not check_config(args):
+        return 1
+    if not args.mode:
+        host = os.environ.get("HOST", "0.0.0.0")
+        try:
+            os.environ["PORT"] = str(claim_port(host, int(os.environ.get("PORT", "3000"))))
+        except OSError as exc:
+            reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+            log.error("cannot listen on %s:%s: %s", host, os.environ.get("PORT"), reason)
+            return 1
+    return supervise(args, workers)

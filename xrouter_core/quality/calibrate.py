@@ -1,0 +1,190 @@
+"""Choose the built-in classifier's thresholds for a target share of frontier calls.
+
+    python -m xrouter_core.quality.calibrate --target-frontier 0.2 --log logs/requests.jsonl
+    python -m xrouter_core.quality.calibrate --target-frontier 0.1 --target-cheap 0.6 --log prompts.txt
+
+It scores a sample of your own traffic with the built-in classifier and prints the
+CLASSIFIER_THRESHOLDS line that sends that share of it to frontier (and, with
+--target-cheap, that share to cheap; otherwise the low threshold stays as given by
+--thresholds, default 0.33, capped at the high one). The thresholds apply wherever the
+built-in classifier decides: CLASSIFIER_MODE=builtin, and hybrid when the LLM is absent
+or fails.
+
+Input files (several may be given; '-' reads standard input), one request per line:
+  - a JSON object (the router's request log, or anything alike) with the text in
+    `classifier_input` (what the classifier saw; preferred), `prompt`, or `messages`
+    (an OpenAI-style message list, reduced as the router does);
+  - or plain text: the whole line is one prompt.
+JSON objects without any of those fields, and empty lines, are skipped and counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from xrouter_core.config import DEFAULT_THRESHOLDS, parse_thresholds
+from xrouter_core.routing.builtin import BuiltinClassifier, tier_for
+from xrouter_core.routing.extract import classifier_input
+
+
+@dataclass
+class Prompts:
+    texts: list[str]
+    skipped: int = 0
+
+
+def prompt_of(line: str) -> str | None:
+    """The prompt one line stands for, or None when it has none."""
+    stripped = line.strip()
+    if not stripped:
+        return None
+    if stripped.startswith("{"):
+        try:
+            record = json.loads(stripped)
+        except ValueError:
+            return as_user_message(stripped)  # plain text that happens to start with a brace
+        if not isinstance(record, dict):
+            return None
+        text = record.get("classifier_input")
+        if isinstance(text, str) and text.strip():
+            return text
+        text = record.get("prompt")
+        if isinstance(text, str) and text.strip():
+            return as_user_message(text)
+        messages = record.get("messages")
+        if isinstance(messages, list) and all(isinstance(m, dict) for m in messages):
+            return classifier_input(messages) or None
+        return None
+    return as_user_message(stripped)
+
+
+def as_user_message(text: str) -> str:
+    """A raw prompt as the classifier would see it (client wrappers removed, length cut)."""
+    return classifier_input([{"role": "user", "content": text}]) or text
+
+
+def read_prompts(lines: Iterable[str]) -> Prompts:
+    found = Prompts([])
+    for line in lines:
+        text = prompt_of(line)
+        if text is None:
+            found.skipped += bool(line.strip())
+        else:
+            found.texts.append(text)
+    return found
+
+
+def _between(lower: float, upper: float) -> float:
+    """A short threshold strictly above `lower` and at most `upper` (rounded for config files)."""
+    for digits in (2, 3, 4, 6):
+        value = round((lower + upper) / 2, digits)
+        if lower < value <= upper:
+            return value
+    return upper
+
+
+def threshold_for_top(scores: Sequence[float], share: float) -> float:
+    """A threshold with about `share` of the scores at or above it (ties move together)."""
+    ordered = sorted(scores, reverse=True)
+    count = round(share * len(ordered))
+    if count <= 0:
+        return 1.0
+    if count >= len(ordered):
+        return 0.0
+    return _between(ordered[count], ordered[count - 1])
+
+
+def choose_thresholds(
+    scores: Sequence[float],
+    target_frontier: float,
+    target_cheap: float | None = None,
+    current: tuple[float, float] = DEFAULT_THRESHOLDS,
+) -> tuple[float, float]:
+    high = threshold_for_top(scores, target_frontier)
+    if target_cheap is None:
+        low = min(current[0], high)
+    else:
+        low = min(threshold_for_top(scores, 1.0 - target_cheap), high)
+    return low, high
+
+
+def shares(scores: Sequence[float], thresholds: tuple[float, float]) -> tuple[float, float, float]:
+    """Shares of cheap, medium and frontier decisions."""
+    tiers = [tier_for(score, thresholds) for score in scores]
+    return tuple(tiers.count(tier) / len(tiers) for tier in (0, 1, 2))  # type: ignore[return-value]
+
+
+def _share(value: str) -> float:
+    number = float(value)
+    if not 0.0 <= number <= 1.0:
+        raise argparse.ArgumentTypeError(f"a share between 0 and 1, not {value}")
+    return number
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m xrouter_core.quality.calibrate",
+        description="Choose CLASSIFIER_THRESHOLDS for a target share of frontier calls on your own traffic.",
+    )
+    parser.add_argument(
+        "--target-frontier", type=_share, required=True, help="e.g. 0.2 for 20 %% of requests"
+    )
+    parser.add_argument(
+        "--target-cheap", type=_share, default=None, help="optional share for the cheap tier"
+    )
+    parser.add_argument(
+        "--log",
+        nargs="+",
+        required=True,
+        help="request log (JSON lines) or prompt files, '-' for stdin",
+    )
+    parser.add_argument(
+        "--thresholds",
+        type=parse_thresholds,
+        default=DEFAULT_THRESHOLDS,
+        help="current thresholds (the low one is kept without --target-cheap)",
+    )
+    args = parser.parse_args(argv)
+    if args.target_cheap is not None and args.target_cheap + args.target_frontier > 1:
+        parser.error("--target-cheap plus --target-frontier must not exceed 1")
+
+    prompts = Prompts([])
+    for name in args.log:
+        if name == "-":
+            found = read_prompts(sys.stdin)
+        else:
+            path = Path(name)
+            if not path.is_file():
+                parser.error(f"no such file: {name}")
+            with path.open(encoding="utf-8", errors="replace") as handle:
+                found = read_prompts(handle)
+        prompts.texts.extend(found.texts)
+        prompts.skipped += found.skipped
+    if not prompts.texts:
+        parser.error("no prompts found in " + ", ".join(args.log))
+
+    classifier = BuiltinClassifier()
+    scores = [classifier.score(text) for text in prompts.texts]
+    thresholds = choose_thresholds(scores, args.target_frontier, args.target_cheap, args.thresholds)
+    cheap, medium, frontier = shares(scores, thresholds)
+    skipped = f"; lines without a prompt skipped: {prompts.skipped}" if prompts.skipped else ""
+    print(f"# {len(scores)} prompts from {', '.join(args.log)}{skipped}")
+    print(
+        f"# with these thresholds: frontier {frontier:.1%} (target {args.target_frontier:.1%}), "
+        f"medium {medium:.1%}, cheap {cheap:.1%}"
+    )
+    print("# .env (or the environment):")
+    print(f"CLASSIFIER_THRESHOLDS={thresholds[0]},{thresholds[1]}")
+    print(
+        '# or in upstreams.json: "classifier": {"thresholds": ' + json.dumps(list(thresholds)) + "}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,190 @@
+"""Fallback: which routes a request may try, in order, and what to tell the client.
+
+A request is served by the first route of its chain that answers; a route fails when
+it cannot be reached, times out before the first byte, or answers one of
+FALLBACK_STATUSES before anything was sent to the client. A route that keeps failing
+is skipped for a cool-down (a circuit breaker), visible in /health. The retry itself
+happens on the same mitmproxy flow (see mitm_compat.py), so fallback answers stream.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from xrouter_core.config import Route, RoutingSettings
+from xrouter_core.tiers import TIERS
+from xrouter_core.wire.errors import RouterError
+
+FALLBACK_STATUSES = frozenset({404, 408, 409, 425, 429})
+
+
+def should_fall_back(status: int, unreachable: bool) -> bool:
+    return unreachable or status in FALLBACK_STATUSES or status >= 500
+
+
+def chain_for(
+    tier: str,
+    routes: Mapping[str, Route],
+    routing: RoutingSettings,
+    needs_vision: bool = False,
+) -> list[Route]:
+    """The chosen tier, then the tiers after it in FALLBACK_CHAIN (default: the tiers above
+    it, ending at frontier). Only configured routes; only vision routes for images."""
+    rank = TIERS.index(tier)
+    if not routing.fallback_enabled:
+        # One attempt: the tier, or the next configured one above it.
+        names = [t for t in TIERS[rank:] if t in routes][:1]
+    elif tier in routing.fallback_chain:
+        names = list(routing.fallback_chain[routing.fallback_chain.index(tier) :])
+    else:
+        names = [tier, *(t for t in routing.fallback_chain if TIERS.index(t) > rank)]
+    chain = [routes[name] for name in names if name in routes]
+    if needs_vision:
+        chain = [route for route in chain if route.vision]
+    return chain
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One route that failed: its tier and why (an HTTP status or a short error)."""
+
+    route: str
+    status: int = 0
+    error: str = ""
+    retry_after: str = ""
+
+    @property
+    def reason(self) -> str:
+        if self.status:
+            return str(self.status)
+        if "timeout" in self.error:
+            return "timeout"
+        if self.error == "circuit_open":
+            return "circuit_open"
+        return "unreachable"
+
+    def label(self) -> str:
+        return f"{self.route}:{self.reason}"
+
+
+def fallback_header(attempts: list[Attempt]) -> str:
+    """`X-Xrouter-fallback: cheap:503, medium:timeout` — every route that failed first."""
+    return ", ".join(attempt.label() for attempt in attempts)
+
+
+@dataclass
+class BreakerState:
+    failures: int = 0
+    open_until: float = 0.0
+    last_error: str = ""
+
+
+@dataclass
+class CircuitBreaker:
+    """Per route: after `threshold` failures in a row the route is skipped for `cooldown`
+    seconds; then one request may try it again (half-open), and a success closes it."""
+
+    threshold: int = 3
+    cooldown: float = 30.0
+    clock: Callable[[], float] = time.monotonic
+    states: dict[str, BreakerState] = field(default_factory=dict)
+
+    def is_open(self, route: str) -> bool:
+        state = self.states.get(route)
+        if state is None or state.open_until <= 0:
+            return False
+        if self.clock() >= state.open_until:
+            state.open_until = 0.0  # half-open: let the next request try
+            state.failures = self.threshold - 1
+            return False
+        return True
+
+    def remaining(self, route: str) -> float:
+        state = self.states.get(route)
+        return max(0.0, state.open_until - self.clock()) if state else 0.0
+
+    def failure(self, route: str, error: str) -> None:
+        state = self.states.setdefault(route, BreakerState())
+        state.failures += 1
+        state.last_error = error
+        if state.failures >= self.threshold:
+            state.open_until = self.clock() + self.cooldown
+
+    def success(self, route: str) -> None:
+        state = self.states.get(route)
+        if state is not None and (state.failures or state.open_until):
+            state.failures = 0
+            state.open_until = 0.0
+
+    def public(self) -> dict[str, Any]:
+        """For /health: which routes are cooling down, and why."""
+        return {
+            route: {
+                "state": "open" if self.is_open(route) else "closed",
+                "consecutive_failures": state.failures,
+                "retry_in_s": round(self.remaining(route), 1),
+                "last_error": state.last_error or None,
+            }
+            for route, state in self.states.items()
+        }
+
+
+def next_route(chain: list[Route], tried: int, breaker: CircuitBreaker) -> tuple[int, list[str]]:
+    """Index of the next route to try after `tried` routes, skipping open circuits; the
+    last route of the chain is tried even when open (better than no attempt). Returns
+    (index or -1, the tiers skipped)."""
+    skipped: list[str] = []
+    for index in range(tried, len(chain)):
+        if breaker.is_open(chain[index].tier) and index < len(chain) - 1:
+            skipped.append(chain[index].tier)
+            continue
+        return index, skipped
+    return -1, skipped
+
+
+def first_route(chain: list[Route], breaker: CircuitBreaker) -> tuple[int, list[str]]:
+    return next_route(chain, 0, breaker)
+
+
+def all_failed_error(
+    attempts: list[Attempt], breaker: CircuitBreaker, describe: Callable[[Attempt], str]
+) -> RouterError:
+    """The one error the client sees when every route failed, listing the attempts.
+
+    Statuses are chosen for clients that retry on their own (OpenAI SDKs, OpenClaw):
+    429 with Retry-After when a provider rate-limited, 503 with Retry-After for outages
+    and timeouts (a retry later can help), 404 when every route said not found (a retry
+    cannot help; SDKs do not retry 4xx)."""
+    statuses = {a.status for a in attempts if a.status}
+    detail = "; ".join(describe(attempt) for attempt in attempts)
+    message = f"Every route failed: {detail}"
+    headers = {"x-xrouter-fallback": fallback_header(attempts)}
+    if 429 in statuses:
+        after = [a.retry_after for a in attempts if a.status == 429 and a.retry_after.isdigit()]
+        headers["retry-after"] = min(after, key=int) if after else "1"
+        return RouterError(429, message, "rate_limit_error", "all_routes_rate_limited", headers)
+    if statuses == {404} and all(a.status == 404 for a in attempts):
+        return RouterError(404, message, "invalid_request_error", "all_routes_not_found", headers)
+    cooling = [breaker.remaining(a.route) for a in attempts]
+    headers["retry-after"] = str(max(1, int(min((c for c in cooling if c > 0), default=1))))
+    return RouterError(503, message, "upstream_unavailable", "all_routes_failed", headers)
+
+
+def chain_tiers(chain: list[Route]) -> list[str]:
+    return [route.tier for route in chain]
+
+
+__all__ = [
+    "Attempt",
+    "CircuitBreaker",
+    "FALLBACK_STATUSES",
+    "all_failed_error",
+    "chain_for",
+    "fallback_header",
+    "first_route",
+    "next_route",
+    "should_fall_back",
+]

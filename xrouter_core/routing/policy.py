@@ -1,0 +1,98 @@
+"""Which tier a request goes to: cache first, then the classifier, frontier on doubt.
+
+Decision sources, as the request log shows them: `llm` (the LLM classifier), `builtin`
+(the in-process classifier), `builtin_fallback` (hybrid mode, the LLM failed),
+`llm_failed` (llm mode, sent to frontier), `cache`, `tool_loop`, `disabled`, `no_text`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from xrouter_core.accounting.cache import Cache, MemoryCache, cache_key
+from xrouter_core.routing.builtin import BuiltinClassifier
+from xrouter_core.routing.classifier import Decision, LLMClassifier
+from xrouter_core.routing.extract import classifier_input
+from xrouter_core.routing.toolloop import TaskTiers, task_of
+from xrouter_core.wire.inbound import ChatRequest
+
+# The model names the router offers (GET /v1/models); the one list to extend.
+FRONTIER = 2
+
+
+class Policy:
+    """Decides the tier of one request.
+
+    `classifier` is the LLM classifier and `builtin` the in-process one; either may be
+    None. With both (hybrid), the built-in one decides when the LLM gives no answer.
+    With neither (CLASSIFIER_ENABLED=false), everything goes to frontier.
+    """
+
+    def __init__(
+        self,
+        classifier: LLMClassifier | None,
+        decisions: Cache,
+        decision_ttl: float = 3600.0,
+        builtin: BuiltinClassifier | None = None,
+    ):
+        self.classifier = classifier
+        self.builtin = builtin
+        self.decisions = decisions
+        self.decision_ttl = decision_ttl
+        # One classifier call per question at a time: concurrent requests with the same
+        # text (an agent's retries, a burst) wait for it instead of each asking again.
+        self._in_flight: dict[str, asyncio.Task[Decision]] = {}
+        self.tasks = TaskTiers(MemoryCache(max_entries=10_000))
+
+    async def decide(self, request: ChatRequest) -> Decision:
+        """One tier per task: a tool loop's follow-ups keep their task's tier (toolloop.py)."""
+        task = task_of(request.messages)
+        if task is not None:
+            tier = await self.tasks.tier_of(task)
+            if tier is not None:
+                return Decision(tier, "tool_loop")
+        decision = await self.decide_fresh(request)
+        if task is not None:
+            await self.tasks.remember(task, decision.tier)
+        return decision
+
+    async def decide_fresh(self, request: ChatRequest) -> Decision:
+        if self.classifier is None and self.builtin is None:
+            return Decision(FRONTIER, "disabled")
+        text = classifier_input(request.messages)
+        if not text:
+            return Decision(FRONTIER, "no_text")
+        key = cache_key("decision", text)
+        cached = await self.decisions.get(key)
+        if cached is not None:
+            return Decision(int(cached), "cache")
+        if self.classifier is None:
+            assert self.builtin is not None
+            decision = self.builtin.decide(text)  # in-process and sub-millisecond: no sharing
+            await self.decisions.set(key, str(decision.tier), self.decision_ttl)
+            return decision
+        task = self._in_flight.get(key)
+        if task is None:
+            task = asyncio.ensure_future(self._classify(text, key))
+            self._in_flight[key] = task
+            task.add_done_callback(lambda _: self._in_flight.pop(key, None))
+        # Shielded: a client that goes away does not cancel the others' decision.
+        return await asyncio.shield(task)
+
+    async def _classify(self, text: str, key: str) -> Decision:
+        assert self.classifier is not None
+        started = time.perf_counter()
+        decision = await self.classifier.classify(text)
+        if decision is None:
+            # Not cached: the LLM may answer again for the next request.
+            error = self.classifier.last_error or "no answer"
+            if self.builtin is None:
+                return Decision(FRONTIER, "llm_failed", detail=error)
+            fallback = self.builtin.decide(text)
+            fallback.source = "builtin_fallback"
+            fallback.detail = f"llm {error}; {fallback.detail}"
+            fallback.ms = (time.perf_counter() - started) * 1000  # the LLM's wait included
+            return fallback
+        await self.decisions.set(key, str(decision.tier), self.decision_ttl)
+        return decision

@@ -1,0 +1,7 @@
+"""Wire formats, client side and provider side: inbound parsers (chat completions,
+Anthropic Messages), the canonical stream events, SSE, renderers into each client format,
+stream translation, the router's own local answers and errors, and `adapters/`, one module
+per provider family, each owning both directions (request out, answer and stream back).
+
+Plain data in, bytes out: imports nothing from mitmproxy, routing or accounting.
+"""

@@ -1,0 +1,309 @@
+"""Anthropic's Messages API (`POST /v1/messages`): OpenAI requests out, Messages answers
+and event streams back.
+
+Knowingly not translated: `n`, `logprobs`, `response_format`, `seed`, penalties and
+`logit_bias` (no Messages equivalent); thinking blocks in answers are dropped (their
+text is not part of an OpenAI answer).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from xrouter_core.config import Route
+from xrouter_core.wire import canonical as ev
+from xrouter_core.wire.adapters.base import (
+    JSONEventDecoder,
+    UpstreamRequest,
+    as_int,
+    content_parts,
+    dump_json,
+    error_text_from_json,
+    forward_headers,
+    function_tools,
+    join_url,
+    max_output_tokens,
+    merge_same_role,
+    model_for,
+    openai_completion,
+    parse_arguments,
+    safe_tool_id,
+    stop_list,
+    text_of,
+    tool_call_dict,
+    tool_choice,
+)
+from xrouter_core.wire.inbound import ChatRequest
+
+API_VERSION = "2023-06-01"
+# Messages requires max_tokens; used when the client set no limit.
+DEFAULT_MAX_TOKENS = 4096
+
+FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+
+def finish_reason(stop_reason: Any) -> str:
+    return FINISH_REASONS.get(str(stop_reason or ""), "stop")
+
+
+def image_block(part: Any) -> dict[str, Any]:
+    if part.data:
+        source = {"type": "base64", "media_type": part.media_type, "data": part.data}
+    else:
+        source = {"type": "url", "url": part.url}
+    return {"type": "image", "source": source}
+
+
+def user_blocks(content: Any) -> list[dict[str, Any]]:
+    blocks: list[dict[str, Any]] = []
+    for part in content_parts(content):
+        if part.kind == "text":
+            if part.text:
+                blocks.append({"type": "text", "text": part.text})
+        else:
+            blocks.append(image_block(part))
+    return blocks
+
+
+def to_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict]]:
+    """OpenAI messages → (Anthropic system blocks, alternating Anthropic messages)."""
+    system: list[dict[str, Any]] = []
+    turns: list[dict[str, Any]] = []
+    for message in messages:
+        role = message.get("role")
+        content = message.get("content")
+        if role in ("system", "developer"):
+            text = text_of(content)
+            if text:
+                system.append({"type": "text", "text": text})
+        elif role == "assistant":
+            blocks: list[dict[str, Any]] = []
+            text = text_of(content)
+            if text:
+                blocks.append({"type": "text", "text": text})
+            for call in message.get("tool_calls") or []:
+                function = call.get("function") or {}
+                blocks.append(
+                    {
+                        "type": "tool_use",
+                        "id": safe_tool_id(call.get("id")),
+                        "name": str(function.get("name") or ""),
+                        "input": parse_arguments(function.get("arguments")),
+                    }
+                )
+            if blocks:
+                turns.append({"role": "assistant", "content": blocks})
+        elif role in ("tool", "function"):
+            result = user_blocks(content)
+            block: dict[str, Any] = {
+                "type": "tool_result",
+                "tool_use_id": safe_tool_id(message.get("tool_call_id") or message.get("name")),
+                "content": result or "",
+            }
+            turns.append({"role": "user", "content": [block]})
+        else:
+            blocks = user_blocks(content)
+            if blocks:
+                turns.append({"role": "user", "content": blocks})
+    merged = merge_same_role(turns, "role", "content")
+    for turn in merged:
+        # Tool results must come first in their user turn.
+        if turn["role"] == "user":
+            turn["content"].sort(key=lambda b: b.get("type") != "tool_result")
+    if not merged or merged[0]["role"] != "user":
+        merged.insert(0, {"role": "user", "content": [{"type": "text", "text": "(continue)"}]})
+    return system, merged
+
+
+def build_body(request: ChatRequest, model: str) -> dict[str, Any]:
+    body = request.body
+    system, messages = to_messages(request.messages)
+    out: dict[str, Any] = {
+        "model": model,
+        "max_tokens": max_output_tokens(body) or DEFAULT_MAX_TOKENS,
+        "messages": messages,
+    }
+    if system:
+        out["system"] = system
+    for name in ("temperature", "top_p"):
+        if isinstance(body.get(name), int | float) and not isinstance(body.get(name), bool):
+            out[name] = body[name]
+    if isinstance(out.get("temperature"), int | float):
+        out["temperature"] = min(max(out["temperature"], 0.0), 1.0)
+    stops = stop_list(body)
+    if stops:
+        out["stop_sequences"] = stops
+    tools = function_tools(body)
+    choice = tool_choice(body)
+    if tools:
+        out["tools"] = [
+            {"name": t.name, "description": t.description, "input_schema": t.parameters}
+            for t in tools
+        ]
+        anthropic_choice: dict[str, Any] = {
+            "auto": {"type": "auto"},
+            "required": {"type": "any"},
+            "function": {"type": "tool", "name": choice.name},
+            "none": {"type": "none"},
+        }[choice.mode]
+        if not choice.parallel and choice.mode != "none":
+            anthropic_choice["disable_parallel_tool_use"] = True
+        out["tool_choice"] = anthropic_choice
+    user = body.get("user")
+    if isinstance(user, str) and user:
+        out["metadata"] = {"user_id": user}
+    if request.stream:
+        out["stream"] = True
+    return out
+
+
+class AnthropicAdapter:
+    name = "anthropic"
+    openai_wire = False
+
+    def build_request(
+        self,
+        route: Route,
+        request: ChatRequest,
+        client_headers: Iterable[tuple[str, str]],
+        keep_client_auth: bool = False,
+    ) -> UpstreamRequest:
+        path = "/messages" if route.base_path.endswith("/v1") else "/v1/messages"
+        client_headers = list(client_headers)
+        auth = {"anthropic-version": API_VERSION}
+        if route.api_key:
+            auth["x-api-key"] = route.api_key
+        elif keep_client_auth:  # proxy mode, same host, no key of our own: the client's
+            auth.update((k.lower(), v) for k, v in client_headers if k.lower() == "x-api-key")
+        # A client's anthropic-beta header travels on; the version is always ours, since
+        # the body is built for it.
+        headers = forward_headers(client_headers, route, auth)
+        return UpstreamRequest(
+            url=join_url(route.base_url, path),
+            headers=headers,
+            body=dump_json(build_body(request, model_for(route, request))),
+        )
+
+    def parse_response(self, body: bytes) -> dict[str, Any]:
+        doc = json.loads(body)
+        text: list[str] = []
+        calls: list[dict[str, Any]] = []
+        for block in doc.get("content") or []:
+            if block.get("type") == "text":
+                text.append(str(block.get("text") or ""))
+            elif block.get("type") == "tool_use":
+                calls.append(
+                    tool_call_dict(
+                        str(block.get("id") or ""),
+                        str(block.get("name") or ""),
+                        json.dumps(block.get("input") or {}, ensure_ascii=False),
+                    )
+                )
+        usage = doc.get("usage") or {}
+        return openai_completion(
+            id=str(doc.get("id") or ""),
+            model=str(doc.get("model") or ""),
+            text="".join(text),
+            tool_calls=calls,
+            finish_reason=finish_reason(doc.get("stop_reason")),
+            prompt_tokens=input_tokens(usage),
+            completion_tokens=as_int(usage.get("output_tokens")),
+        )
+
+    def stream_decoder(self) -> AnthropicStreamDecoder:
+        return AnthropicStreamDecoder()
+
+    def error_message(self, status: int, body: bytes) -> str:
+        return error_text_from_json(body)
+
+
+def input_tokens(usage: dict[str, Any]) -> int:
+    """Prompt tokens including the cached ones (Anthropic counts them apart)."""
+    return (
+        as_int(usage.get("input_tokens"))
+        + as_int(usage.get("cache_creation_input_tokens"))
+        + as_int(usage.get("cache_read_input_tokens"))
+    )
+
+
+class AnthropicStreamDecoder(JSONEventDecoder):
+    """message_start … content_block_* … message_delta, message_stop → canonical events.
+    Tool-use blocks get consecutive tool-call indexes; thinking deltas are dropped."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._tool_index: dict[int, int] = {}
+        self._prompt = 0
+        self._completion = 0
+        self._usage_sent = False
+
+    def handle(self, doc: dict[str, Any], out: list[ev.StreamEvent]) -> None:
+        kind = doc.get("type")
+        if kind == "message_start":
+            message = doc.get("message") or {}
+            usage = message.get("usage") or {}
+            self._prompt = input_tokens(usage)
+            self._completion = as_int(usage.get("output_tokens"))
+            out.append(
+                ev.Start(id=str(message.get("id") or ""), model=str(message.get("model") or ""))
+            )
+        elif kind == "content_block_start":
+            block = doc.get("content_block") or {}
+            if block.get("type") == "tool_use":
+                index = self.tool_calls
+                self.tool_calls += 1
+                self._tool_index[as_int(doc.get("index"))] = index
+                out.append(
+                    ev.ToolCallStart(
+                        index, str(block.get("id") or ""), str(block.get("name") or "")
+                    )
+                )
+                if block.get("input"):
+                    out.append(ev.ToolCallDelta(index, json.dumps(block["input"])))
+            elif block.get("type") == "text" and block.get("text"):
+                out.append(ev.TextDelta(str(block["text"])))
+        elif kind == "content_block_delta":
+            delta = doc.get("delta") or {}
+            if delta.get("type") == "text_delta" and delta.get("text"):
+                out.append(ev.TextDelta(str(delta["text"])))
+            elif delta.get("type") == "input_json_delta" and delta.get("partial_json"):
+                index = self._tool_index.get(as_int(doc.get("index")))
+                if index is not None:
+                    out.append(ev.ToolCallDelta(index, str(delta["partial_json"])))
+        elif kind == "message_delta":
+            usage = doc.get("usage") or {}
+            if "output_tokens" in usage:
+                self._completion = as_int(usage.get("output_tokens"))
+            if usage.get("input_tokens") is not None:
+                self._prompt = input_tokens(usage)
+            reason = (doc.get("delta") or {}).get("stop_reason")
+            if reason:
+                out.append(ev.Finish(finish_reason(reason)))
+        elif kind == "message_stop":
+            self._send_usage(out)
+        elif kind == "error":
+            error = doc.get("error") or {}
+            out.append(
+                ev.StreamError(
+                    str(error.get("message") or "upstream error"),
+                    str(error.get("type") or "upstream_error"),
+                )
+            )
+
+    def end(self, out: list[ev.StreamEvent]) -> None:
+        self._send_usage(out)
+
+    def _send_usage(self, out: list[ev.StreamEvent]) -> None:
+        if not self._usage_sent and (self._prompt or self._completion):
+            self._usage_sent = True
+            out.append(ev.Usage(self._prompt, self._completion))

@@ -1,0 +1,135 @@
+"""The router's own endpoints as plain data: which paths and methods it serves, the checks
+on its own API (method, auth, header values, body), and the answers it makes itself.
+
+`LocalResponse` is what the addon turns into a mitmproxy response.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from xrouter_core.wire.errors import RouterError
+
+JSON = "application/json"
+
+# Paths the router answers on its own listener, with the methods each accepts.
+CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
+PLOTLY_PATH = "/dashboard/plotly.min.js"
+# Anthropic's Messages API, for Anthropic clients (Claude Code, the Anthropic SDK).
+MESSAGES_PATH = "/v1/messages"
+ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "/health": ("GET",),
+    "/v1/models": ("GET",),
+    **{path: ("POST",) for path in CHAT_PATHS},
+    MESSAGES_PATH: ("POST",),
+    "/usage": ("GET",),
+    "/usage/reset": ("POST",),
+    "/metrics": ("GET",),
+    "/dashboard": ("GET",),
+    PLOTLY_PATH: ("GET",),
+}
+# The dashboard page and plotly hold no data: the page asks for the key and sends it
+# with its /usage calls, which (like /metrics) need it.
+PUBLIC_PATHS = frozenset({"/health", "/dashboard", PLOTLY_PATH})
+
+
+@dataclass(slots=True)
+class LocalResponse:
+    status: int
+    body: bytes
+    headers: dict[str, str] = field(default_factory=lambda: {"content-type": JSON})
+
+    @classmethod
+    def json(cls, doc: Any, status: int = 200) -> LocalResponse:
+        return cls(status, json.dumps(doc, indent=None).encode())
+
+    @classmethod
+    def error(cls, error: RouterError) -> LocalResponse:
+        return cls(error.status, error.body(), {"content-type": JSON, **error.headers})
+
+
+def check_method(path: str, method: str) -> None:
+    """404 for unknown paths, 405 (with Allow) for a known path and the wrong method."""
+    allowed = ENDPOINTS.get(path)
+    if allowed is None:
+        raise RouterError(
+            404,
+            f"Unknown path {path!r}. The router serves POST /v1/chat/completions.",
+            code="not_found",
+        )
+    if method not in allowed and not (method == "HEAD" and "GET" in allowed):
+        raise RouterError(
+            405,
+            f"{method} is not allowed on {path}; use {', '.join(allowed)}.",
+            code="method_not_allowed",
+            headers={"allow": ", ".join(allowed)},
+        )
+
+
+# Control characters no header value may hold (RFC 9110 5.5); tab is allowed.
+HEADER_CONTROL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+
+def check_header_values(fields: tuple[tuple[bytes, bytes], ...]) -> None:
+    """Refuse (400) a header value with NUL, CR, LF or another control character, so
+    none can be forwarded to a provider."""
+    for name, value in fields:
+        if HEADER_CONTROL.search(value) or HEADER_CONTROL.search(name):
+            raise RouterError(
+                400,
+                "A request header holds a control character; header values must be plain text.",
+                code="invalid_header",
+            )
+
+
+def body_error(content_type: str, error: RouterError) -> RouterError:
+    """A body that did not parse under a non-JSON content type: say what to send (415)."""
+    if error.code in ("invalid_json", "invalid_encoding") and content_type:
+        media = content_type.split(";", 1)[0].strip().lower()
+        if media and not media.endswith("json"):
+            return RouterError(
+                415,
+                f"Content-Type {media[:60]!r} is not supported; send application/json.",
+                code="unsupported_media_type",
+            )
+    return error
+
+
+def bearer_token(headers: Mapping[str, str]) -> str | None:
+    value = headers.get("authorization", "")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def check_auth(path: str, headers: Mapping[str, str], router_api_key: str) -> None:
+    """With ROUTER_API_KEY set, every path but /health needs it (constant-time compare)."""
+    if not router_api_key or path in PUBLIC_PATHS:
+        return
+    given = bearer_token(headers) or headers.get("x-api-key", "").strip() or None
+    if given is None or not hmac.compare_digest(given.encode(), router_api_key.encode()):
+        raise RouterError(
+            401,
+            "Missing or invalid API key. Send 'Authorization: Bearer <ROUTER_API_KEY>'.",
+            type="authentication_error",
+            code="invalid_api_key",
+            headers={"www-authenticate": "Bearer"},
+        )
+
+
+def models_page(logical_models: list[str]) -> LocalResponse:
+    return LocalResponse.json(
+        {
+            "object": "list",
+            "data": [
+                {"id": name, "object": "model", "created": 0, "owned_by": "xrouter"}
+                for name in logical_models
+            ],
+        }
+    )

@@ -1,0 +1,180 @@
+"""Per-flow stream translators, shaped as mitmproxy stream callables.
+
+mitmproxy calls `flow.response.stream` with every chunk as it arrives and once
+with b"" at the end; chunk boundaries are arbitrary. A translator returns the
+bytes to send the client now. It runs synchronously in the proxy's event loop,
+so it only parses what it must.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Protocol
+
+from xrouter_core.wire import canonical as ev
+from xrouter_core.wire.adapters.base import Adapter, StreamDecoder
+from xrouter_core.wire.adapters.openai import usage_from_openai
+from xrouter_core.wire.inbound import ANTHROPIC, ChatRequest
+from xrouter_core.wire.render_anthropic import AnthropicEventRenderer
+from xrouter_core.wire.render_openai import OpenAIChunkRenderer, sse_data
+from xrouter_core.wire.sse import SSEParser
+
+
+class Renderer(Protocol):
+    """Canonical events → one client format (OpenAI chunks or Anthropic events)."""
+
+    usage: ev.Usage | None
+
+    def render(self, events: list[ev.StreamEvent]) -> bytes: ...
+
+    def close(self) -> bytes: ...
+
+
+class StreamTranslator:
+    """The common shape: feed chunks, then finish; `usage` is known at the end."""
+
+    usage: ev.Usage | None = None
+    on_finish: Callable[[StreamTranslator], None] | None = None
+    # What reached the client, for estimating tokens when the provider reported none.
+    bytes_out: int = 0
+    events_out: int = 0
+    first_event_size: int = 0
+    # Set when the upstream died mid-stream (see fail).
+    error: str = ""
+
+    def feed(self, chunk: bytes) -> bytes:
+        raise NotImplementedError
+
+    def finish(self) -> bytes:
+        raise NotImplementedError
+
+    def __call__(self, chunk: bytes) -> list[bytes]:
+        """mitmproxy's stream callable. It returns a list because mitmproxy sends each
+        item as one HTTP chunk, and an empty chunk would end a chunked body early."""
+        if chunk:
+            out = self.feed(chunk)
+            if out:
+                self._count(out)
+                return [out]
+            return []
+        out = self.finish()
+        if out:
+            self._count(out)
+        if self.on_finish is not None:
+            callback, self.on_finish = self.on_finish, None
+            callback(self)
+        return [out] if out else []
+
+    def _count(self, out: bytes) -> None:
+        self.bytes_out += len(out)
+        self.events_out += out.count(b"\n\n")
+        if not self.first_event_size:
+            self.first_event_size = out.find(b"\n\n") + 2
+
+    def content_chars_estimate(self) -> int:
+        """About how many characters of content the client received, for the rare stream
+        whose provider reported no usage. Cheap to keep: bytes and events are counted per
+        chunk, nothing is parsed. Each event's JSON wrapper is sized from the first chunk
+        (role only, ~20 bytes more than a content chunk's); the finish chunk (~12 bytes
+        less than a wrapper) and `data: [DONE]` (14 bytes) carry no content."""
+        if self.events_out < 3:
+            return 0
+        wrapper = max(self.first_event_size - 20, 0)
+        rest = self.bytes_out - self.first_event_size - 14 + 12
+        return max(rest - (self.events_out - 2) * wrapper, 0)
+
+    def fail(self, message: str) -> bytes:
+        """The upstream died mid-stream: the client gets one OpenAI-style error event
+        and then a clean end of body (not a hang, not a cut chunked encoding)."""
+        self.error = message
+        out = self.error_event(message)
+        if self.on_finish is not None:
+            callback, self.on_finish = self.on_finish, None
+            callback(self)
+        return out
+
+    def error_event(self, message: str) -> bytes:
+        return sse_data(
+            {
+                "error": {
+                    "message": message,
+                    "type": "upstream_error",
+                    "code": "upstream_stream_interrupted",
+                }
+            }
+        )
+
+
+class OpenAIPassthrough(StreamTranslator):
+    """OpenAI wire in and out: bytes pass untouched except the usage chunk, which is
+    read for counting and dropped when the client did not ask for it."""
+
+    def __init__(self, client_wants_usage: bool):
+        self.client_wants_usage = client_wants_usage
+        self.usage = None
+        self._parser = SSEParser()
+
+    def feed(self, chunk: bytes) -> bytes:
+        if not self._parser.pending and chunk.endswith(b"\n\n") and b'"usage"' not in chunk:
+            return chunk  # the fast path: whole events with nothing to look at
+        return self._filter(self._parser.feed(chunk))
+
+    def finish(self) -> bytes:
+        return self._filter(self._parser.flush())
+
+    def _filter(self, events: list) -> bytes:
+        out: list[bytes] = []
+        for event in events:
+            raw = event.raw
+            if b'"usage"' in raw and b'"usage":null' not in raw and b'"usage": null' not in raw:
+                try:
+                    chunk = json.loads(event.data)
+                except ValueError:
+                    chunk = None
+                if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
+                    self.usage = usage_from_openai(chunk["usage"])
+                    if not self.client_wants_usage:
+                        if not chunk.get("choices"):
+                            continue  # the extra chunk we asked for
+                        chunk.pop("usage")
+                        out.append(
+                            b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+                        )
+                        continue
+            out.append(event.raw)
+        return b"".join(out)
+
+
+class TranslatingStream(StreamTranslator):
+    """Another provider's wire in, the client's format out, through the canonical events."""
+
+    def __init__(self, decoder: StreamDecoder, renderer: Renderer):
+        self.decoder = decoder
+        self.renderer = renderer
+
+    @property
+    def usage(self) -> ev.Usage | None:  # type: ignore[override]
+        return self.renderer.usage
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self.renderer.render(self.decoder.feed(chunk))
+
+    def finish(self) -> bytes:
+        return self.renderer.render(self.decoder.finish()) + self.renderer.close()
+
+    def error_event(self, message: str) -> bytes:
+        """In the client's own format (an Anthropic client gets an Anthropic error event)."""
+        return self.renderer.render([ev.StreamError(message)])
+
+
+def translator_for(adapter: Adapter, chat: ChatRequest, model: str) -> StreamTranslator:
+    """The per-flow stream callable: pass-through when client and provider both speak
+    OpenAI, else decode the provider's stream and render the client's format."""
+    if chat.client_format == ANTHROPIC:
+        return TranslatingStream(adapter.stream_decoder(), AnthropicEventRenderer(model))
+    if adapter.openai_wire:
+        return OpenAIPassthrough(chat.wants_usage)
+    return TranslatingStream(
+        adapter.stream_decoder(), OpenAIChunkRenderer(model, include_usage=chat.wants_usage)
+    )
