@@ -219,9 +219,12 @@ class Xrouter:
         self.connect_timeouts = {
             (r.host, r.port): r.connect_timeout_ms / 1000 for r in settings.routes.values()
         }
-        # Lazy connections: eager ones break offline and when an upstream is down.
-        options: dict[str, Any] = {"connection_strategy": "lazy"}
-        if hasattr(ctx.options, "flow_detail") and not ctx.options.has_changed("flow_detail"):
+        # Lazy connections: eager ones break offline and when an upstream is down. Each
+        # option only where the addon that declares it is loaded (proxyserver, dumper).
+        options: dict[str, Any] = {}
+        if "connection_strategy" in ctx.options:
+            options["connection_strategy"] = "lazy"
+        if "flow_detail" in ctx.options and not ctx.options.has_changed("flow_detail"):
             options["flow_detail"] = 0  # mitmproxy's own per-flow lines would flood the log
         ctx.options.update(**options)
         if self.client is None:
