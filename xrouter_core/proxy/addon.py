@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 import httpx
 from mitmproxy import ctx, http
 from mitmproxy import log as mitm_log
+from mitmproxy.addonmanager import Loader
+from mitmproxy.exceptions import OptionsError
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from xrouter_core.accounting.responsecache import RecordingStream
@@ -54,6 +56,7 @@ from xrouter_core.wire.canonical import Usage
 from xrouter_core.wire.errors import RouterError, error_body, redact
 from xrouter_core.wire.inbound import (
     ANTHROPIC,
+    OPENAI,
     ChatRequest,
     parse_anthropic_messages,
     parse_openai_chat,
@@ -76,6 +79,18 @@ from xrouter_core.wire.stream import StreamTranslator, TranslatingStream, transl
 log = logging.getLogger("xrouter")
 
 META = "xrouter"
+
+# The options naming the files the settings are read from.
+SETTINGS_OPTIONS = frozenset({"xrouter_env_file", "xrouter_upstreams"})
+
+# Without settings nothing can be routed, and nothing may be forwarded unrouted.
+NOT_CONFIGURED = RouterError(
+    503,
+    "xrouter is not configured: its configuration has errors (see the router's log), and "
+    "requests are not forwarded until they are fixed.",
+    type="server_error",
+    code="not_configured",
+)
 
 
 @dataclass(slots=True)
@@ -155,6 +170,20 @@ def local_response(flow: http.HTTPFlow, answer: LocalResponse) -> None:
     flow.response = http.Response.make(answer.status, body, answer.headers)
 
 
+def intercepted_chat(request: http.Request) -> str | None:
+    """In proxy mode, the client format of a provider's chat call (routed), or None for
+    anything else (passed through untouched)."""
+    if request.method != "POST":
+        return None
+    path = request.path.split("?", 1)[0]
+    host = request.pretty_host
+    if host in OPENAI_STYLE_HOSTS and path.endswith("/chat/completions"):
+        return OPENAI
+    if host == ANTHROPIC_HOST and path == MESSAGES_PATH:
+        return ANTHROPIC
+    return None
+
+
 class Xrouter:
     def __init__(self) -> None:
         self.settings: Settings | None = None
@@ -169,10 +198,14 @@ class Xrouter:
         self.connect_timeouts: dict[tuple[str, int], float] = {}
         # Finished flows whose log line and counts are written after the answer is sent.
         self.unrecorded: list[Callable[[], None]] = []
+        # The (xrouter_env_file, xrouter_upstreams) values the settings in use were read with.
+        self.settings_source: tuple[str, str] | None = None
+        # Set while mitmproxy rolls a refused options change back (see options_errored).
+        self.rolling_back = False
 
     # ---- lifecycle -------------------------------------------------------------
 
-    def load(self, loader) -> None:
+    def load(self, loader: Loader) -> None:
         loader.add_option(
             "xrouter_env_file",
             str,
@@ -192,24 +225,46 @@ class Xrouter:
             "",
             "Path of upstreams.json (default: UPSTREAMS_FILE or ./upstreams.json).",
         )
+        loader.master.options.errored.connect(self.options_errored)
+
+    def options_errored(self, exc: Exception) -> None:
+        """An options change was refused (by this addon or another one): mitmproxy restores
+        the values from before it and configures every addon with them right after. If
+        those are the values the settings in use were read with, there is nothing to redo
+        (re-reading could even pick up a file edited since)."""
+        self.rolling_back = True
 
     def configure(self, updated: set[str]) -> None:
-        if updated & {"xrouter_env_file", "xrouter_upstreams"} or self.settings is None:
-            try:
-                settings = load_settings(
-                    env_file=ctx.options.xrouter_env_file or None,
-                    upstreams_file=ctx.options.xrouter_upstreams or None,
-                )
-            except ConfigError as exc:
-                for problem in exc.problems:
-                    log.error("configuration: %s", problem)
-                self.settings = None
-                return
-            self.apply(settings)
+        """Read the settings at start, and again when an option naming their files is set.
+
+        At start a bad configuration is logged, one error line per problem, and mitmproxy
+        exits on those (mitmdump's errorcheck addon, the lean launcher's too). Once settings
+        are in use, a change that gives a bad configuration raises OptionsError (the
+        problems, one per line): mitmproxy rolls the option back and the settings in use
+        keep routing. Dropping them would leave a router that routes nothing."""
+        rolling_back, self.rolling_back = self.rolling_back, False
+        if updated & SETTINGS_OPTIONS or self.settings is None:
+            source = (ctx.options.xrouter_env_file, ctx.options.xrouter_upstreams)
+            if not (rolling_back and source == self.settings_source):
+                try:
+                    settings = load_settings(
+                        env_file=source[0] or None, upstreams_file=source[1] or None
+                    )
+                except ConfigError as exc:
+                    if self.settings is None:
+                        for problem in exc.problems:
+                            log.error("configuration: %s", problem)
+                        return
+                    for problem in exc.problems:
+                        log.warning("configuration change refused: %s", problem)
+                    raise OptionsError("\n".join(exc.problems)) from exc
+                self.settings_source = source
+                self.apply(settings)
         if "mode" in updated or "xrouter_env_file" in updated:
             self.listen_by_default()
 
     def apply(self, settings: Settings) -> None:
+        """Put checked settings in use: at start, and for each accepted change after."""
         self.settings = settings
         setup_logging(settings)
         self.fallback_ready = mitm_compat.install(settings.max_body_bytes)
@@ -219,9 +274,12 @@ class Xrouter:
         self.connect_timeouts = {
             (r.host, r.port): r.connect_timeout_ms / 1000 for r in settings.routes.values()
         }
-        # Lazy connections: eager ones break offline and when an upstream is down.
-        options: dict[str, Any] = {"connection_strategy": "lazy"}
-        if hasattr(ctx.options, "flow_detail") and not ctx.options.has_changed("flow_detail"):
+        # Lazy connections: eager ones break offline and when an upstream is down. Each
+        # option only where the addon that declares it is loaded (proxyserver, dumper).
+        options: dict[str, Any] = {}
+        if "connection_strategy" in ctx.options:
+            options["connection_strategy"] = "lazy"
+        if "flow_detail" in ctx.options and not ctx.options.has_changed("flow_detail"):
             options["flow_detail"] = 0  # mitmproxy's own per-flow lines would flood the log
         ctx.options.update(**options)
         if self.client is None:
@@ -302,25 +360,24 @@ class Xrouter:
         """A plain function, so that the lean launcher can run it inline (mitm_compat point
         5): a chat request whose answer or route needs no waiting is done before this
         returns. Otherwise it returns what is left, and mitmproxy awaits that."""
-        if flow.response is not None or self.settings is None:
+        if flow.response is not None:
             return None
-        if isinstance(flow.client_conn.proxy_mode, ReverseMode):
+        reverse = isinstance(flow.client_conn.proxy_mode, ReverseMode)
+        if self.settings is None:
+            # The reverse target is the frontier host: passing a request on would hand it
+            # the client's router key, unrouted. Such requests, and the chat calls proxy
+            # mode routes, are answered instead; other proxy traffic passes as ever.
+            if reverse or intercepted_chat(flow.request) is not None:
+                local_response(flow, LocalResponse.error(NOT_CONFIGURED))
+            return None
+        if reverse:
             return self.serve_own_endpoint(flow)
-        if (
-            flow.request.pretty_host in OPENAI_STYLE_HOSTS
-            and flow.request.path.split("?", 1)[0].endswith("/chat/completions")
-            and flow.request.method == "POST"
-        ):
-            return dispatch.run_until_it_waits(self.route_chat(flow, intercepted=True))
-        if (
-            flow.request.pretty_host == ANTHROPIC_HOST
-            and flow.request.path.split("?", 1)[0] == MESSAGES_PATH
-            and flow.request.method == "POST"
-        ):
-            return dispatch.run_until_it_waits(
-                self.route_chat(flow, intercepted=True, anthropic=True)
-            )
-        return None  # Anything else in proxy mode passes through untouched.
+        kind = intercepted_chat(flow.request)
+        if kind is None:
+            return None  # Anything else in proxy mode passes through untouched.
+        return dispatch.run_until_it_waits(
+            self.route_chat(flow, intercepted=True, anthropic=kind == ANTHROPIC)
+        )
 
     def serve_own_endpoint(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         assert self.settings is not None

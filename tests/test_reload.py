@@ -1,0 +1,253 @@
+"""Configuration changed while the router runs: a real mitmdump with the addon, fake
+upstreams on loopback, and mitmproxy's own `set` command to change the options.
+
+mitmdump has no prompt to type `:set` at, so each router here also loads a small test
+addon (CONTROL, written to the test's directory) that runs mitmproxy's `set` command
+for a request to /control/set on the router's port, as mitmproxy's console would for
+`:set option=value`, and answers with the error (if any) and the option's value after.
+
+The settings are read from env files named by `xrouter_env_file`: the router process
+gets none of them from its environment, which would outrank every file.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import ROOT, Router, Upstreams, unique
+
+CHAT = "/v1/chat/completions"
+ROUTER_KEY = "xr-client-router-key-7781"
+FRONTIER_KEY = "sk-frontier-secret-0003"
+
+CONTROL = '''\
+"""Test control: mitmproxy's `set` command for GET /control/set?option=..&value=.."""
+
+import json
+
+from mitmproxy import ctx, exceptions, http
+
+
+class Control:
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        # requestheaders runs before the router's request hook, which then skips the flow.
+        if flow.request.path.split("?", 1)[0] != "/control/set":
+            return
+        option = flow.request.query["option"]
+        try:
+            ctx.master.commands.call_strings(
+                "set", [option, *flow.request.query.get_all("value")]
+            )
+            error = None
+        except exceptions.CommandError as exc:
+            error = str(exc)
+        doc = {"error": error, "value": getattr(ctx.options, option)}
+        flow.response = http.Response.make(
+            200, json.dumps(doc), {"content-type": "application/json"}
+        )
+
+
+addons = [Control()]
+'''
+
+# A copy of addons/xrouter.py's entry point at another path: setting `scripts` to it
+# loads a new instance of the addon, as mitmdump does when the script file changes.
+ENTRY = f"""\
+import sys
+
+sys.path.insert(0, {str(ROOT)!r})
+
+from xrouter_core.proxy.addon import Xrouter  # noqa: E402
+
+addons = [Xrouter()]
+"""
+
+
+def env_text(values: dict[str, str]) -> str:
+    return "".join(f"{name}={value}\n" for name, value in values.items())
+
+
+def good_env(upstreams: Upstreams, **changes: str) -> str:
+    return env_text({**upstreams.env(), "ROUTER_API_KEY": ROUTER_KEY, **changes})
+
+
+# Two problems at once: both must be reported, one per line.
+BROKEN = {"FRONTIER_HEADERS": "not json", "MEDIUM_BASE_URL": ""}
+BROKEN_PROBLEMS = [
+    "FRONTIER_HEADERS is not a JSON object of string values",
+    "MEDIUM_BASE_URL is required when the classifier is enabled",
+]
+
+
+def ask(text: str) -> dict:
+    return {"model": "gpt-4o", "messages": [{"role": "user", "content": text}]}
+
+
+class Controlled:
+    """A real router started from an env file, with CONTROL loaded after the addon."""
+
+    def __init__(self, upstreams: Upstreams, tmp: Path) -> None:
+        self.tmp = tmp
+        self.env_file = tmp / "good.env"
+        self.env_file.write_text(good_env(upstreams))
+        control = tmp / "control.py"
+        control.write_text(CONTROL)
+        self.router = Router(
+            {},
+            tmp,
+            args=["-s", str(control), "--set", f"xrouter_env_file={self.env_file}"],
+        )
+        self.http = self.router.client(headers={"authorization": f"Bearer {ROUTER_KEY}"})
+
+    def set(self, option: str, *values: str) -> dict:
+        reply = self.http.get("/control/set", params={"option": option, "value": list(values)})
+        assert reply.status_code == 200, reply.text
+        return reply.json()
+
+    def chat(self, text: str, **headers: str) -> httpx.Response:
+        return self.http.post(CHAT, json=ask(unique(text)), headers=headers)
+
+    def close(self) -> None:
+        self.http.close()
+        self.router.stop()
+
+
+@pytest.fixture
+def controlled(upstreams: Upstreams, tmp_path: Path):
+    instance = Controlled(upstreams, tmp_path)
+    yield instance
+    instance.close()
+
+
+def assert_routed(reply: httpx.Response, upstreams: Upstreams, tier: str, model: str) -> None:
+    """The answer came from `tier`'s fake, which got the router's rewrite of the request:
+    the route's model and key, not the client's."""
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-xrouter-upstream"] == tier
+    assert reply.json()["choices"][0]["message"]["content"] == f"Hello from {tier}!"
+    received = getattr(upstreams, tier).requests[-1]
+    assert received.path == CHAT
+    assert received.json["model"] == model
+    key = upstreams.env()[f"{tier.upper()}_API_KEY"]
+    assert received.headers["authorization"] == f"Bearer {key}"
+
+
+def assert_nothing_unrouted(upstreams: Upstreams) -> None:
+    """No upstream, and above all not the frontier host (the reverse-mode target), ever
+    saw the client's router key or a request the router did not rewrite."""
+    for fake in (upstreams.classifier, upstreams.cheap, upstreams.medium, upstreams.frontier):
+        for received in fake.requests:
+            assert ROUTER_KEY not in str(received.headers)
+            assert ROUTER_KEY.encode() not in received.body
+    for fake in (upstreams.cheap, upstreams.medium, upstreams.frontier):
+        for received in fake.requests:
+            assert received.json["model"].startswith(f"{fake.name}-model")
+    for received in upstreams.frontier.requests:
+        assert received.headers["authorization"] == f"Bearer {FRONTIER_KEY}"
+
+
+def test_a_broken_env_file_set_at_run_time_is_refused_and_routing_goes_on(
+    controlled: Controlled, upstreams: Upstreams
+):
+    assert_routed(controlled.chat("before"), upstreams, "medium", "medium-model")
+    pinned = controlled.chat("before, pinned", **{"x-xrouter-tier": "frontier"})
+    assert_routed(pinned, upstreams, "frontier", "frontier-model")
+
+    # The file in use is edited in place, but not set again: a refused change must not
+    # pick that up either (mitmproxy's rollback is not a reload).
+    controlled.env_file.write_text(good_env(upstreams, MEDIUM_MODEL="medium-model-unannounced"))
+    broken = controlled.tmp / "broken.env"
+    broken.write_text(good_env(upstreams, **BROKEN))
+    answer = controlled.set("xrouter_env_file", str(broken))
+    # Refused with every problem, one per line; the option keeps its old value.
+    assert answer["error"] is not None and answer["error"].splitlines() == BROKEN_PROBLEMS
+    assert answer["value"] == str(controlled.env_file)
+
+    # The settings in use keep routing, and the router still rewrites every request.
+    assert_routed(controlled.chat("after"), upstreams, "medium", "medium-model")
+    pinned = controlled.chat("after, pinned", **{"x-xrouter-tier": "frontier"})
+    assert_routed(pinned, upstreams, "frontier", "frontier-model")
+    assert controlled.http.get("/health").json()["status"] == "ok"
+    assert_nothing_unrouted(upstreams)
+    logs = controlled.router.logs()
+    for problem in BROKEN_PROBLEMS:
+        assert f"configuration change refused: {problem}" in logs
+
+
+def test_a_broken_upstreams_file_set_at_run_time_is_refused(
+    controlled: Controlled, upstreams: Upstreams
+):
+    bad = controlled.tmp / "upstreams.json"
+    bad.write_text('{"routes": {"huge": {"base_url": "http://127.0.0.1:9/v1"}}}')
+    answer = controlled.set("xrouter_upstreams", str(bad))
+    assert answer["error"] is not None and "unknown route 'huge'" in answer["error"]
+    assert answer["value"] == ""
+    assert_routed(controlled.chat("upstreams refused"), upstreams, "medium", "medium-model")
+    assert_nothing_unrouted(upstreams)
+
+
+def test_a_good_env_file_set_at_run_time_takes_effect(controlled: Controlled, upstreams: Upstreams):
+    broken = controlled.tmp / "broken.env"
+    broken.write_text(good_env(upstreams, **BROKEN))
+    assert controlled.set("xrouter_env_file", str(broken))["error"] is not None
+
+    reloaded = controlled.tmp / "reloaded.env"
+    reloaded.write_text(good_env(upstreams, MEDIUM_MODEL="medium-model-reloaded"))
+    answer = controlled.set("xrouter_env_file", str(reloaded))
+    assert answer == {"error": None, "value": str(reloaded)}
+    assert_routed(controlled.chat("reloaded"), upstreams, "medium", "medium-model-reloaded")
+    # Setting the same file again re-reads it: an edit in place takes effect too.
+    reloaded.write_text(good_env(upstreams, MEDIUM_MODEL="medium-model-edited"))
+    assert controlled.set("xrouter_env_file", str(reloaded))["error"] is None
+    assert_routed(controlled.chat("edited"), upstreams, "medium", "medium-model-edited")
+    assert_nothing_unrouted(upstreams)
+
+
+def wait_for_line(router: Router, text: str, count: int = 1, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while router.logs().count(text) < count:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{text!r} not logged {count} time(s):\n{router.logs()}")
+        time.sleep(0.1)
+
+
+def test_an_addon_without_settings_answers_503_and_forwards_nothing(
+    controlled: Controlled, upstreams: Upstreams
+):
+    """mitmdump loads a new instance of the addon when its script changes; if the env file
+    is broken by then, that instance has no settings while the reverse listener (pointed
+    at the frontier host) stays up. It must answer, not pass requests on unrouted."""
+    assert_routed(controlled.chat("before"), upstreams, "medium", "medium-model")
+    controlled.env_file.write_text(good_env(upstreams, **BROKEN))  # broken in place
+    entry = controlled.tmp / "xrouter_entry.py"
+    entry.write_text(ENTRY)
+    answer = controlled.set("scripts", str(entry), str(controlled.tmp / "control.py"))
+    assert answer["error"] is None
+    wait_for_line(controlled.router, f"configuration: {BROKEN_PROBLEMS[1]}")
+    before = [
+        len(fake.requests) for fake in (upstreams.cheap, upstreams.medium, upstreams.frontier)
+    ]
+
+    reply = controlled.chat("unconfigured")
+    assert reply.status_code == 503
+    assert reply.json()["error"]["code"] == "not_configured"
+    assert "not configured" in reply.json()["error"]["message"]
+    anthropic = controlled.http.post(
+        "/v1/messages",
+        json={"model": "claude", "max_tokens": 8, "messages": [{"role": "user", "content": "x"}]},
+    )
+    assert anthropic.status_code == 503 and anthropic.json()["type"] == "error"
+    assert controlled.http.get("/health").status_code == 503
+    assert controlled.http.get("/v1/anything/else").status_code == 503
+    after = [len(fake.requests) for fake in (upstreams.cheap, upstreams.medium, upstreams.frontier)]
+    assert after == before
+    assert_nothing_unrouted(upstreams)
+
+    # A good file then configures the new instance, and it routes.
+    fixed = controlled.tmp / "fixed.env"
+    fixed.write_text(good_env(upstreams))
+    assert controlled.set("xrouter_env_file", str(fixed))["error"] is None
+    assert_routed(controlled.chat("fixed"), upstreams, "medium", "medium-model")
