@@ -1,8 +1,10 @@
 """Loud failures when mitmproxy changes the internals mitm_compat.py relies on.
 
 If one of these fails after a mitmproxy upgrade, fallback, first-byte timeouts and the
-JSON answer for unreachable upstreams are off: adapt mitm_compat.py to the new shape.
-The behaviour itself is tested end to end in test_fallback.py and test_router.py."""
+JSON answers are off: adapt mitm_compat.py to the new shape. Each patch has a focused test
+here, through a real lean mitmproxy on 127.0.0.1 (its name is in the test's docstring);
+the router's use of them is tested end to end in test_fallback.py, test_faults.py,
+test_bad_input.py and test_router.py."""
 
 from __future__ import annotations
 
@@ -11,18 +13,21 @@ import contextlib
 import gc
 import inspect
 import json
+import socket
 import subprocess
 import sys
 import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import httpx
+import pytest
 from mitmproxy import master, options
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from mitmproxy.connection import Server
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers import http as http_layers
-from mitmproxy.proxy.layers.http import HttpStream, RequestProtocolError
+from mitmproxy.proxy.layers.http import HttpStream, RequestProtocolError, _http1
 
 from xrouter_core.proxy import dispatch, mitm_compat
 
@@ -59,9 +64,9 @@ def test_protocol_error_codes_reach_the_client_as_the_status_chosen():
     """The JSON 413 rides on a ResponseProtocolError: its code must become status 413."""
     assert mitm_compat.error_codes_known()
     send = inspect.getsource(http_layers._http1.Http1Server.send)
-    if mitm_compat.ErrorCode is None:  # 11.0: the code is the status
+    if mitm_compat.ErrorCode is None:  # 11.0, 11.1: the code is the status
         assert "make_error_response(event.code, event.message)" in send
-    else:  # 11.1.3, 12: the code names the error, and maps to the status when sent
+    else:  # 12: the code names the error, and maps to the status when sent
         assert "event.code.http_status_code()" in send and "make_error_response(" in send
     error = http_layers.ResponseProtocolError(1, "x", mitm_compat.REQUEST_TOO_LARGE)
     assert error.code == mitm_compat.REQUEST_TOO_LARGE
@@ -101,59 +106,135 @@ class KeepsWeakRefs:
         self.flows.append(weakref.ref(flow))
 
 
+Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+JSON_200 = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: %d\r\n\r\n"
+
+
+async def read_request(reader: asyncio.StreamReader) -> bytes | None:
+    """The body of the next request on a keep-alive connection (None: the proxy closed it)."""
+    try:
+        head = await reader.readuntil(b"\r\n\r\n")
+    except asyncio.IncompleteReadError:
+        return None
+    fields = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        fields[name.strip().lower()] = value.strip()
+    if fields.get(b"transfer-encoding") != b"chunked":
+        return await reader.readexactly(int(fields.get(b"content-length", 0)))
+    body = b""
+    while size := int((await reader.readuntil(b"\r\n")).strip(), 16):
+        body += (await reader.readexactly(size + 2))[:-2]
+    await reader.readuntil(b"\r\n")  # the empty line after the last chunk
+    return body
+
+
 async def answer_ok(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     """A keep-alive HTTP/1.1 upstream: 200 with a small JSON body to every request."""
-    while True:
-        try:
-            head = await reader.readuntil(b"\r\n\r\n")
-        except asyncio.IncompleteReadError:
-            break  # the proxy closed the connection
-        length = 0
-        for line in head.split(b"\r\n"):
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        await reader.readexactly(length)
-        writer.write(
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
-        )
+    while await read_request(reader) is not None:
+        writer.write(JSON_200 % 2 + b"{}")
         await writer.drain()
 
 
+def echo(seen: list[bytes]) -> Handler:
+    """A keep-alive upstream that answers each request with its body, and notes it in `seen`."""
+
+    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while (body := await read_request(reader)) is not None:
+            seen.append(body)
+            writer.write(JSON_200 % len(body) + body)
+            await writer.drain()
+
+    return answer
+
+
+async def hang(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An upstream that reads the request and never answers, until the proxy hangs up."""
+    await read_request(reader)
+    await reader.read()
+    writer.close()
+
+
+async def die_mid_stream(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """An upstream that starts a chunked event stream and closes the connection in it."""
+    await read_request(reader)
+    event = b'data: {"n": 1}\n\n'
+    writer.write(
+        b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+        + b"%x\r\n%s\r\n" % (len(event), event)
+    )
+    await writer.drain()
+    writer.close()
+
+
 @contextlib.asynccontextmanager
-async def lean_proxy(confdir: str, *addons, inline: bool = False):
-    """A real lean master (the launcher's addons, the cached dispatch) in reverse mode on
-    127.0.0.1 in front of `answer_ok`; yields an httpx client pointed at it."""
+async def serving(handler: Handler, sock: socket.socket | None = None) -> AsyncIterator[int]:
+    """An upstream on 127.0.0.1 (on `sock` if given); yields its port."""
+    if sock is None:
+        server = await asyncio.start_server(handler, "127.0.0.1", 0)
+    else:
+        server = await asyncio.start_server(handler, sock=sock)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+
+
+@contextlib.contextmanager
+def refusing() -> Iterator[socket.socket]:
+    """A port on 127.0.0.1 that refuses connections: bound, so no one else takes it, but
+    not listening (until the test calls listen() and serves on it)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield sock
+
+
+@contextlib.asynccontextmanager
+async def lean_proxy(
+    confdir: str,
+    *addons,
+    inline: bool = False,
+    upstream: Handler = answer_ok,
+    regular: bool = False,
+) -> AsyncIterator[httpx.AsyncClient]:
+    """A real lean master (the launcher's addons, the cached dispatch) on 127.0.0.1, in
+    reverse mode in front of `upstream`; yields an httpx client pointed at it. `regular`:
+    in regular proxy mode instead, with the client's base URL at `upstream`."""
     if not mitm_compat.install():  # not an assert: this also runs under `python -O`
         raise RuntimeError("mitm_compat does not support this mitmproxy")
-    upstream = await asyncio.start_server(answer_ok, "127.0.0.1", 0)
-    up_port = upstream.sockets[0].getsockname()[1]
-    lean = master.Master(options.Options(confdir=confdir))
-    dispatch.speed_up(lean.addons)
-    if inline:
-        mitm_compat.answer_hooks_inline(lean.addons.answer_now)
-    lean.addons.add(
-        core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig()
-    )
-    lean.addons.add(*addons)
-    lean.options.update(
-        mode=[f"reverse:http://127.0.0.1:{up_port}@127.0.0.1:0"], connection_strategy="lazy"
-    )
-    running = asyncio.create_task(lean.run())
-    try:
-        server = lean.addons.get("proxyserver")
-        for _ in range(200):
-            if server.listen_addrs():
-                break
-            await asyncio.sleep(0.05)
-        host, port = server.listen_addrs()[0][:2]
-        async with httpx.AsyncClient(base_url=f"http://{host}:{port}", trust_env=False) as c:
-            yield c
-    finally:
-        mitm_compat.answer_hooks_inline(None)
-        lean.shutdown()
-        await running
-        upstream.close()
+    async with serving(upstream) as up_port:
+        lean = master.Master(options.Options(confdir=confdir))
+        dispatch.speed_up(lean.addons)
+        if inline:
+            mitm_compat.answer_hooks_inline(lean.addons.answer_now)
+        lean.addons.add(
+            core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(), tlsconfig.TlsConfig()
+        )
+        lean.addons.add(*addons)
+        mode = "regular" if regular else f"reverse:http://127.0.0.1:{up_port}"
+        lean.options.update(mode=[f"{mode}@127.0.0.1:0"], connection_strategy="lazy")
+        running = asyncio.create_task(lean.run())
+        try:
+            server = lean.addons.get("proxyserver")
+            for _ in range(200):
+                if server.listen_addrs():
+                    break
+                await asyncio.sleep(0.05)
+            host, port = server.listen_addrs()[0][:2]
+            if regular:
+                client = httpx.AsyncClient(
+                    base_url=f"http://127.0.0.1:{up_port}",
+                    proxy=f"http://{host}:{port}",
+                    trust_env=False,
+                )
+            else:
+                client = httpx.AsyncClient(base_url=f"http://{host}:{port}", trust_env=False)
+            async with client:
+                yield client
+        finally:
+            mitm_compat.answer_hooks_inline(None)
+            lean.shutdown()
+            await running
 
 
 def count_flows_left_alive(confdir: str) -> tuple[int, int, list[int]]:
@@ -182,7 +263,7 @@ def count_flows_left_alive(confdir: str) -> tuple[int, int, list[int]]:
 
 def test_a_finished_flow_is_freed_without_the_garbage_collector(tmp_path):
     """With the garbage collector off, every finished flow is gone once answered: its stream's
-    reference cycles were cut (mitm_compat point 4). Without that, all of them stay.
+    reference cycles were cut (patch_free_finished_streams). Without that, all of them stay.
 
     Run as the lean launcher runs, under `python -O`: without it, mitmproxy type-checks
     each message it builds, and on Python 3.12 the exceptions caught there keep frames, and
@@ -250,7 +331,7 @@ class WhereHooksRun:
 
 
 def test_plain_function_hooks_run_inline_and_what_waits_is_handed_to_mitmproxy(tmp_path):
-    """mitm_compat point 5: with the cached dispatch's answer_now, plain-function flow hooks
+    """patch_answer_hooks_inline: with the cached dispatch's answer_now, plain-function flow hooks
     run where the stream yields them. A handler that has to wait is started inline and
     finished in mitmproxy's hook task, and the stream waits for it; every change reaches
     the wire as before. mitmproxy's own way (inline=False) gives the same answers."""
@@ -281,3 +362,234 @@ def test_plain_function_hooks_run_inline_and_what_waits_is_handed_to_mitmproxy(t
     assert answers == expected_answers
     assert ran_in["request"] == ["hook task"] * 5
     assert all(where == ["hook task"] * 3 for hook, where in ran_in.items() if hook != "request")
+
+
+# ---- one focused test per patch ---------------------------------------------------------
+
+
+class EndsWithAnError:
+    """The router's stream translator in miniature: passes chunks on; `fail` gives the last
+    bytes of a stream the upstream cut."""
+
+    def __call__(self, chunk: bytes) -> bytes:
+        return chunk
+
+    def fail(self, message: str) -> bytes:
+        return b"data: " + json.dumps({"error": message}).encode() + b"\n\n"
+
+
+class Routes:
+    """What the router does to a flow, in a few lines: mark it (unless `mark` is off), send it
+    to the first of `ports` with a first-byte timeout if one is given, and when the response
+    hook sees an upstream failure, retry on the next port or answer with the failure as JSON.
+    Notes each flow's client connection and each failure the response hook saw."""
+
+    def __init__(self, *ports: int, first_byte_timeout: float = 0, mark: bool = True) -> None:
+        self.ports = ports
+        self.first_byte_timeout = first_byte_timeout
+        self.mark = mark
+        self.clients: list[str] = []
+        self.failures: list[str] = []
+
+    def request(self, flow) -> None:
+        self.clients.append(flow.client_conn.id)
+        flow.request.port = self.ports[0]
+        flow.metadata["attempt"] = 0
+        if self.mark:
+            flow.metadata[mitm_compat.MARK] = True
+        if self.first_byte_timeout:
+            flow.metadata[mitm_compat.FIRST_BYTE_TIMEOUT] = self.first_byte_timeout
+
+    def responseheaders(self, flow) -> None:
+        if "event-stream" in flow.response.headers.get("content-type", ""):
+            flow.response.stream = EndsWithAnError()
+
+    def response(self, flow) -> None:
+        failure = flow.metadata.get(mitm_compat.UPSTREAM_ERROR)
+        if failure is None:
+            return
+        self.failures.append(failure)
+        if flow.response.stream:
+            return  # already streamed: the translator ended it
+        attempt = flow.metadata["attempt"] + 1
+        if attempt < len(self.ports):
+            flow.metadata["attempt"] = attempt
+            flow.request.port = self.ports[attempt]
+            flow.metadata[mitm_compat.RETRY] = True
+            return
+        flow.response.set_content(json.dumps({"error": failure}).encode())
+
+
+def test_a_routed_flow_whose_upstream_is_unreachable_is_answered_in_the_response_hook(tmp_path):
+    """patch_answer_unreachable_upstream: a marked flow's failed connect reaches the response
+    hook as a JSON 502 with the failure in UPSTREAM_ERROR; an unmarked flow keeps
+    mitmproxy's own HTML 502 page."""
+
+    async def scenario(mark: bool) -> tuple[httpx.Response, list[str]]:
+        with refusing() as down:
+            routes = Routes(down.getsockname()[1], mark=mark)
+            async with lean_proxy(str(tmp_path), routes) as client:
+                return await client.post("/v1/chat/completions", json={"n": 1}), routes.failures
+
+    answer, failures = asyncio.run(scenario(mark=True))
+    assert answer.status_code == 502 and answer.headers["content-type"] == "application/json"
+    assert len(failures) == 1 and failures[0]
+    assert answer.json() == {"error": failures[0]}
+    answer, failures = asyncio.run(scenario(mark=False))
+    assert answer.status_code == 502 and "text/html" in answer.headers["content-type"]
+    assert failures == []
+
+
+def test_a_retry_sends_the_rewritten_request_again_on_the_same_flow(tmp_path):
+    """patch_retry_on_same_flow: the response hook sets RETRY after pointing the flow at the
+    next upstream; the client gets that upstream's answer to the same request, on one flow."""
+
+    async def scenario() -> tuple[httpx.Response, Routes, list[bytes]]:
+        seen: list[bytes] = []
+        with refusing() as down:
+            async with serving(echo(seen)) as up:
+                routes = Routes(down.getsockname()[1], up)
+                async with lean_proxy(str(tmp_path), routes) as client:
+                    answer = await client.post("/v1/chat/completions", json={"n": 7})
+        return answer, routes, seen
+
+    answer, routes, seen = asyncio.run(scenario())
+    assert answer.status_code == 200 and answer.json() == {"n": 7}
+    assert seen == [b'{"n":7}']
+    assert len(routes.clients) == 1 and len(routes.failures) == 1
+
+
+def test_a_failed_connection_is_tried_again_on_a_kept_alive_client_connection(tmp_path):
+    """patch_forget_failed_connections: mitmproxy would answer a second request to an address
+    that failed on this client connection with the old error; a marked flow connects again
+    and reaches the upstream that came up since."""
+
+    async def scenario() -> tuple[list[int], Routes]:
+        seen: list[bytes] = []
+        with refusing() as down:
+            routes = Routes(down.getsockname()[1])
+            async with lean_proxy(str(tmp_path), routes) as client:
+                first = await client.post("/v1/chat/completions", json={"n": 1})
+                down.listen()
+                async with serving(echo(seen), sock=down):
+                    second = await client.post("/v1/chat/completions", json={"n": 2})
+        return [first.status_code, second.status_code], routes
+
+    statuses, routes = asyncio.run(scenario())
+    assert statuses == [502, 200]
+    assert len(routes.clients) == 2 and routes.clients[0] == routes.clients[1]
+
+
+def test_no_response_headers_in_time_cancels_the_request_as_a_failure(tmp_path):
+    """patch_first_byte_timeout: an upstream that never answers fails the flow with the
+    first-byte timeout as the reason, which then takes the unreachable path: answered, or
+    retried on the next upstream."""
+
+    async def scenario(*then: int) -> tuple[httpx.Response, list[str]]:
+        async with serving(hang) as hung:
+            routes = Routes(hung, *then, first_byte_timeout=0.2)
+            async with lean_proxy(str(tmp_path), routes) as client:
+                return await client.post("/v1/chat/completions", json={"n": 3}), routes.failures
+
+    answer, failures = asyncio.run(scenario())
+    assert answer.status_code == 502
+    assert failures == ["no response within 0.2s (first-byte timeout)"]
+    assert answer.json() == {"error": failures[0]}
+
+    async def with_fallback() -> tuple[httpx.Response, list[str]]:
+        async with serving(echo([])) as up:
+            return await scenario(up)
+
+    answer, failures = asyncio.run(with_fallback())
+    assert answer.status_code == 200 and answer.json() == {"n": 3}
+    assert failures == ["no response within 0.2s (first-byte timeout)"]
+
+
+def test_an_upstream_that_dies_mid_stream_ends_the_clients_body_cleanly(tmp_path):
+    """patch_end_cut_stream_cleanly: the stream translator's `fail` adds the last event and
+    the chunked body ends; mitmproxy alone would cut the client's connection."""
+
+    async def scenario() -> tuple[httpx.Response, list[str]]:
+        async with serving(die_mid_stream) as dying:
+            routes = Routes(dying)
+            async with lean_proxy(str(tmp_path), routes) as client:
+                answer = await client.post("/v1/chat/completions", json={"stream": True})
+        return answer, routes.failures
+
+    answer, failures = asyncio.run(scenario())  # httpx raises on a cut chunked body
+    assert answer.status_code == 200 and len(failures) == 1
+    events = answer.text.split("\n\n")
+    assert events[0] == 'data: {"n": 1}'
+    assert events[1].startswith('data: {"error": "The upstream closed the stream before it ended')
+    assert events[2:] == [""]
+
+
+async def in_chunks(*parts: bytes) -> AsyncIterator[bytes]:
+    """A request body httpx sends chunked (no Content-Length), part by part."""
+    for part in parts:
+        yield part
+
+
+def test_a_request_body_over_the_limit_is_a_json_413_on_the_routers_listener(tmp_path, monkeypatch):
+    """patch_request_body_limit: over MAX_BODY_BYTES, by Content-Length or as a chunked body
+    grows, the router's (reverse-mode) listener answers a JSON 413 and sends nothing on;
+    under the limit, or through a regular proxy, the body passes."""
+    monkeypatch.setattr(mitm_compat, "_max_body_bytes", 64)
+    big = json.dumps({"text": "x" * 100}).encode()
+    small = json.dumps({"text": "y"}).encode()
+
+    async def scenario(regular: bool) -> tuple[list[httpx.Response], list[bytes]]:
+        seen: list[bytes] = []
+        async with lean_proxy(str(tmp_path), upstream=echo(seen), regular=regular) as client:
+            answers = [
+                await client.post("/v1/chat/completions", content=big),
+                await client.post("/v1/chat/completions", content=in_chunks(big[:40], big[40:])),
+                await client.post("/v1/chat/completions", content=small),
+            ]
+        return answers, seen
+
+    answers, seen = asyncio.run(scenario(regular=False))
+    for refused in answers[:2]:
+        assert refused.status_code == 413
+        assert refused.headers["content-type"] == "application/json"
+        error = refused.json()["error"]
+        assert error["code"] == "request_too_large" and "64 bytes" in error["message"]
+    assert answers[2].status_code == 200
+    assert seen == [small]
+    answers, seen = asyncio.run(scenario(regular=True))
+    assert [a.status_code for a in answers] == [200, 200, 200]
+    assert seen == [big, big, small]
+
+
+def test_a_protocol_error_marked_json_is_sent_as_that_json_body():
+    """patch_json_error_page: mitmproxy's HTTP/1 error page becomes the JSON body after
+    JSON_ERROR; any other message keeps mitmproxy's HTML page."""
+    assert mitm_compat.install()
+    body = json.dumps({"error": {"code": "request_too_large"}})
+    head, _, sent = _http1.make_error_response(413, mitm_compat.JSON_ERROR + body).partition(
+        b"\r\n\r\n"
+    )
+    assert head.startswith(b"HTTP/1.1 413 ")
+    assert b"content-type: application/json" in head and b"connection: close" in head
+    assert sent == body.encode()
+    page = _http1.make_error_response(502, "upstream down")
+    assert page.startswith(b"HTTP/1.1 502 ") and b"text/html" in page and b"upstream down" in page
+
+
+def test_no_patch_is_applied_to_a_shape_it_does_not_know(monkeypatch, caplog):
+    """The shape guards: a patch refuses an HttpStream without what it relies on, and
+    install() then applies none of them (and says so) rather than some."""
+    assert mitm_compat.install()
+    monkeypatch.delattr(HttpStream, "flow_done")
+    before = {name: HttpStream.__dict__.get(name) for name in mitm_compat.REQUIRED}
+    error_page = _http1.make_error_response
+    with pytest.raises(mitm_compat.UnknownShape, match="patch_free_finished_streams"):
+        mitm_compat.patch_free_finished_streams()
+    assert not mitm_compat.fits(mitm_compat.patch_free_finished_streams)
+    assert mitm_compat.fits(mitm_compat.patch_retry_on_same_flow)
+    assert not mitm_compat.supported()
+    monkeypatch.setattr(mitm_compat, "_installed", False)
+    assert mitm_compat.install() is False
+    assert {name: HttpStream.__dict__.get(name) for name in mitm_compat.REQUIRED} == before
+    assert _http1.make_error_response is error_page
+    assert "not supported" in caplog.text
