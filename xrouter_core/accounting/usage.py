@@ -32,7 +32,7 @@ from typing import Any
 
 from xrouter_core.accounting.cache import REDIS_ERRORS, RedisHealth, redis_client
 from xrouter_core.accounting.prices import Pricing
-from xrouter_core.tiers import TIERS
+from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
 
 log = logging.getLogger("xrouter.usage")
 
@@ -531,7 +531,7 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
     tiers = {tier: _tier_row(c, f"t|{tier}|") for tier in TIERS}
     total_tokens = sum(row["totalTokens"] for row in tiers.values())
     total_requests = sum(row["requests"] for row in tiers.values())
-    frontier_price = pricing.for_tier("frontier")
+    frontier_price = pricing.for_tier(FRONTIER)
 
     models: list[dict[str, Any]] = []
     for key in c:
@@ -555,7 +555,7 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
                     "frontierCostUsd": round(if_frontier, 6),
                 }
             )
-    models.sort(key=lambda m: (TIERS.index(m["tier"]) if m["tier"] in TIERS else 9, m["model"]))
+    models.sort(key=lambda m: (TIER_INDEX.get(m["tier"], len(TIERS)), m["model"]))
 
     cost_by_tier = {tier: 0.0 for tier in TIERS}
     frontier_equiv = 0.0

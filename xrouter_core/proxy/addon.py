@@ -48,7 +48,7 @@ from xrouter_core.routing.models import (
     raise_for_tools,
 )
 from xrouter_core.routing.policy import Policy
-from xrouter_core.tiers import TIERS
+from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
 from xrouter_core.wire.adapters import Adapter, adapter_for
 from xrouter_core.wire.canonical import Usage
 from xrouter_core.wire.errors import RouterError, error_body, redact
@@ -249,7 +249,7 @@ class Xrouter:
         """Plain `mitmdump -s addons/xrouter.py` serves the API on HOST:PORT in reverse mode."""
         if self.settings is None or ctx.options.has_changed("mode"):
             return
-        frontier = self.settings.route("frontier")
+        frontier = self.settings.route(FRONTIER)
         # The reverse target is never contacted as such: every request is answered or rewritten.
         target = (
             f"{frontier.scheme}://{urlsplit(frontier.base_url).netloc}"
@@ -435,7 +435,7 @@ class Xrouter:
             )
         pinned = pinned_tier(chat.model, tier_header, routing)
         if pinned is not None:
-            decision = Decision(TIERS.index(pinned), "pinned")
+            decision = Decision(TIER_INDEX[pinned], "pinned")
         else:
             decision = await self.policy.decide(chat)
         tier = raise_for_tools(decision.tier, chat.body, routing)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xrouter_core.config import Route, RoutingSettings
-from xrouter_core.tiers import TIERS
+from xrouter_core.tiers import TIER_INDEX, TIERS
 from xrouter_core.wire.errors import RouterError
 
 FALLBACK_STATUSES = frozenset({404, 408, 409, 425, 429})
@@ -33,14 +33,14 @@ def chain_for(
 ) -> list[Route]:
     """The chosen tier, then the tiers after it in FALLBACK_CHAIN (default: the tiers above
     it, ending at frontier). Only configured routes; only vision routes for images."""
-    rank = TIERS.index(tier)
+    rank = TIER_INDEX[tier]
     if not routing.fallback_enabled:
         # One attempt: the tier, or the next configured one above it.
         names = [t for t in TIERS[rank:] if t in routes][:1]
     elif tier in routing.fallback_chain:
         names = list(routing.fallback_chain[routing.fallback_chain.index(tier) :])
     else:
-        names = [tier, *(t for t in routing.fallback_chain if TIERS.index(t) > rank)]
+        names = [tier, *(t for t in routing.fallback_chain if TIER_INDEX[t] > rank)]
     chain = [routes[name] for name in names if name in routes]
     if needs_vision:
         chain = [route for route in chain if route.vision]
