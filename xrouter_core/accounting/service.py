@@ -27,6 +27,7 @@ from xrouter_core.routing.classifier import Decision
 from xrouter_core.routing.policy import classifier_input
 from xrouter_core.wire.canonical import Usage
 from xrouter_core.wire.errors import RouterError
+from xrouter_core.wire.headers import CACHE_HEADER, routing_headers
 from xrouter_core.wire.inbound import ChatRequest, content_text
 from xrouter_core.wire.local import PLOTLY_PATH, LocalResponse
 from xrouter_core.wire.render_openai import completion_as_sse
@@ -34,7 +35,6 @@ from xrouter_core.wire.stream import StreamTranslator
 
 log = logging.getLogger("xrouter")
 
-CACHE_HEADER = "x-xrouter-cache"
 USAGE_PAGES = frozenset({"/usage", "/usage/reset", "/metrics", "/dashboard", PLOTLY_PATH})
 
 
@@ -221,7 +221,7 @@ class Accounting:
             total_ms,
             response_text=response_text,
         )
-        key = routed.extra.get("cache_key")
+        key = routed.cache_key
         if key is None or status >= 400:
             return
         if isinstance(stream, RecordingStream):
@@ -245,11 +245,7 @@ class Accounting:
             return key, None
         completion, tier, digit = found
         self.usage.count("c|response|hit")
-        headers = {
-            CACHE_HEADER: "hit",
-            "x-xrouter-decision": str(digit),
-            "x-xrouter-upstream": tier,
-        }
+        headers = {CACHE_HEADER: "hit", **routing_headers(digit, tier)}
         if chat.stream:
             body = completion_as_sse(completion, include_usage=chat.wants_usage)
             headers["content-type"] = "text/event-stream"

@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -23,7 +23,7 @@ from mitmproxy import log as mitm_log
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from xrouter_core.accounting.responsecache import RecordingStream
-from xrouter_core.accounting.service import CACHE_HEADER, USAGE_PAGES, Accounting
+from xrouter_core.accounting.service import USAGE_PAGES, Accounting
 from xrouter_core.config import ConfigError, Route, Settings, load_settings
 from xrouter_core.proxy import dispatch, mitm_compat
 from xrouter_core.proxy.logs import setup_logging
@@ -40,7 +40,6 @@ from xrouter_core.routing.fallback import (
     should_fall_back,
 )
 from xrouter_core.routing.models import (
-    TIER_HEADER,
     bad_tier_header,
     has_images,
     logical_model_names,
@@ -52,6 +51,16 @@ from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
 from xrouter_core.wire.adapters import Adapter, adapter_for
 from xrouter_core.wire.canonical import Usage
 from xrouter_core.wire.errors import RouterError, error_body, redact
+from xrouter_core.wire.headers import (
+    ANSWER_FIELDS,
+    CACHE_MISS_FIELD,
+    DECISION_HEADER,
+    FALLBACK_HEADER,
+    TIER_HEADER,
+    UPSTREAM_HEADER,
+    routing_fields,
+    routing_headers,
+)
 from xrouter_core.wire.inbound import (
     ANTHROPIC,
     ChatRequest,
@@ -98,7 +107,8 @@ class RoutedFlow:
     # The response that got the routing headers (a fallback's answer is a new one).
     headers_on: http.Response | None = None
     done: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    # The response-cache key to store a good answer under (response caching on).
+    cache_key: str | None = None
 
 
 def router_line_or_warning(record: logging.LogRecord) -> bool:
@@ -121,28 +131,31 @@ def netloc_of(url: str) -> bytes:
     return urlsplit(url).netloc.encode()
 
 
-ROUTING_HEADERS = frozenset(
-    {b"x-xrouter-decision", b"x-xrouter-upstream", b"x-xrouter-fallback", CACHE_HEADER.encode()}
-)
+# The header fields responseheaders adds to a stream it translates.
+CHUNKED_FIELD = (b"transfer-encoding", b"chunked")
+EVENT_STREAM_FIELD = (b"content-type", b"text/event-stream")
+CONTENT_LENGTH = frozenset({b"content-length"})
+# What an error answer keeps of the upstream's (or the routing) headers.
+KEPT_ON_ERROR = frozenset({"retry-after", DECISION_HEADER, UPSTREAM_HEADER, FALLBACK_HEADER})
 
 
 def set_routing_headers(
     response: http.Response,
     routed: RoutedFlow,
-    extra: dict[str, str] | None = None,
+    extra: Sequence[tuple[bytes, bytes]] = (),
     drop: frozenset[bytes] = frozenset(),
 ) -> None:
-    """The X-Xrouter-* headers (and `extra`, without `drop`) in one pass over the fields;
-    an upstream's own headers of those names are replaced."""
-    added = [
-        (b"x-xrouter-decision", str(routed.decision.tier).encode()),
-        (b"x-xrouter-upstream", routed.route.tier.encode()),
-    ]
-    if routed.attempts:
-        added.append((b"x-xrouter-fallback", fallback_header(routed.attempts).encode()))
-    for name, value in (extra or {}).items():
-        added.append((name.encode(), value.encode()))
-    replaced = ROUTING_HEADERS | drop | {name for name, _ in added}
+    """The X-Xrouter-* headers (and the `extra` fields, without `drop`) in one pass over
+    the fields; an upstream's own headers of those names are replaced."""
+    added = routing_fields(
+        routed.decision.tier,
+        routed.route.tier,
+        fallback_header(routed.attempts) if routed.attempts else "",
+    )
+    replaced = ANSWER_FIELDS
+    if extra or drop:
+        added.extend(extra)
+        replaced = replaced | drop | {name for name, _ in extra}
     kept = tuple(f for f in response.headers.fields if f[0].lower() not in replaced)
     response.headers.fields = kept + tuple(added)
     routed.headers_on = response
@@ -412,11 +425,10 @@ class Xrouter:
             list(flow.request.headers.items(multi=True)),
             intercepted,
             flow.request.pretty_host if intercepted else "",
+            cache_key=cache_key,
         )
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = routed
-        if cache_key is not None:
-            routed.extra["cache_key"] = cache_key
         self.point_at(flow, routed, chain[index])
 
     async def plan(
@@ -494,7 +506,9 @@ class Xrouter:
         response = flow.response
         if not should_fall_back(response.status_code, False):
             self.breaker.success(routed.route.tier)
-        extra = {CACHE_HEADER: "miss"} if "cache_key" in routed.extra else {}
+        extra: tuple[tuple[bytes, bytes], ...] = (
+            (CACHE_MISS_FIELD,) if routed.cache_key is not None else ()
+        )
         # Errors and whole answers are buffered: the response hook translates them. An SSE
         # stream is text/event-stream (application/stream+json for some providers).
         streaming = (
@@ -506,10 +520,10 @@ class Xrouter:
             set_routing_headers(response, routed, extra)
             return
         # The body length changes (usage chunk, translation): always chunked to the client.
-        extra["transfer-encoding"] = "chunked"
+        extra += (CHUNKED_FIELD,)
         if routed.chat.client_format == ANTHROPIC:
-            extra["content-type"] = "text/event-stream"
-        set_routing_headers(response, routed, extra, drop=frozenset({b"content-length"}))
+            extra += (EVENT_STREAM_FIELD,)
+        set_routing_headers(response, routed, extra, drop=CONTENT_LENGTH)
         keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
         model = routed.chat.model if keep_name and routed.chat.model else routed.route.model
         translator: StreamTranslator
@@ -519,7 +533,7 @@ class Xrouter:
             translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
         else:
             translator = translator_for(routed.adapter, routed.chat, model)
-        if "cache_key" in routed.extra:
+        if routed.cache_key is not None:
             translator = RecordingStream(translator)
         translator.on_finish = lambda t: self.finished(
             flow, routed, 502 if t.error else 200, t.usage, error=t.error, stream=t
@@ -625,11 +639,7 @@ class Xrouter:
         if len(routed.attempts) > 1:
             error = all_failed_error(routed.attempts, self.breaker, self.describe_attempt)
             status, message, type_, code = error.status, error.message, error.type, error.code
-            keep = {
-                "x-xrouter-decision": str(routed.decision.tier),
-                "x-xrouter-upstream": routed.route.tier,
-                **error.headers,
-            }
+            keep = {**routing_headers(routed.decision.tier, routed.route.tier), **error.headers}
         else:
             if failure:
                 message = f"Upstream '{routed.route.tier}' ({routed.route.base_url}) is unreachable: {failure}"
@@ -641,12 +651,7 @@ class Xrouter:
                 message = f"Upstream '{routed.route.tier}' answered HTTP {response.status_code}: {provider_message}"
                 status, type_ = response.status_code, "upstream_error"
             code = f"upstream_{status}"
-            keep = {
-                k: v
-                for k, v in response.headers.items()
-                if k.lower()
-                in ("retry-after", "x-xrouter-decision", "x-xrouter-upstream", "x-xrouter-fallback")
-            }
+            keep = {k: v for k, v in response.headers.items() if k.lower() in KEPT_ON_ERROR}
         body = error_body(redact(message, secrets), type_, code)
         if routed.chat.client_format == ANTHROPIC:
             body = anthropic_error(status, body)

@@ -17,6 +17,7 @@ from typing import Any
 from xrouter_core.config import Route, RoutingSettings
 from xrouter_core.tiers import TIER_INDEX, TIERS
 from xrouter_core.wire.errors import RouterError
+from xrouter_core.wire.headers import FALLBACK_HEADER
 
 FALLBACK_STATUSES = frozenset({404, 408, 409, 425, 429})
 
@@ -161,7 +162,7 @@ def all_failed_error(
     statuses = {a.status for a in attempts if a.status}
     detail = "; ".join(describe(attempt) for attempt in attempts)
     message = f"Every route failed: {detail}"
-    headers = {"x-xrouter-fallback": fallback_header(attempts)}
+    headers = {FALLBACK_HEADER: fallback_header(attempts)}
     if 429 in statuses:
         after = [a.retry_after for a in attempts if a.status == 429 and a.retry_after.isdigit()]
         headers["retry-after"] = min(after, key=int) if after else "1"

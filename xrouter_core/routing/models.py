@@ -28,7 +28,6 @@ DEFAULT_CATEGORIES: dict[str, str] = {
     "reasoning": FRONTIER,
     "vision": FRONTIER,
 }
-TIER_HEADER = "x-xrouter-tier"
 
 
 def logical_model_names(routing: RoutingSettings | None = None) -> list[str]:

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from xrouter_core.config import Route
 from xrouter_core.wire.canonical import StreamEvent
+from xrouter_core.wire.headers import HEADER_PREFIX
 from xrouter_core.wire.inbound import ChatRequest
 from xrouter_core.wire.sse import SSEParser
 
@@ -105,7 +106,7 @@ def forward_headers(
         lower = name.lower()
         if lower in DROPPED_HEADERS and not (keep_client_auth and lower == "authorization"):
             continue
-        if lower.startswith("x-xrouter-"):
+        if lower.startswith(HEADER_PREFIX):
             continue
         headers[lower] = value
     # Streams are translated and bodies parsed, so ask for them uncompressed.
