@@ -49,7 +49,7 @@ from xrouter_core.routing.models import (
 from xrouter_core.routing.policy import Policy
 from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
 from xrouter_core.wire.adapters import Adapter, adapter_for
-from xrouter_core.wire.canonical import Usage
+from xrouter_core.wire.canonical import Usage, usage_from_openai
 from xrouter_core.wire.errors import RouterError, error_body, redact
 from xrouter_core.wire.headers import (
     ANSWER_FIELDS,
@@ -570,12 +570,7 @@ class Xrouter:
             elif not routed.adapter.openai_wire or (keep_name and routed.chat.model):
                 response.set_content(json.dumps(completion).encode())
                 response.headers["content-type"] = "application/json"
-            raw_usage = completion.get("usage") if isinstance(completion, dict) else None
-            if isinstance(raw_usage, dict):
-                usage = Usage(
-                    int(raw_usage.get("prompt_tokens") or 0),
-                    int(raw_usage.get("completion_tokens") or 0),
-                )
+            usage = usage_from_openai(completion.get("usage"))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning(
                 "route %s answered something that is not a chat completion: %s",

@@ -32,6 +32,11 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+def anthropic_usage(usage: ev.Usage) -> dict[str, int]:
+    """Anthropic's `usage` object for these counts."""
+    return {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
+
+
 def stop_reason(finish_reason: str | None) -> str:
     return STOP_REASONS.get(finish_reason or "stop", "end_turn")
 
@@ -72,7 +77,7 @@ class AnthropicEventRenderer:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": anthropic_usage(ev.Usage()),
         }
         out.append(self._event("message_start", {"message": message}))
 
@@ -146,16 +151,12 @@ class AnthropicEventRenderer:
         out: list[bytes] = []
         self._start(out)
         self._close_block(out)
-        usage = self.usage or ev.Usage()
         out.append(
             self._event(
                 "message_delta",
                 {
                     "delta": {"stop_reason": stop_reason(self._reason), "stop_sequence": None},
-                    "usage": {
-                        "input_tokens": usage.prompt_tokens,
-                        "output_tokens": usage.completion_tokens,
-                    },
+                    "usage": anthropic_usage(self.usage or ev.Usage()),
                 },
             )
         )
@@ -185,7 +186,7 @@ def anthropic_message(completion: dict[str, Any], model: str = "") -> dict[str, 
                 "input": arguments if isinstance(arguments, dict) else {"_value": arguments},
             }
         )
-    usage = completion.get("usage") or {}
+    usage = ev.usage_from_openai(completion.get("usage")) or ev.Usage()
     return {
         "id": message_id(str(completion.get("id") or "")),
         "type": "message",
@@ -194,10 +195,7 @@ def anthropic_message(completion: dict[str, Any], model: str = "") -> dict[str, 
         "content": content,
         "stop_reason": stop_reason(choices[0].get("finish_reason")),
         "stop_sequence": None,
-        "usage": {
-            "input_tokens": int(usage.get("prompt_tokens") or 0),
-            "output_tokens": int(usage.get("completion_tokens") or 0),
-        },
+        "usage": anthropic_usage(usage),
     }
 
 

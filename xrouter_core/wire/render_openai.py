@@ -108,20 +108,14 @@ class OpenAIChunkRenderer:
                         "created": self.created,
                         "model": self.model,
                         "choices": [],
-                        "usage": usage_dict(self.usage),
+                        "usage": ev.openai_usage(
+                            self.usage.prompt_tokens, self.usage.completion_tokens
+                        ),
                     }
                 )
             )
         out.append(DONE)
         return b"".join(out)
-
-
-def usage_dict(usage: ev.Usage) -> dict[str, int]:
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }
 
 
 def completion_events(completion: dict[str, Any]) -> list[ev.StreamEvent]:
@@ -141,11 +135,9 @@ def completion_events(completion: dict[str, Any]) -> list[ev.StreamEvent]:
         if function.get("arguments"):
             events.append(ev.ToolCallDelta(index, function["arguments"]))
     events.append(ev.Finish(choices[0].get("finish_reason") or "stop"))
-    usage = completion.get("usage")
-    if isinstance(usage, dict):
-        events.append(
-            ev.Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
-        )
+    usage = ev.usage_from_openai(completion.get("usage"))
+    if usage is not None:
+        events.append(usage)
     return events
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from xrouter_core.config import Route
-from xrouter_core.wire.canonical import StreamEvent
+from xrouter_core.wire.canonical import StreamEvent, openai_usage
 from xrouter_core.wire.headers import HEADER_PREFIX
 from xrouter_core.wire.inbound import ChatRequest
 from xrouter_core.wire.sse import SSEParser
@@ -329,11 +329,7 @@ def openai_completion(
         "choices": [
             {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
         ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": openai_usage(prompt_tokens, completion_tokens),
     }
 
 

@@ -236,13 +236,6 @@ class OpenAIStreamDecoder:
                     out.append(ev.ToolCallDelta(index, function["arguments"]))
             if choice.get("finish_reason"):
                 out.append(ev.Finish(choice["finish_reason"]))
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            out.append(usage_from_openai(usage))
-
-
-def usage_from_openai(usage: dict[str, Any]) -> ev.Usage:
-    return ev.Usage(
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-    )
+        usage = ev.usage_from_openai(chunk.get("usage"))
+        if usage is not None:
+            out.append(usage)
