@@ -8,7 +8,8 @@ import uuid
 from typing import Any
 
 from xrouter_core.wire import canonical as ev
-from xrouter_core.wire.sse import encode
+from xrouter_core.wire.jsontext import compact_json
+from xrouter_core.wire.sse import encode_json
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -26,10 +27,6 @@ ERROR_TYPES = {
     429: "rate_limit_error",
     529: "overloaded_error",
 }
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
 def anthropic_usage(usage: ev.Usage) -> dict[str, int]:
@@ -61,7 +58,7 @@ class AnthropicEventRenderer:
         self._tool_blocks: dict[int, int] = {}
 
     def _event(self, name: str, data: dict[str, Any]) -> bytes:
-        return encode(_dumps({"type": name, **data}), name)
+        return encode_json({"type": name, **data}, name)
 
     def _start(self, out: list[bytes], event: ev.Start | None = None) -> None:
         if self._started:
@@ -206,4 +203,4 @@ def anthropic_error(status: int, openai_error_body: bytes) -> bytes:
     except (ValueError, KeyError, TypeError):
         message = openai_error_body.decode("utf-8", "replace")[:500] or "error"
     kind = ERROR_TYPES.get(status, "api_error")
-    return _dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+    return compact_json({"type": "error", "error": {"type": kind, "message": message}}).encode()

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
 
 from xrouter_core.wire import canonical as ev
+from xrouter_core.wire.sse import encode, encode_json
 
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def sse_data(obj: Any) -> bytes:
-    return b"data: " + _dumps(obj).encode() + b"\n\n"
-
-
-DONE = b"data: [DONE]\n\n"
+# The event that ends an OpenAI chunk stream.
+DONE = encode("[DONE]")
 
 
 class OpenAIChunkRenderer:
@@ -35,7 +27,7 @@ class OpenAIChunkRenderer:
         self._done = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return sse_data(
+        return encode_json(
             {
                 "id": self.id,
                 "object": "chat.completion.chunk",
@@ -83,7 +75,7 @@ class OpenAIChunkRenderer:
             elif isinstance(event, ev.StreamError):
                 self._ensure_started(out)
                 out.append(
-                    sse_data(
+                    encode_json(
                         {"error": {"message": event.message, "type": event.type, "code": None}}
                     )
                 )
@@ -101,7 +93,7 @@ class OpenAIChunkRenderer:
             out.append(self._chunk({}, "stop"))
         if self.include_usage and self.usage is not None:
             out.append(
-                sse_data(
+                encode_json(
                     {
                         "id": self.id,
                         "object": "chat.completion.chunk",

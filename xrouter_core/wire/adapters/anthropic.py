@@ -19,7 +19,6 @@ from xrouter_core.wire.adapters.base import (
     UpstreamRequest,
     as_int,
     content_parts,
-    dump_json,
     error_text_from_json,
     forward_headers,
     function_tools,
@@ -36,6 +35,7 @@ from xrouter_core.wire.adapters.base import (
     tool_choice,
 )
 from xrouter_core.wire.inbound import ChatRequest
+from xrouter_core.wire.jsontext import compact_json
 
 API_VERSION = "2023-06-01"
 # Messages requires max_tokens; used when the client set no limit.
@@ -191,7 +191,7 @@ class AnthropicAdapter:
         return UpstreamRequest(
             url=join_url(route.base_url, path),
             headers=headers,
-            body=dump_json(build_body(request, model_for(route, request))),
+            body=compact_json(build_body(request, model_for(route, request))).encode(),
         )
 
     def parse_response(self, body: bytes) -> dict[str, Any]:

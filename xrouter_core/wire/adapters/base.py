@@ -118,10 +118,6 @@ def forward_headers(
     return headers
 
 
-def dump_json(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
-
-
 def error_text_from_json(body: bytes) -> str:
     """Most providers put the message at error.message, error (a string) or message."""
     try:

@@ -20,7 +20,6 @@ from xrouter_core.wire.adapters.base import (
     UpstreamRequest,
     as_int,
     content_parts,
-    dump_json,
     error_text_from_json,
     forward_headers,
     function_tools,
@@ -34,6 +33,7 @@ from xrouter_core.wire.adapters.base import (
     tool_choice,
 )
 from xrouter_core.wire.inbound import ChatRequest
+from xrouter_core.wire.jsontext import compact_json
 
 FINISH_REASONS = {
     "COMPLETE": "stop",
@@ -171,7 +171,7 @@ class CohereAdapter:
         return UpstreamRequest(
             url=join_url(route.base_url, path),
             headers=headers,
-            body=dump_json(build_body(request, model_for(route, request))),
+            body=compact_json(build_body(request, model_for(route, request))).encode(),
         )
 
     def parse_response(self, body: bytes) -> dict[str, Any]:

@@ -26,7 +26,6 @@ from xrouter_core.wire.adapters.base import (
     UpstreamRequest,
     as_int,
     content_parts,
-    dump_json,
     error_text_from_json,
     forward_headers,
     function_tools,
@@ -44,6 +43,7 @@ from xrouter_core.wire.adapters.base import (
     tool_names_by_id,
 )
 from xrouter_core.wire.inbound import ChatRequest
+from xrouter_core.wire.jsontext import compact_json
 
 FINISH_REASONS = {
     "STOP": "stop",
@@ -245,7 +245,7 @@ class GeminiAdapter:
         return UpstreamRequest(
             url=url,
             headers=forward_headers(client_headers, route, auth),
-            body=dump_json(build_body(request)),
+            body=compact_json(build_body(request)).encode(),
         )
 
     def parse_response(self, body: bytes) -> dict[str, Any]:

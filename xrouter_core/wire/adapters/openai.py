@@ -14,12 +14,12 @@ from xrouter_core.config import Route
 from xrouter_core.wire import canonical as ev
 from xrouter_core.wire.adapters.base import (
     UpstreamRequest,
-    dump_json,
     error_text_from_json,
     forward_headers,
     join_url,
 )
 from xrouter_core.wire.inbound import ChatRequest
+from xrouter_core.wire.jsontext import compact_json
 from xrouter_core.wire.sse import SSEParser
 
 # Providers whose API root has no /v1 segment.
@@ -140,7 +140,7 @@ class OpenAIAdapter:
         return UpstreamRequest(
             url=self.chat_url(route, body),
             headers=forward_headers(client_headers, route, self.auth(route), keep_client_auth),
-            body=dump_json(body),
+            body=compact_json(body).encode(),
         )
 
     def chat_url(self, route: Route, body: dict[str, Any]) -> str:
