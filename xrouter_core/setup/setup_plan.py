@@ -25,9 +25,9 @@ from xrouter_core.config import (
 from xrouter_core.setup import config_files
 from xrouter_core.setup.model_lists import catalog
 from xrouter_core.tiers import CHEAP, TIERS
+from xrouter_core.wire.providers import LOCAL_HOSTS
 
 LOCAL_PROVIDER = "openai_compatible"  # every local engine speaks OpenAI's wire format
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "host.docker.internal"})
 
 
 @dataclass
