@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from xrouter_core.tasks import Tasks
+
 log = logging.getLogger("xrouter.cache")
 
 
@@ -182,7 +184,7 @@ class LayeredCache:
     def __init__(self, front: MemoryCache, back: Cache):
         self.front = front
         self.back = back
-        self._writes: set[asyncio.Task] = set()
+        self._writes = Tasks()
 
     async def get(self, key: str) -> bytes | str | None:
         value = self.front.get_now(key)
@@ -199,9 +201,7 @@ class LayeredCache:
         """The front answers at once; the backend write happens in the background, so the
         request that produced the value does not wait for disk or network."""
         self.front.set_now(key, value, ttl)
-        task = asyncio.get_running_loop().create_task(self.back.set(key, value, ttl))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._writes.spawn(self.back.set(key, value, ttl))
 
 
 def build_cache(

@@ -4,7 +4,6 @@ lines per hook; everything here is plain Python."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -24,7 +23,8 @@ from xrouter_core.accounting.responsecache import RecordingStream, entry, read_e
 from xrouter_core.accounting.usage import Outcome, UsageTracker, estimate_tokens, usage_document
 from xrouter_core.config import Settings
 from xrouter_core.routing.classifier import Decision
-from xrouter_core.routing.policy import classifier_input
+from xrouter_core.routing.extract import classifier_input
+from xrouter_core.tasks import Tasks
 from xrouter_core.wire.canonical import Usage
 from xrouter_core.wire.errors import RouterError
 from xrouter_core.wire.headers import CACHE_HEADER, routing_headers
@@ -104,14 +104,13 @@ class Accounting:
             if settings.request_log
             else None
         )
-        self.background: set[asyncio.Task] = set()
+        self.tasks = Tasks()
 
     def start(self) -> None:
         self.usage.start()
 
     def close(self) -> None:
-        for task in self.background:
-            task.cancel()
+        self.tasks.cancel()
         self.usage.close()
         if self.request_log is not None:
             self.request_log.close()
@@ -275,12 +274,7 @@ class Accounting:
         choices = completion.get("choices") or [{}]
         if choices[0].get("finish_reason") not in ("stop", "tool_calls", "end_turn"):
             return  # a cut-off or filtered answer is not worth replaying
-        self.spawn(self.responses.set(key, entry(completion, tier, decision)))
-
-    def spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        self.tasks.spawn(self.responses.set(key, entry(completion, tier, decision)))
 
     # ---- pages ------------------------------------------------------------------
 

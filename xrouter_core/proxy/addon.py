@@ -47,6 +47,7 @@ from xrouter_core.routing.models import (
     raise_for_tools,
 )
 from xrouter_core.routing.policy import Policy
+from xrouter_core.tasks import Tasks
 from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
 from xrouter_core.wire.adapters import Adapter, adapter_for
 from xrouter_core.wire.canonical import Usage, usage_from_openai
@@ -175,7 +176,7 @@ class Xrouter:
         self.classifier: LLMClassifier | None = None
         self.policy: Policy | None = None
         self.accounting: Accounting | None = None
-        self.background: set[asyncio.Task] = set()
+        self.tasks = Tasks()
         self.breaker = CircuitBreaker()
         self.fallback_ready = False
         # (host, port) of every route → its connect timeout in seconds.
@@ -284,7 +285,7 @@ class Xrouter:
         if getattr(self, "chose_mode", False) and proxyserver is not None:
             # On Python 3.12+ mitmproxy may bring its servers up from the mode it had before
             # this addon chose one; bring them in line (a no-op where they already are).
-            self.spawn(proxyserver.setup_servers())
+            self.tasks.spawn(proxyserver.setup_servers())
         log.info(
             "xrouter ready: %s",
             ", ".join(f"{t}={r.base_url}" for t, r in self.settings.routes.items()),
@@ -292,22 +293,16 @@ class Xrouter:
         if self.accounting is not None:
             self.accounting.start()
         if self.classifier is not None and self.settings.classifier.warmup:
-            self.spawn(self.classifier.warm_up())
+            self.tasks.spawn(self.classifier.warm_up())
         if self.classifier is not None and self.settings.classifier.keep_alive_ms > 0:
-            self.spawn(self.classifier.keep_alive())
+            self.tasks.spawn(self.classifier.keep_alive())
 
     def done(self) -> None:
-        for task in self.background:
-            task.cancel()
+        self.tasks.cancel()
         self.record_finished()
         if self.accounting is not None:
             self.accounting.close()  # the last usage counts and request log lines
             self.accounting = None
-
-    def spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
 
     # ---- request ---------------------------------------------------------------
 
