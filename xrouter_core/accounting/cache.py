@@ -63,9 +63,6 @@ class MemoryCache:
     async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
         self.set_now(key, value, ttl)
 
-    def __len__(self) -> int:
-        return len(self._items)
-
 
 class DiskCache:
     """diskcache on disk: persistent, shared by processes on one machine. Every call runs
@@ -83,9 +80,6 @@ class DiskCache:
 
     async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
         await asyncio.to_thread(self.store.set, key, value, ttl or None)
-
-    def close(self) -> None:
-        self.store.close()
 
 
 class RedisHealth:

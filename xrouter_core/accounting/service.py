@@ -99,11 +99,7 @@ class Accounting:
             self.health,
         )
         self.pricing = Pricing(settings)
-        self.request_log = (
-            RequestLog(settings.request_log, settings.request_log_prompts)
-            if settings.request_log
-            else None
-        )
+        self.request_log = RequestLog(settings.request_log) if settings.request_log else None
         self.tasks = Tasks()
 
     def start(self) -> None:

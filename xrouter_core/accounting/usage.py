@@ -25,7 +25,7 @@ import json
 import logging
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -340,11 +340,9 @@ class UsageTracker:
         self.pending = Batch()
         self.inflight = Batch()  # taken from pending, being written to disk
         self.unsent: Batch | None = None  # for Redis: sent or to be sent, not confirmed
-        self.fallbacks: defaultdict[str, int] = defaultdict(int)
         self._last_redis: Stored | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
-        self._recent_local: deque[dict[str, Any]] = deque(maxlen=RECENT_MAX)
 
     # ---- recording: in memory only, called on the event loop -----------------
 
@@ -353,9 +351,9 @@ class UsageTracker:
         if self._task is None:
             self.start()  # e.g. after a reconfigure replaced the tracker
 
-    def count(self, key: str, value: int = 1) -> None:
-        """A free-form counter, e.g. response-cache misses or fallbacks."""
-        self.pending.counters[key] += value
+    def count(self, key: str) -> None:
+        """One more of a free-form counter, e.g. response-cache misses or fallbacks."""
+        self.pending.counters[key] += 1
 
     def record_fallback(self, from_tier: str, to_tier: str, reason: str = "") -> None:
         """For the fallback chain: one call per fallback taken."""

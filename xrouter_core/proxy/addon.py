@@ -601,12 +601,12 @@ class Xrouter:
         if index < 0:
             return False
         routed.index = index
-        self.count_fallback(routed, attempt, routed.chain[index])
+        self.count_fallback(attempt, routed.chain[index])
         self.point_at(flow, routed, routed.chain[index])
         flow.metadata[mitm_compat.RETRY] = True
         return True
 
-    def count_fallback(self, routed: RoutedFlow, attempt: Attempt, to: Route) -> None:
+    def count_fallback(self, attempt: Attempt, to: Route) -> None:
         """The one place a fallback happens: log it and count it in the usage counters."""
         log.info("fallback from=%s reason=%s to=%s", attempt.route, attempt.reason, to.tier)
         if self.accounting is not None:

@@ -174,10 +174,6 @@ def all_failed_error(
     return RouterError(503, message, "upstream_unavailable", "all_routes_failed", headers)
 
 
-def chain_tiers(chain: list[Route]) -> list[str]:
-    return [route.tier for route in chain]
-
-
 __all__ = [
     "Attempt",
     "CircuitBreaker",

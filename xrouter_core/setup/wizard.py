@@ -55,10 +55,6 @@ KEY_ENV = {
 }
 
 
-class Abort(Exception):
-    """The user chose not to write anything."""
-
-
 # ---- terminal --------------------------------------------------------------------------
 
 
