@@ -152,7 +152,7 @@ class ClassifierSettings:
 
 @dataclass(frozen=True)
 class RoutingSettings:
-    """Fallback, circuit breaker and logical model names (see fallback.py, models.py)."""
+    """Fallback, circuit breaker and logical model names (routing/fallback.py, models.py)."""
 
     fallback_enabled: bool = True
     # Order of escalation; a tier's chain is itself, then the tiers after it here.
@@ -178,7 +178,7 @@ class Settings:
     log_to_file: bool = False
     log_dir: str = "logs"
     redis_url: str = ""
-    # Usage counters, caches and the request log (see usage.py, cache.py, requestlog.py).
+    # Usage counters, caches and the request log (accounting/usage.py, cache.py, requestlog.py).
     data_dir: str = "data"
     cache_backend: str = "auto"
     decision_cache_ttl: int = 3600

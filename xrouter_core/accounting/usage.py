@@ -42,7 +42,7 @@ RECENT_MAX = 100
 SERIES_KEEP_MINUTES = 24 * 60
 CHARS_PER_TOKEN = 4
 
-# Decisions a classifier made (policy.py names the sources); their time is counted.
+# Decisions a classifier made (routing/policy.py names the sources); their time is counted.
 CLASSIFIED_SOURCES = frozenset({"llm", "builtin", "builtin_fallback"})
 
 

@@ -4,7 +4,7 @@ A request is served by the first route of its chain that answers; a route fails 
 it cannot be reached, times out before the first byte, or answers one of
 FALLBACK_STATUSES before anything was sent to the client. A route that keeps failing
 is skipped for a cool-down (a circuit breaker), visible in /health. The retry itself
-happens on the same mitmproxy flow (see mitm_compat.py), so fallback answers stream.
+happens on the same mitmproxy flow (proxy/mitm_compat.py), so fallback answers stream.
 """
 
 from __future__ import annotations

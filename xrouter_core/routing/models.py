@@ -31,7 +31,7 @@ DEFAULT_CATEGORIES: dict[str, str] = {
 
 
 def logical_model_names(routing: RoutingSettings | None = None) -> list[str]:
-    """Every name the router offers in GET /v1/models (one list, used by web and addon)."""
+    """Every name the router offers in GET /v1/models."""
     categories = routing.categories if routing is not None else DEFAULT_CATEGORIES
     return [
         f"xrouter/{AUTO}",

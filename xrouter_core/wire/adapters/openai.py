@@ -132,8 +132,8 @@ class OpenAIAdapter:
             body.setdefault("max_tokens", limit)
         shorten_tool_ids(body)
         if request.stream and self.name not in USAGE_WITHOUT_ASKING:
-            # Always ask for usage so it can be counted; the stream glue removes the
-            # extra chunk again when the client did not ask for it.
+            # Always ask for usage so it can be counted; the pass-through (wire/stream.py)
+            # drops the extra chunk again when the client did not ask for it.
             options = dict(body.get("stream_options") or {})
             options["include_usage"] = True
             body["stream_options"] = options
