@@ -1,4 +1,4 @@
-"""The small interface every provider adapter implements, and the logic they share.
+"""The small base every provider adapter extends, and the logic the adapters share.
 
 An adapter owns both directions for one provider family: the OpenAI-shaped
 request out to the provider, and the provider's answer (whole or streamed) back
@@ -62,11 +62,13 @@ class StreamDecoder(Protocol):
     def finish(self) -> list[StreamEvent]: ...
 
 
-class Adapter(Protocol):
+class Adapter:
+    """One provider family: subclasses name it and implement the request and the answer."""
+
     name: str
     # True when the provider speaks OpenAI's chat-completion wire format, so an OpenAI
     # client's stream can pass through without being decoded and re-rendered.
-    openai_wire: bool
+    openai_wire = False
 
     def build_request(
         self,
@@ -77,17 +79,19 @@ class Adapter(Protocol):
     ) -> UpstreamRequest:
         """The provider request. `keep_client_auth`: the client's own Authorization may
         go along (proxy mode, same host, route without a key of its own)."""
-        ...
+        raise NotImplementedError
 
     def parse_response(self, body: bytes) -> dict[str, Any]:
         """A whole provider answer as an OpenAI `chat.completion` dict (with usage)."""
-        ...
+        raise NotImplementedError
 
-    def stream_decoder(self) -> StreamDecoder: ...
+    def stream_decoder(self) -> StreamDecoder:
+        raise NotImplementedError
 
     def error_message(self, status: int, body: bytes) -> str:
-        """The provider's own error text, for an OpenAI-style error body."""
-        ...
+        """The provider's own error text, for an OpenAI-style error body: where
+        error_text_from_json looks, for every provider family here."""
+        return error_text_from_json(body)
 
 
 def join_url(base_url: str, path: str) -> str:
@@ -383,6 +387,12 @@ class JSONEventDecoder:
     def __init__(self) -> None:
         self._parser = SSEParser()
         self.tool_calls = 0
+
+    def next_tool_index(self) -> int:
+        """The OpenAI index of the next tool call: 0, 1, 2, ... in the order they start."""
+        index = self.tool_calls
+        self.tool_calls += 1
+        return index
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         out: list[StreamEvent] = []

@@ -16,11 +16,11 @@ from typing import Any
 from xrouter_core.config import Route
 from xrouter_core.wire import canonical as ev
 from xrouter_core.wire.adapters.base import (
+    Adapter,
     JSONEventDecoder,
     UpstreamRequest,
     as_int,
     content_parts,
-    error_text_from_json,
     forward_headers,
     function_tools,
     join_url,
@@ -153,9 +153,8 @@ def usage_counts(usage: dict[str, Any]) -> tuple[int, int]:
     return as_int(tokens.get("input_tokens")), as_int(tokens.get("output_tokens"))
 
 
-class CohereAdapter:
+class CohereAdapter(Adapter):
     name = "cohere"
-    openai_wire = False
 
     def build_request(
         self,
@@ -197,9 +196,6 @@ class CohereAdapter:
     def stream_decoder(self) -> CohereStreamDecoder:
         return CohereStreamDecoder()
 
-    def error_message(self, status: int, body: bytes) -> str:
-        return error_text_from_json(body)
-
 
 class CohereStreamDecoder(JSONEventDecoder):
     """message-start, content-*, tool-call-*, message-end → canonical events."""
@@ -220,8 +216,7 @@ class CohereStreamDecoder(JSONEventDecoder):
         elif kind == "tool-call-start":
             call = message.get("tool_calls") or {}
             function = call.get("function") or {}
-            index = self.tool_calls
-            self.tool_calls += 1
+            index = self.next_tool_index()
             self._index[as_int(doc.get("index"))] = index
             out.append(
                 ev.ToolCallStart(index, str(call.get("id") or ""), str(function.get("name") or ""))

@@ -13,8 +13,8 @@ from urllib.parse import quote
 from xrouter_core.config import Route
 from xrouter_core.wire import canonical as ev
 from xrouter_core.wire.adapters.base import (
+    Adapter,
     UpstreamRequest,
-    error_text_from_json,
     forward_headers,
     join_url,
 )
@@ -104,7 +104,7 @@ def adapt_for_reasoning(body: dict[str, Any]) -> None:
         ]
 
 
-class OpenAIAdapter:
+class OpenAIAdapter(Adapter):
     openai_wire = True
 
     def __init__(self, name: str = "openai_compatible"):
@@ -154,9 +154,6 @@ class OpenAIAdapter:
 
     def stream_decoder(self) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder()
-
-    def error_message(self, status: int, body: bytes) -> str:
-        return error_text_from_json(body)
 
 
 class AzureOpenAIAdapter(OpenAIAdapter):
