@@ -345,11 +345,7 @@ class Wizard:
         rec = self.report.recommendation
         if rec.engine == engine:
             return rec.start_command
-        return {
-            "vllm": f"vllm serve {model} --port 8000",
-            "tensorrt-llm": f"trtllm-serve {model} --port 8000",
-            "mlx": f"mlx_lm.server --model {model} --port 8080",
-        }.get(engine, "")
+        return hardware.serve_command(engine, model)
 
     def pull(self, base_url: str, model: str) -> bool:
         """Ollama pull with a progress bar per layer."""
