@@ -237,6 +237,25 @@ def start_router(upstreams_session: Upstreams, tmp_path: Path, launcher: str):
         instance.stop()
 
 
+def reassemble(chunks) -> dict:
+    """An OpenAI SDK chunk stream put back together: the tool calls by index, the text,
+    the usage and the finish reason."""
+    calls: dict[int, dict] = {}
+    text, usage, finish = "", None, None
+    for chunk in chunks:
+        usage = chunk.usage or usage
+        for choice in chunk.choices:
+            text += choice.delta.content or ""
+            finish = choice.finish_reason or finish
+            for delta in choice.delta.tool_calls or []:
+                entry = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
+                entry["id"] += delta.id or ""
+                if delta.function:
+                    entry["name"] += delta.function.name or ""
+                    entry["arguments"] += delta.function.arguments or ""
+    return {"calls": calls, "text": text, "usage": usage, "finish": finish}
+
+
 def unique(text: str) -> str:
     """A prompt no earlier test used, so the decision cache does not answer it."""
     unique.counter += 1

@@ -14,7 +14,7 @@ import re
 
 import openclaw_shapes as oc
 import pytest
-from conftest import unique
+from conftest import reassemble, unique
 
 providers_suite = pytest.importorskip(
     "test_providers", reason="the provider adapters and their fakes are not merged yet"
@@ -42,22 +42,10 @@ def openclaw_id(call_id: str) -> str:
 
 
 def stream(client, body: dict) -> dict:
-    calls: dict[int, dict] = {}
-    text, usage, finish = "", None, None
     with client.chat.completions.with_streaming_response.create(**body) as response:
         assert response.status_code == 200
-        for chunk in response.parse():
-            usage = chunk.usage or usage
-            for choice in chunk.choices:
-                text += choice.delta.content or ""
-                finish = choice.finish_reason or finish
-                for delta in choice.delta.tool_calls or []:
-                    entry = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
-                    entry["id"] += delta.id or ""
-                    if delta.function:
-                        entry["name"] += delta.function.name or ""
-                        entry["arguments"] += delta.function.arguments or ""
-    return {"calls": list(calls.values()), "text": text, "usage": usage, "finish": finish}
+        result = reassemble(response.parse())
+    return {**result, "calls": list(result["calls"].values())}
 
 
 def fake_of(providers, provider: str):

@@ -10,7 +10,7 @@ import ssl
 import anthropic
 import openai
 import pytest
-from conftest import Router, free_port, unique
+from conftest import Router, free_port, reassemble, unique
 from fakes import (
     TOOL_ARGS,
     TOOL_NAME,
@@ -179,25 +179,16 @@ def test_openai_sdk_reassembles_tool_calls(routers, upstreams, providers, provid
     assert answer.choices[0].finish_reason == "tool_calls"
     assert call.function.name == TOOL_NAME and json.loads(call.function.arguments) == TOOL_ARGS
 
-    calls: dict[int, dict] = {}
-    finish = None
-    usage = None
-    for chunk in client.chat.completions.create(
-        model="xrouter/auto",
-        messages=ask("weather, streamed?"),
-        tools=TOOLS,
-        stream=True,
-        stream_options={"include_usage": True},
-    ):
-        usage = chunk.usage or usage
-        for choice in chunk.choices:
-            finish = choice.finish_reason or finish
-            for delta in choice.delta.tool_calls or []:
-                entry = calls.setdefault(delta.index, {"id": "", "name": "", "arguments": ""})
-                entry["id"] += delta.id or ""
-                if delta.function:
-                    entry["name"] += delta.function.name or ""
-                    entry["arguments"] += delta.function.arguments or ""
+    streamed = reassemble(
+        client.chat.completions.create(
+            model="xrouter/auto",
+            messages=ask("weather, streamed?"),
+            tools=TOOLS,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
+    calls, finish, usage = streamed["calls"], streamed["finish"], streamed["usage"]
     assert list(calls) == [0] and calls[0]["id"] and calls[0]["name"] == TOOL_NAME
     assert json.loads(calls[0]["arguments"]) == TOOL_ARGS and finish == "tool_calls"
     assert (usage.prompt_tokens, usage.completion_tokens) == (prompt, completion)

@@ -23,7 +23,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from xrouter_core.routing.models import DEFAULT_CATEGORIES
-from xrouter_core.tiers import TIERS
+from xrouter_core.tiers import CHEAP, FRONTIER, MEDIUM, TIERS
 from xrouter_core.wire.providers import PROVIDERS, known_provider
 
 ROUTE_FIELDS: tuple[str, ...] = (
@@ -152,7 +152,7 @@ class ClassifierSettings:
 
 @dataclass(frozen=True)
 class RoutingSettings:
-    """Fallback, circuit breaker and logical model names (see fallback.py, models.py)."""
+    """Fallback, circuit breaker and logical model names (routing/fallback.py, models.py)."""
 
     fallback_enabled: bool = True
     # Order of escalation; a tier's chain is itself, then the tiers after it here.
@@ -178,7 +178,7 @@ class Settings:
     log_to_file: bool = False
     log_dir: str = "logs"
     redis_url: str = ""
-    # Usage counters, caches and the request log (see usage.py, cache.py, requestlog.py).
+    # Usage counters, caches and the request log (accounting/usage.py, cache.py, requestlog.py).
     data_dir: str = "data"
     cache_backend: str = "auto"
     decision_cache_ttl: int = 3600
@@ -447,9 +447,9 @@ def load_settings(
         prefix = tier.upper() + "_"
         base_url = read.url(prefix + "BASE_URL")
         model = read.text(prefix + "MODEL")
-        if tier == "cheap" and not base_url and classifier.base_url:
+        if tier == CHEAP and not base_url and classifier.base_url:
             base_url = classifier.base_url
-        if tier == "cheap" and base_url and base_url == classifier.base_url and not model:
+        if tier == CHEAP and base_url and base_url == classifier.base_url and not model:
             # One model on the local engine: no swapping between classifier and cheap.
             model = classifier.model
         provider = read.text(prefix + "PROVIDER").lower()
@@ -467,7 +467,7 @@ def load_settings(
             headers=read.headers(prefix + "HEADERS"),
             deployment=read.text(prefix + "DEPLOYMENT"),
             api_version=read.text(prefix + "API_VERSION"),
-            vision=read.flag(prefix + "VISION", tier == "frontier"),
+            vision=read.flag(prefix + "VISION", tier == FRONTIER),
             connect_timeout_ms=read.integer(
                 prefix + "CONNECT_TIMEOUT_MS", read.integer("CONNECT_TIMEOUT_MS", 5000), 0
             ),
@@ -482,7 +482,7 @@ def load_settings(
         if base_url:
             routes[tier] = route
 
-    if "frontier" not in routes:
+    if FRONTIER not in routes:
         problems.append("FRONTIER_BASE_URL is required: every request can end up on frontier")
     if classifier.enabled:
         if classifier.mode == "llm" and not classifier.base_url:
@@ -490,9 +490,9 @@ def load_settings(
                 "CLASSIFIER_BASE_URL is required when CLASSIFIER_MODE is llm"
                 " (CLASSIFIER_MODE=builtin or hybrid need no LLM server)"
             )
-        if "medium" not in routes:
+        if MEDIUM not in routes:
             problems.append("MEDIUM_BASE_URL is required when the classifier is enabled")
-        if "cheap" not in routes:
+        if CHEAP not in routes:
             problems.append(
                 "CHEAP_BASE_URL is required when the classifier is enabled"
                 " (it defaults to CLASSIFIER_BASE_URL)"

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 TIERS: tuple[str, ...] = ("cheap", "medium", "frontier")
 CHEAP, MEDIUM, FRONTIER = TIERS
-
-
-def tier_index(name: str) -> int:
-    """0, 1 or 2 for a tier's name; ValueError for anything else."""
-    return TIERS.index(name)
+# Name → index (a KeyError for anything else): a dict, as it is read on every request.
+TIER_INDEX: dict[str, int] = {name: index for index, name in enumerate(TIERS)}
+# Where a request goes when nothing decides: no classifier, no text, no answer.
+FRONTIER_INDEX = TIER_INDEX[FRONTIER]

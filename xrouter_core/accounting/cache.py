@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
+from xrouter_core.tasks import Tasks
+
 log = logging.getLogger("xrouter.cache")
 
 
@@ -61,9 +63,6 @@ class MemoryCache:
     async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
         self.set_now(key, value, ttl)
 
-    def __len__(self) -> int:
-        return len(self._items)
-
 
 class DiskCache:
     """diskcache on disk: persistent, shared by processes on one machine. Every call runs
@@ -81,9 +80,6 @@ class DiskCache:
 
     async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
         await asyncio.to_thread(self.store.set, key, value, ttl or None)
-
-    def close(self) -> None:
-        self.store.close()
 
 
 class RedisHealth:
@@ -182,7 +178,7 @@ class LayeredCache:
     def __init__(self, front: MemoryCache, back: Cache):
         self.front = front
         self.back = back
-        self._writes: set[asyncio.Task] = set()
+        self._writes = Tasks()
 
     async def get(self, key: str) -> bytes | str | None:
         value = self.front.get_now(key)
@@ -199,9 +195,7 @@ class LayeredCache:
         """The front answers at once; the backend write happens in the background, so the
         request that produced the value does not wait for disk or network."""
         self.front.set_now(key, value, ttl)
-        task = asyncio.get_running_loop().create_task(self.back.set(key, value, ttl))
-        self._writes.add(task)
-        task.add_done_callback(self._writes.discard)
+        self._writes.spawn(self.back.set(key, value, ttl))
 
 
 def build_cache(

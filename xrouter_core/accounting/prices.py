@@ -9,8 +9,7 @@ from functools import cache
 from pathlib import Path
 
 from xrouter_core.config import Route, Settings
-
-LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "::1", "0.0.0.0", "host.docker.internal"})
+from xrouter_core.wire.providers import LOCAL_HOSTS
 
 
 @dataclass(frozen=True, slots=True)

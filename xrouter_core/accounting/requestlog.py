@@ -20,9 +20,8 @@ _STOP = object()
 
 
 class RequestLog:
-    def __init__(self, path: str | Path, with_prompts: bool = False):
+    def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.with_prompts = with_prompts
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lines: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write, name="xrouter-request-log", daemon=True)

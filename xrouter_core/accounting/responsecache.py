@@ -92,11 +92,7 @@ class CompletionBuilder:
             "choices": [{"index": 0, "message": message, "finish_reason": self.finish}],
         }
         if self.usage is not None:
-            doc["usage"] = {
-                "prompt_tokens": self.usage.prompt_tokens,
-                "completion_tokens": self.usage.completion_tokens,
-                "total_tokens": self.usage.total_tokens,
-            }
+            doc["usage"] = ev.openai_usage(self.usage.prompt_tokens, self.usage.completion_tokens)
         return doc
 
 
@@ -130,11 +126,7 @@ class RecordingStream(StreamTranslator):
         if self.builder.failed:
             return None
         doc = self.builder.completion()
-        if self.inner.usage is not None:
-            u = self.inner.usage
-            doc["usage"] = {
-                "prompt_tokens": u.prompt_tokens,
-                "completion_tokens": u.completion_tokens,
-                "total_tokens": u.total_tokens,
-            }
+        usage = self.inner.usage
+        if usage is not None:
+            doc["usage"] = ev.openai_usage(usage.prompt_tokens, usage.completion_tokens)
         return doc

@@ -4,7 +4,6 @@ lines per hook; everything here is plain Python."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
@@ -24,9 +23,11 @@ from xrouter_core.accounting.responsecache import RecordingStream, entry, read_e
 from xrouter_core.accounting.usage import Outcome, UsageTracker, estimate_tokens, usage_document
 from xrouter_core.config import Settings
 from xrouter_core.routing.classifier import Decision
-from xrouter_core.routing.policy import classifier_input
+from xrouter_core.routing.extract import classifier_input
+from xrouter_core.tasks import Tasks
 from xrouter_core.wire.canonical import Usage
 from xrouter_core.wire.errors import RouterError
+from xrouter_core.wire.headers import CACHE_HEADER, routing_headers
 from xrouter_core.wire.inbound import ChatRequest, content_text
 from xrouter_core.wire.local import PLOTLY_PATH, LocalResponse
 from xrouter_core.wire.render_openai import completion_as_sse
@@ -34,7 +35,6 @@ from xrouter_core.wire.stream import StreamTranslator
 
 log = logging.getLogger("xrouter")
 
-CACHE_HEADER = "x-xrouter-cache"
 USAGE_PAGES = frozenset({"/usage", "/usage/reset", "/metrics", "/dashboard", PLOTLY_PATH})
 
 
@@ -99,19 +99,14 @@ class Accounting:
             self.health,
         )
         self.pricing = Pricing(settings)
-        self.request_log = (
-            RequestLog(settings.request_log, settings.request_log_prompts)
-            if settings.request_log
-            else None
-        )
-        self.background: set[asyncio.Task] = set()
+        self.request_log = RequestLog(settings.request_log) if settings.request_log else None
+        self.tasks = Tasks()
 
     def start(self) -> None:
         self.usage.start()
 
     def close(self) -> None:
-        for task in self.background:
-            task.cancel()
+        self.tasks.cancel()
         self.usage.close()
         if self.request_log is not None:
             self.request_log.close()
@@ -221,7 +216,7 @@ class Accounting:
             total_ms,
             response_text=response_text,
         )
-        key = routed.extra.get("cache_key")
+        key = routed.cache_key
         if key is None or status >= 400:
             return
         if isinstance(stream, RecordingStream):
@@ -245,11 +240,7 @@ class Accounting:
             return key, None
         completion, tier, digit = found
         self.usage.count("c|response|hit")
-        headers = {
-            CACHE_HEADER: "hit",
-            "x-xrouter-decision": str(digit),
-            "x-xrouter-upstream": tier,
-        }
+        headers = {CACHE_HEADER: "hit", **routing_headers(digit, tier)}
         if chat.stream:
             body = completion_as_sse(completion, include_usage=chat.wants_usage)
             headers["content-type"] = "text/event-stream"
@@ -279,12 +270,7 @@ class Accounting:
         choices = completion.get("choices") or [{}]
         if choices[0].get("finish_reason") not in ("stop", "tool_calls", "end_turn"):
             return  # a cut-off or filtered answer is not worth replaying
-        self.spawn(self.responses.set(key, entry(completion, tier, decision)))
-
-    def spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
+        self.tasks.spawn(self.responses.set(key, entry(completion, tier, decision)))
 
     # ---- pages ------------------------------------------------------------------
 

@@ -25,14 +25,14 @@ import json
 import logging
 import time
 import uuid
-from collections import defaultdict, deque
+from collections import defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from xrouter_core.accounting.cache import REDIS_ERRORS, RedisHealth, redis_client
 from xrouter_core.accounting.prices import Pricing
-from xrouter_core.tiers import TIERS
+from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
 
 log = logging.getLogger("xrouter.usage")
 
@@ -42,7 +42,7 @@ RECENT_MAX = 100
 SERIES_KEEP_MINUTES = 24 * 60
 CHARS_PER_TOKEN = 4
 
-# Decisions a classifier made (policy.py names the sources); their time is counted.
+# Decisions a classifier made (routing/policy.py names the sources); their time is counted.
 CLASSIFIED_SOURCES = frozenset({"llm", "builtin", "builtin_fallback"})
 
 
@@ -340,11 +340,9 @@ class UsageTracker:
         self.pending = Batch()
         self.inflight = Batch()  # taken from pending, being written to disk
         self.unsent: Batch | None = None  # for Redis: sent or to be sent, not confirmed
-        self.fallbacks: defaultdict[str, int] = defaultdict(int)
         self._last_redis: Stored | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
-        self._recent_local: deque[dict[str, Any]] = deque(maxlen=RECENT_MAX)
 
     # ---- recording: in memory only, called on the event loop -----------------
 
@@ -353,9 +351,9 @@ class UsageTracker:
         if self._task is None:
             self.start()  # e.g. after a reconfigure replaced the tracker
 
-    def count(self, key: str, value: int = 1) -> None:
-        """A free-form counter, e.g. response-cache misses or fallbacks."""
-        self.pending.counters[key] += value
+    def count(self, key: str) -> None:
+        """One more of a free-form counter, e.g. response-cache misses or fallbacks."""
+        self.pending.counters[key] += 1
 
     def record_fallback(self, from_tier: str, to_tier: str, reason: str = "") -> None:
         """For the fallback chain: one call per fallback taken."""
@@ -531,7 +529,7 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
     tiers = {tier: _tier_row(c, f"t|{tier}|") for tier in TIERS}
     total_tokens = sum(row["totalTokens"] for row in tiers.values())
     total_requests = sum(row["requests"] for row in tiers.values())
-    frontier_price = pricing.for_tier("frontier")
+    frontier_price = pricing.for_tier(FRONTIER)
 
     models: list[dict[str, Any]] = []
     for key in c:
@@ -555,7 +553,7 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
                     "frontierCostUsd": round(if_frontier, 6),
                 }
             )
-    models.sort(key=lambda m: (TIERS.index(m["tier"]) if m["tier"] in TIERS else 9, m["model"]))
+    models.sort(key=lambda m: (TIER_INDEX.get(m["tier"], len(TIERS)), m["model"]))
 
     cost_by_tier = {tier: 0.0 for tier in TIERS}
     frontier_equiv = 0.0

@@ -12,7 +12,7 @@ import functools
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -25,7 +25,7 @@ from mitmproxy.exceptions import OptionsError
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from xrouter_core.accounting.responsecache import RecordingStream
-from xrouter_core.accounting.service import CACHE_HEADER, USAGE_PAGES, Accounting
+from xrouter_core.accounting.service import USAGE_PAGES, Accounting
 from xrouter_core.config import ConfigError, Route, Settings, load_settings
 from xrouter_core.proxy import dispatch, mitm_compat
 from xrouter_core.proxy.logs import setup_logging
@@ -42,7 +42,6 @@ from xrouter_core.routing.fallback import (
     should_fall_back,
 )
 from xrouter_core.routing.models import (
-    TIER_HEADER,
     bad_tier_header,
     has_images,
     logical_model_names,
@@ -50,10 +49,21 @@ from xrouter_core.routing.models import (
     raise_for_tools,
 )
 from xrouter_core.routing.policy import Policy
-from xrouter_core.tiers import TIERS
+from xrouter_core.tasks import Tasks
+from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
 from xrouter_core.wire.adapters import Adapter, adapter_for
-from xrouter_core.wire.canonical import Usage
+from xrouter_core.wire.canonical import Usage, usage_from_openai
 from xrouter_core.wire.errors import RouterError, error_body, redact
+from xrouter_core.wire.headers import (
+    ANSWER_FIELDS,
+    CACHE_MISS_FIELD,
+    DECISION_HEADER,
+    FALLBACK_HEADER,
+    TIER_HEADER,
+    UPSTREAM_HEADER,
+    routing_fields,
+    routing_headers,
+)
 from xrouter_core.wire.inbound import (
     ANTHROPIC,
     OPENAI,
@@ -113,7 +123,8 @@ class RoutedFlow:
     # The response that got the routing headers (a fallback's answer is a new one).
     headers_on: http.Response | None = None
     done: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    # The response-cache key to store a good answer under (response caching on).
+    cache_key: str | None = None
 
 
 def router_line_or_warning(record: logging.LogRecord) -> bool:
@@ -136,28 +147,31 @@ def netloc_of(url: str) -> bytes:
     return urlsplit(url).netloc.encode()
 
 
-ROUTING_HEADERS = frozenset(
-    {b"x-xrouter-decision", b"x-xrouter-upstream", b"x-xrouter-fallback", CACHE_HEADER.encode()}
-)
+# The header fields responseheaders adds to a stream it translates.
+CHUNKED_FIELD = (b"transfer-encoding", b"chunked")
+EVENT_STREAM_FIELD = (b"content-type", b"text/event-stream")
+CONTENT_LENGTH = frozenset({b"content-length"})
+# What an error answer keeps of the upstream's (or the routing) headers.
+KEPT_ON_ERROR = frozenset({"retry-after", DECISION_HEADER, UPSTREAM_HEADER, FALLBACK_HEADER})
 
 
 def set_routing_headers(
     response: http.Response,
     routed: RoutedFlow,
-    extra: dict[str, str] | None = None,
+    extra: Sequence[tuple[bytes, bytes]] = (),
     drop: frozenset[bytes] = frozenset(),
 ) -> None:
-    """The X-Xrouter-* headers (and `extra`, without `drop`) in one pass over the fields;
-    an upstream's own headers of those names are replaced."""
-    added = [
-        (b"x-xrouter-decision", str(routed.decision.tier).encode()),
-        (b"x-xrouter-upstream", routed.route.tier.encode()),
-    ]
-    if routed.attempts:
-        added.append((b"x-xrouter-fallback", fallback_header(routed.attempts).encode()))
-    for name, value in (extra or {}).items():
-        added.append((name.encode(), value.encode()))
-    replaced = ROUTING_HEADERS | drop | {name for name, _ in added}
+    """The X-Xrouter-* headers (and the `extra` fields, without `drop`) in one pass over
+    the fields; an upstream's own headers of those names are replaced."""
+    added = routing_fields(
+        routed.decision.tier,
+        routed.route.tier,
+        fallback_header(routed.attempts) if routed.attempts else "",
+    )
+    replaced = ANSWER_FIELDS
+    if extra or drop:
+        added.extend(extra)
+        replaced = replaced | drop | {name for name, _ in extra}
     kept = tuple(f for f in response.headers.fields if f[0].lower() not in replaced)
     response.headers.fields = kept + tuple(added)
     routed.headers_on = response
@@ -191,7 +205,7 @@ class Xrouter:
         self.classifier: LLMClassifier | None = None
         self.policy: Policy | None = None
         self.accounting: Accounting | None = None
-        self.background: set[asyncio.Task] = set()
+        self.tasks = Tasks()
         self.breaker = CircuitBreaker()
         self.fallback_ready = False
         # (host, port) of every route → its connect timeout in seconds.
@@ -307,7 +321,7 @@ class Xrouter:
         """Plain `mitmdump -s addons/xrouter.py` serves the API on HOST:PORT in reverse mode."""
         if self.settings is None or ctx.options.has_changed("mode"):
             return
-        frontier = self.settings.route("frontier")
+        frontier = self.settings.route(FRONTIER)
         # The reverse target is never contacted as such: every request is answered or rewritten.
         target = (
             f"{frontier.scheme}://{urlsplit(frontier.base_url).netloc}"
@@ -329,7 +343,7 @@ class Xrouter:
         if getattr(self, "chose_mode", False) and proxyserver is not None:
             # On Python 3.12+ mitmproxy may bring its servers up from the mode it had before
             # this addon chose one; bring them in line (a no-op where they already are).
-            self.spawn(proxyserver.setup_servers())
+            self.tasks.spawn(proxyserver.setup_servers())
         log.info(
             "xrouter ready: %s",
             ", ".join(f"{t}={r.base_url}" for t, r in self.settings.routes.items()),
@@ -337,22 +351,16 @@ class Xrouter:
         if self.accounting is not None:
             self.accounting.start()
         if self.classifier is not None and self.settings.classifier.warmup:
-            self.spawn(self.classifier.warm_up())
+            self.tasks.spawn(self.classifier.warm_up())
         if self.classifier is not None and self.settings.classifier.keep_alive_ms > 0:
-            self.spawn(self.classifier.keep_alive())
+            self.tasks.spawn(self.classifier.keep_alive())
 
     def done(self) -> None:
-        for task in self.background:
-            task.cancel()
+        self.tasks.cancel()
         self.record_finished()
         if self.accounting is not None:
             self.accounting.close()  # the last usage counts and request log lines
             self.accounting = None
-
-    def spawn(self, coro) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self.background.add(task)
-        task.add_done_callback(self.background.discard)
 
     # ---- request ---------------------------------------------------------------
 
@@ -469,11 +477,10 @@ class Xrouter:
             list(flow.request.headers.items(multi=True)),
             intercepted,
             flow.request.pretty_host if intercepted else "",
+            cache_key=cache_key,
         )
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = routed
-        if cache_key is not None:
-            routed.extra["cache_key"] = cache_key
         self.point_at(flow, routed, chain[index])
 
     async def plan(
@@ -492,7 +499,7 @@ class Xrouter:
             )
         pinned = pinned_tier(chat.model, tier_header, routing)
         if pinned is not None:
-            decision = Decision(TIERS.index(pinned), "pinned")
+            decision = Decision(TIER_INDEX[pinned], "pinned")
         else:
             decision = await self.policy.decide(chat)
         tier = raise_for_tools(decision.tier, chat.body, routing)
@@ -551,7 +558,9 @@ class Xrouter:
         response = flow.response
         if not should_fall_back(response.status_code, False):
             self.breaker.success(routed.route.tier)
-        extra = {CACHE_HEADER: "miss"} if "cache_key" in routed.extra else {}
+        extra: tuple[tuple[bytes, bytes], ...] = (
+            (CACHE_MISS_FIELD,) if routed.cache_key is not None else ()
+        )
         # Errors and whole answers are buffered: the response hook translates them. An SSE
         # stream is text/event-stream (application/stream+json for some providers).
         streaming = (
@@ -563,10 +572,10 @@ class Xrouter:
             set_routing_headers(response, routed, extra)
             return
         # The body length changes (usage chunk, translation): always chunked to the client.
-        extra["transfer-encoding"] = "chunked"
+        extra += (CHUNKED_FIELD,)
         if routed.chat.client_format == ANTHROPIC:
-            extra["content-type"] = "text/event-stream"
-        set_routing_headers(response, routed, extra, drop=frozenset({b"content-length"}))
+            extra += (EVENT_STREAM_FIELD,)
+        set_routing_headers(response, routed, extra, drop=CONTENT_LENGTH)
         keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
         model = routed.chat.model if keep_name and routed.chat.model else routed.route.model
         translator: StreamTranslator
@@ -576,7 +585,7 @@ class Xrouter:
             translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
         else:
             translator = translator_for(routed.adapter, routed.chat, model)
-        if "cache_key" in routed.extra:
+        if routed.cache_key is not None:
             translator = RecordingStream(translator)
         translator.on_finish = lambda t: self.finished(
             flow, routed, 502 if t.error else 200, t.usage, error=t.error, stream=t
@@ -613,12 +622,7 @@ class Xrouter:
             elif not routed.adapter.openai_wire or (keep_name and routed.chat.model):
                 response.set_content(json.dumps(completion).encode())
                 response.headers["content-type"] = "application/json"
-            raw_usage = completion.get("usage") if isinstance(completion, dict) else None
-            if isinstance(raw_usage, dict):
-                usage = Usage(
-                    int(raw_usage.get("prompt_tokens") or 0),
-                    int(raw_usage.get("completion_tokens") or 0),
-                )
+            usage = usage_from_openai(completion.get("usage"))
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             log.warning(
                 "route %s answered something that is not a chat completion: %s",
@@ -654,12 +658,12 @@ class Xrouter:
         if index < 0:
             return False
         routed.index = index
-        self.count_fallback(routed, attempt, routed.chain[index])
+        self.count_fallback(attempt, routed.chain[index])
         self.point_at(flow, routed, routed.chain[index])
         flow.metadata[mitm_compat.RETRY] = True
         return True
 
-    def count_fallback(self, routed: RoutedFlow, attempt: Attempt, to: Route) -> None:
+    def count_fallback(self, attempt: Attempt, to: Route) -> None:
         """The one place a fallback happens: log it and count it in the usage counters."""
         log.info("fallback from=%s reason=%s to=%s", attempt.route, attempt.reason, to.tier)
         if self.accounting is not None:
@@ -682,11 +686,7 @@ class Xrouter:
         if len(routed.attempts) > 1:
             error = all_failed_error(routed.attempts, self.breaker, self.describe_attempt)
             status, message, type_, code = error.status, error.message, error.type, error.code
-            keep = {
-                "x-xrouter-decision": str(routed.decision.tier),
-                "x-xrouter-upstream": routed.route.tier,
-                **error.headers,
-            }
+            keep = {**routing_headers(routed.decision.tier, routed.route.tier), **error.headers}
         else:
             if failure:
                 message = f"Upstream '{routed.route.tier}' ({routed.route.base_url}) is unreachable: {failure}"
@@ -698,12 +698,7 @@ class Xrouter:
                 message = f"Upstream '{routed.route.tier}' answered HTTP {response.status_code}: {provider_message}"
                 status, type_ = response.status_code, "upstream_error"
             code = f"upstream_{status}"
-            keep = {
-                k: v
-                for k, v in response.headers.items()
-                if k.lower()
-                in ("retry-after", "x-xrouter-decision", "x-xrouter-upstream", "x-xrouter-fallback")
-            }
+            keep = {k: v for k, v in response.headers.items() if k.lower() in KEPT_ON_ERROR}
         body = error_body(redact(message, secrets), type_, code)
         if routed.chat.client_format == ANTHROPIC:
             body = anthropic_error(status, body)

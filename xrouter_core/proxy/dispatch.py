@@ -3,11 +3,11 @@
 mitmproxy's `AddonManager` finds the handlers of every hook anew for every flow event:
 it walks each addon's tree, `getattr`s the hook name and enters a context manager per
 addon, then does it all again for the `update` hook that follows each flow hook. With
-the lean launcher's handful of addons that walk was ~20 % of the proxy's CPU under load
-(bench/fastlane.py). `CachedHookManager` keeps, per hook name, the list of handlers
-that walk would find, rebuilt whenever an addon is added or removed, and calls them
-in the same order with the same error handling: an exception is logged as
-"Addon error" and the next addon still runs, `AddonHalt` stops the chain.
+the lean launcher's handful of addons that walk is about a fifth of the proxy's CPU
+under load (bench/fastlane.py measures it). `CachedHookManager` keeps, per hook name,
+the list of handlers that walk would find, rebuilt whenever an addon is added or
+removed, and calls them in the same order with the same error handling: an exception
+is logged as "Addon error" and the next addon still runs, `AddonHalt` stops the chain.
 
 The lean launcher switches its master to it before adding any addon; under `mitmdump -s
 addons/xrouter.py` the router switches mitmdump's manager to it when it starts (both via

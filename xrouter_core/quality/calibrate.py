@@ -30,6 +30,7 @@ from pathlib import Path
 from xrouter_core.config import DEFAULT_THRESHOLDS, parse_thresholds
 from xrouter_core.routing.builtin import BuiltinClassifier, tier_for
 from xrouter_core.routing.extract import classifier_input
+from xrouter_core.tiers import TIERS
 
 
 @dataclass
@@ -116,7 +117,7 @@ def choose_thresholds(
 def shares(scores: Sequence[float], thresholds: tuple[float, float]) -> tuple[float, float, float]:
     """Shares of cheap, medium and frontier decisions."""
     tiers = [tier_for(score, thresholds) for score in scores]
-    return tuple(tiers.count(tier) / len(tiers) for tier in (0, 1, 2))  # type: ignore[return-value]
+    return tuple(tiers.count(tier) / len(tiers) for tier in range(len(TIERS)))  # type: ignore[return-value]
 
 
 def _share(value: str) -> float:

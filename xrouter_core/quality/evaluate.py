@@ -48,6 +48,7 @@ from xrouter_core.quality.routellm_data import (
     routed_text,
 )
 from xrouter_core.routing.builtin import BuiltinClassifier, tier_for
+from xrouter_core.tiers import FRONTIER_INDEX, TIERS
 
 ROUTERS = ("builtin", "llm", "hybrid", "random")
 # The best learned routers of the RouteLLM paper (APGR; Ong et al. 2024, arXiv 2406.18665).
@@ -158,10 +159,10 @@ def evaluate_router(
                 for a, text in zip(answers, texts, strict=True)
             ]
         else:
-            tiers = [a if a is not None else 2 for a in answers]
-        scores = [tier / 2 for tier in tiers]
+            tiers = [a if a is not None else FRONTIER_INDEX for a in answers]
+        scores = [tier / FRONTIER_INDEX for tier in tiers]
         extra["llm_failures"] = failures
-        extra["tier_counts"] = {str(t): tiers.count(t) for t in (0, 1, 2)}
+        extra["tier_counts"] = {str(t): tiers.count(t) for t in range(len(TIERS))}
         if times:
             ordered = sorted(times)
             extra["llm_ms_median"] = routing_metrics.quantile(ordered, 0.5)

@@ -87,7 +87,7 @@ def fit(examples: Sequence[Example], analyses: Sequence[Analysis], config: Train
             for token, count in sorted(seen.items())
             if count >= config.min_count
         }
-    return Weights(base=base, tables=tables, length_slope={}, reference={}, meta={})
+    return Weights(base=base, tables=tables, length_slope={}, reference={})
 
 
 def out_of_fold_gains(

@@ -160,7 +160,6 @@ class Weights:
     # Per style, sorted expected gains of the training prompts (out-of-fold): the score is
     # the percentile among the prompts of the same style.
     reference: Mapping[str, Sequence[float]]
-    meta: Mapping[str, object]
 
     @classmethod
     def load(cls, path: Path = WEIGHTS_PATH) -> Weights:
@@ -172,7 +171,6 @@ class Weights:
             },
             length_slope={str(k): float(v) for k, v in doc.get("length_slope", {}).items()},
             reference={str(s): sorted(float(v) for v in r) for s, r in doc["reference"].items()},
-            meta=doc.get("meta", {}),
         )
 
     def expected_gain(self, analysis: Analysis) -> float:

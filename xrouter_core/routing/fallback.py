@@ -4,7 +4,7 @@ A request is served by the first route of its chain that answers; a route fails 
 it cannot be reached, times out before the first byte, or answers one of
 FALLBACK_STATUSES before anything was sent to the client. A route that keeps failing
 is skipped for a cool-down (a circuit breaker), visible in /health. The retry itself
-happens on the same mitmproxy flow (see mitm_compat.py), so fallback answers stream.
+happens on the same mitmproxy flow (proxy/mitm_compat.py), so fallback answers stream.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from xrouter_core.config import Route, RoutingSettings
-from xrouter_core.tiers import TIERS
+from xrouter_core.tiers import TIER_INDEX, TIERS
 from xrouter_core.wire.errors import RouterError
+from xrouter_core.wire.headers import FALLBACK_HEADER
 
 FALLBACK_STATUSES = frozenset({404, 408, 409, 425, 429})
 
@@ -33,14 +34,14 @@ def chain_for(
 ) -> list[Route]:
     """The chosen tier, then the tiers after it in FALLBACK_CHAIN (default: the tiers above
     it, ending at frontier). Only configured routes; only vision routes for images."""
-    rank = TIERS.index(tier)
+    rank = TIER_INDEX[tier]
     if not routing.fallback_enabled:
         # One attempt: the tier, or the next configured one above it.
         names = [t for t in TIERS[rank:] if t in routes][:1]
     elif tier in routing.fallback_chain:
         names = list(routing.fallback_chain[routing.fallback_chain.index(tier) :])
     else:
-        names = [tier, *(t for t in routing.fallback_chain if TIERS.index(t) > rank)]
+        names = [tier, *(t for t in routing.fallback_chain if TIER_INDEX[t] > rank)]
     chain = [routes[name] for name in names if name in routes]
     if needs_vision:
         chain = [route for route in chain if route.vision]
@@ -161,7 +162,7 @@ def all_failed_error(
     statuses = {a.status for a in attempts if a.status}
     detail = "; ".join(describe(attempt) for attempt in attempts)
     message = f"Every route failed: {detail}"
-    headers = {"x-xrouter-fallback": fallback_header(attempts)}
+    headers = {FALLBACK_HEADER: fallback_header(attempts)}
     if 429 in statuses:
         after = [a.retry_after for a in attempts if a.status == 429 and a.retry_after.isdigit()]
         headers["retry-after"] = min(after, key=int) if after else "1"
@@ -171,10 +172,6 @@ def all_failed_error(
     cooling = [breaker.remaining(a.route) for a in attempts]
     headers["retry-after"] = str(max(1, int(min((c for c in cooling if c > 0), default=1))))
     return RouterError(503, message, "upstream_unavailable", "all_routes_failed", headers)
-
-
-def chain_tiers(chain: list[Route]) -> list[str]:
-    return [route.tier for route in chain]
 
 
 __all__ = [

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from xrouter_core.tiers import TIERS
+from xrouter_core.tiers import CHEAP, FRONTIER, MEDIUM, TIER_INDEX, TIERS
 
 if TYPE_CHECKING:
     from xrouter_core.config import RoutingSettings
@@ -23,16 +23,15 @@ PREFIXES = ("xrouter/", "llmrouter/")
 AUTO = "auto"
 # Category → tier; MODEL_CATEGORIES (a JSON object) overrides or adds entries.
 DEFAULT_CATEGORIES: dict[str, str] = {
-    "simple": "cheap",
-    "coding": "medium",
-    "reasoning": "frontier",
-    "vision": "frontier",
+    "simple": CHEAP,
+    "coding": MEDIUM,
+    "reasoning": FRONTIER,
+    "vision": FRONTIER,
 }
-TIER_HEADER = "x-xrouter-tier"
 
 
 def logical_model_names(routing: RoutingSettings | None = None) -> list[str]:
-    """Every name the router offers in GET /v1/models (one list, used by web and addon)."""
+    """Every name the router offers in GET /v1/models."""
     categories = routing.categories if routing is not None else DEFAULT_CATEGORIES
     return [
         f"xrouter/{AUTO}",
@@ -49,16 +48,22 @@ def strip_prefix(model: str) -> str:
     return lowered
 
 
+def header_tier(header: str, routing: RoutingSettings) -> str | None:
+    """The tier an X-Xrouter-tier value names: a tier, a tier's index or a category."""
+    name = strip_prefix(header)
+    if name in TIERS:
+        return name
+    if name.isdigit() and int(name) < len(TIERS):
+        return TIERS[int(name)]
+    return routing.categories.get(name)
+
+
 def pinned_tier(model: str, header: str | None, routing: RoutingSettings) -> str | None:
     """The tier the request pins (header first, then model name), or None to classify."""
     if header:
-        name = strip_prefix(header)
-        if name in TIERS:
-            return name
-        if name.isdigit() and int(name) < len(TIERS):
-            return TIERS[int(name)]
-        if name in routing.categories:
-            return routing.categories[name]
+        tier = header_tier(header, routing)
+        if tier is not None:
+            return tier
     name = strip_prefix(model)
     if name in TIERS:
         return name
@@ -71,12 +76,7 @@ def pinned_tier(model: str, header: str | None, routing: RoutingSettings) -> str
 
 def bad_tier_header(header: str | None, routing: RoutingSettings) -> bool:
     """A header that names no tier is a client mistake worth a 400, not a silent guess."""
-    if not header:
-        return False
-    name = strip_prefix(header)
-    return not (
-        name in TIERS or name in routing.categories or (name.isdigit() and int(name) < len(TIERS))
-    )
+    return header_tier(header, routing) is None if header else False
 
 
 def has_tools(body: Mapping[str, Any]) -> bool:
@@ -101,5 +101,5 @@ def has_images(messages: list[dict[str, Any]]) -> bool:
 def raise_for_tools(tier: int, body: Mapping[str, Any], routing: RoutingSettings) -> int:
     """Tool-using agents need a capable model: apply TOOLS_MIN_TIER."""
     if routing.tools_min_tier and has_tools(body):
-        return max(tier, TIERS.index(routing.tools_min_tier))
+        return max(tier, TIER_INDEX[routing.tools_min_tier])
     return tier

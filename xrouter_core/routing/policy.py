@@ -15,10 +15,8 @@ from xrouter_core.routing.builtin import BuiltinClassifier
 from xrouter_core.routing.classifier import Decision, LLMClassifier
 from xrouter_core.routing.extract import classifier_input
 from xrouter_core.routing.toolloop import TaskTiers, task_of
+from xrouter_core.tiers import FRONTIER_INDEX
 from xrouter_core.wire.inbound import ChatRequest
-
-# The model names the router offers (GET /v1/models); the one list to extend.
-FRONTIER = 2
 
 
 class Policy:
@@ -59,10 +57,10 @@ class Policy:
 
     async def decide_fresh(self, request: ChatRequest) -> Decision:
         if self.classifier is None and self.builtin is None:
-            return Decision(FRONTIER, "disabled")
+            return Decision(FRONTIER_INDEX, "disabled")
         text = classifier_input(request.messages)
         if not text:
-            return Decision(FRONTIER, "no_text")
+            return Decision(FRONTIER_INDEX, "no_text")
         key = cache_key("decision", text)
         cached = await self.decisions.get(key)
         if cached is not None:
@@ -88,7 +86,7 @@ class Policy:
             # Not cached: the LLM may answer again for the next request.
             error = self.classifier.last_error or "no answer"
             if self.builtin is None:
-                return Decision(FRONTIER, "llm_failed", detail=error)
+                return Decision(FRONTIER_INDEX, "llm_failed", detail=error)
             fallback = self.builtin.decide(text)
             fallback.source = "builtin_fallback"
             fallback.detail = f"llm {error}; {fallback.detail}"

@@ -405,26 +405,26 @@ def _budget(machine: Machine, gpu: GPU | None) -> tuple[float, float, bool]:
     return machine.ram_gib * SHARED_MEMORY_BUDGET_SHARE, cap, True
 
 
+# The engines started by a command that serves one model: the command, and where the
+# engine then answers.
+SERVE_COMMANDS: dict[str, tuple[str, str]] = {
+    "tensorrt-llm": ("trtllm-serve {model} --port 8000", "http://localhost:8000/v1"),
+    "vllm": ("vllm serve {model} --port 8000", "http://localhost:8000/v1"),
+    "mlx": ("mlx_lm.server --model {model} --port 8080", "http://localhost:8080/v1"),
+}
+
+
+def serve_command(engine: str, model: str) -> str:
+    """The command that starts `engine` serving `model`; "" for an engine without one."""
+    command = SERVE_COMMANDS.get(engine)
+    return command[0].format(model=model) if command else ""
+
+
 def _start(engine: str, model: ClassifierModel) -> tuple[str, str, str]:
     """(command, base_url, model name as the engine serves it)."""
-    if engine == "tensorrt-llm":
-        return (
-            f"trtllm-serve {model.huggingface} --port 8000",
-            "http://localhost:8000/v1",
-            model.huggingface,
-        )
-    if engine == "vllm":
-        return (
-            f"vllm serve {model.huggingface} --port 8000",
-            "http://localhost:8000/v1",
-            model.huggingface,
-        )
-    if engine == "mlx":
-        return (
-            f"mlx_lm.server --model {model.mlx} --port 8080",
-            "http://localhost:8080/v1",
-            model.mlx,
-        )
+    if engine in SERVE_COMMANDS:
+        name = model.mlx if engine == "mlx" else model.huggingface
+        return serve_command(engine, name), SERVE_COMMANDS[engine][1], name
     return (
         f"ollama pull {model.ollama}  (Ollama runs llama.cpp)",
         "http://localhost:11434/v1",

@@ -22,9 +22,9 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from xrouter_core.wire.adapters.anthropic import API_VERSION as ANTHROPIC_VERSION
 from xrouter_core.wire.errors import redact
 
-ANTHROPIC_VERSION = "2023-06-01"
 MAX_PAGES = 20
 
 

@@ -24,10 +24,10 @@ from xrouter_core.config import (
 )
 from xrouter_core.setup import config_files
 from xrouter_core.setup.model_lists import catalog
-from xrouter_core.tiers import TIERS
+from xrouter_core.tiers import CHEAP, TIERS
+from xrouter_core.wire.providers import LOCAL_HOSTS
 
 LOCAL_PROVIDER = "openai_compatible"  # every local engine speaks OpenAI's wire format
-LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "host.docker.internal"})
 
 
 @dataclass
@@ -99,7 +99,7 @@ def build_plan(answers: Answers, update_env: bool, current_env: Mapping[str, str
             "base_url": answers.local.base_url.rstrip("/"),
             "model": answers.local.model,
         }
-        routes["cheap"] = _route_doc(answers.local, keys_in_doc)
+        routes[CHEAP] = _route_doc(answers.local, keys_in_doc)
     elif answers.classifier == "cloud" and answers.classifier_route is not None:
         route = answers.classifier_route
         classifier = {"enabled": True, "base_url": route.base_url.rstrip("/"), "model": route.model}
@@ -270,7 +270,7 @@ def current_answers(current: Mapping[str, str]) -> Answers | None:
     engine = infer_engine(classifier_url) if classifier_url else None
     if enabled and engine is not None:
         local = RouteAnswer(engine, classifier_url, model=current.get("CLASSIFIER_MODEL", ""))
-        routes.pop("cheap", None)
+        routes.pop(CHEAP, None)
         return Answers(
             "quick", "local", local=local, routes=routes, redis_url=current.get("REDIS_URL", "")
         )

@@ -29,14 +29,16 @@ from xrouter_core.config import ConfigError
 from xrouter_core.setup import config_files, hardware, local_engines, setup_plan
 from xrouter_core.setup.model_lists import catalog, models_for, provider_info
 from xrouter_core.setup.setup_plan import Answers, RouteAnswer
-from xrouter_core.tiers import TIERS
+from xrouter_core.tiers import CHEAP, FRONTIER, MEDIUM, TIERS
 from xrouter_core.wire.providers import known_provider
 
 TIER_HELP = {
-    "cheap": "simple questions",
-    "medium": "everyday work",
-    "frontier": "the hardest requests (and everything when the classifier is off)",
+    CHEAP: "simple questions",
+    MEDIUM: "everyday work",
+    FRONTIER: "the hardest requests (and everything when the classifier is off)",
 }
+# Quick Start: the local model serves cheap; these are asked for.
+ABOVE_LOCAL = (MEDIUM, FRONTIER)
 # OpenAI-wire providers that can host a cloud classifier (the classifier client speaks OpenAI).
 CLASSIFIER_PROVIDERS = ("openai", "groq", "mistral", "together", "openai_compatible")
 # Where each provider's key usually lives in a user's environment.
@@ -51,10 +53,6 @@ KEY_ENV = {
     "together": ("TOGETHER_API_KEY",),
     "perplexity": ("PERPLEXITY_API_KEY", "PPLX_API_KEY"),
 }
-
-
-class Abort(Exception):
-    """The user chose not to write anything."""
 
 
 # ---- terminal --------------------------------------------------------------------------
@@ -234,9 +232,7 @@ class Wizard:
         prev_routes = previous.routes if previous else {}
         if mode == "quick":
             local = self.ask_local(previous.local if previous and previous.local else None)
-            routes = {
-                tier: self.ask_route(tier, prev_routes.get(tier)) for tier in ("medium", "frontier")
-            }
+            routes = {tier: self.ask_route(tier, prev_routes.get(tier)) for tier in ABOVE_LOCAL}
             return Answers(
                 "quick",
                 "local",
@@ -258,16 +254,16 @@ class Wizard:
             self.t.say(
                 "With no classifier every request goes to frontier, so only frontier is asked."
             )
-            answers.routes["frontier"] = self.ask_route("frontier", prev_routes.get("frontier"))
+            answers.routes[FRONTIER] = self.ask_route(FRONTIER, prev_routes.get(FRONTIER))
             return answers
         prev_cls = previous.classifier_route if previous else None
         answers.classifier_route = self.ask_route(
             "classifier", prev_cls, providers=CLASSIFIER_PROVIDERS
         )
-        cheap_default = prev_routes.get("cheap") or answers.classifier_route
+        cheap_default = prev_routes.get(CHEAP) or answers.classifier_route
         for tier in TIERS:
             answers.routes[tier] = self.ask_route(
-                tier, prev_routes.get(tier) or (cheap_default if tier == "cheap" else None)
+                tier, prev_routes.get(tier) or (cheap_default if tier == CHEAP else None)
             )
         return answers
 
@@ -349,11 +345,7 @@ class Wizard:
         rec = self.report.recommendation
         if rec.engine == engine:
             return rec.start_command
-        return {
-            "vllm": f"vllm serve {model} --port 8000",
-            "tensorrt-llm": f"trtllm-serve {model} --port 8000",
-            "mlx": f"mlx_lm.server --model {model} --port 8080",
-        }.get(engine, "")
+        return hardware.serve_command(engine, model)
 
     def pull(self, base_url: str, model: str) -> bool:
         """Ollama pull with a progress bar per layer."""
@@ -516,12 +508,12 @@ def answers_from_flags(
             "",
             pick(args.local_model, "CLASSIFIER_MODEL", default_model),
         )
-        tiers: tuple[str, ...] = ("medium", "frontier")
+        tiers: tuple[str, ...] = ABOVE_LOCAL
     elif answers.classifier == "cloud":
         answers.classifier_route = _route_from_flags(args, "classifier", current, environ)
         tiers = TIERS
     else:
-        tiers = ("frontier",)
+        tiers = (FRONTIER,)
     for tier in tiers:
         answers.routes[tier] = _route_from_flags(args, tier, current, environ)
     cheap_given = (
@@ -532,7 +524,7 @@ def answers_from_flags(
     )
     if answers.classifier_route is not None and not cheap_given:
         # As in the interactive wizard: cheap requests go to the classifier's model.
-        answers.routes["cheap"] = replace(
+        answers.routes[CHEAP] = replace(
             answers.classifier_route, model=args.cheap_model or answers.classifier_route.model
         )
     return answers

@@ -7,7 +7,7 @@ translated into one here so the rest of the path has a single shape.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from xrouter_core.wire.errors import RouterError
@@ -25,8 +25,6 @@ class ChatRequest:
 
     body: dict[str, Any]
     client_format: str = OPENAI
-    # Set by the policy; read by adapters, the stream glue and usage.
-    meta: dict[str, Any] = field(default_factory=dict)
 
     @property
     def messages(self) -> list[dict[str, Any]]:

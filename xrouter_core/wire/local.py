@@ -45,8 +45,8 @@ class LocalResponse:
     headers: dict[str, str] = field(default_factory=lambda: {"content-type": JSON})
 
     @classmethod
-    def json(cls, doc: Any, status: int = 200) -> LocalResponse:
-        return cls(status, json.dumps(doc, indent=None).encode())
+    def json(cls, doc: Any) -> LocalResponse:
+        return cls(200, json.dumps(doc).encode())
 
     @classmethod
     def error(cls, error: RouterError) -> LocalResponse:

@@ -64,6 +64,9 @@ OPENAI_STYLE_HOSTS = frozenset(
 )
 # HTTPS-proxy mode: Anthropic clients (Claude Code) get their Messages calls routed too.
 ANTHROPIC_HOST = "api.anthropic.com"
+# Hosts that are this machine (or, from a container, its host): a route or engine there
+# runs locally.
+LOCAL_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "0.0.0.0", "host.docker.internal"})
 
 
 def known_provider(name: str) -> bool:

@@ -8,7 +8,8 @@ import uuid
 from typing import Any
 
 from xrouter_core.wire import canonical as ev
-from xrouter_core.wire.sse import encode
+from xrouter_core.wire.jsontext import compact_json
+from xrouter_core.wire.sse import encode_json
 
 STOP_REASONS = {
     "stop": "end_turn",
@@ -28,8 +29,9 @@ ERROR_TYPES = {
 }
 
 
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+def anthropic_usage(usage: ev.Usage) -> dict[str, int]:
+    """Anthropic's `usage` object for these counts."""
+    return {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
 
 
 def stop_reason(finish_reason: str | None) -> str:
@@ -56,7 +58,7 @@ class AnthropicEventRenderer:
         self._tool_blocks: dict[int, int] = {}
 
     def _event(self, name: str, data: dict[str, Any]) -> bytes:
-        return encode(_dumps({"type": name, **data}), name)
+        return encode_json({"type": name, **data}, name)
 
     def _start(self, out: list[bytes], event: ev.Start | None = None) -> None:
         if self._started:
@@ -72,7 +74,7 @@ class AnthropicEventRenderer:
             "content": [],
             "stop_reason": None,
             "stop_sequence": None,
-            "usage": {"input_tokens": 0, "output_tokens": 0},
+            "usage": anthropic_usage(ev.Usage()),
         }
         out.append(self._event("message_start", {"message": message}))
 
@@ -146,16 +148,12 @@ class AnthropicEventRenderer:
         out: list[bytes] = []
         self._start(out)
         self._close_block(out)
-        usage = self.usage or ev.Usage()
         out.append(
             self._event(
                 "message_delta",
                 {
                     "delta": {"stop_reason": stop_reason(self._reason), "stop_sequence": None},
-                    "usage": {
-                        "input_tokens": usage.prompt_tokens,
-                        "output_tokens": usage.completion_tokens,
-                    },
+                    "usage": anthropic_usage(self.usage or ev.Usage()),
                 },
             )
         )
@@ -185,7 +183,7 @@ def anthropic_message(completion: dict[str, Any], model: str = "") -> dict[str, 
                 "input": arguments if isinstance(arguments, dict) else {"_value": arguments},
             }
         )
-    usage = completion.get("usage") or {}
+    usage = ev.usage_from_openai(completion.get("usage")) or ev.Usage()
     return {
         "id": message_id(str(completion.get("id") or "")),
         "type": "message",
@@ -194,10 +192,7 @@ def anthropic_message(completion: dict[str, Any], model: str = "") -> dict[str, 
         "content": content,
         "stop_reason": stop_reason(choices[0].get("finish_reason")),
         "stop_sequence": None,
-        "usage": {
-            "input_tokens": int(usage.get("prompt_tokens") or 0),
-            "output_tokens": int(usage.get("completion_tokens") or 0),
-        },
+        "usage": anthropic_usage(usage),
     }
 
 
@@ -208,4 +203,4 @@ def anthropic_error(status: int, openai_error_body: bytes) -> bytes:
     except (ValueError, KeyError, TypeError):
         message = openai_error_body.decode("utf-8", "replace")[:500] or "error"
     kind = ERROR_TYPES.get(status, "api_error")
-    return _dumps({"type": "error", "error": {"type": kind, "message": message}}).encode()
+    return compact_json({"type": "error", "error": {"type": kind, "message": message}}).encode()

@@ -2,23 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import time
 import uuid
 from typing import Any
 
 from xrouter_core.wire import canonical as ev
+from xrouter_core.wire.sse import encode, encode_json
 
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def sse_data(obj: Any) -> bytes:
-    return b"data: " + _dumps(obj).encode() + b"\n\n"
-
-
-DONE = b"data: [DONE]\n\n"
+# The event that ends an OpenAI chunk stream.
+DONE = encode("[DONE]")
 
 
 class OpenAIChunkRenderer:
@@ -35,7 +27,7 @@ class OpenAIChunkRenderer:
         self._done = False
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> bytes:
-        return sse_data(
+        return encode_json(
             {
                 "id": self.id,
                 "object": "chat.completion.chunk",
@@ -83,7 +75,7 @@ class OpenAIChunkRenderer:
             elif isinstance(event, ev.StreamError):
                 self._ensure_started(out)
                 out.append(
-                    sse_data(
+                    encode_json(
                         {"error": {"message": event.message, "type": event.type, "code": None}}
                     )
                 )
@@ -101,27 +93,21 @@ class OpenAIChunkRenderer:
             out.append(self._chunk({}, "stop"))
         if self.include_usage and self.usage is not None:
             out.append(
-                sse_data(
+                encode_json(
                     {
                         "id": self.id,
                         "object": "chat.completion.chunk",
                         "created": self.created,
                         "model": self.model,
                         "choices": [],
-                        "usage": usage_dict(self.usage),
+                        "usage": ev.openai_usage(
+                            self.usage.prompt_tokens, self.usage.completion_tokens
+                        ),
                     }
                 )
             )
         out.append(DONE)
         return b"".join(out)
-
-
-def usage_dict(usage: ev.Usage) -> dict[str, int]:
-    return {
-        "prompt_tokens": usage.prompt_tokens,
-        "completion_tokens": usage.completion_tokens,
-        "total_tokens": usage.total_tokens,
-    }
 
 
 def completion_events(completion: dict[str, Any]) -> list[ev.StreamEvent]:
@@ -141,11 +127,9 @@ def completion_events(completion: dict[str, Any]) -> list[ev.StreamEvent]:
         if function.get("arguments"):
             events.append(ev.ToolCallDelta(index, function["arguments"]))
     events.append(ev.Finish(choices[0].get("finish_reason") or "stop"))
-    usage = completion.get("usage")
-    if isinstance(usage, dict):
-        events.append(
-            ev.Usage(int(usage.get("prompt_tokens") or 0), int(usage.get("completion_tokens") or 0))
-        )
+    usage = ev.usage_from_openai(completion.get("usage"))
+    if usage is not None:
+        events.append(usage)
     return events
 
 

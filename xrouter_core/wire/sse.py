@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
+
+from xrouter_core.wire.jsontext import compact_json
 
 
 @dataclass(slots=True)
@@ -82,9 +85,19 @@ def parse_block(block: bytes) -> Event | None:
 
 
 def encode(data: str, event: str = "") -> bytes:
+    """One event: its name when it has one, a `data:` line per line of data, a blank line."""
     head = f"event: {event}\n" if event else ""
     body = "".join(f"data: {line}\n" for line in data.split("\n"))
     return (head + body + "\n").encode()
+
+
+def encode_json(obj: Any, event: str = "") -> bytes:
+    """One event whose data is `obj` as compact JSON: a single data line, since JSON text
+    holds no line break (the fast form of `encode`, for every rendered chunk)."""
+    data = compact_json(obj)
+    if event:
+        return f"event: {event}\ndata: {data}\n\n".encode()
+    return b"data: " + data.encode() + b"\n\n"
 
 
 def iter_events(body: bytes) -> Iterator[Event]:

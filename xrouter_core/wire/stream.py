@@ -14,11 +14,10 @@ from typing import Protocol
 
 from xrouter_core.wire import canonical as ev
 from xrouter_core.wire.adapters.base import Adapter, StreamDecoder
-from xrouter_core.wire.adapters.openai import usage_from_openai
 from xrouter_core.wire.inbound import ANTHROPIC, ChatRequest
 from xrouter_core.wire.render_anthropic import AnthropicEventRenderer
-from xrouter_core.wire.render_openai import OpenAIChunkRenderer, sse_data
-from xrouter_core.wire.sse import SSEParser
+from xrouter_core.wire.render_openai import OpenAIChunkRenderer
+from xrouter_core.wire.sse import SSEParser, encode_json
 
 
 class Renderer(Protocol):
@@ -95,7 +94,7 @@ class StreamTranslator:
         return out
 
     def error_event(self, message: str) -> bytes:
-        return sse_data(
+        return encode_json(
             {
                 "error": {
                     "message": message,
@@ -132,15 +131,16 @@ class OpenAIPassthrough(StreamTranslator):
                     chunk = json.loads(event.data)
                 except ValueError:
                     chunk = None
-                if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
-                    self.usage = usage_from_openai(chunk["usage"])
+                usage = (
+                    ev.usage_from_openai(chunk.get("usage")) if isinstance(chunk, dict) else None
+                )
+                if usage is not None:
+                    self.usage = usage
                     if not self.client_wants_usage:
                         if not chunk.get("choices"):
                             continue  # the extra chunk we asked for
                         chunk.pop("usage")
-                        out.append(
-                            b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
-                        )
+                        out.append(encode_json(chunk))
                         continue
             out.append(event.raw)
         return b"".join(out)

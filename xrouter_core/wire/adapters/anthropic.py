@@ -15,12 +15,11 @@ from typing import Any
 from xrouter_core.config import Route
 from xrouter_core.wire import canonical as ev
 from xrouter_core.wire.adapters.base import (
+    Adapter,
     JSONEventDecoder,
     UpstreamRequest,
     as_int,
     content_parts,
-    dump_json,
-    error_text_from_json,
     forward_headers,
     function_tools,
     join_url,
@@ -36,6 +35,7 @@ from xrouter_core.wire.adapters.base import (
     tool_choice,
 )
 from xrouter_core.wire.inbound import ChatRequest
+from xrouter_core.wire.jsontext import compact_json
 
 API_VERSION = "2023-06-01"
 # Messages requires max_tokens; used when the client set no limit.
@@ -167,9 +167,8 @@ def build_body(request: ChatRequest, model: str) -> dict[str, Any]:
     return out
 
 
-class AnthropicAdapter:
+class AnthropicAdapter(Adapter):
     name = "anthropic"
-    openai_wire = False
 
     def build_request(
         self,
@@ -191,7 +190,7 @@ class AnthropicAdapter:
         return UpstreamRequest(
             url=join_url(route.base_url, path),
             headers=headers,
-            body=dump_json(build_body(request, model_for(route, request))),
+            body=compact_json(build_body(request, model_for(route, request))).encode(),
         )
 
     def parse_response(self, body: bytes) -> dict[str, Any]:
@@ -222,9 +221,6 @@ class AnthropicAdapter:
 
     def stream_decoder(self) -> AnthropicStreamDecoder:
         return AnthropicStreamDecoder()
-
-    def error_message(self, status: int, body: bytes) -> str:
-        return error_text_from_json(body)
 
 
 def input_tokens(usage: dict[str, Any]) -> int:
@@ -260,8 +256,7 @@ class AnthropicStreamDecoder(JSONEventDecoder):
         elif kind == "content_block_start":
             block = doc.get("content_block") or {}
             if block.get("type") == "tool_use":
-                index = self.tool_calls
-                self.tool_calls += 1
+                index = self.next_tool_index()
                 self._tool_index[as_int(doc.get("index"))] = index
                 out.append(
                     ev.ToolCallStart(

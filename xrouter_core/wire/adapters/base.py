@@ -1,4 +1,4 @@
-"""The small interface every provider adapter implements, and the logic they share.
+"""The small base every provider adapter extends, and the logic the adapters share.
 
 An adapter owns both directions for one provider family: the OpenAI-shaped
 request out to the provider, and the provider's answer (whole or streamed) back
@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from xrouter_core.config import Route
-from xrouter_core.wire.canonical import StreamEvent
+from xrouter_core.wire.canonical import StreamEvent, openai_usage
+from xrouter_core.wire.headers import HEADER_PREFIX
 from xrouter_core.wire.inbound import ChatRequest
 from xrouter_core.wire.sse import SSEParser
 
@@ -61,11 +62,13 @@ class StreamDecoder(Protocol):
     def finish(self) -> list[StreamEvent]: ...
 
 
-class Adapter(Protocol):
+class Adapter:
+    """One provider family: subclasses name it and implement the request and the answer."""
+
     name: str
     # True when the provider speaks OpenAI's chat-completion wire format, so an OpenAI
     # client's stream can pass through without being decoded and re-rendered.
-    openai_wire: bool
+    openai_wire = False
 
     def build_request(
         self,
@@ -76,17 +79,19 @@ class Adapter(Protocol):
     ) -> UpstreamRequest:
         """The provider request. `keep_client_auth`: the client's own Authorization may
         go along (proxy mode, same host, route without a key of its own)."""
-        ...
+        raise NotImplementedError
 
     def parse_response(self, body: bytes) -> dict[str, Any]:
         """A whole provider answer as an OpenAI `chat.completion` dict (with usage)."""
-        ...
+        raise NotImplementedError
 
-    def stream_decoder(self) -> StreamDecoder: ...
+    def stream_decoder(self) -> StreamDecoder:
+        raise NotImplementedError
 
     def error_message(self, status: int, body: bytes) -> str:
-        """The provider's own error text, for an OpenAI-style error body."""
-        ...
+        """The provider's own error text, for an OpenAI-style error body: where
+        error_text_from_json looks, for every provider family here."""
+        return error_text_from_json(body)
 
 
 def join_url(base_url: str, path: str) -> str:
@@ -105,7 +110,7 @@ def forward_headers(
         lower = name.lower()
         if lower in DROPPED_HEADERS and not (keep_client_auth and lower == "authorization"):
             continue
-        if lower.startswith("x-xrouter-"):
+        if lower.startswith(HEADER_PREFIX):
             continue
         headers[lower] = value
     # Streams are translated and bodies parsed, so ask for them uncompressed.
@@ -115,10 +120,6 @@ def forward_headers(
         headers[name.lower()] = value
     headers.update(auth)
     return headers
-
-
-def dump_json(body: Any) -> bytes:
-    return json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def error_text_from_json(body: bytes) -> str:
@@ -328,11 +329,7 @@ def openai_completion(
         "choices": [
             {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
         ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": openai_usage(prompt_tokens, completion_tokens),
     }
 
 
@@ -390,6 +387,12 @@ class JSONEventDecoder:
     def __init__(self) -> None:
         self._parser = SSEParser()
         self.tool_calls = 0
+
+    def next_tool_index(self) -> int:
+        """The OpenAI index of the next tool call: 0, 1, 2, ... in the order they start."""
+        index = self.tool_calls
+        self.tool_calls += 1
+        return index
 
     def feed(self, chunk: bytes) -> list[StreamEvent]:
         out: list[StreamEvent] = []

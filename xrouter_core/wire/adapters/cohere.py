@@ -16,12 +16,11 @@ from typing import Any
 from xrouter_core.config import Route
 from xrouter_core.wire import canonical as ev
 from xrouter_core.wire.adapters.base import (
+    Adapter,
     JSONEventDecoder,
     UpstreamRequest,
     as_int,
     content_parts,
-    dump_json,
-    error_text_from_json,
     forward_headers,
     function_tools,
     join_url,
@@ -34,6 +33,7 @@ from xrouter_core.wire.adapters.base import (
     tool_choice,
 )
 from xrouter_core.wire.inbound import ChatRequest
+from xrouter_core.wire.jsontext import compact_json
 
 FINISH_REASONS = {
     "COMPLETE": "stop",
@@ -153,9 +153,8 @@ def usage_counts(usage: dict[str, Any]) -> tuple[int, int]:
     return as_int(tokens.get("input_tokens")), as_int(tokens.get("output_tokens"))
 
 
-class CohereAdapter:
+class CohereAdapter(Adapter):
     name = "cohere"
-    openai_wire = False
 
     def build_request(
         self,
@@ -171,7 +170,7 @@ class CohereAdapter:
         return UpstreamRequest(
             url=join_url(route.base_url, path),
             headers=headers,
-            body=dump_json(build_body(request, model_for(route, request))),
+            body=compact_json(build_body(request, model_for(route, request))).encode(),
         )
 
     def parse_response(self, body: bytes) -> dict[str, Any]:
@@ -197,9 +196,6 @@ class CohereAdapter:
     def stream_decoder(self) -> CohereStreamDecoder:
         return CohereStreamDecoder()
 
-    def error_message(self, status: int, body: bytes) -> str:
-        return error_text_from_json(body)
-
 
 class CohereStreamDecoder(JSONEventDecoder):
     """message-start, content-*, tool-call-*, message-end → canonical events."""
@@ -220,8 +216,7 @@ class CohereStreamDecoder(JSONEventDecoder):
         elif kind == "tool-call-start":
             call = message.get("tool_calls") or {}
             function = call.get("function") or {}
-            index = self.tool_calls
-            self.tool_calls += 1
+            index = self.next_tool_index()
             self._index[as_int(doc.get("index"))] = index
             out.append(
                 ev.ToolCallStart(index, str(call.get("id") or ""), str(function.get("name") or ""))

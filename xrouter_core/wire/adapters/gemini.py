@@ -22,12 +22,11 @@ from urllib.parse import quote
 from xrouter_core.config import Route
 from xrouter_core.wire import canonical as ev
 from xrouter_core.wire.adapters.base import (
+    Adapter,
     JSONEventDecoder,
     UpstreamRequest,
     as_int,
     content_parts,
-    dump_json,
-    error_text_from_json,
     forward_headers,
     function_tools,
     join_url,
@@ -44,6 +43,7 @@ from xrouter_core.wire.adapters.base import (
     tool_names_by_id,
 )
 from xrouter_core.wire.inbound import ChatRequest
+from xrouter_core.wire.jsontext import compact_json
 
 FINISH_REASONS = {
     "STOP": "stop",
@@ -226,9 +226,8 @@ def build_body(request: ChatRequest) -> dict[str, Any]:
     return out
 
 
-class GeminiAdapter:
+class GeminiAdapter(Adapter):
     name = "gemini"
-    openai_wire = False
 
     def build_request(
         self,
@@ -245,7 +244,7 @@ class GeminiAdapter:
         return UpstreamRequest(
             url=url,
             headers=forward_headers(client_headers, route, auth),
-            body=dump_json(build_body(request)),
+            body=compact_json(build_body(request)).encode(),
         )
 
     def parse_response(self, body: bytes) -> dict[str, Any]:
@@ -283,9 +282,6 @@ class GeminiAdapter:
     def stream_decoder(self) -> GeminiStreamDecoder:
         return GeminiStreamDecoder()
 
-    def error_message(self, status: int, body: bytes) -> str:
-        return error_text_from_json(body)
-
 
 def usage_counts(usage: dict[str, Any]) -> tuple[int, int]:
     """(prompt, completion); thinking tokens are billed as output, so they count too."""
@@ -321,8 +317,7 @@ class GeminiStreamDecoder(JSONEventDecoder):
                     out.append(ev.TextDelta(part["text"]))
                 elif isinstance(part.get("functionCall"), dict):
                     call = part["functionCall"]
-                    index = self.tool_calls
-                    self.tool_calls += 1
+                    index = self.next_tool_index()
                     out.append(
                         ev.ToolCallStart(
                             index,

@@ -13,13 +13,13 @@ from urllib.parse import quote
 from xrouter_core.config import Route
 from xrouter_core.wire import canonical as ev
 from xrouter_core.wire.adapters.base import (
+    Adapter,
     UpstreamRequest,
-    dump_json,
-    error_text_from_json,
     forward_headers,
     join_url,
 )
 from xrouter_core.wire.inbound import ChatRequest
+from xrouter_core.wire.jsontext import compact_json
 from xrouter_core.wire.sse import SSEParser
 
 # Providers whose API root has no /v1 segment.
@@ -104,7 +104,7 @@ def adapt_for_reasoning(body: dict[str, Any]) -> None:
         ]
 
 
-class OpenAIAdapter:
+class OpenAIAdapter(Adapter):
     openai_wire = True
 
     def __init__(self, name: str = "openai_compatible"):
@@ -132,15 +132,15 @@ class OpenAIAdapter:
             body.setdefault("max_tokens", limit)
         shorten_tool_ids(body)
         if request.stream and self.name not in USAGE_WITHOUT_ASKING:
-            # Always ask for usage so it can be counted; the stream glue removes the
-            # extra chunk again when the client did not ask for it.
+            # Always ask for usage so it can be counted; the pass-through (wire/stream.py)
+            # drops the extra chunk again when the client did not ask for it.
             options = dict(body.get("stream_options") or {})
             options["include_usage"] = True
             body["stream_options"] = options
         return UpstreamRequest(
             url=self.chat_url(route, body),
             headers=forward_headers(client_headers, route, self.auth(route), keep_client_auth),
-            body=dump_json(body),
+            body=compact_json(body).encode(),
         )
 
     def chat_url(self, route: Route, body: dict[str, Any]) -> str:
@@ -154,9 +154,6 @@ class OpenAIAdapter:
 
     def stream_decoder(self) -> OpenAIStreamDecoder:
         return OpenAIStreamDecoder()
-
-    def error_message(self, status: int, body: bytes) -> str:
-        return error_text_from_json(body)
 
 
 class AzureOpenAIAdapter(OpenAIAdapter):
@@ -236,13 +233,6 @@ class OpenAIStreamDecoder:
                     out.append(ev.ToolCallDelta(index, function["arguments"]))
             if choice.get("finish_reason"):
                 out.append(ev.Finish(choice["finish_reason"]))
-        usage = chunk.get("usage")
-        if isinstance(usage, dict):
-            out.append(usage_from_openai(usage))
-
-
-def usage_from_openai(usage: dict[str, Any]) -> ev.Usage:
-    return ev.Usage(
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        completion_tokens=int(usage.get("completion_tokens") or 0),
-    )
+        usage = ev.usage_from_openai(chunk.get("usage"))
+        if usage is not None:
+            out.append(usage)
