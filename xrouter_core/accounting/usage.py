@@ -524,7 +524,7 @@ def _pct(part: float, whole: float) -> float:
 
 
 def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[str, Any]:
-    """The JSON of GET /usage (its shape is documented in the README)."""
+    """The JSON of GET /usage (its shape is documented in docs/usage.md)."""
     c = stored.counters
     tiers = {tier: _tier_row(c, f"t|{tier}|") for tier in TIERS}
     total_tokens = sum(row["totalTokens"] for row in tiers.values())

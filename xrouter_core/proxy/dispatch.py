@@ -11,7 +11,7 @@ is logged as "Addon error" and the next addon still runs, `AddonHalt` stops the 
 
 The lean launcher switches its master to it before adding any addon; under `mitmdump -s
 addons/xrouter.py` the router switches mitmdump's manager to it when it starts (both via
-`speed_up`), which speeds up every hook of mitmdump's ~40 addons too (`--set
+`speed_up`), which speeds up every hook of mitmdump's ~36 addons too (`--set
 xrouter_fast_dispatch=false` keeps mitmproxy's). It overrides four methods of
 mitmproxy's public `AddonManager` class; `supported()` checks that they are still there
 (tests/test_dispatch.py fails loudly when not), and mitmproxy's own manager stays in

@@ -1,6 +1,6 @@
 """Train the built-in classifier's table from the calibration half of the RouteLLM data.
 
-    python -m xrouter_core.quality.train_builtin              # writes xrouter_core/builtin_weights.json
+    python -m xrouter_core.quality.train_builtin              # writes xrouter_core/routing/builtin_weights.json
     python -m xrouter_core.quality.train_builtin --cv 4       # cross-validated APGR, writes nothing
 
 What it learns: the gain of sending a prompt to the strong model, i.e. the strong
