@@ -202,6 +202,30 @@ def test_a_bad_configuration_at_run_time_raises_options_error_and_keeps_the_sett
     with_router(tmp_path, scenario)
 
 
+def test_a_reload_at_run_time_starts_the_new_background_work_and_stops_the_old(
+    tmp_path: Path,
+):
+    """`running` comes once: the usage flusher and classifier pings of the settings a
+    reload puts in place are started by the reload, and the old classifier's stop."""
+    engine = "http://127.0.0.1:9/v1"  # never answers: the pings only have to be scheduled
+    llm = {"CLASSIFIER_MODE": "hybrid", "CLASSIFIER_BASE_URL": engine, "CLASSIFIER_MODEL": "m"}
+    llm |= {"CLASSIFIER_KEEP_ALIVE_MS": "60000", "CLASSIFIER_WARMUP": "false"}
+
+    async def scenario(tctx: taddons.context, addon: Xrouter) -> None:
+        addon.running()
+        first_usage, first_pings = addon.accounting.usage, set(addon.classifier_tasks._running)
+        assert first_usage._task is not None and len(first_pings) == 1
+
+        tctx.configure(addon, xrouter_env_file=str(write_env(tmp_path, "new.env", **llm)))
+        await asyncio.sleep(0)  # let the cancelled task see its cancellation
+        assert addon.accounting.usage is not first_usage
+        assert addon.accounting.usage._task is not None, "the new counters are flushed"
+        assert all(task.done() for task in first_pings), "the old classifier is not pinged"
+        assert len([t for t in addon.classifier_tasks._running if not t.done()]) == 1
+
+    with_router(tmp_path, scenario, **llm)
+
+
 def test_a_bad_configuration_at_start_logs_each_problem_and_raises_nothing(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):

@@ -206,6 +206,9 @@ class Xrouter:
         self.policy: Policy | None = None
         self.accounting: Accounting | None = None
         self.tasks = Tasks()
+        # The classifier's warm-up and keep-alive, replaced with the classifier on reload.
+        self.classifier_tasks = Tasks()
+        self.is_running = False
         self.breaker = CircuitBreaker()
         self.fallback_ready = False
         # (host, port) of every route → its connect timeout in seconds.
@@ -300,6 +303,7 @@ class Xrouter:
             self.client = httpx.AsyncClient(
                 trust_env=False, timeout=httpx.Timeout(30.0, connect=5.0)
             )
+        self.classifier_tasks.cancel()  # the old classifier's pings go with it
         self.classifier = (
             LLMClassifier(settings.classifier, self.client)
             if settings.classifier.uses_llm
@@ -316,6 +320,8 @@ class Xrouter:
         self.policy = Policy(
             self.classifier, self.accounting.decisions, settings.decision_cache_ttl, builtin=builtin
         )
+        if self.is_running:  # a reload at run time: `running` will not come again
+            self.start_background_work()
 
     def listen_by_default(self) -> None:
         """Plain `mitmdump -s addons/xrouter.py` serves the API on HOST:PORT in reverse mode."""
@@ -348,15 +354,23 @@ class Xrouter:
             "xrouter ready: %s",
             ", ".join(f"{t}={r.base_url}" for t, r in self.settings.routes.items()),
         )
+        self.is_running = True
+        self.start_background_work()
+
+    def start_background_work(self) -> None:
+        """The usage flusher and the classifier's warm-up and keep-alive: once the proxy
+        runs, and again for the new ones a reload at run time puts in place."""
+        assert self.settings is not None
         if self.accounting is not None:
             self.accounting.start()
         if self.classifier is not None and self.settings.classifier.warmup:
-            self.tasks.spawn(self.classifier.warm_up())
+            self.classifier_tasks.spawn(self.classifier.warm_up())
         if self.classifier is not None and self.settings.classifier.keep_alive_ms > 0:
-            self.tasks.spawn(self.classifier.keep_alive())
+            self.classifier_tasks.spawn(self.classifier.keep_alive())
 
     def done(self) -> None:
         self.tasks.cancel()
+        self.classifier_tasks.cancel()
         self.record_finished()
         if self.accounting is not None:
             self.accounting.close()  # the last usage counts and request log lines
