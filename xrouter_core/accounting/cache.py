@@ -189,6 +189,10 @@ class LayeredCache:
             value = await asyncio.ensure_future(self.back.get(key))
             if value is not None:
                 self.front.set_now(key, value)
+            else:
+                # Set while the backend was asked (by the request whose classifier call
+                # this one would otherwise repeat): the backend's write may not have landed.
+                value = self.front.get_now(key)
         return value
 
     async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
