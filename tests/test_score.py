@@ -284,11 +284,18 @@ def test_the_identity_names_every_setting_that_decides(tmp_path):
     asyncio.run(client.aclose())
 
 
-def test_a_tool_loop_keeps_its_score_and_not_past_a_settings_change(tmp_path, monkeypatch):
-    """A follow-up keeps its task's tier and score; once the classifier's settings change
-    (a new Policy), the task is decided again under the new ones."""
+@pytest.fixture
+def clean_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Settings from the test's env file alone. A fixture, not the test's body: pytest then
+    sets PYTEST_CURRENT_TEST in this environment, which mitmproxy's log handlers read to
+    retire themselves after the test."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(os, "environ", {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)})
+
+
+def test_a_tool_loop_keeps_its_score_and_not_past_a_settings_change(tmp_path, clean_environment):
+    """A follow-up keeps its task's tier and score; once the classifier's settings change
+    (a new Policy), the task is decided again under the new ones."""
 
     def env_file(name: str, thresholds: str) -> str:
         path = tmp_path / name

@@ -113,7 +113,8 @@ class Policy:
         if self.classifier is None:
             assert self.builtin is not None
             decision = self.builtin.decide(text)  # in-process and sub-millisecond: no sharing
-            await self.remember(key, decision)
+            value = remembered(decision.tier, decision.score)
+            await self.decisions.set(key, value, self.decision_ttl)
             return decision
         task = self._in_flight.get(key)
         if task is None:
@@ -137,8 +138,6 @@ class Policy:
             fallback.detail = f"llm {error}; {fallback.detail}"
             fallback.ms = (time.perf_counter() - started) * 1000  # the LLM's wait included
             return fallback
-        await self.remember(key, decision)
+        value = remembered(decision.tier, decision.score)
+        await self.decisions.set(key, value, self.decision_ttl)
         return decision
-
-    async def remember(self, key: str, decision: Decision) -> None:
-        await self.decisions.set(key, remembered(decision.tier, decision.score), self.decision_ttl)
