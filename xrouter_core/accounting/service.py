@@ -162,6 +162,8 @@ class Accounting:
                 "time": outcome.at,
                 "decision": decision.tier,
                 "source": decision.source,
+                # The classifier's score (3 decimals), null where no classifier scored.
+                "score": None if decision.score is None else round(decision.score, 3),
                 "route": tier,
                 "provider": provider,
                 "model": model,

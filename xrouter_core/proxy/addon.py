@@ -59,10 +59,12 @@ from xrouter_core.wire.headers import (
     CACHE_MISS_FIELD,
     DECISION_HEADER,
     FALLBACK_HEADER,
+    SCORE_HEADER,
     TIER_HEADER,
     UPSTREAM_HEADER,
     routing_fields,
     routing_headers,
+    score_text,
 )
 from xrouter_core.wire.inbound import (
     ANTHROPIC,
@@ -152,7 +154,9 @@ CHUNKED_FIELD = (b"transfer-encoding", b"chunked")
 EVENT_STREAM_FIELD = (b"content-type", b"text/event-stream")
 CONTENT_LENGTH = frozenset({b"content-length"})
 # What an error answer keeps of the upstream's (or the routing) headers.
-KEPT_ON_ERROR = frozenset({"retry-after", DECISION_HEADER, UPSTREAM_HEADER, FALLBACK_HEADER})
+KEPT_ON_ERROR = frozenset(
+    {"retry-after", DECISION_HEADER, SCORE_HEADER, UPSTREAM_HEADER, FALLBACK_HEADER}
+)
 
 
 def set_routing_headers(
@@ -167,6 +171,7 @@ def set_routing_headers(
         routed.decision.tier,
         routed.route.tier,
         fallback_header(routed.attempts) if routed.attempts else "",
+        routed.decision.score,
     )
     replaced = ANSWER_FIELDS
     if extra or drop:
@@ -318,7 +323,11 @@ class Xrouter:
             self.accounting.close()
         self.accounting = Accounting(settings)
         self.policy = Policy(
-            self.classifier, self.accounting.decisions, settings.decision_cache_ttl, builtin=builtin
+            self.classifier,
+            self.accounting.decisions,
+            settings.decision_cache_ttl,
+            builtin=builtin,
+            settings=settings.classifier,
         )
         if self.is_running:  # a reload at run time: `running` will not come again
             self.start_background_work()
@@ -518,7 +527,9 @@ class Xrouter:
             decision = await self.policy.decide(chat)
         tier = raise_for_tools(decision.tier, chat.body, routing)
         if tier != decision.tier:
-            decision = Decision(tier, decision.source + "+tools", decision.ms, decision.detail)
+            decision = Decision(
+                tier, decision.source + "+tools", decision.ms, decision.detail, decision.score
+            )
         needs_vision = has_images(chat.messages)
         chain = chain_for(TIERS[tier], self.settings.routes, routing, needs_vision)
         if chain:
@@ -700,7 +711,12 @@ class Xrouter:
         if len(routed.attempts) > 1:
             error = all_failed_error(routed.attempts, self.breaker, self.describe_attempt)
             status, message, type_, code = error.status, error.message, error.type, error.code
-            keep = {**routing_headers(routed.decision.tier, routed.route.tier), **error.headers}
+            keep = {
+                **routing_headers(
+                    routed.decision.tier, routed.route.tier, score=routed.decision.score
+                ),
+                **error.headers,
+            }
         else:
             if failure:
                 message = f"Upstream '{routed.route.tier}' ({routed.route.base_url}) is unreachable: {failure}"
@@ -768,8 +784,9 @@ class Xrouter:
         completion: Any,
     ) -> None:
         tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
+        score = routed.decision.score
         log.info(
-            "routed decision=%d source=%s route=%s model=%s status=%s classifier_ms=%.1f total_ms=%.1f tokens=%s%s%s",
+            "routed decision=%d source=%s route=%s model=%s status=%s classifier_ms=%.1f total_ms=%.1f tokens=%s score=%s%s%s",
             routed.decision.tier,
             routed.decision.source,
             routed.route.tier,
@@ -778,6 +795,7 @@ class Xrouter:
             routed.decision.ms,
             total_ms,
             tokens,
+            "-" if score is None else score_text(score),
             f" fallback={fallback_header(routed.attempts)}" if routed.attempts else "",
             f" error={error}" if error else "",
         )

@@ -240,6 +240,7 @@ class BuiltinClassifier:
             SOURCE,
             (time.perf_counter() - started) * 1000,
             f"score={score:.3f}",
+            score,
         )
 
     async def classify(self, text: str) -> Decision | None:

@@ -45,6 +45,7 @@ class Decision:
     source: str
     ms: float = 0.0
     detail: str = ""
+    score: float | None = None
 
 
 class ClassifierError(Exception):

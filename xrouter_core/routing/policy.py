@@ -3,20 +3,61 @@
 Decision sources, as the request log shows them: `llm` (the LLM classifier), `builtin`
 (the in-process classifier), `builtin_fallback` (hybrid mode, the LLM failed),
 `llm_failed` (llm mode, sent to frontier), `cache`, `tool_loop`, `disabled`, `no_text`.
+
+The decision cache's keys start with the classifier's identity (mode, thresholds, the
+LLM's URL, model and system prompt, the built-in classifier's version): the cache may
+outlive the process (disk, Redis), and a decision made under other settings is never
+reused. Cached and tool-loop decisions keep the score they were made with.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import hashlib
 import time
+from pathlib import Path
 
 from xrouter_core.accounting.cache import Cache, MemoryCache, cache_key
-from xrouter_core.routing.builtin import BuiltinClassifier
+from xrouter_core.config import ClassifierSettings
+from xrouter_core.routing import builtin as builtin_module
+from xrouter_core.routing.builtin import WEIGHTS_PATH, BuiltinClassifier, load_weights
 from xrouter_core.routing.classifier import Decision, LLMClassifier
 from xrouter_core.routing.extract import classifier_input
-from xrouter_core.routing.toolloop import TaskTiers, task_of
+from xrouter_core.routing.toolloop import TaskTiers, recalled, remembered, task_of
 from xrouter_core.tiers import FRONTIER_INDEX
 from xrouter_core.wire.inbound import ChatRequest
+
+
+@functools.lru_cache(maxsize=1)
+def bundled_builtin_version() -> str:
+    """A digest of the bundled weights file and of the scorer's code (its rules decide
+    too), read once per process."""
+    digest = hashlib.blake2b(WEIGHTS_PATH.read_bytes(), digest_size=8)
+    with contextlib.suppress(OSError):  # no source shipped: the weights alone
+        digest.update(Path(builtin_module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def classifier_identity(
+    settings: ClassifierSettings,
+    classifier: LLMClassifier | None,
+    builtin: BuiltinClassifier | None,
+) -> str:
+    """Who decides, as a short digest: what the decision cache's keys start with."""
+    parts = [settings.mode, repr(tuple(settings.thresholds))]
+    if classifier is not None:
+        parts += ["llm", classifier.url, settings.model, classifier.system_prompt]
+    if builtin is not None:
+        weights = (
+            bundled_builtin_version()
+            if builtin.weights is load_weights()
+            else f"custom-{id(builtin.weights)}"  # not from a file: this process only
+        )
+        parts += ["builtin", weights, repr(tuple(builtin.thresholds)), str(builtin.rules)]
+    joined = "\x00".join(parts).encode("utf-8", "surrogatepass")
+    return hashlib.blake2b(joined, digest_size=8).hexdigest()
 
 
 class Policy:
@@ -33,11 +74,14 @@ class Policy:
         decisions: Cache,
         decision_ttl: float = 3600.0,
         builtin: BuiltinClassifier | None = None,
+        settings: ClassifierSettings | None = None,
     ):
         self.classifier = classifier
         self.builtin = builtin
         self.decisions = decisions
         self.decision_ttl = decision_ttl
+        self.identity = classifier_identity(settings or ClassifierSettings(), classifier, builtin)
+        self._namespace = f"decision:{self.identity}"
         # One classifier call per question at a time: concurrent requests with the same
         # text (an agent's retries, a burst) wait for it instead of each asking again.
         self._in_flight: dict[str, asyncio.Task[Decision]] = {}
@@ -47,12 +91,12 @@ class Policy:
         """One tier per task: a tool loop's follow-ups keep their task's tier (toolloop.py)."""
         task = task_of(request.messages)
         if task is not None:
-            tier = await self.tasks.tier_of(task)
-            if tier is not None:
-                return Decision(tier, "tool_loop")
+            found = await self.tasks.decision_of(task)
+            if found is not None:
+                return Decision(found[0], "tool_loop", score=found[1])
         decision = await self.decide_fresh(request)
         if task is not None:
-            await self.tasks.remember(task, decision.tier)
+            await self.tasks.remember(task, decision.tier, decision.score)
         return decision
 
     async def decide_fresh(self, request: ChatRequest) -> Decision:
@@ -61,14 +105,16 @@ class Policy:
         text = classifier_input(request.messages)
         if not text:
             return Decision(FRONTIER_INDEX, "no_text")
-        key = cache_key("decision", text)
+        key = cache_key(self._namespace, text)
         cached = await self.decisions.get(key)
         if cached is not None:
-            return Decision(int(cached), "cache")
+            tier, score = recalled(cached)
+            return Decision(tier, "cache", score=score)
         if self.classifier is None:
             assert self.builtin is not None
             decision = self.builtin.decide(text)  # in-process and sub-millisecond: no sharing
-            await self.decisions.set(key, str(decision.tier), self.decision_ttl)
+            value = remembered(decision.tier, decision.score)
+            await self.decisions.set(key, value, self.decision_ttl)
             return decision
         task = self._in_flight.get(key)
         if task is None:
@@ -92,5 +138,6 @@ class Policy:
             fallback.detail = f"llm {error}; {fallback.detail}"
             fallback.ms = (time.perf_counter() - started) * 1000  # the LLM's wait included
             return fallback
-        await self.decisions.set(key, str(decision.tier), self.decision_ttl)
+        value = remembered(decision.tier, decision.score)
+        await self.decisions.set(key, value, self.decision_ttl)
         return decision

@@ -111,15 +111,33 @@ def is_follow_up(messages: list[dict[str, Any]], person_index: int) -> bool:
     return role in TOOL_RESULT_ROLES or role == "user"
 
 
+def remembered(tier: int, score: float | None) -> str:
+    """A decision as the caches keep it (here and the decision cache): "tier" when no
+    classifier scored, else "tier score"."""
+    return str(tier) if score is None else f"{tier} {score!r}"
+
+
+def recalled(value: bytes | str) -> tuple[int, float | None]:
+    """(tier, score) of a remembered decision; entries from before scores read as
+    (tier, None). Redis gives bytes."""
+    if isinstance(value, bytes):
+        value = value.decode()
+    tier, _, score = value.partition(" ")
+    return int(tier), float(score) if score else None
+
+
 class TaskTiers:
-    """Remembers the tier of each task; follow-ups of a known task are not re-classified."""
+    """Remembers the tier (and score) of each task; follow-ups of a known task are not
+    re-classified. The store is the Policy's own memory, made anew with every Policy, so
+    once the classifier's settings change no task keeps a tier the old ones chose."""
 
     def __init__(self, store: Cache, ttl: float = TASK_TTL_SECONDS):
         self.store = store
         self.ttl = ttl
 
-    async def tier_of(self, task: Task) -> int | None:
-        """The tier of the task a follow-up continues (None: not a follow-up, or unknown)."""
+    async def decision_of(self, task: Task) -> tuple[int, float | None] | None:
+        """(tier, score) of the task a follow-up continues (None: not a follow-up, or
+        unknown)."""
         if not task.follow_up:
             return None
         value = await self.store.get(task.key)
@@ -127,7 +145,11 @@ class TaskTiers:
             return None
         # Refresh: a long loop stays pinned as long as it keeps running.
         await self.store.set(task.key, value, self.ttl)
-        return int(value)
+        return recalled(value)
 
-    async def remember(self, task: Task, tier: int) -> None:
-        await self.store.set(task.key, str(tier), self.ttl)
+    async def tier_of(self, task: Task) -> int | None:
+        found = await self.decision_of(task)
+        return None if found is None else found[0]
+
+    async def remember(self, task: Task, tier: int, score: float | None = None) -> None:
+        await self.store.set(task.key, remembered(tier, score), self.ttl)

@@ -1,9 +1,10 @@
 """The router's own headers, X-Xrouter-*: their names, and the routing headers of an answer.
 
 Every answer to a routed request says how it was routed: the tier index the decision
-named (`decision`, 0 cheap to 2 frontier), the route that answered (`upstream`), the
-routes that failed before it (`fallback`) and, with the response cache on, whether it
-answered (`cache`). A client may pin a tier with `tier`. A client's X-Xrouter-* headers
+named (`decision`, 0 cheap to 2 frontier), the classifier's score behind it (`score`,
+the probability in [0, 1] that the strong model is needed; only when a classifier
+scored), the route that answered (`upstream`), the routes that failed before it
+(`fallback`) and, with the response cache on, whether it answered (`cache`). A client may pin a tier with `tier`. A client's X-Xrouter-* headers
 never travel on to a provider.
 """
 
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 HEADER_PREFIX = "x-xrouter-"
 DECISION_HEADER = "x-xrouter-decision"
+SCORE_HEADER = "x-xrouter-score"
 UPSTREAM_HEADER = "x-xrouter-upstream"
 FALLBACK_HEADER = "x-xrouter-fallback"
 CACHE_HEADER = "x-xrouter-cache"
@@ -19,29 +21,44 @@ TIER_HEADER = "x-xrouter-tier"
 # The headers the router sets on answers, as header-field names: an upstream's own
 # headers of these names are replaced.
 ANSWER_FIELDS = frozenset(
-    name.encode() for name in (DECISION_HEADER, UPSTREAM_HEADER, FALLBACK_HEADER, CACHE_HEADER)
+    name.encode()
+    for name in (DECISION_HEADER, SCORE_HEADER, UPSTREAM_HEADER, FALLBACK_HEADER, CACHE_HEADER)
 )
 CACHE_MISS_FIELD = (CACHE_HEADER.encode(), b"miss")
 
-_DECISION, _UPSTREAM, _FALLBACK = (
+_DECISION, _SCORE, _UPSTREAM, _FALLBACK = (
     DECISION_HEADER.encode(),
+    SCORE_HEADER.encode(),
     UPSTREAM_HEADER.encode(),
     FALLBACK_HEADER.encode(),
 )
 
 
-def routing_fields(decision: int, upstream: str, fallback: str = "") -> list[tuple[bytes, bytes]]:
-    """The routing headers as header fields, in the order they are sent (`fallback` only
-    when a route failed first). Bytes, as mitmproxy keeps them: built once per answer."""
-    fields = [(_DECISION, str(decision).encode()), (_UPSTREAM, upstream.encode())]
+def score_text(score: float) -> str:
+    """A classifier's score as the header and the log line show it: three decimals."""
+    return f"{score:.3f}"
+
+
+def routing_fields(
+    decision: int, upstream: str, fallback: str = "", score: float | None = None
+) -> list[tuple[bytes, bytes]]:
+    """The routing headers as header fields, in the order they are sent (`score` only when
+    a classifier scored, `fallback` only when a route failed first). Bytes, as mitmproxy
+    keeps them: built once per answer."""
+    fields = [(_DECISION, str(decision).encode())]
+    if score is not None:
+        fields.append((_SCORE, score_text(score).encode()))
+    fields.append((_UPSTREAM, upstream.encode()))
     if fallback:
         fields.append((_FALLBACK, fallback.encode()))
     return fields
 
 
-def routing_headers(decision: int, upstream: str, fallback: str = "") -> dict[str, str]:
+def routing_headers(
+    decision: int, upstream: str, fallback: str = "", score: float | None = None
+) -> dict[str, str]:
     """The same headers as a mapping, for the answers the router makes itself."""
     return {
         name.decode(): value.decode()
-        for name, value in routing_fields(decision, upstream, fallback)
+        for name, value in routing_fields(decision, upstream, fallback, score)
     }
