@@ -464,3 +464,33 @@ def test_llama_cpp_serve_commands_name_gemmas_chat_format():
     )
     lines = hardware.describe(hardware.Report(cpu, hardware.recommend(cpu)))
     assert any("--chat_format gemma" in line for line in lines)
+
+
+def test_the_probe_measures_the_llm_against_the_builtin(engine_factory, tmp_path, capsys):
+    from xrouter_core.quality import llm_probe
+
+    engine = engine_factory("gemma3-270m")
+    data = tmp_path / "tiny.jsonl"
+    rows = [
+        {"source": "tiny", "prompt": f"question {i}", "strong": s, "weak": w}
+        for i, (s, w) in enumerate([(1.0, 0.0), (1.0, 1.0), (0.5, 0.2), (0.0, 1.0)])
+    ]
+    data.write_text("\n".join(json.dumps(row) for row in rows))
+    out = tmp_path / "probe.json"
+    argv = ["--base-url", engine.url, "--model", engine.model, "--data", str(data)]
+    assert llm_probe.main([*argv, "--warmup", "1", "--json", str(out)]) == 0
+    report = json.loads(out.read_text())["report"]
+    assert report["all"]["prompts"] == 4 and report["all"]["positives"] == 2
+    assert report["all"]["failed"] == 0
+    assert report["all"]["llm"]["auc"] == 0.5  # the fake gives every prompt the same score
+    assert len(engine.bodies("/v1/completions")) == 5  # one warm-up, four measured
+    assert "| all | 4 | 2 |" in capsys.readouterr().out
+
+
+def test_auc():
+    from xrouter_core.quality.llm_probe import auc
+
+    assert auc([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == 1.0
+    assert auc([0.9, 0.8, 0.2, 0.1], [False, False, True, True]) == 0.0
+    assert auc([0.5, 0.5], [False, True]) == 0.5
+    assert auc([0.1], [True]) is None
