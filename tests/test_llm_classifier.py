@@ -494,3 +494,25 @@ def test_auc():
     assert auc([0.9, 0.8, 0.2, 0.1], [False, False, True, True]) == 0.0
     assert auc([0.5, 0.5], [False, True]) == 0.5
     assert auc([0.1], [True]) is None
+
+
+def test_quick_start_with_the_270m_model_lets_the_builtin_classifier_decide():
+    from xrouter_core.setup import hardware, setup_plan
+    from xrouter_core.setup.setup_plan import Answers, RouteAnswer
+
+    for name in ("gemma3:270m", "gemma3-270m", "google/gemma-3-270m-it"):
+        assert hardware.tiny_classifier(name)
+        expected = "hybrid" if hardware.TINY_CLASSIFIER_BEATS_BUILTIN else "builtin"
+        assert hardware.default_classifier_mode(name) == expected
+    assert hardware.default_classifier_mode("qwen2.5:0.5b") == ""  # the router's default
+
+    local = RouteAnswer("llama.cpp", "http://127.0.0.1:8000/v1", "", "gemma3-270m")
+    frontier = RouteAnswer("openai", "https://api.openai.com/v1", "", "gpt-4.1")
+    answers = Answers("quick", "local", local=local, routes={"frontier": frontier})
+    answers.classifier_mode = "builtin"
+    plan = setup_plan.build_plan(answers, update_env=False, current_env={})
+    assert plan.upstreams["classifier"]["mode"] == "builtin"
+    assert plan.upstreams["routes"]["cheap"]["base_url"] == local.base_url  # still answers cheap
+    answers.classifier_mode = ""
+    plan = setup_plan.build_plan(answers, update_env=False, current_env={})
+    assert "mode" not in plan.upstreams["classifier"]

@@ -28,6 +28,7 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import zip_longest
 from pathlib import Path
 
 import httpx
@@ -69,7 +70,10 @@ def read_rows(path: Path, size: int) -> list[Row]:
             if not line.strip():
                 continue
             doc = json.loads(line)
-            if not isinstance(doc.get("prompt"), str) or doc.get("strong") is None:
+            if not isinstance(doc.get("prompt"), str) or None in (
+                doc.get("strong"),
+                doc.get("weak"),
+            ):
                 continue
             source = str(doc.get("source") or path.name.split(".")[0])
             rows.append(Row(source, doc["prompt"], float(doc["strong"]), float(doc["weak"])))
@@ -183,9 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--verbose", action="store_true", help="one line per prompt")
     args = parser.parse_args(argv)
 
-    rows: list[Row] = []
-    for path in args.data:
-        rows += read_rows(path, args.per_file)
+    # Round-robin over the files: a run cut short still covers each of them.
+    per_file = [read_rows(path, args.per_file) for path in args.data]
+    rows = [row for group in zip_longest(*per_file) for row in group if row is not None]
     results = asyncio.run(probe(args, rows))
 
     groups: dict[str, list[Result]] = {}

