@@ -149,7 +149,10 @@ async def probe(args: argparse.Namespace, rows: list[Row]) -> list[Result]:
             result.builtin_ms = (time.perf_counter() - started) * 1000
             results.append(result)
             if args.verbose:
-                print(f"{index:4d} {row.source:18s} label={int(row.label)} {result.detail}")
+                print(
+                    f"{index:4d} {row.source:18s} label={int(row.label)} "
+                    f"ms={result.llm_ms:.0f} {result.detail}"
+                )
         print(f"LLM path: {classifier.api}", file=sys.stderr)
     return results
 
