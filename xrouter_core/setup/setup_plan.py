@@ -52,6 +52,9 @@ class Answers:
     routes: dict[str, RouteAnswer] = field(default_factory=dict)
     redis_url: str = ""
     router_api_key: str = ""
+    # Quick Start: CLASSIFIER_MODE ("" keeps the default, hybrid); builtin when the local
+    # model only answers cheap requests (hardware.default_classifier_mode).
+    classifier_mode: str = ""
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,8 @@ def build_plan(answers: Answers, update_env: bool, current_env: Mapping[str, str
             "base_url": answers.local.base_url.rstrip("/"),
             "model": answers.local.model,
         }
+        if answers.classifier_mode:
+            classifier["mode"] = answers.classifier_mode
         routes[CHEAP] = _route_doc(answers.local, keys_in_doc)
     elif answers.classifier == "cloud" and answers.classifier_route is not None:
         route = answers.classifier_route
@@ -272,7 +277,12 @@ def current_answers(current: Mapping[str, str]) -> Answers | None:
         local = RouteAnswer(engine, classifier_url, model=current.get("CLASSIFIER_MODEL", ""))
         routes.pop(CHEAP, None)
         return Answers(
-            "quick", "local", local=local, routes=routes, redis_url=current.get("REDIS_URL", "")
+            "quick",
+            "local",
+            local=local,
+            routes=routes,
+            redis_url=current.get("REDIS_URL", ""),
+            classifier_mode=current.get("CLASSIFIER_MODE", ""),
         )
     if enabled and classifier_url:
         cloud = RouteAnswer(

@@ -232,6 +232,7 @@ class Wizard:
         prev_routes = previous.routes if previous else {}
         if mode == "quick":
             local = self.ask_local(previous.local if previous and previous.local else None)
+            classifier_mode = self.ask_classifier_mode(local.model, previous)
             routes = {tier: self.ask_route(tier, prev_routes.get(tier)) for tier in ABOVE_LOCAL}
             return Answers(
                 "quick",
@@ -239,6 +240,7 @@ class Wizard:
                 local=local,
                 routes=routes,
                 redis_url=previous.redis_url if previous else "",
+                classifier_mode=classifier_mode,
             )
         default_classifier = previous.classifier if previous and previous.mode == "cloud" else "off"
         classifier = self.t.pick(
@@ -266,6 +268,21 @@ class Wizard:
                 tier, prev_routes.get(tier) or (cheap_default if tier == CHEAP else None)
             )
         return answers
+
+    def ask_classifier_mode(self, model: str, previous: Answers | None) -> str:
+        """Quick Start with the 270M model: who classifies (hardware.TINY_CLASSIFIER_NOTE)."""
+        kept = previous.classifier_mode if previous and previous.mode == "quick" else ""
+        if not hardware.tiny_classifier(model):
+            return kept
+        self.t.say(hardware.TINY_CLASSIFIER_NOTE)
+        return self.t.pick(
+            "Who classifies the requests?",
+            [
+                ("builtin", "The built-in classifier (in the router, under 1 ms)"),
+                ("hybrid", f"{model}, and the built-in classifier when it fails"),
+            ],
+            kept or hardware.default_classifier_mode(model),
+        )
 
     def ask_local(self, previous: RouteAnswer | None) -> RouteAnswer:
         rec = self.report.recommendation
@@ -507,6 +524,9 @@ def answers_from_flags(
             pick(args.local_url, "CLASSIFIER_BASE_URL", info["base_url"]),
             "",
             pick(args.local_model, "CLASSIFIER_MODEL", default_model),
+        )
+        answers.classifier_mode = pick(
+            None, "CLASSIFIER_MODE", hardware.default_classifier_mode(answers.local.model)
         )
         tiers: tuple[str, ...] = ABOVE_LOCAL
     elif answers.classifier == "cloud":
