@@ -48,7 +48,9 @@ def classifier_identity(
     """Who decides, as a short digest: what the decision cache's keys start with."""
     parts = [settings.mode, repr(tuple(settings.thresholds))]
     if classifier is not None:
-        parts += ["llm", classifier.url, settings.model, classifier.system_prompt]
+        # How the engine is asked (completions or chat, probabilities read) counts too.
+        parts += ["llm-probabilities", classifier.url, settings.model, settings.api]
+        parts.append(classifier.system_prompt)
     if builtin is not None:
         weights = (
             bundled_builtin_version()
