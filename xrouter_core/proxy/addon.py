@@ -67,6 +67,7 @@ from xrouter_core.wire.headers import (
 from xrouter_core.wire.inbound import (
     ANTHROPIC,
     OPENAI,
+    RESPONSES,
     ChatRequest,
     parse_anthropic_messages,
     parse_openai_chat,
@@ -74,6 +75,7 @@ from xrouter_core.wire.inbound import (
 from xrouter_core.wire.local import (
     CHAT_PATHS,
     MESSAGES_PATH,
+    RESPONSES_PATH,
     LocalResponse,
     body_error,
     check_auth,
@@ -84,6 +86,12 @@ from xrouter_core.wire.local import (
 from xrouter_core.wire.providers import ANTHROPIC_HOST, OPENAI_STYLE_HOSTS, provider_name
 from xrouter_core.wire.render_anthropic import anthropic_error, anthropic_message
 from xrouter_core.wire.render_openai import OpenAIChunkRenderer
+from xrouter_core.wire.responses import (
+    ResponseStore,
+    parse_responses,
+    remember,
+    response_object,
+)
 from xrouter_core.wire.stream import StreamTranslator, TranslatingStream, translator_for
 
 log = logging.getLogger("xrouter")
@@ -193,6 +201,8 @@ def intercepted_chat(request: http.Request) -> str | None:
     host = request.pretty_host
     if host in OPENAI_STYLE_HOSTS and path.endswith("/chat/completions"):
         return OPENAI
+    if host in OPENAI_STYLE_HOSTS and path.endswith("/responses"):
+        return RESPONSES
     if host == ANTHROPIC_HOST and path == MESSAGES_PATH:
         return ANTHROPIC
     return None
@@ -219,6 +229,8 @@ class Xrouter:
         self.settings_source: tuple[str, str] | None = None
         # Set while mitmproxy rolls a refused options change back (see options_errored).
         self.rolling_back = False
+        # The router's own Responses answers, for a follow-up's previous_response_id.
+        self.response_store = ResponseStore()
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -398,7 +410,7 @@ class Xrouter:
         if kind is None:
             return None  # Anything else in proxy mode passes through untouched.
         return dispatch.run_until_it_waits(
-            self.route_chat(flow, intercepted=True, anthropic=kind == ANTHROPIC)
+            self.route_chat(flow, intercepted=True, client_format=kind)
         )
 
     def serve_own_endpoint(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
@@ -415,7 +427,11 @@ class Xrouter:
             return dispatch.run_until_it_waits(self.route_chat(flow, intercepted=False))
         if path == MESSAGES_PATH:
             return dispatch.run_until_it_waits(
-                self.route_chat(flow, intercepted=False, anthropic=True)
+                self.route_chat(flow, intercepted=False, client_format=ANTHROPIC)
+            )
+        if path == RESPONSES_PATH:
+            return dispatch.run_until_it_waits(
+                self.route_chat(flow, intercepted=False, client_format=RESPONSES)
             )
         if path in USAGE_PAGES:
             return self.serve_usage_page(flow, path)
@@ -451,7 +467,7 @@ class Xrouter:
             mitm_compat.guard_connect(data.server, timeout)
 
     async def route_chat(
-        self, flow: http.HTTPFlow, intercepted: bool, anthropic: bool = False
+        self, flow: http.HTTPFlow, intercepted: bool, client_format: str = OPENAI
     ) -> None:
         """Parse, answer from the response cache or decide, and point the flow at its route.
 
@@ -461,9 +477,14 @@ class Xrouter:
         backends, the classifier)."""
         assert self.settings is not None and self.policy is not None
         started = time.perf_counter()
-        parse = parse_anthropic_messages if anthropic else parse_openai_chat
         try:
-            chat = parse(flow.request.get_content(strict=False))
+            content = flow.request.get_content(strict=False)
+            if client_format == RESPONSES:
+                chat = parse_responses(content, self.response_store.get)
+            elif client_format == ANTHROPIC:
+                chat = parse_anthropic_messages(content)
+            else:
+                chat = parse_openai_chat(content)
         except RouterError as exc:
             content_type = flow.request.headers.get("content-type", "")
             local_response(flow, LocalResponse.error(body_error(content_type, exc)))
@@ -587,13 +608,13 @@ class Xrouter:
             return
         # The body length changes (usage chunk, translation): always chunked to the client.
         extra += (CHUNKED_FIELD,)
-        if routed.chat.client_format == ANTHROPIC:
+        if routed.chat.client_format != OPENAI:
             extra += (EVENT_STREAM_FIELD,)
         set_routing_headers(response, routed, extra, drop=CONTENT_LENGTH)
         keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
         model = routed.chat.model if keep_name and routed.chat.model else routed.route.model
         translator: StreamTranslator
-        if keep_name and routed.adapter.openai_wire and routed.chat.client_format != ANTHROPIC:
+        if keep_name and routed.adapter.openai_wire and routed.chat.client_format == OPENAI:
             # Re-rendered (not passed through) so every chunk carries the requested name.
             renderer = OpenAIChunkRenderer(model, include_usage=routed.chat.wants_usage)
             translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
@@ -601,9 +622,14 @@ class Xrouter:
             translator = translator_for(routed.adapter, routed.chat, model)
         if routed.cache_key is not None:
             translator = RecordingStream(translator)
-        translator.on_finish = lambda t: self.finished(
-            flow, routed, 502 if t.error else 200, t.usage, error=t.error, stream=t
-        )
+
+        def on_finish(t: StreamTranslator) -> None:
+            final = getattr(getattr(t, "renderer", None), "final", None)
+            if routed.chat.responses is not None and final is not None:
+                remember(self.response_store, routed.chat.responses, final)
+            self.finished(flow, routed, 502 if t.error else 200, t.usage, error=t.error, stream=t)
+
+        translator.on_finish = on_finish
         routed.translator = translator
         response.stream = translator
 
@@ -631,6 +657,11 @@ class Xrouter:
                 completion["model"] = routed.chat.model
             if routed.chat.client_format == ANTHROPIC:
                 answer = anthropic_message(completion, completion.get("model") or routed.chat.model)
+                response.set_content(json.dumps(answer).encode())
+                response.headers["content-type"] = "application/json"
+            elif routed.chat.client_format == RESPONSES:
+                answer = response_object(completion, routed.chat.responses, routed.route.model)
+                remember(self.response_store, routed.chat.responses, answer)
                 response.set_content(json.dumps(answer).encode())
                 response.headers["content-type"] = "application/json"
             elif not routed.adapter.openai_wire or (keep_name and routed.chat.model):

@@ -14,14 +14,15 @@ from typing import Protocol
 
 from xrouter_core.wire import canonical as ev
 from xrouter_core.wire.adapters.base import Adapter, StreamDecoder
-from xrouter_core.wire.inbound import ANTHROPIC, ChatRequest
+from xrouter_core.wire.inbound import ANTHROPIC, RESPONSES, ChatRequest
 from xrouter_core.wire.render_anthropic import AnthropicEventRenderer
 from xrouter_core.wire.render_openai import OpenAIChunkRenderer
+from xrouter_core.wire.responses import ResponsesEventRenderer
 from xrouter_core.wire.sse import SSEParser, encode_json
 
 
 class Renderer(Protocol):
-    """Canonical events → one client format (OpenAI chunks or Anthropic events)."""
+    """Canonical events → one client format (OpenAI chunks, Anthropic or Responses events)."""
 
     usage: ev.Usage | None
 
@@ -173,6 +174,9 @@ def translator_for(adapter: Adapter, chat: ChatRequest, model: str) -> StreamTra
     OpenAI, else decode the provider's stream and render the client's format."""
     if chat.client_format == ANTHROPIC:
         return TranslatingStream(adapter.stream_decoder(), AnthropicEventRenderer(model))
+    if chat.client_format == RESPONSES:
+        renderer = ResponsesEventRenderer(model, chat.responses)
+        return TranslatingStream(adapter.stream_decoder(), renderer)
     if adapter.openai_wire:
         return OpenAIPassthrough(chat.wants_usage)
     return TranslatingStream(
