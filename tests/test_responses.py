@@ -16,6 +16,7 @@ from fakes import (
     TOOL_NAME,
     FakeAnthropicProvider,
     Reply,
+    openai_completion,
     openai_reply,
     openai_stream,
 )
@@ -429,3 +430,40 @@ def test_the_router_key_guards_responses(start_router, upstreams):
             headers={"authorization": "Bearer router-key-1"},
         )
     assert ok.status_code == 200 and ok.json()["object"] == "response"
+
+
+def test_namespace_tools_are_offered_flat_and_named_back(router, upstreams, fakes):
+    """Codex offers functions grouped in `namespace` tools: chat providers get them flat
+    (`<namespace>__<name>`), the client gets calls back with name and namespace."""
+    use(upstreams, "openai")
+
+    def call_first_tool(request) -> Reply:
+        body = request.json
+        if body["messages"][-1]["role"] == "tool":
+            return openai_reply(body, body["model"], "Hello from cheap!")
+        call = {
+            "id": "call_ns1",
+            "type": "function",
+            "function": {"name": body["tools"][0]["function"]["name"], "arguments": "{}"},
+        }
+        return Reply(body=openai_completion("", body["model"], tool_calls=[call]))
+
+    upstreams.cheap.override = call_first_tool
+    tools = [{"type": "namespace", "name": "weather", "description": "Weather", "tools": TOOLS}]
+    client = client_for(router)
+    ask = {"role": "user", "content": unique("namespaced weather")}
+    first = client.responses.create(model="xrouter/auto", input=[ask], tools=tools)
+    assert (
+        upstreams.cheap.requests[-1].json["tools"][0]["function"]["name"] == "weather__get_weather"
+    )
+    call = first.output[0]
+    assert call.type == "function_call" and call.name == TOOL_NAME
+    assert call.namespace == "weather"
+    output = {"type": "function_call_output", "call_id": call.call_id, "output": "sunny"}
+    client.responses.create(
+        model="xrouter/auto",
+        input=[ask, call.model_dump(exclude_none=True), output],
+        tools=tools,
+    )
+    sent = upstreams.cheap.requests[-1].json["messages"]
+    assert sent[-2]["tool_calls"][0]["function"]["name"] == "weather__get_weather"

@@ -67,6 +67,13 @@ class ResponsesCall:
     # The conversation so far without the instructions (previous turns + this input).
     history: list[dict[str, Any]] = field(default_factory=list)
     store: bool = True
+    # Functions of `namespace` tools, offered flat: chat name → (namespace, name).
+    namespaced: dict[str, tuple[str, str]] = field(default_factory=dict)
+
+    def output_name(self, chat_name: str) -> tuple[str, str | None]:
+        """A called chat function's (name, namespace) as the Responses client knows it."""
+        found = self.namespaced.get(chat_name)
+        return (found[1], found[0]) if found else (chat_name, None)
 
 
 # ---- the store of the router's own answers ---------------------------------------------
@@ -147,6 +154,8 @@ def parse_responses(
                 "previous_response_not_found",
             )
         history.extend(stored)
+    namespaced: dict[str, tuple[str, str]] = {}
+    tools = chat_tools(doc.get("tools"), namespaced)
     history.extend(input_messages(doc.get("input", [])))
     if not history:
         raise bad("'input' must not be empty.", "invalid_input")
@@ -174,7 +183,6 @@ def parse_responses(
     for name in ("temperature", "top_p", "parallel_tool_calls", "user"):
         if doc.get(name) is not None:
             body[name] = doc[name]
-    tools = chat_tools(doc.get("tools"))
     if tools:
         body["tools"] = tools
     choice = chat_tool_choice(doc.get("tool_choice"))
@@ -200,7 +208,7 @@ def parse_responses(
     )
     if isinstance(reasoning, dict):
         echo["reasoning"] = {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")}
-    call = ResponsesCall(echo, history, store=doc.get("store", True) is not False)
+    call = ResponsesCall(echo, history, doc.get("store", True) is not False, namespaced)
     return ChatRequest(body=body, client_format=RESPONSES, responses=call)
 
 
@@ -237,7 +245,7 @@ def input_messages(value: Any) -> list[dict[str, Any]]:
                 "id": str(item.get("call_id") or item.get("id") or ""),
                 "type": "function",
                 "function": {
-                    "name": str(item.get("name") or ""),
+                    "name": flat_name(item.get("namespace"), str(item.get("name") or "")),
                     "arguments": item.get("arguments")
                     if isinstance(item.get("arguments"), str)
                     else "{}",
@@ -312,22 +320,40 @@ def message_content(content: Any, index: int) -> str | list[dict[str, Any]]:
     return parts
 
 
-def chat_tools(tools: Any) -> list[dict[str, Any]]:
+def flat_name(namespace: Any, name: str) -> str:
+    """A namespaced function's name as a chat function name (`<namespace>__<name>`)."""
+    return f"{namespace}__{name}" if isinstance(namespace, str) and namespace else name
+
+
+def chat_tools(
+    tools: Any, namespaced: dict[str, tuple[str, str]], where: str = "tools"
+) -> list[dict[str, Any]]:
+    """Function tools as chat tools; a `namespace` tool's functions are offered flat
+    (`<namespace>__<name>`, recorded in `namespaced` to name the calls back)."""
     if tools is None:
         return []
     if not isinstance(tools, list):
-        raise bad("'tools' must be an array.", "invalid_tools")
+        raise bad(f"'{where}' must be an array.", "invalid_tools")
     out = []
     for index, tool in enumerate(tools):
         kind = tool.get("type") if isinstance(tool, dict) else None
+        if kind == "namespace" and where == "tools" and isinstance(tool.get("name"), str):
+            inner = chat_tools(tool.get("tools") or [], {}, f"tools[{index}].tools")
+            for function in inner:
+                name = function["function"]["name"]
+                flat = flat_name(tool["name"], name)
+                namespaced[flat] = (tool["name"], name)
+                function["function"]["name"] = flat
+            out.extend(inner)
+            continue
         if kind != "function":
             raise bad(
-                f"tools[{index}] has type {kind!r}: the router translates only function tools "
+                f"{where}[{index}] has type {kind!r}: the router translates only function tools "
                 "for its routes (built-in tools run only on OpenAI's own Responses API).",
                 "unsupported_tool",
             )
         if not isinstance(tool.get("name"), str) or not tool["name"]:
-            raise bad(f"tools[{index}].name is required.", "invalid_tools")
+            raise bad(f"{where}[{index}].name is required.", "invalid_tools")
         function: dict[str, Any] = {
             "name": tool["name"],
             "parameters": tool.get("parameters") or {"type": "object", "properties": {}},
@@ -450,9 +476,14 @@ def text_part(text: str) -> dict[str, Any]:
 
 
 def call_item(
-    item_id: str, call_id: str, name: str, arguments: str, status: str = "completed"
+    item_id: str,
+    call_id: str,
+    name: str,
+    arguments: str,
+    status: str = "completed",
+    call: ResponsesCall | None = None,
 ) -> dict[str, Any]:
-    return {
+    item = {
         "id": item_id,
         "type": "function_call",
         "status": status,
@@ -460,6 +491,11 @@ def call_item(
         "call_id": call_id,
         "name": name,
     }
+    if call is not None:
+        item["name"], namespace = call.output_name(name)
+        if namespace:
+            item["namespace"] = namespace
+    return item
 
 
 def response_object(
@@ -480,6 +516,7 @@ def response_object(
                 str(call_.get("id") or new_id("call")),
                 str(function.get("name") or ""),
                 str(function.get("arguments") or ""),
+                call=call,
             )
         )
     doc = response_shell(
@@ -508,7 +545,10 @@ def output_as_messages(output: list[dict[str, Any]]) -> list[dict[str, Any]]:
         {
             "id": item["call_id"],
             "type": "function",
-            "function": {"name": item["name"], "arguments": item["arguments"]},
+            "function": {
+                "name": flat_name(item.get("namespace"), item["name"]),
+                "arguments": item["arguments"],
+            },
         }
         for item in output
         if item.get("type") == "function_call"
@@ -606,7 +646,8 @@ class ResponsesEventRenderer:
     def _open_call(self, out: list[bytes], canonical: int, call_id: str, name: str) -> int:
         self._close_text(out)
         index = self._add_item(
-            out, call_item(new_id("fc"), call_id or new_id("call"), name, "", "in_progress")
+            out,
+            call_item(new_id("fc"), call_id or new_id("call"), name, "", "in_progress", self.call),
         )
         self._calls[canonical] = index
         self._open_calls.append(index)
