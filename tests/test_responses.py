@@ -467,3 +467,160 @@ def test_namespace_tools_are_offered_flat_and_named_back(router, upstreams, fake
     )
     sent = upstreams.cheap.requests[-1].json["messages"]
     assert sent[-2]["tool_calls"][0]["function"]["name"] == "weather__get_weather"
+
+
+# ---- a route that speaks Responses (provider openai_responses) -------------------------
+
+NATIVE_USAGE = {
+    "input_tokens": 21,
+    "input_tokens_details": {"cached_tokens": 4},
+    "output_tokens": 5,
+    "output_tokens_details": {"reasoning_tokens": 2},
+    "total_tokens": 26,
+}
+
+
+def native_response(model: str, status: str = "completed", text: str = "Native hi!") -> dict:
+    message = {
+        "id": "msg_native1",
+        "type": "message",
+        "status": "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+    return {
+        "id": "resp_native1",
+        "object": "response",
+        "created_at": 1_700_000_000,
+        "status": status,
+        "model": model,
+        "output": [message] if status == "completed" else [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": NATIVE_USAGE if status == "completed" else None,
+    }
+
+
+def native_stream(model: str) -> list[str]:
+    """The documented event flow of one text answer, as OpenAI's Responses API sends it."""
+    where = {"item_id": "msg_native1", "output_index": 0, "content_index": 0}
+    part = {"type": "output_text", "text": "", "annotations": []}
+    done = native_response(model)
+    events = [
+        ("response.created", {"response": native_response(model, "in_progress")}),
+        ("response.in_progress", {"response": native_response(model, "in_progress")}),
+        (
+            "response.output_item.added",
+            {
+                "output_index": 0,
+                "item": {**done["output"][0], "status": "in_progress", "content": []},
+            },
+        ),
+        ("response.content_part.added", {**where, "part": part}),
+        ("response.output_text.delta", {**where, "delta": "Native ", "logprobs": []}),
+        ("response.output_text.delta", {**where, "delta": "hi!", "logprobs": []}),
+        ("response.output_text.done", {**where, "text": "Native hi!", "logprobs": []}),
+        ("response.content_part.done", {**where, "part": done["output"][0]["content"][0]}),
+        ("response.output_item.done", {"output_index": 0, "item": done["output"][0]}),
+        ("response.completed", {"response": done}),
+    ]
+    return [
+        f"event: {kind}\ndata: {json.dumps({'type': kind, 'sequence_number': n, **data})}\n\n"
+        for n, (kind, data) in enumerate(events)
+    ]
+
+
+@pytest.fixture
+def native(start_router, upstreams):
+    """frontier = a fake OpenAI speaking the Responses API (and chat completions)."""
+
+    def answer(request) -> Reply:
+        body = request.json
+        if request.path == "/v1/chat/completions":
+            return openai_reply(body, body["model"], "Chat hi!")
+        if request.path != "/v1/responses":
+            return Reply(404, {"error": {"message": "not found"}})
+        if body.get("stream"):
+            return Reply(chunks=native_stream(body["model"]))
+        return Reply(body=native_response(body["model"]))
+
+    upstreams.frontier.override = answer
+    return start_router({"FRONTIER_PROVIDER": "openai_responses", "FALLBACK_ENABLED": "false"})
+
+
+def test_a_responses_route_gets_the_request_natively(native, upstreams):
+    client = client_for(native)
+    tools = [*TOOLS, {"type": "web_search"}]
+    ask = unique("native please")
+    raw = client.responses.with_raw_response.create(
+        model="xrouter/frontier",
+        input=ask,
+        tools=tools,
+        store=False,
+        include=["reasoning.encrypted_content"],
+    )
+    response = raw.parse()
+    assert raw.headers["x-xrouter-upstream"] == "frontier"
+    sent = upstreams.frontier.requests[-1]
+    assert sent.path == "/v1/responses"
+    assert sent.headers["authorization"] == "Bearer sk-frontier-secret-0003"
+    assert sent.json["input"] == ask and sent.json["tools"] == tools
+    assert sent.json["model"] == "frontier-model" and sent.json["store"] is False
+    assert sent.json["include"] == ["reasoning.encrypted_content"]
+    # The provider's answer as it is: its id, its usage with cached and reasoning tokens.
+    assert response.id == "resp_native1" and response.output_text == "Native hi!"
+    assert response.usage.input_tokens_details.cached_tokens == 4
+    assert response.usage.output_tokens_details.reasoning_tokens == 2
+    # A hosted tool with no Responses route in reach is a 400 naming it.
+    with pytest.raises(openai.BadRequestError, match="'web_search'"):
+        client.responses.create(model="xrouter/cheap", input=unique("no native"), tools=tools)
+    native.settle()
+    assert "route=frontier" in native.logs() and "tokens=21+5" in native.logs()
+
+
+def test_a_responses_route_streams_through_and_its_answers_continue(native, upstreams):
+    client = client_for(native)
+    events = list(client.responses.create(model="xrouter/frontier", input=unique("s"), stream=True))
+    assert [e.type for e in events] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [e.sequence_number for e in events] == list(range(10))
+    assert events[-1].response.usage.total_tokens == 26
+    first = events[-1].response.id
+    # The native answer was kept: a follow-up on a chat route gets the conversation.
+    client.responses.create(model="xrouter/cheap", previous_response_id=first, input="more")
+    history = upstreams.cheap.requests[-1].json["messages"]
+    assert history[-2:] == [
+        {"role": "assistant", "content": "Native hi!"},
+        {"role": "user", "content": "more"},
+    ]
+    # And on the Responses route, as input items (that route never saw the chat answer).
+    second = client.responses.create(model="xrouter/cheap", input=unique("start"))
+    client.responses.create(model="xrouter/frontier", previous_response_id=second.id, input="on")
+    sent = upstreams.frontier.requests[-1].json
+    assert "previous_response_id" not in sent
+    assert sent["input"][1:] == [
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "output_text",
+                    "text": "Hello from cheap!",
+                    "annotations": [],
+                    "logprobs": [],
+                }
+            ],
+        },
+        {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "on"}]},
+    ]

@@ -91,6 +91,7 @@ from xrouter_core.wire.responses import (
     parse_responses,
     remember,
     response_object,
+    usage_of_response,
 )
 from xrouter_core.wire.stream import StreamTranslator, TranslatingStream, translator_for
 
@@ -496,6 +497,11 @@ class Xrouter:
             return
         try:
             decision, chain = await self.plan(chat, flow.request.headers.get(TIER_HEADER))
+            if chat.responses is not None and chat.responses.native_only is not None:
+                # A hosted tool: only routes that speak Responses can serve it.
+                chain = [r for r in chain if adapter_for(r).responses_wire]
+                if not chain:
+                    raise chat.responses.native_only
         except RouterError as exc:
             local_response(flow, LocalResponse.error(exc))
             return
@@ -624,7 +630,7 @@ class Xrouter:
             translator = RecordingStream(translator)
 
         def on_finish(t: StreamTranslator) -> None:
-            final = getattr(getattr(t, "renderer", None), "final", None)
+            final = getattr(t, "final", None)
             if routed.chat.responses is not None and final is not None:
                 remember(self.response_store, routed.chat.responses, final)
             self.finished(flow, routed, 502 if t.error else 200, t.usage, error=t.error, stream=t)
@@ -648,6 +654,9 @@ class Xrouter:
             return
         usage = None
         completion = None
+        if routed.chat.client_format == RESPONSES and routed.adapter.responses_wire:
+            self.native_response(flow, routed)
+            return
         try:
             completion = routed.adapter.parse_response(response.get_content(strict=False) or b"")
             if not routed.adapter.openai_wire and not completion.get("model"):
@@ -675,6 +684,20 @@ class Xrouter:
                 exc,
             )
         self.finished(flow, routed, response.status_code, usage, completion=completion)
+
+    def native_response(self, flow: http.HTTPFlow, routed: RoutedFlow) -> None:
+        """A Responses route's whole answer: passed back as it is, its usage counted and
+        the answer kept for a follow-up's previous_response_id."""
+        assert flow.response is not None
+        usage = None
+        try:
+            doc = json.loads(flow.response.get_content(strict=False) or b"")
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("id"), str):
+            usage = usage_of_response(doc)
+            remember(self.response_store, routed.chat.responses, doc)
+        self.finished(flow, routed, flow.response.status_code, usage)
 
     def try_next_route(self, flow: http.HTTPFlow, routed: RoutedFlow) -> bool:
         """Record the failure; when a route is left, point the flow at it and ask for a retry."""

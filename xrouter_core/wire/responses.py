@@ -69,6 +69,13 @@ class ResponsesCall:
     store: bool = True
     # Functions of `namespace` tools, offered flat: chat name → (namespace, name).
     namespaced: dict[str, tuple[str, str]] = field(default_factory=dict)
+    # The client's own body, for a route that speaks Responses (native_body).
+    raw: dict[str, Any] = field(default_factory=dict)
+    # Set when the request holds what only a Responses route can serve (a hosted tool):
+    # the 400 that any other route gets.
+    native_only: RouterError | None = None
+    # previous_response_id was resolved from the router's store (history holds it).
+    expanded: bool = False
 
     def output_name(self, chat_name: str) -> tuple[str, str | None]:
         """A called chat function's (name, namespace) as the Responses client knows it."""
@@ -155,7 +162,8 @@ def parse_responses(
             )
         history.extend(stored)
     namespaced: dict[str, tuple[str, str]] = {}
-    tools = chat_tools(doc.get("tools"), namespaced)
+    native_only: list[RouterError] = []
+    tools = chat_tools(doc.get("tools"), namespaced, refused=native_only)
     history.extend(input_messages(doc.get("input", [])))
     if not history:
         raise bad("'input' must not be empty.", "invalid_input")
@@ -185,7 +193,11 @@ def parse_responses(
             body[name] = doc[name]
     if tools:
         body["tools"] = tools
-    choice = chat_tool_choice(doc.get("tool_choice"))
+    try:
+        choice = chat_tool_choice(doc.get("tool_choice"))
+    except RouterError as exc:
+        native_only.append(exc)
+        choice = None
     if choice is not None and tools:
         body["tool_choice"] = choice
     reasoning = doc.get("reasoning")
@@ -208,7 +220,15 @@ def parse_responses(
     )
     if isinstance(reasoning, dict):
         echo["reasoning"] = {"effort": reasoning.get("effort"), "summary": reasoning.get("summary")}
-    call = ResponsesCall(echo, history, doc.get("store", True) is not False, namespaced)
+    call = ResponsesCall(
+        echo,
+        history,
+        doc.get("store", True) is not False,
+        namespaced,
+        raw=doc,
+        native_only=native_only[0] if native_only else None,
+        expanded=previous is not None,
+    )
     return ChatRequest(body=body, client_format=RESPONSES, responses=call)
 
 
@@ -326,10 +346,15 @@ def flat_name(namespace: Any, name: str) -> str:
 
 
 def chat_tools(
-    tools: Any, namespaced: dict[str, tuple[str, str]], where: str = "tools"
+    tools: Any,
+    namespaced: dict[str, tuple[str, str]],
+    where: str = "tools",
+    refused: list[RouterError] | None = None,
 ) -> list[dict[str, Any]]:
     """Function tools as chat tools; a `namespace` tool's functions are offered flat
-    (`<namespace>__<name>`, recorded in `namespaced` to name the calls back)."""
+    (`<namespace>__<name>`, recorded in `namespaced` to name the calls back). Other
+    (hosted) tools are left out, their 400 added to `refused` when given, else raised:
+    only a route that speaks Responses can serve them."""
     if tools is None:
         return []
     if not isinstance(tools, list):
@@ -347,11 +372,16 @@ def chat_tools(
             out.extend(inner)
             continue
         if kind != "function":
-            raise bad(
-                f"{where}[{index}] has type {kind!r}: the router translates only function tools "
-                "for its routes (built-in tools run only on OpenAI's own Responses API).",
+            error = bad(
+                f"{where}[{index}] has type {kind!r}: the router translates only function "
+                "tools for chat routes (a hosted tool needs a route that speaks the "
+                "Responses API, provider openai_responses).",
                 "unsupported_tool",
             )
+            if refused is None:
+                raise error
+            refused.append(error)
+            continue
         if not isinstance(tool.get("name"), str) or not tool["name"]:
             raise bad(f"{where}[{index}].name is required.", "invalid_tools")
         function: dict[str, Any] = {
@@ -390,6 +420,71 @@ def chat_response_format(text: Any) -> dict[str, Any] | None:
         schema = {k: fmt[k] for k in ("name", "schema", "strict", "description") if k in fmt}
         return {"type": "json_schema", "json_schema": schema}
     raise bad(f"text.format type {fmt['type']!r} is not supported.", "unsupported_text_format")
+
+
+# ---- to a route that speaks Responses ------------------------------------------------
+
+
+def native_body(call: ResponsesCall, model: str) -> dict[str, Any]:
+    """The client's body for a Responses route: as sent, with the route's model; a
+    previous_response_id the router resolved is sent as the conversation it stands for
+    (the route may never have seen that answer)."""
+    body = dict(call.raw)
+    if model:
+        body["model"] = model
+    if call.expanded:
+        body.pop("previous_response_id", None)
+        body["input"] = responses_input(call.history, call)
+    return body
+
+
+def responses_input(messages: list[dict[str, Any]], call: ResponsesCall) -> list[dict[str, Any]]:
+    """Chat messages back as Responses input items."""
+    items: list[dict[str, Any]] = []
+    for message in messages:
+        role, content = message.get("role"), message.get("content")
+        if role == "tool":
+            items.append(
+                {
+                    "type": "function_call_output",
+                    "call_id": message.get("tool_call_id") or "",
+                    "output": content if isinstance(content, str) else parts_text(content),
+                }
+            )
+            continue
+        if role == "assistant":
+            if content:
+                text = content if isinstance(content, str) else parts_text(content)
+                items.append({"type": "message", "role": "assistant", "content": [text_part(text)]})
+            for tool_call in message.get("tool_calls") or []:
+                function = tool_call.get("function") or {}
+                item = call_item(
+                    new_id("fc"),
+                    str(tool_call.get("id") or ""),
+                    str(function.get("name") or ""),
+                    str(function.get("arguments") or ""),
+                    call=call,
+                )
+                items.append({k: v for k, v in item.items() if k not in ("id", "status")})
+            continue
+        parts: list[dict[str, Any]] = []
+        for part in (
+            [{"type": "text", "text": content}] if isinstance(content, str) else content or []
+        ):
+            if part.get("type") == "text":
+                parts.append({"type": "input_text", "text": part.get("text") or ""})
+            elif part.get("type") == "image_url":
+                parts.append({"type": "input_image", "image_url": part["image_url"]["url"]})
+        items.append({"type": "message", "role": role, "content": parts})
+    return items
+
+
+def usage_of_response(doc: Any) -> ev.Usage | None:
+    """The counts of a Responses `usage` object (a native answer's)."""
+    usage = doc.get("usage") if isinstance(doc, dict) else None
+    if not isinstance(usage, dict):
+        return None
+    return ev.Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0))
 
 
 # ---- out -------------------------------------------------------------------------------
