@@ -16,6 +16,7 @@ from fakes import (
     TOOL_NAME,
     FakeAnthropicProvider,
     Reply,
+    openai_chunk,
     openai_completion,
     openai_reply,
     openai_stream,
@@ -624,3 +625,41 @@ def test_a_responses_route_streams_through_and_its_answers_continue(native, upst
         },
         {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "on"}]},
     ]
+
+
+def test_an_answer_cut_at_the_limit_is_incomplete(router, upstreams, fakes):
+    use(upstreams, "openai")
+    upstreams.cheap.override = lambda r: Reply(
+        body=openai_completion("Hello fr", r.json["model"], finish_reason="length")
+    )
+    client = client_for(router)
+    whole = client.responses.create(model="xrouter/auto", input=unique("long"), max_output_tokens=3)
+    assert whole.status == "incomplete" and whole.incomplete_details.reason == "max_output_tokens"
+    assert whole.output_text == "Hello fr"
+    upstreams.cheap.override = lambda r: Reply(
+        chunks=[
+            *openai_stream(["Hello fr"])[:2],
+            openai_chunk({}, r.json["model"], finish_reason="length"),
+            "data: [DONE]\n\n",
+        ]
+    )
+    events = list(client.responses.create(model="xrouter/auto", input=unique("long"), stream=True))
+    assert events[-1].type == "response.incomplete"
+    assert events[-1].response.incomplete_details.reason == "max_output_tokens"
+
+
+def test_an_input_image_reaches_a_vision_route_as_an_image(router, upstreams, fakes):
+    """Only frontier is vision-capable by default (and fallback is off here: a cheap
+    decision would be a 400 no_vision_route)."""
+    upstreams.classifier.digit = "2"
+    url = "data:image/png;base64,iVBORw0KGgo="
+    content = [
+        {"type": "input_text", "text": unique("What is in this picture?")},
+        {"type": "input_image", "image_url": url, "detail": "low"},
+    ]
+    raw = client_for(router).responses.with_raw_response.create(
+        model="xrouter/auto", input=[{"role": "user", "content": content}]
+    )
+    assert raw.headers["x-xrouter-upstream"] == "frontier"
+    sent = upstreams.frontier.requests[-1].json["messages"][-1]["content"]
+    assert sent[1] == {"type": "image_url", "image_url": {"url": url, "detail": "low"}}

@@ -130,7 +130,7 @@ def remember(store: ResponseStore, call: ResponsesCall, response: dict[str, Any]
 # ---- in --------------------------------------------------------------------------------
 
 
-def bad(message: str, code: str = "invalid_request", param: str | None = None) -> RouterError:
+def bad(message: str, code: str = "invalid_request") -> RouterError:
     return RouterError(400, message, code=code)
 
 
