@@ -69,6 +69,7 @@ from xrouter_core.wire.headers import (
 from xrouter_core.wire.inbound import (
     ANTHROPIC,
     OPENAI,
+    RESPONSES,
     ChatRequest,
     parse_anthropic_messages,
     parse_openai_chat,
@@ -76,6 +77,7 @@ from xrouter_core.wire.inbound import (
 from xrouter_core.wire.local import (
     CHAT_PATHS,
     MESSAGES_PATH,
+    RESPONSES_PATH,
     LocalResponse,
     body_error,
     check_auth,
@@ -86,6 +88,13 @@ from xrouter_core.wire.local import (
 from xrouter_core.wire.providers import ANTHROPIC_HOST, OPENAI_STYLE_HOSTS, provider_name
 from xrouter_core.wire.render_anthropic import anthropic_error, anthropic_message
 from xrouter_core.wire.render_openai import OpenAIChunkRenderer
+from xrouter_core.wire.responses import (
+    ResponseStore,
+    parse_responses,
+    remember,
+    response_object,
+    usage_of_response,
+)
 from xrouter_core.wire.stream import StreamTranslator, TranslatingStream, translator_for
 
 log = logging.getLogger("xrouter")
@@ -198,6 +207,8 @@ def intercepted_chat(request: http.Request) -> str | None:
     host = request.pretty_host
     if host in OPENAI_STYLE_HOSTS and path.endswith("/chat/completions"):
         return OPENAI
+    if host in OPENAI_STYLE_HOSTS and path.endswith("/responses"):
+        return RESPONSES
     if host == ANTHROPIC_HOST and path == MESSAGES_PATH:
         return ANTHROPIC
     return None
@@ -224,6 +235,8 @@ class Xrouter:
         self.settings_source: tuple[str, str] | None = None
         # Set while mitmproxy rolls a refused options change back (see options_errored).
         self.rolling_back = False
+        # The router's own Responses answers, for a follow-up's previous_response_id.
+        self.response_store = ResponseStore()
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -407,7 +420,7 @@ class Xrouter:
         if kind is None:
             return None  # Anything else in proxy mode passes through untouched.
         return dispatch.run_until_it_waits(
-            self.route_chat(flow, intercepted=True, anthropic=kind == ANTHROPIC)
+            self.route_chat(flow, intercepted=True, client_format=kind)
         )
 
     def serve_own_endpoint(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
@@ -424,7 +437,11 @@ class Xrouter:
             return dispatch.run_until_it_waits(self.route_chat(flow, intercepted=False))
         if path == MESSAGES_PATH:
             return dispatch.run_until_it_waits(
-                self.route_chat(flow, intercepted=False, anthropic=True)
+                self.route_chat(flow, intercepted=False, client_format=ANTHROPIC)
+            )
+        if path == RESPONSES_PATH:
+            return dispatch.run_until_it_waits(
+                self.route_chat(flow, intercepted=False, client_format=RESPONSES)
             )
         if path in USAGE_PAGES:
             return self.serve_usage_page(flow, path)
@@ -460,7 +477,7 @@ class Xrouter:
             mitm_compat.guard_connect(data.server, timeout)
 
     async def route_chat(
-        self, flow: http.HTTPFlow, intercepted: bool, anthropic: bool = False
+        self, flow: http.HTTPFlow, intercepted: bool, client_format: str = OPENAI
     ) -> None:
         """Parse, answer from the response cache or decide, and point the flow at its route.
 
@@ -470,9 +487,14 @@ class Xrouter:
         backends, the classifier)."""
         assert self.settings is not None and self.policy is not None
         started = time.perf_counter()
-        parse = parse_anthropic_messages if anthropic else parse_openai_chat
         try:
-            chat = parse(flow.request.get_content(strict=False))
+            content = flow.request.get_content(strict=False)
+            if client_format == RESPONSES:
+                chat = parse_responses(content, self.response_store.get)
+            elif client_format == ANTHROPIC:
+                chat = parse_anthropic_messages(content)
+            else:
+                chat = parse_openai_chat(content)
         except RouterError as exc:
             content_type = flow.request.headers.get("content-type", "")
             local_response(flow, LocalResponse.error(body_error(content_type, exc)))
@@ -484,6 +506,11 @@ class Xrouter:
             return
         try:
             decision, chain = await self.plan(chat, flow.request.headers.get(TIER_HEADER))
+            if chat.responses is not None and chat.responses.native_only is not None:
+                # A hosted tool: only routes that speak Responses can serve it.
+                chain = [r for r in chain if adapter_for(r).responses_wire]
+                if not chain:
+                    raise chat.responses.native_only
         except RouterError as exc:
             local_response(flow, LocalResponse.error(exc))
             return
@@ -598,13 +625,13 @@ class Xrouter:
             return
         # The body length changes (usage chunk, translation): always chunked to the client.
         extra += (CHUNKED_FIELD,)
-        if routed.chat.client_format == ANTHROPIC:
+        if routed.chat.client_format != OPENAI:
             extra += (EVENT_STREAM_FIELD,)
         set_routing_headers(response, routed, extra, drop=CONTENT_LENGTH)
         keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
         model = routed.chat.model if keep_name and routed.chat.model else routed.route.model
         translator: StreamTranslator
-        if keep_name and routed.adapter.openai_wire and routed.chat.client_format != ANTHROPIC:
+        if keep_name and routed.adapter.openai_wire and routed.chat.client_format == OPENAI:
             # Re-rendered (not passed through) so every chunk carries the requested name.
             renderer = OpenAIChunkRenderer(model, include_usage=routed.chat.wants_usage)
             translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
@@ -612,9 +639,14 @@ class Xrouter:
             translator = translator_for(routed.adapter, routed.chat, model)
         if routed.cache_key is not None:
             translator = RecordingStream(translator)
-        translator.on_finish = lambda t: self.finished(
-            flow, routed, 502 if t.error else 200, t.usage, error=t.error, stream=t
-        )
+
+        def on_finish(t: StreamTranslator) -> None:
+            final = getattr(t, "final", None)
+            if routed.chat.responses is not None and final is not None:
+                remember(self.response_store, routed.chat.responses, final)
+            self.finished(flow, routed, 502 if t.error else 200, t.usage, error=t.error, stream=t)
+
+        translator.on_finish = on_finish
         routed.translator = translator
         response.stream = translator
 
@@ -633,6 +665,9 @@ class Xrouter:
             return
         usage = None
         completion = None
+        if routed.chat.client_format == RESPONSES and routed.adapter.responses_wire:
+            self.native_response(flow, routed)
+            return
         try:
             completion = routed.adapter.parse_response(response.get_content(strict=False) or b"")
             if not routed.adapter.openai_wire and not completion.get("model"):
@@ -642,6 +677,11 @@ class Xrouter:
                 completion["model"] = routed.chat.model
             if routed.chat.client_format == ANTHROPIC:
                 answer = anthropic_message(completion, completion.get("model") or routed.chat.model)
+                response.set_content(json.dumps(answer).encode())
+                response.headers["content-type"] = "application/json"
+            elif routed.chat.client_format == RESPONSES:
+                answer = response_object(completion, routed.chat.responses, routed.route.model)
+                remember(self.response_store, routed.chat.responses, answer)
                 response.set_content(json.dumps(answer).encode())
                 response.headers["content-type"] = "application/json"
             elif not routed.adapter.openai_wire or (keep_name and routed.chat.model):
@@ -655,6 +695,20 @@ class Xrouter:
                 exc,
             )
         self.finished(flow, routed, response.status_code, usage, completion=completion)
+
+    def native_response(self, flow: http.HTTPFlow, routed: RoutedFlow) -> None:
+        """A Responses route's whole answer: passed back as it is, its usage counted and
+        the answer kept for a follow-up's previous_response_id."""
+        assert flow.response is not None
+        usage = None
+        try:
+            doc = json.loads(flow.response.get_content(strict=False) or b"")
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict) and isinstance(doc.get("id"), str):
+            usage = usage_of_response(doc)
+            remember(self.response_store, routed.chat.responses, doc)
+        self.finished(flow, routed, flow.response.status_code, usage)
 
     def try_next_route(self, flow: http.HTTPFlow, routed: RoutedFlow) -> bool:
         """Record the failure; when a route is left, point the flow at it and ask for a retry."""

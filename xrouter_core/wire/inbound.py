@@ -14,6 +14,8 @@ from xrouter_core.wire.errors import RouterError
 
 OPENAI = "openai"
 ANTHROPIC = "anthropic"
+# OpenAI's Responses API (POST /v1/responses), parsed and rendered in wire/responses.py.
+RESPONSES = "responses"
 # Above this a token limit is a mistake or an attack, not a request: no model has it.
 MAX_TOKENS_LIMIT = 2**31 - 1
 TOKEN_LIMIT_FIELDS = ("max_tokens", "max_completion_tokens")
@@ -25,6 +27,8 @@ class ChatRequest:
 
     body: dict[str, Any]
     client_format: str = OPENAI
+    # A Responses client's request details (wire/responses.py ResponsesCall), else None.
+    responses: Any = None
 
     @property
     def messages(self) -> list[dict[str, Any]]:

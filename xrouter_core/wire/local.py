@@ -22,11 +22,14 @@ CHAT_PATHS = ("/v1/chat/completions", "/chat/completions")
 PLOTLY_PATH = "/dashboard/plotly.min.js"
 # Anthropic's Messages API, for Anthropic clients (Claude Code, the Anthropic SDK).
 MESSAGES_PATH = "/v1/messages"
+# OpenAI's Responses API, for Responses clients (Codex CLI, the SDKs' client.responses).
+RESPONSES_PATH = "/v1/responses"
 ENDPOINTS: dict[str, tuple[str, ...]] = {
     "/health": ("GET",),
     "/v1/models": ("GET",),
     **{path: ("POST",) for path in CHAT_PATHS},
     MESSAGES_PATH: ("POST",),
+    RESPONSES_PATH: ("POST",),
     "/usage": ("GET",),
     "/usage/reset": ("POST",),
     "/metrics": ("GET",),

@@ -22,7 +22,15 @@ OPENAI_WIRE: tuple[str, ...] = (
     "perplexity",
 )
 # Every provider type a route may name, each with an adapter in wire/adapters/.
-PROVIDERS: tuple[str, ...] = (*OPENAI_WIRE, "azure", "anthropic", "gemini", "cohere")
+# `openai_responses`: OpenAI, with Responses clients sent to its Responses API natively.
+PROVIDERS: tuple[str, ...] = (
+    *OPENAI_WIRE,
+    "azure",
+    "anthropic",
+    "gemini",
+    "cohere",
+    "openai_responses",
+)
 
 # Host suffix → provider type, checked in order.
 HOSTS: tuple[tuple[str, str], ...] = (

@@ -14,14 +14,18 @@ from typing import Protocol
 
 from xrouter_core.wire import canonical as ev
 from xrouter_core.wire.adapters.base import Adapter, StreamDecoder
-from xrouter_core.wire.inbound import ANTHROPIC, ChatRequest
+from xrouter_core.wire.inbound import ANTHROPIC, RESPONSES, ChatRequest
 from xrouter_core.wire.render_anthropic import AnthropicEventRenderer
 from xrouter_core.wire.render_openai import OpenAIChunkRenderer
+from xrouter_core.wire.responses import ResponsesEventRenderer, usage_of_response
 from xrouter_core.wire.sse import SSEParser, encode_json
+
+# The events that end a Responses stream, each carrying the whole response.
+RESPONSE_ENDS = ("response.completed", "response.incomplete", "response.failed")
 
 
 class Renderer(Protocol):
-    """Canonical events → one client format (OpenAI chunks or Anthropic events)."""
+    """Canonical events → one client format (OpenAI chunks, Anthropic or Responses events)."""
 
     usage: ev.Usage | None
 
@@ -146,6 +150,45 @@ class OpenAIPassthrough(StreamTranslator):
         return b"".join(out)
 
 
+class ResponsesPassthrough(StreamTranslator):
+    """Responses in and out (a route that speaks it): bytes pass untouched; the last
+    event (response.completed, .incomplete or .failed) is read for its usage, and kept
+    as `final` for the router's response store."""
+
+    def __init__(self) -> None:
+        self.usage = None
+        self.final: dict | None = None
+        self._events = 0
+        self._parser = SSEParser()
+
+    def feed(self, chunk: bytes) -> bytes:
+        self._watch(self._parser.feed(chunk))
+        return chunk
+
+    def finish(self) -> bytes:
+        self._watch(self._parser.flush())
+        return b""
+
+    def _watch(self, events: list) -> None:
+        for event in events:
+            self._events += 1
+            if event.event not in RESPONSE_ENDS and not any(
+                f'"{end}"'.encode() in event.raw for end in RESPONSE_ENDS
+            ):
+                continue
+            try:
+                data = json.loads(event.data)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and data.get("type") in RESPONSE_ENDS:
+                self.final = data.get("response")
+                self.usage = usage_of_response(self.final)
+
+    def error_event(self, message: str) -> bytes:
+        error = {"type": "error", "code": "server_error", "message": message, "param": None}
+        return encode_json({**error, "sequence_number": self._events}, "error")
+
+
 class TranslatingStream(StreamTranslator):
     """Another provider's wire in, the client's format out, through the canonical events."""
 
@@ -163,6 +206,11 @@ class TranslatingStream(StreamTranslator):
     def finish(self) -> bytes:
         return self.renderer.render(self.decoder.finish()) + self.renderer.close()
 
+    @property
+    def final(self) -> dict | None:
+        """The whole response a Responses stream ended with (None for other formats)."""
+        return getattr(self.renderer, "final", None)
+
     def error_event(self, message: str) -> bytes:
         """In the client's own format (an Anthropic client gets an Anthropic error event)."""
         return self.renderer.render([ev.StreamError(message)])
@@ -173,6 +221,11 @@ def translator_for(adapter: Adapter, chat: ChatRequest, model: str) -> StreamTra
     OpenAI, else decode the provider's stream and render the client's format."""
     if chat.client_format == ANTHROPIC:
         return TranslatingStream(adapter.stream_decoder(), AnthropicEventRenderer(model))
+    if chat.client_format == RESPONSES and adapter.responses_wire:
+        return ResponsesPassthrough()
+    if chat.client_format == RESPONSES:
+        renderer = ResponsesEventRenderer(model, chat.responses)
+        return TranslatingStream(adapter.stream_decoder(), renderer)
     if adapter.openai_wire:
         return OpenAIPassthrough(chat.wants_usage)
     return TranslatingStream(

@@ -8,6 +8,7 @@ from xrouter_core.wire.adapters.base import Adapter, UpstreamRequest
 from xrouter_core.wire.adapters.cohere import CohereAdapter
 from xrouter_core.wire.adapters.gemini import GeminiAdapter
 from xrouter_core.wire.adapters.openai import AzureOpenAIAdapter, OpenAIAdapter
+from xrouter_core.wire.adapters.openai_responses import OpenAIResponsesAdapter
 from xrouter_core.wire.providers import OPENAI_WIRE, PROVIDERS, provider_name
 
 _ADAPTERS: dict[str, Adapter] = {name: OpenAIAdapter(name) for name in OPENAI_WIRE}
@@ -17,6 +18,7 @@ _ADAPTERS.update(
         "anthropic": AnthropicAdapter(),
         "gemini": GeminiAdapter(),
         "cohere": CohereAdapter(),
+        "openai_responses": OpenAIResponsesAdapter(),
     }
 )
 assert tuple(_ADAPTERS) == PROVIDERS, "wire/providers.py and the adapters must name the same"

@@ -69,6 +69,9 @@ class Adapter:
     # True when the provider speaks OpenAI's chat-completion wire format, so an OpenAI
     # client's stream can pass through without being decoded and re-rendered.
     openai_wire = False
+    # True when a Responses client's request goes to the provider's Responses API as is
+    # (wire/adapters/openai_responses.py), its answer and stream passed back.
+    responses_wire = False
 
     def build_request(
         self,
