@@ -586,8 +586,8 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
                     "pricedModel": price.model or None,
                     "priced": price.priced and not c.get(prefix + "unpriced", 0),
                     "unpricedRequests": c.get(prefix + "unpriced", 0),
-                    "costUsd": round(cost, 6),
-                    "frontierCostUsd": round(if_frontier, 6),
+                    "costUsd": round(cost, 9),
+                    "frontierCostUsd": round(if_frontier, 9),
                 }
             )
     models.sort(key=lambda m: (TIER_INDEX.get(m["tier"], len(TIERS)), m["model"]))
@@ -599,7 +599,7 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
         frontier_equiv += m["frontierCostUsd"]
     actual = sum(cost_by_tier.values())
     for tier, row in tiers.items():
-        row["costUsd"] = round(cost_by_tier.get(tier, 0.0), 6)
+        row["costUsd"] = round(cost_by_tier.get(tier, 0.0), 9)
         row["avgClassifierMs"] = _avg_ms(c, f"t|{tier}|classifier_us", f"t|{tier}|classified")
         row["avgUpstreamMs"] = _avg_ms(c, f"t|{tier}|upstream_us", f"t|{tier}|upstream_n")
 
@@ -635,10 +635,10 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
         "models": models,
         "cost": {
             "currency": "USD",
-            "totalUsd": round(actual, 6),
-            "byTier": {tier: round(v, 6) for tier, v in cost_by_tier.items()},
-            "frontierEquivalentUsd": round(frontier_equiv, 6),
-            "savingsUsd": round(frontier_equiv - actual, 6),
+            "totalUsd": round(actual, 9),
+            "byTier": {tier: round(v, 9) for tier, v in cost_by_tier.items()},
+            "frontierEquivalentUsd": round(frontier_equiv, 9),
+            "savingsUsd": round(frontier_equiv - actual, 9),
             "savingsPercent": _pct(frontier_equiv - actual, frontier_equiv),
             "unpricedModels": sorted({m["model"] for m in models if not m["priced"]}),
             "prices": prices_name(),
