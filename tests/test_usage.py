@@ -386,6 +386,7 @@ def test_dashboard_renders_usage_in_headless_chromium(start_router, upstreams, t
     router = start_router(
         {**PRICES, "ROUTER_API_KEY": key, "XROUTER_DATA_DIR": str(tmp_path / "d")}
     )
+    upstreams.cheap.cached_tokens = 3
     with router.client(headers={"authorization": f"Bearer {key}"}) as client:
         for text in ("easy", "easy", "easy", "middling", "middling", "hard"):
             assert send(client, ask(unique(text))).status_code == 200
@@ -411,6 +412,9 @@ def test_dashboard_renders_usage_in_headless_chromium(start_router, upstreams, t
         [doc["cost"]["totalUsd"], doc["cost"]["frontierEquivalentUsd"], doc["cost"]["savingsUsd"]]
     )
     assert re.search(r'data-rendered-requests="6"', html)
+    cached = json.loads(re.search(r'data-rendered-cached="([^"]*)"', html).group(1))
+    assert cached == [9, 0]  # three cheap answers with 3 cached prompt tokens each
+    assert '<div class="value" id="cached-tokens">9 · 0</div>' in html
     assert int(re.search(r'data-render-count="(\d+)"', html).group(1)) >= 2
     # Every chart drew its SVG, and the cards and the table carry the same numbers.
     for chart in ("tokens", "cost", "requests-time", "tokens-time", "latency"):
