@@ -234,6 +234,16 @@ class Pricing:
             found = None
         return found or UNKNOWN
 
+    def warm(self) -> None:
+        """Load genai-prices and resolve each route's own model (run in a thread at start)."""
+        try:
+            _snapshot()
+        except Exception:  # noqa: BLE001 - pricing then says "unknown", routing goes on
+            log.exception("genai-prices is not usable; costs are counted at zero")
+            return
+        for tier in self.settings.routes:
+            self.for_tier(tier)
+
     def for_tier(self, tier: str) -> Price:
         route = self.settings.route(tier)
         return self.for_model(tier, route.model if route else "")

@@ -4,6 +4,7 @@ lines per hook; everything here is plain Python."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -105,6 +106,9 @@ class Accounting:
 
     def start(self) -> None:
         self.usage.start()
+        # genai-prices takes a few hundred ms to import: off the event loop, before the
+        # first request is priced.
+        self.tasks.spawn(asyncio.to_thread(self.pricing.warm))
 
     def close(self) -> None:
         self.tasks.cancel()
