@@ -175,6 +175,7 @@ class Upstreams:
         self.classifier.failure = None
         for provider in (self.cheap, self.medium, self.frontier):
             provider.override = None
+            provider.cached_tokens = None
 
     def close(self) -> None:
         for server in (self.classifier, self.cheap, self.medium, self.frontier):

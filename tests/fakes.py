@@ -58,9 +58,10 @@ class _Server(ThreadingHTTPServer):
 
 
 class FakeServer:
-    """A threaded HTTP/1.1 server on 127.0.0.1:<free port>."""
+    """A threaded HTTP/1.1 server on 127.0.0.1:<free port> (or another loopback address:
+    a route to 127.0.0.2 is not one the router counts as local, so it gets priced)."""
 
-    def __init__(self, handler: Handler, port: int = 0):
+    def __init__(self, handler: Handler, port: int = 0, host: str = "127.0.0.1"):
         self.handler = handler
         self.requests: list[Recorded] = []
         # Set when a streamed reply could not be written: the client closed the connection.
@@ -86,10 +87,10 @@ class FakeServer:
 
             do_GET = do_POST = do_PUT = do_DELETE = _handle
 
-        self.httpd = _Server(("127.0.0.1", port), RequestHandler)
+        self.httpd = _Server((host, port), RequestHandler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
         self.thread.start()
 
@@ -170,6 +171,7 @@ def openai_completion(
     completion_tokens: int = 7,
     tool_calls: list[dict] | None = None,
     finish_reason: str | None = None,
+    cached_tokens: int | None = None,
 ) -> dict:
     message: dict[str, Any] = {"role": "assistant", "content": text}
     if tool_calls:
@@ -188,12 +190,27 @@ def openai_completion(
                 "finish_reason": finish_reason or ("tool_calls" if tool_calls else "stop"),
             }
         ],
-        "usage": {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-        },
+        "usage": openai_usage(prompt_tokens, completion_tokens, cached_tokens),
     }
+
+
+def openai_usage(prompt_tokens: int, completion_tokens: int, cached_tokens: int | None) -> dict:
+    """OpenAI's usage object; with `cached_tokens`, its prompt_tokens_details as OpenAI
+    documents it (the cached tokens are part of prompt_tokens)."""
+    usage: dict[str, Any] = {
+        "prompt_tokens": prompt_tokens,
+        "completion_tokens": completion_tokens,
+        "total_tokens": prompt_tokens + completion_tokens,
+    }
+    if cached_tokens is not None:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached_tokens, "audio_tokens": 0}
+        usage["completion_tokens_details"] = {
+            "reasoning_tokens": 0,
+            "audio_tokens": 0,
+            "accepted_prediction_tokens": 0,
+            "rejected_prediction_tokens": 0,
+        }
+    return usage
 
 
 def openai_chunk(
@@ -214,7 +231,9 @@ def openai_chunk(
     return "data: " + json.dumps(chunk) + "\n\n"
 
 
-def usage_chunk(model: str, prompt_tokens: int, completion_tokens: int) -> str:
+def usage_chunk(
+    model: str, prompt_tokens: int, completion_tokens: int, cached_tokens: int | None = None
+) -> str:
     """The extra last chunk OpenAI sends with stream_options.include_usage."""
     return (
         "data: "
@@ -225,11 +244,7 @@ def usage_chunk(model: str, prompt_tokens: int, completion_tokens: int) -> str:
                 "created": 1_700_000_000,
                 "model": model,
                 "choices": [],
-                "usage": {
-                    "prompt_tokens": prompt_tokens,
-                    "completion_tokens": completion_tokens,
-                    "total_tokens": prompt_tokens + completion_tokens,
-                },
+                "usage": openai_usage(prompt_tokens, completion_tokens, cached_tokens),
             }
         )
         + "\n\n"
@@ -243,6 +258,7 @@ def openai_stream(
     prompt_tokens: int = 11,
     completion_tokens: int = 7,
     pause: Pause | None = None,
+    cached_tokens: int | None = None,
 ) -> list[str | Pause]:
     """The chunks OpenAI sends for a streamed answer, as the API documents them."""
     chunks: list[str | Pause] = [
@@ -254,7 +270,7 @@ def openai_stream(
             chunks.append(pause)
     chunks.append(openai_chunk({}, model, finish_reason="stop", with_usage_field=include_usage))
     if include_usage:
-        chunks.append(usage_chunk(model, prompt_tokens, completion_tokens))
+        chunks.append(usage_chunk(model, prompt_tokens, completion_tokens, cached_tokens))
     chunks.append("data: [DONE]\n\n")
     return chunks
 
@@ -263,11 +279,15 @@ class FakeOpenAIProvider(FakeServer):
     """Answers chat completions in OpenAI's format, streamed or not; `answer` names the
     provider in the text so tests can see which route served a request."""
 
-    def __init__(self, name: str, pieces: list[str] | None = None, port: int = 0):
+    def __init__(
+        self, name: str, pieces: list[str] | None = None, port: int = 0, host: str = "127.0.0.1"
+    ):
         self.name = name
         self.pieces = pieces or [f"Hello from {name}", "!"]
         self.override: Handler | None = None
-        super().__init__(self.route, port=port)
+        # Set to report prompt_tokens_details.cached_tokens (of the 11 prompt tokens).
+        self.cached_tokens: int | None = None
+        super().__init__(self.route, port=port, host=host)
 
     def route(self, request: Recorded) -> Reply:
         if self.override is not None:
@@ -276,8 +296,14 @@ class FakeOpenAIProvider(FakeServer):
         model = body.get("model") or "fake-model"
         if body.get("stream"):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
-            return Reply(chunks=openai_stream(self.pieces, model, include_usage))
-        return Reply(body=openai_completion("".join(self.pieces), model))
+            return Reply(
+                chunks=openai_stream(
+                    self.pieces, model, include_usage, cached_tokens=self.cached_tokens
+                )
+            )
+        return Reply(
+            body=openai_completion("".join(self.pieces), model, cached_tokens=self.cached_tokens)
+        )
 
 
 class FakeClassifier(FakeServer):
@@ -347,11 +373,11 @@ class ProviderFake(FakeServer):
     """Common shape of the provider fakes: validate the request like the provider does,
     answer in its format; `override` replaces the answer for fault tests."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, host: str = "127.0.0.1"):
         self.name = name
         self.text = f"Hello from {name}!"
         self.override: Handler | None = None
-        super().__init__(self.route)
+        super().__init__(self.route, host=host)
 
     def route(self, request: Recorded) -> Reply:
         if self.override is not None:
@@ -371,7 +397,19 @@ def anthropic_error(status: int, kind: str, message: str) -> Reply:
     return Reply(status, {"type": "error", "error": {"type": kind, "message": message}})
 
 
-def anthropic_message(text: str, model: str, tool: bool) -> dict:
+def anthropic_usage(output_tokens: int, cache: tuple[int, int] = (0, 0)) -> dict:
+    """Messages usage: input_tokens leaves out the tokens read from the prompt cache
+    (cache_read_input_tokens) and written to it (cache_creation_input_tokens)."""
+    read, write = cache
+    return {
+        "input_tokens": PROMPT_TOKENS,
+        "cache_creation_input_tokens": write,
+        "cache_read_input_tokens": read,
+        "output_tokens": output_tokens,
+    }
+
+
+def anthropic_message(text: str, model: str, tool: bool, cache: tuple[int, int] = (0, 0)) -> dict:
     content: list[dict] = []
     if text:
         content.append({"type": "text", "text": text})
@@ -392,13 +430,21 @@ def anthropic_message(text: str, model: str, tool: bool) -> dict:
         "content": content,
         "stop_reason": "tool_use" if tool else "end_turn",
         "stop_sequence": None,
-        "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": COMPLETION_TOKENS},
+        "usage": anthropic_usage(COMPLETION_TOKENS, cache),
     }
 
 
-def anthropic_stream(text: str, model: str = "claude-fake", tool: bool = False) -> list[str]:
+def anthropic_stream(
+    text: str,
+    model: str = "claude-fake",
+    tool: bool = False,
+    cache: tuple[int, int] = (0, 0),
+    cumulative_delta: bool = False,
+) -> list[str]:
     """The event flow of the Messages streaming docs: message_start, ping, per block
-    content_block_start/delta/stop, message_delta (stop_reason, usage), message_stop."""
+    content_block_start/delta/stop, message_delta (stop_reason, usage), message_stop.
+    message_start's usage has the prompt counts; `cumulative_delta`: message_delta's usage
+    repeats them too (the API's cumulative usage), else it has only output_tokens."""
     events = [
         sse(
             {
@@ -411,7 +457,7 @@ def anthropic_stream(text: str, model: str = "claude-fake", tool: bool = False) 
                     "model": model,
                     "stop_reason": None,
                     "stop_sequence": None,
-                    "usage": {"input_tokens": PROMPT_TOKENS, "output_tokens": 1},
+                    "usage": anthropic_usage(1, cache),
                 },
             },
             "message_start",
@@ -476,7 +522,9 @@ def anthropic_stream(text: str, model: str = "claude-fake", tool: bool = False) 
             {
                 "type": "message_delta",
                 "delta": {"stop_reason": "tool_use" if tool else "end_turn", "stop_sequence": None},
-                "usage": {"output_tokens": COMPLETION_TOKENS},
+                "usage": anthropic_usage(COMPLETION_TOKENS, cache)
+                if cumulative_delta
+                else {"output_tokens": COMPLETION_TOKENS},
             },
             "message_delta",
         )
@@ -487,6 +535,10 @@ def anthropic_stream(text: str, model: str = "claude-fake", tool: bool = False) 
 
 class FakeAnthropicProvider(ProviderFake):
     """POST /v1/messages with x-api-key and anthropic-version, checked as the API does."""
+
+    # Prompt-cache tokens reported (read, written), on top of the 11 input tokens.
+    cache: tuple[int, int] = (0, 0)
+    cumulative_delta = False
 
     def answer(self, request: Recorded) -> Reply:
         if request.path != "/v1/messages":
@@ -510,8 +562,12 @@ class FakeAnthropicProvider(ProviderFake):
         tool = wants_tool_call(body.get("tools"), last_is_result)
         text = "" if tool else self.text
         if body.get("stream"):
-            return Reply(chunks=anthropic_stream(text, body["model"], tool))
-        return Reply(body=anthropic_message(text, body["model"], tool))
+            return Reply(
+                chunks=anthropic_stream(
+                    text, body["model"], tool, self.cache, self.cumulative_delta
+                )
+            )
+        return Reply(body=anthropic_message(text, body["model"], tool, self.cache))
 
     @staticmethod
     def check(body: dict) -> str:
@@ -606,23 +662,31 @@ def gemini_chunk(parts: list[dict], finish: str | None, usage: dict | None, mode
     return doc
 
 
-def gemini_usage(completion: int) -> dict:
-    return {
+def gemini_usage(completion: int, cached: int = 0) -> dict:
+    """usageMetadata; context-cached tokens are part of promptTokenCount, reported in
+    cachedContentTokenCount (absent when there are none)."""
+    usage: dict[str, Any] = {
         "promptTokenCount": PROMPT_TOKENS,
         "candidatesTokenCount": completion,
         "totalTokenCount": PROMPT_TOKENS + completion,
         "promptTokensDetails": [{"modality": "TEXT", "tokenCount": PROMPT_TOKENS}],
     }
+    if cached:
+        usage["cachedContentTokenCount"] = cached
+        usage["cacheTokensDetails"] = [{"modality": "TEXT", "tokenCount": cached}]
+    return usage
 
 
-def gemini_stream(text: str, model: str = "gemini-fake", tool: bool = False) -> list[str]:
+def gemini_stream(
+    text: str, model: str = "gemini-fake", tool: bool = False, cached: int = 0
+) -> list[str]:
     """alt=sse: each event a whole GenerateContentResponse; usageMetadata is cumulative
     and the last one carries finishReason and the final counts."""
     events: list[str] = []
     pieces = split_text(text, 8) if text else []
     for n, piece in enumerate(pieces):
         last = n == len(pieces) - 1 and not tool
-        usage = gemini_usage(COMPLETION_TOKENS if last else n + 1)
+        usage = gemini_usage(COMPLETION_TOKENS if last else n + 1, cached)
         events.append(
             "data: "
             + json.dumps(gemini_chunk([{"text": piece}], "STOP" if last else None, usage, model))
@@ -635,13 +699,18 @@ def gemini_stream(text: str, model: str = "gemini-fake", tool: bool = False) -> 
         }
         events.append(
             "data: "
-            + json.dumps(gemini_chunk([part], "STOP", gemini_usage(COMPLETION_TOKENS), model))
+            + json.dumps(
+                gemini_chunk([part], "STOP", gemini_usage(COMPLETION_TOKENS, cached), model)
+            )
             + "\r\n\r\n"
         )
     return events
 
 
 class FakeGeminiProvider(ProviderFake):
+    # Context-cached prompt tokens reported (of the 11), 0 for none.
+    cached = 0
+
     def answer(self, request: Recorded) -> Reply:
         match = GEMINI_PATH.match(request.path)
         if not match:
@@ -662,7 +731,7 @@ class FakeGeminiProvider(ProviderFake):
         model = match.group(1)
         text = "" if tool else self.text
         if streaming:
-            return Reply(chunks=gemini_stream(text, model, tool))
+            return Reply(chunks=gemini_stream(text, model, tool, self.cached))
         parts = (
             [
                 {
@@ -673,7 +742,8 @@ class FakeGeminiProvider(ProviderFake):
             if tool
             else [{"text": text}]
         )
-        return Reply(body=gemini_chunk(parts, "STOP", gemini_usage(COMPLETION_TOKENS), model))
+        usage = gemini_usage(COMPLETION_TOKENS, self.cached)
+        return Reply(body=gemini_chunk(parts, "STOP", usage, model))
 
     @staticmethod
     def check(body: dict) -> str:

@@ -303,6 +303,7 @@ def test_two_routers_share_redis_exactly_and_survive_an_outage(
     routers = [
         start_router({**env, "XROUTER_DATA_DIR": str(tmp_path / f"data{i}")}) for i in (0, 1)
     ]
+    upstreams.frontier.cached_tokens = 6  # the cache counters take the same paths
     clients = [r.client(limits=httpx.Limits(max_connections=16)) for r in routers]
 
     def one(index: int) -> int:
@@ -323,6 +324,7 @@ def test_two_routers_share_redis_exactly_and_survive_an_outage(
         for doc in docs:
             assert doc["tiers"]["frontier"]["totalTokens"] == 200 * 18
             assert doc["totalTrackedTokens"] == 200 * 18
+            assert doc["tiers"]["frontier"]["cacheReadTokens"] == 200 * 6
 
         # Redis goes away mid-run: requests keep working, counts are kept locally and
         # moved into Redis when it is back.
@@ -335,6 +337,7 @@ def test_two_routers_share_redis_exactly_and_survive_an_outage(
         redis_server.start()
         docs = wait_for(lambda: counted(240))
         assert docs[0]["totalTrackedTokens"] == 240 * 18
+        assert docs[1]["tiers"]["frontier"]["cacheReadTokens"] == 240 * 6
     finally:
         for client in clients:
             client.close()
@@ -383,6 +386,7 @@ def test_dashboard_renders_usage_in_headless_chromium(start_router, upstreams, t
     router = start_router(
         {**PRICES, "ROUTER_API_KEY": key, "XROUTER_DATA_DIR": str(tmp_path / "d")}
     )
+    upstreams.cheap.cached_tokens = 3
     with router.client(headers={"authorization": f"Bearer {key}"}) as client:
         for text in ("easy", "easy", "easy", "middling", "middling", "hard"):
             assert send(client, ask(unique(text))).status_code == 200
@@ -408,6 +412,9 @@ def test_dashboard_renders_usage_in_headless_chromium(start_router, upstreams, t
         [doc["cost"]["totalUsd"], doc["cost"]["frontierEquivalentUsd"], doc["cost"]["savingsUsd"]]
     )
     assert re.search(r'data-rendered-requests="6"', html)
+    cached = json.loads(re.search(r'data-rendered-cached="([^"]*)"', html).group(1))
+    assert cached == [9, 0]  # three cheap answers with 3 cached prompt tokens each
+    assert '<div class="value" id="cached-tokens">9 · 0</div>' in html
     assert int(re.search(r'data-render-count="(\d+)"', html).group(1)) >= 2
     # Every chart drew its SVG, and the cards and the table carry the same numbers.
     for chart in ("tokens", "cost", "requests-time", "tokens-time", "latency"):
@@ -457,7 +464,8 @@ def test_a_retried_redis_batch_counts_once(redis_server, tmp_path):
         counters = RedisCounters(f"redis://127.0.0.1:{redis_server.port}/0")
         batch = Batch()
         for _ in range(3):
-            add_outcome(batch, Outcome("cheap", 0, "llm", "p", "m", 200, 5, 2, at=1.0))
+            one = Outcome("cheap", 0, "llm", "p", "m", 200, 5, 2, 3, 1, cost_usd=2.5e-6, at=1.0)
+            add_outcome(batch, one)
         await counters.add(batch)
         await counters.add(batch)  # the retry
         await counters.add(Batch())  # an empty batch changes nothing
@@ -467,6 +475,8 @@ def test_a_retried_redis_batch_counts_once(redis_server, tmp_path):
 
     counters = asyncio.run(scenario())
     assert counters["t|cheap|requests"] == 3 and counters["t|cheap|prompt"] == 15
+    assert counters["m|cheap|p|m|cache_read"] == 9 and counters["m|cheap|p|m|cache_write"] == 3
+    assert counters["m|cheap|p|m|cost_nusd"] == 3 * 2500
 
 
 def test_counts_flushed_after_the_last_read_still_show_during_an_outage(redis_server, tmp_path):
@@ -480,14 +490,14 @@ def test_counts_flushed_after_the_last_read_still_show_during_an_outage(redis_se
         tracker = UsageTracker(tmp_path / "data", f"redis://127.0.0.1:{redis_server.port}/0")
         before = (await tracker.stored()).counters.get("t|cheap|requests", 0)
         for _ in range(3):
-            tracker.record(Outcome("cheap", 0, "llm", "p", "m", 200, 5, 2, at=time.time()))
+            tracker.record(Outcome("cheap", 0, "llm", "p", "m", 200, 5, 2, 4, at=time.time()))
         await tracker.flush()  # lands in Redis; nothing has read it back yet
         redis_server.stop_saving()
-        during = (await tracker.stored()).counters.get("t|cheap|requests", 0)
+        during = (await tracker.stored()).counters
         tracker.close()
-        return before, during
+        return before, during.get("t|cheap|requests", 0), during.get("t|cheap|cache_read", 0)
 
-    assert asyncio.run(scenario()) == (0, 3)
+    assert asyncio.run(scenario()) == (0, 3, 12)
 
 
 def test_the_outage_view_stays_bounded_between_reads(redis_server, tmp_path):

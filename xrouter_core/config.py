@@ -92,7 +92,7 @@ class Route:
     connect_timeout_ms: int = 5000
     # Until the response headers: a non-streamed answer's headers come when it is complete.
     first_byte_timeout_ms: int = 120_000
-    # USD per 1M tokens; None means "look the model up in prices.json".
+    # USD per 1M tokens; None means "look the model up in genai-prices".
     input_price: float | None = None
     output_price: float | None = None
 

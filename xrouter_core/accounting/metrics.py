@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xrouter_core.accounting.usage import BUCKETS_MS, Stored
+from xrouter_core.accounting.usage import BUCKETS_MS, NANO_USD, Stored
 from xrouter_core.tiers import TIERS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -43,6 +43,23 @@ def render_metrics(stored: Stored) -> bytes:
     for tier in TIERS:
         for kind in ("prompt", "completion"):
             doc.sample("xrouter_tokens_total", c.get(f"t|{tier}|{kind}", 0), tier=tier, kind=kind)
+    doc.family(
+        "xrouter_cached_tokens_total",
+        "counter",
+        "Prompt tokens read from (read) or written to (write) a provider's prompt cache,"
+        " by tier; they are part of the prompt tokens.",
+    )
+    for tier in TIERS:
+        for kind in ("read", "write"):
+            doc.sample(
+                "xrouter_cached_tokens_total",
+                c.get(f"t|{tier}|cache_{kind}", 0),
+                tier=tier,
+                kind=kind,
+            )
+    doc.family("xrouter_cost_usd_total", "counter", "Cost in USD by tier, priced per request.")
+    for tier in TIERS:
+        doc.sample("xrouter_cost_usd_total", c.get(f"t|{tier}|cost_nusd", 0) / NANO_USD, tier=tier)
 
     models = sorted(
         key[2 : -len("|requests")].split("|", 2)
@@ -69,6 +86,34 @@ def render_metrics(stored: Stored) -> bytes:
                 model=model,
                 kind=kind,
             )
+    doc.family(
+        "xrouter_model_cached_tokens_total",
+        "counter",
+        "Cached prompt tokens (read, write) by tier, provider and model.",
+    )
+    for tier, provider, model in models:
+        for kind in ("read", "write"):
+            doc.sample(
+                "xrouter_model_cached_tokens_total",
+                c.get(f"m|{tier}|{provider}|{model}|cache_{kind}", 0),
+                tier=tier,
+                provider=provider,
+                model=model,
+                kind=kind,
+            )
+    doc.family(
+        "xrouter_model_unpriced_requests_total",
+        "counter",
+        "Requests of a model with no known price, counted at zero cost.",
+    )
+    for tier, provider, model in models:
+        doc.sample(
+            "xrouter_model_unpriced_requests_total",
+            c.get(f"m|{tier}|{provider}|{model}|unpriced", 0),
+            tier=tier,
+            provider=provider,
+            model=model,
+        )
 
     doc.family(
         "xrouter_upstream_latency_seconds", "histogram", "Time from routing to the answer's end."

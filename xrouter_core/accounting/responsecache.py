@@ -92,7 +92,7 @@ class CompletionBuilder:
             "choices": [{"index": 0, "message": message, "finish_reason": self.finish}],
         }
         if self.usage is not None:
-            doc["usage"] = ev.openai_usage(self.usage.prompt_tokens, self.usage.completion_tokens)
+            doc["usage"] = ev.openai_usage_of(self.usage)
         return doc
 
 
@@ -128,5 +128,5 @@ class RecordingStream(StreamTranslator):
         doc = self.builder.completion()
         usage = self.inner.usage
         if usage is not None:
-            doc["usage"] = ev.openai_usage(usage.prompt_tokens, usage.completion_tokens)
+            doc["usage"] = ev.openai_usage_of(usage)
         return doc

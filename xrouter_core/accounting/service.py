@@ -4,6 +4,7 @@ lines per hook; everything here is plain Python."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -25,6 +26,7 @@ from xrouter_core.config import Settings
 from xrouter_core.routing.classifier import Decision
 from xrouter_core.routing.extract import classifier_input
 from xrouter_core.tasks import Tasks
+from xrouter_core.tiers import FRONTIER
 from xrouter_core.wire.canonical import Usage
 from xrouter_core.wire.errors import RouterError
 from xrouter_core.wire.headers import CACHE_HEADER, routing_headers
@@ -104,6 +106,9 @@ class Accounting:
 
     def start(self) -> None:
         self.usage.start()
+        # genai-prices takes a few hundred ms to import: off the event loop, before the
+        # first request is priced.
+        self.tasks.spawn(asyncio.to_thread(self.pricing.warm))
 
     def close(self) -> None:
         self.tasks.cancel()
@@ -127,8 +132,10 @@ class Accounting:
         total_ms: float,
         cache_hit: bool = False,
         response_text: str | None = None,
+        cache_read_tokens: int = 0,
+        cache_write_tokens: int = 0,
     ) -> None:
-        """One finished request: counted in memory, logged off the loop."""
+        """One finished request: priced and counted in memory, logged off the loop."""
         estimated = False
         if prompt_tokens is None or completion_tokens is None:
             prompt_tokens = completion_tokens = 0
@@ -137,6 +144,10 @@ class Accounting:
                 estimated = True
                 prompt_tokens = estimate_tokens(prompt_chars(chat))
                 completion_tokens = estimate_tokens(completion_chars)
+        # A dictionary hit after the first request of a (tier, model): see prices.py.
+        price = self.pricing.for_model(tier, model)
+        frontier = self.pricing.for_tier(FRONTIER)
+        counts = (prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens)
         prompts = self.settings.request_log_prompts
         text = classifier_input(chat.messages) if prompts else None
         outcome = Outcome(
@@ -148,6 +159,11 @@ class Accounting:
             status=status,
             prompt_tokens=prompt_tokens,
             completion_tokens=completion_tokens,
+            cache_read_tokens=cache_read_tokens,
+            cache_write_tokens=cache_write_tokens,
+            cost_usd=price.cost(*counts),
+            frontier_cost_usd=frontier.cost(*counts),
+            priced=price.priced or cache_hit,
             estimated=estimated,
             cache_hit=cache_hit,
             classifier_ms=decision.ms,
@@ -171,6 +187,9 @@ class Accounting:
                 "prompt_tokens": prompt_tokens,
                 "completion_tokens": completion_tokens,
                 "total_tokens": prompt_tokens + completion_tokens,
+                "cache_read_tokens": cache_read_tokens,
+                "cache_write_tokens": cache_write_tokens,
+                "cost_usd": round(outcome.cost_usd, 9),
                 "estimated": estimated,
                 "cache_hit": cache_hit,
                 "classifier_ms": round(decision.ms, 1),
@@ -217,6 +236,8 @@ class Accounting:
             completion_chars,
             total_ms,
             response_text=response_text,
+            cache_read_tokens=usage.cache_read_tokens if usage else 0,
+            cache_write_tokens=usage.cache_write_tokens if usage else 0,
         )
         key = routed.cache_key
         if key is None or status >= 400:

@@ -14,8 +14,10 @@ Redis returns; a router stopped during an outage writes them to its diskcache, a
 are moved into Redis at its next start (as are counts kept on disk before REDIS_URL was
 set).
 
-Stored values are integers only (latency in microseconds); cost and savings are
-computed when read, from the token counts and the current prices.
+Stored values are integers only (latency in microseconds, cost in nano-USD). Cost is
+priced per request when it is counted, at that request's rates (cached tokens and
+long-context tiers included, see prices.py), and stored with the counts; so is what the
+same request would have cost on the frontier route.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from xrouter_core.accounting.cache import REDIS_ERRORS, RedisHealth, redis_client
-from xrouter_core.accounting.prices import Pricing
+from xrouter_core.accounting.prices import Pricing, genai_version
 from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
 
 log = logging.getLogger("xrouter.usage")
@@ -41,6 +43,9 @@ BUCKETS_MS: tuple[float, ...] = (25, 50, 100, 250, 500, 1000, 2500, 5000, 10000,
 RECENT_MAX = 100
 SERIES_KEEP_MINUTES = 24 * 60
 CHARS_PER_TOKEN = 4
+# Costs are stored as integers in this unit (1e-9 USD): a request's rounding error stays
+# below a nano-dollar, and an int64 counter holds billions of dollars.
+NANO_USD = 1_000_000_000
 
 # Decisions a classifier made (routing/policy.py names the sources); their time is counted.
 CLASSIFIED_SOURCES = frozenset({"llm", "builtin", "builtin_fallback"})
@@ -68,8 +73,13 @@ class Outcome:
     provider: str
     model: str
     status: int
-    prompt_tokens: int = 0
+    prompt_tokens: int = 0  # every prompt token, the cached ones too
     completion_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    cost_usd: float = 0.0
+    frontier_cost_usd: float = 0.0  # the same tokens at the frontier route's price
+    priced: bool = True  # False: no price known for the model, counted at zero
     estimated: bool = False
     cache_hit: bool = False
     classifier_ms: float = 0.0
@@ -88,6 +98,9 @@ class Outcome:
             "status": self.status,
             "promptTokens": self.prompt_tokens,
             "completionTokens": self.completion_tokens,
+            "cacheReadTokens": self.cache_read_tokens,
+            "cacheWriteTokens": self.cache_write_tokens,
+            "costUsd": round(self.cost_usd, 9),
             "estimated": self.estimated,
             "cacheHit": self.cache_hit,
             "ms": round(self.total_ms, 1),
@@ -134,6 +147,16 @@ def add_outcome(batch: Batch, o: Outcome) -> None:
         c[prefix + "requests"] += 1
         c[prefix + "prompt"] += o.prompt_tokens
         c[prefix + "completion"] += o.completion_tokens
+        # Stored whenever a request is counted, even at zero: a row with these keys was
+        # priced when counted (rows from before they existed are priced when read).
+        c[prefix + "cost_nusd"] += round(o.cost_usd * NANO_USD)
+        c[prefix + "frontier_nusd"] += round(o.frontier_cost_usd * NANO_USD)
+        if o.cache_read_tokens:
+            c[prefix + "cache_read"] += o.cache_read_tokens
+        if o.cache_write_tokens:
+            c[prefix + "cache_write"] += o.cache_write_tokens
+        if not o.priced:
+            c[prefix + "unpriced"] += 1
         if error:
             c[prefix + "errors"] += 1
         if o.estimated:
@@ -508,6 +531,8 @@ def _tier_row(c: dict[str, int], prefix: str) -> dict[str, Any]:
         "promptTokens": prompt,
         "completionTokens": completion,
         "totalTokens": prompt + completion,
+        "cacheReadTokens": c.get(prefix + "cache_read", 0),
+        "cacheWriteTokens": c.get(prefix + "cache_write", 0),
         "errors": c.get(prefix + "errors", 0),
         "cacheHits": c.get(prefix + "cache_hits", 0),
         "estimatedRequests": c.get(prefix + "estimated", 0),
@@ -536,10 +561,15 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
         if key.startswith("m|") and key.endswith("|requests"):
             _, tier, provider, rest = key.split("|", 3)
             model = rest.rsplit("|", 1)[0]
-            row = _tier_row(c, f"m|{tier}|{provider}|{model}|")
+            prefix = f"m|{tier}|{provider}|{model}|"
+            row = _tier_row(c, prefix)
             price = pricing.for_model(tier, model)
-            cost = price.cost(row["promptTokens"], row["completionTokens"])
-            if_frontier = frontier_price.cost(row["promptTokens"], row["completionTokens"])
+            if prefix + "cost_nusd" in c:
+                cost = c[prefix + "cost_nusd"] / NANO_USD
+                if_frontier = c.get(prefix + "frontier_nusd", 0) / NANO_USD
+            else:  # counted before costs were stored: priced now, by its totals
+                cost = price.cost(row["promptTokens"], row["completionTokens"])
+                if_frontier = frontier_price.cost(row["promptTokens"], row["completionTokens"])
             models.append(
                 {
                     "tier": tier,
@@ -548,9 +578,16 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
                     **row,
                     "inputPrice": price.input,
                     "outputPrice": price.output,
+                    "cacheReadPrice": price.input if price.cache_read is None else price.cache_read,
+                    "cacheWritePrice": price.input
+                    if price.cache_write is None
+                    else price.cache_write,
                     "priceSource": price.source,
-                    "costUsd": round(cost, 6),
-                    "frontierCostUsd": round(if_frontier, 6),
+                    "pricedModel": price.model or None,
+                    "priced": price.priced and not c.get(prefix + "unpriced", 0),
+                    "unpricedRequests": c.get(prefix + "unpriced", 0),
+                    "costUsd": round(cost, 9),
+                    "frontierCostUsd": round(if_frontier, 9),
                 }
             )
     models.sort(key=lambda m: (TIER_INDEX.get(m["tier"], len(TIERS)), m["model"]))
@@ -562,7 +599,7 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
         frontier_equiv += m["frontierCostUsd"]
     actual = sum(cost_by_tier.values())
     for tier, row in tiers.items():
-        row["costUsd"] = round(cost_by_tier.get(tier, 0.0), 6)
+        row["costUsd"] = round(cost_by_tier.get(tier, 0.0), 9)
         row["avgClassifierMs"] = _avg_ms(c, f"t|{tier}|classifier_us", f"t|{tier}|classified")
         row["avgUpstreamMs"] = _avg_ms(c, f"t|{tier}|upstream_us", f"t|{tier}|upstream_n")
 
@@ -598,12 +635,13 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
         "models": models,
         "cost": {
             "currency": "USD",
-            "totalUsd": round(actual, 6),
-            "byTier": {tier: round(v, 6) for tier, v in cost_by_tier.items()},
-            "frontierEquivalentUsd": round(frontier_equiv, 6),
-            "savingsUsd": round(frontier_equiv - actual, 6),
+            "totalUsd": round(actual, 9),
+            "byTier": {tier: round(v, 9) for tier, v in cost_by_tier.items()},
+            "frontierEquivalentUsd": round(frontier_equiv, 9),
+            "savingsUsd": round(frontier_equiv - actual, 9),
             "savingsPercent": _pct(frontier_equiv - actual, frontier_equiv),
-            "pricesUpdated": pricing_date(),
+            "unpricedModels": sorted({m["model"] for m in models if not m["priced"]}),
+            "prices": prices_name(),
         },
         "decisions": decisions,
         "cache": {
@@ -617,7 +655,7 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
     }
 
 
-def pricing_date() -> str:
-    from xrouter_core.accounting.prices import price_table
-
-    return str(price_table().get("updated", ""))
+def prices_name() -> str:
+    """Where prices come from, for the document and the dashboard."""
+    version = genai_version()
+    return f"genai-prices {version}" if version else "genai-prices (not installed)"

@@ -43,29 +43,90 @@ class Finish:
 
 @dataclass(slots=True)
 class Usage:
+    """Token counts of one answer. `prompt_tokens` is every prompt token, cached or not;
+    `cache_read_tokens` (read from the provider's prompt cache) and `cache_write_tokens`
+    (written to it, Anthropic's cache creation) are the parts of it billed at other rates."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
 
+def _count(value: Any) -> int:
+    try:
+        return max(int(value or 0), 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def _details(raw: dict, name: str) -> dict:
+    details = raw.get(name)
+    return details if isinstance(details, dict) else {}
+
+
 def usage_from_openai(raw: Any) -> Usage | None:
     """The counts of an OpenAI `usage` object (a completion's or a chunk's); None when
-    there is none. The one reader of that shape."""
+    there is none. The one reader of that shape. Cached prompt tokens are in
+    `prompt_tokens_details.cached_tokens`; `cache_write_tokens` there is OpenRouter's
+    name for tokens written to a cache, which the router also uses to carry Anthropic's
+    cache creation through an OpenAI-shaped answer."""
     if not isinstance(raw, dict):
         return None
-    return Usage(int(raw.get("prompt_tokens") or 0), int(raw.get("completion_tokens") or 0))
+    details = _details(raw, "prompt_tokens_details")
+    return Usage(
+        _count(raw.get("prompt_tokens")),
+        _count(raw.get("completion_tokens")),
+        _count(details.get("cached_tokens")),
+        _count(details.get("cache_write_tokens")),
+    )
 
 
-def openai_usage(prompt_tokens: int, completion_tokens: int) -> dict[str, int]:
-    """OpenAI's `usage` object for these counts: the one writer of that shape."""
-    return {
+def usage_from_responses(raw: Any) -> Usage | None:
+    """The counts of an OpenAI Responses API `usage` object (`input_tokens`,
+    `output_tokens`, `input_tokens_details.cached_tokens`); None when there is none."""
+    if not isinstance(raw, dict):
+        return None
+    return Usage(
+        _count(raw.get("input_tokens")),
+        _count(raw.get("output_tokens")),
+        _count(_details(raw, "input_tokens_details").get("cached_tokens")),
+    )
+
+
+def openai_usage(
+    prompt_tokens: int,
+    completion_tokens: int,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
+) -> dict[str, Any]:
+    """OpenAI's `usage` object for these counts: the one writer of that shape. Cached
+    counts go in `prompt_tokens_details` when there are any."""
+    usage: dict[str, Any] = {
         "prompt_tokens": prompt_tokens,
         "completion_tokens": completion_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
     }
+    if cache_read_tokens or cache_write_tokens:
+        details = {"cached_tokens": cache_read_tokens}
+        if cache_write_tokens:
+            details["cache_write_tokens"] = cache_write_tokens
+        usage["prompt_tokens_details"] = details
+    return usage
+
+
+def openai_usage_of(usage: Usage) -> dict[str, Any]:
+    """`openai_usage` for a Usage."""
+    return openai_usage(
+        usage.prompt_tokens,
+        usage.completion_tokens,
+        usage.cache_read_tokens,
+        usage.cache_write_tokens,
+    )
 
 
 @dataclass(slots=True)

@@ -30,8 +30,17 @@ ERROR_TYPES = {
 
 
 def anthropic_usage(usage: ev.Usage) -> dict[str, int]:
-    """Anthropic's `usage` object for these counts."""
-    return {"input_tokens": usage.prompt_tokens, "output_tokens": usage.completion_tokens}
+    """Anthropic's `usage` object for these counts: its `input_tokens` leaves out the
+    cached ones, which have fields of their own (sent when there are any)."""
+    cached = usage.cache_read_tokens + usage.cache_write_tokens
+    out = {
+        "input_tokens": max(usage.prompt_tokens - cached, 0),
+        "output_tokens": usage.completion_tokens,
+    }
+    if cached:
+        out["cache_creation_input_tokens"] = usage.cache_write_tokens
+        out["cache_read_input_tokens"] = usage.cache_read_tokens
+    return out
 
 
 def stop_reason(finish_reason: str | None) -> str:

@@ -100,9 +100,7 @@ class OpenAIChunkRenderer:
                         "created": self.created,
                         "model": self.model,
                         "choices": [],
-                        "usage": ev.openai_usage(
-                            self.usage.prompt_tokens, self.usage.completion_tokens
-                        ),
+                        "usage": ev.openai_usage_of(self.usage),
                     }
                 )
             )

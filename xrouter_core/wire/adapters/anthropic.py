@@ -217,6 +217,8 @@ class AnthropicAdapter(Adapter):
             finish_reason=finish_reason(doc.get("stop_reason")),
             prompt_tokens=input_tokens(usage),
             completion_tokens=as_int(usage.get("output_tokens")),
+            cache_read_tokens=as_int(usage.get("cache_read_input_tokens")),
+            cache_write_tokens=as_int(usage.get("cache_creation_input_tokens")),
         )
 
     def stream_decoder(self) -> AnthropicStreamDecoder:
@@ -224,7 +226,9 @@ class AnthropicAdapter(Adapter):
 
 
 def input_tokens(usage: dict[str, Any]) -> int:
-    """Prompt tokens including the cached ones (Anthropic counts them apart)."""
+    """Prompt tokens including the cached ones: Anthropic's `input_tokens` excludes the
+    tokens read from (`cache_read_input_tokens`) and written to
+    (`cache_creation_input_tokens`) its prompt cache."""
     return (
         as_int(usage.get("input_tokens"))
         + as_int(usage.get("cache_creation_input_tokens"))
@@ -241,15 +245,35 @@ class AnthropicStreamDecoder(JSONEventDecoder):
         self._tool_index: dict[int, int] = {}
         self._prompt = 0
         self._completion = 0
+        self._cache_read = 0
+        self._cache_write = 0
         self._usage_sent = False
+
+    def _read_usage(self, usage: dict[str, Any]) -> None:
+        """message_start carries the prompt counts; message_delta's usage is cumulative
+        and may repeat or update them (the cache fields with input_tokens, or alone)."""
+        if usage.get("input_tokens") is not None:
+            self._prompt = input_tokens(usage)
+            self._cache_read = as_int(usage.get("cache_read_input_tokens"))
+            self._cache_write = as_int(usage.get("cache_creation_input_tokens"))
+        else:
+            for name in ("cache_read_input_tokens", "cache_creation_input_tokens"):
+                if usage.get(name) is not None:
+                    extra = as_int(usage.get(name))
+                    if name == "cache_read_input_tokens":
+                        self._prompt += extra - self._cache_read
+                        self._cache_read = extra
+                    else:
+                        self._prompt += extra - self._cache_write
+                        self._cache_write = extra
+        if "output_tokens" in usage:
+            self._completion = as_int(usage.get("output_tokens"))
 
     def handle(self, doc: dict[str, Any], out: list[ev.StreamEvent]) -> None:
         kind = doc.get("type")
         if kind == "message_start":
             message = doc.get("message") or {}
-            usage = message.get("usage") or {}
-            self._prompt = input_tokens(usage)
-            self._completion = as_int(usage.get("output_tokens"))
+            self._read_usage(message.get("usage") or {})
             out.append(
                 ev.Start(id=str(message.get("id") or ""), model=str(message.get("model") or ""))
             )
@@ -276,11 +300,7 @@ class AnthropicStreamDecoder(JSONEventDecoder):
                 if index is not None:
                     out.append(ev.ToolCallDelta(index, str(delta["partial_json"])))
         elif kind == "message_delta":
-            usage = doc.get("usage") or {}
-            if "output_tokens" in usage:
-                self._completion = as_int(usage.get("output_tokens"))
-            if usage.get("input_tokens") is not None:
-                self._prompt = input_tokens(usage)
+            self._read_usage(doc.get("usage") or {})
             reason = (doc.get("delta") or {}).get("stop_reason")
             if reason:
                 out.append(ev.Finish(finish_reason(reason)))
@@ -301,4 +321,6 @@ class AnthropicStreamDecoder(JSONEventDecoder):
     def _send_usage(self, out: list[ev.StreamEvent]) -> None:
         if not self._usage_sent and (self._prompt or self._completion):
             self._usage_sent = True
-            out.append(ev.Usage(self._prompt, self._completion))
+            out.append(
+                ev.Usage(self._prompt, self._completion, self._cache_read, self._cache_write)
+            )

@@ -317,6 +317,8 @@ def openai_completion(
     finish_reason: str,
     prompt_tokens: int,
     completion_tokens: int,
+    cache_read_tokens: int = 0,
+    cache_write_tokens: int = 0,
 ) -> dict[str, Any]:
     """The OpenAI `chat.completion` every non-OpenAI adapter answers with."""
     message: dict[str, Any] = {"role": "assistant", "content": text or None}
@@ -332,7 +334,9 @@ def openai_completion(
         "choices": [
             {"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}
         ],
-        "usage": openai_usage(prompt_tokens, completion_tokens),
+        "usage": openai_usage(
+            prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens
+        ),
     }
 
 

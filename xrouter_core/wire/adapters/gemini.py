@@ -268,7 +268,7 @@ class GeminiAdapter(Adapter):
         reason = candidate.get("finishReason")
         if not doc.get("candidates") and (doc.get("promptFeedback") or {}).get("blockReason"):
             reason = "SAFETY"
-        prompt, completion = usage_counts(doc.get("usageMetadata") or {})
+        prompt, completion, cached = usage_counts(doc.get("usageMetadata") or {})
         return openai_completion(
             id=str(doc.get("responseId") or ""),
             model=str(doc.get("modelVersion") or ""),
@@ -277,17 +277,21 @@ class GeminiAdapter(Adapter):
             finish_reason=finish_reason(reason, bool(calls)),
             prompt_tokens=prompt,
             completion_tokens=completion,
+            cache_read_tokens=cached,
         )
 
     def stream_decoder(self) -> GeminiStreamDecoder:
         return GeminiStreamDecoder()
 
 
-def usage_counts(usage: dict[str, Any]) -> tuple[int, int]:
-    """(prompt, completion); thinking tokens are billed as output, so they count too."""
+def usage_counts(usage: dict[str, Any]) -> tuple[int, int, int]:
+    """(prompt, completion, cached); thinking tokens are billed as output, so they count
+    too. `cachedContentTokenCount` (context caching, explicit or implicit) is part of
+    `promptTokenCount`."""
     return (
         as_int(usage.get("promptTokenCount")),
         as_int(usage.get("candidatesTokenCount")) + as_int(usage.get("thoughtsTokenCount")),
+        as_int(usage.get("cachedContentTokenCount")),
     )
 
 
@@ -298,7 +302,7 @@ class GeminiStreamDecoder(JSONEventDecoder):
         super().__init__()
         self._started = False
         self._reason: str | None = None
-        self._usage: tuple[int, int] | None = None
+        self._usage: tuple[int, int, int] | None = None
 
     def handle(self, doc: dict[str, Any], out: list[ev.StreamEvent]) -> None:
         if isinstance(doc.get("error"), dict):
