@@ -481,10 +481,7 @@ def responses_input(messages: list[dict[str, Any]], call: ResponsesCall) -> list
 
 def usage_of_response(doc: Any) -> ev.Usage | None:
     """The counts of a Responses `usage` object (a native answer's)."""
-    usage = doc.get("usage") if isinstance(doc, dict) else None
-    if not isinstance(usage, dict):
-        return None
-    return ev.Usage(int(usage.get("input_tokens") or 0), int(usage.get("output_tokens") or 0))
+    return ev.usage_from_responses(doc.get("usage") if isinstance(doc, dict) else None)
 
 
 # ---- out -------------------------------------------------------------------------------
@@ -494,7 +491,7 @@ def responses_usage(usage: ev.Usage | None, raw: Any = None) -> dict[str, Any] |
     """Responses' usage object; `raw` (an OpenAI usage dict) adds cached/reasoning counts."""
     if usage is None:
         return None
-    cached = getattr(usage, "cached_tokens", 0) or 0
+    cached = usage.cache_read_tokens
     reasoning = 0
     if isinstance(raw, dict):
         cached = int((raw.get("prompt_tokens_details") or {}).get("cached_tokens") or cached)
