@@ -15,7 +15,8 @@ How a prompt is scored:
      *within* a source, not which source it came from; the bundled bias is the mean of
      those intercepts.
   3. A few hand-set rules for everyday traffic: a very short message without code,
-     maths or a hard ask is capped low; code and explicit hard asks raise a floor.
+     maths or a hard ask is scaled into [0, 0.2]; code and explicit hard asks lift the
+     score into [floor, 1]. Both keep the learned order within the prompts they touch.
      `python -m xrouter_core.quality.evaluate` scores the classifier with these rules on.
 Two thresholds turn the score into tier 0, 1 or 2.
 
@@ -212,13 +213,17 @@ def analyse(text: str) -> Analysis:
 
 
 def apply_rules(score: float, analysis: Analysis) -> float:
-    """The hand-set rules for everyday traffic (module docstring, step 3)."""
+    """The hand-set rules for everyday traffic (module docstring, step 3).
+
+    Each rule maps the score monotonically (scaled into [0, cap], or into [floor, 1]),
+    so prompts that one rule touches keep their learned order among themselves."""
     if analysis.words < SHORT_WORDS and not (analysis.code or analysis.math or analysis.hard_asks):
-        return min(score, SHORT_CAP)
+        return SHORT_CAP * score
     if analysis.hard_asks:
-        score = max(score, HARD_FLOOR[min(analysis.hard_asks, len(HARD_FLOOR)) - 1])
+        floor = HARD_FLOOR[min(analysis.hard_asks, len(HARD_FLOOR)) - 1]
+        score = floor + (1.0 - floor) * score
     if analysis.code:
-        score = max(score, CODE_FLOOR)
+        score = CODE_FLOOR + (1.0 - CODE_FLOOR) * score
     return score
 
 
