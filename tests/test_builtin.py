@@ -9,8 +9,8 @@ import pytest
 from conftest import free_port, unique
 
 from xrouter_core.config import DEFAULT_THRESHOLDS, ConfigError, load_settings
-from xrouter_core.quality import train_builtin
-from xrouter_core.quality.routellm_data import BENCHMARKS, load_benchmark, split_of
+from xrouter_core.quality import sources, train_builtin
+from xrouter_core.quality.routellm_data import BENCHMARKS, load_benchmark, routed_text, split_of
 from xrouter_core.routing import builtin
 from xrouter_core.routing.builtin import BuiltinClassifier, analyse, apply_rules, tier_for
 
@@ -55,27 +55,39 @@ def test_simple_chat_is_cheap_and_hard_asks_are_frontier():
     assert classifier.score(SIMPLE) < classifier.score(HARD)
 
 
-def test_learned_part_ranks_strong_model_prompts_higher_on_calibration_data():
-    """Without the everyday rules, prompts where only the strong model was right score
-    higher on average than prompts both models got right."""
+def test_learned_part_ranks_strong_model_prompts_higher_on_training_data():
+    """Without the everyday rules, prompts where the strong model beat the weak one score
+    higher on average than the others, in most sources (in-sample: a sanity check only;
+    the out-of-source figures come from quality.evaluate)."""
     classifier = BuiltinClassifier(rules=False)
-    examples = load_benchmark("mmlu", "calibration")[:3000]
-    gain = [classifier.score(e.prompt) for e in examples if e.strong_correct and not e.weak_correct]
-    same = [classifier.score(e.prompt) for e in examples if e.strong_correct and e.weak_correct]
-    assert sum(gain) / len(gain) > sum(same) / len(same) + 0.1
+    everything = sources.load_all()
+    higher = 0
+    for name in sources.trainable(everything):
+        rows = everything[name][:1500]
+        gain = [classifier.score(routed_text(r.prompt)) for r in rows if r.strong > r.weak]
+        rest = [classifier.score(routed_text(r.prompt)) for r in rows if r.strong <= r.weak]
+        higher += sum(gain) / len(gain) > sum(rest) / len(rest)
+    assert higher >= len(sources.trainable(everything)) - 1
 
 
 def test_rules_cap_short_messages_and_floor_code_and_hard_asks():
     short = analyse("hello, can you help me?")
-    assert apply_rules(0.9, short) == builtin.SHORT_CAP
+    assert (
+        apply_rules(0.9, short) <= builtin.SHORT_CAP
+        and apply_rules(1.0, short) == builtin.SHORT_CAP
+    )
     code = analyse("Why does this fail?\n```python\ndef f(x):\n    return x +\n```")
-    assert code.code and apply_rules(0.1, code) == builtin.CODE_FLOOR
+    assert code.code and apply_rules(0.0, code) == builtin.CODE_FLOOR
     one = analyse(
         "Please refactor the module that handles invoices so that it reads better and keeps its behaviour."
     )
     assert one.hard_asks == 1 and apply_rules(0.0, one) == builtin.HARD_FLOOR[0]
     assert analyse(HARD).hard_asks >= 2 and apply_rules(0.0, analyse(HARD)) == builtin.HARD_FLOOR[1]
-    assert apply_rules(0.95, analyse(HARD)) == 0.95  # floors never lower a score
+    for analysis in (short, code, one, analyse(HARD)):
+        # Monotone: the rules never reorder two prompts they touch alike.
+        mapped = [apply_rules(s / 10, analysis) for s in range(11)]
+        assert mapped == sorted(mapped) and len(set(mapped)) == 11
+    assert apply_rules(0.95, analyse(HARD)) >= 0.95  # floors never lower a score
 
 
 def test_tier_boundaries_and_threshold_validation():
@@ -114,14 +126,68 @@ def test_split_is_fixed_and_disjoint():
 
 
 def test_bundled_weights_are_what_the_training_script_makes(tmp_path):
-    """Reproducible: training on the calibration split gives the committed file exactly."""
+    """Reproducible: training on every trainable source gives the committed file exactly."""
     out = tmp_path / "weights.json"
     assert train_builtin.main(["--out", str(out)]) == 0
     made = json.loads(out.read_text())
     bundled = json.loads(builtin.WEIGHTS_PATH.read_text())
     assert made == bundled
-    calibration = {b: len(load_benchmark(b, "calibration")) for b in BENCHMARKS}
-    assert bundled["meta"]["prompts"] == calibration
+    everything = sources.load_all()
+    assert bundled["meta"]["prompts"] == sources.counts(sources.all_training_rows(everything))
+    assert "alpaca_eval" not in bundled["meta"]["prompts"]
+    assert builtin.WEIGHTS_PATH.stat().st_size < 5_000_000
+
+
+def test_sources_are_deduplicated_across_and_within_sources():
+    raw = sources.raw_rows()
+    everything = sources.deduplicate(raw)
+    keys = [sources.normalise(r.prompt) for rows in everything.values() for r in rows]
+    assert len(keys) == len(set(keys))  # no prompt twice, in any pair of sources
+    # GSM8K's test set is in RouteLLM and ZeroEval: kept once, as zeroeval_gsm.
+    gsm = {sources.normalise(r.prompt) for r in raw["zeroeval_gsm"]}
+    routellm_gsm = {sources.normalise(r.prompt) for r in raw["routellm_gsm8k"]}
+    assert len(gsm & routellm_gsm) > 1000
+    assert len(everything["zeroeval_gsm"]) == len(raw["zeroeval_gsm"])
+    assert len(everything["routellm_gsm8k"]) == len(routellm_gsm - gsm)
+    assert "routellm_gsm8k" not in sources.load_all()  # too few left to report
+    # A normalised duplicate (case, spacing) is a duplicate.
+    row = raw["arena_hard_v1"][0]
+    twin = sources.Row("llmrouter_math", "x", "  " + row.prompt.upper() + "\n", 1.0, 0.0)
+    merged = sources.deduplicate({"arena_hard_v1": [row], "llmrouter_math": [twin]})
+    assert merged["arena_hard_v1"] == [row] and merged["llmrouter_math"] == []
+
+
+def test_loso_split_never_trains_on_the_held_out_source_or_alpaca_eval():
+    everything = sources.load_all()
+    assert "alpaca_eval" in everything and "alpaca_eval" not in sources.trainable(everything)
+    for held_out in sources.trainable(everything):
+        train, test = sources.loso_split(everything, held_out)
+        assert test == everything[held_out]
+        assert {r.source for r in train} == set(sources.trainable(everything)) - {held_out}
+        test_keys = {sources.normalise(r.prompt) for r in test}
+        assert not test_keys & {sources.normalise(r.prompt) for r in train}
+    alpaca = {sources.normalise(r.prompt) for r in everything["alpaca_eval"]}
+    assert not alpaca & {sources.normalise(r.prompt) for r in sources.all_training_rows(everything)}
+    with pytest.raises(ValueError, match="test-only"):
+        train_builtin.train(everything["alpaca_eval"][:10])
+
+
+def test_training_is_deterministic_and_learns_a_planted_signal():
+    rows = [
+        sources.Row(
+            src,
+            "t",
+            f"{'hard tricky' if i % 3 == 0 else 'plain'} question {i} {src}",
+            float(i % 3 == 0),
+            0.0,
+        )
+        for src in ("a_one", "b_two")
+        for i in range(60)
+    ]
+    config = train_builtin.TrainConfig(min_count=2, words=True)
+    first, second = train_builtin.train(rows, config), train_builtin.train(rows, config)
+    assert first == second
+    assert first.weights["w:tricky"] > 0.5 > first.weights.get("w:plain", 0.0)
 
 
 # ---- settings ------------------------------------------------------------------

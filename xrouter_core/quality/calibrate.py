@@ -2,6 +2,7 @@
 
     python -m xrouter_core.quality.calibrate --target-frontier 0.2 --log logs/requests.jsonl
     python -m xrouter_core.quality.calibrate --target-frontier 0.1 --target-cheap 0.6 --log prompts.txt
+    python -m xrouter_core.quality.calibrate --target-quality 0.95    # keep 95 % of frontier quality
 
 It scores a sample of your own traffic with the built-in classifier and prints the
 CLASSIFIER_THRESHOLDS line that sends that share of it to frontier (and, with
@@ -16,6 +17,14 @@ Input files (several may be given; '-' reads standard input), one request per li
     (an OpenAI-style message list, reduced as the router does);
   - or plain text: the whole line is one prompt.
 JSON objects without any of those fields, and empty lines, are skipped and counted.
+
+--target-quality X reads no log: it chooses the high threshold from the evaluation data
+(`quality.sources`), as the highest one (so the fewest frontier calls) at which the
+prompts at or above it going to the strong model and the rest to the weak one keep at
+least X of the strong model's quality, averaged over the sources (each weighing the
+same). Every source is scored by the model trained without it (leave-one-source-out,
+as `quality.evaluate` does), so the figure is what traffic unlike the training data
+would get; sources where the strong model is not better are skipped. The shares of frontier calls it implies are printed beside.
 """
 
 from __future__ import annotations
@@ -120,6 +129,76 @@ def shares(scores: Sequence[float], thresholds: tuple[float, float]) -> tuple[fl
     return tuple(tiers.count(tier) / len(tiers) for tier in range(len(TIERS)))  # type: ignore[return-value]
 
 
+def quality_retained_at(
+    threshold: float, scored: dict[str, tuple[list[float], list]]
+) -> tuple[float, float]:
+    """Mean over sources of (quality retained, frontier share) with `threshold`."""
+    retained = share = 0.0
+    for scores, rows in scored.values():
+        sent = [score >= threshold for score in scores]
+        quality = sum(r.strong if s else r.weak for s, r in zip(sent, rows, strict=True))
+        strong = sum(r.strong for r in rows)
+        retained += quality / strong if strong else 1.0
+        share += sum(sent) / len(sent)
+    return retained / len(scored), share / len(scored)
+
+
+def threshold_for_quality(
+    target: float, scored: dict[str, tuple[list[float], list]]
+) -> tuple[float, float, float]:
+    """The highest threshold meeting `target` quality retained: (threshold, retained, share)."""
+    candidates = sorted(
+        {round(s, 4) for scores, _ in scored.values() for s in scores}, reverse=True
+    )
+    for threshold in [1.0001, *candidates]:
+        retained, share = quality_retained_at(threshold, scored)
+        if retained >= target:
+            return min(threshold, 1.0), retained, share
+    retained, share = quality_retained_at(0.0, scored)
+    return 0.0, retained, share
+
+
+def loso_scores(names: list[str] | None = None) -> dict[str, tuple[list[float], list]]:
+    """Every source's prompts scored by the built-in model trained without that source."""
+    from xrouter_core.quality import evaluate, sources, train_builtin
+    from xrouter_core.quality.routellm_data import routed_text
+
+    everything = sources.load_all()
+    scored: dict[str, tuple[list[float], list]] = {}
+    trained: dict[tuple[str, ...], object] = {}
+    for name, train, test in evaluate.folds("loso", everything, names or list(everything)):
+        gap = (sum(r.strong for r in test) - sum(r.weak for r in test)) / len(test)
+        if gap < evaluate.MIN_QUALITY_GAP:
+            continue  # the strong model is not better here: nothing to keep
+        key = tuple(sorted(sources.counts(train)))
+        if key not in trained:
+            trained[key] = train_builtin.train(train)
+        classifier = BuiltinClassifier(weights=trained[key])  # type: ignore[arg-type]
+        scored[name] = ([classifier.score(routed_text(r.prompt)) for r in test], test)
+    return scored
+
+
+def main_quality(args: argparse.Namespace) -> int:
+    scored = loso_scores(args.source)
+    high, retained, share = threshold_for_quality(args.target_quality, scored)
+    low = min(args.thresholds[0], high)
+    print(
+        f"# evaluation data, leave-one-source-out: {', '.join(scored)} "
+        f"({sum(len(rows) for _, rows in scored.values())} prompts)"
+    )
+    print(
+        f"# frontier for score >= {high}: {retained:.1%} of the strong model's quality "
+        f"(target {args.target_quality:.1%}) with {share:.1%} frontier calls, mean over sources"
+    )
+    for name, (scores, rows) in scored.items():
+        one, part = quality_retained_at(high, {name: (scores, rows)})
+        print(f"#   {name}: quality retained {one:.1%}, frontier {part:.1%}")
+    print("# .env (or the environment):")
+    print(f"CLASSIFIER_THRESHOLDS={low},{high}")
+    print('# or in upstreams.json: "classifier": {"thresholds": ' + json.dumps([low, high]) + "}")
+    return 0
+
+
 def _share(value: str) -> float:
     number = float(value)
     if not 0.0 <= number <= 1.0:
@@ -132,8 +211,15 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m xrouter_core.quality.calibrate",
         description="Choose CLASSIFIER_THRESHOLDS for a target share of frontier calls on your own traffic.",
     )
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--target-frontier", type=_share, help="e.g. 0.2 for 20 %% of requests")
+    target.add_argument(
+        "--target-quality",
+        type=_share,
+        help="e.g. 0.95: keep 95 %% of the frontier model's quality on the evaluation data",
+    )
     parser.add_argument(
-        "--target-frontier", type=_share, required=True, help="e.g. 0.2 for 20 %% of requests"
+        "--source", nargs="+", default=None, help="with --target-quality: these sources only"
     )
     parser.add_argument(
         "--target-cheap", type=_share, default=None, help="optional share for the cheap tier"
@@ -141,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--log",
         nargs="+",
-        required=True,
+        default=None,
         help="request log (JSON lines) or prompt files, '-' for stdin",
     )
     parser.add_argument(
@@ -151,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
         help="current thresholds (the low one is kept without --target-cheap)",
     )
     args = parser.parse_args(argv)
+    if args.target_quality is not None:
+        return main_quality(args)
+    if not args.log:
+        parser.error("--target-frontier needs --log")
     if args.target_cheap is not None and args.target_cheap + args.target_frontier > 1:
         parser.error("--target-cheap plus --target-frontier must not exceed 1")
 

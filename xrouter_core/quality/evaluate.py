@@ -1,28 +1,35 @@
-"""Measure how well a classifier routes, with the RouteLLM paper's metrics.
+"""Measure how well a classifier routes across sources it never saw, with RouteLLM's metrics.
 
-    python -m xrouter_core.quality.evaluate                       # built-in vs random, held-out split
-    python -m xrouter_core.quality.evaluate --router builtin llm random \\
-        --llm-base-url http://127.0.0.1:8080/v1 --llm-model gemma --sample 200
-    python -m xrouter_core.quality.evaluate --json report.json --markdown report.md --chart report.html
+    python -m xrouter_core.quality.evaluate                    # leave-one-source-out, built-in vs random vs oracle
+    python -m xrouter_core.quality.evaluate --chart docs/evaluation.html --markdown report.md
+    python -m xrouter_core.quality.evaluate --protocol in-distribution    # 50/50 split within each source
+    python -m xrouter_core.quality.evaluate --mode llm --llm-url http://127.0.0.1:8080/v1 \\
+        --llm-model gemma --sample 200
 
-Every router is given what the router's classifier would see for the prompt sent as
-one user message (`routellm_data.routed_text`). Data: the RouteLLM MMLU and GSM8K files
-(datasets/routellm in the checkout, or $XROUTER_ROUTELLM_DATA), contaminated prompts left
-out, and by default only the held-out split, which neither `train_builtin` nor any
-threshold choice ever reads. Each prompt says whether the weak model (Mixtral-8x7B) and
-the strong one (GPT-4) answered it right.
+Data: every source of `quality.sources` (datasets/, deduplicated by normalised prompt).
+Each row says how well the strong and the weak model answered the prompt (correctness,
+or a judge's grade in [0, 1]).
 
-Routers: `builtin` (the in-process score), `llm` (an OpenAI-compatible endpoint asked
-for 0/1/2, as the router does; a failed call counts as frontier, as in llm mode),
-`hybrid` (the LLM, the built-in classifier when the LLM fails) and `random`
-(RouteLLM's baseline: a seeded uniform score). A router's score sends a prompt to the
-strong model when it reaches a threshold; the thresholds swept are RouteLLM's (edges
-of 10 equal-count bins of the scores). An LLM's 0/1/2 gives fewer distinct points:
-all weak, tier 2 strong, tiers 1-2 strong, all strong. Figures (routing_metrics.py):
-strong-call share, quality (share answered right), quality retained (quality / strong
-model's quality), PGR per threshold, APGR, CPT(50 %), CPT(80 %). The tiered routers
-also report the two operating points of their configured thresholds (frontier only;
-medium and frontier) with the medium tier counted as the strong model in the second.
+Protocols:
+  - `loso` (the headline): for each trainable source, the built-in classifier is trained
+    (`train_builtin.train`) on all the other trainable sources and scored on this one,
+    which it never saw. alpaca_eval (CC-BY-NC-4.0) is test only: it is scored by the
+    model trained on every trainable source, the configuration of the bundled weights.
+  - `in-distribution`: each source is split by a hash of the prompt
+    (`routellm_data.split_of`); one model is trained on every calibration half and scored
+    on the held-out halves. Easier, and shown only beside the headline.
+
+Routers: `builtin` (the fold's model with the router's rules on; `--no-rules` drops
+them), `random` (RouteLLM's baseline: a seeded uniform score), `oracle` (the prompt's
+real gain, strong - weak: the best any router could do), and, with `--llm-url`, `llm`
+(an OpenAI-compatible endpoint asked for 0/1/2, as the router does; a failed call
+counts as frontier) and `hybrid` (the LLM, the fold's built-in classifier when it fails).
+Every prompt is given as the router's classifier would see it (`routellm_data.routed_text`).
+
+Figures per source and router (routing_metrics.py): APGR (area under PGR over the
+strong-call share, thresholds at RouteLLM's 10 equal-count bins of the scores), CPT(50 %)
+and CPT(80 %) (the strong-call share needed for that PGR), each with a 95 % bootstrap
+interval over the prompts (`--bootstrap` resamples), and every operating point.
 """
 
 from __future__ import annotations
@@ -34,49 +41,38 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from xrouter_core.config import DEFAULT_THRESHOLDS, ClassifierSettings, parse_thresholds
-from xrouter_core.quality import routing_metrics
-from xrouter_core.quality.routellm_data import (
-    BENCHMARKS,
-    SPLITS,
-    Example,
-    default_data_dir,
-    load_benchmark,
-    routed_text,
-)
-from xrouter_core.routing.builtin import BuiltinClassifier, tier_for
+from xrouter_core.quality import routing_metrics, sources, train_builtin
+from xrouter_core.quality.routellm_data import routed_text, split_of
+from xrouter_core.routing.builtin import BuiltinClassifier, Weights, tier_for
 from xrouter_core.tiers import FRONTIER_INDEX, TIERS
 
-ROUTERS = ("builtin", "llm", "hybrid", "random")
-# The best learned routers of the RouteLLM paper (APGR; Ong et al. 2024, arXiv 2406.18665).
+ROUTERS = ("builtin", "random", "oracle", "llm", "hybrid")
+DEFAULT_ROUTERS = ("builtin", "random", "oracle")
+PROTOCOLS = ("loso", "in-distribution")
+# PGR divides by (strong quality - weak quality): a source where the strong model is not
+# clearly better (llmrouter_openqa: 0.28 vs 0.31) has no meaningful PGR, so it is listed
+# but left out of the figures (its prompts are still trained on in the other folds).
+MIN_QUALITY_GAP = 0.02
+# The best learned routers of the RouteLLM paper (APGR; Ong et al. 2024, arXiv 2406.18665),
+# in distribution on its own MMLU and GSM8K data.
 ROUTELLM_BEST_APGR = {"mmlu": 0.603, "gsm8k": 0.622}
 
 
-def sample(examples: Sequence[Example], size: int | None, seed: int) -> list[Example]:
-    """A deterministic subset: the `size` prompts with the smallest seeded hash, in file order."""
-    if not size or size >= len(examples):
-        return list(examples)
+def sample(rows: Sequence[Any], size: int | None, seed: int) -> list[Any]:
+    """A deterministic subset: the `size` rows with the smallest seeded hash, in file order."""
+    if not size or size >= len(rows):
+        return list(rows)
 
-    def rank(example: Example) -> bytes:
-        return hashlib.sha256(f"{seed}:".encode() + example.prompt.encode("utf-8")).digest()
+    def rank(row: Any) -> bytes:
+        return hashlib.sha256(f"{seed}:".encode() + row.prompt.encode("utf-8")).digest()
 
-    chosen = set(map(id, sorted(examples, key=rank)[:size]))
-    return [example for example in examples if id(example) in chosen]
-
-
-def operating_points(
-    tiers: Sequence[int], examples: Sequence[Example]
-) -> dict[str, dict[str, float]]:
-    """The configured thresholds' two readings of a tiered decision."""
-    weak = [e.weak_correct for e in examples]
-    strong = [e.strong_correct for e in examples]
-    return {
-        "frontier_only": routing_metrics.operating_point(tiers, weak, strong, 2).as_dict(),
-        "medium_and_frontier": routing_metrics.operating_point(tiers, weak, strong, 1).as_dict(),
-    }
+    chosen = set(map(id, sorted(rows, key=rank)[:size]))
+    return [row for row in rows if id(row) in chosen]
 
 
 class LLMScorer:
@@ -121,94 +117,213 @@ class LLMScorer:
         return results, times
 
 
-def evaluate_router(
-    name: str,
-    examples: Sequence[Example],
-    builtin: BuiltinClassifier,
-    llm: LLMScorer | None,
-    seed: int,
+def operating_points(tiers: Sequence[int], rows: Sequence[sources.Row]) -> dict[str, dict]:
+    """The configured thresholds' two readings of a tiered decision."""
+    weak = [r.weak for r in rows]
+    strong = [r.strong for r in rows]
+    return {
+        "frontier_only": routing_metrics.operating_point(tiers, weak, strong, 2).as_dict(),
+        "medium_and_frontier": routing_metrics.operating_point(tiers, weak, strong, 1).as_dict(),
+    }
+
+
+def summarize(
+    scores: Sequence[float],
+    rows: Sequence[sources.Row],
     bins: int,
-    log: Callable[[str], None],
+    resamples: int,
+    seed: int,
 ) -> dict[str, Any]:
-    weak = [e.weak_correct for e in examples]
-    strong = [e.strong_correct for e in examples]
-    extra: dict[str, Any] = {}
-    if name == "random":
-        scores = routing_metrics.random_scores(len(examples), seed)
-    elif name == "builtin":
-        started = time.perf_counter()
-        scores = [builtin.score(routed_text(e.prompt)) for e in examples]
-        extra["ms_per_decision"] = (time.perf_counter() - started) * 1000 / len(examples)
-        extra["at_thresholds"] = operating_points(
-            [tier_for(s, builtin.thresholds) for s in scores], examples
+    weak = [r.weak for r in rows]
+    strong = [r.strong for r in rows]
+    points = routing_metrics.fast_points(scores, weak, strong, bins)
+    strong_quality = routing_metrics.accuracy(strong)
+    result: dict[str, Any] = {
+        "apgr": routing_metrics.apgr(points),
+        "cpt50": routing_metrics.cpt(points, 0.5),
+        "cpt80": routing_metrics.cpt(points, 0.8),
+        "points": [
+            {
+                **point.as_dict(),
+                "quality_retained": point.quality / strong_quality if strong_quality else 0.0,
+            }
+            for point in points
+        ],
+    }
+    if resamples:
+        result["ci95"] = routing_metrics.bootstrap(scores, weak, strong, resamples, seed, bins)
+    return result
+
+
+class Evaluation:
+    """The routers' scores of one test set, given the model of its fold."""
+
+    def __init__(
+        self,
+        thresholds: tuple[float, float],
+        rules: bool,
+        llm: LLMScorer | None,
+        seed: int,
+        bins: int,
+        resamples: int,
+        log: Callable[[str], None],
+    ):
+        self.thresholds = thresholds
+        self.rules = rules
+        self.llm = llm
+        self.seed = seed
+        self.bins = bins
+        self.resamples = resamples
+        self.log = log
+
+    def router(
+        self, name: str, rows: Sequence[sources.Row], weights: Weights | None
+    ) -> dict[str, Any]:
+        extra: dict[str, Any] = {}
+        texts = [routed_text(r.prompt) for r in rows]
+        builtin = (
+            BuiltinClassifier(self.thresholds, weights=weights, rules=self.rules)
+            if weights is not None
+            else None
         )
-    else:
-        if llm is None:
-            raise SystemExit(f"--router {name} needs --llm-base-url")
-
-        def progress(count: int) -> None:
-            if count % 25 == 0 or count == len(examples):
-                log(f"  {name}: {count}/{len(examples)}")
-
-        texts = [routed_text(e.prompt) for e in examples]
-        answers, times = asyncio.run(llm.tiers(texts, progress))
-        failures = sum(answer is None for answer in answers)
-        if name == "hybrid":
-            tiers = [
-                a if a is not None else builtin.decide(text).tier
-                for a, text in zip(answers, texts, strict=True)
-            ]
+        if name == "random":
+            scores = routing_metrics.random_scores(len(rows), self.seed)
+        elif name == "oracle":
+            scores = [r.gain for r in rows]
+        elif name == "builtin":
+            assert builtin is not None
+            started = time.perf_counter()
+            scores = [builtin.score(text) for text in texts]
+            extra["ms_per_decision"] = (time.perf_counter() - started) * 1000 / len(rows)
+            extra["at_thresholds"] = operating_points(
+                [tier_for(s, self.thresholds) for s in scores], rows
+            )
         else:
-            tiers = [a if a is not None else FRONTIER_INDEX for a in answers]
-        scores = [tier / FRONTIER_INDEX for tier in tiers]
-        extra["llm_failures"] = failures
-        extra["tier_counts"] = {str(t): tiers.count(t) for t in range(len(TIERS))}
-        if times:
-            ordered = sorted(times)
-            extra["llm_ms_median"] = routing_metrics.quantile(ordered, 0.5)
-        extra["at_thresholds"] = operating_points(tiers, examples)
-    summary = routing_metrics.summarize(scores, weak, strong, bins)
-    return {**summary, **extra}
+            if self.llm is None:
+                raise SystemExit(f"--router {name} needs --llm-url")
+
+            def progress(count: int) -> None:
+                if count % 25 == 0 or count == len(rows):
+                    self.log(f"  {name}: {count}/{len(rows)}")
+
+            answers, times = asyncio.run(self.llm.tiers(texts, progress))
+            if name == "hybrid":
+                assert builtin is not None
+                tiers = [
+                    a if a is not None else builtin.decide(text).tier
+                    for a, text in zip(answers, texts, strict=True)
+                ]
+            else:
+                tiers = [a if a is not None else FRONTIER_INDEX for a in answers]
+            scores = [tier / FRONTIER_INDEX for tier in tiers]
+            extra["llm_failures"] = sum(answer is None for answer in answers)
+            extra["tier_counts"] = {str(t): tiers.count(t) for t in range(len(TIERS))}
+            if times:
+                extra["llm_ms_median"] = routing_metrics.quantile(sorted(times), 0.5)
+            extra["at_thresholds"] = operating_points(tiers, rows)
+        return {**summarize(scores, rows, self.bins, self.resamples, self.seed), **extra}
+
+
+def folds(
+    protocol: str, everything: dict[str, list[sources.Row]], chosen: Sequence[str]
+) -> list[tuple[str, list[sources.Row], list[sources.Row]]]:
+    """(test source, training rows, test rows) for each source evaluated."""
+    found = []
+    if protocol == "loso":
+        for name in chosen:
+            if name in sources.TEST_ONLY:
+                found.append((name, sources.all_training_rows(everything), everything[name]))
+            else:
+                train, test = sources.loso_split(everything, name)
+                found.append((name, train, test))
+        return found
+    train = [
+        r for r in sources.all_training_rows(everything) if split_of(r.prompt) == "calibration"
+    ]
+    for name in chosen:
+        test = [r for r in everything[name] if split_of(r.prompt) == "heldout"]
+        found.append((name, train, test))
+    return found
 
 
 def run(
     routers: Sequence[str],
-    benchmarks: Sequence[str],
-    split: str,
-    sample_size: int | None,
-    seed: int,
-    bins: int,
-    thresholds: tuple[float, float],
-    llm: LLMScorer | None,
-    data_dir: Path | None = None,
+    protocol: str = "loso",
+    chosen_sources: Sequence[str] | None = None,
+    sample_size: int | None = None,
+    seed: int = 0,
+    bins: int = routing_metrics.DEFAULT_BINS,
+    resamples: int = 200,
+    thresholds: tuple[float, float] = DEFAULT_THRESHOLDS,
+    rules: bool = True,
+    llm: LLMScorer | None = None,
+    config: train_builtin.TrainConfig | None = None,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
 ) -> dict[str, Any]:
-    builtin = BuiltinClassifier(thresholds)
+    everything = sources.load_all()
+    chosen = list(chosen_sources or everything)
+    unknown = [name for name in chosen if name not in everything]
+    if unknown:
+        raise SystemExit(f"unknown source(s) {', '.join(unknown)} (use {', '.join(everything)})")
+    config = config or train_builtin.TrainConfig()
+    evaluation = Evaluation(thresholds, rules, llm, seed, bins, resamples, log)
     report: dict[str, Any] = {
-        "data": str(data_dir or default_data_dir()),
-        "split": split,
+        "protocol": protocol,
         "sample": sample_size,
         "seed": seed,
         "bins": bins,
+        "bootstrap_resamples": resamples,
         "thresholds": list(thresholds),
-        "routellm_best_apgr": ROUTELLM_BEST_APGR,
-        "benchmarks": {},
+        "rules": rules,
+        "train_config": asdict(config),
+        "routellm_best_apgr_in_distribution": ROUTELLM_BEST_APGR,
+        "sources": {},
     }
     if llm is not None:
         report["llm"] = {"base_url": llm.settings.base_url, "model": llm.settings.model}
-    for benchmark in benchmarks:
-        examples = sample(load_benchmark(benchmark, split, data_dir), sample_size, seed)
-        log(f"{benchmark}: {len(examples)} prompts ({split})")
+    trained: dict[tuple[str, ...], Weights] = {}
+    for name, train, test in folds(protocol, everything, chosen):
+        test = sample(test, sample_size, seed)
+        weights = None
+        if {"builtin", "hybrid"} & set(routers):
+            key = tuple(sorted(sources.counts(train)))
+            if key not in trained:
+                trained[key] = train_builtin.train(train, config)
+            weights = trained[key]
         entry: dict[str, Any] = {
-            "prompts": len(examples),
-            "weak_quality": routing_metrics.accuracy([e.weak_correct for e in examples]),
-            "strong_quality": routing_metrics.accuracy([e.strong_correct for e in examples]),
+            "prompts": len(test),
+            "train_prompts": len(train),
+            "train_sources": sorted(sources.counts(train)),
+            "test_only": name in sources.TEST_ONLY,
+            "weak_quality": routing_metrics.accuracy([r.weak for r in test]),
+            "strong_quality": routing_metrics.accuracy([r.strong for r in test]),
+            "strong_better": sum(r.strong > r.weak for r in test) / len(test),
             "routers": {},
         }
-        for name in routers:
-            entry["routers"][name] = evaluate_router(name, examples, builtin, llm, seed, bins, log)
-            log(f"  {name}: APGR {entry['routers'][name]['apgr']:.3f}")
-        report["benchmarks"][benchmark] = entry
+        if protocol == "loso":
+            assert name not in entry["train_sources"]
+        entry["measurable"] = entry["strong_quality"] - entry["weak_quality"] >= MIN_QUALITY_GAP
+        if not entry["measurable"]:
+            log(f"{name}: strong quality not above weak quality, no PGR")
+            report["sources"][name] = entry
+            continue
+        for router in routers:
+            entry["routers"][router] = evaluation.router(router, test, weights)
+        log(
+            f"{name}: {len(test)} prompts, "
+            + ", ".join(f"{r} APGR {entry['routers'][r]['apgr']:.3f}" for r in routers)
+        )
+        report["sources"][name] = entry
+    measured = [e for e in report["sources"].values() if e["measurable"]]
+    if not measured:
+        raise SystemExit("no source with a strong model better than its weak model")
+    report["mean_apgr"] = {
+        router: sum(e["routers"][router]["apgr"] for e in measured) / len(measured)
+        for router in routers
+    }
+    report["min_apgr"] = {
+        router: min(e["routers"][router]["apgr"] for e in measured) for router in routers
+    }
     return report
 
 
@@ -216,104 +331,249 @@ def percent(value: float | None) -> str:
     return "never" if value is None else f"{value * 100:.1f} %"
 
 
+def _ci(result: dict, name: str, scale: float = 1.0, digits: int = 3) -> str:
+    low, high = result.get("ci95", {}).get(name, [None, None])
+    if low is None:
+        return ""
+    return f" [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
+
+
 def markdown(report: dict[str, Any]) -> str:
-    """The summary table, then each router's points (one row per threshold)."""
-    sample_note = (
-        f", sample of {report['sample']} per benchmark (seed {report['seed']})"
-        if report["sample"]
-        else ""
-    )
+    """The summary table (one row per source), then each router's points."""
+    routers = list(report["mean_apgr"])
+    sample_note = f", sample of {report['sample']} per source" if report["sample"] else ""
+    rules = "on" if report["rules"] else "off"
     lines = [
-        f"Split: {report['split']}{sample_note}. Thresholds: {report['thresholds'][0]}, {report['thresholds'][1]}.",
+        f"Protocol: {report['protocol']}{sample_note}; built-in rules {rules}; "
+        f"95 % bootstrap intervals over {report['bootstrap_resamples']} resamples.",
         "",
-        "| benchmark | router | prompts | APGR | CPT(50 %) | CPT(80 %) | frontier share at thresholds | PGR there |",
-        "|---|---|---:|---:|---:|---:|---:|---:|",
+        "| source | prompts | strong > weak | "
+        + " | ".join(f"APGR {r}" for r in routers)
+        + " | CPT(50 %) builtin | CPT(80 %) builtin |",
+        "|---|---:|---:|" + "---:|" * len(routers) + "---:|---:|",
     ]
-    for benchmark, entry in report["benchmarks"].items():
-        for name, result in entry["routers"].items():
-            at = result.get("at_thresholds", {}).get("frontier_only")
-            share, gap = (percent(at["strong_share"]), f"{at['pgr']:.3f}") if at else ("-", "-")
+    for name, entry in report["sources"].items():
+        label = f"{name} (test only)" if entry["test_only"] else name
+        if not entry["measurable"]:
             lines.append(
-                f"| {benchmark} | {name} | {entry['prompts']} | {result['apgr']:.3f} | {percent(result['cpt50'])} "
-                f"| {percent(result['cpt80'])} | {share} | {gap} |"
+                f"| {label} | {entry['prompts']} | {entry['strong_better'] * 100:.0f} % | "
+                + " | ".join("n/a" for _ in routers)
+                + f" | strong quality {entry['strong_quality']:.2f} ≤ weak "
+                f"{entry['weak_quality']:.2f}: no PGR | |"
             )
-    best = report["routellm_best_apgr"]
+            continue
+        cells = []
+        for router in routers:
+            result = entry["routers"][router]
+            ci = _ci(result, "apgr") if router in ("builtin", "llm", "hybrid") else ""
+            cells.append(f"{result['apgr']:.3f}{ci}")
+        main = entry["routers"].get("builtin") or entry["routers"][routers[0]]
+        cpts = [
+            f"{percent(main[key])}{_ci(main, key, 100, 1).replace(']', ' %]')}"
+            for key in ("cpt50", "cpt80")
+        ]
+        lines.append(
+            f"| {label} | {entry['prompts']} | {entry['strong_better'] * 100:.0f} % | "
+            + " | ".join(cells)
+            + f" | {cpts[0]} | {cpts[1]} |"
+        )
+    means = " | ".join(f"**{report['mean_apgr'][r]:.3f}**" for r in routers)
+    mins = " | ".join(f"{report['min_apgr'][r]:.3f}" for r in routers)
+    count = sum(e["measurable"] for e in report["sources"].values())
     lines += [
-        "",
-        f"RouteLLM paper, best learned routers: APGR {best['mmlu']} (MMLU), {best['gsm8k']} (GSM8K); random 0.5.",
+        f"| **mean over {count} sources** | | | {means} | | |",
+        f"| min | | | {mins} | | |",
     ]
-    for benchmark, entry in report["benchmarks"].items():
+    for name, entry in report["sources"].items():
+        if not entry["measurable"]:
+            continue
         lines += [
             "",
-            f"### {benchmark}: weak quality {entry['weak_quality']:.3f}, strong quality {entry['strong_quality']:.3f}",
+            f"### {name}: weak quality {entry['weak_quality']:.3f}, strong quality "
+            f"{entry['strong_quality']:.3f}, trained on {entry['train_prompts']} prompts",
             "",
             "| router | threshold | strong share | quality | quality retained | PGR |",
             "|---|---:|---:|---:|---:|---:|",
         ]
-        for name, result in entry["routers"].items():
+        for router, result in entry["routers"].items():
             for point in result["points"]:
                 lines.append(
-                    f"| {name} | {point['threshold']:.4g} | {percent(point['strong_share'])} | {point['quality']:.3f} "
-                    f"| {point['quality_retained']:.3f} | {point['pgr']:.3f} |"
+                    f"| {router} | {point['threshold']:.4g} | {percent(point['strong_share'])} "
+                    f"| {point['quality']:.3f} | {point['quality_retained']:.3f} | {point['pgr']:.3f} |"
                 )
     return "\n".join(lines) + "\n"
 
 
-def chart(report: dict[str, Any], path: Path) -> None:
-    """Quality against strong-call share, one panel per benchmark (plotly, self-contained HTML)."""
+COLOURS = {
+    "builtin": "#1f77b4",
+    "random": "#7f7f7f",
+    "oracle": "#2ca02c",
+    "llm": "#d62728",
+    "hybrid": "#9467bd",
+}
+
+
+def svg_chart(report: dict[str, Any]) -> str:
+    """The PGR panels as a standalone SVG (no plotting library needed)."""
+    names = [name for name, entry in report["sources"].items() if entry["measurable"]]
+    columns, width, height, pad = 4, 300, 220, 36
+    rows = (len(names) + columns - 1) // columns
+    total_w, total_h = columns * width, rows * height + 60
+    out = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{total_w}" height="{total_h}" '
+        f'font-family="sans-serif" font-size="11"><rect width="100%" height="100%" fill="white"/>',
+        f'<text x="10" y="18" font-size="14">PGR vs strong-call share, {report["protocol"]} '
+        f"(built-in mean APGR {report['mean_apgr'].get('builtin', float('nan')):.3f})</text>",
+    ]
+    legend_x = 10
+    for router in report["mean_apgr"]:
+        colour = COLOURS.get(router, "#000")
+        out.append(
+            f'<line x1="{legend_x}" y1="34" x2="{legend_x + 20}" y2="34" stroke="{colour}" '
+            f'stroke-width="2"/><text x="{legend_x + 24}" y="38">{router}</text>'
+        )
+        legend_x += 90
+    for index, name in enumerate(names):
+        entry = report["sources"][name]
+        left = (index % columns) * width + pad
+        top = (index // columns) * height + 60
+        inner_w, inner_h = width - pad - 10, height - pad - 24
+        pgrs = [p["pgr"] for r in entry["routers"].values() for p in r["points"]]
+        low, high = min(0.0, *pgrs), max(1.0, *pgrs)
+
+        def y_of(value: float, top=top, inner_h=inner_h, low=low, high=high) -> float:
+            return top + 16 + inner_h * (1 - (value - low) / (high - low))
+
+        apgr = entry["routers"].get("builtin", {}).get("apgr")
+        title = f"{name}" + (f" (APGR {apgr:.2f})" if apgr is not None else "")
+        out.append(f'<text x="{left}" y="{top + 10}">{title}</text>')
+        out.append(
+            f'<rect x="{left}" y="{top + 16}" width="{inner_w}" height="{inner_h}" '
+            f'fill="none" stroke="#ccc"/>'
+        )
+        for value in (0.0, 1.0):
+            y = y_of(value)
+            out.append(
+                f'<line x1="{left}" y1="{y:.1f}" x2="{left + inner_w}" y2="{y:.1f}" '
+                f'stroke="#eee"/><text x="{left - 4}" y="{y + 4:.1f}" text-anchor="end">'
+                f"{value:g}</text>"
+            )
+        bottom = top + 16 + inner_h
+        out.append(f'<text x="{left}" y="{bottom + 14}">0 %</text>')
+        out.append(f'<text x="{left + inner_w}" y="{bottom + 14}" text-anchor="end">100 %</text>')
+        out.append(
+            f'<text x="{left + inner_w / 2}" y="{bottom + 14}" text-anchor="middle">'
+            "strong calls</text>"
+        )
+        for router, result in entry["routers"].items():
+            coords = " ".join(
+                f"{left + inner_w * p['strong_share']:.1f},{y_of(p['pgr']):.1f}"
+                for p in result["points"]
+            )
+            out.append(
+                f'<polyline points="{coords}" fill="none" stroke="{COLOURS.get(router, "#000")}" '
+                f'stroke-width="1.5"/>'
+            )
+    out.append("</svg>")
+    return "\n".join(out) + "\n"
+
+
+def chart(report: dict[str, Any], path: Path) -> Path:
+    """PGR against strong-call share, one panel per source.
+
+    .svg: a standalone SVG. .png: plotly's image export when kaleido is installed, else
+    the SVG beside it. Anything else: plotly HTML (plotly.js from its CDN when the name
+    ends in .cdn.html, else embedded). Returns the path written."""
+    if path.suffix == ".svg":
+        path.write_text(svg_chart(report), encoding="utf-8")
+        return path
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    benchmarks = list(report["benchmarks"])
-    figure = make_subplots(rows=1, cols=len(benchmarks), subplot_titles=benchmarks)
-    for column, benchmark in enumerate(benchmarks, start=1):
-        entry = report["benchmarks"][benchmark]
-        for name, result in entry["routers"].items():
+    names = [name for name, entry in report["sources"].items() if entry["measurable"]]
+    columns = 4
+    rows = (len(names) + columns - 1) // columns
+    figure = make_subplots(
+        rows=rows,
+        cols=columns,
+        subplot_titles=[
+            f"{n} (APGR {report['sources'][n]['routers'].get('builtin', {}).get('apgr', 0):.2f})"
+            for n in names
+        ],
+    )
+    for index, name in enumerate(names):
+        row, column = index // columns + 1, index % columns + 1
+        for router, result in report["sources"][name]["routers"].items():
             points = result["points"]
             figure.add_trace(
                 go.Scatter(
                     x=[p["strong_share"] * 100 for p in points],
-                    y=[p["quality"] * 100 for p in points],
+                    y=[p["pgr"] for p in points],
                     mode="lines+markers",
-                    name=f"{name} ({benchmark}, APGR {result['apgr']:.3f})",
+                    name=router,
+                    legendgroup=router,
+                    showlegend=index == 0,
+                    line={"color": COLOURS.get(router)},
                 ),
-                row=1,
+                row=row,
                 col=column,
             )
-        for label, value, dash in (
-            ("weak model", entry["weak_quality"], "dot"),
-            ("strong model", entry["strong_quality"], "dash"),
-        ):
-            figure.add_hline(
-                y=value * 100, line_dash=dash, annotation_text=label, row=1, col=column
-            )
-        figure.update_xaxes(title_text="strong-model calls (%)", row=1, col=column)
-        figure.update_yaxes(title_text="quality (% correct)", row=1, col=column)
-    figure.update_layout(title=f"Routing quality on the {report['split']} split", height=500)
-    figure.write_html(str(path), include_plotlyjs=True)
+        figure.update_xaxes(title_text="strong calls (%)", row=row, col=column)
+        figure.update_yaxes(title_text="PGR", row=row, col=column)
+    figure.update_layout(
+        title=f"PGR vs strong-call share, {report['protocol']} (built-in mean APGR "
+        f"{report['mean_apgr'].get('builtin', float('nan')):.3f})",
+        height=330 * rows,
+        width=1400,
+    )
+    if path.suffix == ".png":
+        try:
+            figure.write_image(str(path))
+            return path
+        except (ValueError, ImportError, RuntimeError):
+            return chart(report, path.with_suffix(".svg"))
+    figure.write_html(
+        str(path), include_plotlyjs="cdn" if path.name.endswith(".cdn.html") else True
+    )
+    return path
+
+
+def llm_settings(args: argparse.Namespace) -> ClassifierSettings:
+    return ClassifierSettings(
+        base_url=args.llm_url,
+        model=args.llm_model,
+        api_key=args.llm_api_key,
+        timeout_ms=args.llm_timeout_ms,
+        force_stream=not args.llm_no_stream,
+        mode="llm",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m xrouter_core.quality.evaluate",
-        description="Routing quality with the RouteLLM paper's metrics.",
+        description="Routing quality across sources, with the RouteLLM paper's metrics.",
     )
-    parser.add_argument("--router", nargs="+", choices=ROUTERS, default=["builtin", "random"])
-    parser.add_argument("--benchmark", nargs="+", choices=BENCHMARKS, default=list(BENCHMARKS))
+    parser.add_argument("--protocol", choices=PROTOCOLS, default="loso")
     parser.add_argument(
-        "--split",
-        choices=SPLITS,
-        default="heldout",
-        help="default: heldout (never used for training)",
-    )
-    parser.add_argument(
-        "--sample",
-        type=int,
+        "--router",
+        "--mode",
+        dest="router",
+        nargs="+",
+        choices=ROUTERS,
         default=None,
-        help="at most N prompts per benchmark (for slow LLM runs)",
+        help="default: builtin random oracle (with --llm-url: llm too)",
     )
-    parser.add_argument("--seed", type=int, default=0, help="for --sample and the random router")
+    parser.add_argument("--source", nargs="+", default=None, help="default: every source")
+    parser.add_argument(
+        "--sample", type=int, default=None, help="at most N test prompts per source"
+    )
+    parser.add_argument(
+        "--seed", type=int, default=0, help="for --sample, random and the bootstrap"
+    )
     parser.add_argument("--bins", type=int, default=routing_metrics.DEFAULT_BINS)
+    parser.add_argument("--bootstrap", type=int, default=200, help="resamples (0: no intervals)")
+    parser.add_argument("--no-rules", action="store_true", help="the learned score alone")
     parser.add_argument(
         "--thresholds",
         type=parse_thresholds,
@@ -321,46 +581,46 @@ def main(argv: list[str] | None = None) -> int:
         help="built-in classifier thresholds, e.g. 0.33,0.66",
     )
     parser.add_argument(
-        "--llm-base-url", default="", help="OpenAI-compatible endpoint of the LLM classifier"
+        "--llm-url",
+        "--llm-base-url",
+        dest="llm_url",
+        default="",
+        help="OpenAI-compatible endpoint of the LLM classifier",
     )
     parser.add_argument("--llm-model", default="")
     parser.add_argument("--llm-api-key", default="")
     parser.add_argument("--llm-timeout-ms", type=int, default=60000)
     parser.add_argument("--llm-no-stream", action="store_true", help="ask without streaming")
     parser.add_argument("--concurrency", type=int, default=1, help="parallel LLM calls")
-    parser.add_argument("--data", type=Path, default=None, help="RouteLLM data directory")
     parser.add_argument(
         "--json", type=Path, default=None, help="write the full report as JSON ('-' for stdout)"
     )
     parser.add_argument("--markdown", type=Path, default=None, help="write the tables as markdown")
-    parser.add_argument("--chart", type=Path, default=None, help="write a plotly HTML chart")
+    parser.add_argument(
+        "--chart",
+        type=Path,
+        default=None,
+        help="write the PGR chart: .svg, .html, or .png (needs kaleido; else .svg)",
+    )
     args = parser.parse_args(argv)
 
+    routers = args.router or [*DEFAULT_ROUTERS, *(["llm"] if args.llm_url else [])]
     llm = None
-    if args.llm_base_url:
-        llm = LLMScorer(
-            ClassifierSettings(
-                base_url=args.llm_base_url,
-                model=args.llm_model,
-                api_key=args.llm_api_key,
-                timeout_ms=args.llm_timeout_ms,
-                force_stream=not args.llm_no_stream,
-                mode="llm",
-            ),
-            args.concurrency,
-        )
-    elif {"llm", "hybrid"} & set(args.router):
-        parser.error("--router llm/hybrid needs --llm-base-url")
+    if args.llm_url:
+        llm = LLMScorer(llm_settings(args), args.concurrency)
+    elif {"llm", "hybrid"} & set(routers):
+        parser.error("--router llm/hybrid needs --llm-url")
     report = run(
-        args.router,
-        args.benchmark,
-        args.split,
+        routers,
+        args.protocol,
+        args.source,
         args.sample,
         args.seed,
         args.bins,
+        args.bootstrap,
         args.thresholds,
+        not args.no_rules,
         llm,
-        args.data,
     )
     table = markdown(report)
     if args.json is not None:
@@ -372,7 +632,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.markdown is not None:
         args.markdown.write_text(table, encoding="utf-8")
     if args.chart is not None:
-        chart(report, args.chart)
+        written = chart(report, args.chart)
+        print(f"chart: {written}", file=sys.stderr)
     if str(args.json) != "-":
         print(table)
     return 0

@@ -17,6 +17,7 @@ it does not, the first crossing is the paper's "minimum share of strong calls".
 
 from __future__ import annotations
 
+import bisect
 import math
 import random
 from collections.abc import Sequence
@@ -164,3 +165,65 @@ def summarize(
             for point in points
         ],
     }
+
+
+def fast_points(
+    scores: Sequence[float],
+    weak: Sequence[float],
+    strong: Sequence[float],
+    bins: int = DEFAULT_BINS,
+) -> list[OperatingPoint]:
+    """The same points as `sweep`, from one sort and prefix sums (for bootstrap resamples).
+
+    Scores may be any numbers; weak and strong may be 0/1 or graded in [0, 1]."""
+    total = len(scores)
+    if not total:
+        raise ValueError("no prompts to evaluate")
+    order = sorted(range(total), key=lambda i: scores[i], reverse=True)
+    prefix = [0.0]
+    for i in order:
+        prefix.append(prefix[-1] + strong[i] - weak[i])
+    ascending = sorted(scores)
+    weak_quality = sum(weak) / total
+    strong_quality = sum(strong) / total
+    edges = quantile_thresholds(ascending, bins)
+    points = []
+    for edge in edges:
+        sent = total - bisect.bisect_left(ascending, edge)
+        quality = weak_quality + prefix[sent] / total
+        points.append(
+            OperatingPoint(edge, sent / total, quality, pgr(quality, weak_quality, strong_quality))
+        )
+    points.append(OperatingPoint(edges[-1], 0.0, weak_quality, 0.0))
+    return sorted(points, key=lambda point: (point.strong_share, point.threshold))
+
+
+def bootstrap(
+    scores: Sequence[float],
+    weak: Sequence[float],
+    strong: Sequence[float],
+    resamples: int = 200,
+    seed: int = 0,
+    bins: int = DEFAULT_BINS,
+) -> dict[str, list[float | None]]:
+    """95 % percentile intervals of APGR, CPT(50 %) and CPT(80 %) over prompt resamples."""
+    rng = random.Random(seed)
+    total = len(scores)
+    found: dict[str, list[float]] = {"apgr": [], "cpt50": [], "cpt80": []}
+    for _ in range(resamples):
+        picks = [rng.randrange(total) for _ in range(total)]
+        points = fast_points(
+            [scores[i] for i in picks], [weak[i] for i in picks], [strong[i] for i in picks], bins
+        )
+        found["apgr"].append(apgr(points))
+        for name, target in (("cpt50", 0.5), ("cpt80", 0.8)):
+            value = cpt(points, target)
+            found[name].append(1.0 if value is None else value)
+    interval: dict[str, list[float | None]] = {}
+    for name, values in found.items():
+        if not values:
+            interval[name] = [None, None]
+            continue
+        ordered = sorted(values)
+        interval[name] = [quantile(ordered, 0.025), quantile(ordered, 0.975)]
+    return interval

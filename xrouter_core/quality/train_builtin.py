@@ -1,22 +1,22 @@
-"""Train the built-in classifier's table from the calibration half of the RouteLLM data.
+"""Train the built-in classifier (a logistic regression) on every redistributable routing source.
 
     python -m xrouter_core.quality.train_builtin              # writes xrouter_core/routing/builtin_weights.json
-    python -m xrouter_core.quality.train_builtin --cv 4       # cross-validated APGR, writes nothing
+    python -m xrouter_core.quality.train_builtin --holdout zeroeval_crux   # train without one source, write nothing
 
-What it learns: the gain of sending a prompt to the strong model, i.e. the strong
-model's correctness minus the weak model's (+1, 0 or -1); routing the prompts of highest
-expected gain first is what maximizes quality for a given share of strong calls
-(RouteLLM's metrics reward exactly that ordering). For each style of prompt (see
-`builtin.analyse`) and each token seen in at least `min_count` training prompts, the
-table holds the mean gain of the prompts containing it, pulled toward the style's
-mean by `smoothing` pseudo-prompts, minus that mean. (A linear model per word and a
-regression over the shape were tried first and ranked worse in cross-validation.)
+Data: `quality.sources` (deduplicated; alpaca_eval is never read, it is test only).
+Label: the gain of sending the prompt to the strong model, max(strong - weak, 0) in
+[0, 1] (a tie, or a prompt the weak model does better, is 0): the model's output is
+P(strong needed). Features: `builtin.analyse`. Only features seen in at least
+`min_count` training prompts get a weight.
 
-Prompts are read as the router's classifier sees them (`routellm_data.routed_text`).
-Only prompts of the calibration split (`routellm_data.split_of`, a hash of the prompt)
-are read; the held-out split is left for `xrouter_core.quality.evaluate`. Nothing is random
-(folds come from salted hashes of the prompts), so the same data gives the same file
-on every machine.
+The training, meant to carry across sources:
+  - each source weighs the same in total (`balance` = 1; 0 would weigh each prompt the same),
+  - each source has its own intercept, so the weights learn what makes a prompt harder
+    within a source rather than which source it came from; the bundled bias is the mean
+    of the intercepts,
+  - L2 regularisation, AdaGrad steps, a fixed number of passes.
+Nothing is random: every pass visits the prompts in the order of a salted hash of their
+text, so the same data give the same file on every machine (tests/test_builtin.py checks it).
 """
 
 from __future__ import annotations
@@ -31,164 +31,130 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from xrouter_core.quality import routing_metrics
-from xrouter_core.quality.routellm_data import (
-    BENCHMARKS,
-    CALIBRATION_PERCENT,
-    Example,
-    load_benchmark,
-    routed_text,
-)
-from xrouter_core.routing.builtin import WEIGHTS_PATH, Analysis, Weights, analyse
-
-REFERENCE_POINTS = 201
-# Candidate gains per doubling of the prompt's length; one is chosen per style.
-LENGTH_SLOPES = (0.0, 0.005, 0.01, 0.02, 0.04)
+from xrouter_core.quality import sources
+from xrouter_core.quality.routellm_data import routed_text
+from xrouter_core.routing.builtin import WEIGHTS_PATH, Weights, analyse
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # A token must occur in this many training prompts of its style to get an entry.
-    min_count: int = 3
-    # Pseudo-prompts at the style's mean gain added to every token's average.
-    smoothing: float = 10.0
-    # The reference distribution uses out-of-fold predictions from this many folds.
-    folds: int = 5
+    min_count: int = 5  # a feature must occur in this many training prompts
+    l2: float = 1e-4  # per step, on the weights the step touches
+    passes: int = 6
+    rate: float = 0.2  # AdaGrad's base step
+    balance: float = 1.0  # 1: every source weighs the same; 0: every prompt does
+    digits: int = 4  # rounding of the stored weights
+    # Word weights: True learns one per frequent word. Off by default: across sources they
+    # ranked worse than the hand features alone (docs/classifiers.md, "How good is it?").
+    words: bool = False
+    # "pair": max(strong - weak, 0); "population": the strong model's mean margin over
+    # every graded model of the source (less noisy where many models were graded).
+    label: str = "pair"
 
 
-def gain(example: Example) -> float:
-    return float(example.strong_correct) - float(example.weak_correct)
+def label(row: sources.Row, kind: str = "pair") -> float:
+    if kind == "population" and row.population_gain is not None:
+        return min(max(row.population_gain, 0.0), 1.0)
+    return min(max(row.gain, 0.0), 1.0)
 
 
-def fold_of(prompt: str, folds: int, salt: bytes = b"cv:") -> int:
-    """A fold from a salted hash of the prompt, so it is unrelated to the split."""
-    digest = hashlib.sha256(salt + prompt.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") % folds
+def _order(key: str, salt: str) -> bytes:
+    return hashlib.sha256(f"{salt}:{key}".encode()).digest()[:8]
 
 
-def fit(examples: Sequence[Example], analyses: Sequence[Analysis], config: TrainConfig) -> Weights:
-    """Per style: mean gain, and each frequent token's smoothed mean gain relative to it."""
-    base: dict[str, float] = {}
-    tables: dict[str, dict[str, float]] = {}
-    for style in sorted({analysis.style for analysis in analyses}):
-        chosen = [i for i, analysis in enumerate(analyses) if analysis.style == style]
-        mean = sum(gain(examples[i]) for i in chosen) / len(chosen)
-        seen: Counter[str] = Counter()
-        total: Counter[str] = Counter()
-        for i in chosen:
-            value = gain(examples[i])
-            for token in analyses[i].tokens:
-                seen[token] += 1
-                total[token] += value
-        a = config.smoothing
-        base[style] = mean
-        tables[style] = {
-            token: (total[token] + a * mean) / (count + a) - mean
-            for token, count in sorted(seen.items())
-            if count >= config.min_count
-        }
-    return Weights(base=base, tables=tables, length_slope={}, reference={})
+_FEATURES: dict[str, dict[str, float]] = {}
 
 
-def out_of_fold_gains(
-    examples: Sequence[Example], analyses: Sequence[Analysis], config: TrainConfig
-) -> list[float]:
-    """Each prompt's expected gain from a table that never saw it."""
-    folds = [fold_of(example.prompt, config.folds, salt=b"reference:") for example in examples]
-    gains = [0.0] * len(examples)
-    for fold in range(config.folds):
-        inside = [i for i, f in enumerate(folds) if f != fold]
-        weights = fit([examples[i] for i in inside], [analyses[i] for i in inside], config)
-        for i, f in enumerate(folds):
-            if f == fold:
-                gains[i] = weights.expected_gain(analyses[i])
-    return gains
+def features_of(prompt: str) -> dict[str, float]:
+    """The classifier's features of the prompt as the router would see it (memoised)."""
+    found = _FEATURES.get(prompt)
+    if found is None:
+        found = dict(analyse(routed_text(prompt)).features)
+        _FEATURES[prompt] = found
+    return found
 
 
-def choose_length_slopes(
-    examples: Sequence[Example], analyses: Sequence[Analysis], gains: Sequence[float]
-) -> dict[str, float]:
-    """Per style, the slope of LENGTH_SLOPES whose out-of-fold ranking has the best APGR."""
-    slopes: dict[str, float] = {}
-    for style in sorted({analysis.style for analysis in analyses}):
-        chosen = [i for i, analysis in enumerate(analyses) if analysis.style == style]
-        weak = [examples[i].weak_correct for i in chosen]
-        strong = [examples[i].strong_correct for i in chosen]
-
-        def apgr_with(slope: float, chosen: list[int] = chosen, weak=weak, strong=strong) -> float:
-            scores = [gains[i] + slope * math.log2(analyses[i].chars + 1) for i in chosen]
-            return routing_metrics.apgr(routing_metrics.sweep(scores, weak, strong))
-
-        slopes[style] = max(LENGTH_SLOPES, key=apgr_with)
-    return slopes
-
-
-def apgr_by_benchmark(
-    weights: Weights, examples: Sequence[Example], analyses: Sequence[Analysis]
-) -> dict[str, float]:
-    result: dict[str, float] = {}
-    for benchmark in BENCHMARKS:
-        chosen = [i for i, example in enumerate(examples) if example.benchmark == benchmark]
-        if chosen:
-            points = routing_metrics.sweep(
-                [weights.expected_gain(analyses[i]) for i in chosen],
-                [examples[i].weak_correct for i in chosen],
-                [examples[i].strong_correct for i in chosen],
-            )
-            result[benchmark] = routing_metrics.apgr(points)
-    return result
-
-
-def cross_validate(
-    examples: Sequence[Example], config: TrainConfig, folds: int
-) -> dict[str, float]:
-    """Mean APGR per benchmark over K folds of the calibration split (for choosing settings)."""
-    analyses = [analyse(routed_text(example.prompt)) for example in examples]
-    totals: Counter[str] = Counter()
-    for fold in range(folds):
-        inside = [i for i, e in enumerate(examples) if fold_of(e.prompt, folds) != fold]
-        outside = [i for i, e in enumerate(examples) if fold_of(e.prompt, folds) == fold]
-        weights = fit([examples[i] for i in inside], [analyses[i] for i in inside], config)
-        scores = apgr_by_benchmark(
-            weights, [examples[i] for i in outside], [analyses[i] for i in outside]
-        )
-        for benchmark, value in scores.items():
-            totals[benchmark] += value / folds
-    return dict(totals)
-
-
-def build(examples: Sequence[Example], config: TrainConfig) -> dict:
-    """The JSON document builtin.Weights reads, rounded to keep it small."""
-    analyses = [analyse(routed_text(example.prompt)) for example in examples]
-    weights = fit(examples, analyses, config)
-    gains = out_of_fold_gains(examples, analyses, config)
-    slopes = choose_length_slopes(examples, analyses, gains)
-    gains = [
-        g + slopes[a.style] * math.log2(a.chars + 1) for g, a in zip(gains, analyses, strict=True)
+def train(rows: Sequence[sources.Row], config: TrainConfig = TrainConfig()) -> Weights:
+    """Fit the logistic regression on `rows` (any sources; test-only ones are refused)."""
+    if any(row.source in sources.TEST_ONLY for row in rows):
+        raise ValueError("test-only sources (alpaca_eval) are never trained on")
+    vectors = [features_of(row.prompt) for row in rows]
+    seen: Counter[str] = Counter()
+    for vector in vectors:
+        seen.update(vector.keys())
+    vocabulary = sorted(
+        name
+        for name, count in seen.items()
+        if count >= config.min_count and (config.words or not name.startswith("w:"))
+    )
+    index = {name: i for i, name in enumerate(vocabulary)}
+    sparse = [
+        [(index[name], value) for name, value in sorted(vector.items()) if name in index]
+        for vector in vectors
     ]
-    reference: dict[str, list[float]] = {}
-    for style in weights.base:
-        ordered = sorted(g for g, a in zip(gains, analyses, strict=True) if a.style == style)
-        reference[style] = [
-            round(routing_metrics.quantile(ordered, i / (REFERENCE_POINTS - 1)), 6)
-            for i in range(REFERENCE_POINTS)
-        ]
+    per_source = Counter(row.source for row in rows)
+    names = sorted(per_source)
+    source_index = {name: i for i, name in enumerate(names)}
+    mean_size = len(rows) / len(names)
+    sample_weight = {
+        name: (mean_size / count) ** config.balance for name, count in per_source.items()
+    }
+    # Start each intercept at its source's log-odds, so the weights need not learn them.
+    intercepts = []
+    for name in names:
+        mean = sum(label(r, config.label) for r in rows if r.source == name) / per_source[name]
+        mean = min(max(mean, 0.01), 0.99)
+        intercepts.append(math.log(mean / (1 - mean)))
+    weights = [0.0] * len(vocabulary)
+    squares = [1e-8] * len(vocabulary)
+    bias_squares = [1e-8] * len(names)
+    labels = [label(row, config.label) for row in rows]
+    keys = [f"{row.source}\x00{row.prompt}" for row in rows]
+    l2, rate = config.l2, config.rate
+    for step in range(config.passes):
+        order = sorted(range(len(rows)), key=lambda i, s=step: _order(keys[i], f"pass{s}"))
+        for i in order:
+            s = source_index[rows[i].source]
+            total = intercepts[s]
+            for j, value in sparse[i]:
+                total += weights[j] * value
+            predicted = 1.0 / (1.0 + math.exp(-max(min(total, 30.0), -30.0)))
+            error = (predicted - labels[i]) * sample_weight[rows[i].source]
+            bias_squares[s] += error * error
+            intercepts[s] -= rate * error / math.sqrt(bias_squares[s])
+            for j, value in sparse[i]:
+                gradient = error * value + l2 * weights[j]
+                squares[j] += gradient * gradient
+                weights[j] -= rate * gradient / math.sqrt(squares[j])
+    digits = config.digits
+    table = {
+        name: round(w, digits)
+        for name, w in zip(vocabulary, weights, strict=True)
+        if round(w, digits)
+    }
+    return Weights(bias=round(sum(intercepts) / len(intercepts), digits), weights=table)
+
+
+def build(rows: Sequence[sources.Row], config: TrainConfig) -> dict:
+    """The JSON document builtin.Weights reads."""
+    weights = train(rows, config)
     return {
         "meta": {
             "made_by": "python -m xrouter_core.quality.train_builtin",
-            "data": "RouteLLM MMLU + GSM8K, calibration split only "
-            f"(sha256(prompt) % 100 < {CALIBRATION_PERCENT}), contaminated prompts excluded",
-            "prompts": dict(sorted(Counter(e.benchmark for e in examples).items())),
+            "model": "logistic regression, P(strong model better than weak)",
+            "data": "datasets/: every source of quality.sources except the test-only "
+            "alpaca_eval, deduplicated by normalised prompt",
+            "prompts": sources.counts(rows),
             "config": asdict(config),
         },
-        "base": {style: round(value, 6) for style, value in weights.base.items()},
-        "tables": {
-            style: {token: round(value, 4) for token, value in table.items() if round(value, 4)}
-            for style, table in weights.tables.items()
-        },
-        "length_slope": slopes,
-        "reference": reference,
+        "bias": weights.bias,
+        "weights": dict(sorted(weights.weights.items())),
     }
+
+
+def top_features(weights: Weights, count: int = 15) -> dict[str, list]:
+    ordered = sorted(weights.weights.items(), key=lambda item: item[1])
+    return {"harder": ordered[::-1][:count], "easier": ordered[:count]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -197,31 +163,36 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m xrouter_core.quality.train_builtin",
         description=(__doc__ or "").split("\n")[0],
     )
-    parser.add_argument(
-        "--cv", type=int, default=0, help="report K-fold cross-validated APGR, write nothing"
-    )
+    parser.add_argument("--holdout", default=None, help="leave this source out, write nothing")
     parser.add_argument("--min-count", type=int, default=defaults.min_count)
-    parser.add_argument("--smoothing", type=float, default=defaults.smoothing)
-    parser.add_argument("--folds", type=int, default=defaults.folds)
+    parser.add_argument("--l2", type=float, default=defaults.l2)
+    parser.add_argument("--passes", type=int, default=defaults.passes)
+    parser.add_argument("--rate", type=float, default=defaults.rate)
+    parser.add_argument("--balance", type=float, default=defaults.balance)
     parser.add_argument("--out", type=Path, default=WEIGHTS_PATH)
     args = parser.parse_args(argv)
-    config = TrainConfig(min_count=args.min_count, smoothing=args.smoothing, folds=args.folds)
-    examples = [e for benchmark in BENCHMARKS for e in load_benchmark(benchmark, "calibration")]
+    config = TrainConfig(
+        min_count=args.min_count,
+        l2=args.l2,
+        passes=args.passes,
+        rate=args.rate,
+        balance=args.balance,
+    )
+    everything = sources.load_all()
+    if args.holdout:
+        rows, _ = sources.loso_split(everything, args.holdout)
+    else:
+        rows = sources.all_training_rows(everything)
+    print(f"training prompts: {sources.counts(rows)}; {config}", file=sys.stderr)
+    doc = build(rows, config)
+    if args.holdout:
+        print(json.dumps(top_features(Weights.from_doc(doc)), indent=1))
+        return 0
+    args.out.write_text(json.dumps(doc, separators=(",", ":")) + "\n", encoding="utf-8")
     print(
-        f"calibration prompts: {dict(Counter(e.benchmark for e in examples))}; {config}",
+        f"wrote {args.out}: {len(doc['weights'])} weights, {args.out.stat().st_size} bytes",
         file=sys.stderr,
     )
-    if args.cv:
-        print(
-            json.dumps(
-                {"config": asdict(config), "cv_apgr": cross_validate(examples, config, args.cv)}
-            )
-        )
-        return 0
-    doc = build(examples, config)
-    args.out.write_text(json.dumps(doc, separators=(",", ":")) + "\n", encoding="utf-8")
-    words = sum(map(len, doc["tables"].values()))
-    print(f"wrote {args.out}: {words} tokens, {args.out.stat().st_size} bytes", file=sys.stderr)
     return 0
 
 

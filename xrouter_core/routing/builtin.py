@@ -1,31 +1,31 @@
-"""The built-in classifier: a difficulty score in [0, 1] computed in-process, no LLM server.
+"""The built-in classifier: P(the strong model is needed) in [0, 1], computed in-process.
 
 How a prompt is scored:
-  1. It is read as a set of tokens: its distinct words, plus tokens for its shape
-     (length, number of numbers, sentences, lines, digits, question marks, code, maths),
-     within its style (a multiple-choice question, or an open request).
-  2. Each known token carries the mean quality gain of the strong model over the weak
-     one on the training prompts that contained it (builtin_weights.json, made by
-     `python -m xrouter_core.quality.train_builtin` from the calibration half of the RouteLLM
-     MMLU and GSM8K data). The prompt's expected gain is the style's mean gain plus the
-     mean over its known tokens (plus, per style, a small trend with the length).
-  3. The expected gain becomes a percentile among the training prompts of the same
-     style: 0.7 means "more likely to need the strong model than 70 % of them".
-  4. The training data are exam questions and maths word problems, which everyday
-     traffic mostly is not. An open request without any number is outside that domain
-     and is scored by its length instead; and a few hand-set rules apply to every
-     prompt: a very short message without code, maths or a hard ask is capped low; code
-     and explicit hard asks (prove, architecture, refactor...) raise a floor.
+  1. `features` reads it as a sparse vector: its distinct words (weighted 1/sqrt(count),
+     so a long prompt does not outvote a short one), and hand features meant to carry
+     across domains: length (log and bins), lines, numbers, code markers, maths markers
+     (LaTeX, equations), the kind of question (how/why/what, write, prove, multiple
+     choice), multi-part asks (numbered lists, several questions), constraints ("must",
+     "exactly", "without"...), and the explicit hard asks (prove, architecture, ...).
+  2. A logistic regression over them (builtin_weights.json, made by
+     `python -m xrouter_core.quality.train_builtin` from every redistributable routing
+     source in datasets/: Arena, ZeroEval, RouteLLM, LLMRouter) gives the probability
+     that the strong model answers better than the weak one. During training each
+     source has its own intercept, so the weights learn what makes a prompt harder
+     *within* a source, not which source it came from; the bundled bias is the mean of
+     those intercepts.
+  3. A few hand-set rules for everyday traffic: a very short message without code,
+     maths or a hard ask is scaled into [0, 0.2]; code and explicit hard asks lift the
+     score into [floor, 1]. Both keep the learned order within the prompts they touch.
      `python -m xrouter_core.quality.evaluate` scores the classifier with these rules on.
 Two thresholds turn the score into tier 0, 1 or 2.
 
-Pure Python: one regular-expression pass and a few hundred dictionary look-ups per
+Pure Python: a few regular-expression passes and a few hundred dictionary look-ups per
 decision (bench/bench_builtin.py measures it).
 """
 
 from __future__ import annotations
 
-import bisect
 import json
 import math
 import re
@@ -42,7 +42,7 @@ SOURCE = "builtin"
 # Longer texts are cut (head and tail kept) before scoring, which bounds the time.
 MAX_CHARS = 4000
 
-# Rules for everyday traffic (step 4 above).
+# Rules for everyday traffic (step 3 above).
 SHORT_WORDS = 12  # fewer words than this, and no code, maths or hard ask: ...
 SHORT_CAP = 0.2  # ... the score is at most this (cheap with any usual thresholds)
 CODE_FLOOR = 0.45  # code in the prompt: at least medium with the default thresholds
@@ -57,10 +57,76 @@ _CODE = re.compile(
 )
 _FRACTION = re.compile(r"\d/\d")
 _MATH = re.compile(r"[=^∫∑√≤≥±]|\\frac|\\sum|\bmod\b")
+# Counted with str.count / set look-ups rather than regular expressions: cheap on long texts.
+_CODE_CHARS = ("{", "}", "[", "]", "(", ")", ";", "==", "!=", "->", "::", "+=")
+_CONSTRAINT_WORDS = frozenset(
+    [
+        "must",
+        "exactly",
+        "least",
+        "most",
+        "without",
+        "only",
+        "never",
+        "don't",
+        "ensure",
+        "limit",
+        "format",
+        "json",
+        "table",
+        "words",
+    ]
+)
 _HARD = re.compile(
     r"\b(?:prove|proof|derive|theorem|lemma|rigorous|architect\w*|refactor\w*|optimi[sz]\w*|"
     r"debug\w*|concurren\w*|distributed|scalab\w*|trade-?offs?|step[- ]by[- ]step|in depth|"
     r"complexity|algorithm\w*|research|analy[sz]e|compare and contrast|multi-step|edge cases)\b"
+)
+_OPENERS = frozenset(
+    [
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "is",
+        "are",
+        "can",
+        "could",
+        "does",
+        "do",
+        "did",
+        "should",
+        "would",
+        "will",
+        "write",
+        "explain",
+        "describe",
+        "create",
+        "make",
+        "give",
+        "list",
+        "tell",
+        "find",
+        "calculate",
+        "compute",
+        "solve",
+        "prove",
+        "implement",
+        "design",
+        "generate",
+        "summarize",
+        "summarise",
+        "translate",
+        "help",
+        "please",
+        "i",
+        "you",
+    ]
 )
 
 
@@ -73,8 +139,7 @@ def bucket(value: float) -> int:
 class Analysis:
     """What the scorer reads from a prompt."""
 
-    style: str  # "choice" (multiple-choice question) or "open"
-    tokens: frozenset[str]  # distinct words and shape tokens ("chars:8", "code:1", ...)
+    features: Mapping[str, float]  # the sparse vector the model weighs
     chars: int
     words: int
     numbers: int
@@ -87,114 +152,118 @@ def analyse(text: str) -> Analysis:
     if len(text) > MAX_CHARS:
         half = MAX_CHARS // 2
         text = text[:half] + "\n" + text[-half:]
-    words = _WORD.findall(text.lower())
+    lower = text.lower()
+    words = _WORD.findall(lower)
     numbers = _NUMBER.findall(text)
     code = bool(_CODE.search(text))
     math_ = bool(_MATH.search(text))
+    hard = set(_HARD.findall(lower))
+    distinct = set(words)
+    features: dict[str, float] = {}
+    if distinct:
+        value = 1.0 / math.sqrt(len(distinct))
+        for word in distinct:
+            features["w:" + word] = value
+    lines = text.count("\n")
+    code_tokens = sum(text.count(mark) for mark in _CODE_CHARS)
+    latex = text.count("\\") + text.count("$") // 2
+    items = 0
+    for line in text.split("\n"):
+        head = line.lstrip()[:4]
+        if head[:1] in ("-", "*", "•") or (head[:1].isdigit() and (". " in head or ") " in head)):
+            items += 1
+    constraints = sum(1 for word in words if word in _CONSTRAINT_WORDS)
     shape = {
         "chars": bucket(len(text)),
         "words": bucket(len(words)),
         "numbers": bucket(len(numbers)),
         "sentences": bucket(len(_SENTENCE_END.findall(text))),
-        "lines": bucket(text.count("\n")),
+        "lines": bucket(lines),
         "digits": bucket(max((len(n) for n in numbers), default=0)),
         "questions": min(text.count("?"), 3),
+        "items": min(bucket(items), 3),
+        "constraints": min(bucket(constraints), 3),
+        "codetok": min(bucket(code_tokens), 6),
+        "latex": min(bucket(latex), 4),
+        "hard": min(len(hard), 2),
         "decimal": int(any("." in n for n in numbers)),
         "percent": int("%" in text),
         "money": int("$" in text),
         "fraction": int(bool(_FRACTION.search(text))),
         "code": int(code),
         "math": int(math_),
+        "choice": int(bool(_CHOICES.search(text))),
+        "opener": words[0] if words and words[0] in _OPENERS else "-",
     }
-    tokens = set(words)
-    tokens.update(f"{name}:{value}" for name, value in shape.items())
+    for name, value in shape.items():
+        features[f"{name}:{value}"] = 1.0
+    # Smooth trends beside the bins (scaled to about 0..1).
+    features["log_chars"] = math.log2(len(text) + 1) / 12
+    features["log_numbers"] = math.log2(len(numbers) + 1) / 6
+    features["log_codetok"] = math.log2(code_tokens + 1) / 8
     return Analysis(
-        style="choice" if _CHOICES.search(text) else "open",
-        tokens=frozenset(tokens),
+        features=features,
         chars=len(text),
         words=len(words),
         numbers=len(numbers),
         code=code,
         math=math_,
-        hard_asks=len(set(_HARD.findall(text.lower()))),
+        hard_asks=len(hard),
     )
 
 
-def mean_known(tokens: frozenset[str], table: Mapping[str, float]) -> float:
-    """Mean of the table's values over the tokens it knows (0 when it knows none)."""
-    known = [table[token] for token in tokens if token in table]
-    return sum(known) / len(known) if known else 0.0
-
-
-def in_domain(analysis: Analysis) -> bool:
-    """Like the training data: a multiple-choice question, or a request with numbers in it
-    (the open-ended training prompts are all maths word problems)."""
-    return analysis.style == "choice" or analysis.numbers > 0
-
-
-def length_score(words: int) -> float:
-    """Outside the training data's domain: longer asks are harder; 8 words or fewer give 0,
-    64 words 0.5, 512 or more 1."""
-    return min(max((math.log2(max(words, 1)) - 3) / 6, 0.0), 1.0)
-
-
 def apply_rules(score: float, analysis: Analysis) -> float:
-    """The hand-set rules for everyday traffic (module docstring, step 4)."""
+    """The hand-set rules for everyday traffic (module docstring, step 3).
+
+    Each rule maps the score monotonically (scaled into [0, cap], or into [floor, 1]),
+    so prompts that one rule touches keep their learned order among themselves."""
     if analysis.words < SHORT_WORDS and not (analysis.code or analysis.math or analysis.hard_asks):
-        return min(score, SHORT_CAP)
+        return SHORT_CAP * score
     if analysis.hard_asks:
-        score = max(score, HARD_FLOOR[min(analysis.hard_asks, len(HARD_FLOOR)) - 1])
+        floor = HARD_FLOOR[min(analysis.hard_asks, len(HARD_FLOOR)) - 1]
+        score = floor + (1.0 - floor) * score
     if analysis.code:
-        score = max(score, CODE_FLOOR)
+        score = CODE_FLOOR + (1.0 - CODE_FLOOR) * score
     return score
+
+
+def sigmoid(value: float) -> float:
+    if value >= 0:
+        return 1.0 / (1.0 + math.exp(-value))
+    exp = math.exp(value)
+    return exp / (1.0 + exp)
 
 
 @dataclass(frozen=True)
 class Weights:
-    """A trained table: per style, the mean gain and each token's gain relative to it."""
+    """A trained logistic regression: a bias and one weight per known feature."""
 
-    base: Mapping[str, float]
-    tables: Mapping[str, Mapping[str, float]]
-    # Per style, a gain per doubling of the prompt's length (chosen by cross-validation).
-    length_slope: Mapping[str, float]
-    # Per style, sorted expected gains of the training prompts (out-of-fold): the score is
-    # the percentile among the prompts of the same style.
-    reference: Mapping[str, Sequence[float]]
+    bias: float
+    weights: Mapping[str, float]
 
     @classmethod
     def load(cls, path: Path = WEIGHTS_PATH) -> Weights:
         doc = json.loads(path.read_text(encoding="utf-8"))
+        return cls.from_doc(doc)
+
+    @classmethod
+    def from_doc(cls, doc: Mapping) -> Weights:
         return cls(
-            base={str(k): float(v) for k, v in doc["base"].items()},
-            tables={
-                str(s): {str(k): float(v) for k, v in t.items()} for s, t in doc["tables"].items()
-            },
-            length_slope={str(k): float(v) for k, v in doc.get("length_slope", {}).items()},
-            reference={str(s): sorted(float(v) for v in r) for s, r in doc["reference"].items()},
+            bias=float(doc["bias"]),
+            weights={str(k): float(v) for k, v in doc["weights"].items()},
         )
 
-    def expected_gain(self, analysis: Analysis) -> float:
-        """Predicted quality gain of the strong model over the weak one on this prompt."""
-        style = analysis.style
-        return (
-            self.base.get(style, 0.0)
-            + mean_known(analysis.tokens, self.tables.get(style, {}))
-            + self.length_slope.get(style, 0.0) * math.log2(analysis.chars + 1)
-        )
+    def logit(self, analysis: Analysis) -> float:
+        table = self.weights
+        total = self.bias
+        for name, value in analysis.features.items():
+            weight = table.get(name)
+            if weight is not None:
+                total += weight * value
+        return total
 
-    def percentile(self, style: str, value: float) -> float:
-        """Share of the style's reference prompts with a lower expected gain, interpolated."""
-        reference = self.reference.get(style)
-        if not reference:
-            return min(max(value, 0.0), 1.0)
-        index = bisect.bisect_left(reference, value)
-        if index == 0:
-            return 0.0
-        if index >= len(reference):
-            return 1.0
-        low, high = reference[index - 1], reference[index]
-        fraction = (value - low) / (high - low) if high > low else 0.0
-        return (index - 1 + fraction) / (len(reference) - 1)
+    def probability(self, analysis: Analysis) -> float:
+        return sigmoid(self.logit(analysis))
 
 
 def tier_for(score: float, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> int:
@@ -223,12 +292,9 @@ class BuiltinClassifier:
         self.last_error: str | None = None
 
     def score(self, text: str) -> float:
-        """Difficulty in [0, 1]."""
+        """P(the strong model is needed), in [0, 1]."""
         analysis = analyse(text)
-        if in_domain(analysis):
-            score = self.weights.percentile(analysis.style, self.weights.expected_gain(analysis))
-        else:
-            score = length_score(analysis.words)
+        score = self.weights.probability(analysis)
         return apply_rules(score, analysis) if self.rules else score
 
     def decide(self, text: str) -> Decision:
