@@ -500,7 +500,7 @@ class FakeAnthropicProvider(ProviderFake):
                 400, "invalid_request_error", "anthropic-version header is required"
             )
         body = request.json or {}
-        problem = self.check(body)
+        problem = self.check(body, request.headers.get("anthropic-beta", ""))
         if problem:
             return anthropic_error(400, "invalid_request_error", problem)
         last = body["messages"][-1]
@@ -514,7 +514,12 @@ class FakeAnthropicProvider(ProviderFake):
         return Reply(body=anthropic_message(text, body["model"], tool))
 
     @staticmethod
-    def check(body: dict) -> str:
+    def check(body: dict, betas: str = "") -> str:
+        """The API's checks; the mid-conversation-system beta lets `system` messages into
+        the conversation (not first)."""
+        roles = ("user", "assistant")
+        if "mid-conversation-system" in betas:
+            roles += ("system",)
         if not isinstance(body.get("max_tokens"), int):
             return "max_tokens: Field required"
         if not body.get("model"):
@@ -524,8 +529,10 @@ class FakeAnthropicProvider(ProviderFake):
             return "messages: first message must use the user role"
         tool_ids: set[str] = set()
         for i, message in enumerate(messages):
-            if message.get("role") not in ("user", "assistant"):
+            if message.get("role") not in roles:
                 return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+            if message["role"] == "system":
+                continue
             if i and messages[i - 1]["role"] == message["role"]:
                 return f"messages.{i}: roles must alternate between user and assistant"
             blocks = message["content"] if isinstance(message["content"], list) else []
@@ -573,6 +580,10 @@ class FakeAnthropicProvider(ProviderFake):
             "tool_choice",
             "metadata",
             "thinking",
+            "service_tier",
+            "container",
+            "context_management",
+            "mcp_servers",
         }
         extra = set(body) - allowed
         return f"{sorted(extra)[0]}: Extra inputs are not permitted" if extra else ""

@@ -561,6 +561,11 @@ class Xrouter:
         fields.append((b"content-length", str(len(upstream.body)).encode()))
         request.headers.fields = tuple(fields)
         request.raw_content = upstream.body
+        if log.isEnabledFor(logging.DEBUG):
+            chat = routed.chat
+            dropped = upstream.dropped + (() if adapter.same_format(chat) else chat.dropped)
+            if dropped:
+                log.debug("route %s cannot take, dropped: %s", route.tier, ", ".join(dropped))
         flow.metadata[mitm_compat.FIRST_BYTE_TIMEOUT] = route.first_byte_timeout_ms / 1000
 
     # ---- response --------------------------------------------------------------
@@ -598,7 +603,7 @@ class Xrouter:
             renderer = OpenAIChunkRenderer(model, include_usage=routed.chat.wants_usage)
             translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
         else:
-            translator = translator_for(routed.adapter, routed.chat, model)
+            translator = translator_for(routed.adapter, routed.chat, model, rename=keep_name)
         if routed.cache_key is not None:
             translator = RecordingStream(translator)
         translator.on_finish = lambda t: self.finished(
@@ -630,9 +635,13 @@ class Xrouter:
             if keep_name and routed.chat.model:
                 completion["model"] = routed.chat.model
             if routed.chat.client_format == ANTHROPIC:
-                answer = anthropic_message(completion, completion.get("model") or routed.chat.model)
-                response.set_content(json.dumps(answer).encode())
-                response.headers["content-type"] = "application/json"
+                # Anthropic's own answer goes back as it came (its usage was read above).
+                if not routed.adapter.same_format(routed.chat) or keep_name:
+                    answer = anthropic_message(
+                        completion, completion.get("model") or routed.chat.model
+                    )
+                    response.set_content(json.dumps(answer).encode())
+                    response.headers["content-type"] = "application/json"
             elif not routed.adapter.openai_wire or (keep_name and routed.chat.model):
                 response.set_content(json.dumps(completion).encode())
                 response.headers["content-type"] = "application/json"

@@ -34,8 +34,8 @@ from xrouter_core.wire.adapters.base import (
     tool_call_dict,
     tool_choice,
 )
-from xrouter_core.wire.inbound import ChatRequest
-from xrouter_core.wire.jsontext import compact_json
+from xrouter_core.wire.inbound import ANTHROPIC, ChatRequest
+from xrouter_core.wire.jsontext import compact_json, json_bytes
 
 API_VERSION = "2023-06-01"
 # Messages requires max_tokens; used when the client set no limit.
@@ -167,8 +167,23 @@ def build_body(request: ChatRequest, model: str) -> dict[str, Any]:
     return out
 
 
+def passthrough_body(request: ChatRequest, model: str) -> bytes:
+    """An Anthropic client's own body with only `model` replaced.
+
+    Parsed once (the router parsed it to classify) and re-serialised: dicts keep their
+    keys in order, so every field, block, cache_control mark, thinking signature and
+    unknown future field arrives in place; only insignificant whitespace and equivalent
+    escapes change. The raw bytes go as they are when the model stays the same."""
+    original = request.original
+    assert original is not None
+    if not model or original.get("model") == model:
+        return request.raw
+    return json_bytes({**original, "model": model})  # an existing key keeps its place
+
+
 class AnthropicAdapter(Adapter):
     name = "anthropic"
+    client_format = ANTHROPIC
 
     def build_request(
         self,
@@ -179,19 +194,25 @@ class AnthropicAdapter(Adapter):
     ) -> UpstreamRequest:
         path = "/messages" if route.base_path.endswith("/v1") else "/v1/messages"
         client_headers = list(client_headers)
+        passthrough = request.original is not None and self.same_format(request)
         auth = {"anthropic-version": API_VERSION}
+        if passthrough:  # the body is the client's: so is the API version it was written for
+            auth.update(
+                (k.lower(), v) for k, v in client_headers if k.lower() == "anthropic-version"
+            )
         if route.api_key:
             auth["x-api-key"] = route.api_key
         elif keep_client_auth:  # proxy mode, same host, no key of our own: the client's
             auth.update((k.lower(), v) for k, v in client_headers if k.lower() == "x-api-key")
-        # A client's anthropic-beta header travels on; the version is always ours, since
-        # the body is built for it.
+        # A client's anthropic-beta header travels on; the version is ours when the body
+        # is built here (translated), the client's when it is the client's own.
         headers = forward_headers(client_headers, route, auth)
-        return UpstreamRequest(
-            url=join_url(route.base_url, path),
-            headers=headers,
-            body=compact_json(build_body(request, model_for(route, request))).encode(),
-        )
+        model = model_for(route, request)
+        if passthrough:
+            body = passthrough_body(request, model)
+        else:
+            body = compact_json(build_body(request, model)).encode()
+        return UpstreamRequest(url=join_url(route.base_url, path), headers=headers, body=body)
 
     def parse_response(self, body: bytes) -> dict[str, Any]:
         doc = json.loads(body)

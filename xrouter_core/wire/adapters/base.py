@@ -52,6 +52,9 @@ class UpstreamRequest:
     url: str
     headers: dict[str, str]
     body: bytes
+    # What of the request this provider cannot take and the adapter left out (for the
+    # one debug line the router logs about it).
+    dropped: tuple[str, ...] = ()
 
 
 class StreamDecoder(Protocol):
@@ -69,6 +72,12 @@ class Adapter:
     # True when the provider speaks OpenAI's chat-completion wire format, so an OpenAI
     # client's stream can pass through without being decoded and re-rendered.
     openai_wire = False
+    # The client format this provider speaks itself (inbound.OPENAI or ANTHROPIC), if any:
+    # a client of that format gets its request forwarded, and the answer back, as they are.
+    client_format = ""
+
+    def same_format(self, request: ChatRequest) -> bool:
+        return self.client_format == request.client_format
 
     def build_request(
         self,
