@@ -195,7 +195,14 @@ def test_openai_client_system_message_moves_to_anthropic_system(same_format_rout
             {"role": "user", "content": unique("hello")},
             {"role": "assistant", "content": "Hi."},
             {"role": "system", "content": "Now answer in French."},
-            {"role": "user", "content": "again"},
+            {"role": "critic", "content": "an unknown role"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "again"},
+                    {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+                ],
+            },
         ],
         "service_tier": "auto",
         "seed": 3,
@@ -208,6 +215,9 @@ def test_openai_client_system_message_moves_to_anthropic_system(same_format_rout
     assert [b["text"] for b in body["system"]] == ["Be brief.", "Now answer in French."]
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
     assert "service_tier" not in body and "seed" not in body
+    assert body["messages"][-1]["content"] == [{"type": "text", "text": "again"}]
+    line = [line for line in same_format_router.logs().splitlines() if "cannot take" in line][-1]
+    assert line.endswith("dropped: service_tier, seed, role 'critic', input_audio part"), line
 
 
 def test_openai_client_on_an_openai_route_keeps_every_field(same_format_router, upstreams):

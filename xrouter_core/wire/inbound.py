@@ -190,9 +190,8 @@ def parse_anthropic_messages(raw: bytes | None) -> ChatRequest:
             if text:
                 out.append({"role": "system", "content": text})
         else:
-            dropped[f"role {role!r}" if isinstance(role, str) else "a message without a role"] = (
-                None
-            )
+            what = f"role {role!r}" if isinstance(role, str) else "a message without a role"
+            dropped[what] = None
     if not out:
         raise RouterError(
             400, "'messages' holds no user or assistant message.", code="invalid_messages"

@@ -26,6 +26,7 @@ from xrouter_core.wire.adapters.base import (
     max_output_tokens,
     merge_same_role,
     model_for,
+    note_unknown_parts,
     openai_completion,
     parse_arguments,
     safe_tool_id,
@@ -75,13 +76,41 @@ def user_blocks(content: Any) -> list[dict[str, Any]]:
     return blocks
 
 
-def to_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict]]:
-    """OpenAI messages → (Anthropic system blocks, alternating Anthropic messages)."""
+# The OpenAI fields build_body translates; any other is named as dropped.
+TRANSLATED = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "tools",
+        "functions",
+        "tool_choice",
+        "function_call",
+        "parallel_tool_calls",
+        "user",
+        "stream",
+        "stream_options",
+    }
+)
+
+
+def to_messages(
+    messages: list[dict[str, Any]], dropped: dict[str, None] | None = None
+) -> tuple[list[dict[str, Any]], list[dict]]:
+    """OpenAI messages → (Anthropic system blocks, alternating Anthropic messages). System
+    messages anywhere in the conversation move to the top-level system, in order; unknown
+    roles and content parts are left out (and named in `dropped`)."""
     system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
+    dropped = {} if dropped is None else dropped
     for message in messages:
         role = message.get("role")
         content = message.get("content")
+        note_unknown_parts(content, dropped)
         if role in ("system", "developer"):
             text = text_of(content)
             if text:
@@ -111,6 +140,8 @@ def to_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], l
                 "content": result or "",
             }
             turns.append({"role": "user", "content": [block]})
+        elif role != "user":
+            dropped[f"role {role!r}"] = None
         else:
             blocks = user_blocks(content)
             if blocks:
@@ -125,9 +156,13 @@ def to_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], l
     return system, merged
 
 
-def build_body(request: ChatRequest, model: str) -> dict[str, Any]:
+def build_body(
+    request: ChatRequest, model: str, dropped: dict[str, None] | None = None
+) -> dict[str, Any]:
     body = request.body
-    system, messages = to_messages(request.messages)
+    if dropped is not None:
+        dropped.update((k, None) for k in body if k not in TRANSLATED)
+    system, messages = to_messages(request.messages, dropped)
     out: dict[str, Any] = {
         "model": model,
         "max_tokens": max_output_tokens(body) or DEFAULT_MAX_TOKENS,
@@ -208,11 +243,14 @@ class AnthropicAdapter(Adapter):
         # is built here (translated), the client's when it is the client's own.
         headers = forward_headers(client_headers, route, auth)
         model = model_for(route, request)
+        dropped: dict[str, None] = {}
         if passthrough:
             body = passthrough_body(request, model)
         else:
-            body = compact_json(build_body(request, model)).encode()
-        return UpstreamRequest(url=join_url(route.base_url, path), headers=headers, body=body)
+            body = compact_json(build_body(request, model, dropped)).encode()
+        return UpstreamRequest(
+            url=join_url(route.base_url, path), headers=headers, body=body, dropped=tuple(dropped)
+        )
 
     def parse_response(self, body: bytes) -> dict[str, Any]:
         doc = json.loads(body)

@@ -286,6 +286,18 @@ def content_parts(content: Any) -> list[Part]:
     return parts
 
 
+# The OpenAI content part types content_parts reads.
+PART_TYPES = frozenset({"text", "input_text", "image_url"})
+
+
+def note_unknown_parts(content: Any, dropped: dict[str, None]) -> None:
+    """Name the content part types content_parts leaves out (audio, files, …)."""
+    if isinstance(content, list):
+        for item in content:
+            if isinstance(item, dict) and item.get("type") not in PART_TYPES:
+                dropped[f"{item.get('type')} part"] = None
+
+
 def text_of(content: Any) -> str:
     return "".join(p.text for p in content_parts(content) if p.kind == "text")
 
