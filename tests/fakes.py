@@ -489,6 +489,9 @@ class FakeAnthropicProvider(ProviderFake):
     """POST /v1/messages with x-api-key and anthropic-version, checked as the API does."""
 
     def answer(self, request: Recorded) -> Reply:
+        if request.path == "/v1/messages/count_tokens" and request.headers.get("x-api-key"):
+            # Token counting: a fixed count per message, so a test can tell it from an estimate.
+            return Reply(body={"input_tokens": 1000 + len((request.json or {})["messages"])})
         if request.path != "/v1/messages":
             return anthropic_error(404, "not_found_error", f"Not found: {request.path}")
         if not request.headers.get("x-api-key"):

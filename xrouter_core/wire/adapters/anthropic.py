@@ -252,6 +252,35 @@ class AnthropicAdapter(Adapter):
             url=join_url(route.base_url, path), headers=headers, body=body, dropped=tuple(dropped)
         )
 
+    def count_tokens_request(
+        self,
+        route: Route,
+        doc: dict[str, Any],
+        client_headers: Iterable[tuple[str, str]],
+        keep_client_auth: bool = False,
+    ) -> UpstreamRequest:
+        """POST /v1/messages/count_tokens for this route: the client's body with the
+        route's model, the client's version and beta headers, the route's key."""
+        path = (
+            "/messages/count_tokens"
+            if route.base_path.endswith("/v1")
+            else "/v1/messages/count_tokens"
+        )
+        client_headers = list(client_headers)
+        auth = {"anthropic-version": API_VERSION}
+        for name, value in client_headers:
+            lower = name.lower()
+            if lower == "anthropic-version" or (keep_client_auth and lower == "x-api-key"):
+                auth[lower] = value
+        if route.api_key:
+            auth["x-api-key"] = route.api_key
+        body = {**doc, "model": route.model} if route.model else doc
+        return UpstreamRequest(
+            url=join_url(route.base_url, path),
+            headers=forward_headers(client_headers, route, auth),
+            body=json_bytes(body),
+        )
+
     def parse_response(self, body: bytes) -> dict[str, Any]:
         doc = json.loads(body)
         text: list[str] = []
