@@ -518,10 +518,11 @@ class FakeAnthropicProvider(ProviderFake):
 
     @staticmethod
     def check(body: dict, betas: str = "") -> str:
-        """The API's checks; the mid-conversation-system beta lets `system` messages into
-        the conversation (not first)."""
+        """The API's checks, with the documented fields Claude Code 2.1 sends; its betas
+        for a system message inside the conversation (per-turn-control, or
+        mid-conversation-system) let `system` messages in there."""
         roles = ("user", "assistant")
-        if "mid-conversation-system" in betas:
+        if "per-turn-control" in betas or "mid-conversation-system" in betas:
             roles += ("system",)
         if not isinstance(body.get("max_tokens"), int):
             return "max_tokens: Field required"
@@ -555,7 +556,15 @@ class FakeAnthropicProvider(ProviderFake):
                     return f"messages.{i}: bad image source"
         for tool in body.get("tools") or []:
             if (
-                set(tool) - {"name", "description", "input_schema", "cache_control"}
+                set(tool)
+                - {
+                    "name",
+                    "description",
+                    "input_schema",
+                    "cache_control",
+                    "defer_loading",
+                    "strict",
+                }
                 or "input_schema" not in tool
             ):
                 return "tools: each tool needs name, description and input_schema"
@@ -584,6 +593,7 @@ class FakeAnthropicProvider(ProviderFake):
             "metadata",
             "thinking",
             "service_tier",
+            "output_config",
             "container",
             "context_management",
             "mcp_servers",
