@@ -197,3 +197,34 @@ def test_claude_code_tool_turn(setup):
     assert result_block["tool_use_id"] == "toolu_01ReadTheNote000000000"
     assert NOTE in json.dumps(result_block["content"])
     assert any(m["role"] == "assistant" for m in follow_up["messages"])
+
+
+def test_claude_code_on_an_openai_route_is_translated(tmp_path: Path):
+    """The same client on an OpenAI-wire route: its system message inside the
+    conversation and the fields OpenAI has no word for no longer cause a 400."""
+    from fakes import FakeOpenAIProvider
+
+    binary = claude_binary()
+    home = tmp_path / "home"
+    workspace = home / "work"
+    workspace.mkdir(parents=True)
+    fake = FakeOpenAIProvider("openai-route")
+    router_dir = tmp_path / "router"
+    router_dir.mkdir()
+    env = {"CLASSIFIER_ENABLED": "false", "ROUTER_API_KEY": ROUTER_KEY}
+    for tier in ("CHEAP", "MEDIUM", "FRONTIER"):
+        env[f"{tier}_BASE_URL"] = fake.url + "/v1"
+        env[f"{tier}_MODEL"] = "gpt-route"
+    router = Router(env, router_dir)
+    try:
+        result = run_claude(binary, home, workspace, router, "Say hello")
+        assert result["result"] == "Hello from openai-route!", result
+        body = fake.requests[0].json
+        roles = [m["role"] for m in body["messages"]]
+        assert body["model"] == "gpt-route" and roles[0] == "system"
+        if "per-turn-control" in fake.requests[0].headers.get("anthropic-beta", ""):
+            assert "system" in roles[1:], roles  # kept in place, where Claude Code put it
+        assert "thinking" not in body and "cache_control" not in json.dumps(body)
+    finally:
+        router.stop()
+        fake.close()
