@@ -541,6 +541,9 @@ class FakeAnthropicProvider(ProviderFake):
     cumulative_delta = False
 
     def answer(self, request: Recorded) -> Reply:
+        if request.path == "/v1/messages/count_tokens" and request.headers.get("x-api-key"):
+            # Token counting: a fixed count per message, so a test can tell it from an estimate.
+            return Reply(body={"input_tokens": 1000 + len((request.json or {})["messages"])})
         if request.path != "/v1/messages":
             return anthropic_error(404, "not_found_error", f"Not found: {request.path}")
         if not request.headers.get("x-api-key"):
@@ -552,7 +555,7 @@ class FakeAnthropicProvider(ProviderFake):
                 400, "invalid_request_error", "anthropic-version header is required"
             )
         body = request.json or {}
-        problem = self.check(body)
+        problem = self.check(body, request.headers.get("anthropic-beta", ""))
         if problem:
             return anthropic_error(400, "invalid_request_error", problem)
         last = body["messages"][-1]
@@ -570,7 +573,13 @@ class FakeAnthropicProvider(ProviderFake):
         return Reply(body=anthropic_message(text, body["model"], tool, self.cache))
 
     @staticmethod
-    def check(body: dict) -> str:
+    def check(body: dict, betas: str = "") -> str:
+        """The API's checks, with the documented fields Claude Code 2.1 sends; its betas
+        for a system message inside the conversation (per-turn-control, or
+        mid-conversation-system) let `system` messages in there."""
+        roles = ("user", "assistant")
+        if "per-turn-control" in betas or "mid-conversation-system" in betas:
+            roles += ("system",)
         if not isinstance(body.get("max_tokens"), int):
             return "max_tokens: Field required"
         if not body.get("model"):
@@ -580,8 +589,10 @@ class FakeAnthropicProvider(ProviderFake):
             return "messages: first message must use the user role"
         tool_ids: set[str] = set()
         for i, message in enumerate(messages):
-            if message.get("role") not in ("user", "assistant"):
+            if message.get("role") not in roles:
                 return f"messages.{i}.role: Input should be 'user' or 'assistant'"
+            if message["role"] == "system":
+                continue
             if i and messages[i - 1]["role"] == message["role"]:
                 return f"messages.{i}: roles must alternate between user and assistant"
             blocks = message["content"] if isinstance(message["content"], list) else []
@@ -601,7 +612,15 @@ class FakeAnthropicProvider(ProviderFake):
                     return f"messages.{i}: bad image source"
         for tool in body.get("tools") or []:
             if (
-                set(tool) - {"name", "description", "input_schema", "cache_control"}
+                set(tool)
+                - {
+                    "name",
+                    "description",
+                    "input_schema",
+                    "cache_control",
+                    "defer_loading",
+                    "strict",
+                }
                 or "input_schema" not in tool
             ):
                 return "tools: each tool needs name, description and input_schema"
@@ -629,6 +648,11 @@ class FakeAnthropicProvider(ProviderFake):
             "tool_choice",
             "metadata",
             "thinking",
+            "service_tier",
+            "output_config",
+            "container",
+            "context_management",
+            "mcp_servers",
         }
         extra = set(body) - allowed
         return f"{sorted(extra)[0]}: Extra inputs are not permitted" if extra else ""

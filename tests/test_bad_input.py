@@ -197,7 +197,8 @@ def test_default_limit_is_documented_and_large_enough(router, upstreams):
 @pytest.mark.parametrize(
     "method,path,status",
     [
-        ("GET", "/", 404),
+        ("POST", "/", 405),
+        ("GET", "/v1/models/../../etc/passwd", 404),
         ("GET", "/v1/completions", 404),
         ("POST", "/v1/embeddings", 404),
         ("GET", "/admin", 404),

@@ -198,6 +198,8 @@ class Settings:
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
     routes: Mapping[str, Route] = field(default_factory=dict)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
+    # Where POST /v1/embeddings goes (an OpenAI-wire server), if anywhere.
+    embeddings: Route | None = None
     # Every value that must never be printed, so logs can redact them.
     secrets: tuple[str, ...] = ()
 
@@ -505,6 +507,17 @@ def load_settings(
             )
 
     routing = _read_routing(read, problems)
+    embeddings_url = read.url("EMBEDDINGS_BASE_URL")
+    embeddings = (
+        Route(
+            tier="embeddings",
+            base_url=embeddings_url,
+            api_key=read.text("EMBEDDINGS_API_KEY"),
+            model=read.text("EMBEDDINGS_MODEL"),
+        )
+        if embeddings_url
+        else None
+    )
     cache_backend = read.text("CACHE_BACKEND", "auto").lower()
     if cache_backend not in CACHE_BACKENDS:
         problems.append(
@@ -527,6 +540,7 @@ def load_settings(
             read.text("ROUTER_API_KEY"),
             classifier.api_key,
             *(r.api_key for r in routes.values()),
+            embeddings.api_key if embeddings else "",
             *(v for r in routes.values() for v in r.headers.values() if len(v) >= 8),
         )
         if s
@@ -552,6 +566,7 @@ def load_settings(
         classifier=classifier,
         routes=routes,
         routing=routing,
+        embeddings=embeddings,
         secrets=secrets,
     )
 

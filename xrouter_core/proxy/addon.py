@@ -24,11 +24,12 @@ from mitmproxy.addonmanager import Loader
 from mitmproxy.exceptions import OptionsError
 from mitmproxy.proxy.mode_specs import ReverseMode
 
+from xrouter_core import __version__
 from xrouter_core.accounting.responsecache import RecordingStream
 from xrouter_core.accounting.service import USAGE_PAGES, Accounting
 from xrouter_core.config import ConfigError, Route, Settings, load_settings
 from xrouter_core.proxy import dispatch, mitm_compat
-from xrouter_core.proxy.logs import setup_logging
+from xrouter_core.proxy.logs import log_rejected, setup_logging
 from xrouter_core.routing.builtin import BuiltinClassifier
 from xrouter_core.routing.classifier import Decision, LLMClassifier
 from xrouter_core.routing.fallback import (
@@ -52,6 +53,7 @@ from xrouter_core.routing.policy import Policy
 from xrouter_core.tasks import Tasks
 from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
 from xrouter_core.wire.adapters import Adapter, adapter_for
+from xrouter_core.wire.adapters.anthropic import AnthropicAdapter
 from xrouter_core.wire.canonical import Usage, usage_from_openai
 from xrouter_core.wire.errors import RouterError, error_body, redact
 from xrouter_core.wire.headers import (
@@ -71,19 +73,29 @@ from xrouter_core.wire.inbound import (
     OPENAI,
     RESPONSES,
     ChatRequest,
+    load_json_object,
     parse_anthropic_messages,
     parse_openai_chat,
 )
+from xrouter_core.wire.jsontext import json_bytes
 from xrouter_core.wire.local import (
     CHAT_PATHS,
+    COUNT_TOKENS_PATH,
+    EMBEDDINGS_PATH,
+    JSON,
     MESSAGES_PATH,
+    MODEL_PREFIX,
     RESPONSES_PATH,
     LocalResponse,
     body_error,
     check_auth,
     check_header_values,
     check_method,
+    count_tokens_estimate,
+    model_page,
     models_page,
+    no_embeddings_route,
+    root_page,
 )
 from xrouter_core.wire.providers import ANTHROPIC_HOST, OPENAI_STYLE_HOSTS, provider_name
 from xrouter_core.wire.render_anthropic import anthropic_error, anthropic_message
@@ -193,8 +205,16 @@ def set_routing_headers(
 
 def local_response(flow: http.HTTPFlow, answer: LocalResponse) -> None:
     body = answer.body
-    if answer.status >= 400 and flow.request.path.split("?", 1)[0] == MESSAGES_PATH:
-        body = anthropic_error(answer.status, body)  # Anthropic clients get their shape
+    if answer.status >= 400:
+        request = flow.request
+        log_rejected(answer.status, request.method, request.path, answer.reason)
+        path = request.path.split("?", 1)[0]
+        if path == MESSAGES_PATH or path.startswith(MESSAGES_PATH + "/"):
+            body = anthropic_error(answer.status, body)  # Anthropic clients get their shape
+    if flow.request.method == "HEAD":  # the headers of the GET answer, and no body
+        flow.response = http.Response.make(answer.status, b"", answer.headers)
+        flow.response.headers["content-length"] = str(len(body))
+        return
     flow.response = http.Response.make(answer.status, body, answer.headers)
 
 
@@ -212,6 +232,15 @@ def intercepted_chat(request: http.Request) -> str | None:
     if host == ANTHROPIC_HOST and path == MESSAGES_PATH:
         return ANTHROPIC
     return None
+
+
+def is_count_tokens_call(request: http.Request) -> bool:
+    """In proxy mode: Claude Code's token count on api.anthropic.com (answered here)."""
+    return (
+        request.method == "POST"
+        and request.pretty_host == ANTHROPIC_HOST
+        and request.path.split("?", 1)[0] == COUNT_TOKENS_PATH
+    )
 
 
 class Xrouter:
@@ -418,6 +447,8 @@ class Xrouter:
             return self.serve_own_endpoint(flow)
         kind = intercepted_chat(flow.request)
         if kind is None:
+            if is_count_tokens_call(flow.request):
+                return dispatch.run_until_it_waits(self.count_tokens(flow, intercepted=True))
             return None  # Anything else in proxy mode passes through untouched.
         return dispatch.run_until_it_waits(
             self.route_chat(flow, intercepted=True, client_format=kind)
@@ -445,11 +476,104 @@ class Xrouter:
             )
         if path in USAGE_PAGES:
             return self.serve_usage_page(flow, path)
+        if path == COUNT_TOKENS_PATH:
+            return dispatch.run_until_it_waits(self.count_tokens(flow, intercepted=False))
+        if path == EMBEDDINGS_PATH:
+            return dispatch.run_until_it_waits(self.embeddings(flow))
         if path == "/health":
             local_response(flow, LocalResponse.json(self.health()))
         elif path == "/v1/models":
             local_response(flow, models_page(logical_model_names(self.settings.routing)))
+        elif path.startswith(MODEL_PREFIX):
+            local_response(flow, model_page(path, logical_model_names(self.settings.routing)))
+        elif path == "/":
+            local_response(flow, root_page(__version__))
         return None
+
+    def anthropic_route(self) -> Route | None:
+        """The route count_tokens asks: the first Anthropic one, frontier first."""
+        assert self.settings is not None
+        for tier in reversed(TIERS):
+            route = self.settings.route(tier)
+            if route is not None and provider_name(route) == "anthropic":
+                return route
+        return None
+
+    async def count_tokens(self, flow: http.HTTPFlow, intercepted: bool) -> None:
+        """POST /v1/messages/count_tokens: asked of an Anthropic route if there is one,
+        else (or when it fails) estimated, and marked so."""
+        try:
+            doc = load_json_object(flow.request.get_content(strict=False))
+        except RouterError as exc:
+            content_type = flow.request.headers.get("content-type", "")
+            local_response(flow, LocalResponse.error(body_error(content_type, exc)))
+            return
+        route = self.anthropic_route()
+        if route is not None and self.client is not None:
+            adapter = adapter_for(route)
+            assert isinstance(adapter, AnthropicAdapter)
+            upstream = adapter.count_tokens_request(
+                route,
+                doc,
+                flow.request.headers.items(multi=True),
+                keep_client_auth=intercepted
+                and not route.api_key
+                and route.host == flow.request.pretty_host,
+            )
+            try:
+                # In a task of its own: this may run on in another task (run_until_it_waits).
+                answer = await asyncio.ensure_future(
+                    self.client.post(upstream.url, headers=upstream.headers, content=upstream.body)
+                )
+            except httpx.HTTPError as exc:
+                log.info("count_tokens: route %s is unreachable (%s); estimating", route.tier, exc)
+            else:
+                if answer.status_code == 200:
+                    local_response(flow, LocalResponse(200, answer.content, {"content-type": JSON}))
+                    return
+                log.info(
+                    "count_tokens: route %s answered HTTP %d; estimating",
+                    route.tier,
+                    answer.status_code,
+                )
+        local_response(flow, count_tokens_estimate(doc))
+
+    async def embeddings(self, flow: http.HTTPFlow) -> None:
+        """POST /v1/embeddings, forwarded to the EMBEDDINGS_* route (OpenAI wire)."""
+        assert self.settings is not None
+        route = self.settings.embeddings
+        if route is None or self.client is None:
+            local_response(flow, no_embeddings_route())
+            return
+        raw = flow.request.get_content(strict=False) or b""
+        if route.model:
+            try:
+                raw = json_bytes({**load_json_object(raw), "model": route.model})
+            except RouterError as exc:
+                content_type = flow.request.headers.get("content-type", "")
+                local_response(flow, LocalResponse.error(body_error(content_type, exc)))
+                return
+        path = "/embeddings" if route.base_path else "/v1/embeddings"
+        headers = {"content-type": JSON}
+        if route.api_key:
+            headers["authorization"] = f"Bearer {route.api_key}"
+        try:
+            answer = await asyncio.ensure_future(
+                self.client.post(route.base_url + path, headers=headers, content=raw, timeout=120)
+            )
+        except httpx.HTTPError as exc:
+            message = f"The embeddings route ({route.base_url}) is unreachable: {exc}"
+            error = RouterError(
+                502, redact(message, self.settings.secrets), "upstream_unreachable", "upstream_502"
+            )
+            local_response(flow, LocalResponse.error(error))
+            return
+        content_type = answer.headers.get("content-type", JSON)
+        flow.response = http.Response.make(
+            answer.status_code, answer.content, {"content-type": content_type}
+        )
+        if answer.status_code >= 400:
+            log_rejected(answer.status_code, "POST", EMBEDDINGS_PATH, "upstream_error")
 
     async def serve_usage_page(self, flow: http.HTTPFlow, path: str) -> None:
         assert self.accounting is not None
@@ -599,6 +723,11 @@ class Xrouter:
         fields.append((b"content-length", str(len(upstream.body)).encode()))
         request.headers.fields = tuple(fields)
         request.raw_content = upstream.body
+        if log.isEnabledFor(logging.DEBUG):
+            chat = routed.chat
+            dropped = upstream.dropped + (() if adapter.same_format(chat) else chat.dropped)
+            if dropped:
+                log.debug("route %s cannot take, dropped: %s", route.tier, ", ".join(dropped))
         flow.metadata[mitm_compat.FIRST_BYTE_TIMEOUT] = route.first_byte_timeout_ms / 1000
 
     # ---- response --------------------------------------------------------------
@@ -636,7 +765,7 @@ class Xrouter:
             renderer = OpenAIChunkRenderer(model, include_usage=routed.chat.wants_usage)
             translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
         else:
-            translator = translator_for(routed.adapter, routed.chat, model)
+            translator = translator_for(routed.adapter, routed.chat, model, rename=keep_name)
         if routed.cache_key is not None:
             translator = RecordingStream(translator)
 
@@ -676,9 +805,13 @@ class Xrouter:
             if keep_name and routed.chat.model:
                 completion["model"] = routed.chat.model
             if routed.chat.client_format == ANTHROPIC:
-                answer = anthropic_message(completion, completion.get("model") or routed.chat.model)
-                response.set_content(json.dumps(answer).encode())
-                response.headers["content-type"] = "application/json"
+                # Anthropic's own answer goes back as it came (its usage was read above).
+                if not routed.adapter.same_format(routed.chat) or keep_name:
+                    answer = anthropic_message(
+                        completion, completion.get("model") or routed.chat.model
+                    )
+                    response.set_content(json.dumps(answer).encode())
+                    response.headers["content-type"] = "application/json"
             elif routed.chat.client_format == RESPONSES:
                 answer = response_object(completion, routed.chat.responses, routed.route.model)
                 remember(self.response_store, routed.chat.responses, answer)

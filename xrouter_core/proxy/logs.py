@@ -31,6 +31,18 @@ def _redacting_factory(*args, **kwargs) -> logging.LogRecord:
     return record
 
 
+def log_rejected(status: int, method: str, path: str, reason: str) -> None:
+    """The one line for a request the router refused itself: never the body, the query
+    or a header, so no prompt text or key can reach the log through it."""
+    log.info(
+        "rejected status=%d method=%s path=%s reason=%s",
+        status,
+        method[:16],
+        path.split("?", 1)[0][:200],
+        reason or "-",
+    )
+
+
 def setup_logging(settings: Settings) -> None:
     """Apply LOG_LEVEL, LOG_TO_FILE and LOG_DIR; safe to call again on reconfigure."""
     global _secrets, _listener

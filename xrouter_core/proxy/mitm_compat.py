@@ -71,6 +71,8 @@ try:  # mitmproxy 12: a protocol error carries an ErrorCode, mapped to a status 
 except ImportError:  # mitmproxy 11.0, 11.1: it carries the HTTP status itself
     ErrorCode = None
 
+from xrouter_core.proxy.logs import log_rejected  # noqa: E402
+
 log = logging.getLogger("xrouter")
 
 UPSTREAM_ERROR = "xrouter.upstream_error"
@@ -582,6 +584,8 @@ def refuse_request_body(stream: HttpStream, limit: int) -> CommandGenerator[None
         f"The request body is larger than the router's limit of {limit} bytes (MAX_BODY_BYTES)."
     )
     stream.flow.error = mitm_flow.Error(message)
+    request = stream.flow.request
+    log_rejected(413, request.method, request.path, "request_too_large")
     yield HttpErrorHook(stream.flow)
     body = json.dumps(
         {

@@ -4,6 +4,8 @@
 classifier decide; `xrouter/cheap|medium|frontier` pin a tier; the categories
 `simple`, `coding`, `reasoning`, `vision` (bare or with an `xrouter/` or
 `llmrouter/` prefix) map to tiers through a configurable table (MODEL_CATEGORIES).
+Each name has an alias without a slash (`xrouter-auto`, `xrouter-cheap`,
+`xrouter-coding`, …) for SDKs that read `prefix/` as a provider (the OpenAI Agents SDK).
 A header `X-Xrouter-tier` pins a tier too. After the decision, requests with tools
 can be raised to a minimum tier, and requests with images may only go to routes
 marked vision-capable. No mitmproxy here: plain functions on plain data.
@@ -19,7 +21,7 @@ from xrouter_core.tiers import CHEAP, FRONTIER, MEDIUM, TIER_INDEX, TIERS
 if TYPE_CHECKING:
     from xrouter_core.config import RoutingSettings
 
-PREFIXES = ("xrouter/", "llmrouter/")
+PREFIXES = ("xrouter/", "llmrouter/", "xrouter-")
 AUTO = "auto"
 # Category → tier; MODEL_CATEGORIES (a JSON object) overrides or adds entries.
 DEFAULT_CATEGORIES: dict[str, str] = {
@@ -33,11 +35,15 @@ DEFAULT_CATEGORIES: dict[str, str] = {
 def logical_model_names(routing: RoutingSettings | None = None) -> list[str]:
     """Every name the router offers in GET /v1/models."""
     categories = routing.categories if routing is not None else DEFAULT_CATEGORIES
-    return [
-        f"xrouter/{AUTO}",
-        *(f"xrouter/{tier}" for tier in TIERS),
-        *(f"xrouter/{name}" for name in categories),
-    ]
+    names = [AUTO, *TIERS, *categories]
+    return [*(f"xrouter/{name}" for name in names), *(f"xrouter-{name}" for name in names)]
+
+
+def is_logical_name(model: str, routing: RoutingSettings) -> bool:
+    """Is this one of the names GET /v1/models lists (any case, any of the prefixes)?"""
+    lowered = model.strip().lower()
+    name = strip_prefix(lowered)
+    return name != lowered and (name == AUTO or name in TIERS or name in routing.categories)
 
 
 def strip_prefix(model: str) -> str:

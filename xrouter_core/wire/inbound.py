@@ -29,6 +29,14 @@ class ChatRequest:
     client_format: str = OPENAI
     # A Responses client's request details (wire/responses.py ResponsesCall), else None.
     responses: Any = None
+    # An Anthropic client's own body, parsed and raw, for a route that speaks its format
+    # (forwarded as sent, only `model` replaced); None for OpenAI clients, whose `body`
+    # is their own.
+    original: dict[str, Any] | None = None
+    raw: bytes = b""
+    # What the OpenAI shape above leaves out of the client's body (fields, roles, block
+    # types), named for the one debug line a translating route logs.
+    dropped: tuple[str, ...] = ()
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -128,13 +136,34 @@ def content_text(content: Any) -> str:
 ANTHROPIC_TOOL_CHOICE = {"auto": "auto", "any": "required", "none": "none"}
 
 
+# The Messages fields translated into the OpenAI shape; any other is named as dropped.
+ANTHROPIC_TRANSLATED = frozenset(
+    {
+        "model",
+        "system",
+        "messages",
+        "max_tokens",
+        "temperature",
+        "top_p",
+        "stop_sequences",
+        "stream",
+        "tools",
+        "tool_choice",
+        "metadata",
+    }
+)
+
+
 def parse_anthropic_messages(raw: bytes | None) -> ChatRequest:
-    """An Anthropic Messages body → the internal OpenAI-shaped request.
+    """An Anthropic Messages body → the internal OpenAI-shaped request (the client's own
+    body is kept beside it, for routes that speak Messages themselves).
 
     Translated: model, system (string or text blocks), messages (text, images, tool_use,
-    tool_result), max_tokens, temperature, top_p, stop_sequences, stream, tools,
-    tool_choice (incl. disable_parallel_tool_use), metadata.user_id. Dropped: top_k,
-    thinking settings and thinking blocks, cache_control marks.
+    tool_result; a `system` message inside the conversation stays a system message in
+    place), max_tokens, temperature, top_p, stop_sequences, stream, tools, tool_choice
+    (incl. disable_parallel_tool_use), metadata.user_id. Anything else (top_k, thinking
+    and thinking blocks, cache_control marks, unknown fields, roles and block types) is
+    left out, never refused, and named in `dropped`.
     """
     doc = load_json_object(raw)
     messages = doc.get("messages")
@@ -145,25 +174,32 @@ def parse_anthropic_messages(raw: bytes | None) -> ChatRequest:
         raise RouterError(400, "'model' must be a string.", code="invalid_model")
     if "stream" in doc and not isinstance(doc["stream"], bool):
         raise RouterError(400, "'stream' must be true or false.", code="invalid_stream")
+    dropped: dict[str, None] = dict.fromkeys(k for k in doc if k not in ANTHROPIC_TRANSLATED)
     body: dict[str, Any] = {}
     if model:
         body["model"] = model
     out: list[dict[str, Any]] = []
     system = doc.get("system")
-    system_text = system if isinstance(system, str) else _blocks_text(system)
+    system_text = system if isinstance(system, str) else _blocks_text(system, dropped)
     if system_text:
         out.append({"role": "system", "content": system_text})
-    for index, message in enumerate(messages):
-        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
-            raise RouterError(
-                400,
-                f"messages[{index}] must be an object with role 'user' or 'assistant'.",
-                code="invalid_messages",
-            )
-        if message["role"] == "assistant":
-            out.append(_assistant_message(message.get("content")))
+    for message in messages:
+        role = message.get("role") if isinstance(message, dict) else None
+        if role == "assistant":
+            out.append(_assistant_message(message.get("content"), dropped))
+        elif role == "user":
+            out.extend(_user_messages(message.get("content"), dropped))
+        elif role in ("system", "developer"):  # mid-conversation system (a beta)
+            text = _blocks_text(message.get("content"), dropped)
+            if text:
+                out.append({"role": "system", "content": text})
         else:
-            out.extend(_user_messages(message.get("content")))
+            what = f"role {role!r}" if isinstance(role, str) else "a message without a role"
+            dropped[what] = None
+    if not out:
+        raise RouterError(
+            400, "'messages' holds no user or assistant message.", code="invalid_messages"
+        )
     body["messages"] = out
     for name in ("temperature", "top_p", "max_tokens"):
         if name in doc:
@@ -171,18 +207,25 @@ def parse_anthropic_messages(raw: bytes | None) -> ChatRequest:
     stops = doc.get("stop_sequences")
     if isinstance(stops, list) and stops:
         body["stop"] = stops
-    tools = [
-        {
-            "type": "function",
-            "function": {
-                "name": tool["name"],
-                "description": tool.get("description") or "",
-                "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
-            },
-        }
-        for tool in doc.get("tools") or []
-        if isinstance(tool, dict) and isinstance(tool.get("name"), str)
-    ]
+    tools = []
+    for tool in doc.get("tools") or []:
+        if not isinstance(tool, dict) or not isinstance(tool.get("name"), str):
+            continue
+        if tool.get("type", "custom") != "custom":  # a server tool (web_search_…): theirs only
+            dropped[f"tool type {tool['type']!r}"] = None
+            continue
+        if "cache_control" in tool:
+            dropped["cache_control"] = None
+        tools.append(
+            {
+                "type": "function",
+                "function": {
+                    "name": tool["name"],
+                    "description": tool.get("description") or "",
+                    "parameters": tool.get("input_schema") or {"type": "object", "properties": {}},
+                },
+            }
+        )
     if tools:
         body["tools"] = tools
     choice = doc.get("tool_choice")
@@ -199,19 +242,40 @@ def parse_anthropic_messages(raw: bytes | None) -> ChatRequest:
         body["user"] = metadata["user_id"]
     if doc.get("stream"):
         body["stream"] = True
-    return ChatRequest(body=body, client_format=ANTHROPIC)
+    return ChatRequest(
+        body=body,
+        client_format=ANTHROPIC,
+        original=doc,
+        raw=raw or b"",
+        dropped=tuple(dropped),
+    )
 
 
-def _blocks_text(blocks: Any) -> str:
+def _note(block: dict[str, Any], dropped: dict[str, None] | None, kind: Any = None) -> None:
+    """Name what the OpenAI shape cannot carry: a block type (kind) and cache_control."""
+    if dropped is None:
+        return
+    if kind is not None:
+        dropped[f"{kind} block" if isinstance(kind, str) else "a block without a type"] = None
+    if "cache_control" in block:
+        dropped["cache_control"] = None
+
+
+def _blocks_text(blocks: Any, dropped: dict[str, None] | None = None) -> str:
     if isinstance(blocks, str):
         return blocks
     if not isinstance(blocks, list):
         return ""
-    return "\n".join(
-        b["text"]
-        for b in blocks
-        if isinstance(b, dict) and b.get("type") == "text" and isinstance(b.get("text"), str)
-    )
+    texts = []
+    for block in blocks:
+        if not isinstance(block, dict):
+            continue
+        if block.get("type") == "text" and isinstance(block.get("text"), str):
+            texts.append(block["text"])
+            _note(block, dropped)
+        else:
+            _note(block, dropped, block.get("type"))
+    return "\n".join(texts)
 
 
 def _image_part(block: dict[str, Any]) -> dict[str, Any] | None:
@@ -225,7 +289,7 @@ def _image_part(block: dict[str, Any]) -> dict[str, Any] | None:
     return {"type": "image_url", "image_url": {"url": url}}
 
 
-def _user_messages(content: Any) -> list[dict[str, Any]]:
+def _user_messages(content: Any, dropped: dict[str, None]) -> list[dict[str, Any]]:
     """One Anthropic user turn: tool results become `tool` messages, the rest one user message."""
     if isinstance(content, str):
         return [{"role": "user", "content": content}]
@@ -237,12 +301,14 @@ def _user_messages(content: Any) -> list[dict[str, Any]]:
         kind = block.get("type")
         if kind == "text" and isinstance(block.get("text"), str):
             parts.append({"type": "text", "text": block["text"]})
+            _note(block, dropped)
         elif kind == "image":
             image = _image_part(block)
             if image:
                 parts.append(image)
+            _note(block, dropped, None if image else "image source")
         elif kind == "tool_result":
-            text = _blocks_text(block.get("content"))
+            text = _blocks_text(block.get("content"), dropped)
             if block.get("is_error"):
                 text = f"Error: {text}"
             results.append(
@@ -252,6 +318,9 @@ def _user_messages(content: Any) -> list[dict[str, Any]]:
                     "content": text,
                 }
             )
+            _note(block, dropped)
+        else:
+            _note(block, dropped, kind)
     if parts:
         only_text = all(p["type"] == "text" for p in parts)
         user_content: Any = "\n".join(p["text"] for p in parts) if only_text else parts
@@ -259,7 +328,7 @@ def _user_messages(content: Any) -> list[dict[str, Any]]:
     return results
 
 
-def _assistant_message(content: Any) -> dict[str, Any]:
+def _assistant_message(content: Any, dropped: dict[str, None]) -> dict[str, Any]:
     if isinstance(content, str):
         return {"role": "assistant", "content": content}
     text: list[str] = []
@@ -267,9 +336,11 @@ def _assistant_message(content: Any) -> dict[str, Any]:
     for block in content if isinstance(content, list) else []:
         if not isinstance(block, dict):
             continue
-        if block.get("type") == "text" and isinstance(block.get("text"), str):
+        kind = block.get("type")
+        if kind == "text" and isinstance(block.get("text"), str):
             text.append(block["text"])
-        elif block.get("type") == "tool_use":
+            _note(block, dropped)
+        elif kind == "tool_use":
             calls.append(
                 {
                     "id": str(block.get("id") or ""),
@@ -280,6 +351,9 @@ def _assistant_message(content: Any) -> dict[str, Any]:
                     },
                 }
             )
+            _note(block, dropped)
+        else:
+            _note(block, dropped, kind)
     message: dict[str, Any] = {
         "role": "assistant",
         "content": "".join(text) or (None if calls else ""),

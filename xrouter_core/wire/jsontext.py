@@ -9,3 +9,12 @@ from typing import Any
 
 def compact_json(obj: Any) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def json_bytes(obj: Any) -> bytes:
+    """`compact_json` as UTF-8; a lone surrogate (valid in JSON text as a \\u escape, not
+    encodable as UTF-8) keeps its escape instead of failing."""
+    try:
+        return compact_json(obj).encode()
+    except UnicodeEncodeError:
+        return json.dumps(obj, separators=(",", ":")).encode()

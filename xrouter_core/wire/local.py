@@ -12,6 +12,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 from xrouter_core.wire.errors import RouterError
 
@@ -24,12 +25,19 @@ PLOTLY_PATH = "/dashboard/plotly.min.js"
 MESSAGES_PATH = "/v1/messages"
 # OpenAI's Responses API, for Responses clients (Codex CLI, the SDKs' client.responses).
 RESPONSES_PATH = "/v1/responses"
+COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
+EMBEDDINGS_PATH = "/v1/embeddings"
+# GET /v1/models/{id}: one logical model (ids hold a slash, so this is a prefix).
+MODEL_PREFIX = "/v1/models/"
 ENDPOINTS: dict[str, tuple[str, ...]] = {
+    "/": ("GET",),
     "/health": ("GET",),
     "/v1/models": ("GET",),
     **{path: ("POST",) for path in CHAT_PATHS},
     MESSAGES_PATH: ("POST",),
     RESPONSES_PATH: ("POST",),
+    COUNT_TOKENS_PATH: ("POST",),
+    EMBEDDINGS_PATH: ("POST",),
     "/usage": ("GET",),
     "/usage/reset": ("POST",),
     "/metrics": ("GET",),
@@ -38,7 +46,12 @@ ENDPOINTS: dict[str, tuple[str, ...]] = {
 }
 # The dashboard page and plotly hold no data: the page asks for the key and sends it
 # with its /usage calls, which (like /metrics) need it.
-PUBLIC_PATHS = frozenset({"/health", "/dashboard", PLOTLY_PATH})
+# `/` names the service only, for clients' connectivity checks (HEAD /).
+PUBLIC_PATHS = frozenset({"/", "/health", "/dashboard", PLOTLY_PATH})
+SERVED = (
+    "POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens,"
+    " GET /v1/models, GET /v1/models/{id}"
+)
 
 
 @dataclass(slots=True)
@@ -46,6 +59,8 @@ class LocalResponse:
     status: int
     body: bytes
     headers: dict[str, str] = field(default_factory=lambda: {"content-type": JSON})
+    # Why an error answer refused the request (its code), for the router's log line.
+    reason: str = ""
 
     @classmethod
     def json(cls, doc: Any) -> LocalResponse:
@@ -53,17 +68,22 @@ class LocalResponse:
 
     @classmethod
     def error(cls, error: RouterError) -> LocalResponse:
-        return cls(error.status, error.body(), {"content-type": JSON, **error.headers})
+        return cls(
+            error.status,
+            error.body(),
+            {"content-type": JSON, **error.headers},
+            error.code or error.type,
+        )
 
 
 def check_method(path: str, method: str) -> None:
     """404 for unknown paths, 405 (with Allow) for a known path and the wrong method."""
     allowed = ENDPOINTS.get(path)
+    if allowed is None and path.startswith(MODEL_PREFIX) and len(path) > len(MODEL_PREFIX):
+        allowed = ("GET",)
     if allowed is None:
         raise RouterError(
-            404,
-            f"Unknown path {path!r}. The router serves POST /v1/chat/completions.",
-            code="not_found",
+            404, f"Unknown path {path[:200]!r}. The router serves {SERVED}.", code="not_found"
         )
     if method not in allowed and not (method == "HEAD" and "GET" in allowed):
         raise RouterError(
@@ -130,9 +150,62 @@ def models_page(logical_models: list[str]) -> LocalResponse:
     return LocalResponse.json(
         {
             "object": "list",
-            "data": [
-                {"id": name, "object": "model", "created": 0, "owned_by": "xrouter"}
-                for name in logical_models
-            ],
+            "data": [model_object(name) for name in logical_models],
         }
     )
+
+
+def model_object(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "xrouter"}
+
+
+def root_page(version: str) -> LocalResponse:
+    return LocalResponse.json({"service": "xrouter", "version": version})
+
+
+def model_page(path: str, logical_models: list[str]) -> LocalResponse:
+    """GET /v1/models/{id}: the model object of a logical name, else OpenAI's 404."""
+    name = unquote(path[len(MODEL_PREFIX) :])
+    found = next((m for m in logical_models if m.lower() == name.strip().lower()), None)
+    if found is not None:
+        return LocalResponse.json(model_object(found))
+    return LocalResponse.error(
+        RouterError(
+            404,
+            f"The model {name[:200]!r} does not exist. GET /v1/models lists the router's models.",
+            code="model_not_found",
+        )
+    )
+
+
+def no_embeddings_route() -> LocalResponse:
+    return LocalResponse.error(
+        RouterError(
+            404,
+            f"No embeddings route is configured (set EMBEDDINGS_BASE_URL). The router serves {SERVED}.",
+            code="not_found",
+        )
+    )
+
+
+def count_tokens_estimate(doc: dict[str, Any]) -> LocalResponse:
+    """Anthropic's count_tokens answer, estimated (no Anthropic route to ask): about four
+    characters a token over the text of system, messages and tools, marked as such."""
+    chars = sum(_text_chars(doc.get(name)) for name in ("system", "messages", "tools"))
+    messages = doc.get("messages")
+    overhead = 4 * len(messages) if isinstance(messages, list) else 0
+    return LocalResponse.json({"input_tokens": (chars + 3) // 4 + overhead, "estimated": True})
+
+
+# Keys whose values are markup, not text the model reads.
+UNCOUNTED = frozenset({"type", "cache_control", "signature"})
+
+
+def _text_chars(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(_text_chars(v) for k, v in value.items() if k not in UNCOUNTED)
+    if isinstance(value, list):
+        return sum(_text_chars(v) for v in value)
+    return 0

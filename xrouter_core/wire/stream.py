@@ -189,6 +189,41 @@ class ResponsesPassthrough(StreamTranslator):
         return encode_json({**error, "sequence_number": self._events}, "error")
 
 
+class AnthropicPassthrough(StreamTranslator):
+    """Anthropic Messages in and out: every byte passes untouched. Only the events that
+    carry usage (message_start, message_delta) go to the provider's decoder on the side,
+    as whole events, so the cost per chunk stays a substring search."""
+
+    def __init__(self, decoder: StreamDecoder):
+        self.decoder = decoder
+        self.usage = None
+        self._parser = SSEParser()
+
+    def feed(self, chunk: bytes) -> bytes:
+        if self._parser.pending or not chunk.endswith(b"\n\n") or b'"usage"' in chunk:
+            self._read(self._parser.feed(chunk))
+        return chunk
+
+    def finish(self) -> bytes:
+        self._read(self._parser.flush())
+        self._take(self.decoder.finish())
+        return b""
+
+    def _read(self, events: list) -> None:
+        for event in events:
+            if b'"usage"' in event.raw:
+                self._take(self.decoder.feed(event.raw))
+
+    def _take(self, events: list[ev.StreamEvent]) -> None:
+        for event in events:
+            if isinstance(event, ev.Usage):
+                self.usage = event
+
+    def error_event(self, message: str) -> bytes:
+        error = {"type": "api_error", "message": message}
+        return encode_json({"type": "error", "error": error}, "error")
+
+
 class TranslatingStream(StreamTranslator):
     """Another provider's wire in, the client's format out, through the canonical events."""
 
@@ -216,10 +251,16 @@ class TranslatingStream(StreamTranslator):
         return self.renderer.render([ev.StreamError(message)])
 
 
-def translator_for(adapter: Adapter, chat: ChatRequest, model: str) -> StreamTranslator:
-    """The per-flow stream callable: pass-through when client and provider both speak
-    OpenAI, else decode the provider's stream and render the client's format."""
+def translator_for(
+    adapter: Adapter, chat: ChatRequest, model: str, rename: bool = False
+) -> StreamTranslator:
+    """The per-flow stream callable: pass-through when client and provider speak the same
+    format, else decode the provider's stream and render the client's format. `rename`:
+    every event must carry `model` (KEEP_REQUESTED_MODEL), so an Anthropic stream is
+    re-rendered too."""
     if chat.client_format == ANTHROPIC:
+        if adapter.same_format(chat) and not rename:
+            return AnthropicPassthrough(adapter.stream_decoder())
         return TranslatingStream(adapter.stream_decoder(), AnthropicEventRenderer(model))
     if chat.client_format == RESPONSES and adapter.responses_wire:
         return ResponsesPassthrough()

@@ -26,6 +26,7 @@ from xrouter_core.wire.adapters.base import (
     max_output_tokens,
     merge_same_role,
     model_for,
+    note_unknown_parts,
     openai_completion,
     parse_arguments,
     safe_tool_id,
@@ -34,8 +35,8 @@ from xrouter_core.wire.adapters.base import (
     tool_call_dict,
     tool_choice,
 )
-from xrouter_core.wire.inbound import ChatRequest
-from xrouter_core.wire.jsontext import compact_json
+from xrouter_core.wire.inbound import ANTHROPIC, ChatRequest
+from xrouter_core.wire.jsontext import compact_json, json_bytes
 
 API_VERSION = "2023-06-01"
 # Messages requires max_tokens; used when the client set no limit.
@@ -75,13 +76,41 @@ def user_blocks(content: Any) -> list[dict[str, Any]]:
     return blocks
 
 
-def to_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict]]:
-    """OpenAI messages → (Anthropic system blocks, alternating Anthropic messages)."""
+# The OpenAI fields build_body translates; any other is named as dropped.
+TRANSLATED = frozenset(
+    {
+        "model",
+        "messages",
+        "max_tokens",
+        "max_completion_tokens",
+        "temperature",
+        "top_p",
+        "stop",
+        "tools",
+        "functions",
+        "tool_choice",
+        "function_call",
+        "parallel_tool_calls",
+        "user",
+        "stream",
+        "stream_options",
+    }
+)
+
+
+def to_messages(
+    messages: list[dict[str, Any]], dropped: dict[str, None] | None = None
+) -> tuple[list[dict[str, Any]], list[dict]]:
+    """OpenAI messages → (Anthropic system blocks, alternating Anthropic messages). System
+    messages anywhere in the conversation move to the top-level system, in order; unknown
+    roles and content parts are left out (and named in `dropped`)."""
     system: list[dict[str, Any]] = []
     turns: list[dict[str, Any]] = []
+    dropped = {} if dropped is None else dropped
     for message in messages:
         role = message.get("role")
         content = message.get("content")
+        note_unknown_parts(content, dropped)
         if role in ("system", "developer"):
             text = text_of(content)
             if text:
@@ -111,6 +140,8 @@ def to_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], l
                 "content": result or "",
             }
             turns.append({"role": "user", "content": [block]})
+        elif role != "user":
+            dropped[f"role {role!r}"] = None
         else:
             blocks = user_blocks(content)
             if blocks:
@@ -125,9 +156,13 @@ def to_messages(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], l
     return system, merged
 
 
-def build_body(request: ChatRequest, model: str) -> dict[str, Any]:
+def build_body(
+    request: ChatRequest, model: str, dropped: dict[str, None] | None = None
+) -> dict[str, Any]:
     body = request.body
-    system, messages = to_messages(request.messages)
+    if dropped is not None:
+        dropped.update((k, None) for k in body if k not in TRANSLATED)
+    system, messages = to_messages(request.messages, dropped)
     out: dict[str, Any] = {
         "model": model,
         "max_tokens": max_output_tokens(body) or DEFAULT_MAX_TOKENS,
@@ -167,8 +202,23 @@ def build_body(request: ChatRequest, model: str) -> dict[str, Any]:
     return out
 
 
+def passthrough_body(request: ChatRequest, model: str) -> bytes:
+    """An Anthropic client's own body with only `model` replaced.
+
+    Parsed once (the router parsed it to classify) and re-serialised: dicts keep their
+    keys in order, so every field, block, cache_control mark, thinking signature and
+    unknown future field arrives in place; only insignificant whitespace and equivalent
+    escapes change. The raw bytes go as they are when the model stays the same."""
+    original = request.original
+    assert original is not None
+    if not model or original.get("model") == model:
+        return request.raw
+    return json_bytes({**original, "model": model})  # an existing key keeps its place
+
+
 class AnthropicAdapter(Adapter):
     name = "anthropic"
+    client_format = ANTHROPIC
 
     def build_request(
         self,
@@ -179,18 +229,56 @@ class AnthropicAdapter(Adapter):
     ) -> UpstreamRequest:
         path = "/messages" if route.base_path.endswith("/v1") else "/v1/messages"
         client_headers = list(client_headers)
+        passthrough = request.original is not None and self.same_format(request)
         auth = {"anthropic-version": API_VERSION}
+        if passthrough:  # the body is the client's: so is the API version it was written for
+            auth.update(
+                (k.lower(), v) for k, v in client_headers if k.lower() == "anthropic-version"
+            )
         if route.api_key:
             auth["x-api-key"] = route.api_key
         elif keep_client_auth:  # proxy mode, same host, no key of our own: the client's
             auth.update((k.lower(), v) for k, v in client_headers if k.lower() == "x-api-key")
-        # A client's anthropic-beta header travels on; the version is always ours, since
-        # the body is built for it.
+        # A client's anthropic-beta header travels on; the version is ours when the body
+        # is built here (translated), the client's when it is the client's own.
         headers = forward_headers(client_headers, route, auth)
+        model = model_for(route, request)
+        dropped: dict[str, None] = {}
+        if passthrough:
+            body = passthrough_body(request, model)
+        else:
+            body = compact_json(build_body(request, model, dropped)).encode()
+        return UpstreamRequest(
+            url=join_url(route.base_url, path), headers=headers, body=body, dropped=tuple(dropped)
+        )
+
+    def count_tokens_request(
+        self,
+        route: Route,
+        doc: dict[str, Any],
+        client_headers: Iterable[tuple[str, str]],
+        keep_client_auth: bool = False,
+    ) -> UpstreamRequest:
+        """POST /v1/messages/count_tokens for this route: the client's body with the
+        route's model, the client's version and beta headers, the route's key."""
+        path = (
+            "/messages/count_tokens"
+            if route.base_path.endswith("/v1")
+            else "/v1/messages/count_tokens"
+        )
+        client_headers = list(client_headers)
+        auth = {"anthropic-version": API_VERSION}
+        for name, value in client_headers:
+            lower = name.lower()
+            if lower == "anthropic-version" or (keep_client_auth and lower == "x-api-key"):
+                auth[lower] = value
+        if route.api_key:
+            auth["x-api-key"] = route.api_key
+        body = {**doc, "model": route.model} if route.model else doc
         return UpstreamRequest(
             url=join_url(route.base_url, path),
-            headers=headers,
-            body=compact_json(build_body(request, model_for(route, request))).encode(),
+            headers=forward_headers(client_headers, route, auth),
+            body=json_bytes(body),
         )
 
     def parse_response(self, body: bytes) -> dict[str, Any]:

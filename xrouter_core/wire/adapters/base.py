@@ -52,6 +52,9 @@ class UpstreamRequest:
     url: str
     headers: dict[str, str]
     body: bytes
+    # What of the request this provider cannot take and the adapter left out (for the
+    # one debug line the router logs about it).
+    dropped: tuple[str, ...] = ()
 
 
 class StreamDecoder(Protocol):
@@ -72,6 +75,12 @@ class Adapter:
     # True when a Responses client's request goes to the provider's Responses API as is
     # (wire/adapters/openai_responses.py), its answer and stream passed back.
     responses_wire = False
+    # The client format this provider speaks itself (inbound.OPENAI or ANTHROPIC), if any:
+    # a client of that format gets its request forwarded, and the answer back, as they are.
+    client_format = ""
+
+    def same_format(self, request: ChatRequest) -> bool:
+        return self.client_format == request.client_format
 
     def build_request(
         self,
@@ -278,6 +287,18 @@ def content_parts(content: Any) -> list[Part]:
                     if isinstance(url, str) and url:
                         parts.append(parse_image_url(url))
     return parts
+
+
+# The OpenAI content part types content_parts reads.
+PART_TYPES = frozenset({"text", "input_text", "image_url"})
+
+
+def note_unknown_parts(content: Any, dropped: dict[str, None]) -> None:
+    """Name the content part types content_parts leaves out (audio, files, …)."""
+    if isinstance(content, list):
+        for item in content:
+            if isinstance(item, dict) and item.get("type") not in PART_TYPES:
+                dropped[f"{item.get('type')} part"] = None
 
 
 def text_of(content: Any) -> str:

@@ -18,7 +18,7 @@ from xrouter_core.wire.adapters.base import (
     forward_headers,
     join_url,
 )
-from xrouter_core.wire.inbound import ChatRequest
+from xrouter_core.wire.inbound import OPENAI, ChatRequest
 from xrouter_core.wire.jsontext import compact_json
 from xrouter_core.wire.sse import SSEParser
 
@@ -106,6 +106,7 @@ def adapt_for_reasoning(body: dict[str, Any]) -> None:
 
 class OpenAIAdapter(Adapter):
     openai_wire = True
+    client_format = OPENAI
 
     def __init__(self, name: str = "openai_compatible"):
         self.name = name

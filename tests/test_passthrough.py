@@ -1,0 +1,240 @@
+"""Same-format pass-through and tolerant translation, on a real router.
+
+Frontier is a fake Anthropic provider, cheap and medium fake OpenAI providers. An
+Anthropic client on an Anthropic route gets its body forwarded as sent (only `model`
+replaced) and the provider's answer back byte for byte; an OpenAI chat client on an
+OpenAI route keeps every field. Where a request is translated, what the other format
+cannot say is left out, never refused.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from conftest import Router, unique
+from fakes import FakeAnthropicProvider, Reply, anthropic_message, anthropic_stream
+
+ROUTE_MODEL = "claude-route-model"
+BETAS = "mid-conversation-system-2026-04-07,prompt-caching-2024-07-31"
+
+
+def compact(doc: dict) -> bytes:
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+@pytest.fixture(scope="module")
+def anthropic_fake():
+    fake = FakeAnthropicProvider("anthropic")
+    yield fake
+    fake.close()
+
+
+@pytest.fixture(scope="module")
+def same_format_router(anthropic_fake, upstreams_session, tmp_path_factory):
+    env = {
+        **upstreams_session.env(),
+        "FRONTIER_BASE_URL": anthropic_fake.url,
+        "FRONTIER_API_KEY": "sk-ant-route-key-0009",
+        "FRONTIER_MODEL": ROUTE_MODEL,
+        "LOG_LEVEL": "debug",
+    }
+    # mitmdump shows debug lines only at its own debug verbosity.
+    router = Router(
+        env, tmp_path_factory.mktemp("passthrough"), args=["--set", "termlog_verbosity=debug"]
+    )
+    yield router
+    router.stop()
+
+
+@pytest.fixture(autouse=True)
+def fresh(anthropic_fake):
+    anthropic_fake.requests.clear()
+    anthropic_fake.override = None
+    yield
+    anthropic_fake.override = None
+
+
+def claude_code_body(text: str, stream: bool) -> dict:
+    """What Claude Code 2.1 sends, in its order: cache marks, thinking with a signed
+    block in the history, a system message inside the conversation, top_k, metadata."""
+    return {
+        "model": "xrouter/frontier",
+        "messages": [
+            {"role": "user", "content": [{"type": "text", "text": "first question"}]},
+            {
+                "role": "assistant",
+                "content": [
+                    {
+                        "type": "thinking",
+                        "thinking": "let me see",
+                        "signature": "EqQBCkYIBxgCKkDa==",
+                    },
+                    {"type": "text", "text": "first answer"},
+                ],
+            },
+            {"role": "system", "content": "The user switched to plan mode."},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": text, "cache_control": {"type": "ephemeral"}},
+                ],
+            },
+        ],
+        "system": [
+            {"type": "text", "text": "You are Claude Code.", "cache_control": {"type": "ephemeral"}}
+        ],
+        "tools": [
+            {
+                "name": "Read",
+                "description": "Read a file — “quoted”",
+                "input_schema": {"type": "object", "properties": {"path": {"type": "string"}}},
+                "cache_control": {"type": "ephemeral", "ttl": "1h"},
+            }
+        ],
+        "metadata": {"user_id": "user_abc_account_def_session_1"},
+        "max_tokens": 32000,
+        "thinking": {"type": "enabled", "budget_tokens": 31999},
+        "top_k": 40,
+        "service_tier": "auto",
+        "stream": stream,
+    }
+
+
+def headers(**extra: str) -> dict[str, str]:
+    return {
+        "x-api-key": "client-key",
+        "anthropic-version": "2023-06-01",
+        "anthropic-beta": BETAS,
+        "content-type": "application/json",
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["stream", "whole"])
+def test_anthropic_body_headers_and_answer_pass_through(same_format_router, anthropic_fake, stream):
+    sent = claude_code_body(unique("pass me through"), stream)
+    with same_format_router.client() as client:
+        reply = client.post("/v1/messages", content=compact(sent), headers=headers())
+    assert reply.status_code == 200, reply.text
+    received = anthropic_fake.requests[-1]
+    # The body as sent, key for key and byte for byte, but for the route's model.
+    assert received.body == compact({**sent, "model": ROUTE_MODEL})
+    assert received.headers["anthropic-beta"] == BETAS
+    assert received.headers["anthropic-version"] == "2023-06-01"
+    assert received.headers["x-api-key"] == "sk-ant-route-key-0009"
+    # The provider's answer (a tool call: tools were offered), untouched, plus the
+    # routing headers.
+    if stream:
+        assert reply.content == "".join(anthropic_stream("", ROUTE_MODEL, tool=True)).encode()
+        assert reply.headers["content-type"].startswith("text/event-stream")
+    else:
+        assert reply.content == json.dumps(anthropic_message("", ROUTE_MODEL, True)).encode()
+    assert reply.headers["x-xrouter-upstream"] == "frontier"
+    # Usage was read on the side: 11 in (message_start), 7 out (message_delta).
+    assert f"model={ROUTE_MODEL} status=200" in same_format_router.logs().split("tokens=11+7")[-2]
+
+
+def test_unknown_future_fields_and_client_version_arrive(same_format_router, anthropic_fake):
+    anthropic_fake.override = lambda request: Reply(chunks=anthropic_stream("ok", ROUTE_MODEL))
+    sent = {
+        "model": "xrouter-frontier",
+        "messages": [{"role": "user", "content": unique("future")}],
+        "max_tokens": 10,
+        "future_field": {"nested": [1, 2.5, None, True]},
+        "stream": True,
+    }
+    with same_format_router.client() as client:
+        reply = client.post(
+            "/v1/messages",
+            content=compact(sent),
+            headers=headers(**{"anthropic-version": "2027-01-01"}),
+        )
+    assert reply.status_code == 200, reply.text
+    received = anthropic_fake.requests[-1]
+    assert received.body == compact({**sent, "model": ROUTE_MODEL})
+    assert received.headers["anthropic-version"] == "2027-01-01"
+
+
+def test_anthropic_client_on_an_openai_route_is_translated_tolerantly(
+    same_format_router, upstreams
+):
+    """The same Claude Code body to cheap (OpenAI wire): the system message stays in
+    place, what OpenAI cannot take is dropped (one debug line names it), no 400."""
+    sent = claude_code_body(unique("translate me"), True)
+    sent["model"] = "xrouter-cheap"
+    sent["messages"].append({"role": "critic", "content": "an unknown role"})
+    sent["messages"][0]["content"].append({"type": "future_block", "x": 1})
+    with same_format_router.client() as client:
+        reply = client.post("/v1/messages", content=compact(sent), headers=headers())
+    assert reply.status_code == 200, reply.text
+    assert "Hello from cheap" in reply.text
+    body = upstreams.cheap.requests[-1].json
+    assert [m["role"] for m in body["messages"]] == [
+        "system",
+        "user",
+        "assistant",
+        "system",
+        "user",
+    ]
+    assert body["messages"][3]["content"] == "The user switched to plan mode."
+    assert body["messages"][2]["content"] == "first answer"
+    for name in ("thinking", "top_k", "service_tier", "metadata"):
+        assert name not in body
+    line = next(line for line in same_format_router.logs().splitlines() if "cannot take" in line)
+    for name in ("thinking", "top_k", "service_tier", "cache_control", "'critic'", "future_block"):
+        assert name in line, line
+    assert "translate me" not in line
+
+
+def test_openai_client_system_message_moves_to_anthropic_system(same_format_router, anthropic_fake):
+    sent = {
+        "model": "xrouter/frontier",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": unique("hello")},
+            {"role": "assistant", "content": "Hi."},
+            {"role": "system", "content": "Now answer in French."},
+            {"role": "critic", "content": "an unknown role"},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "again"},
+                    {"type": "input_audio", "input_audio": {"data": "AAAA", "format": "wav"}},
+                ],
+            },
+        ],
+        "service_tier": "auto",
+        "seed": 3,
+    }
+    with same_format_router.client() as client:
+        reply = client.post("/v1/chat/completions", json=sent)
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["message"]["content"] == "Hello from anthropic!"
+    body = anthropic_fake.requests[-1].json
+    assert [b["text"] for b in body["system"]] == ["Be brief.", "Now answer in French."]
+    assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
+    assert "service_tier" not in body and "seed" not in body
+    assert body["messages"][-1]["content"] == [{"type": "text", "text": "again"}]
+    line = [line for line in same_format_router.logs().splitlines() if "cannot take" in line][-1]
+    assert line.endswith("dropped: service_tier, seed, role 'critic', input_audio part"), line
+
+
+def test_openai_client_on_an_openai_route_keeps_every_field(same_format_router, upstreams):
+    sent = {
+        "model": "xrouter-medium",
+        "messages": [
+            {"role": "developer", "content": "Rules."},
+            {"role": "user", "content": unique("fields")},
+            {"role": "system", "content": "mid-conversation"},
+        ],
+        "metadata": {"k": "v"},
+        "service_tier": "flex",
+        "future_field": [1, {"a": None}],
+        "temperature": 0.5,
+    }
+    with same_format_router.client() as client:
+        reply = client.post("/v1/chat/completions", content=compact(sent))
+    assert reply.status_code == 200, reply.text
+    received = upstreams.medium.requests[-1]
+    assert received.body == compact({**sent, "model": "medium-model"})
