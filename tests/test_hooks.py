@@ -279,6 +279,25 @@ def test_without_settings_nothing_is_forwarded_unrouted(tmp_path: Path):
     asyncio.run(scenario())
 
 
+def test_a_failure_while_routing_is_answered_and_nothing_is_forwarded(tmp_path: Path):
+    """mitmproxy lets a flow go on when an addon's hook fails: here that would send the
+    client's request, router key and all, unrouted to the reverse target."""
+
+    async def scenario(tctx: taddons.context, addon: Xrouter) -> None:
+        async def broken(chat: ChatRequest) -> None:
+            raise RuntimeError("a backend's surprise")
+
+        assert addon.policy is not None
+        addon.policy.decide = broken  # type: ignore[method-assign]
+        flow = chat_flow(ask())
+        await run_request_hook(addon, flow)
+        assert flow.response is not None and flow.response.status_code == 500
+        assert json.loads(flow.response.content)["error"]["code"] == "routing_failed"
+        assert META not in flow.metadata and flow.request.port == 3000
+
+    with_router(tmp_path, scenario)
+
+
 # ---- plan: the tier and the routes to try ----------------------------------------------
 
 

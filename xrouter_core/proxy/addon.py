@@ -125,6 +125,14 @@ NOT_CONFIGURED = RouterError(
     code="not_configured",
 )
 
+# A failure inside the router while it routed a request: answered, never passed on.
+ROUTING_FAILED = RouterError(
+    500,
+    "xrouter failed while routing this request (see the router's log); it was not forwarded.",
+    type="server_error",
+    code="routing_failed",
+)
+
 
 @dataclass(slots=True)
 class RoutedFlow:
@@ -601,6 +609,19 @@ class Xrouter:
             mitm_compat.guard_connect(data.server, timeout)
 
     async def route_chat(
+        self, flow: http.HTTPFlow, intercepted: bool, client_format: str = OPENAI
+    ) -> None:
+        """Route one chat request; a failure of the router's own (a bug, a backend's
+        surprise) is answered 500. Left to mitmproxy, the flow would go on unrouted: to the
+        reverse target, the frontier host, with the client's router key."""
+        try:
+            await self.route_chat_unguarded(flow, intercepted, client_format)
+        except Exception:  # noqa: BLE001 - nothing may be forwarded unrouted
+            log.exception("routing failed for %s %s", flow.request.method, flow.request.path)
+            if META not in flow.metadata:
+                local_response(flow, LocalResponse.error(ROUTING_FAILED))
+
+    async def route_chat_unguarded(
         self, flow: http.HTTPFlow, intercepted: bool, client_format: str = OPENAI
     ) -> None:
         """Parse, answer from the response cache or decide, and point the flow at its route.
