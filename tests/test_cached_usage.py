@@ -195,9 +195,12 @@ def messages(client: httpx.Client, stream: bool = False) -> httpx.Response:
 
 
 def anthropic_stream_usage(reply: httpx.Response) -> dict:
+    """Anthropic's stream usage as its documents define it: message_start's, updated by
+    message_delta's (which, from Anthropic itself, may carry the output count alone)."""
     docs = [json.loads(e.data) for e in iter_events(reply.content)]
+    (start,) = [d for d in docs if d.get("type") == "message_start"]
     (delta,) = [d for d in docs if d.get("type") == "message_delta"]
-    return delta["usage"]
+    return {**start["message"]["usage"], **delta["usage"]}
 
 
 def test_cached_tokens_reach_clients_usage_metrics_and_cost(router, upstreams):

@@ -279,7 +279,7 @@ def test_the_identity_names_every_setting_that_decides(tmp_path):
         assert identity(settings) != reference, name
     # Other weights than the bundled file's are another classifier.
     bundled = BuiltinClassifier().weights
-    other = Weights(bundled.base, bundled.tables, {"open": 0.5}, bundled.reference)
+    other = Weights(bundled.bias + 0.5, bundled.weights)
     assert identity(base, other) != reference
     asyncio.run(client.aclose())
 
