@@ -2,7 +2,7 @@
 
     python bench/bench_builtin.py [--prompts 2000] [--repeat 3]
 
-Prompts: RouteLLM held-out questions (MMLU and GSM8K), everyday chat requests, and
+Prompts: RouteLLM questions (MMLU and GSM8K, which the bundled weights now train on), everyday chat requests, and
 long prompts at the classifier's 4000-character cut, so short and worst-case inputs
 are both measured. Runs in one thread (the router calls it on its event loop); the goal
 is a median well under 5 ms on one CPU core. Prints median, p90, p99 and max.
