@@ -1,6 +1,6 @@
 """Shared helpers for the data-stage converters (standard library only).
 
-Every converter writes /work/data-stage/<source>.jsonl.gz with one JSON object per prompt:
+Every converter writes $DATA_STAGE/<source>.jsonl.gz with one JSON object per prompt:
   {"id", "source", "prompt", "strong", "weak", "models"?, "turns"?, "task"?, ...}
 and returns a small stats dict that the converter prints (and that PROVENANCE.md quotes).
 """
@@ -16,8 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-STAGE = Path(os.environ.get("DATA_STAGE", "/work/data-stage"))
-MIRROR = Path(os.environ.get("MIRROR_ROOT", "/work/.mirror"))
+STAGE = Path(os.environ.get("DATA_STAGE", "data-stage"))
+MIRROR = Path(os.environ.get("MIRROR_ROOT", "mirror"))
 
 # ---------------------------------------------------------------------------
 # Off-limits screening.

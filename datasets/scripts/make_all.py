@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Run every converter, then report cross-source prompt overlaps (normalised exact match)
-into /work/data-stage/stats/overlaps.json.  Usage: python3 make_all.py"""
+into $DATA_STAGE/stats/overlaps.json.  Usage: python3 make_all.py"""
 
 import gzip
 import itertools

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The project's own copy /work/main/datasets/routellm/ (read-only) -> routellm.jsonl.gz
+"""The project's own copy datasets/routellm/ (read-only) -> routellm.jsonl.gz
 
 Parsed the way xrouter_core/routellm_data.py parses it (re-implemented here so the script needs
 nothing but the standard library): MMLU mmlu_<subject>.csv(.gz) and GSM8K
@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import blocked_prompt, stable_id, summarise, write_jsonl_gz
 
 SOURCE = "routellm"
-DATA = Path(os.environ.get("ROUTELLM_DATA", "/work/main/datasets/routellm"))
+DATA = Path(os.environ.get("ROUTELLM_DATA", str(Path(__file__).resolve().parents[1] / "routellm")))
 WEAK = "mistralai/Mixtral-8x7B-Instruct-v0.1"
 STRONG = "gpt-4-1106-preview"
 
