@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
+import httpx
 import pytest
 from conftest import free_port, unique
 
@@ -12,7 +14,14 @@ from xrouter_core.config import DEFAULT_THRESHOLDS, ConfigError, load_settings
 from xrouter_core.quality import sources, train_builtin
 from xrouter_core.quality.routellm_data import BENCHMARKS, load_benchmark, routed_text, split_of
 from xrouter_core.routing import builtin
-from xrouter_core.routing.builtin import BuiltinClassifier, analyse, apply_rules, tier_for
+from xrouter_core.routing.builtin import (
+    BUILTIN_THRESHOLDS,
+    BuiltinClassifier,
+    analyse,
+    apply_rules,
+    tier_for,
+)
+from xrouter_core.routing.classifier import LLMClassifier
 
 CHAT = "/v1/chat/completions"
 SIMPLE = "hi, how are you today?"
@@ -209,9 +218,21 @@ def load(env, tmp_path, upstreams=None):
 def test_hybrid_is_the_default_and_needs_no_llm_server(tmp_path):
     settings = load(ROUTES, tmp_path)
     classifier = settings.classifier
-    assert (classifier.mode, classifier.thresholds) == ("hybrid", DEFAULT_THRESHOLDS)
+    # No thresholds set: each classifier takes its own (the LLM's read like its digit, the
+    # built-in one's were calibrated for its score).
+    assert (classifier.mode, classifier.thresholds) == ("hybrid", None)
     assert classifier.uses_builtin and not classifier.uses_llm
     assert settings.public()["classifier"]["mode"] == "hybrid"
+    assert settings.public()["classifier"]["thresholds"] == "default"
+    assert BuiltinClassifier().thresholds == BUILTIN_THRESHOLDS
+    llm = LLMClassifier(replace(classifier, base_url="http://127.0.0.1:4"), httpx.AsyncClient())
+    assert llm.thresholds == DEFAULT_THRESHOLDS
+    # Set once, they apply to both.
+    chosen = load({**ROUTES, "CLASSIFIER_THRESHOLDS": "0.2,0.5"}, tmp_path).classifier
+    assert BuiltinClassifier(chosen.thresholds).thresholds == (0.2, 0.5)
+    assert LLMClassifier(
+        replace(chosen, base_url="http://127.0.0.1:4"), httpx.AsyncClient()
+    ).thresholds == (0.2, 0.5)
 
 
 def test_llm_mode_still_requires_the_base_url(tmp_path):
@@ -236,7 +257,7 @@ def test_bad_mode_and_thresholds_are_reported_together(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load({**ROUTES, "CLASSIFIER_MODE": "oracle", "CLASSIFIER_THRESHOLDS": "0.8,0.2"}, tmp_path)
     text = "\n".join(caught.value.problems)
-    assert "CLASSIFIER_MODE must be one of llm, builtin, hybrid, not 'oracle'" in text
+    assert "CLASSIFIER_MODE must be one of llm, builtin, hybrid, embedding, not 'oracle'" in text
     assert "CLASSIFIER_THRESHOLDS: thresholds must satisfy 0 <= low <= high <= 1" in text
     with pytest.raises(ConfigError, match="two numbers"):
         load({**ROUTES, "CLASSIFIER_THRESHOLDS": "low,high"}, tmp_path)

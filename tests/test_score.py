@@ -18,7 +18,7 @@ from mitmproxy.test import taddons
 
 from xrouter_core.config import ClassifierSettings
 from xrouter_core.proxy.addon import Xrouter
-from xrouter_core.routing.builtin import BuiltinClassifier, Weights
+from xrouter_core.routing.builtin import BUILTIN_THRESHOLDS, BuiltinClassifier, Weights
 from xrouter_core.routing.classifier import LLMClassifier
 from xrouter_core.routing.extract import classifier_input
 from xrouter_core.routing.policy import Policy, classifier_identity
@@ -74,7 +74,8 @@ def test_a_classified_answer_carries_its_score_and_a_pinned_one_none(
             assert reply.status_code == 200, reply.text
             replies[name] = reply
     scores = {"hard": expected_score(hard), "simple": expected_score(simple)}
-    assert scores["hard"] >= 0.66 > 0.33 > scores["simple"]  # two different tiers
+    low, high = BUILTIN_THRESHOLDS
+    assert scores["hard"] >= high > low > scores["simple"]  # two different tiers
     for name, score in scores.items():
         assert replies[name].headers["x-xrouter-score"] == f"{score:.3f}"
     assert replies["hard"].headers["x-xrouter-upstream"] == "frontier"
@@ -222,7 +223,7 @@ def chat(body: dict) -> ChatRequest:
     return parse_openai_chat(json.dumps(body).encode())
 
 
-def builtin_policy(cache: DictCache, thresholds=(0.33, 0.66)) -> Policy:
+def builtin_policy(cache: DictCache, thresholds=None) -> Policy:
     settings = ClassifierSettings(mode="builtin", thresholds=thresholds)
     return Policy(None, cache, builtin=BuiltinClassifier(thresholds), settings=settings)
 

@@ -60,7 +60,10 @@ CLASSIFIER_MODES: tuple[str, ...] = ("llm", "builtin", "hybrid")
 # How the LLM classifier asks (routing/classifier.py): a raw /v1/completions prompt in the
 # model's chat template, /v1/chat/completions, or auto (completions for a known family).
 CLASSIFIER_APIS: tuple[str, ...] = ("auto", "completions", "chat")
-# Built-in classifier score (0..1) boundaries: cheap below the first, frontier from the second.
+# Score (0..1) boundaries: cheap below the first, frontier from the second. These are the LLM
+# classifier's: its score P(2) + P(1)/2 reads like its digit. The built-in classifier has its
+# own, calibrated on the evaluation data (routing/builtin.py, BUILTIN_THRESHOLDS).
+# CLASSIFIER_THRESHOLDS, when set, applies to every classifier.
 DEFAULT_THRESHOLDS: tuple[float, float] = (0.33, 0.66)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 # auto: Redis when REDIS_URL is set, else diskcache in XROUTER_DATA_DIR.
@@ -143,7 +146,8 @@ class ClassifierSettings:
     # llm: the LLM decides, frontier when it fails; builtin: the in-process classifier
     # decides; hybrid: the LLM when configured and answering, else the built-in one.
     mode: str = "hybrid"
-    thresholds: tuple[float, float] = DEFAULT_THRESHOLDS
+    # None: each classifier's own default (DEFAULT_THRESHOLDS, builtin.BUILTIN_THRESHOLDS).
+    thresholds: tuple[float, float] | None = None
     api: str = "auto"
 
     @property
@@ -212,7 +216,9 @@ class Settings:
             "classifier": {
                 "enabled": self.classifier.enabled,
                 "mode": self.classifier.mode,
-                "thresholds": list(self.classifier.thresholds),
+                "thresholds": (
+                    list(self.classifier.thresholds) if self.classifier.thresholds else "default"
+                ),
                 "base_url": self.classifier.base_url or None,
                 "model": self.classifier.model or None,
             },
@@ -359,7 +365,9 @@ class _Reader:
             return default
         return value
 
-    def thresholds(self, name: str, default: tuple[float, float]) -> tuple[float, float]:
+    def thresholds(
+        self, name: str, default: tuple[float, float] | None
+    ) -> tuple[float, float] | None:
         """Two numbers 0 <= low <= high <= 1, written "0.33,0.66" or as a JSON list."""
         raw = self.values.get(name, "").strip()
         if not raw:
@@ -446,7 +454,7 @@ def load_settings(
         loading_max_retries=read.integer("CLASSIFIER_LOADING_MAX_RETRIES", 5),
         api_key=read.text("CLASSIFIER_API_KEY"),
         mode=read.choice("CLASSIFIER_MODE", CLASSIFIER_MODES, "hybrid"),
-        thresholds=read.thresholds("CLASSIFIER_THRESHOLDS", DEFAULT_THRESHOLDS),
+        thresholds=read.thresholds("CLASSIFIER_THRESHOLDS", None),
         api=read.choice("CLASSIFIER_API", CLASSIFIER_APIS, "auto"),
     )
 

@@ -7,9 +7,9 @@
 It scores a sample of your own traffic with the built-in classifier and prints the
 CLASSIFIER_THRESHOLDS line that sends that share of it to frontier (and, with
 --target-cheap, that share to cheap; otherwise the low threshold stays as given by
---thresholds, default 0.33, capped at the high one). The thresholds apply wherever the
-built-in classifier decides: CLASSIFIER_MODE=builtin, and hybrid when the LLM is absent
-or fails.
+--thresholds, default the built-in classifier's own, capped at the high one). The
+thresholds apply wherever the built-in classifier decides: CLASSIFIER_MODE=builtin, and
+hybrid when the LLM is absent or fails.
 
 Input files (several may be given; '-' reads standard input), one request per line:
   - a JSON object (the router's request log, or anything alike) with the text in
@@ -36,8 +36,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xrouter_core.config import DEFAULT_THRESHOLDS, parse_thresholds
-from xrouter_core.routing.builtin import BuiltinClassifier, tier_for
+from xrouter_core.config import parse_thresholds
+from xrouter_core.routing.builtin import BUILTIN_THRESHOLDS, BuiltinClassifier, tier_for
 from xrouter_core.routing.extract import classifier_input
 from xrouter_core.tiers import TIERS
 
@@ -113,7 +113,7 @@ def choose_thresholds(
     scores: Sequence[float],
     target_frontier: float,
     target_cheap: float | None = None,
-    current: tuple[float, float] = DEFAULT_THRESHOLDS,
+    current: tuple[float, float] = BUILTIN_THRESHOLDS,
 ) -> tuple[float, float]:
     high = threshold_for_top(scores, target_frontier)
     if target_cheap is None:
@@ -233,7 +233,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--thresholds",
         type=parse_thresholds,
-        default=DEFAULT_THRESHOLDS,
+        default=BUILTIN_THRESHOLDS,
         help="current thresholds (the low one is kept without --target-cheap)",
     )
     args = parser.parse_args(argv)

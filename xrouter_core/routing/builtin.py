@@ -15,7 +15,7 @@ How a prompt is scored:
      *within* a source, not which source it came from; the bundled bias is the mean of
      those intercepts.
   3. A few hand-set rules for everyday traffic: a very short message without code,
-     maths or a hard ask is scaled into [0, 0.2]; code and explicit hard asks lift the
+     maths or a hard ask is scaled into [0, SHORT_CAP]; code and explicit hard asks lift the
      score into [floor, 1]. Both keep the learned order within the prompts they touch.
      `python -m xrouter_core.quality.evaluate` scores the classifier with these rules on.
 Two thresholds turn the score into tier 0, 1 or 2.
@@ -34,7 +34,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from xrouter_core.config import DEFAULT_THRESHOLDS, check_thresholds
+from xrouter_core.config import check_thresholds
 from xrouter_core.routing.classifier import Decision
 
 WEIGHTS_PATH = Path(__file__).with_name("builtin_weights.json")
@@ -42,11 +42,21 @@ SOURCE = "builtin"
 # Longer texts are cut (head and tail kept) before scoring, which bounds the time.
 MAX_CHARS = 4000
 
-# Rules for everyday traffic (step 3 above).
+# The default thresholds (cheap below the first, frontier from the second) when
+# CLASSIFIER_THRESHOLDS is not set, chosen for quality on the evaluation data, every source
+# scored by the model trained without it (`python -m xrouter_core.quality.calibrate
+# --target-quality Q`): 0.90 gives the first (what goes to cheap leaves 90 % of the
+# frontier quality even if medium were no better than cheap; about 20 % goes to cheap) and
+# 0.80 the second (the frontier calls alone keep 80 %; about 60 % go to frontier).
+# docs/classifiers.md, "Default thresholds", has the figures and how to trade for savings.
+BUILTIN_THRESHOLDS: tuple[float, float] = (0.24, 0.31)
+
+# Rules for everyday traffic (step 3 above), in the default thresholds' terms.
 SHORT_WORDS = 12  # fewer words than this, and no code, maths or hard ask: ...
-SHORT_CAP = 0.2  # ... the score is at most this (cheap with any usual thresholds)
-CODE_FLOOR = 0.45  # code in the prompt: at least medium with the default thresholds
-HARD_FLOOR = (0.5, 0.75)  # one hard ask / two or more: at least this score
+SHORT_CAP = 0.15  # ... the score is at most this (cheap with the default thresholds)
+CODE_FLOOR = BUILTIN_THRESHOLDS[0]  # code in the prompt: at least medium
+# One hard ask: at least medium; two or more: frontier.
+HARD_FLOOR = (sum(BUILTIN_THRESHOLDS) / 2, BUILTIN_THRESHOLDS[1])
 
 _WORD = re.compile(r"[a-z]+(?:'[a-z]+)?")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
@@ -266,7 +276,7 @@ class Weights:
         return sigmoid(self.logit(analysis))
 
 
-def tier_for(score: float, thresholds: Sequence[float] = DEFAULT_THRESHOLDS) -> int:
+def tier_for(score: float, thresholds: Sequence[float] = BUILTIN_THRESHOLDS) -> int:
     """0 below the first threshold, 1 below the second, else 2."""
     low, high = thresholds
     if score >= high:
@@ -281,11 +291,12 @@ class BuiltinClassifier:
 
     def __init__(
         self,
-        thresholds: Sequence[float] = DEFAULT_THRESHOLDS,
+        thresholds: Sequence[float] | None = None,
         weights: Weights | None = None,
         rules: bool = True,
     ):
-        self.thresholds = check_thresholds(thresholds)
+        # None: BUILTIN_THRESHOLDS, the defaults calibrated for this classifier's score.
+        self.thresholds = check_thresholds(BUILTIN_THRESHOLDS if thresholds is None else thresholds)
         self.weights = weights or load_weights()
         self.rules = rules
         self.last_ok: bool | None = None

@@ -35,7 +35,7 @@ from typing import Any
 
 import httpx
 
-from xrouter_core.config import ClassifierSettings
+from xrouter_core.config import DEFAULT_THRESHOLDS, ClassifierSettings
 
 log = logging.getLogger("xrouter.classifier")
 
@@ -294,11 +294,24 @@ class LLMClassifier:
         self.url = chat_url(settings.base_url)
         self.completions_url = completions_url(settings.base_url)
         self.system_prompt = settings.system_prompt or DEFAULT_SYSTEM_PROMPT
+        self.thresholds = settings.thresholds or DEFAULT_THRESHOLDS
         self.family = model_family(settings.model)
         self.api = self._pick_api()
         self.last_ok: bool | None = None
         self.last_error: str | None = None
         self._logged_causes: set[str] = set()
+
+    def identity(self) -> list[str]:
+        """What the decision cache's keys depend on (routing/policy.py): how the engine is
+        asked (completions or chat, probabilities read) counts too."""
+        return [
+            "llm-probabilities",
+            self.url,
+            self.settings.model,
+            self.settings.api,
+            self.system_prompt,
+            repr(tuple(self.thresholds)),
+        ]
 
     def _pick_api(self) -> str:
         api = getattr(self.settings, "api", "auto") or "auto"
@@ -368,7 +381,7 @@ class LLMClassifier:
         else:
             read = f"digit={answer.digit}, no logprobs"
         return Decision(
-            self._tier_for(score, self.settings.thresholds),
+            self._tier_for(score, self.thresholds),
             SOURCE,
             (time.perf_counter() - started) * 1000,
             f"score={score:.3f} {read} via {answer.api}",

@@ -46,11 +46,9 @@ def classifier_identity(
     builtin: BuiltinClassifier | None,
 ) -> str:
     """Who decides, as a short digest: what the decision cache's keys start with."""
-    parts = [settings.mode, repr(tuple(settings.thresholds))]
+    parts = [settings.mode, repr(settings.thresholds)]
     if classifier is not None:
-        # How the engine is asked (completions or chat, probabilities read) counts too.
-        parts += ["llm-probabilities", classifier.url, settings.model, settings.api]
-        parts.append(classifier.system_prompt)
+        parts += classifier.identity()
     if builtin is not None:
         weights = (
             bundled_builtin_version()
