@@ -8,6 +8,7 @@ threading.Events to wait on between them), or an action such as resetting the co
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import socket
@@ -1328,3 +1329,56 @@ class FakeModelProvider(FakeOpenAIProvider):
         return Reply(
             chunks=ollama_pull_lines(layers), headers={"content-type": "application/x-ndjson"}
         )
+
+
+# ---- an embeddings engine (OpenAI's POST /v1/embeddings) -----------------------------
+
+
+def hashed_words(text: str, dims: int = 64) -> list[float]:
+    """A deterministic bag-of-words vector: texts that share words point the same way."""
+    vector = [0.0] * dims
+    for word in text.lower().split():
+        slot = int.from_bytes(hashlib.blake2b(word.encode(), digest_size=4).digest(), "big")
+        vector[slot % dims] += 1.0
+    vector[0] += 0.01  # never all zeros
+    return vector
+
+
+class FakeEmbeddingEngine(FakeServer):
+    """Ollama's, llama.cpp's or vLLM's OpenAI-compatible `POST /v1/embeddings`: `input` is
+    a string or a list of them; `data[i].embedding` comes back in input order."""
+
+    def __init__(self, dims: int = 64) -> None:
+        self.dims = dims
+        self.failure: Reply | None = None
+        self.delay_seconds = 0.0
+        super().__init__(self.answer)
+
+    def answer(self, request: Recorded) -> Reply:
+        if request.path != "/v1/embeddings":
+            return Reply(404, {"error": {"message": f"no route for {request.path}"}})
+        if self.failure is not None:
+            return self.failure
+        if self.delay_seconds:
+            time.sleep(self.delay_seconds)
+        body = request.json or {}
+        texts = body.get("input")
+        texts = [texts] if isinstance(texts, str) else texts
+        return Reply(
+            body={
+                "object": "list",
+                "model": body.get("model", ""),
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": hashed_words(t, self.dims)}
+                    for i, t in enumerate(texts)
+                ],
+                "usage": {"prompt_tokens": len(texts), "total_tokens": len(texts)},
+            }
+        )
+
+    def inputs(self) -> list[str]:
+        found: list[str] = []
+        for request in self.requests:
+            texts = (request.json or {}).get("input")
+            found += [texts] if isinstance(texts, str) else list(texts or [])
+        return found

@@ -323,3 +323,51 @@ def test_calibrate_target_quality_prints_thresholds():
     assert line and 0 <= float(line.group(1)) <= float(line.group(2)) <= 1
     kept = re.search(r"score >= [\d.]+: ([\d.]+)% of the strong", done.stdout)
     assert kept and float(kept.group(1)) >= 90.0
+
+
+def test_evaluate_embedding_router_embeds_each_text_once_and_leaves_the_source_out(tmp_path):
+    """The embedding router asks the engine for the bank (less the held-out source) and the
+    test prompts, once each; a second run reads them from --embedding-cache."""
+    import math
+
+    from fakes import FakeEmbeddingEngine
+
+    from xrouter_core.quality import sources
+    from xrouter_core.quality.embedding import BATCH, build_bank
+
+    engine = FakeEmbeddingEngine()
+    cache = tmp_path / "vectors.npz"
+    report_path = tmp_path / "r.json"
+    args = (
+        "xrouter_core.quality.evaluate",
+        "--router", "embedding", "builtin",
+        "--source", "llmrouter_code",
+        "--sample", "30",
+        "--bootstrap", "0",
+        "--embedding-url", engine.url + "/v1",
+        "--embedding-model", "all-minilm",
+        "--embedding-cache", str(cache),
+        "--json", str(report_path),
+    )  # fmt: skip
+    try:
+        done = run_module(*args)
+        assert done.returncode == 0, done.stderr
+        bank = build_bank(sources.load_all()).without("llmrouter_code")
+        sent = engine.inputs()
+        assert len(sent) == len(set(sent)) == len(set(bank.texts)) + 30
+        assert len(engine.requests) == math.ceil(len(sent) / BATCH)
+        report = json.loads(report_path.read_text())
+        entry = report["sources"]["llmrouter_code"]
+        assert set(entry["routers"]) == {"embedding", "builtin"}
+        assert -1 < entry["routers"]["embedding"]["apgr"] < 2
+        assert report["embedding"]["model"] == "all-minilm"
+        engine.requests.clear()
+        assert run_module(*args).returncode == 0
+        assert engine.requests == []  # every vector came from the cache
+    finally:
+        engine.close()
+
+
+def test_evaluate_rejects_embedding_without_endpoint():
+    done = run_module("xrouter_core.quality.evaluate", "--router", "embedding")
+    assert done.returncode == 2 and "--embedding-url" in done.stderr

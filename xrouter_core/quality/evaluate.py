@@ -5,6 +5,8 @@
     python -m xrouter_core.quality.evaluate --protocol in-distribution    # 50/50 split within each source
     python -m xrouter_core.quality.evaluate --mode llm --llm-url http://127.0.0.1:8080/v1 \\
         --llm-model gemma --sample 200
+    python -m xrouter_core.quality.evaluate --mode builtin embedding \\
+        --embedding-url http://127.0.0.1:11434/v1 --embedding-model all-minilm
 
 Data: every source of `quality.sources` (datasets/, deduplicated by normalised prompt).
 Each row says how well the strong and the weak model answered the prompt (correctness,
@@ -23,7 +25,9 @@ Routers: `builtin` (the fold's model with the router's rules on; `--no-rules` dr
 them), `random` (RouteLLM's baseline: a seeded uniform score), `oracle` (the prompt's
 real gain, strong - weak: the best any router could do), and, with `--llm-url`, `llm`
 (an OpenAI-compatible endpoint asked for 0/1/2, as the router does; a failed call
-counts as frontier) and `hybrid` (the LLM, the fold's built-in classifier when it fails).
+counts as frontier) and `hybrid` (the LLM, the fold's built-in classifier when it fails),
+and, with `--embedding-url`, `embedding` (quality/embedding.py: the engine embeds a bank
+of labelled prompts less the held-out source, and each test prompt's neighbours score it).
 Every prompt is given as the router's classifier would see it (`routellm_data.routed_text`).
 
 Figures per source and router (routing_metrics.py): APGR (area under PGR over the
@@ -41,17 +45,17 @@ import json
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from xrouter_core.config import DEFAULT_THRESHOLDS, ClassifierSettings, parse_thresholds
-from xrouter_core.quality import routing_metrics, sources, train_builtin
+from xrouter_core.config import ClassifierSettings, parse_thresholds
+from xrouter_core.quality import embedding, routing_metrics, sources, train_builtin
 from xrouter_core.quality.routellm_data import routed_text, split_of
-from xrouter_core.routing.builtin import BuiltinClassifier, Weights, tier_for
+from xrouter_core.routing.builtin import BUILTIN_THRESHOLDS, BuiltinClassifier, Weights, tier_for
 from xrouter_core.tiers import FRONTIER_INDEX, TIERS
 
-ROUTERS = ("builtin", "random", "oracle", "llm", "hybrid")
+ROUTERS = ("builtin", "random", "oracle", "llm", "hybrid", "embedding")
 DEFAULT_ROUTERS = ("builtin", "random", "oracle")
 PROTOCOLS = ("loso", "in-distribution")
 # PGR divides by (strong quality - weak quality): a source where the strong model is not
@@ -117,6 +121,87 @@ class LLMScorer:
         return results, times
 
 
+@dataclass(frozen=True)
+class EmbeddingEngine:
+    """Where the embedding router's vectors come from (`--embedding-*`)."""
+
+    base_url: str
+    model: str = ""
+    api_key: str = ""
+    neighbours: int = embedding.NEIGHBOURS
+
+
+class EmbeddingScorer:
+    """The embedding classifier's scores (quality/embedding.py).
+
+    Every text (the bank's and the test prompts') is embedded once per run, or read from
+    `cache` (a .npz keyed by the text's digest; keep one file per engine and model). In a
+    leave-one-source-out fold the bank is the whole bank less the held-out source."""
+
+    def __init__(self, engine: EmbeddingEngine, bank: embedding.Bank, cache: Path | None = None):
+        self.engine = engine
+        self.bank = bank
+        self.cache = cache
+        self.vectors: dict[str, Any] = {}
+        self.ms: list[float] = []
+        if cache is not None and cache.is_file():
+            import numpy as np
+
+            with np.load(cache, allow_pickle=False) as stored:
+                self.vectors = {key: stored[key] for key in stored.files}
+
+    @staticmethod
+    def key(text: str) -> str:
+        return hashlib.blake2b(text.encode("utf-8", "surrogatepass"), digest_size=12).hexdigest()
+
+    async def _embed(self, texts: Sequence[str], log: Callable[[str], None]) -> None:
+        import httpx
+
+        wanted = list(dict.fromkeys(t for t in texts if self.key(t) not in self.vectors))
+        if not wanted:
+            return
+        async with httpx.AsyncClient(
+            trust_env=False, timeout=httpx.Timeout(120.0, connect=5.0)
+        ) as client:
+            for start in range(0, len(wanted), embedding.BATCH):
+                batch = wanted[start : start + embedding.BATCH]
+                began = time.perf_counter()
+                found = await embedding.embed(
+                    client, self.engine.base_url, self.engine.model, batch, self.engine.api_key
+                )
+                self.ms.append((time.perf_counter() - began) * 1000 / len(batch))
+                for text, row in zip(batch, embedding.unit_rows(found), strict=True):
+                    self.vectors[self.key(text)] = row
+                done = start + len(batch)
+                if done % (embedding.BATCH * 8) < embedding.BATCH or done == len(wanted):
+                    log(f"  embedding: {done}/{len(wanted)}")
+        if self.cache is not None:
+            import numpy as np
+
+            self.cache.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(self.cache, **self.vectors)
+
+    def scores(
+        self, held_out: str, texts: Sequence[str], log: Callable[[str], None]
+    ) -> list[float]:
+        import numpy as np
+
+        bank = self.bank.without(held_out)
+        try:
+            asyncio.run(self._embed([*bank.texts, *texts], log))
+        except embedding.EngineError as exc:
+            raise SystemExit(f"embedding engine: {exc}") from None
+        matrix = np.stack([self.vectors[self.key(t)] for t in bank.texts])
+        if matrix.shape[1] != len(self.vectors[self.key(texts[0])]):
+            raise SystemExit("embedding engine: the vectors changed size (another model?)")
+        labels = np.asarray(bank.labels, dtype=np.float32)
+        k = self.engine.neighbours
+        return [
+            embedding.knn_score(matrix, labels, bank.base, self.vectors[self.key(t)], k)
+            for t in texts
+        ]
+
+
 def operating_points(tiers: Sequence[int], rows: Sequence[sources.Row]) -> dict[str, dict]:
     """The configured thresholds' two readings of a tiered decision."""
     weak = [r.weak for r in rows]
@@ -167,17 +252,23 @@ class Evaluation:
         bins: int,
         resamples: int,
         log: Callable[[str], None],
+        embedder: EmbeddingScorer | None = None,
     ):
         self.thresholds = thresholds
         self.rules = rules
         self.llm = llm
+        self.embedder = embedder
         self.seed = seed
         self.bins = bins
         self.resamples = resamples
         self.log = log
 
     def router(
-        self, name: str, rows: Sequence[sources.Row], weights: Weights | None
+        self,
+        name: str,
+        rows: Sequence[sources.Row],
+        weights: Weights | None,
+        held_out: str = "",
     ) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         texts = [routed_text(r.prompt) for r in rows]
@@ -198,6 +289,14 @@ class Evaluation:
             extra["at_thresholds"] = operating_points(
                 [tier_for(s, self.thresholds) for s in scores], rows
             )
+        elif name == "embedding":
+            if self.embedder is None:
+                raise SystemExit("--router embedding needs --embedding-url")
+            scores = self.embedder.scores(held_out, texts, self.log)
+            if self.embedder.ms:
+                extra["embedding_ms_per_text"] = routing_metrics.quantile(
+                    sorted(self.embedder.ms), 0.5
+                )
         else:
             if self.llm is None:
                 raise SystemExit(f"--router {name} needs --llm-url")
@@ -254,11 +353,12 @@ def run(
     seed: int = 0,
     bins: int = routing_metrics.DEFAULT_BINS,
     resamples: int = 200,
-    thresholds: tuple[float, float] = DEFAULT_THRESHOLDS,
+    thresholds: tuple[float, float] = BUILTIN_THRESHOLDS,
     rules: bool = True,
     llm: LLMScorer | None = None,
     config: train_builtin.TrainConfig | None = None,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
+    embedder: EmbeddingScorer | None = None,
 ) -> dict[str, Any]:
     everything = sources.load_all()
     chosen = list(chosen_sources or everything)
@@ -266,7 +366,7 @@ def run(
     if unknown:
         raise SystemExit(f"unknown source(s) {', '.join(unknown)} (use {', '.join(everything)})")
     config = config or train_builtin.TrainConfig()
-    evaluation = Evaluation(thresholds, rules, llm, seed, bins, resamples, log)
+    evaluation = Evaluation(thresholds, rules, llm, seed, bins, resamples, log, embedder)
     report: dict[str, Any] = {
         "protocol": protocol,
         "sample": sample_size,
@@ -281,6 +381,13 @@ def run(
     }
     if llm is not None:
         report["llm"] = {"base_url": llm.settings.base_url, "model": llm.settings.model}
+    if embedder is not None:
+        report["embedding"] = {
+            "base_url": embedder.engine.base_url,
+            "model": embedder.engine.model,
+            "neighbours": embedder.engine.neighbours,
+            "bank_prompts": len(embedder.bank.texts),
+        }
     trained: dict[tuple[str, ...], Weights] = {}
     for name, train, test in folds(protocol, everything, chosen):
         test = sample(test, sample_size, seed)
@@ -308,7 +415,7 @@ def run(
             report["sources"][name] = entry
             continue
         for router in routers:
-            entry["routers"][router] = evaluation.router(router, test, weights)
+            entry["routers"][router] = evaluation.router(router, test, weights, name)
         log(
             f"{name}: {len(test)} prompts, "
             + ", ".join(f"{r} APGR {entry['routers'][r]['apgr']:.3f}" for r in routers)
@@ -577,8 +684,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--thresholds",
         type=parse_thresholds,
-        default=DEFAULT_THRESHOLDS,
-        help="built-in classifier thresholds, e.g. 0.33,0.66",
+        default=BUILTIN_THRESHOLDS,
+        help="built-in classifier thresholds (default: its own, "
+        + ",".join(map(str, BUILTIN_THRESHOLDS))
+        + ")",
     )
     parser.add_argument(
         "--llm-url",
@@ -593,6 +702,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--llm-no-stream", action="store_true", help="ask without streaming")
     parser.add_argument("--concurrency", type=int, default=1, help="parallel LLM calls")
     parser.add_argument(
+        "--embedding-url",
+        default="",
+        help="OpenAI-compatible base URL serving /embeddings, for --router embedding",
+    )
+    parser.add_argument("--embedding-model", default="")
+    parser.add_argument("--embedding-api-key", default="")
+    parser.add_argument("--embedding-neighbours", type=int, default=embedding.NEIGHBOURS)
+    parser.add_argument(
+        "--embedding-cache", type=Path, default=None, help=".npz of vectors kept between runs"
+    )
+    parser.add_argument(
         "--json", type=Path, default=None, help="write the full report as JSON ('-' for stdout)"
     )
     parser.add_argument("--markdown", type=Path, default=None, help="write the tables as markdown")
@@ -604,7 +724,25 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
-    routers = args.router or [*DEFAULT_ROUTERS, *(["llm"] if args.llm_url else [])]
+    routers = args.router or [
+        *DEFAULT_ROUTERS,
+        *(["llm"] if args.llm_url else []),
+        *(["embedding"] if args.embedding_url else []),
+    ]
+    embedder = None
+    if args.embedding_url:
+        embedder = EmbeddingScorer(
+            EmbeddingEngine(
+                args.embedding_url,
+                args.embedding_model,
+                args.embedding_api_key,
+                args.embedding_neighbours,
+            ),
+            embedding.build_bank(sources.load_all()),
+            args.embedding_cache,
+        )
+    elif "embedding" in routers:
+        parser.error("--router embedding needs --embedding-url")
     llm = None
     if args.llm_url:
         llm = LLMScorer(llm_settings(args), args.concurrency)
@@ -621,6 +759,7 @@ def main(argv: list[str] | None = None) -> int:
         args.thresholds,
         not args.no_rules,
         llm,
+        embedder=embedder,
     )
     table = markdown(report)
     if args.json is not None:
