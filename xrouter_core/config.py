@@ -4,7 +4,8 @@ Sources, highest precedence first:
   1. the process environment,
   2. a `.env` file (path in XROUTER_ENV_FILE, default `./.env`),
   3. `upstreams.json` (path in UPSTREAMS_FILE, default `./upstreams.json`),
-  4. built-in defaults.
+  4. built-in defaults, and for a tier nobody configured, a default route from a provider
+     key in those sources (default_routes.py; XROUTER_AUTO_ROUTES=false turns it off).
 
 Nothing else in the package reads the environment: modules get a `Settings`.
 Every problem is collected and reported at once, one line each, so a bad
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from xrouter_core import default_routes
+from xrouter_core.default_routes import DefaultRoute
 from xrouter_core.routing.models import DEFAULT_CATEGORIES
 from xrouter_core.tiers import CHEAP, FRONTIER, MEDIUM, TIERS
 from xrouter_core.wire.providers import PROVIDERS, known_provider
@@ -73,6 +76,15 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+class NoConfiguration(ConfigError):
+    """Nothing is configured at all: no route and no provider key. A first run: the
+    launchers print the one message and exit with code 2 before opening a listener."""
+
+    def __init__(self, message: str):
+        super().__init__([message])
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -202,6 +214,8 @@ class Settings:
     embeddings: Route | None = None
     # Every value that must never be printed, so logs can redact them.
     secrets: tuple[str, ...] = ()
+    # The tiers filled from a provider key (default_routes.py), with why.
+    default_routes: Mapping[str, DefaultRoute] = field(default_factory=dict)
 
     def route(self, tier: str) -> Route | None:
         return self.routes.get(tier)
@@ -216,6 +230,7 @@ class Settings:
                 "base_url": self.classifier.base_url or None,
                 "model": self.classifier.model or None,
             },
+            "default_routes": {tier: d.public() for tier, d in self.default_routes.items()},
         }
 
 
@@ -450,6 +465,16 @@ def load_settings(
         api=read.choice("CLASSIFIER_API", CLASSIFIER_APIS, "auto"),
     )
 
+    # Tiers without a base URL of their own get one from a provider key, if any is set.
+    auto_routes = read.flag("XROUTER_AUTO_ROUTES", True)
+    unset = [t for t in TIERS if not read.text(t.upper() + "_BASE_URL")]
+    unset = [t for t in unset if t != CHEAP or not classifier.base_url]
+    auto = default_routes.Choice()
+    if auto_routes:
+        auto = default_routes.choose(values, unset, read.text("HOST", "0.0.0.0"), port)
+        problems.extend(auto.problems)
+    used_defaults: dict[str, DefaultRoute] = {}
+
     routes: dict[str, Route] = {}
     for tier in TIERS:
         prefix = tier.upper() + "_"
@@ -460,7 +485,13 @@ def load_settings(
         if tier == CHEAP and base_url and base_url == classifier.base_url and not model:
             # One model on the local engine: no swapping between classifier and cheap.
             model = classifier.model
-        provider = read.text(prefix + "PROVIDER").lower()
+        default = auto.routes.get(tier) if not base_url else None
+        if default is not None:  # CHEAP_MODEL etc. still replace the default's model
+            base_url, model = default.base_url, model or default.model
+            used_defaults[tier] = default
+        provider = read.text(prefix + "PROVIDER").lower() or (
+            default.route_provider if default else ""
+        )
         if provider and not known_provider(provider):
             problems.append(
                 f"{prefix}PROVIDER {provider!r} is not a known provider type"
@@ -469,7 +500,7 @@ def load_settings(
         route = Route(
             tier=tier,
             base_url=base_url,
-            api_key=read.text(prefix + "API_KEY"),
+            api_key=read.text(prefix + "API_KEY") or (default.api_key if default else ""),
             model=model,
             provider=provider,
             headers=read.headers(prefix + "HEADERS"),
@@ -490,6 +521,8 @@ def load_settings(
         if base_url:
             routes[tier] = route
 
+    if not routes and not problems:
+        raise NoConfiguration(default_routes.no_configuration_message(auto_routes))
     if FRONTIER not in routes:
         problems.append("FRONTIER_BASE_URL is required: every request can end up on frontier")
     if classifier.enabled:
@@ -568,6 +601,7 @@ def load_settings(
         routing=routing,
         embeddings=embeddings,
         secrets=secrets,
+        default_routes=used_defaults,
     )
 
 

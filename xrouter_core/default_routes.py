@@ -1,0 +1,225 @@
+"""Zero-config start: routes for the tiers nobody configured, from the provider keys a
+user already has in the environment (OPENAI_API_KEY, ANTHROPIC_API_KEY, GEMINI_API_KEY, …).
+
+The tier map is data (default_routes.json: per provider its key and base-URL variables,
+its API and one model per tier, with the date and sources). The rule, also in
+docs/configuration.md:
+
+- one provider key: that provider fills cheap, medium and frontier;
+- several: each tier takes the model of that tier that is cheapest among the providers
+  whose keys are set, priced by genai-prices at start as 3 input tokens to 1 output token
+  (USD per 1M); a model genai-prices cannot price comes last, ties keep the file's order;
+- a provider's base-URL variable (OPENAI_BASE_URL, ANTHROPIC_BASE_URL, …, as its SDK reads
+  it) replaces its URL; one that points at this router itself is refused;
+- a tier with its own base URL (environment, .env, upstreams.json: what the wizard writes)
+  is not touched, and XROUTER_AUTO_ROUTES=false turns all of this off.
+
+config.py calls `choose` while it reads the settings; this module reads no environment of
+its own (it gets the merged values) and builds plain data, so config.py stays the one place
+that makes Routes.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from functools import cache
+from importlib import resources
+from typing import Any
+from urllib.parse import urlsplit
+
+from xrouter_core.tiers import TIERS
+from xrouter_core.wire.providers import LOCAL_HOSTS
+
+# The wizard, for the message a first run without any configuration gets.
+WIZARD = "./run python configure.py"
+# The router's own host when it listens on every interface: any local name reaches it.
+ANY_HOST = frozenset({"", "*", "0.0.0.0", "::"})
+
+
+@dataclass(frozen=True)
+class DefaultRoute:
+    """One tier filled from a provider key: where it goes, and why it was chosen."""
+
+    tier: str
+    provider: str  # the key in default_routes.json: "openai", "anthropic", …
+    label: str
+    base_url: str
+    model: str
+    route_provider: str  # the Route's provider type (its adapter)
+    listing: str  # how wire/model_lists.py reads this provider's model list
+    key_var: str
+    base_url_var: str  # "" when the provider's own URL is used
+    why: str
+    api_key: str = field(default="", repr=False)
+
+    def public(self) -> dict[str, Any]:
+        """What /health shows: never the key."""
+        return {
+            "provider": self.provider,
+            "model": self.model,
+            "base_url": self.base_url,
+            "key_variable": self.key_var,
+            "base_url_variable": self.base_url_var or None,
+            "why": self.why,
+        }
+
+
+@dataclass
+class Choice:
+    """What `choose` found: the routes, the problems (one line each), the keys it saw."""
+
+    routes: dict[str, DefaultRoute] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    key_vars: list[str] = field(default_factory=list)
+
+
+@cache
+def tier_map() -> dict[str, Any]:
+    """default_routes.json, read once."""
+    text = (
+        resources.files("xrouter_core").joinpath("default_routes.json").read_text(encoding="utf-8")
+    )
+    return json.loads(text)
+
+
+def key_variables() -> list[str]:
+    """Every variable a provider key is read from, in the file's order."""
+    return [var for entry in tier_map()["providers"].values() for var in entry["key_vars"]]
+
+
+def no_configuration_message(auto_routes: bool) -> str:
+    """The one message a first run without any route gets (exit code 2, no listener)."""
+    if not auto_routes:
+        return (
+            "xrouter: no route is configured, and XROUTER_AUTO_ROUTES=false keeps provider "
+            "keys from being used. Set CHEAP_BASE_URL, MEDIUM_BASE_URL and FRONTIER_BASE_URL "
+            f"(or unset XROUTER_AUTO_ROUTES), or run the wizard: {WIZARD}"
+        )
+    keys = key_variables()
+    named = ", ".join(keys[:-1]) + " or " + keys[-1]
+    return (
+        "xrouter: nothing to route to yet. Set a provider key, for example "
+        f"OPENAI_API_KEY=sk-... (any of {named}), and start again; or run the wizard "
+        f"to choose providers and models: {WIZARD}"
+    )
+
+
+def points_at_router(url: str, router_host: str, router_port: int) -> bool:
+    """Would a request to `url` come back to this router (same host, same port)?"""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        return False
+    if port != router_port:
+        return False
+    router_host = router_host.strip("[]").lower()
+    if host == router_host:
+        return True
+    return host in LOCAL_HOSTS and (router_host in ANY_HOST or router_host in LOCAL_HOSTS)
+
+
+def blended_price(entry: Mapping[str, Any], model: str) -> float | None:
+    """USD per 1M tokens at the file's input:output blend, from genai-prices (looked up by
+    the provider's own URL, so a base URL pointed elsewhere still prices the provider's
+    model); None when genai-prices does not know the model."""
+    # At call time: prices.py imports config, which imports this module.
+    from xrouter_core.accounting.prices import genai_price
+    from xrouter_core.config import Route
+
+    route = Route(tier="", base_url=entry["base_url"], provider=entry["route_provider"])
+    try:
+        price = genai_price(model, route)
+    except Exception:  # noqa: BLE001 - an unpriceable model is only ranked last
+        return None
+    if price is None:
+        return None
+    blend = tier_map()["price_blend"]
+    weight = blend["input"] + blend["output"]
+    return (price.input * blend["input"] + price.output * blend["output"]) / weight
+
+
+def _open_providers(
+    values: Mapping[str, str], router_host: str, router_port: int, choice: Choice
+) -> list[tuple[str, dict[str, Any], str, str, str, str]]:
+    """(name, entry, key variable, key, base URL, base-URL variable) of each provider whose
+    key is set; a base URL that is not http(s) or points at this router is a problem."""
+    found = []
+    for name, entry in tier_map()["providers"].items():
+        key_var = next((v for v in entry["key_vars"] if values.get(v, "").strip()), "")
+        if not key_var:
+            continue
+        choice.key_vars.append(key_var)
+        url_var = next((v for v in entry["base_url_vars"] if values.get(v, "").strip()), "")
+        base_url = entry["base_url"]
+        if url_var:
+            base_url = values[url_var].strip().rstrip("/")
+            parts = urlsplit(base_url)
+            # A refused URL is a problem (the settings are refused); its provider still
+            # counts, so that the tiers it would fill do not add "required" problems.
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                choice.problems.append(f"{url_var} must be an http(s) URL, not {base_url!r}")
+            elif points_at_router(base_url, router_host, router_port):
+                choice.problems.append(
+                    f"{url_var}={base_url} points at this router itself (it listens on "
+                    f"{router_host}:{router_port}): requests for {key_var}'s provider would "
+                    f"come back here. Unset {url_var} for the router (it then uses "
+                    f"{entry['base_url']}), or point it at the provider"
+                )
+            path = entry.get("base_url_path", "")
+            if path and not parts.path.rstrip("/").endswith(path):
+                base_url += path  # the SDK's variable is the host; its calls add the path
+        found.append((name, entry, key_var, values[key_var].strip(), base_url, url_var))
+    return found
+
+
+def choose(
+    values: Mapping[str, str], tiers: Iterable[str], router_host: str, router_port: int
+) -> Choice:
+    """Default routes for `tiers` (the ones without a configured route), by the rule above."""
+    choice = Choice()
+    wanted = [t for t in TIERS if t in set(tiers)]
+    if not wanted:
+        return choice
+    providers = _open_providers(values, router_host, router_port, choice)
+    if not providers:
+        return choice
+    for tier in wanted:
+        candidates = [p for p in providers if p[1]["tiers"].get(tier)]
+        if not candidates:
+            continue
+        if len(candidates) == 1:
+            name, entry, key_var, key, base_url, url_var = candidates[0]
+            why = f"{key_var} is the only provider key set; {name}'s {tier} model"
+        else:
+            priced = [
+                (blended_price(p[1], p[1]["tiers"][tier]), i, p) for i, p in enumerate(candidates)
+            ]
+            priced.sort(key=lambda item: (item[0] is None, item[0] or 0.0, item[1]))
+            name, entry, key_var, key, base_url, url_var = priced[0][2]
+            ranking = ", ".join(
+                f"{p[0]} {p[1]['tiers'][tier]} "
+                + (f"${price:.2f}" if price is not None else "unpriced")
+                for price, _, p in priced
+            )
+            why = (
+                f"the cheapest {tier} model of the providers whose keys are set "
+                f"(USD per 1M tokens, 3 input : 1 output, genai-prices: {ranking})"
+            )
+        choice.routes[tier] = DefaultRoute(
+            tier=tier,
+            provider=name,
+            label=entry["label"],
+            base_url=base_url,
+            model=entry["tiers"][tier],
+            route_provider=entry["route_provider"],
+            listing=entry["listing"],
+            key_var=key_var,
+            base_url_var=url_var,
+            why=why,
+            api_key=key,
+        )
+    return choice
