@@ -206,8 +206,8 @@ def choose(
                 for price, _, p in priced
             )
             why = (
-                f"the cheapest {tier} model of the providers whose keys are set "
-                f"(USD per 1M tokens, 3 input : 1 output, genai-prices: {ranking})"
+                f"the cheapest {tier} model of the providers whose keys are set; "
+                f"genai-prices, USD per 1M tokens at 3 input : 1 output: {ranking}"
             )
         choice.routes[tier] = DefaultRoute(
             tier=tier,
