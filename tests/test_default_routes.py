@@ -91,6 +91,8 @@ def test_explicit_settings_replace_the_defaults_tier_by_tier(tmp_path):
     medium = settings.route("medium")
     assert (medium.base_url, medium.model) == ("https://api.openai.com/v1", "gpt-custom-medium")
     assert list(settings.default_routes) == ["medium"]
+    assert settings.default_routes["medium"].model == "gpt-custom-medium"
+    assert settings.default_routes["medium"].why == "MEDIUM_MODEL on openai's default route"
 
 
 def test_auto_routes_off_and_no_configuration_give_the_one_message(tmp_path):

@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -489,6 +489,9 @@ def load_settings(
         if default is not None:  # CHEAP_MODEL etc. still replace the default's model
             base_url, model = default.base_url, model or default.model
             used_defaults[tier] = default
+            if model != default.model:
+                why = f"{prefix}MODEL on {default.provider}'s default route"
+                used_defaults[tier] = replace(default, model=model, why=why)
         provider = read.text(prefix + "PROVIDER").lower() or (
             default.route_provider if default else ""
         )

@@ -493,7 +493,7 @@ class Xrouter:
                 log.info(
                     "model list of %s checked: %s listed",
                     provider,
-                    ", ".join(d.model for d in chosen if d not in missing),
+                    ", ".join(dict.fromkeys(d.model for d in chosen if d not in missing)),
                 )
 
     def done(self) -> None:
