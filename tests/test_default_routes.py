@@ -54,6 +54,11 @@ def test_one_key_fills_every_tier_from_its_provider_with_the_builtin_classifier(
         assert route.model == ANTHROPIC[tier]
         assert "ANTHROPIC_API_KEY is the only provider key" in settings.default_routes[tier].why
     assert settings.classifier.uses_builtin and not settings.classifier.uses_llm
+    # The provider key is served to this machine only, unless HOST or a router key says so.
+    assert settings.host == "127.0.0.1"
+    assert load({"OPENAI_API_KEY": OPENAI_KEY, "HOST": "0.0.0.0"}, tmp_path).host == "0.0.0.0"
+    keyed = {"OPENAI_API_KEY": OPENAI_KEY, "ROUTER_API_KEY": "a-long-router-key"}
+    assert load(keyed, tmp_path).host == "0.0.0.0"
     assert ANTHROPIC_KEY in settings.secrets
     assert ANTHROPIC_KEY not in json.dumps(settings.public())
 

@@ -582,7 +582,12 @@ def load_settings(
         if s
     )
     return Settings(
-        host=read.text("HOST", "0.0.0.0"),
+        # Default routes hold the user's provider keys: without a router key they are
+        # served to this machine only, unless HOST says otherwise.
+        host=read.text(
+            "HOST",
+            "127.0.0.1" if used_defaults and not read.text("ROUTER_API_KEY") else "0.0.0.0",
+        ),
         port=port,
         router_api_key=read.text("ROUTER_API_KEY"),
         log_level=log_level,

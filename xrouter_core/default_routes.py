@@ -164,9 +164,9 @@ def _open_providers(
                 choice.problems.append(f"{url_var} must be an http(s) URL, not {base_url!r}")
             elif points_at_router(base_url, router_host, router_port):
                 choice.problems.append(
-                    f"{url_var}={base_url} points at this router itself (it listens on "
-                    f"{router_host}:{router_port}): requests for {key_var}'s provider would "
-                    f"come back here. Unset {url_var} for the router (it then uses "
+                    f"{url_var}={base_url} points at this router itself (port "
+                    f"{router_port}): requests for {key_var}'s provider would come back "
+                    f"here. Unset {url_var} for the router (it then uses "
                     f"{entry['base_url']}), or point it at the provider"
                 )
             path = entry.get("base_url_path", "")
