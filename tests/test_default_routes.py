@@ -13,7 +13,7 @@ import socket
 import time
 
 import pytest
-from conftest import Router, free_port, unique
+from conftest import Router, unique
 from fakes import (
     FakeAnthropicProvider,
     FakeGeminiProvider,
@@ -293,38 +293,52 @@ def test_a_model_list_that_cannot_be_read_still_starts_and_says_so(launcher, tmp
         router.stop()
 
 
-def test_a_base_url_pointing_at_the_router_stops_it_with_one_clear_line(launcher, tmp_path):
-    port = free_port()
-    env = {
-        "PORT": str(port),
-        "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
-        "ANTHROPIC_BASE_URL": f"http://localhost:{port}",
-    }
-    router = Router(env, tmp_path, launcher=launcher, wait=False)
-    try:
-        assert router.proc.wait(30) == 1
-        logs = router.logs()
-        assert logs.count("points at this router itself") == 1
-        assert "Unset ANTHROPIC_BASE_URL for the router" in logs
-        assert "is required" not in logs and "Traceback" not in logs
-    finally:
-        router.stop()
-
-
-@pytest.mark.parametrize("workers", ["1", "2"])
-def test_no_configuration_at_all_prints_one_message_and_opens_no_listener(
-    launcher, tmp_path, workers
-):
-    if launcher == "mitmdump" and workers == "2":
-        pytest.skip("--workers is the lean launcher's option")
-    # Both ports the router could open are held: an attempt to listen would fail loudly.
+@pytest.fixture
+def held_ports():
+    """Two ports held open by the test (the API port and mitmproxy's proxy port): a router
+    that tried to listen on either would log that it could not, so its log says whether
+    it ever tried."""
     held = []
     for _ in range(2):
         sock = socket.socket()
         sock.bind(("127.0.0.1", 0))
         sock.listen()
         held.append(sock)
-    port, proxy_port = (s.getsockname()[1] for s in held)
+    yield [s.getsockname()[1] for s in held]
+    for sock in held:
+        sock.close()
+
+
+def test_a_base_url_pointing_at_the_router_stops_it_before_listening(
+    launcher, tmp_path, held_ports
+):
+    port, proxy_port = held_ports
+    env = {
+        "PORT": str(port),
+        "ANTHROPIC_API_KEY": ANTHROPIC_KEY,
+        "ANTHROPIC_BASE_URL": f"http://localhost:{port}",
+    }
+    args = ["--set", f"listen_port={proxy_port}"]
+    router = Router(env, tmp_path, args=args, launcher=launcher, wait=False)
+    try:
+        assert router.proc.wait(30) == 1
+        logs = router.logs()
+        assert logs.count("points at this router itself") == 1
+        assert "Unset ANTHROPIC_BASE_URL for the router" in logs
+        assert "is required" not in logs and "Traceback" not in logs
+        assert "listen" not in logs
+        assert ANTHROPIC_KEY not in logs
+    finally:
+        router.stop()
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_no_configuration_at_all_prints_one_message_and_opens_no_listener(
+    launcher, tmp_path, workers, held_ports
+):
+    if launcher == "mitmdump" and workers == "2":
+        pytest.skip("--workers is the lean launcher's option")
+    port, proxy_port = held_ports
     args = ["--set", f"listen_port={proxy_port}"]
     if workers == "2":
         args += ["--workers", "2"]
@@ -335,8 +349,6 @@ def test_no_configuration_at_all_prints_one_message_and_opens_no_listener(
         lines = [line for line in logs.splitlines() if "Loading script" not in line]
         assert len(lines) == 1, logs
         assert "OPENAI_API_KEY" in lines[0] and "./run python configure.py" in lines[0]
-        assert "listening" not in logs and "Traceback" not in logs and "Error" not in logs
+        assert "listen" not in logs and "Traceback" not in logs and "Error" not in logs
     finally:
         router.stop()
-        for sock in held:
-            sock.close()

@@ -326,19 +326,9 @@ class Xrouter:
                     settings = load_settings(
                         env_file=source[0] or None, upstreams_file=source[1] or None
                     )
-                except NoConfiguration as exc:
-                    if self.settings is None:
-                        # A first run: one message and exit 2, before any listener opens
-                        # (under mitmdump this runs in the script loader's task, so only
-                        # leaving now keeps its default proxy port from opening).
-                        print(exc.message, file=sys.stderr, flush=True)
-                        raise SystemExit(2) from None
-                    log.warning("configuration change refused: %s", exc.message)
-                    raise OptionsError(exc.message) from exc
                 except ConfigError as exc:
                     if self.settings is None:
-                        for problem in exc.problems:
-                            log.error("configuration: %s", problem)
+                        self.refuse_to_start(exc)
                         return
                     for problem in exc.problems:
                         log.warning("configuration change refused: %s", problem)
@@ -347,6 +337,25 @@ class Xrouter:
                 self.apply(settings)
         if "mode" in updated or "xrouter_env_file" in updated:
             self.listen_by_default()
+
+    def refuse_to_start(self, exc: ConfigError) -> None:
+        """No settings to keep: one error line per problem. While mitmproxy is starting,
+        leave at once, before it opens a listener: under mitmdump the addon is configured
+        in the script loader's task, while mitmdump brings up its default proxy port
+        (*:8080), and its errorcheck would only exit after that. Nothing configured at all
+        is a first run: its one message, and exit code 2. An instance loaded into a
+        running mitmdump (its script changed) stays, and answers 503 (NOT_CONFIGURED)."""
+        proxyserver = ctx.master.addons.get("proxyserver")
+        starting = not getattr(proxyserver, "is_running", False)
+        if starting and isinstance(exc, NoConfiguration):
+            print(exc.message, file=sys.stderr, flush=True)
+            raise SystemExit(2)
+        for problem in exc.problems:
+            log.error("configuration: %s", problem)
+        if starting:
+            for handler in logging.getLogger().handlers:
+                handler.flush()  # the lean launcher writes its lines once per loop pass
+            raise SystemExit(1)
 
     def apply(self, settings: Settings) -> None:
         """Put checked settings in use: at start, and for each accepted change after."""
