@@ -17,7 +17,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -466,14 +466,10 @@ def load_settings(
     )
 
     # Tiers without a base URL of their own get one from a provider key, if any is set.
-    auto_routes = read.flag("XROUTER_AUTO_ROUTES", True)
-    unset = [t for t in TIERS if not read.text(t.upper() + "_BASE_URL")]
-    unset = [t for t in unset if t != CHEAP or not classifier.base_url]
-    auto = default_routes.Choice()
-    if auto_routes:
-        auto = default_routes.choose(values, unset, read.text("HOST", "0.0.0.0"), port)
-        problems.extend(auto.problems)
-    used_defaults: dict[str, DefaultRoute] = {}
+    auto = default_routes.choose(
+        values, read.flag("XROUTER_AUTO_ROUTES", True), classifier.base_url, port
+    )
+    problems.extend(auto.problems)
 
     routes: dict[str, Route] = {}
     for tier in TIERS:
@@ -485,13 +481,9 @@ def load_settings(
         if tier == CHEAP and base_url and base_url == classifier.base_url and not model:
             # One model on the local engine: no swapping between classifier and cheap.
             model = classifier.model
-        default = auto.routes.get(tier) if not base_url else None
-        if default is not None:  # CHEAP_MODEL etc. still replace the default's model
-            base_url, model = default.base_url, model or default.model
-            used_defaults[tier] = default
-            if model != default.model:
-                why = f"{prefix}MODEL on {default.provider}'s default route"
-                used_defaults[tier] = replace(default, model=model, why=why)
+        default = None if base_url else auto.use(tier, model)
+        if default is not None:
+            base_url, model = default.base_url, default.model
         provider = read.text(prefix + "PROVIDER").lower() or (
             default.route_provider if default else ""
         )
@@ -525,7 +517,7 @@ def load_settings(
             routes[tier] = route
 
     if not routes and not problems:
-        raise NoConfiguration(default_routes.no_configuration_message(auto_routes))
+        raise NoConfiguration(default_routes.no_configuration_message(auto.enabled))
     if FRONTIER not in routes:
         problems.append("FRONTIER_BASE_URL is required: every request can end up on frontier")
     if classifier.enabled:
@@ -586,7 +578,7 @@ def load_settings(
         # served to this machine only, unless HOST says otherwise.
         host=read.text(
             "HOST",
-            "127.0.0.1" if used_defaults and not read.text("ROUTER_API_KEY") else "0.0.0.0",
+            "127.0.0.1" if auto.used and not read.text("ROUTER_API_KEY") else "0.0.0.0",
         ),
         port=port,
         router_api_key=read.text("ROUTER_API_KEY"),
@@ -609,7 +601,7 @@ def load_settings(
         routing=routing,
         embeddings=embeddings,
         secrets=secrets,
-        default_routes=used_defaults,
+        default_routes=auto.used,
     )
 
 

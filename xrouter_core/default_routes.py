@@ -22,14 +22,14 @@ that makes Routes.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from typing import Any
 from urllib.parse import urlsplit
 
-from xrouter_core.tiers import TIERS
+from xrouter_core.tiers import CHEAP, TIERS
 from xrouter_core.wire.providers import LOCAL_HOSTS
 
 # The wizard, for the message a first run without any configuration gets.
@@ -68,11 +68,26 @@ class DefaultRoute:
 
 @dataclass
 class Choice:
-    """What `choose` found: the routes, the problems (one line each), the keys it saw."""
+    """What `choose` found: the routes, the problems (one line each), the keys it saw;
+    `used` collects the routes config.py takes (`use`)."""
 
+    enabled: bool = True
     routes: dict[str, DefaultRoute] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
     key_vars: list[str] = field(default_factory=list)
+    used: dict[str, DefaultRoute] = field(default_factory=dict)
+
+    def use(self, tier: str, model: str = "") -> DefaultRoute | None:
+        """The default route of `tier`, if there is one, with `<TIER>_MODEL` (`model`)
+        in place of the map's model: recorded in `used` (what /health shows)."""
+        default = self.routes.get(tier)
+        if default is None:
+            return None
+        if model and model != default.model:
+            why = f"{tier.upper()}_MODEL on {default.provider}'s default route"
+            default = replace(default, model=model, why=why)
+        self.used[tier] = default
+        return default
 
 
 @cache
@@ -177,13 +192,17 @@ def _open_providers(
 
 
 def choose(
-    values: Mapping[str, str], tiers: Iterable[str], router_host: str, router_port: int
+    values: Mapping[str, str], enabled: bool, classifier_url: str, router_port: int
 ) -> Choice:
-    """Default routes for `tiers` (the ones without a configured route), by the rule above."""
-    choice = Choice()
-    wanted = [t for t in TIERS if t in set(tiers)]
-    if not wanted:
+    """Default routes for the tiers without a base URL of their own (cheap has the
+    classifier's when CLASSIFIER_BASE_URL is set), by the rule above, from the merged
+    settings' `values`; none when XROUTER_AUTO_ROUTES is off (`enabled`)."""
+    choice = Choice(enabled=enabled)
+    wanted = [t for t in TIERS if not values.get(f"{t.upper()}_BASE_URL", "").strip()]
+    wanted = [t for t in wanted if t != CHEAP or not classifier_url]
+    if not enabled or not wanted:
         return choice
+    router_host = values.get("HOST", "").strip() or "0.0.0.0"
     providers = _open_providers(values, router_host, router_port, choice)
     if not providers:
         return choice
