@@ -68,13 +68,12 @@ class DefaultRoute:
 
 @dataclass
 class Choice:
-    """What `choose` found: the routes, the problems (one line each), the keys it saw;
-    `used` collects the routes config.py takes (`use`)."""
+    """What `choose` found: the routes and the problems (one line each); `used` collects
+    the routes config.py takes (`use`)."""
 
     enabled: bool = True
     routes: dict[str, DefaultRoute] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
-    key_vars: list[str] = field(default_factory=list)
     used: dict[str, DefaultRoute] = field(default_factory=dict)
 
     def use(self, tier: str, model: str = "") -> DefaultRoute | None:
@@ -157,17 +156,31 @@ def blended_price(entry: Mapping[str, Any], model: str) -> float | None:
     return (price.input * blend["input"] + price.output * blend["output"]) / weight
 
 
+@dataclass(frozen=True)
+class OpenProvider:
+    """A provider whose key is set: its entry in the map, and where its key came from."""
+
+    name: str
+    entry: Mapping[str, Any]
+    key_var: str
+    key: str
+    base_url: str
+    base_url_var: str
+
+    def model(self, tier: str) -> str:
+        return self.entry["tiers"].get(tier, "")
+
+
 def _open_providers(
     values: Mapping[str, str], router_host: str, router_port: int, choice: Choice
-) -> list[tuple[str, dict[str, Any], str, str, str, str]]:
-    """(name, entry, key variable, key, base URL, base-URL variable) of each provider whose
-    key is set; a base URL that is not http(s) or points at this router is a problem."""
+) -> list[OpenProvider]:
+    """Each provider whose key is set, in the map's order; a base URL that is not http(s)
+    or points at this router is a problem."""
     found = []
     for name, entry in tier_map()["providers"].items():
         key_var = next((v for v in entry["key_vars"] if values.get(v, "").strip()), "")
         if not key_var:
             continue
-        choice.key_vars.append(key_var)
         url_var = next((v for v in entry["base_url_vars"] if values.get(v, "").strip()), "")
         base_url = entry["base_url"]
         if url_var:
@@ -187,7 +200,7 @@ def _open_providers(
             path = entry.get("base_url_path", "")
             if path and not parts.path.rstrip("/").endswith(path):
                 base_url += path  # the SDK's variable is the host; its calls add the path
-        found.append((name, entry, key_var, values[key_var].strip(), base_url, url_var))
+        found.append(OpenProvider(name, entry, key_var, values[key_var].strip(), base_url, url_var))
     return found
 
 
@@ -206,39 +219,39 @@ def choose(
     providers = _open_providers(values, router_host, router_port, choice)
     if not providers:
         return choice
+    blend = tier_map()["price_blend"]
     for tier in wanted:
-        candidates = [p for p in providers if p[1]["tiers"].get(tier)]
+        candidates = [p for p in providers if p.model(tier)]
         if not candidates:
             continue
         if len(candidates) == 1:
-            name, entry, key_var, key, base_url, url_var = candidates[0]
-            why = f"{key_var} is the only provider key set; {name}'s {tier} model"
+            chosen = candidates[0]
+            why = f"{chosen.key_var} is the only provider key set; {chosen.name}'s {tier} model"
         else:
-            priced = [
-                (blended_price(p[1], p[1]["tiers"][tier]), i, p) for i, p in enumerate(candidates)
-            ]
-            priced.sort(key=lambda item: (item[0] is None, item[0] or 0.0, item[1]))
-            name, entry, key_var, key, base_url, url_var = priced[0][2]
+            priced = [(blended_price(p.entry, p.model(tier)), p) for p in candidates]
+            # Cheapest first, the unpriced last; sorted() keeps the map's order on ties.
+            priced = sorted(priced, key=lambda item: (item[0] is None, item[0] or 0.0))
+            chosen = priced[0][1]
             ranking = ", ".join(
-                f"{p[0]} {p[1]['tiers'][tier]} "
-                + (f"${price:.2f}" if price is not None else "unpriced")
-                for price, _, p in priced
+                f"{p.name} {p.model(tier)} " + ("unpriced" if price is None else f"${price:.2f}")
+                for price, p in priced
             )
             why = (
-                f"the cheapest {tier} model of the providers whose keys are set; "
-                f"genai-prices, USD per 1M tokens at 3 input : 1 output: {ranking}"
+                f"the cheapest {tier} model of the providers whose keys are set; genai-prices, "
+                f"USD per 1M tokens at {blend['input']} input : {blend['output']} output: "
+                f"{ranking}"
             )
         choice.routes[tier] = DefaultRoute(
             tier=tier,
-            provider=name,
-            label=entry["label"],
-            base_url=base_url,
-            model=entry["tiers"][tier],
-            route_provider=entry["route_provider"],
-            listing=entry["listing"],
-            key_var=key_var,
-            base_url_var=url_var,
+            provider=chosen.name,
+            label=chosen.entry["label"],
+            base_url=chosen.base_url,
+            model=chosen.model(tier),
+            route_provider=chosen.entry["route_provider"],
+            listing=chosen.entry["listing"],
+            key_var=chosen.key_var,
+            base_url_var=chosen.base_url_var,
             why=why,
-            api_key=key,
+            api_key=chosen.key,
         )
     return choice
