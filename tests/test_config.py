@@ -89,7 +89,7 @@ def test_classifier_disabled_needs_only_frontier(tmp_path):
     )
     assert list(settings.routes) == ["frontier"]
     with pytest.raises(ConfigError, match="FRONTIER_BASE_URL is required"):
-        load({"CLASSIFIER_ENABLED": "false"}, tmp_path)
+        load({"CLASSIFIER_ENABLED": "false", "CHEAP_BASE_URL": "http://127.0.0.1:1"}, tmp_path)
 
 
 def test_bad_urls_and_unknown_upstream_keys(tmp_path):

@@ -226,15 +226,17 @@ def test_a_reload_at_run_time_starts_the_new_background_work_and_stops_the_old(
     with_router(tmp_path, scenario, **llm)
 
 
-def test_a_bad_configuration_at_start_logs_each_problem_and_raises_nothing(
+def test_a_bad_configuration_at_start_logs_each_problem_and_exits_before_listening(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ):
-    """At start there are no settings to keep: mitmproxy exits on the logged errors
-    (tests/test_router.py::test_invalid_configuration_stops_the_router)."""
+    """At start there are no settings to keep: the addon exits from configure, before
+    mitmproxy opens a listener (tests/test_router.py::test_invalid_configuration_stops_the_router,
+    tests/test_default_routes.py for the listener)."""
     broken = write_env(tmp_path, FRONTIER_BASE_URL="", MEDIUM_BASE_URL="")
     addon = Xrouter()
-    with taddons.context(addon) as tctx:
+    with taddons.context(addon) as tctx, pytest.raises(SystemExit) as exited:
         tctx.configure(addon, confdir=str(tmp_path / "mitmproxy"), xrouter_env_file=str(broken))
+    assert exited.value.code == 1
     assert addon.settings is None
     errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
     assert (

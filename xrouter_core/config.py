@@ -4,7 +4,8 @@ Sources, highest precedence first:
   1. the process environment,
   2. a `.env` file (path in XROUTER_ENV_FILE, default `./.env`),
   3. `upstreams.json` (path in UPSTREAMS_FILE, default `./upstreams.json`),
-  4. built-in defaults.
+  4. built-in defaults, and for a tier nobody configured, a default route from a provider
+     key in those sources (default_routes.py; XROUTER_AUTO_ROUTES=false turns it off).
 
 Nothing else in the package reads the environment: modules get a `Settings`.
 Every problem is collected and reported at once, one line each, so a bad
@@ -22,6 +23,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from xrouter_core import default_routes
+from xrouter_core.default_routes import DefaultRoute
 from xrouter_core.routing.models import DEFAULT_CATEGORIES
 from xrouter_core.tiers import CHEAP, FRONTIER, MEDIUM, TIERS
 from xrouter_core.wire.providers import PROVIDERS, known_provider
@@ -76,6 +79,15 @@ class ConfigError(Exception):
     def __init__(self, problems: list[str]):
         self.problems = problems
         super().__init__("\n".join(problems))
+
+
+class NoConfiguration(ConfigError):
+    """Nothing is configured at all: no route and no provider key. A first run: the
+    launchers print the one message and exit with code 2 before opening a listener."""
+
+    def __init__(self, message: str):
+        super().__init__([message])
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -206,6 +218,8 @@ class Settings:
     embeddings: Route | None = None
     # Every value that must never be printed, so logs can redact them.
     secrets: tuple[str, ...] = ()
+    # The tiers filled from a provider key (default_routes.py), with why.
+    default_routes: Mapping[str, DefaultRoute] = field(default_factory=dict)
 
     def route(self, tier: str) -> Route | None:
         return self.routes.get(tier)
@@ -222,6 +236,7 @@ class Settings:
                 "base_url": self.classifier.base_url or None,
                 "model": self.classifier.model or None,
             },
+            "default_routes": {tier: d.public() for tier, d in self.default_routes.items()},
         }
 
 
@@ -458,6 +473,12 @@ def load_settings(
         api=read.choice("CLASSIFIER_API", CLASSIFIER_APIS, "auto"),
     )
 
+    # Tiers without a base URL of their own get one from a provider key, if any is set.
+    auto = default_routes.choose(
+        values, read.flag("XROUTER_AUTO_ROUTES", True), classifier.base_url, port
+    )
+    problems.extend(auto.problems)
+
     routes: dict[str, Route] = {}
     for tier in TIERS:
         prefix = tier.upper() + "_"
@@ -468,7 +489,12 @@ def load_settings(
         if tier == CHEAP and base_url and base_url == classifier.base_url and not model:
             # One model on the local engine: no swapping between classifier and cheap.
             model = classifier.model
-        provider = read.text(prefix + "PROVIDER").lower()
+        default = None if base_url else auto.use(tier, model)
+        if default is not None:
+            base_url, model = default.base_url, default.model
+        provider = read.text(prefix + "PROVIDER").lower() or (
+            default.route_provider if default else ""
+        )
         if provider and not known_provider(provider):
             problems.append(
                 f"{prefix}PROVIDER {provider!r} is not a known provider type"
@@ -477,7 +503,7 @@ def load_settings(
         route = Route(
             tier=tier,
             base_url=base_url,
-            api_key=read.text(prefix + "API_KEY"),
+            api_key=read.text(prefix + "API_KEY") or (default.api_key if default else ""),
             model=model,
             provider=provider,
             headers=read.headers(prefix + "HEADERS"),
@@ -498,6 +524,8 @@ def load_settings(
         if base_url:
             routes[tier] = route
 
+    if not routes and not problems:
+        raise NoConfiguration(default_routes.no_configuration_message(auto.enabled))
     if FRONTIER not in routes:
         problems.append("FRONTIER_BASE_URL is required: every request can end up on frontier")
     if classifier.enabled:
@@ -554,7 +582,12 @@ def load_settings(
         if s
     )
     return Settings(
-        host=read.text("HOST", "0.0.0.0"),
+        # Default routes hold the user's provider keys: without a router key they are
+        # served to this machine only, unless HOST says otherwise.
+        host=read.text(
+            "HOST",
+            "127.0.0.1" if auto.used and not read.text("ROUTER_API_KEY") else "0.0.0.0",
+        ),
         port=port,
         router_api_key=read.text("ROUTER_API_KEY"),
         log_level=log_level,
@@ -576,6 +609,7 @@ def load_settings(
         routing=routing,
         embeddings=embeddings,
         secrets=secrets,
+        default_routes=auto.used,
     )
 
 

@@ -11,6 +11,7 @@ import asyncio
 import functools
 import json
 import logging
+import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,7 +28,7 @@ from mitmproxy.proxy.mode_specs import ReverseMode
 from xrouter_core import __version__
 from xrouter_core.accounting.responsecache import RecordingStream
 from xrouter_core.accounting.service import USAGE_PAGES, Accounting
-from xrouter_core.config import ConfigError, Route, Settings, load_settings
+from xrouter_core.config import ConfigError, NoConfiguration, Route, Settings, load_settings
 from xrouter_core.proxy import dispatch, mitm_compat
 from xrouter_core.proxy.logs import log_rejected, setup_logging
 from xrouter_core.routing.builtin import BuiltinClassifier
@@ -97,6 +98,7 @@ from xrouter_core.wire.local import (
     no_embeddings_route,
     root_page,
 )
+from xrouter_core.wire.model_lists import ListingError, fetch_models
 from xrouter_core.wire.providers import ANTHROPIC_HOST, OPENAI_STYLE_HOSTS, provider_name
 from xrouter_core.wire.render_anthropic import anthropic_error, anthropic_message
 from xrouter_core.wire.render_openai import OpenAIChunkRenderer
@@ -274,6 +276,8 @@ class Xrouter:
         self.rolling_back = False
         # The router's own Responses answers, for a follow-up's previous_response_id.
         self.response_store = ResponseStore()
+        # Tier → what the provider's model list said of its default route's model.
+        self.model_checks: dict[str, str] = {}
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -324,8 +328,7 @@ class Xrouter:
                     )
                 except ConfigError as exc:
                     if self.settings is None:
-                        for problem in exc.problems:
-                            log.error("configuration: %s", problem)
+                        self.refuse_to_start(exc)
                         return
                     for problem in exc.problems:
                         log.warning("configuration change refused: %s", problem)
@@ -334,6 +337,25 @@ class Xrouter:
                 self.apply(settings)
         if "mode" in updated or "xrouter_env_file" in updated:
             self.listen_by_default()
+
+    def refuse_to_start(self, exc: ConfigError) -> None:
+        """No settings to keep: one error line per problem. While mitmproxy is starting,
+        leave at once, before it opens a listener: under mitmdump the addon is configured
+        in the script loader's task, while mitmdump brings up its default proxy port
+        (*:8080), and its errorcheck would only exit after that. Nothing configured at all
+        is a first run: its one message, and exit code 2. An instance loaded into a
+        running mitmdump (its script changed) stays, and answers 503 (NOT_CONFIGURED)."""
+        proxyserver = ctx.master.addons.get("proxyserver")
+        starting = not getattr(proxyserver, "is_running", False)
+        if starting and isinstance(exc, NoConfiguration):
+            print(exc.message, file=sys.stderr, flush=True)
+            raise SystemExit(2)
+        for problem in exc.problems:
+            log.error("configuration: %s", problem)
+        if starting:
+            for handler in logging.getLogger().handlers:
+                handler.flush()  # the lean launcher writes its lines once per loop pass
+            raise SystemExit(1)
 
     def apply(self, settings: Settings) -> None:
         """Put checked settings in use: at start, and for each accepted change after."""
@@ -372,6 +394,7 @@ class Xrouter:
         if self.accounting is not None:
             self.accounting.close()
         self.accounting = Accounting(settings)
+        self.model_checks = {tier: "checking" for tier in settings.default_routes}
         self.policy = Policy(
             self.classifier,
             self.accounting.decisions,
@@ -409,6 +432,14 @@ class Xrouter:
             # On Python 3.12+ mitmproxy may bring its servers up from the mode it had before
             # this addon chose one; bring them in line (a no-op where they already are).
             self.tasks.spawn(proxyserver.setup_servers())
+        for default in self.settings.default_routes.values():
+            log.info(
+                "default route %s: %s %s (%s)",
+                default.tier,
+                default.provider,
+                default.model,
+                default.why,
+            )
         log.info(
             "xrouter ready: %s",
             ", ".join(f"{t}={r.base_url}" for t, r in self.settings.routes.items()),
@@ -426,6 +457,53 @@ class Xrouter:
             self.classifier_tasks.spawn(self.classifier.warm_up())
         if self.classifier is not None and self.settings.classifier.keep_alive_ms > 0:
             self.classifier_tasks.spawn(self.classifier.keep_alive())
+        if self.settings.default_routes:
+            self.tasks.spawn(self.check_default_models(self.settings))
+
+    async def check_default_models(self, settings: Settings) -> None:
+        """Each default route's model against its provider's own model list, read in a
+        thread (wire/model_lists.py is blocking httpx; the proxy's loop goes on). A list
+        that cannot be read leaves the router running, and says it was not checked."""
+        by_provider: dict[str, list] = {}
+        for default in settings.default_routes.values():
+            by_provider.setdefault(default.provider, []).append(default)
+        for provider, chosen in by_provider.items():
+            first = chosen[0]
+            try:
+                listed = await asyncio.to_thread(
+                    fetch_models, first.listing, first.base_url, first.api_key, 5.0
+                )
+            except ListingError as exc:
+                problem = redact(str(exc), settings.secrets)
+                if self.settings is settings:
+                    self.model_checks.update({d.tier: f"not checked: {problem}" for d in chosen})
+                log.warning(
+                    "model list of %s not checked (%s): %s used unconfirmed",
+                    provider,
+                    problem,
+                    ", ".join(f"{d.tier}={d.model}" for d in chosen),
+                )
+                continue
+            missing = [d for d in chosen if d.model not in listed]
+            if self.settings is settings:
+                self.model_checks.update(
+                    {d.tier: "not listed" if d in missing else "listed" for d in chosen}
+                )
+            for default in missing:
+                log.warning(
+                    "%s does not list %s (%s): that tier's requests will fail until %s_MODEL "
+                    "names a model it offers",
+                    provider,
+                    default.model,
+                    default.tier,
+                    default.tier.upper(),
+                )
+            if len(missing) < len(chosen):
+                log.info(
+                    "model list of %s checked: %s listed",
+                    provider,
+                    ", ".join(dict.fromkeys(d.model for d in chosen if d not in missing)),
+                )
 
     def done(self) -> None:
         self.tasks.cancel()
@@ -591,6 +669,8 @@ class Xrouter:
     def health(self) -> dict[str, Any]:
         assert self.settings is not None
         doc = {"status": "ok", **self.settings.public()}
+        for tier, check in self.model_checks.items():
+            doc["default_routes"][tier]["model_list"] = check
         for tier, route in self.settings.routes.items():
             doc["routes"][tier]["adapter"] = provider_name(route)  # what `auto` resolved to
         doc["classifier"]["last_call_ok"] = self.classifier.last_ok if self.classifier else None

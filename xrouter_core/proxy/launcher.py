@@ -34,7 +34,7 @@ from mitmproxy import addonmanager, exceptions, hooks, master, options
 from mitmproxy.addons import core, errorcheck, next_layer, proxyauth, proxyserver, tlsconfig
 from mitmproxy.addons.termlog import TermLogHandler
 
-from xrouter_core.config import LOG_LEVELS, ConfigError, load_settings
+from xrouter_core.config import LOG_LEVELS, ConfigError, NoConfiguration, load_settings
 from xrouter_core.proxy import dispatch
 
 log = logging.getLogger("xrouter")
@@ -258,19 +258,24 @@ def run_one(args: argparse.Namespace, workers: int) -> int:
 # ---- workers -------------------------------------------------------------------------
 
 
-def check_config(args: argparse.Namespace) -> bool:
-    """Check the configuration once before forking, one log line per problem."""
+def check_config(args: argparse.Namespace) -> int:
+    """Check the configuration once before forking: 0 when it is good, else the exit code
+    (1 with one log line per problem; 2 with the first-run message when nothing is
+    configured, as the addon does for one process)."""
     paths = dict(s.split("=", 1) for s in args.setoptions if "=" in s)
     try:
         load_settings(
             env_file=paths.get("xrouter_env_file") or None,
             upstreams_file=paths.get("xrouter_upstreams") or None,
         )
+    except NoConfiguration as exc:
+        print(exc.message, file=sys.stderr, flush=True)
+        return 2
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("configuration: %s", problem)
-        return False
-    return True
+        return 1
+    return 0
 
 
 def claim_port(host: str, port: int) -> int:
@@ -339,8 +344,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     workers = args.workers or os.cpu_count() or 1
     if workers == 1:
         return run_one(args, workers)
-    if not check_config(args):
-        return 1
+    problem = check_config(args)
+    if problem:
+        return problem
     if not args.mode:
         host = os.environ.get("HOST", "0.0.0.0")
         try:
