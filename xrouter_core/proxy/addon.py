@@ -64,6 +64,7 @@ from xrouter_core.wire.headers import (
     SCORE_HEADER,
     TIER_HEADER,
     UPSTREAM_HEADER,
+    HeaderAliases,
     routing_fields,
     routing_headers,
     score_text,
@@ -156,6 +157,8 @@ class RoutedFlow:
     done: bool = False
     # The response-cache key to store a good answer under (response caching on).
     cache_key: str | None = None
+    # DECISION_HEADER / UPSTREAM_HEADER: more names for the routing headers.
+    aliases: HeaderAliases | None = None
 
 
 def router_line_or_warning(record: logging.LogRecord) -> bool:
@@ -203,6 +206,8 @@ def set_routing_headers(
         routed.decision.score,
     )
     replaced = ANSWER_FIELDS
+    if routed.aliases:
+        extra = (*extra, *routed.aliases.fields(routed.decision.tier, routed.route.tier))
     if extra or drop:
         added.extend(extra)
         replaced = replaced | drop | {name for name, _ in extra}
@@ -274,6 +279,9 @@ class Xrouter:
         self.rolling_back = False
         # The router's own Responses answers, for a follow-up's previous_response_id.
         self.response_store = ResponseStore()
+        self.header_aliases: HeaderAliases | None = None
+        # The configuration notes logged already (each once per process).
+        self.notes_logged: set[str] = set()
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -339,6 +347,16 @@ class Xrouter:
         """Put checked settings in use: at start, and for each accepted change after."""
         self.settings = settings
         setup_logging(settings)
+        for note in settings.notes:
+            if note not in self.notes_logged:
+                self.notes_logged.add(note)
+                log.info("configuration: %s", note)
+        aliases = HeaderAliases(
+            settings.decision_header,
+            settings.upstream_header,
+            {tier: route.name for tier, route in settings.routes.items() if route.name},
+        )
+        self.header_aliases = aliases if aliases else None
         self.fallback_ready = mitm_compat.install(settings.max_body_bytes)
         self.breaker = CircuitBreaker(
             settings.routing.breaker_failures, float(settings.routing.breaker_cooldown_s)
@@ -378,6 +396,7 @@ class Xrouter:
             settings.decision_cache_ttl,
             builtin=builtin,
             settings=settings.classifier,
+            cache_decisions=settings.decision_cache_enabled,
         )
         if self.is_running:  # a reload at run time: `running` will not come again
             self.start_background_work()
@@ -673,6 +692,7 @@ class Xrouter:
             intercepted,
             flow.request.pretty_host if intercepted else "",
             cache_key=cache_key,
+            aliases=self.header_aliases,
         )
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = routed
@@ -923,6 +943,11 @@ class Xrouter:
                 **routing_headers(
                     routed.decision.tier, routed.route.tier, score=routed.decision.score
                 ),
+                **(
+                    routed.aliases.headers(routed.decision.tier, routed.route.tier)
+                    if routed.aliases
+                    else {}
+                ),
                 **error.headers,
             }
         else:
@@ -936,7 +961,10 @@ class Xrouter:
                 message = f"Upstream '{routed.route.tier}' answered HTTP {response.status_code}: {provider_message}"
                 status, type_ = response.status_code, "upstream_error"
             code = f"upstream_{status}"
-            keep = {k: v for k, v in response.headers.items() if k.lower() in KEPT_ON_ERROR}
+            kept = KEPT_ON_ERROR
+            if routed.aliases:
+                kept = kept | {n.decode() for n in routed.aliases.fields_replaced}
+            keep = {k: v for k, v in response.headers.items() if k.lower() in kept}
         body = error_body(redact(message, secrets), type_, code)
         if routed.chat.client_format == ANTHROPIC:
             body = anthropic_error(status, body)

@@ -325,6 +325,7 @@ class LLMClassifier:
             "logprobs": True,
             "top_logprobs": TOP_LOGPROBS,
             **self._constraints(),
+            **self._overrides(),
         }
 
     def _completions_payload(self, text: str) -> dict:
@@ -336,7 +337,20 @@ class LLMClassifier:
             "stream": self.settings.force_stream,
             "logprobs": TOP_LOGPROBS,
             **self._constraints(),
+            **self._overrides(),
         }
+
+    def _overrides(self) -> dict:
+        """CLASSIFIER_MAX_TOKENS, _TEMPERATURE, _LOGIT_BIAS (the Node Xrouter's settings),
+        where set: they replace the router's own request fields."""
+        fields: dict = {}
+        if self.settings.max_tokens:
+            fields["max_tokens"] = self.settings.max_tokens
+        if self.settings.temperature is not None:
+            fields["temperature"] = self.settings.temperature
+        if self.settings.logit_bias:
+            fields["logit_bias"] = dict(self.settings.logit_bias)
+        return fields
 
     def _headers(self) -> dict[str, str]:
         headers = {"content-type": "application/json", "accept-encoding": "identity"}
