@@ -142,6 +142,7 @@ class Accounting:
     ) -> None:
         """One finished request: priced and counted in memory, logged off the loop."""
         estimated = False
+        with_usage = prompt_tokens is not None and completion_tokens is not None
         if prompt_tokens is None or completion_tokens is None:
             prompt_tokens = completion_tokens = 0
             if status < 400 and not cache_hit:
@@ -170,6 +171,7 @@ class Accounting:
             frontier_cost_usd=frontier.cost(*counts),
             priced=price.priced or cache_hit,
             estimated=estimated,
+            with_usage=with_usage,
             cache_hit=cache_hit,
             classifier_ms=decision.ms,
             upstream_ms=max(total_ms - decision.ms, 0.0),
