@@ -471,7 +471,15 @@ class Xrouter:
                 local_response(flow, LocalResponse.error(NOT_CONFIGURED))
             return None
         if reverse:
-            return self.serve_own_endpoint(flow)
+            try:
+                pending = self.serve_own_endpoint(flow)
+            except Exception:  # noqa: BLE001 - nothing may be forwarded unrouted
+                self.answer_unrouted(flow, failed=True)
+                return None
+            if pending is None:
+                self.answer_unrouted(flow)
+                return None
+            return self.finish_own_endpoint(flow, pending)
         kind = intercepted_chat(flow.request)
         if kind is None:
             if is_count_tokens_call(flow.request):
@@ -480,6 +488,35 @@ class Xrouter:
         return dispatch.run_until_it_waits(
             self.route_chat(flow, intercepted=True, client_format=kind)
         )
+
+    async def finish_own_endpoint(self, flow: http.HTTPFlow, pending: Awaitable[None]) -> None:
+        """The rest of a reverse-mode request that had to wait, under the same guard."""
+        try:
+            await pending
+        except Exception:  # noqa: BLE001 - nothing may be forwarded unrouted
+            self.answer_unrouted(flow, failed=True)
+            return
+        self.answer_unrouted(flow)
+
+    def answer_unrouted(self, flow: http.HTTPFlow, failed: bool = False) -> None:
+        """Reverse mode's last guard: a request that leaves the request hook neither
+        answered nor routed would go on to the reverse target (the frontier host) as the
+        client sent it, router key and all. It is answered instead: 500 after a failure
+        (logged with its traceback), else 404 (a path no handler took)."""
+        if flow.response is not None and not failed:
+            return
+        if failed:
+            log.exception("request failed: %s %s", flow.request.method, flow.request.path[:200])
+        elif META in flow.metadata:
+            return  # routed: the request was rewritten for its route
+        flow.metadata.pop(META, None)
+        flow.metadata.pop(mitm_compat.MARK, None)
+        if failed:
+            local_response(flow, LocalResponse.error(ROUTING_FAILED))
+        else:
+            path = flow.request.path.split("?", 1)[0]
+            error = RouterError(404, f"Unknown path {path[:200]!r}.", code="not_found")
+            local_response(flow, LocalResponse.error(error))
 
     def serve_own_endpoint(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         assert self.settings is not None
@@ -637,8 +674,11 @@ class Xrouter:
             await self.route_chat_unguarded(flow, intercepted, client_format)
         except Exception:  # noqa: BLE001 - nothing may be forwarded unrouted
             log.exception("routing failed for %s %s", flow.request.method, flow.request.path)
-            if META not in flow.metadata:
-                local_response(flow, LocalResponse.error(ROUTING_FAILED))
+            # Even once marked routed (a failure while the request was rewritten): the
+            # request may be half-rewritten, so it is answered, not sent.
+            flow.metadata.pop(META, None)
+            flow.metadata.pop(mitm_compat.MARK, None)
+            local_response(flow, LocalResponse.error(ROUTING_FAILED))
 
     async def route_chat_unguarded(
         self, flow: http.HTTPFlow, intercepted: bool, client_format: str = OPENAI
