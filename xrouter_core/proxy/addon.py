@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import json
 import logging
 import time
@@ -22,7 +23,7 @@ from mitmproxy import ctx, http
 from mitmproxy import log as mitm_log
 from mitmproxy.addonmanager import Loader
 from mitmproxy.exceptions import OptionsError
-from mitmproxy.proxy.mode_specs import ReverseMode
+from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 
 from xrouter_core import __version__
 from xrouter_core.accounting.responsecache import RecordingStream
@@ -216,6 +217,52 @@ def set_routing_headers(
     routed.headers_on = response
 
 
+def is_loopback(host: str) -> bool:
+    """Whether a listen address is reachable from this machine only ("" is every one)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warnings(
+    modes: Sequence[str],
+    listen_host: str,
+    listen_port: int | None,
+    router_api_key: str,
+    proxyauth: str,
+) -> list[str]:
+    """One warning per listener that others on the network can reach without a key:
+    the API (reverse mode) without ROUTER_API_KEY, a proxy mode without --proxyauth.
+    Either spends the provider keys of whoever runs the router."""
+    warnings = []
+    for spec in modes:
+        try:
+            mode = ProxyMode.parse(spec)
+        except ValueError:
+            continue  # mitmproxy itself refuses it
+        host = mode.listen_host(listen_host)
+        if is_loopback(host):
+            continue
+        where = f"{host or 'every interface'}:{mode.listen_port(listen_port)}"
+        if isinstance(mode, ReverseMode):
+            if not router_api_key:
+                warnings.append(
+                    f"the API listens on {where} without ROUTER_API_KEY: anyone who can reach "
+                    "it can spend your provider keys. Set ROUTER_API_KEY, or HOST=127.0.0.1 "
+                    "to listen on this machine only."
+                )
+        elif not proxyauth:
+            warnings.append(
+                f"the proxy ({mode.type_name} mode) listens on {where} without --proxyauth: "
+                "anyone who can reach it can use it, and spend your provider keys. Set "
+                "--proxyauth, or HOST=127.0.0.1 to listen on this machine only."
+            )
+    return warnings
+
+
 def local_response(flow: http.HTTPFlow, answer: LocalResponse) -> None:
     body = answer.body
     if answer.status >= 400:
@@ -403,7 +450,10 @@ class Xrouter:
 
     def listen_by_default(self) -> None:
         """Plain `mitmdump -s addons/xrouter.py` serves the API on HOST:PORT in reverse mode."""
-        if self.settings is None or ctx.options.has_changed("mode"):
+        if self.settings is None:
+            return
+        if ctx.options.has_changed("mode"):
+            self.listen_on_host()
             return
         frontier = self.settings.route(FRONTIER)
         # The reverse target is never contacted as such: every request is answered or rewritten.
@@ -417,9 +467,34 @@ class Xrouter:
         ctx.options.update(mode=[f"reverse:{target}@{listen}:{self.settings.port}"])
         self.chose_mode = True
 
+    def listen_on_host(self) -> None:
+        """A mode the user chose (`--mode regular@8080`) listens on HOST, as the API does,
+        not on every interface (mitmproxy's default): unless `listen_host` is set."""
+        assert self.settings is not None
+        if "listen_host" not in ctx.options:
+            return
+        if ctx.options.has_changed("listen_host") and not getattr(self, "chose_host", False):
+            return
+        if ctx.options.listen_host != self.settings.host:
+            self.chose_host = True
+            ctx.options.update(listen_host=self.settings.host)
+
+    def warn_if_exposed(self) -> None:
+        assert self.settings is not None
+        options = ctx.options
+        for warning in exposure_warnings(
+            options.mode,
+            options.listen_host if "listen_host" in options else "",
+            options.listen_port if "listen_port" in options else None,
+            self.settings.router_api_key,
+            options.proxyauth if "proxyauth" in options else "",
+        ):
+            log.warning(warning)
+
     def running(self) -> None:
         if self.settings is None:
             return
+        self.warn_if_exposed()
         keep_request_lines_out_of_add_log()
         if ctx.options.xrouter_fast_dispatch:
             dispatch.speed_up(ctx.master.addons)

@@ -34,7 +34,13 @@ from mitmproxy import addonmanager, exceptions, hooks, master, options
 from mitmproxy.addons import core, errorcheck, next_layer, proxyauth, proxyserver, tlsconfig
 from mitmproxy.addons.termlog import TermLogHandler
 
-from xrouter_core.config import LOG_LEVELS, ConfigError, load_settings
+from xrouter_core.config import (
+    LOG_LEVEL_ALIASES,
+    LOG_LEVELS,
+    ConfigError,
+    Settings,
+    load_settings,
+)
 from xrouter_core.proxy import dispatch
 
 log = logging.getLogger("xrouter")
@@ -48,7 +54,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--host", help="address to listen on (HOST, default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port to listen on (PORT, default 3000)")
-    parser.add_argument("--log-level", choices=LOG_LEVELS, help="LOG_LEVEL (default info)")
+    parser.add_argument(
+        "--log-level", choices=(*LOG_LEVELS, *LOG_LEVEL_ALIASES), help="LOG_LEVEL (default info)"
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -258,19 +266,19 @@ def run_one(args: argparse.Namespace, workers: int) -> int:
 # ---- workers -------------------------------------------------------------------------
 
 
-def check_config(args: argparse.Namespace) -> bool:
-    """Check the configuration once before forking, one log line per problem."""
+def check_config(args: argparse.Namespace) -> Settings | None:
+    """Check the configuration once before forking, one log line per problem: the
+    settings (HOST and PORT from every source the workers read), or None."""
     paths = dict(s.split("=", 1) for s in args.setoptions if "=" in s)
     try:
-        load_settings(
+        return load_settings(
             env_file=paths.get("xrouter_env_file") or None,
             upstreams_file=paths.get("xrouter_upstreams") or None,
         )
     except ConfigError as exc:
         for problem in exc.problems:
             log.error("configuration: %s", problem)
-        return False
-    return True
+        return None
 
 
 def claim_port(host: str, port: int) -> int:
@@ -335,18 +343,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if value is not None:
             os.environ[name] = str(value)
     level = os.environ.get("LOG_LEVEL", "info").lower()
+    level = LOG_LEVEL_ALIASES.get(level, level)
     install_log_handler(level if level in LOG_LEVELS else "info")  # a bad one is reported
     workers = args.workers or os.cpu_count() or 1
     if workers == 1:
         return run_one(args, workers)
-    if not check_config(args):
+    settings = check_config(args)
+    if settings is None:
         return 1
     if not args.mode:
-        host = os.environ.get("HOST", "0.0.0.0")
+        # HOST and PORT as the workers will read them (the environment, .env, …); the port
+        # is written back only when it was 0, so that every worker binds the same one.
+        host, port = settings.host, settings.port
         try:
-            os.environ["PORT"] = str(claim_port(host, int(os.environ.get("PORT", "3000"))))
+            claimed = claim_port(host, port)
         except OSError as exc:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-            log.error("cannot listen on %s:%s: %s", host, os.environ.get("PORT"), reason)
+            log.error("cannot listen on %s:%s: %s", host, port, reason)
             return 1
+        if claimed != port:
+            os.environ["PORT"] = str(claimed)
     return supervise(args, workers)
