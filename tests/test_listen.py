@@ -111,3 +111,57 @@ def test_workers_read_host_and_port_from_dotenv(upstreams, tmp_path):
         assert listening(router.proc.pid, 3000) == set()
     finally:
         assert router.stop() == 0
+
+
+@pytest.mark.parametrize("launcher", ["mitmdump", "xrouter"])
+def test_sigterm_with_open_keep_alive_connections_exits_cleanly(upstreams, tmp_path, launcher):
+    """50 clients keep their connections open after an answer; SIGTERM then ends the
+    router with exit code 0, no traceback, and every finished request counted."""
+    import os
+    import signal
+    import socket
+
+    data = tmp_path / "data"
+    router = Router(
+        {**upstreams.env(), "XROUTER_DATA_DIR": str(data), "CACHE_BACKEND": "disk"},
+        tmp_path,
+        launcher=launcher,
+    )
+    body = b'{"model":"xrouter/auto","messages":[{"role":"user","content":"keep alive %d"}]}'
+    sockets = []
+    try:
+        for index in range(50):
+            payload = body % index
+            sock = socket.create_connection(("127.0.0.1", router.port), timeout=10)
+            sock.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: "
+                b"application/json\r\ncontent-length: %d\r\n\r\n%s" % (len(payload), payload)
+            )
+            answer = b""
+            while b"Hello from" not in answer:
+                chunk = sock.recv(65536)
+                assert chunk, answer
+                answer += chunk
+            assert answer.startswith(b"HTTP/1.1 200"), answer[:200]
+            sockets.append(sock)
+        os.killpg(router.proc.pid, signal.SIGTERM)
+        code = router.proc.wait(20)
+        logs = router.logs()
+        assert code == 0, logs[-3000:]
+        assert "Traceback" not in logs and "CancelledError" not in logs, logs[-3000:]
+    finally:
+        for sock in sockets:
+            sock.close()
+        router.stop()
+    # The counts of the 50 answered requests were written before exit.
+    (tmp_path / "again").mkdir()
+    again = Router(
+        {**upstreams.env(), "XROUTER_DATA_DIR": str(data), "CACHE_BACKEND": "disk"},
+        tmp_path / "again",
+        launcher=launcher,
+    )
+    try:
+        doc = httpx.get(again.url + "/usage", timeout=10, trust_env=False).json()
+        assert sum(doc["totals"][t]["requests"] for t in doc["totals"]) == 50
+    finally:
+        again.stop()

@@ -30,7 +30,7 @@ from xrouter_core.accounting.responsecache import RecordingStream
 from xrouter_core.accounting.service import USAGE_PAGES, Accounting
 from xrouter_core.config import ConfigError, Route, Settings, load_settings
 from xrouter_core.proxy import dispatch, mitm_compat
-from xrouter_core.proxy.logs import log_rejected, setup_logging
+from xrouter_core.proxy.logs import log_rejected, quiet_cancelled_callbacks, setup_logging
 from xrouter_core.routing.builtin import BuiltinClassifier
 from xrouter_core.routing.classifier import Decision, LLMClassifier
 from xrouter_core.routing.fallback import (
@@ -369,6 +369,7 @@ class Xrouter:
         are in use, a change that gives a bad configuration raises OptionsError (the
         problems, one per line): mitmproxy rolls the option back and the settings in use
         keep routing. Dropping them would leave a router that routes nothing."""
+        quiet_cancelled_callbacks()  # before mitmproxy's Master.run: see logs.py
         rolling_back, self.rolling_back = self.rolling_back, False
         if updated & SETTINGS_OPTIONS or self.settings is None:
             source = (ctx.options.xrouter_env_file, ctx.options.xrouter_upstreams)
@@ -521,13 +522,21 @@ class Xrouter:
         if self.classifier is not None and self.settings.classifier.keep_alive_ms > 0:
             self.classifier_tasks.spawn(self.classifier.keep_alive())
 
-    def done(self) -> None:
+    def done(self) -> Awaitable[None] | None:
+        """At shutdown (and when mitmproxy unloads this addon): the last counts and log
+        lines written, background work stopped. At shutdown, also what is left to await:
+        the open client connections ended (mitm_compat.end_connections)."""
         self.tasks.cancel()
         self.classifier_tasks.cancel()
         self.record_finished()
         if self.accounting is not None:
             self.accounting.close()  # the last usage counts and request log lines
             self.accounting = None
+        should_exit = getattr(ctx.master, "should_exit", None)
+        if should_exit is None or not should_exit.is_set():
+            return None  # a script reload: the connections stay
+        connections = mitm_compat.open_connection_tasks()
+        return mitm_compat.end_connections(connections) if connections else None
 
     # ---- request ---------------------------------------------------------------
 
