@@ -165,3 +165,35 @@ def test_sigterm_with_open_keep_alive_connections_exits_cleanly(upstreams, tmp_p
         assert sum(doc["totals"][t]["requests"] for t in doc["totals"]) == 50
     finally:
         again.stop()
+
+
+@pytest.mark.parametrize("launcher", ["mitmdump", "xrouter"])
+def test_the_api_and_the_proxy_listen_together_with_a_mode_list(upstreams, tmp_path, launcher):
+    """The documented way to have both: a regular mode and a reverse mode for the API
+    (its target is never contacted: every request on it is answered or routed)."""
+    proxy_port, api_port = free_port(), free_port()
+    router = Router(
+        {**upstreams.env(), "HOST": "127.0.0.1"},
+        tmp_path,
+        args=[
+            "--mode",
+            f"regular@{proxy_port}",
+            "--mode",
+            f"reverse:http://127.0.0.1:9@{api_port}",
+        ],
+        launcher=launcher,
+        wait=False,
+    )
+    router.url = f"http://127.0.0.1:{api_port}"
+    try:
+        router.wait_ready()
+        assert wait_listening(router.proc.pid, proxy_port) == {"127.0.0.1"}
+        assert listening(router.proc.pid, api_port) == {"127.0.0.1"}
+        with router.client() as client:
+            reply = client.post(
+                "/v1/chat/completions",
+                json={"model": "xrouter/medium", "messages": [{"role": "user", "content": "x"}]},
+            )
+        assert reply.status_code == 200 and reply.headers["x-xrouter-upstream"] == "medium"
+    finally:
+        router.stop()
