@@ -190,6 +190,16 @@ def test_renamed_variables_map_onto_the_new_settings_with_a_note(tmp_path):
         load({**BASE, "CACHE_TTL_MS": "1h"}, tmp_path)
 
 
+def test_provider_names_of_other_configurations_are_read(tmp_path):
+    env = {**BASE, "MEDIUM_PROVIDER": "Ollama", "FRONTIER_PROVIDER": "google"}
+    settings = load(env, tmp_path)
+    assert settings.route("medium").provider == "openai_compatible"
+    assert settings.route("frontier").provider == "gemini"
+    assert any("FRONTIER_PROVIDER=google is read as gemini" in n for n in settings.notes)
+    with pytest.raises(ConfigError, match="is not a known provider type"):
+        load({**BASE, "MEDIUM_PROVIDER": "nonesuch"}, tmp_path)
+
+
 def test_classifier_request_settings(tmp_path):
     env = {
         **BASE,

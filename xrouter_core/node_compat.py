@@ -39,7 +39,7 @@ UPSTREAM_KEYS: dict[str, str] = {
     "name": "NAME",
 }
 
-# Original name → (this router's name, how the value converts, what the line says).
+# Original name → (this router's name, how the value converts).
 _SAME = "same"  # the same number, the same unit
 _MS_TO_S = "ms_to_s"  # milliseconds to whole seconds, rounded up
 _FLAG = "flag"  # the original's envBool: "true" or "1" is true, anything else false
@@ -50,6 +50,27 @@ RENAMED: dict[str, tuple[str, str]] = {
     "CACHE_MAX": ("DECISION_CACHE_MAX", _SAME),
     "UPSTREAM_TIMEOUT_MS": ("FIRST_BYTE_TIMEOUT_MS", _SAME),
     **{f"{t.upper()}_TIMEOUT_MS": (f"{t.upper()}_FIRST_BYTE_TIMEOUT_MS", _SAME) for t in TIERS},
+}
+
+
+# Provider names other routers' configurations use for what has another name here;
+# read only where the name is not one of this router's (which stops the router).
+PROVIDER_ALIASES: dict[str, str] = {
+    "google": "gemini",
+    "azure_openai": "azure",
+    "azure-openai": "azure",
+    "openai-compatible": "openai_compatible",
+    "openai_compat": "openai_compatible",
+    "compatible": "openai_compatible",
+    "custom": "openai_compatible",
+    "local": "openai_compatible",
+    "ollama": "openai_compatible",
+    "vllm": "openai_compatible",
+    "lmstudio": "openai_compatible",
+    "llamacpp": "openai_compatible",
+    "llama.cpp": "openai_compatible",
+    "openrouter": "openai_compatible",
+    "deepseek": "openai_compatible",
 }
 
 
@@ -130,4 +151,10 @@ def translate_node_env(
         out[new] = converted
         unit = " (seconds here)" if kind == _MS_TO_S else ""
         notes.append(f"{old}={raw} is read as {new}={converted}{unit}: {new} is its name here")
+    for tier in TIERS:
+        name = f"{tier.upper()}_PROVIDER"
+        given = values.get(name, "").strip().lower()
+        if given in PROVIDER_ALIASES:
+            out[name] = PROVIDER_ALIASES[given]
+            notes.append(f"{name}={given} is read as {PROVIDER_ALIASES[given]}")
     return out
