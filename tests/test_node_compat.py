@@ -22,6 +22,7 @@ from xrouter_core.config import ClassifierSettings, ConfigError, load_settings
 from xrouter_core.routing.builtin import BuiltinClassifier
 from xrouter_core.routing.classifier import LLMClassifier
 from xrouter_core.routing.policy import Policy, classifier_identity
+from xrouter_core.wire.adapters import adapter_for
 from xrouter_core.wire.inbound import parse_openai_chat
 
 FIXTURE = Path(__file__).parent / "fixtures" / "node_xrouter"
@@ -250,6 +251,18 @@ def test_header_names_route_names_and_api_versions(tmp_path):
     with pytest.raises(ConfigError, match="DECISION_HEADER must be a header name"):
         load({**BASE, "DECISION_HEADER": "bad header: x"}, tmp_path)
 
+    # The versions reach the providers: Anthropic's header, Azure's query parameter.
+    chat = parse_openai_chat(b'{"model": "m", "messages": [{"role": "user", "content": "hi"}]}')
+    sent = adapter_for(frontier).build_request(frontier, chat, [])
+    assert sent.headers["anthropic-version"] == "2023-01-01"
+    cheap = settings.route("cheap")
+    assert "api-version=2024-02-01" in adapter_for(cheap).build_request(cheap, chat, []).url
+    plain = load({**BASE, "FRONTIER_BASE_URL": "https://api.anthropic.com"}, tmp_path)
+    route = plain.route("frontier")
+    assert adapter_for(route).build_request(route, chat, []).headers["anthropic-version"] == (
+        "2023-06-01"
+    )
+
 
 def test_the_classifier_request_takes_the_node_settings():
     plain = ClassifierSettings(base_url="http://127.0.0.1:9/v1", model="m", api="chat")
@@ -430,3 +443,21 @@ def test_a_placeholder_url_is_not_what_the_router_calls(tmp_path, upstreams):
     settings = load_settings({}, directory / ".env", directory / "upstreams.json")
     assert settings.route("cheap").base_url == upstreams.cheap.url + "/v1"
     assert "127.0.0.1:9" in (directory / ".env").read_text()
+
+
+def test_node_header_names_on_response_cache_hits(tmp_path, upstreams, launcher):
+    upstreams.classifier.digit = "1"
+    extra = f"CACHE_RESPONSES=true\nXROUTER_DATA_DIR={tmp_path / 'data'}\n"
+    router = node_router(tmp_path, upstreams, launcher, extra_env=extra)
+    try:
+        body = {"model": "auto", "messages": [{"role": "user", "content": unique("same")}]}
+        with router.client() as client:
+            first = client.post("/v1/chat/completions", json=body)
+            again = client.post("/v1/chat/completions", json=body)
+        assert first.headers["x-xrouter-cache"] == "miss"
+        assert again.headers["x-xrouter-cache"] == "hit"
+        for answer in (first, again):
+            assert answer.headers["x-openrouter-decision"] == "1"
+            assert answer.headers["x-openrouter-upstream"] == "medium-mini"
+    finally:
+        router.stop()
