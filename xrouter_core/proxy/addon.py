@@ -986,7 +986,7 @@ class Xrouter:
                 response.set_content(json.dumps(completion).encode())
                 response.headers["content-type"] = "application/json"
             usage = usage_from_openai(completion.get("usage"))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             log.warning(
                 "route %s answered something that is not a chat completion: %s",
                 routed.route.tier,
