@@ -59,6 +59,9 @@ class Router:
         }
         full_env.update(env)
         full_env["PORT"] = str(self.port)
+        # None: left out of the environment (e.g. HOST and PORT read from .env only).
+        for name in [name for name, value in env.items() if value is None]:
+            full_env.pop(name, None)
         self.env = full_env
         self.launcher = launcher
         if launcher == "mitmdump":

@@ -93,6 +93,74 @@ def test_same_handlers_in_the_same_order_as_mitmproxys_own(caplog):
     assert "Addon error: boom" in caplog.text  # logged, and the chain went on
 
 
+class FailingParent(Failing):
+    """A failing hook on an addon that has children of its own."""
+
+
+def test_a_failing_parent_skips_its_children_as_mitmproxy_does(caplog):
+    """mitmproxy's error boundary is the top-level addon (one safecall around its whole
+    tree): when a parent's hook raises, its children's hooks of that event do not run;
+    the next top-level addon's do. Both dispatchers, the awaiting and the inline one."""
+
+    def tree(calls):
+        return [
+            FailingParent("p", calls, [Recorder("p.child", calls, [Recorder("p.grand", calls)])]),
+            Recorder("q", calls, [Failing("q.child", calls), Recorder("q.sibling", calls)]),
+            Waiting("w", calls, [Recorder("w.child", calls)]),
+            Recorder("z", calls),
+        ]
+
+    with caplog.at_level(logging.ERROR):
+        theirs = run_hook(None, tree)
+        ours = run_hook(dispatch.CachedHookManager, tree)
+    assert ours == theirs
+    assert theirs == [
+        "p.request",
+        "q.request",
+        "q.child.request",
+        "w.request",
+        "w.later",
+        "w.child.request",
+        "z.request",
+    ]
+
+    def plain_tree(calls):
+        return tree(calls)[:2] + [Recorder("z", calls)]
+
+    answered, calls = answer_inline(plain_tree)
+    assert answered and calls == run_hook(None, plain_tree)
+    assert calls == ["p.request", "q.request", "q.child.request", "z.request"]
+
+    # Handed over mid-chain: a failure after the wait skips the rest of that tree only.
+    class WaitingThenFailing(Waiting):
+        async def later(self) -> None:
+            await asyncio.sleep(0)
+            self.calls.append(f"{self.name}.later")
+            raise ValueError("late boom")
+
+    def late_tree(calls):
+        return [
+            Recorder("a", calls),
+            WaitingThenFailing("w", calls, [Recorder("w.child", calls)]),
+            Recorder("z", calls),
+        ]
+
+    async def go() -> list[str]:
+        calls: list[str] = []
+        lean = master.Master(options.Options())
+        lean.addons = dispatch.CachedHookManager(lean)
+        lean.addons.add(*late_tree(calls))
+        event = HttpRequestHook(tflow.tflow())
+        assert not lean.addons.answer_now(event)
+        await lean.addons.handle_lifecycle(event)
+        await lean.done()
+        return calls
+
+    with caplog.at_level(logging.ERROR):
+        handed = asyncio.run(go())
+    assert handed == run_hook(None, late_tree) == ["a.request", "w.request", "w.later", "z.request"]
+
+
 def test_addon_halt_stops_the_chain():
     def halting(calls):
         return [Recorder("a", calls), Halting("h", calls), Recorder("z", calls)]

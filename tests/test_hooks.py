@@ -300,6 +300,69 @@ def test_a_failure_while_routing_is_answered_and_nothing_is_forwarded(tmp_path: 
     with_router(tmp_path, scenario)
 
 
+def reverse_get(path: str) -> http.HTTPFlow:
+    flow = tflow.tflow(req=tutils.treq(host="127.0.0.1", port=3000, path=path.encode()))
+    flow.request.headers["authorization"] = f"Bearer {ROUTER_KEY}"
+    flow.client_conn.proxy_mode = REVERSE
+    return flow
+
+
+def test_every_reverse_mode_path_is_answered_or_routed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
+    """Reverse mode's guard (issue 16): whatever leaves the request hook was answered or
+    routed. Each case here went on unrouted, to the reverse target, without it."""
+    from xrouter_core.wire import local
+
+    async def scenario(tctx: taddons.context, addon: Xrouter) -> None:
+        # A path the router knows but no handler serves (a new endpoint half added).
+        monkeypatch.setitem(local.ENDPOINTS, "/v1/half-added", ("GET",))
+        flow = reverse_get("/v1/half-added")
+        await run_request_hook(addon, flow)
+        assert flow.response is not None and flow.response.status_code == 404
+        # A handler that fails at once (synchronously) …
+        monkeypatch.setattr(addon, "health", lambda: 1 / 0)
+        flow = reverse_get("/health")
+        await run_request_hook(addon, flow)
+        assert flow.response is not None and flow.response.status_code == 500
+        assert json.loads(flow.response.content)["error"]["code"] == "routing_failed"
+
+        # … or after a wait.
+        async def page(path: str, query: str) -> None:
+            await asyncio.sleep(0)
+            raise RuntimeError("the store went away")
+
+        assert addon.accounting is not None
+        monkeypatch.setattr(addon.accounting, "page", page)
+        flow = reverse_get("/usage")
+        await run_request_hook(addon, flow)
+        assert flow.response is not None and flow.response.status_code == 500
+
+        # A failure while the request is rewritten for its route, once marked routed.
+        def half_rewrite(flow: http.HTTPFlow, routed: RoutedFlow, route: Any) -> None:
+            flow.request.host = route.host
+            raise KeyError("a provider's surprise")
+
+        monkeypatch.setattr(addon, "point_at", half_rewrite)
+        flow = chat_flow(ask())
+        await run_request_hook(addon, flow)
+        assert flow.response is not None and flow.response.status_code == 500
+        assert META not in flow.metadata and mitm_compat.MARK not in flow.metadata
+        # Unknown paths and bad bodies were answered before; they stay answered.
+        for path in ("/nowhere", "/v1/chat/completions/x", "/../v1/chat/completions"):
+            flow = reverse_get(path)
+            await run_request_hook(addon, flow)
+            assert flow.response is not None and flow.response.status_code == 404, path
+        flow = chat_flow(ask())
+        flow.request.content = b"{not json"
+        await run_request_hook(addon, flow)
+        assert flow.response is not None and flow.response.status_code == 400
+
+    with_router(tmp_path, scenario, ROUTER_API_KEY=ROUTER_KEY)
+    failures = [r for r in caplog.records if r.levelname == "ERROR" and r.exc_info]
+    assert len(failures) == 3  # one line (with its traceback) per failure
+
+
 # ---- plan: the tier and the routes to try ----------------------------------------------
 
 

@@ -251,3 +251,36 @@ def test_an_addon_without_settings_answers_503_and_forwards_nothing(
     fixed.write_text(good_env(upstreams))
     assert controlled.set("xrouter_env_file", str(fixed))["error"] is None
     assert_routed(controlled.chat("fixed"), upstreams, "medium", "medium-model")
+
+
+def test_unknown_paths_and_bad_bodies_are_answered_never_forwarded(
+    controlled: Controlled, upstreams: Upstreams
+):
+    """Every request reverse mode cannot route is answered by the router: none reaches
+    the reverse target (the frontier host) or another upstream."""
+    before = [len(f.requests) for f in (upstreams.cheap, upstreams.medium, upstreams.frontier)]
+    http = controlled.http
+    for method, path in (
+        ("GET", "/nowhere"),
+        ("POST", "/v1/completions/legacy"),
+        ("GET", "/v1/chat/completions/extra"),
+        ("DELETE", "/v1/models/gpt-4o"),
+    ):
+        reply = http.request(method, path)
+        assert reply.status_code in (404, 405), (method, path, reply.text)
+        assert reply.json()["error"]["code"] in ("not_found", "method_not_allowed")
+    for content, status in (
+        (b"{not json", 400),
+        (b"[1, 2]", 400),
+        (b"\xff\xfe{}", 400),
+        (b'{"model": "gpt-4o"}', 400),
+    ):
+        reply = http.post(CHAT, content=content, headers={"content-type": "application/json"})
+        assert reply.status_code == status, (content, reply.text)
+        assert reply.json()["error"]["type"] == "invalid_request_error"
+    bad = http.post("/v1/messages", content=b"{", headers={"content-type": "application/json"})
+    assert bad.status_code == 400 and bad.json()["type"] == "error"
+    after = [len(f.requests) for f in (upstreams.cheap, upstreams.medium, upstreams.frontier)]
+    assert after == before
+    assert_nothing_unrouted(upstreams)
+    assert "Traceback" not in controlled.router.logs()

@@ -111,8 +111,26 @@ def test_usage_sums_cost_restart_and_reset(start_router, upstreams, tmp_path):
     total = 54 + 36 + frontier_total
     assert doc["totalTrackedTokens"] == total
     assert doc["totalRequests"] == 7
-    assert doc["percentages"]["cheap"]["tokens"] == round(100 * 54 / total, 2)
-    assert doc["percentages"]["medium"]["requests"] == round(100 * 2 / 7, 2)
+    assert doc["shares"]["cheap"]["tokens"] == round(100 * 54 / total, 2)
+    assert doc["shares"]["medium"]["requests"] == round(100 * 2 / 7, 2)
+    # The Node Xrouter's shape beside it: numeric token percentages and `totals`.
+    assert doc["percentages"] == {
+        "cheap": round(100 * 54 / total, 2),
+        "medium": round(100 * 36 / total, 2),
+        "frontier": round(100 * frontier_total / total, 2),
+    }
+    totals = doc["totals"]
+    assert set(totals) == {"cheap", "medium", "frontier", "unknown"}
+    assert totals["cheap"] == {
+        "promptTokens": 33,
+        "completionTokens": 21,
+        "totalTokens": 54,
+        "requests": 3,
+        "withUsage": 3,
+    }
+    assert (totals["frontier"]["requests"], totals["frontier"]["withUsage"]) == (2, 1)
+    assert totals["frontier"]["totalTokens"] == frontier_total
+    assert totals["unknown"] == dict.fromkeys(totals["unknown"], 0)
     assert doc["lastUpdated"] and abs(doc["lastUpdated"] - time.time()) < 60
 
     rows = {(m["tier"], m["model"]): m for m in doc["models"]}

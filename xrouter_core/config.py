@@ -3,9 +3,12 @@
 Sources, highest precedence first:
   1. the process environment,
   2. a `.env` file (path in XROUTER_ENV_FILE, default `./.env`),
-  3. `upstreams.json` (path in UPSTREAMS_FILE, default `./upstreams.json`),
+  3. `upstreams.json` (path in UPSTREAMS_FILE, default `./upstreams.json`), or when there
+     is no such file, UPSTREAMS_JSON,
   4. built-in defaults, and for a tier nobody configured, a default route from a provider
      key in those sources (default_routes.py; XROUTER_AUTO_ROUTES=false turns it off).
+The original Node Xrouter's configuration is read too (node_compat.py): its
+upstreams.json shape, which outranks the variables as it did there, and its variable names.
 
 Nothing else in the package reads the environment: modules get a `Settings`.
 Every problem is collected and reported at once, one line each, so a bad
@@ -17,17 +20,17 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from xrouter_core import default_routes
+from xrouter_core import default_routes, node_compat
 from xrouter_core.default_routes import DefaultRoute
 from xrouter_core.routing.models import DEFAULT_CATEGORIES
 from xrouter_core.tiers import CHEAP, FRONTIER, MEDIUM, TIERS
-from xrouter_core.wire.providers import PROVIDERS, known_provider
+from xrouter_core.wire.providers import PROVIDERS, known_provider, provider_name
 
 ROUTE_FIELDS: tuple[str, ...] = (
     "base_url",
@@ -69,6 +72,11 @@ CLASSIFIER_APIS: tuple[str, ...] = ("auto", "completions", "chat")
 # CLASSIFIER_THRESHOLDS, when set, applies to every classifier.
 DEFAULT_THRESHOLDS: tuple[float, float] = (0.33, 0.66)
 LOG_LEVELS = ("debug", "info", "warning", "error")
+# Other spellings of a level: `warn` is the Node Xrouter's.
+LOG_LEVEL_ALIASES = {"warn": "warning"}
+# What the LLM classifier is shown (CLASSIFIER_STRATEGY, the Node Xrouter's setting):
+# the latest request the person wrote, or every user message of the conversation.
+CLASSIFIER_STRATEGIES = ("last_user", "all_user")
 # auto: Redis when REDIS_URL is set, else diskcache in XROUTER_DATA_DIR.
 CACHE_BACKENDS = ("auto", "memory", "disk", "redis")
 
@@ -97,6 +105,8 @@ class Route:
     tier: str
     base_url: str
     api_key: str = ""
+    # What UPSTREAM_HEADER names this route (<TIER>_NAME); the tier when empty.
+    name: str = ""
     model: str = ""
     provider: str = ""
     headers: Mapping[str, str] = field(default_factory=dict)
@@ -133,6 +143,7 @@ class Route:
         """What /health may show: never the key or header values (they may hold secrets)."""
         return {
             "tier": self.tier,
+            "name": self.name or self.tier,
             "base_url": self.base_url,
             "provider": self.provider or "auto",
             "model": self.model or None,
@@ -161,6 +172,12 @@ class ClassifierSettings:
     # None: each classifier's own default (DEFAULT_THRESHOLDS, builtin.BUILTIN_THRESHOLDS).
     thresholds: tuple[float, float] | None = None
     api: str = "auto"
+    # The Node Xrouter's knobs for the LLM request (0 / None / empty: this router's own).
+    strategy: str = "last_user"
+    max_chars: int = 0
+    max_tokens: int = 0
+    temperature: float | None = None
+    logit_bias: Mapping[str, float] = field(default_factory=dict)
 
     @property
     def uses_llm(self) -> bool:
@@ -202,6 +219,7 @@ class Settings:
     # Usage counters, caches and the request log (accounting/usage.py, cache.py, requestlog.py).
     data_dir: str = "data"
     cache_backend: str = "auto"
+    decision_cache_enabled: bool = True
     decision_cache_ttl: int = 3600
     decision_cache_max: int = 10_000
     cache_responses: bool = False
@@ -220,6 +238,13 @@ class Settings:
     secrets: tuple[str, ...] = ()
     # The tiers filled from a provider key (default_routes.py), with why.
     default_routes: Mapping[str, DefaultRoute] = field(default_factory=dict)
+    # Extra names for the decision and upstream headers (DECISION_HEADER, UPSTREAM_HEADER,
+    # the Node Xrouter's), sent beside X-Xrouter-decision and X-Xrouter-upstream.
+    decision_header: str = ""
+    upstream_header: str = ""
+    # Info lines about how the configuration was read (a Node Xrouter name mapped, …),
+    # logged once when the settings are put in use.
+    notes: tuple[str, ...] = ()
 
     def route(self, tier: str) -> Route | None:
         return self.routes.get(tier)
@@ -292,29 +317,75 @@ def _to_env_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+UPSTREAMS_KEYS = frozenset({"classifier", "routes", "redis_url", "$schema", "version"})
+
+
 def _read_sources(
-    environ: Mapping[str, str], env_file: Path | None, upstreams_file: Path | None
+    environ: Mapping[str, str],
+    env_file: Path | None,
+    upstreams_file: Path | None,
+    notes: list[str] | None = None,
 ) -> tuple[dict[str, str], list[str]]:
     problems: list[str] = []
+    notes = [] if notes is None else notes
     merged: dict[str, str] = {}
-    if upstreams_file is not None and upstreams_file.is_file():
+    over_env: dict[str, str] = {}  # the Node shape's values: they outrank the variables
+    found_file = upstreams_file is not None and upstreams_file.is_file()
+    if found_file:
+        assert upstreams_file is not None
         try:
             doc = json.loads(upstreams_file.read_text(encoding="utf-8"))
-            if not isinstance(doc, dict):
-                raise ValueError("the top level is not an object")
-            unknown = set(doc) - {"classifier", "routes", "redis_url", "$schema", "version"}
-            if unknown:
-                problems.append(f"{upstreams_file}: unknown keys {sorted(unknown)}")
-            for tier in doc.get("routes") or {}:
-                if tier not in TIERS:
-                    problems.append(f"{upstreams_file}: unknown route {tier!r} (use {TIERS})")
-            merged.update(upstreams_to_env(doc))
-        except (ValueError, AttributeError) as exc:
+        except ValueError as exc:
             problems.append(f"{upstreams_file} is not valid: {exc}")
+        else:
+            under, over_env = _upstreams_doc(doc, str(upstreams_file), problems, notes)
+            merged.update(under)
     if env_file is not None and env_file.is_file():
         merged.update(parse_dotenv(env_file.read_text(encoding="utf-8")))
     merged.update(environ)
+    inline = merged.get("UPSTREAMS_JSON", "").strip()
+    if inline and not found_file:  # the Node Xrouter's order: the file, else the variable
+        try:
+            doc = json.loads(inline)
+        except ValueError as exc:
+            problems.append(f"UPSTREAMS_JSON is not valid JSON: {exc}")
+        else:
+            under, over_env = _upstreams_doc(doc, "UPSTREAMS_JSON", problems, notes)
+            merged = {**under, **merged}
+    elif inline:
+        notes.append(f"UPSTREAMS_JSON is ignored: {upstreams_file} is read instead")
+    merged.update(over_env)
     return merged, problems
+
+
+def _upstreams_doc(
+    doc: Any, where: str, problems: list[str], notes: list[str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """One upstreams document, in this router's shape or the Node Xrouter's (or both), as
+    (values below the variables, values above them)."""
+    if not isinstance(doc, dict):
+        problems.append(f"{where} is not valid: the top level is not an object")
+        return {}, {}
+    node = node_compat.is_node_upstreams(doc)
+    unknown = set(doc) - UPSTREAMS_KEYS - set(TIERS)
+    if unknown and node:  # the Node Xrouter ignored what it did not read
+        notes.append(f"{where}: keys {sorted(unknown)} are not settings here; ignored")
+    elif unknown:
+        problems.append(f"{where}: unknown keys {sorted(unknown)}")
+    routes = doc.get("routes") or {}
+    if not isinstance(routes, dict):
+        problems.append(f"{where}: routes must be an object of cheap, medium, frontier")
+        return {}, {}
+    for tier in routes:
+        if tier not in TIERS:
+            problems.append(f"{where}: unknown route {tier!r} (use {TIERS})")
+    try:
+        under = upstreams_to_env({k: v for k, v in doc.items() if k not in TIERS})
+    except AttributeError as exc:
+        problems.append(f"{where} is not valid: {exc}")
+        under = {}
+    over = node_compat.node_upstreams_to_env(doc, where, problems, notes) if node else {}
+    return under, over
 
 
 class _Reader:
@@ -444,10 +515,13 @@ def load_settings(
         env_file = environ.get("XROUTER_ENV_FILE", ".env")
     if upstreams_file is None:
         upstreams_file = environ.get("UPSTREAMS_FILE", "upstreams.json")
-    values, problems = _read_sources(environ, Path(env_file), Path(upstreams_file))
+    notes: list[str] = []
+    values, problems = _read_sources(environ, Path(env_file), Path(upstreams_file), notes)
+    values = node_compat.translate_node_env(values, problems, notes)
     read = _Reader(values, problems)
 
     log_level = read.text("LOG_LEVEL", "info").lower()
+    log_level = LOG_LEVEL_ALIASES.get(log_level, log_level)
     if log_level not in LOG_LEVELS:
         problems.append(f"LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, not {log_level!r}")
         log_level = "info"
@@ -471,6 +545,7 @@ def load_settings(
         mode=read.choice("CLASSIFIER_MODE", CLASSIFIER_MODES, "hybrid"),
         thresholds=read.thresholds("CLASSIFIER_THRESHOLDS", None),
         api=read.choice("CLASSIFIER_API", CLASSIFIER_APIS, "auto"),
+        **_read_classifier_request(read),
     )
 
     # Tiers without a base URL of their own get one from a provider key, if any is set.
@@ -495,7 +570,8 @@ def load_settings(
         provider = read.text(prefix + "PROVIDER").lower() or (
             default.route_provider if default else ""
         )
-        if provider and not known_provider(provider):
+        provider_problem = bool(provider) and not known_provider(provider)
+        if provider_problem:
             problems.append(
                 f"{prefix}PROVIDER {provider!r} is not a known provider type"
                 f" (use auto or one of: {', '.join(PROVIDERS)})"
@@ -504,6 +580,7 @@ def load_settings(
             tier=tier,
             base_url=base_url,
             api_key=read.text(prefix + "API_KEY") or (default.api_key if default else ""),
+            name=read.text(prefix + "NAME"),
             model=model,
             provider=provider,
             headers=read.headers(prefix + "HEADERS"),
@@ -522,7 +599,7 @@ def load_settings(
             output_price=read.price(prefix + "OUTPUT_PRICE"),
         )
         if base_url:
-            routes[tier] = route
+            routes[tier] = _with_default_versions(route, read) if not provider_problem else route
 
     if not routes and not problems:
         raise NoConfiguration(default_routes.no_configuration_message(auto.enabled))
@@ -567,6 +644,7 @@ def load_settings(
     if cache_backend == "redis" and not redis_url:
         problems.append("CACHE_BACKEND=redis needs REDIS_URL")
 
+    headers = _read_header_names(read)
     if problems:
         raise ConfigError(problems)
 
@@ -596,6 +674,7 @@ def load_settings(
         redis_url=redis_url,
         data_dir=read.text("XROUTER_DATA_DIR", "data"),
         cache_backend=cache_backend,
+        decision_cache_enabled=read.flag("DECISION_CACHE_ENABLED", True),
         decision_cache_ttl=read.integer("DECISION_CACHE_TTL", 3600),
         decision_cache_max=read.integer("DECISION_CACHE_MAX", 10_000, minimum=1),
         cache_responses=read.flag("CACHE_RESPONSES", False),
@@ -610,6 +689,9 @@ def load_settings(
         embeddings=embeddings,
         secrets=secrets,
         default_routes=auto.used,
+        decision_header=headers[0],
+        upstream_header=headers[1],
+        notes=tuple(dict.fromkeys(notes)),
     )
 
 
@@ -641,3 +723,75 @@ def _read_routing(read: _Reader, problems: list[str]) -> RoutingSettings:
         keep_requested_model=read.flag("KEEP_REQUESTED_MODEL", False),
         categories=categories,
     )
+
+
+# ---- the Node Xrouter's settings that have a place of their own here -------------------
+
+
+def _read_classifier_request(read: _Reader) -> dict[str, Any]:
+    """CLASSIFIER_STRATEGY, _MAX_CHARS, _MAX_TOKENS, _TEMPERATURE, _LOGIT_BIAS: how the
+    LLM classifier is asked, as the Node Xrouter let them be set."""
+    temperature: float | None = None
+    raw = read.values.get("CLASSIFIER_TEMPERATURE", "").strip()
+    if raw:
+        try:
+            temperature = float(raw)
+        except ValueError:
+            temperature = -1.0
+        if not 0.0 <= temperature <= 2.0:
+            read.problems.append(f"CLASSIFIER_TEMPERATURE must be a number 0..2, not {raw!r}")
+            temperature = None
+    bias: dict[str, float] = {}
+    raw = read.values.get("CLASSIFIER_LOGIT_BIAS", "").strip()
+    if raw:
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if isinstance(doc, dict) and all(
+            isinstance(v, int | float) and not isinstance(v, bool) and -100 <= v <= 100
+            for v in doc.values()
+        ):
+            bias = {str(k): v for k, v in doc.items()}
+        else:
+            read.problems.append(
+                "CLASSIFIER_LOGIT_BIAS must be a JSON object of token id → bias (-100..100)"
+            )
+    return {
+        "strategy": read.choice("CLASSIFIER_STRATEGY", CLASSIFIER_STRATEGIES, "last_user"),
+        "max_chars": read.integer("CLASSIFIER_MAX_CHARS", 0),
+        "max_tokens": read.integer("CLASSIFIER_MAX_TOKENS", 0),
+        "temperature": temperature,
+        "logit_bias": bias,
+    }
+
+
+def _read_header_names(read: _Reader) -> tuple[str, str]:
+    """DECISION_HEADER and UPSTREAM_HEADER: header names, lower case, or empty."""
+    names = []
+    for variable in ("DECISION_HEADER", "UPSTREAM_HEADER"):
+        name = read.text(variable).lower()
+        if name and not all(c.isalnum() or c in "-_" for c in name):
+            read.problems.append(
+                f"{variable} must be a header name (letters, digits, -), not {name!r}"
+            )
+            name = ""
+        names.append(name)
+    return names[0], names[1]
+
+
+def _with_default_versions(route: Route, read: _Reader) -> Route:
+    """AZURE_API_VERSION and ANTHROPIC_VERSION: the API version of every Azure or
+    Anthropic route that names none of its own (<TIER>_API_VERSION)."""
+    if route.api_version:
+        return route
+    provider = provider_name(route)
+    variable = {"azure": "AZURE_API_VERSION", "anthropic": "ANTHROPIC_VERSION"}.get(provider)
+    version = read.text(variable) if variable else ""
+    if not version:
+        return route
+    if any(c in version for c in "\r\n"):
+        read.problems.append(f"{variable} contains a line break")
+        return route
+    # The provider is written down: an API version alone would make `auto` detect Azure.
+    return replace(route, provider=provider, api_version=version)

@@ -29,7 +29,7 @@ from xrouter_core.tasks import Tasks
 from xrouter_core.tiers import FRONTIER
 from xrouter_core.wire.canonical import Usage
 from xrouter_core.wire.errors import RouterError
-from xrouter_core.wire.headers import CACHE_HEADER, routing_headers
+from xrouter_core.wire.headers import CACHE_HEADER, HeaderAliases, routing_headers
 from xrouter_core.wire.inbound import ChatRequest, content_text
 from xrouter_core.wire.local import PLOTLY_PATH, LocalResponse
 from xrouter_core.wire.render_openai import completion_as_sse
@@ -103,6 +103,11 @@ class Accounting:
         self.pricing = Pricing(settings)
         self.request_log = RequestLog(settings.request_log) if settings.request_log else None
         self.tasks = Tasks()
+        self.aliases = HeaderAliases(
+            settings.decision_header,
+            settings.upstream_header,
+            {tier: route.name for tier, route in settings.routes.items() if route.name},
+        )
 
     def start(self) -> None:
         self.usage.start()
@@ -137,6 +142,7 @@ class Accounting:
     ) -> None:
         """One finished request: priced and counted in memory, logged off the loop."""
         estimated = False
+        with_usage = prompt_tokens is not None and completion_tokens is not None
         if prompt_tokens is None or completion_tokens is None:
             prompt_tokens = completion_tokens = 0
             if status < 400 and not cache_hit:
@@ -165,6 +171,7 @@ class Accounting:
             frontier_cost_usd=frontier.cost(*counts),
             priced=price.priced or cache_hit,
             estimated=estimated,
+            with_usage=with_usage,
             cache_hit=cache_hit,
             classifier_ms=decision.ms,
             upstream_ms=max(total_ms - decision.ms, 0.0),
@@ -263,7 +270,11 @@ class Accounting:
             return key, None
         completion, tier, digit = found
         self.usage.count("c|response|hit")
-        headers = {CACHE_HEADER: "hit", **routing_headers(digit, tier)}
+        headers = {
+            CACHE_HEADER: "hit",
+            **routing_headers(digit, tier),
+            **self.aliases.headers(digit, tier),
+        }
         if chat.stream:
             body = completion_as_sse(completion, include_usage=chat.wants_usage)
             headers["content-type"] = "text/event-stream"

@@ -81,6 +81,8 @@ class Outcome:
     frontier_cost_usd: float = 0.0  # the same tokens at the frontier route's price
     priced: bool = True  # False: no price known for the model, counted at zero
     estimated: bool = False
+    # The answer reported its token counts (the Node Xrouter's `withUsage`).
+    with_usage: bool = False
     cache_hit: bool = False
     classifier_ms: float = 0.0
     upstream_ms: float = 0.0
@@ -161,6 +163,8 @@ def add_outcome(batch: Batch, o: Outcome) -> None:
             c[prefix + "errors"] += 1
         if o.estimated:
             c[prefix + "estimated"] += 1
+        if o.with_usage:
+            c[prefix + "with_usage"] += 1
         if o.cache_hit:
             c[prefix + "cache_hits"] += 1
     t = f"t|{o.tier}|"
@@ -548,6 +552,30 @@ def _pct(part: float, whole: float) -> float:
     return round(100 * part / whole, 2) if whole else 0.0
 
 
+def node_totals(c: dict[str, int]) -> dict[str, dict[str, int]]:
+    """`totals` as the Node Xrouter's /usage has it, per tier and `unknown` (counts under
+    a tier name that is none of the three: none are written today, so zeros)."""
+    fields = ("requests", "prompt", "completion", "with_usage")
+    totals = {tier: dict.fromkeys(fields, 0) for tier in (*TIERS, "unknown")}
+    for key, value in c.items():
+        if not key.startswith("t|"):
+            continue
+        _, tier, name = key.split("|", 2)
+        if name in fields:
+            row = totals[tier if tier in TIERS else "unknown"]
+            row[name] += value
+    return {
+        tier: {
+            "promptTokens": row["prompt"],
+            "completionTokens": row["completion"],
+            "totalTokens": row["prompt"] + row["completion"],
+            "requests": row["requests"],
+            "withUsage": row["with_usage"],
+        }
+        for tier, row in totals.items()
+    }
+
+
 def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[str, Any]:
     """The JSON of GET /usage (its shape is documented in docs/usage.md)."""
     c = stored.counters
@@ -621,8 +649,13 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
             _, source, digit = key.split("|", 2)
             decisions.setdefault(source, {})[digit] = value
     return {
-        "tiers": tiers,
+        # The Node Xrouter's fields, as it had them: scripts written for it keep working.
+        "totals": node_totals(c),
         "percentages": {
+            tier: _pct(row["totalTokens"], total_tokens) for tier, row in tiers.items()
+        },
+        "tiers": tiers,
+        "shares": {
             tier: {
                 "tokens": _pct(row["totalTokens"], total_tokens),
                 "requests": _pct(row["requests"], total_requests),

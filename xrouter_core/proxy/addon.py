@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import ipaddress
 import json
 import logging
 import sys
@@ -23,14 +24,14 @@ from mitmproxy import ctx, http
 from mitmproxy import log as mitm_log
 from mitmproxy.addonmanager import Loader
 from mitmproxy.exceptions import OptionsError
-from mitmproxy.proxy.mode_specs import ReverseMode
+from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 
 from xrouter_core import __version__
 from xrouter_core.accounting.responsecache import RecordingStream
 from xrouter_core.accounting.service import USAGE_PAGES, Accounting
 from xrouter_core.config import ConfigError, NoConfiguration, Route, Settings, load_settings
 from xrouter_core.proxy import dispatch, mitm_compat
-from xrouter_core.proxy.logs import log_rejected, setup_logging
+from xrouter_core.proxy.logs import log_rejected, quiet_cancelled_callbacks, setup_logging
 from xrouter_core.routing.builtin import BuiltinClassifier
 from xrouter_core.routing.classifier import Decision, LLMClassifier
 from xrouter_core.routing.fallback import (
@@ -65,6 +66,7 @@ from xrouter_core.wire.headers import (
     SCORE_HEADER,
     TIER_HEADER,
     UPSTREAM_HEADER,
+    HeaderAliases,
     routing_fields,
     routing_headers,
     score_text,
@@ -158,6 +160,8 @@ class RoutedFlow:
     done: bool = False
     # The response-cache key to store a good answer under (response caching on).
     cache_key: str | None = None
+    # DECISION_HEADER / UPSTREAM_HEADER: more names for the routing headers.
+    aliases: HeaderAliases | None = None
 
 
 def router_line_or_warning(record: logging.LogRecord) -> bool:
@@ -205,12 +209,60 @@ def set_routing_headers(
         routed.decision.score,
     )
     replaced = ANSWER_FIELDS
+    if routed.aliases:
+        extra = (*extra, *routed.aliases.fields(routed.decision.tier, routed.route.tier))
     if extra or drop:
         added.extend(extra)
         replaced = replaced | drop | {name for name, _ in extra}
     kept = tuple(f for f in response.headers.fields if f[0].lower() not in replaced)
     response.headers.fields = kept + tuple(added)
     routed.headers_on = response
+
+
+def is_loopback(host: str) -> bool:
+    """Whether a listen address is reachable from this machine only ("" is every one)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def exposure_warnings(
+    modes: Sequence[str],
+    listen_host: str,
+    listen_port: int | None,
+    router_api_key: str,
+    proxyauth: str,
+) -> list[str]:
+    """One warning per listener that others on the network can reach without a key:
+    the API (reverse mode) without ROUTER_API_KEY, a proxy mode without --proxyauth.
+    Either spends the provider keys of whoever runs the router."""
+    warnings = []
+    for spec in modes:
+        try:
+            mode = ProxyMode.parse(spec)
+        except ValueError:
+            continue  # mitmproxy itself refuses it
+        host = mode.listen_host(listen_host)
+        if is_loopback(host):
+            continue
+        where = f"{host or 'every interface'}:{mode.listen_port(listen_port)}"
+        if isinstance(mode, ReverseMode):
+            if not router_api_key:
+                warnings.append(
+                    f"the API listens on {where} without ROUTER_API_KEY: anyone who can reach "
+                    "it can spend your provider keys. Set ROUTER_API_KEY, or HOST=127.0.0.1 "
+                    "to listen on this machine only."
+                )
+        elif not proxyauth:
+            warnings.append(
+                f"the proxy ({mode.type_name} mode) listens on {where} without --proxyauth: "
+                "anyone who can reach it can use it, and spend your provider keys. Set "
+                "--proxyauth, or HOST=127.0.0.1 to listen on this machine only."
+            )
+    return warnings
 
 
 def local_response(flow: http.HTTPFlow, answer: LocalResponse) -> None:
@@ -278,6 +330,9 @@ class Xrouter:
         self.response_store = ResponseStore()
         # Tier → what the provider's model list said of its default route's model.
         self.model_checks: dict[str, str] = {}
+        self.header_aliases: HeaderAliases | None = None
+        # The configuration notes logged already (each once per process).
+        self.notes_logged: set[str] = set()
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -318,6 +373,7 @@ class Xrouter:
         are in use, a change that gives a bad configuration raises OptionsError (the
         problems, one per line): mitmproxy rolls the option back and the settings in use
         keep routing. Dropping them would leave a router that routes nothing."""
+        quiet_cancelled_callbacks()  # before mitmproxy's Master.run: see logs.py
         rolling_back, self.rolling_back = self.rolling_back, False
         if updated & SETTINGS_OPTIONS or self.settings is None:
             source = (ctx.options.xrouter_env_file, ctx.options.xrouter_upstreams)
@@ -361,6 +417,16 @@ class Xrouter:
         """Put checked settings in use: at start, and for each accepted change after."""
         self.settings = settings
         setup_logging(settings)
+        for note in settings.notes:
+            if note not in self.notes_logged:
+                self.notes_logged.add(note)
+                log.info("configuration: %s", note)
+        aliases = HeaderAliases(
+            settings.decision_header,
+            settings.upstream_header,
+            {tier: route.name for tier, route in settings.routes.items() if route.name},
+        )
+        self.header_aliases = aliases if aliases else None
         self.fallback_ready = mitm_compat.install(settings.max_body_bytes)
         self.breaker = CircuitBreaker(
             settings.routing.breaker_failures, float(settings.routing.breaker_cooldown_s)
@@ -401,13 +467,17 @@ class Xrouter:
             settings.decision_cache_ttl,
             builtin=builtin,
             settings=settings.classifier,
+            cache_decisions=settings.decision_cache_enabled,
         )
         if self.is_running:  # a reload at run time: `running` will not come again
             self.start_background_work()
 
     def listen_by_default(self) -> None:
         """Plain `mitmdump -s addons/xrouter.py` serves the API on HOST:PORT in reverse mode."""
-        if self.settings is None or ctx.options.has_changed("mode"):
+        if self.settings is None:
+            return
+        if ctx.options.has_changed("mode"):
+            self.listen_on_host()
             return
         frontier = self.settings.route(FRONTIER)
         # The reverse target is never contacted as such: every request is answered or rewritten.
@@ -421,9 +491,34 @@ class Xrouter:
         ctx.options.update(mode=[f"reverse:{target}@{listen}:{self.settings.port}"])
         self.chose_mode = True
 
+    def listen_on_host(self) -> None:
+        """A mode the user chose (`--mode regular@8080`) listens on HOST, as the API does,
+        not on every interface (mitmproxy's default): unless `listen_host` is set."""
+        assert self.settings is not None
+        if "listen_host" not in ctx.options:
+            return
+        if ctx.options.has_changed("listen_host") and not getattr(self, "chose_host", False):
+            return
+        if ctx.options.listen_host != self.settings.host:
+            self.chose_host = True
+            ctx.options.update(listen_host=self.settings.host)
+
+    def warn_if_exposed(self) -> None:
+        assert self.settings is not None
+        options = ctx.options
+        for warning in exposure_warnings(
+            options.mode,
+            options.listen_host if "listen_host" in options else "",
+            options.listen_port if "listen_port" in options else None,
+            self.settings.router_api_key,
+            options.proxyauth if "proxyauth" in options else "",
+        ):
+            log.warning(warning)
+
     def running(self) -> None:
         if self.settings is None:
             return
+        self.warn_if_exposed()
         keep_request_lines_out_of_add_log()
         if ctx.options.xrouter_fast_dispatch:
             dispatch.speed_up(ctx.master.addons)
@@ -505,13 +600,21 @@ class Xrouter:
                     ", ".join(dict.fromkeys(d.model for d in chosen if d not in missing)),
                 )
 
-    def done(self) -> None:
+    def done(self) -> Awaitable[None] | None:
+        """At shutdown (and when mitmproxy unloads this addon): the last counts and log
+        lines written, background work stopped. At shutdown, also what is left to await:
+        the open client connections ended (mitm_compat.end_connections)."""
         self.tasks.cancel()
         self.classifier_tasks.cancel()
         self.record_finished()
         if self.accounting is not None:
             self.accounting.close()  # the last usage counts and request log lines
             self.accounting = None
+        should_exit = getattr(ctx.master, "should_exit", None)
+        if should_exit is None or not should_exit.is_set():
+            return None  # a script reload: the connections stay
+        connections = mitm_compat.open_connection_tasks()
+        return mitm_compat.end_connections(connections) if connections else None
 
     # ---- request ---------------------------------------------------------------
 
@@ -530,7 +633,15 @@ class Xrouter:
                 local_response(flow, LocalResponse.error(NOT_CONFIGURED))
             return None
         if reverse:
-            return self.serve_own_endpoint(flow)
+            try:
+                pending = self.serve_own_endpoint(flow)
+            except Exception:  # noqa: BLE001 - nothing may be forwarded unrouted
+                self.answer_unrouted(flow, failed=True)
+                return None
+            if pending is None:
+                self.answer_unrouted(flow)
+                return None
+            return self.finish_own_endpoint(flow, pending)
         kind = intercepted_chat(flow.request)
         if kind is None:
             if is_count_tokens_call(flow.request):
@@ -539,6 +650,35 @@ class Xrouter:
         return dispatch.run_until_it_waits(
             self.route_chat(flow, intercepted=True, client_format=kind)
         )
+
+    async def finish_own_endpoint(self, flow: http.HTTPFlow, pending: Awaitable[None]) -> None:
+        """The rest of a reverse-mode request that had to wait, under the same guard."""
+        try:
+            await pending
+        except Exception:  # noqa: BLE001 - nothing may be forwarded unrouted
+            self.answer_unrouted(flow, failed=True)
+            return
+        self.answer_unrouted(flow)
+
+    def answer_unrouted(self, flow: http.HTTPFlow, failed: bool = False) -> None:
+        """Reverse mode's last guard: a request that leaves the request hook neither
+        answered nor routed would go on to the reverse target (the frontier host) as the
+        client sent it, router key and all. It is answered instead: 500 after a failure
+        (logged with its traceback), else 404 (a path no handler took)."""
+        if flow.response is not None and not failed:
+            return
+        if failed:
+            log.exception("request failed: %s %s", flow.request.method, flow.request.path[:200])
+        elif META in flow.metadata:
+            return  # routed: the request was rewritten for its route
+        flow.metadata.pop(META, None)
+        flow.metadata.pop(mitm_compat.MARK, None)
+        if failed:
+            local_response(flow, LocalResponse.error(ROUTING_FAILED))
+        else:
+            path = flow.request.path.split("?", 1)[0]
+            error = RouterError(404, f"Unknown path {path[:200]!r}.", code="not_found")
+            local_response(flow, LocalResponse.error(error))
 
     def serve_own_endpoint(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         assert self.settings is not None
@@ -698,8 +838,11 @@ class Xrouter:
             await self.route_chat_unguarded(flow, intercepted, client_format)
         except Exception:  # noqa: BLE001 - nothing may be forwarded unrouted
             log.exception("routing failed for %s %s", flow.request.method, flow.request.path)
-            if META not in flow.metadata:
-                local_response(flow, LocalResponse.error(ROUTING_FAILED))
+            # Even once marked routed (a failure while the request was rewritten): the
+            # request may be half-rewritten, so it is answered, not sent.
+            flow.metadata.pop(META, None)
+            flow.metadata.pop(mitm_compat.MARK, None)
+            local_response(flow, LocalResponse.error(ROUTING_FAILED))
 
     async def route_chat_unguarded(
         self, flow: http.HTTPFlow, intercepted: bool, client_format: str = OPENAI
@@ -753,6 +896,7 @@ class Xrouter:
             intercepted,
             flow.request.pretty_host if intercepted else "",
             cache_key=cache_key,
+            aliases=self.header_aliases,
         )
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = routed
@@ -922,7 +1066,7 @@ class Xrouter:
                 response.set_content(json.dumps(completion).encode())
                 response.headers["content-type"] = "application/json"
             usage = usage_from_openai(completion.get("usage"))
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             log.warning(
                 "route %s answered something that is not a chat completion: %s",
                 routed.route.tier,
@@ -1003,6 +1147,11 @@ class Xrouter:
                 **routing_headers(
                     routed.decision.tier, routed.route.tier, score=routed.decision.score
                 ),
+                **(
+                    routed.aliases.headers(routed.decision.tier, routed.route.tier)
+                    if routed.aliases
+                    else {}
+                ),
                 **error.headers,
             }
         else:
@@ -1016,7 +1165,10 @@ class Xrouter:
                 message = f"Upstream '{routed.route.tier}' answered HTTP {response.status_code}: {provider_message}"
                 status, type_ = response.status_code, "upstream_error"
             code = f"upstream_{status}"
-            keep = {k: v for k, v in response.headers.items() if k.lower() in KEPT_ON_ERROR}
+            kept = KEPT_ON_ERROR
+            if routed.aliases:
+                kept = kept | {n.decode() for n in routed.aliases.fields_replaced}
+            keep = {k: v for k, v in response.headers.items() if k.lower() in kept}
         body = error_body(redact(message, secrets), type_, code)
         if routed.chat.client_format == ANTHROPIC:
             body = anthropic_error(status, body)

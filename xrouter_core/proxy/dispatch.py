@@ -7,7 +7,9 @@ the lean launcher's handful of addons that walk is about a fifth of the proxy's 
 under load (bench/fastlane.py measures it). `CachedHookManager` keeps, per hook name,
 the list of handlers that walk would find, rebuilt whenever an addon is added or
 removed, and calls them in the same order with the same error handling: an exception
-is logged as "Addon error" and the next addon still runs, `AddonHalt` stops the chain.
+is logged as "Addon error" and the next addon still runs, but not the rest of the failed
+addon's own tree (mitmproxy has one error boundary per top-level addon: a parent's
+failing hook skips its children's), and `AddonHalt` stops the chain.
 
 The lean launcher switches its master to it before adding any addon; under `mitmdump -s
 addons/xrouter.py` the router switches mitmdump's manager to it when it starts (both via
@@ -47,8 +49,10 @@ class CachedHookManager(addonmanager.AddonManager):
     """mitmproxy's AddonManager with each hook's handler list computed once."""
 
     _handlers: dict[str, list[Handler]]
+    # Per hook, parallel to its handlers: the index of the top-level addon each belongs to.
+    _groups: dict[str, list[int]]
     _chain_length: int
-    _handed_over: dict[hooks.Hook, list[Handler]]  # see answer_now
+    _handed_over: dict[hooks.Hook, tuple[list[Handler], list[int]]]  # see answer_now
 
     def __init__(self, master) -> None:
         super().__init__(master)
@@ -57,6 +61,7 @@ class CachedHookManager(addonmanager.AddonManager):
 
     def forget_handlers(self) -> None:
         self._handlers = {}
+        self._groups = {}
         self._synchronous: dict[str, bool] = {}
         self._chain_length = len(self.chain)
 
@@ -73,8 +78,8 @@ class CachedHookManager(addonmanager.AddonManager):
             self.forget_handlers()
         found = self._handlers.get(name)
         if found is None:
-            found = []
-            for addon in self.chain:
+            found, groups = [], []
+            for group, addon in enumerate(self.chain):
                 for part in addonmanager.traverse([addon]):
                     func = getattr(part, name, None)
                     if func is not None and not isinstance(func, types.ModuleType):
@@ -83,22 +88,35 @@ class CachedHookManager(addonmanager.AddonManager):
                                 f"Addon handler {name} ({part}) not callable"
                             )
                         found.append(func)
+                        groups.append(group)
             self._handlers[name] = found
+            self._groups[name] = groups
         return found
 
+    def groups(self, name: str) -> list[int]:
+        """The top-level addon of each of `handlers(name)`, by index (same order)."""
+        self.handlers(name)
+        return self._groups[name]
+
     async def trigger_event(self, event: hooks.Hook) -> None:
-        await self._call_each(self.handlers(event.name), event.args())
+        handlers = self.handlers(event.name)
+        await self._call_each(handlers, event.args(), self._groups[event.name])
 
     @staticmethod
-    async def _call_each(handlers: list[Handler], args: list[Any]) -> None:
+    async def _call_each(handlers: list[Handler], args: list[Any], groups: list[int]) -> None:
         errors = HandlerErrors()
-        for func in handlers:
+        failed_group = -1
+        for func, group in zip(handlers, groups, strict=True):
+            if group == failed_group:
+                continue  # its addon's hook failed: mitmproxy skips the rest of that tree
             with errors:
                 result = func(*args)
                 if result is not None and inspect.isawaitable(result):
                     await result
             if errors.halted:
                 return
+            if errors.take_failure():
+                failed_group = group
 
     def answer_now(self, event: hooks.Hook) -> bool:
         """Run a hook's handlers right here when none of them is a coroutine function (and
@@ -111,6 +129,7 @@ class CachedHookManager(addonmanager.AddonManager):
         round trip through mitmproxy's connection handler per hook. A flow is not waited
         for if a handler intercepts it: the lean launcher has no addon that does."""
         handlers = self.handlers(event.name)  # first: it forgets what a new addon changed
+        groups = self._groups[event.name]
         synchronous = self._synchronous.get(event.name)
         if synchronous is None:
             synchronous = not self.handlers("update") and not any(
@@ -121,23 +140,32 @@ class CachedHookManager(addonmanager.AddonManager):
             return False
         args = event.args()
         errors = HandlerErrors()
+        failed_group = -1
         for index, func in enumerate(handlers):
+            if groups[index] == failed_group:
+                continue
             result = None
             with errors:
                 result = func(*args)
             if errors.halted:
                 break
+            if errors.take_failure():
+                failed_group = groups[index]
+                continue
             if result is not None and inspect.isawaitable(result):
-                self._handed_over[event] = [lambda *_, given=result: given, *handlers[index + 1 :]]
+                # A tree's handlers are contiguous: a failed one is behind, not in the rest.
+                rest = [lambda *_, given=result: given, *handlers[index + 1 :]]
+                self._handed_over[event] = (rest, groups[index:])
                 return False
         return True
 
     async def handle_lifecycle(self, event: hooks.Hook) -> None:
-        rest = self._handed_over.pop(event, None)
-        if rest is None:
+        handed = self._handed_over.pop(event, None)
+        if handed is None:
             await self.trigger_event(event)
         else:
-            await self._call_each(rest, event.args())
+            rest, rest_groups = handed
+            await self._call_each(rest, event.args(), rest_groups)
         message = event.args()[0]
         if isinstance(message, flow.Flow) and self.handlers("update"):
             await self.trigger_event(hooks.UpdateHook([message]))
@@ -149,6 +177,12 @@ class HandlerErrors:
     `halted`), OptionsError propagates."""
 
     halted = False
+    failed = False
+
+    def take_failure(self) -> bool:
+        """Whether the last call failed (logged); reset for the next one."""
+        failed, self.failed = self.failed, False
+        return failed
 
     def __enter__(self) -> HandlerErrors:
         return self
@@ -162,6 +196,7 @@ class HandlerErrors:
         if issubclass(kind, exceptions.OptionsError):
             return False
         log.error(f"Addon error: {exc}", exc_info=(kind, exc, traceback))
+        self.failed = True
         return True
 
 

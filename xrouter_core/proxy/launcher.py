@@ -34,7 +34,14 @@ from mitmproxy import addonmanager, exceptions, hooks, master, options
 from mitmproxy.addons import core, errorcheck, next_layer, proxyauth, proxyserver, tlsconfig
 from mitmproxy.addons.termlog import TermLogHandler
 
-from xrouter_core.config import LOG_LEVELS, ConfigError, NoConfiguration, load_settings
+from xrouter_core.config import (
+    LOG_LEVEL_ALIASES,
+    LOG_LEVELS,
+    ConfigError,
+    NoConfiguration,
+    Settings,
+    load_settings,
+)
 from xrouter_core.proxy import dispatch
 
 log = logging.getLogger("xrouter")
@@ -48,7 +55,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--host", help="address to listen on (HOST, default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port to listen on (PORT, default 3000)")
-    parser.add_argument("--log-level", choices=LOG_LEVELS, help="LOG_LEVEL (default info)")
+    parser.add_argument(
+        "--log-level", choices=(*LOG_LEVELS, *LOG_LEVEL_ALIASES), help="LOG_LEVEL (default info)"
+    )
     parser.add_argument(
         "--workers",
         type=int,
@@ -258,13 +267,14 @@ def run_one(args: argparse.Namespace, workers: int) -> int:
 # ---- workers -------------------------------------------------------------------------
 
 
-def check_config(args: argparse.Namespace) -> int:
-    """Check the configuration once before forking: 0 when it is good, else the exit code
-    (1 with one log line per problem; 2 with the first-run message when nothing is
-    configured, as the addon does for one process)."""
+def check_config(args: argparse.Namespace) -> Settings | int:
+    """Check the configuration once before forking: the settings (HOST and PORT from
+    every source the workers read), or the exit code (1 with one log line per problem; 2
+    with the first-run message when nothing is configured, as the addon does for one
+    process)."""
     paths = dict(s.split("=", 1) for s in args.setoptions if "=" in s)
     try:
-        load_settings(
+        return load_settings(
             env_file=paths.get("xrouter_env_file") or None,
             upstreams_file=paths.get("xrouter_upstreams") or None,
         )
@@ -275,7 +285,6 @@ def check_config(args: argparse.Namespace) -> int:
         for problem in exc.problems:
             log.error("configuration: %s", problem)
         return 1
-    return 0
 
 
 def claim_port(host: str, port: int) -> int:
@@ -340,19 +349,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         if value is not None:
             os.environ[name] = str(value)
     level = os.environ.get("LOG_LEVEL", "info").lower()
+    level = LOG_LEVEL_ALIASES.get(level, level)
     install_log_handler(level if level in LOG_LEVELS else "info")  # a bad one is reported
     workers = args.workers or os.cpu_count() or 1
     if workers == 1:
         return run_one(args, workers)
-    problem = check_config(args)
-    if problem:
-        return problem
+    settings = check_config(args)
+    if isinstance(settings, int):
+        return settings
     if not args.mode:
-        host = os.environ.get("HOST", "0.0.0.0")
+        # HOST and PORT as the workers will read them (the environment, .env, …); the port
+        # is written back only when it was 0, so that every worker binds the same one.
+        host, port = settings.host, settings.port
         try:
-            os.environ["PORT"] = str(claim_port(host, int(os.environ.get("PORT", "3000"))))
+            claimed = claim_port(host, port)
         except OSError as exc:
             reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
-            log.error("cannot listen on %s:%s: %s", host, os.environ.get("PORT"), reason)
+            log.error("cannot listen on %s:%s: %s", host, port, reason)
             return 1
+        if claimed != port:
+            os.environ["PORT"] = str(claimed)
     return supervise(args, workers)

@@ -83,3 +83,35 @@ def stop_file_logging() -> None:
         for handler in _listener.handlers:
             handler.close()
         _listener = None
+
+
+def quiet_cancelled_callbacks() -> None:
+    """Keep cancelled tasks out of the event loop's error log, on the running loop.
+
+    On SIGTERM with open keep-alive connections, the loop's shutdown cancels each
+    connection's task; Python 3.11's `asyncio.start_server` callback then calls
+    `task.exception()` on it, which raises CancelledError, and the loop logs that with a
+    traceback per connection (3.12 checks `task.cancelled()` first). A cancellation is
+    how these tasks are meant to end, so such reports are dropped; every other one goes
+    to the handler in place before. Installed before mitmproxy's `Master.run`, which
+    puts back the handler it found when it returns, so this one is there at shutdown."""
+    import asyncio
+
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        return
+    previous = loop.get_exception_handler()
+    if getattr(previous, "quiets_cancelled", False):
+        return
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict) -> None:
+        if isinstance(context.get("exception"), asyncio.CancelledError):
+            return
+        if previous is not None:
+            previous(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    handler.quiets_cancelled = True  # type: ignore[attr-defined]
+    loop.set_exception_handler(handler)

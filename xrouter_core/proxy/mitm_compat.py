@@ -665,3 +665,33 @@ def guard_connect(server: Server, seconds: float) -> None:
             task.cancel(f"connect timeout after {seconds:g}s")
 
     asyncio.get_running_loop().call_later(seconds, expire)
+
+
+# ---- shutdown: the client connections end without tracebacks -------------------------
+
+
+def open_connection_tasks() -> list[asyncio.Task]:
+    """The tasks of the open client connections: each runs mitmproxy's
+    `ServerInstance.handle_stream` (asyncio.start_server's callback)."""
+    current = asyncio.current_task()
+    found = []
+    for task in asyncio.all_tasks():
+        coro = task.get_coro()
+        name = getattr(coro, "__qualname__", "")
+        if task is not current and not task.done() and name.endswith("handle_stream"):
+            found.append(task)
+    return found
+
+
+async def end_connections(tasks: list[asyncio.Task], timeout: float = 5.0) -> None:
+    """Cancel the connections' tasks at shutdown and wait for them, with cancelled
+    callbacks kept out of the error log (logs.quiet_cancelled_callbacks): left to
+    asyncio.run's final cancellation, each would print a CancelledError traceback on
+    Python 3.11, and mitmproxy restores the loop's first handler before that."""
+    from xrouter_core.proxy.logs import quiet_cancelled_callbacks
+
+    quiet_cancelled_callbacks()
+    for task in tasks:
+        task.cancel()
+    await asyncio.wait(tasks, timeout=timeout)
+    await asyncio.sleep(0)  # the tasks' own done callbacks run now, under that handler

@@ -304,7 +304,7 @@ class LLMClassifier:
     def identity(self) -> list[str]:
         """What the decision cache's keys depend on (routing/policy.py): how the engine is
         asked (completions or chat, probabilities read) counts too."""
-        return [
+        parts = [
             "llm-probabilities",
             self.url,
             self.settings.model,
@@ -312,6 +312,10 @@ class LLMClassifier:
             self.system_prompt,
             repr(tuple(self.thresholds)),
         ]
+        knobs = (self.settings.max_tokens, self.settings.temperature, self.settings.logit_bias)
+        if knobs != (0, None, {}):  # the Node Xrouter's request settings
+            parts.append(repr(knobs))
+        return parts
 
     def _pick_api(self) -> str:
         api = getattr(self.settings, "api", "auto") or "auto"
@@ -338,6 +342,7 @@ class LLMClassifier:
             "logprobs": True,
             "top_logprobs": TOP_LOGPROBS,
             **self._constraints(),
+            **self._overrides(),
         }
 
     def _completions_payload(self, text: str) -> dict:
@@ -349,7 +354,20 @@ class LLMClassifier:
             "stream": self.settings.force_stream,
             "logprobs": TOP_LOGPROBS,
             **self._constraints(),
+            **self._overrides(),
         }
+
+    def _overrides(self) -> dict:
+        """CLASSIFIER_MAX_TOKENS, _TEMPERATURE, _LOGIT_BIAS (the Node Xrouter's settings),
+        where set: they replace the router's own request fields."""
+        fields: dict = {}
+        if self.settings.max_tokens:
+            fields["max_tokens"] = self.settings.max_tokens
+        if self.settings.temperature is not None:
+            fields["temperature"] = self.settings.temperature
+        if self.settings.logit_bias:
+            fields["logit_bias"] = dict(self.settings.logit_bias)
+        return fields
 
     def _headers(self) -> dict[str, str]:
         headers = {"content-type": "application/json", "accept-encoding": "identity"}

@@ -131,6 +131,13 @@ def _previous_exchange(messages: list[dict[str, Any]], before: int) -> tuple[str
     return "", answer
 
 
+def all_user_input(messages: list[dict[str, Any]]) -> str:
+    """Every message the person wrote, oldest first (CLASSIFIER_STRATEGY=all_user, the
+    Node Xrouter's other strategy); each cut like the latest one."""
+    texts = [person_text(m) for m in messages if m.get("role") == "user"]
+    return "\n\n".join(truncate_middle(t, MAX_INPUT_CHARS) for t in texts if t)
+
+
 def classifier_input(messages: list[dict[str, Any]]) -> str:
     """The latest request the person wrote, cleaned, with a little of the exchange before.
 

@@ -24,7 +24,7 @@ from xrouter_core.config import ClassifierSettings
 from xrouter_core.routing import builtin as builtin_module
 from xrouter_core.routing.builtin import WEIGHTS_PATH, BuiltinClassifier, load_weights
 from xrouter_core.routing.classifier import Decision, LLMClassifier
-from xrouter_core.routing.extract import classifier_input
+from xrouter_core.routing.extract import all_user_input, classifier_input, truncate_middle
 from xrouter_core.routing.toolloop import TaskTiers, recalled, remembered, task_of
 from xrouter_core.tiers import FRONTIER_INDEX
 from xrouter_core.wire.inbound import ChatRequest
@@ -47,6 +47,8 @@ def classifier_identity(
 ) -> str:
     """Who decides, as a short digest: what the decision cache's keys start with."""
     parts = [settings.mode, repr(settings.thresholds)]
+    if settings.strategy != "last_user" or settings.max_chars:
+        parts += [settings.strategy, str(settings.max_chars)]
     if classifier is not None:
         parts += classifier.identity()
     if builtin is not None:
@@ -75,8 +77,12 @@ class Policy:
         decision_ttl: float = 3600.0,
         builtin: BuiltinClassifier | None = None,
         settings: ClassifierSettings | None = None,
+        cache_decisions: bool = True,
     ):
         self.classifier = classifier
+        self.settings = settings or ClassifierSettings()
+        # DECISION_CACHE_ENABLED (the Node Xrouter's CACHE_ENABLED): false asks every time.
+        self.cache_decisions = cache_decisions
         self.builtin = builtin
         self.decisions = decisions
         self.decision_ttl = decision_ttl
@@ -102,19 +108,20 @@ class Policy:
     async def decide_fresh(self, request: ChatRequest) -> Decision:
         if self.classifier is None and self.builtin is None:
             return Decision(FRONTIER_INDEX, "disabled")
-        text = classifier_input(request.messages)
+        text = self.input_of(request)
         if not text:
             return Decision(FRONTIER_INDEX, "no_text")
         key = cache_key(self._namespace, text)
-        cached = await self.decisions.get(key)
+        cached = await self.decisions.get(key) if self.cache_decisions else None
         if cached is not None:
             tier, score = recalled(cached)
             return Decision(tier, "cache", score=score)
         if self.classifier is None:
             assert self.builtin is not None
             decision = self.builtin.decide(text)  # in-process and sub-millisecond: no sharing
-            value = remembered(decision.tier, decision.score)
-            await self.decisions.set(key, value, self.decision_ttl)
+            if self.cache_decisions:
+                value = remembered(decision.tier, decision.score)
+                await self.decisions.set(key, value, self.decision_ttl)
             return decision
         task = self._in_flight.get(key)
         if task is None:
@@ -138,6 +145,18 @@ class Policy:
             fallback.detail = f"llm {error}; {fallback.detail}"
             fallback.ms = (time.perf_counter() - started) * 1000  # the LLM's wait included
             return fallback
-        value = remembered(decision.tier, decision.score)
-        await self.decisions.set(key, value, self.decision_ttl)
+        if self.cache_decisions:
+            value = remembered(decision.tier, decision.score)
+            await self.decisions.set(key, value, self.decision_ttl)
         return decision
+
+    def input_of(self, request: ChatRequest) -> str:
+        """What the classifier reads: CLASSIFIER_STRATEGY's messages, cut to
+        CLASSIFIER_MAX_CHARS when that is set."""
+        if self.settings.strategy == "all_user":
+            text = all_user_input(request.messages)
+        else:
+            text = classifier_input(request.messages)
+        if self.settings.max_chars and text:
+            text = truncate_middle(text, max(self.settings.max_chars, 8))
+        return text

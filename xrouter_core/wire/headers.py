@@ -6,9 +6,15 @@ the probability in [0, 1] that the strong model is needed; only when a classifie
 scored), the route that answered (`upstream`), the routes that failed before it
 (`fallback`) and, with the response cache on, whether it answered (`cache`). A client may pin a tier with `tier`. A client's X-Xrouter-* headers
 never travel on to a provider.
+
+DECISION_HEADER and UPSTREAM_HEADER (the Node Xrouter's settings) name two more headers
+with the decision and the route's name (<TIER>_NAME), beside these: `HeaderAliases`.
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 
 HEADER_PREFIX = "x-xrouter-"
 DECISION_HEADER = "x-xrouter-decision"
@@ -62,3 +68,37 @@ def routing_headers(
         name.decode(): value.decode()
         for name, value in routing_fields(decision, upstream, fallback, score)
     }
+
+
+@dataclass(frozen=True)
+class HeaderAliases:
+    """The extra routing headers a configuration names: the decision under `decision`,
+    the route's name (`names`, tier → name; the tier when absent) under `upstream`.
+    Names are lower case; an empty one, or one of the router's own, adds nothing."""
+
+    decision: str = ""
+    upstream: str = ""
+    names: Mapping[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        own = {name.decode() for name in ANSWER_FIELDS}
+        object.__setattr__(self, "decision", "" if self.decision in own else self.decision)
+        object.__setattr__(self, "upstream", "" if self.upstream in own else self.upstream)
+
+    def __bool__(self) -> bool:
+        return bool(self.decision or self.upstream)
+
+    @property
+    def fields_replaced(self) -> frozenset[bytes]:
+        return frozenset(n.encode() for n in (self.decision, self.upstream) if n)
+
+    def fields(self, decision: int, tier: str) -> list[tuple[bytes, bytes]]:
+        out = []
+        if self.decision:
+            out.append((self.decision.encode(), str(decision).encode()))
+        if self.upstream:
+            out.append((self.upstream.encode(), (self.names.get(tier) or tier).encode()))
+        return out
+
+    def headers(self, decision: int, tier: str) -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.fields(decision, tier)}

@@ -7,6 +7,8 @@ translated into one here so the rest of the path has a single shape.
 from __future__ import annotations
 
 import json
+import math
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -58,26 +60,67 @@ class ChatRequest:
         return isinstance(options, dict) and bool(options.get("include_usage"))
 
 
+def _no_constant(name: str) -> Any:
+    """NaN, Infinity and -Infinity: Python's json reads them, JSON (and providers) do not."""
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    """A JSON number too large for a float (1e999) would go on as Infinity: refused."""
+    value = float(text)
+    if value in (math.inf, -math.inf):
+        raise ValueError(f"the number {text[:40]} is too large")
+    return value
+
+
 def load_json_object(raw: bytes | None) -> dict[str, Any]:
     if not raw:
         raise RouterError(
             400, "The request body is empty; send a JSON object.", code="invalid_json"
         )
     try:
-        body = json.loads(raw)
+        body = json.loads(raw, parse_constant=_no_constant, parse_float=_finite_float)
     except UnicodeDecodeError:
         raise RouterError(
             400, "The request body is not valid UTF-8.", code="invalid_encoding"
         ) from None
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise RouterError(
             400,
             f"The request body is not valid JSON: {exc.msg} at position {exc.pos}.",
             code="invalid_json",
         ) from None
+    except ValueError as exc:  # a number of more than 4300 digits, NaN, Infinity
+        raise RouterError(
+            400, f"The request body is not valid JSON: {exc}.", code="invalid_json"
+        ) from None
+    except RecursionError:
+        raise RouterError(
+            400, "The request body is nested too deeply to be a chat request.", code="invalid_json"
+        ) from None
     if not isinstance(body, dict):
         raise RouterError(400, "The request body must be a JSON object.", code="invalid_json")
+    if LONE_SURROGATE_ESCAPE.search(raw) and not _encodable(body):
+        raise RouterError(
+            400,
+            "The request body holds a lone UTF-16 surrogate escape (like \\ud800), which is "
+            "not text; send the pair or the character itself.",
+            code="invalid_encoding",
+        )
     return body
+
+
+# A \uD800-\uDFFF escape: a pair (an emoji) is text, a lone one is not. Searched on the raw
+# bytes, so a body without such escapes costs no second pass.
+LONE_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _encodable(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def parse_openai_chat(raw: bytes | None) -> ChatRequest:
@@ -94,6 +137,7 @@ def parse_openai_chat(raw: bytes | None) -> ChatRequest:
             raise RouterError(
                 400, f"messages[{index}] must be an object with a 'role'.", code="invalid_messages"
             )
+        _check_message_parts(message, index)
     model = body.get("model")
     if model is not None and not isinstance(model, str):
         raise RouterError(400, "'model' must be a string.", code="invalid_model")
@@ -112,6 +156,35 @@ def parse_openai_chat(raw: bytes | None) -> ChatRequest:
                 code="invalid_max_tokens",
             )
     return ChatRequest(body=body)
+
+
+def _check_message_parts(message: dict[str, Any], index: int) -> None:
+    """What OpenAI refuses too (400): `tool_calls` that is not a list of call objects
+    (each with a `function` object, if any), content that is neither text, parts nor null,
+    parts that are not objects. Left in, they would fail while the request is
+    translated for a route."""
+    content = message.get("content")
+    if content is not None and not isinstance(content, str | list):
+        raise RouterError(
+            400,
+            f"messages[{index}].content must be a string, an array of parts or null.",
+            code="invalid_messages",
+        )
+    if isinstance(content, list) and not all(isinstance(part, dict) for part in content):
+        raise RouterError(
+            400, f"messages[{index}].content parts must be objects.", code="invalid_messages"
+        )
+    calls = message.get("tool_calls")
+    if calls is None:
+        return
+    if not isinstance(calls, list) or not all(
+        isinstance(call, dict) and isinstance(call.get("function") or {}, dict) for call in calls
+    ):
+        raise RouterError(
+            400,
+            f"messages[{index}].tool_calls must be an array of objects with a 'function' object.",
+            code="invalid_messages",
+        )
 
 
 def content_text(content: Any) -> str:

@@ -133,7 +133,7 @@ class OpenAIPassthrough(StreamTranslator):
             if b'"usage"' in raw and b'"usage":null' not in raw and b'"usage": null' not in raw:
                 try:
                     chunk = json.loads(event.data)
-                except ValueError:
+                except (ValueError, RecursionError):  # deep nesting too
                     chunk = None
                 usage = (
                     ev.usage_from_openai(chunk.get("usage")) if isinstance(chunk, dict) else None
@@ -178,7 +178,7 @@ class ResponsesPassthrough(StreamTranslator):
                 continue
             try:
                 data = json.loads(event.data)
-            except ValueError:
+            except (ValueError, RecursionError):  # deep nesting too
                 continue
             if isinstance(data, dict) and data.get("type") in RESPONSE_ENDS:
                 self.final = data.get("response")

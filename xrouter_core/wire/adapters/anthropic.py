@@ -230,7 +230,7 @@ class AnthropicAdapter(Adapter):
         path = "/messages" if route.base_path.endswith("/v1") else "/v1/messages"
         client_headers = list(client_headers)
         passthrough = request.original is not None and self.same_format(request)
-        auth = {"anthropic-version": API_VERSION}
+        auth = {"anthropic-version": route.api_version or API_VERSION}
         if passthrough:  # the body is the client's: so is the API version it was written for
             auth.update(
                 (k.lower(), v) for k, v in client_headers if k.lower() == "anthropic-version"
@@ -267,7 +267,7 @@ class AnthropicAdapter(Adapter):
             else "/v1/messages/count_tokens"
         )
         client_headers = list(client_headers)
-        auth = {"anthropic-version": API_VERSION}
+        auth = {"anthropic-version": route.api_version or API_VERSION}
         for name, value in client_headers:
             lower = name.lower()
             if lower == "anthropic-version" or (keep_client_auth and lower == "x-api-key"):

@@ -138,7 +138,7 @@ def error_text_from_json(body: bytes) -> str:
     """Most providers put the message at error.message, error (a string) or message."""
     try:
         doc = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting too
         text = body.decode("utf-8", "replace").strip()
         return text[:500] or "no error message"
     if isinstance(doc, list) and doc:
@@ -312,7 +312,7 @@ def parse_arguments(arguments: Any) -> dict[str, Any]:
     if isinstance(arguments, str) and arguments.strip():
         try:
             value = json.loads(arguments)
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting too
             return {"_raw": arguments}
         return value if isinstance(value, dict) else {"_value": value}
     return {}
@@ -400,7 +400,7 @@ def decode_json_events(events: Iterable[Any]) -> Iterable[dict[str, Any]]:
             continue
         try:
             doc = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting too
             continue
         if isinstance(doc, dict):
             if event.event and "type" not in doc:

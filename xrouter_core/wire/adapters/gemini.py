@@ -96,7 +96,7 @@ def signature_from_id(call_id: str) -> str | None:
     text += "=" * (-len(text) % 4)
     try:
         base64.b64decode(text, validate=True)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting too
         return None
     return text
 
@@ -162,7 +162,7 @@ def to_contents(messages: list[dict[str, Any]]) -> tuple[list[dict], list[dict[s
             text = text_of(content)
             try:
                 result = json.loads(text)
-            except ValueError:
+            except (ValueError, RecursionError):  # deep nesting too
                 result = text
             if not isinstance(result, dict):
                 result = {"result": result}

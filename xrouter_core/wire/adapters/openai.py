@@ -205,7 +205,7 @@ class OpenAIStreamDecoder:
             return
         try:
             chunk = json.loads(data)
-        except ValueError:
+        except (ValueError, RecursionError):  # deep nesting too
             return
         if not isinstance(chunk, dict):
             return
