@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from xrouter_core.accounting.cache import REDIS_ERRORS, Cache, RedisHealth, build_cache
+from xrouter_core.accounting.events import EventFeed
 from xrouter_core.accounting.metrics import CONTENT_TYPE as METRICS_TYPE
 from xrouter_core.accounting.metrics import render_metrics
 from xrouter_core.accounting.pages import dashboard_page, plotly_script
@@ -69,8 +70,12 @@ def usable_data_dir(configured: str) -> str:
 
 
 class Accounting:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, feed: EventFeed | None = None):
         self.settings = settings
+        # The live feed (/events) outlives a reload: the addon owns it and hands it over.
+        self.feed = feed if feed is not None else EventFeed()
+        self.feed.prompts = settings.request_log_prompts
+        self.feed.stats_source = self.live_stats
         data_dir = usable_data_dir(settings.data_dir)
         self.health = RedisHealth(settings.redis_url) if settings.redis_url else None
         backend = settings.cache_backend
@@ -134,8 +139,11 @@ class Accounting:
         response_text: str | None = None,
         cache_read_tokens: int = 0,
         cache_write_tokens: int = 0,
+        event_id: int = 0,
+        error: str = "",
     ) -> None:
-        """One finished request: priced and counted in memory, logged off the loop."""
+        """One finished request: priced and counted in memory, logged off the loop, and
+        told to the live feed (`event_id`: the id its other events carry)."""
         estimated = False
         if prompt_tokens is None or completion_tokens is None:
             prompt_tokens = completion_tokens = 0
@@ -173,6 +181,7 @@ class Accounting:
             prompt=text,
         )
         self.usage.record(outcome)
+        self.feed.complete(event_id, status, outcome, error)
         if self.request_log is not None:
             line: dict[str, Any] = {
                 "time": outcome.at,
@@ -211,6 +220,7 @@ class Accounting:
         total_ms: float,
         stream: StreamTranslator | None,
         completion: Any,
+        error: str = "",
     ) -> None:
         """The addon's RoutedFlow at its end: count it, and cache a good answer."""
         completion_chars = 0
@@ -238,6 +248,8 @@ class Accounting:
             response_text=response_text,
             cache_read_tokens=usage.cache_read_tokens if usage else 0,
             cache_write_tokens=usage.cache_write_tokens if usage else 0,
+            event_id=routed.event_id,
+            error=error,
         )
         key = routed.cache_key
         if key is None or status >= 400:
@@ -249,7 +261,9 @@ class Accounting:
 
     # ---- response cache ---------------------------------------------------------
 
-    async def cached_answer(self, chat: ChatRequest) -> tuple[str | None, LocalResponse | None]:
+    async def cached_answer(
+        self, chat: ChatRequest, event_id: int = 0
+    ) -> tuple[str | None, LocalResponse | None]:
         """(key, answer): the answer when the cache has one; the key to store under later."""
         if self.responses is None:
             return None, None
@@ -283,6 +297,7 @@ class Accounting:
             0,
             0.0,
             cache_hit=True,
+            event_id=event_id,
         )
         return key, LocalResponse(200, body, headers)
 
@@ -296,6 +311,21 @@ class Accounting:
         self.tasks.spawn(self.responses.set(key, entry(completion, tier, decision)))
 
     # ---- pages ------------------------------------------------------------------
+
+    async def live_stats(self) -> dict[str, Any]:
+        """What the live feed's `stats` event says: the totals /usage shows, in short."""
+        doc = usage_document(await self.usage.stored(), self.pricing, 1)
+        return {
+            "requests": doc["totalRequests"],
+            "tokens": doc["totalTrackedTokens"],
+            "tiers": {
+                tier: {"requests": row["requests"], "tokens": row["totalTokens"]}
+                for tier, row in doc["tiers"].items()
+            },
+            "cost_usd": doc["cost"]["totalUsd"],
+            "savings_usd": doc["cost"]["savingsUsd"],
+            "fallbacks": doc["fallbacks"],
+        }
 
     async def page(self, path: str, query: str) -> LocalResponse:
         """One of USAGE_PAGES (auth was checked by the caller)."""

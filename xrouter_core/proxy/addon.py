@@ -25,6 +25,7 @@ from mitmproxy.exceptions import OptionsError
 from mitmproxy.proxy.mode_specs import ReverseMode
 
 from xrouter_core import __version__
+from xrouter_core.accounting.events import EventFeed
 from xrouter_core.accounting.responsecache import RecordingStream
 from xrouter_core.accounting.service import USAGE_PAGES, Accounting
 from xrouter_core.config import ConfigError, Route, Settings, load_settings
@@ -82,6 +83,7 @@ from xrouter_core.wire.local import (
     CHAT_PATHS,
     COUNT_TOKENS_PATH,
     EMBEDDINGS_PATH,
+    EVENTS_PATH,
     JSON,
     MESSAGES_PATH,
     MODEL_PREFIX,
@@ -112,6 +114,8 @@ from xrouter_core.wire.stream import StreamTranslator, TranslatingStream, transl
 log = logging.getLogger("xrouter")
 
 META = "xrouter"
+# Marks the /events flow, pointed at the feed's local server and streamed.
+EVENTS = "xrouter.events"
 
 # The options naming the files the settings are read from.
 SETTINGS_OPTIONS = frozenset({"xrouter_env_file", "xrouter_upstreams"})
@@ -156,6 +160,8 @@ class RoutedFlow:
     done: bool = False
     # The response-cache key to store a good answer under (response caching on).
     cache_key: str | None = None
+    # The id the live feed's events for this request carry.
+    event_id: int = 0
 
 
 def router_line_or_warning(record: logging.LogRecord) -> bool:
@@ -274,6 +280,8 @@ class Xrouter:
         self.rolling_back = False
         # The router's own Responses answers, for a follow-up's previous_response_id.
         self.response_store = ResponseStore()
+        # GET /events: kept across reloads, so subscribers stay connected.
+        self.feed = EventFeed()
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -371,7 +379,7 @@ class Xrouter:
         )
         if self.accounting is not None:
             self.accounting.close()
-        self.accounting = Accounting(settings)
+        self.accounting = Accounting(settings, self.feed)
         self.policy = Policy(
             self.classifier,
             self.accounting.decisions,
@@ -431,6 +439,7 @@ class Xrouter:
         self.tasks.cancel()
         self.classifier_tasks.cancel()
         self.record_finished()
+        self.feed.close()
         if self.accounting is not None:
             self.accounting.close()  # the last usage counts and request log lines
             self.accounting = None
@@ -484,6 +493,8 @@ class Xrouter:
             )
         if path in USAGE_PAGES:
             return self.serve_usage_page(flow, path)
+        if path == EVENTS_PATH:
+            return self.serve_events(flow)
         if path == COUNT_TOKENS_PATH:
             return dispatch.run_until_it_waits(self.count_tokens(flow, intercepted=False))
         if path == EMBEDDINGS_PATH:
@@ -588,6 +599,17 @@ class Xrouter:
         query = flow.request.path.partition("?")[2]
         local_response(flow, await self.accounting.page(path, query))
 
+    async def serve_events(self, flow: http.HTTPFlow) -> None:
+        """GET /events: the flow goes to the feed's local server (its key was checked),
+        and its answer is streamed (see responseheaders)."""
+        host, port = await self.feed.listen()
+        request = flow.request
+        query = request.path.partition("?")[2]
+        request.headers.fields = ((b"host", f"{host}:{port}".encode()),)
+        request.scheme, request.host, request.port = "http", host, port
+        request.path = self.feed.path(query)
+        flow.metadata[EVENTS] = True
+
     def health(self) -> dict[str, Any]:
         assert self.settings is not None
         doc = {"status": "ok", **self.settings.public()}
@@ -645,7 +667,9 @@ class Xrouter:
             local_response(flow, LocalResponse.error(body_error(content_type, exc)))
             return
         assert self.accounting is not None
-        cache_key, cached = await self.accounting.cached_answer(chat)
+        event_id = self.feed.next_id()
+        self.feed.start(event_id, chat)
+        cache_key, cached = await self.accounting.cached_answer(chat, event_id)
         if cached is not None:
             local_response(flow, cached)
             return
@@ -658,7 +682,9 @@ class Xrouter:
                     raise chat.responses.native_only
         except RouterError as exc:
             local_response(flow, LocalResponse.error(exc))
+            self.feed.complete(event_id, exc.status, error=exc.message)
             return
+        self.feed.classified(event_id, decision)
         index, skipped = first_route(chain, self.breaker)
         routed = RoutedFlow(
             chat,
@@ -673,10 +699,12 @@ class Xrouter:
             intercepted,
             flow.request.pretty_host if intercepted else "",
             cache_key=cache_key,
+            event_id=event_id,
         )
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = routed
         self.point_at(flow, routed, chain[index])
+        self.feed.routed(event_id, routed.route, routed.adapter.name, routed.attempts)
 
     async def plan(
         self, chat: ChatRequest, tier_header: str | None
@@ -756,6 +784,8 @@ class Xrouter:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         routed: RoutedFlow | None = flow.metadata.get(META)
         if routed is None or flow.response is None:
+            if flow.response is not None and flow.metadata.get(EVENTS):
+                flow.response.stream = True  # the live feed: each event as it comes
             return
         response = flow.response
         if not should_fall_back(response.status_code, False):
@@ -893,6 +923,7 @@ class Xrouter:
         routed.index = index
         self.count_fallback(attempt, routed.chain[index])
         self.point_at(flow, routed, routed.chain[index])
+        self.feed.routed(routed.event_id, routed.route, routed.adapter.name, routed.attempts)
         flow.metadata[mitm_compat.RETRY] = True
         return True
 
@@ -1008,7 +1039,11 @@ class Xrouter:
             f" error={error}" if error else "",
         )
         if self.accounting is not None:
-            self.accounting.routed_finished(routed, status, usage, total_ms, stream, completion)
+            if status >= 400 and not error and routed.attempts:
+                error = fallback_header(routed.attempts)  # what the live feed says failed
+            self.accounting.routed_finished(
+                routed, status, usage, total_ms, stream, completion, error
+            )
         # Let go of the parsed request now: its many small objects are freed at once, even
         # where the flow itself still waits for the cyclic garbage collector (a stream that
         # mitm_compat could not release, or mitmdump on Python 3.12 without -O).

@@ -1,0 +1,229 @@
+"""GET /events, the live feed: real routers under both launchers, SSE clients on loopback,
+and the feed's bounded queues in process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from conftest import unique
+from fakes import Reply
+
+from xrouter_core.accounting.events import EventFeed
+from xrouter_core.wire.sse import SSEParser
+
+CHAT = "/v1/chat/completions"
+KEY = "events-key-24680xyz"
+PRICES = {"MEDIUM_INPUT_PRICE": "1", "MEDIUM_OUTPUT_PRICE": "2"}
+
+
+def ask(text: str, **extra) -> dict:
+    return {"model": "gpt-4o", "messages": [{"role": "user", "content": text}], **extra}
+
+
+class Feed:
+    """An SSE client of /events in a thread: each event, parsed, lands in `events`."""
+
+    def __init__(self, url: str, key: str | None = None) -> None:
+        self.events: queue.Queue[tuple[str, dict]] = queue.Queue()
+        self.status: int | None = None
+        self.headers: httpx.Headers | None = None
+        self.client = httpx.Client(trust_env=False, timeout=httpx.Timeout(30, read=60))
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        self.stop = threading.Event()
+        self.ready = threading.Event()
+        self.thread = threading.Thread(target=self.read, args=(url, headers), daemon=True)
+        self.thread.start()
+        assert self.ready.wait(15), "no answer from /events"
+
+    def read(self, url: str, headers: dict[str, str]) -> None:
+        parser = SSEParser()
+        try:
+            with self.client.stream("GET", url + "/events", headers=headers) as reply:
+                self.status, self.headers = reply.status_code, reply.headers
+                self.ready.set()
+                for data in reply.iter_raw():
+                    for event in parser.feed(data):
+                        self.events.put((event.event, json.loads(event.data)))
+                    if self.stop.is_set():
+                        return
+        except httpx.HTTPError:
+            pass
+        finally:
+            self.ready.set()
+
+    def next(self, kind: str | None = None, timeout: float = 15.0) -> tuple[str, dict]:
+        """The next event (of `kind`, skipping others)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no {kind or 'event'} in {timeout}s"
+            name, doc = self.events.get(timeout=left)
+            if kind is None or name == kind:
+                return name, doc
+
+    def request_events(self, rid: int | None = None, timeout: float = 15.0) -> list[tuple]:
+        """The events of one request (the next one to start, or `rid`), up to `complete`."""
+        seen: list[tuple[str, dict]] = []
+        while True:
+            name, doc = self.next(timeout=timeout)
+            if name in ("stats", "dropped"):
+                continue
+            if rid is None and name == "start":
+                rid = doc["id"]
+            if doc.get("id") != rid:
+                continue
+            seen.append((name, doc))
+            if name == "complete":
+                return seen
+
+    def close(self) -> None:
+        self.stop.set()
+        self.client.close()
+        self.thread.join(10)
+
+
+@pytest.fixture
+def feeds() -> Iterator[list[Feed]]:
+    opened: list[Feed] = []
+    yield opened
+    for feed in opened:
+        feed.close()
+
+
+def test_each_request_is_told_in_four_events_to_every_subscriber(start_router, upstreams, feeds):
+    router = start_router({**PRICES, "ROUTER_API_KEY": KEY, "REQUEST_LOG_PROMPTS": "true"})
+    refused = httpx.get(router.url + "/events", trust_env=False)
+    assert refused.status_code == 401 and refused.json()["error"]["code"] == "invalid_api_key"
+
+    feeds.extend([Feed(router.url, KEY), Feed(router.url, KEY)])
+    for feed in feeds:
+        assert feed.status == 200
+        assert feed.headers["content-type"] == "text/event-stream"
+        _, stats = feed.next("stats")  # one at connect
+        assert stats["requests"] == 0 and set(stats["tiers"]) == {"cheap", "medium", "frontier"}
+    text = unique("tell me about the feed")
+    with router.client(headers={"authorization": f"Bearer {KEY}"}) as client:
+        reply = client.post(CHAT, json=ask(text))
+    assert reply.status_code == 200
+    seen = [feed.request_events() for feed in feeds]
+    assert seen[0] == seen[1]  # both subscribers got the same events
+    names = [name for name, _ in seen[0]]
+    assert names == ["start", "classified", "routed", "complete"]
+    start, classified, routed, complete = (doc for _, doc in seen[0])
+    assert len({doc["worker"] for _, doc in seen[0]}) == 1
+    assert start["prompt"] == text and start["format"] == "openai" and start["stream"] is False
+    assert classified["source"] == "llm" and classified["tier"] == 1
+    assert classified["classifier_ms"] >= 0
+    assert routed == {
+        "id": start["id"],
+        "route": "medium",
+        "provider": "openai_compatible",
+        "model": "medium-model",
+        "fallbacks": [],
+        "worker": start["worker"],
+    }
+    assert complete["status"] == 200 and complete["error"] is None
+    assert (complete["prompt_tokens"], complete["completion_tokens"]) == (11, 7)
+    assert complete["cache_read_tokens"] == 0 and complete["cache_write_tokens"] == 0
+    assert complete["cost_usd"] == pytest.approx((11 * 1 + 7 * 2) / 1e6)
+    assert complete["total_ms"] > 0 and complete["route"] == "medium"
+    assert KEY not in json.dumps(seen)
+
+    # A refused request: its start and its complete, with the error.
+    with router.client(headers={"authorization": f"Bearer {KEY}", "x-xrouter-tier": "huge"}) as c:
+        assert c.post(CHAT, json=ask(unique("pinned badly"))).status_code == 400
+    events = feeds[0].request_events()
+    assert [name for name, _ in events] == ["start", "complete"]
+    assert events[1][1]["status"] == 400 and "X-Xrouter-tier" in events[1][1]["error"]
+
+
+def test_a_fallback_is_a_second_routed_event(start_router, upstreams, feeds):
+    router = start_router({"BREAKER_FAILURES": "1000"})
+    upstreams.medium.override = lambda request: Reply(
+        status=503, body={"error": {"message": "fake 503", "type": "x"}}
+    )
+    feeds.append(Feed(router.url))
+    feeds[0].next("stats")
+    with router.client() as client:
+        assert client.post(CHAT, json=ask(unique("fall over"), stream=True)).status_code == 200
+    events = feeds[0].request_events()
+    assert [name for name, _ in events] == ["start", "classified", "routed", "routed", "complete"]
+    assert events[2][1]["route"] == "medium" and events[2][1]["fallbacks"] == []
+    assert events[3][1]["route"] == "frontier" and events[3][1]["fallbacks"] == ["medium:503"]
+    assert events[4][1]["status"] == 200 and events[4][1]["route"] == "frontier"
+    assert "prompt" not in events[0][1]  # prompt logging is off
+
+
+def test_a_subscriber_that_never_reads_does_not_hold_the_router(start_router, upstreams, feeds):
+    """A subscriber that stops reading: requests go on, and once it is gone the feed
+    forgets it."""
+    router = start_router()
+    sleeper = socket.socket()
+    sleeper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sleeper.connect(("127.0.0.1", router.port))
+    sleeper.sendall(b"GET /events HTTP/1.1\r\nhost: x\r\n\r\n")
+    prompt = "x" * 3000  # big events fill the buffers between sooner
+    with router.client() as client:
+        for n in range(150):
+            assert client.post(CHAT, json=ask(unique(prompt) + str(n))).status_code == 200
+    head = sleeper.recv(4096)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    sleeper.close()
+
+    def subscribers_seen() -> int:
+        feed = Feed(router.url)
+        try:
+            return feed.next("stats")[1]["subscribers"]
+        finally:
+            feed.close()
+
+    deadline = time.monotonic() + 15
+    while subscribers_seen() != 1:
+        assert time.monotonic() < deadline, "the closed subscriber is still subscribed"
+        time.sleep(0.2)
+
+
+def test_a_full_queue_drops_events_and_says_how_many():
+    """The bound itself, in process: publishing never waits and never grows a queue past
+    its limit; the subscriber learns how many it lost."""
+
+    async def scenario() -> None:
+        feed = EventFeed(queue_max=10, stats_s=3600)
+        slow, quick = feed.subscribe(), feed.subscribe()
+        for n in range(25):
+            feed.publish("complete", {"id": n})
+            if n % 5 == 4:
+                assert len(await quick.take(1)) == 5
+        assert len(slow.frames) == 10 and slow.dropped == 15
+        frames = await slow.take(1)
+        assert frames[0] == b'event: dropped\ndata: {"count":15}\n\n'
+        assert len(frames) == 11 and b'"id":9' in frames[-1]
+        feed.publish("complete", {"id": 99})
+        assert await slow.take(1) == [frames[-1].replace(b'"id":9', b'"id":99')]
+        assert quick.dropped == 0
+        feed.unsubscribe(slow)
+        feed.unsubscribe(quick)
+        assert feed.subscribers == []
+        feed.close()
+
+    asyncio.run(scenario())
+
+
+def test_no_subscriber_means_no_event_is_built():
+    """With nobody listening, each event is one check: nothing is encoded or kept."""
+    feed = EventFeed()
+    calls: list[str] = []
+    feed.publish = lambda kind, doc: calls.append(kind)  # type: ignore[method-assign]
+    feed.start(1, None)  # type: ignore[arg-type] - never looked at
+    feed.classified(1, None)  # type: ignore[arg-type]
+    feed.routed(1, None, "x", [])  # type: ignore[arg-type]
+    feed.complete(1, 200)
+    assert calls == []

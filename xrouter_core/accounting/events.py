@@ -1,0 +1,303 @@
+"""The live event feed behind `GET /events`: each routed request as it happens.
+
+Four events per request, in this order (a fallback repeats `routed`):
+
+    start       the request arrived and parsed (format, model asked for, stream, prompt)
+    classified  the decision (source, score, tier, classifier ms)
+    routed      the route it is sent to (route, provider, model, fallbacks so far)
+    complete    the answer went out (status, tokens incl. cached, cost, total ms, error)
+
+and a `stats` event every few seconds (and one at connect). Each event is one SSE frame
+whose data is a JSON object with the request's `id` and the `worker` (process id) that
+saw it.
+
+mitmproxy cannot stream an answer an addon makes itself, so the feed has a small HTTP
+server of its own on 127.0.0.1 (started at the first subscription): the addon points
+the `/events` flow at it, after checking the router's key, and mitmproxy streams its
+answer like any upstream's. A random path token keeps other local processes from
+reading the feed through that port without the key.
+
+Publishing is synchronous and never waits: an event is encoded once and appended to
+each subscriber's bounded queue; a subscriber whose queue is full (a slow reader; the
+backpressure reaches here through mitmproxy) loses that event, and is told how many it
+lost (`dropped`) when it catches up. With nobody subscribed each event costs one check.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import os
+import secrets
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from xrouter_core.accounting.usage import Outcome
+from xrouter_core.config import Route
+from xrouter_core.routing.classifier import Decision
+from xrouter_core.routing.extract import classifier_input
+from xrouter_core.routing.fallback import Attempt
+from xrouter_core.wire.inbound import ChatRequest
+from xrouter_core.wire.sse import encode_json
+
+log = logging.getLogger("xrouter")
+
+QUEUE_MAX = 512  # frames kept per subscriber; past that, events are dropped for it
+STATS_S = 5.0
+KEEPALIVE_S = 15.0
+PROMPT_MAX = 2000  # characters of the person's text an event carries
+HEAD_MAX = 16_384
+
+
+class Subscriber:
+    """One listener: a bounded queue of encoded frames and a count of those it lost."""
+
+    __slots__ = ("frames", "limit", "dropped", "wake", "closed")
+
+    def __init__(self, limit: int = QUEUE_MAX) -> None:
+        self.frames: deque[bytes] = deque()
+        self.limit = limit
+        self.dropped = 0
+        self.wake = asyncio.Event()
+        self.closed = False
+
+    def put(self, frame: bytes) -> None:
+        if len(self.frames) >= self.limit:
+            self.dropped += 1
+            return
+        self.frames.append(frame)
+        self.wake.set()
+
+    def close(self) -> None:
+        self.closed = True
+        self.wake.set()
+
+    async def take(self, timeout: float) -> list[bytes]:
+        """The frames waiting (a `dropped` notice first, when some were lost); [] after
+        `timeout` seconds with none, or once closed."""
+        if not self.frames and not self.closed:
+            self.wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout)
+        frames = list(self.frames)
+        self.frames.clear()
+        if self.dropped:
+            frames.insert(0, encode_json({"count": self.dropped}, "dropped"))
+            self.dropped = 0
+        return frames
+
+
+def chunk(data: bytes) -> bytes:
+    """One piece of a chunked HTTP/1.1 body."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+class EventFeed:
+    """The subscribers, the four request events, the periodic stats and the local server."""
+
+    def __init__(self, queue_max: int = QUEUE_MAX, stats_s: float = STATS_S) -> None:
+        self.subscribers: list[Subscriber] = []
+        self.queue_max = queue_max
+        self.stats_s = stats_s
+        self.worker = os.getpid()
+        self.ids = itertools.count(1)
+        # Whether events carry the person's text (REQUEST_LOG_PROMPTS, like the request log).
+        self.prompts = False
+        # What a `stats` event says: set by the addon to the accounting in use.
+        self.stats_source: Callable[[], Awaitable[dict[str, Any]]] | None = None
+        self.token = secrets.token_urlsafe(24)
+        self._server: asyncio.Future[asyncio.Server] | None = None
+        self._stats_task: asyncio.Task | None = None
+
+    def next_id(self) -> int:
+        return next(self.ids)
+
+    # ---- publishing: called on the request path ---------------------------------
+
+    def publish(self, kind: str, doc: dict[str, Any]) -> None:
+        doc["worker"] = self.worker
+        frame = encode_json(doc, kind)
+        for subscriber in self.subscribers:
+            subscriber.put(frame)
+
+    def start(self, rid: int, chat: ChatRequest) -> None:
+        if not self.subscribers:
+            return
+        doc: dict[str, Any] = {
+            "id": rid,
+            "time": time.time(),
+            "format": chat.client_format,
+            "model": chat.model,
+            "stream": chat.stream,
+        }
+        if self.prompts:
+            doc["prompt"] = classifier_input(chat.messages)[:PROMPT_MAX]
+        self.publish("start", doc)
+
+    def classified(self, rid: int, decision: Decision) -> None:
+        if not self.subscribers:
+            return
+        score = decision.score
+        self.publish(
+            "classified",
+            {
+                "id": rid,
+                "source": decision.source,
+                "score": None if score is None else round(score, 3),
+                "tier": decision.tier,
+                "classifier_ms": round(decision.ms, 1),
+            },
+        )
+
+    def routed(self, rid: int, route: Route, provider: str, attempts: Sequence[Attempt]) -> None:
+        if not self.subscribers:
+            return
+        self.publish(
+            "routed",
+            {
+                "id": rid,
+                "route": route.tier,
+                "provider": provider,
+                "model": route.model,
+                "fallbacks": [a.label() for a in attempts],
+            },
+        )
+
+    def complete(
+        self, rid: int, status: int, outcome: Outcome | None = None, error: str = ""
+    ) -> None:
+        """The request's end: with its counted outcome, or (refused before it was routed)
+        only its status and error."""
+        if not self.subscribers:
+            return
+        doc: dict[str, Any] = {"id": rid, "status": status, "error": error or None}
+        if outcome is not None:
+            doc.update(
+                route=outcome.tier,
+                provider=outcome.provider,
+                model=outcome.model,
+                prompt_tokens=outcome.prompt_tokens,
+                completion_tokens=outcome.completion_tokens,
+                cache_read_tokens=outcome.cache_read_tokens,
+                cache_write_tokens=outcome.cache_write_tokens,
+                estimated=outcome.estimated,
+                cache_hit=outcome.cache_hit,
+                cost_usd=round(outcome.cost_usd, 9),
+                total_ms=round(outcome.total_ms, 1),
+            )
+        self.publish("complete", doc)
+
+    # ---- subscribing --------------------------------------------------------------
+
+    def subscribe(self) -> Subscriber:
+        subscriber = Subscriber(self.queue_max)
+        self.subscribers.append(subscriber)
+        if self._stats_task is None or self._stats_task.done():
+            self._stats_task = asyncio.get_running_loop().create_task(self._stats_forever())
+        return subscriber
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        with contextlib.suppress(ValueError):
+            self.subscribers.remove(subscriber)
+        subscriber.close()
+
+    async def stats_frame(self) -> bytes:
+        doc: dict[str, Any] = {}
+        if self.stats_source is not None:
+            try:
+                doc = await self.stats_source()
+            except Exception as exc:  # noqa: BLE001 - the feed goes on without its stats
+                log.warning("events: stats unavailable: %s", exc)
+        doc["worker"] = self.worker
+        doc["subscribers"] = len(self.subscribers)
+        doc["time"] = time.time()
+        return encode_json(doc, "stats")
+
+    async def _stats_forever(self) -> None:
+        """A `stats` event every `stats_s` seconds, while anyone listens."""
+        while self.subscribers:
+            await asyncio.sleep(self.stats_s)
+            if not self.subscribers:
+                break
+            frame = await self.stats_frame()
+            for subscriber in self.subscribers:
+                subscriber.put(frame)
+
+    # ---- the local server mitmproxy forwards /events to ---------------------------
+
+    async def listen(self) -> tuple[str, int]:
+        """The (host, port) of the local server, started on first use."""
+        if self._server is None:
+            self._server = asyncio.ensure_future(
+                asyncio.start_server(self.serve, "127.0.0.1", 0, limit=HEAD_MAX)
+            )
+        server = await asyncio.shield(self._server)
+        host, port = server.sockets[0].getsockname()[:2]
+        return host, port
+
+    def path(self, query: str) -> str:
+        """The path the addon sends a subscription to (the token, then the client's query)."""
+        return f"/{self.token}" + (f"?{query}" if query else "")
+
+    async def serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """One HTTP/1.1 request from mitmproxy: the stream of events until either side ends."""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, OSError):
+            writer.close()
+            return
+        method, _, rest = head.partition(b" ")
+        target = rest.split(b" ", 1)[0].split(b"?", 1)[0]
+        if not secrets.compare_digest(target, b"/" + self.token.encode()):
+            writer.write(
+                b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+            )
+            with contextlib.suppress(OSError):
+                await writer.drain()
+            writer.close()
+            return
+        writer.write(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-store\r\n"
+            b"x-accel-buffering: no\r\ntransfer-encoding: chunked\r\n\r\n"
+        )
+        if method == b"HEAD":
+            with contextlib.suppress(OSError):
+                await writer.drain()
+            writer.close()
+            return
+        subscriber = self.subscribe()
+        # mitmproxy closes this connection when the client goes: that ends the stream.
+        gone = asyncio.ensure_future(reader.read())
+        gone.add_done_callback(lambda _: subscriber.close())
+        try:
+            writer.write(chunk(b"retry: 2000\n\n" + await self.stats_frame()))
+            await writer.drain()
+            while not subscriber.closed:
+                frames = await subscriber.take(KEEPALIVE_S)
+                if subscriber.closed:
+                    break
+                writer.write(chunk(b"".join(frames) if frames else b": keep-alive\n\n"))
+                await writer.drain()
+            if not gone.done():  # the router is stopping: end the body cleanly
+                writer.write(b"0\r\n\r\n")
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            self.unsubscribe(subscriber)
+            gone.cancel()
+            writer.close()
+
+    def close(self) -> None:
+        """At shutdown: every stream ends, the server stops."""
+        for subscriber in list(self.subscribers):
+            subscriber.close()
+        if self._stats_task is not None:
+            self._stats_task.cancel()
+        if self._server is not None and self._server.done() and not self._server.cancelled():
+            self._server.result().close()
+        self._server = None
