@@ -13,8 +13,9 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from cdp import Browser
 from conftest import unique
-from fakes import Reply
+from fakes import Reply, openai_completion
 
 from xrouter_core.accounting.events import EventFeed
 from xrouter_core.wire.sse import SSEParser
@@ -227,3 +228,85 @@ def test_no_subscriber_means_no_event_is_built():
     feed.routed(1, None, "x", [])  # type: ignore[arg-type]
     feed.complete(1, 200)
     assert calls == []
+
+
+# ---- the dashboard, live, in real headless Chromium ------------------------------------
+
+
+@pytest.mark.parametrize("launcher", ["xrouter"])  # the page does not depend on the form
+def test_the_dashboard_shows_a_request_before_its_answer_comes(start_router, upstreams, tmp_path):
+    env = {
+        **PRICES,
+        "ROUTER_API_KEY": KEY,
+        "REQUEST_LOG_PROMPTS": "true",
+        "XROUTER_DATA_DIR": str(tmp_path / "data"),
+    }
+    router = start_router(env)
+    gate = threading.Event()
+
+    def slow(request) -> Reply:
+        gate.wait(30)  # the answer waits until the test has seen the row
+        return Reply(body=openai_completion("slow but sure", "medium-model"))
+
+    upstreams.medium.override = slow
+    auth = {"authorization": f"Bearer {KEY}"}
+    text = unique("watch me go through")
+    results: list[int] = []
+
+    def send() -> None:
+        with router.client(headers=auth) as client:
+            results.append(client.post(CHAT, json=ask(text)).status_code)
+
+    row = (
+        "[...document.querySelectorAll('#recent tr.row')]"
+        f".find((tr) => tr.children[7].textContent === {json.dumps(text)})"
+    )
+    cells_when = "(() => {{ const tr = {row}; return tr && ({cond}) && [...tr.children].map((td) => td.textContent); }})()"
+    browser = Browser(tmp_path)
+    sender = threading.Thread(target=send)
+    try:
+        browser.goto(router.url + f"/dashboard#key={KEY}")
+        browser.wait_for("document.body.dataset.live === 'on'")
+        assert browser.evaluate("document.getElementById('total-requests').textContent") == "0"
+        sender.start()
+        cells = browser.wait_for(
+            cells_when.format(row=row, cond="tr.children[2].textContent === 'medium'")
+        )
+        assert sender.is_alive() and not results  # the fake is still holding the answer
+        assert cells[:2] != ["", ""] and cells[1] == "1" and cells[3] == "medium-model"
+        assert cells[6] == "…" and cells[4] == "…"  # status and tokens fill in at the end
+        gate.set()
+        sender.join(30)
+        assert results == [200]
+        cells = browser.wait_for(
+            cells_when.format(row=row, cond="tr.children[6].textContent === '200'")
+        )
+        assert cells[4] == "11+7" and float(cells[5]) > 0
+        assert browser.wait_for(
+            "document.getElementById('total-requests').textContent === '1' && 'ok'"
+        )
+        # A click shows the request's details.
+        detail = browser.evaluate(
+            f"(() => {{ {row}.click(); return {row}.nextSibling.textContent; }})()"
+        )
+        assert "decision: 1 by llm" in detail and "route: medium" in detail
+        print(f"live dashboard screenshot: {browser.screenshot(tmp_path / 'live.png')}")
+
+        # The router goes away: the page says so and polls; back, it follows again.
+        renders = int(browser.evaluate("document.body.dataset.renderCount || '0'"))
+        router.stop()
+        browser.wait_for("document.body.dataset.live === 'off'")
+        again = start_router({**env, "PORT": str(router.port)})
+        browser.wait_for(f"Number(document.body.dataset.renderCount) > {renders}")
+        browser.wait_for("document.body.dataset.live === 'on'", timeout=30)
+        assert browser.evaluate(row + " !== undefined")  # the polled table has it too
+        upstreams.medium.override = None
+        second = unique("and once more")
+        with again.client(headers=auth) as client:
+            assert client.post(CHAT, json=ask(second)).status_code == 200
+        browser.wait_for(row.replace(json.dumps(text), json.dumps(second)) + " !== undefined")
+    finally:
+        gate.set()
+        if sender.is_alive():
+            sender.join(30)
+        browser.close()
