@@ -5,8 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
 import queue
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -14,7 +19,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from cdp import Browser
-from conftest import unique
+from conftest import ROOT, unique
 from fakes import Reply, openai_completion
 
 from xrouter_core.accounting.events import EventFeed
@@ -310,3 +315,127 @@ def test_the_dashboard_shows_a_request_before_its_answer_comes(start_router, ups
         if sender.is_alive():
             sender.join(30)
         browser.close()
+
+
+# ---- xrouter watch --------------------------------------------------------------------
+
+
+class Lines:
+    """A file's lines as they come, read in a thread (a pipe, or a pty's master side)."""
+
+    def __init__(self, read) -> None:
+        self.lines: queue.Queue[str] = queue.Queue()
+        self.read = read
+        threading.Thread(target=self.pump, daemon=True).start()
+
+    def pump(self) -> None:
+        buffer = b""
+        while True:
+            try:
+                data = self.read()
+            except OSError:
+                data = b""
+            if not data:
+                return
+            buffer += data
+            while b"\n" in buffer:
+                line, buffer = buffer.split(b"\n", 1)
+                self.lines.put(line.decode(errors="replace").rstrip("\r"))
+
+    def until(self, needle: str, timeout: float = 20.0) -> list[str]:
+        """The lines up to and with the first that holds `needle`."""
+        seen: list[str] = []
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            assert left > 0, f"no line with {needle!r} in {timeout}s; saw {seen}"
+            try:
+                seen.append(self.lines.get(timeout=left))
+            except queue.Empty:
+                continue
+            if needle in seen[-1]:
+                return seen
+
+
+def watch(router, *args: str, **popen) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "xrouter_core", "watch", "--url", router.url, *args],
+        env={"PATH": os.environ.get("PATH", ""), "PYTHONPATH": str(ROOT)},
+        **popen,
+    )
+
+
+def stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+@pytest.mark.parametrize("launcher", ["xrouter"])
+def test_watch_prints_each_event_and_follows_the_feed(start_router, upstreams):
+    env = {**PRICES, "ROUTER_API_KEY": KEY, "REQUEST_LOG_PROMPTS": "true"}
+    router = start_router(env)
+    wrong = watch(router, "--key", "not-the-key", stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, err = wrong.communicate(timeout=30)
+    assert wrong.returncode == 1 and out == b""
+    assert b"HTTP 401: Missing or invalid API key" in err
+
+    proc = watch(router, "--key", KEY, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        out_lines, err_lines = Lines(proc.stdout.read1), Lines(proc.stderr.read1)
+        err_lines.until("following")
+        text = unique("watch this")
+        auth = {"authorization": f"Bearer {KEY}"}
+        with router.client(headers=auth) as client:
+            assert client.post(CHAT, json=ask(text)).status_code == 200
+        lines = out_lines.until(" complete ")
+        assert len(lines) == 4, lines
+        assert [line.split()[2] for line in lines] == ["start", "classified", "routed", "complete"]
+        assert lines[0].endswith(f'openai gpt-4o "{text}"')
+        assert lines[1].endswith("medium (1) by llm, score 0.5, " + lines[1].rsplit(", ", 1)[1])
+        assert "medium → openai_compatible medium-model" in lines[2]
+        assert "200 medium medium-model 11+7 tokens $0.000025" in lines[3]
+        assert not any("\x1b[" in line for line in lines)  # a pipe gets no colour
+
+        # The router goes and comes back: watch reconnects and goes on.
+        router.stop()
+        err_lines.until("reconnecting")
+        again = start_router({**env, "PORT": str(router.port)})
+        err_lines.until("following", timeout=30)
+        with again.client(headers=auth) as client:
+            assert client.post(CHAT, json=ask(unique("and again"))).status_code == 200
+        assert " complete " in out_lines.until(" complete ")[-1]
+    finally:
+        stop(proc)
+    assert proc.returncode == 0
+
+
+@pytest.mark.parametrize("launcher", ["xrouter"])
+def test_watch_colours_lines_by_tier_on_a_terminal(start_router, upstreams):
+    router = start_router()
+    upstreams.classifier.by_text.update({"easy": "0", "hard": "2"})
+    master, slave = pty.openpty()
+    proc = watch(router, "--summary", stdout=slave, stderr=subprocess.PIPE)
+    os.close(slave)
+    try:
+        lines = Lines(lambda: os.read(master, 4096))
+        Lines(proc.stderr.read1).until("following")
+        with router.client() as client:
+            for text in ("easy one", "hard one"):
+                assert client.post(CHAT, json=ask(unique(text))).status_code == 200
+            upstreams.cheap.override = lambda request: Reply(
+                status=400, body={"error": {"message": "no", "type": "invalid_request_error"}}
+            )
+            assert client.post(CHAT, json=ask(unique("easy but refused"))).status_code == 400
+        cheap, frontier, refused = (lines.until(" | ")[-1] for _ in range(3))
+    finally:
+        stop(proc)
+        os.close(master)
+    # One line per request (--summary), in its tier's colour; a failure in red.
+    assert cheap.startswith("\x1b[32m") and "cheap → " in cheap and cheap.endswith("\x1b[0m")
+    assert frontier.startswith("\x1b[34m") and "frontier (2) by llm" in frontier
+    assert refused.startswith("\x1b[31m") and "| 400 cheap" in refused
