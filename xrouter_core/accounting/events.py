@@ -21,6 +21,8 @@ Publishing is synchronous and never waits: an event is encoded once and appended
 each subscriber's bounded queue; a subscriber whose queue is full (a slow reader; the
 backpressure reaches here through mitmproxy) loses that event, and is told how many it
 lost (`dropped`) when it catches up. With nobody subscribed each event costs one check.
+Events are written in batches (at most BATCH_S late), which is what keeps mitmproxy's
+relaying cheap under load.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ log = logging.getLogger("xrouter")
 QUEUE_MAX = 512  # frames kept per subscriber; past that, events are dropped for it
 STATS_S = 5.0
 KEEPALIVE_S = 15.0
+# After the first event of a quiet spell, wait this long for more before writing: under
+# load, one write carries many requests' events. mitmproxy's cost is per piece it relays
+# (not per byte), so this is what makes many subscribers cheap.
+BATCH_S = 0.1
 PROMPT_MAX = 2000  # characters of the person's text an event carries
 HEAD_MAX = 16_384
 
@@ -76,13 +82,16 @@ class Subscriber:
         self.closed = True
         self.wake.set()
 
-    async def take(self, timeout: float) -> list[bytes]:
-        """The frames waiting (a `dropped` notice first, when some were lost); [] after
-        `timeout` seconds with none, or once closed."""
+    async def take(self, timeout: float, batch: float = 0.0) -> list[bytes]:
+        """The frames waiting (a `dropped` notice first, when some were lost), gathered
+        for `batch` seconds after the first; [] after `timeout` seconds with none, or
+        once closed."""
         if not self.frames and not self.closed:
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), timeout)
+            if batch and self.frames and not self.closed:
+                await asyncio.sleep(batch)
         frames = list(self.frames)
         self.frames.clear()
         if self.dropped:
@@ -99,10 +108,13 @@ def chunk(data: bytes) -> bytes:
 class EventFeed:
     """The subscribers, the four request events, the periodic stats and the local server."""
 
-    def __init__(self, queue_max: int = QUEUE_MAX, stats_s: float = STATS_S) -> None:
+    def __init__(
+        self, queue_max: int = QUEUE_MAX, stats_s: float = STATS_S, batch_s: float = BATCH_S
+    ) -> None:
         self.subscribers: list[Subscriber] = []
         self.queue_max = queue_max
         self.stats_s = stats_s
+        self.batch_s = batch_s
         self.worker = os.getpid()
         self.ids = itertools.count(1)
         # Whether events carry the person's text (REQUEST_LOG_PROMPTS, like the request log).
@@ -277,7 +289,7 @@ class EventFeed:
             writer.write(chunk(b"retry: 2000\n\n" + await self.stats_frame()))
             await writer.drain()
             while not subscriber.closed:
-                frames = await subscriber.take(KEEPALIVE_S)
+                frames = await subscriber.take(KEEPALIVE_S, self.batch_s)
                 if subscriber.closed:
                     break
                 writer.write(chunk(b"".join(frames) if frames else b": keep-alive\n\n"))
