@@ -8,6 +8,8 @@ import json
 import os
 import pty
 import queue
+import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -439,3 +441,63 @@ def test_watch_colours_lines_by_tier_on_a_terminal(start_router, upstreams):
     assert cheap.startswith("\x1b[32m") and "cheap → " in cheap and cheap.endswith("\x1b[0m")
     assert frontier.startswith("\x1b[34m") and "frontier (2) by llm" in frontier
     assert refused.startswith("\x1b[31m") and "| 400 cheap" in refused
+
+
+# ---- xrouter tui, in a real terminal (tmux) ---------------------------------------------
+
+
+@pytest.mark.parametrize("launcher", ["xrouter"])
+def test_tui_chat_message_appears_in_the_feed_with_its_tier(start_router, upstreams, tmp_path):
+    if not shutil.which("tmux"):
+        pytest.fail("tmux is not installed (.ci/run installs it)")
+    router = start_router({"ROUTER_API_KEY": KEY, "REQUEST_LOG_PROMPTS": "true"})
+    server = f"xrouter-tui-{os.getpid()}-{time.time_ns()}"
+    done = tmp_path / "exit"
+    command = (
+        shlex.join([sys.executable, "-m", "xrouter_core", "tui", "--url", router.url, "--key", KEY])
+        + f"; echo EXIT=$? > {shlex.quote(str(done))}; sleep 30"
+    )
+
+    def tmux(*args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-L", server, *args], capture_output=True, text=True, timeout=10
+        ).stdout
+
+    def screen_with(*texts: str, colours: bool = False) -> str:
+        deadline = time.monotonic() + 20
+        screen = ""
+        while time.monotonic() < deadline:
+            screen = tmux("capture-pane", "-p", *(["-e"] if colours else []), "-t", "tui")
+            if all(text in screen for text in texts):
+                return screen
+            time.sleep(0.1)
+        raise AssertionError(f"never saw {texts!r}:\n{screen}")
+
+    tmux(
+        "new-session", "-d", "-s", "tui", "-x", "150", "-y", "40",
+        "-e", "TERM=xterm-256color", "-e", f"PYTHONPATH={ROOT}", command,
+    )  # fmt: skip
+    try:
+        screen_with("(live)", "Tab focus", "q quit")  # the keys are on screen
+        text = unique("what does a router do")
+        tmux("send-keys", "-t", "tui", "-l", text)
+        tmux("send-keys", "-t", "tui", "Enter")
+        screen = screen_with("Hello from medium!", "[decision 1 → medium, score 0.500]")
+        assert f"you: {text}" in screen
+        feed = screen_with(text[:40], "200 11+7 tok").splitlines()
+        line = next(row for row in feed if text[:40] in row and "200 11+7" in row)
+        assert "1 llm" in line and "medium" in line and "medium-model" in line
+        coloured = screen_with("200 11+7 tok", colours=True)
+        row = next(r for r in coloured.splitlines() if "200 11+7" in r)
+        assert "\x1b[33m" in row  # medium's colour, yellow
+        assert "by tier: medium=1" in screen_with("by tier: medium=1")
+        (tmp_path / "tui.txt").write_text(tmux("capture-pane", "-p", "-t", "tui"))
+        print(f"tui screen: {tmp_path / 'tui.txt'}")
+        tmux("send-keys", "-t", "tui", "Tab")  # to the feed, where q quits
+        tmux("send-keys", "-t", "tui", "q")
+        deadline = time.monotonic() + 20
+        while not done.exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert done.read_text().strip() == "EXIT=0"
+    finally:
+        tmux("kill-server")

@@ -1,4 +1,5 @@
-"""Terminal clients of a running router: `xrouter watch` (the live feed, a line per event).
+"""Terminal clients of a running router: `xrouter watch` (the live feed, a line per event)
+and `xrouter tui` (the feed, stats and a chat, full screen).
 
 They talk to a router over HTTP only (GET /events), so they work against a remote one.
 They import `wire` (the SSE parser) and `tiers`, never `proxy`, `routing`, `accounting`,
