@@ -501,3 +501,56 @@ def test_tui_chat_message_appears_in_the_feed_with_its_tier(start_router, upstre
         assert done.read_text().strip() == "EXIT=0"
     finally:
         tmux("kill-server")
+
+
+# ---- several processes on one Redis ------------------------------------------------------
+
+
+@pytest.mark.parametrize("launcher", ["xrouter"])
+def test_routers_sharing_redis_share_their_feeds(start_router, upstreams, tmp_path, feeds):
+    from test_usage import RedisServer
+
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is not installed (.ci/run installs it)")
+    redis_server = RedisServer(tmp_path)
+    try:
+        env = {"REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0"}
+        here, there = (
+            start_router({**env, "XROUTER_DATA_DIR": str(tmp_path / f"d{i}")}) for i in (0, 1)
+        )
+        feeds.append(Feed(here.url))
+        _, stats = feeds[0].next("stats")
+        mine = stats["worker"]
+        # `there` learns within a couple of seconds that someone listens: until then its
+        # requests are not published.
+        deadline = time.monotonic() + 20
+        with there.client() as client:
+            while True:
+                assert time.monotonic() < deadline, "no event of the other router came"
+                assert client.post(CHAT, json=ask(unique("over there"))).status_code == 200
+                try:
+                    name, doc = feeds[0].next("complete", timeout=1.5)
+                    break
+                except (AssertionError, queue.Empty):
+                    continue
+            assert doc["worker"] != mine
+            text = unique("one more over there")
+            assert client.post(CHAT, json=ask(text)).status_code == 200
+        events = feeds[0].request_events()
+        assert [n for n, _ in events] == ["start", "classified", "routed", "complete"]
+        assert {d["worker"] for _, d in events} == {doc["worker"]}
+        # This router's own requests still come straight to its subscriber, once each.
+        with here.client() as client:
+            assert client.post(CHAT, json=ask(unique("right here"))).status_code == 200
+        own = feeds[0].request_events()
+        assert [n for n, _ in own] == ["start", "classified", "routed", "complete"]
+        assert {d["worker"] for _, d in own} == {mine}
+        time.sleep(0.5)  # an echo through Redis would come within its 0.1 s batch
+        stray = []
+        while not feeds[0].events.empty():
+            stray.append(feeds[0].events.get())
+        assert [e for e in stray if e[0] != "stats"] == []
+        for router in (here, there):
+            assert "Traceback" not in router.logs()
+    finally:
+        redis_server.kill()

@@ -23,6 +23,11 @@ backpressure reaches here through mitmproxy) loses that event, and is told how m
 lost (`dropped`) when it catches up. With nobody subscribed each event costs one check.
 Events are written in batches (at most BATCH_S late), which is what keeps mitmproxy's
 relaying cheap under load.
+
+With Redis (REDIS_URL, the cache backend auto or redis), the router processes that share
+it share their feeds (`RedisRelay`): a process with subscribers listens on a pub/sub
+channel, and the others publish their events there, in batches, while the channel has a
+listener besides themselves (checked every RELAY_CHECK_S).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from xrouter_core.accounting.cache import REDIS_ERRORS, RedisHealth, redis_client
 from xrouter_core.accounting.usage import Outcome
 from xrouter_core.config import Route
 from xrouter_core.routing.classifier import Decision
@@ -57,6 +63,8 @@ KEEPALIVE_S = 15.0
 BATCH_S = 0.1
 PROMPT_MAX = 2000  # characters of the person's text an event carries
 HEAD_MAX = 16_384
+CHANNEL = "xrouter:{events}"
+RELAY_CHECK_S = 2.0
 
 
 class Subscriber:
@@ -124,6 +132,10 @@ class EventFeed:
         self.token = secrets.token_urlsafe(24)
         self._server: asyncio.Future[asyncio.Server] | None = None
         self._stats_task: asyncio.Task | None = None
+        # Shares events with the other processes on the same Redis; `remote`: someone
+        # listens there, so events are built even with no subscriber here.
+        self.relay: RedisRelay | None = None
+        self.remote = False
 
     def next_id(self) -> int:
         return next(self.ids)
@@ -135,9 +147,16 @@ class EventFeed:
         frame = encode_json(doc, kind)
         for subscriber in self.subscribers:
             subscriber.put(frame)
+        if self.remote and self.relay is not None:
+            self.relay.send(frame)
+
+    def deliver(self, frames: bytes) -> None:
+        """Events of another process (from the relay) to this one's subscribers."""
+        for subscriber in self.subscribers:
+            subscriber.put(frames)
 
     def start(self, rid: int, chat: ChatRequest) -> None:
-        if not self.subscribers:
+        if not self.subscribers and not self.remote:
             return
         doc: dict[str, Any] = {
             "id": rid,
@@ -151,7 +170,7 @@ class EventFeed:
         self.publish("start", doc)
 
     def classified(self, rid: int, decision: Decision) -> None:
-        if not self.subscribers:
+        if not self.subscribers and not self.remote:
             return
         score = decision.score
         self.publish(
@@ -166,7 +185,7 @@ class EventFeed:
         )
 
     def routed(self, rid: int, route: Route, provider: str, attempts: Sequence[Attempt]) -> None:
-        if not self.subscribers:
+        if not self.subscribers and not self.remote:
             return
         self.publish(
             "routed",
@@ -184,7 +203,7 @@ class EventFeed:
     ) -> None:
         """The request's end: with its counted outcome, or (refused before it was routed)
         only its status and error."""
-        if not self.subscribers:
+        if not self.subscribers and not self.remote:
             return
         doc: dict[str, Any] = {"id": rid, "status": status, "error": error or None}
         if outcome is not None:
@@ -208,6 +227,8 @@ class EventFeed:
     def subscribe(self) -> Subscriber:
         subscriber = Subscriber(self.queue_max)
         self.subscribers.append(subscriber)
+        if self.relay is not None:
+            self.relay.wake()
         if self._stats_task is None or self._stats_task.done():
             self._stats_task = asyncio.get_running_loop().create_task(self._stats_forever())
         return subscriber
@@ -304,8 +325,28 @@ class EventFeed:
             gone.cancel()
             writer.close()
 
+    # ---- sharing over Redis ---------------------------------------------------------
+
+    def use_redis(self, url: str, health: RedisHealth | None = None) -> None:
+        """Share this feed over Redis at `url` ("" for none): at start and on reload.
+        `health` is the accounting's, so an outage is logged once for all its users."""
+        if self.relay is not None and self.relay.url == url:
+            self.relay.health = health or self.relay.health
+            return
+        if self.relay is not None:
+            self.relay.close()
+        self.relay = RedisRelay(self, url, health) if url else None
+        self.remote = False
+
+    def start_relay(self) -> None:
+        if self.relay is not None:
+            self.relay.start()
+
     def close(self) -> None:
         """At shutdown: every stream ends, the server stops."""
+        if self.relay is not None:
+            self.relay.close()
+            self.relay = None
         for subscriber in list(self.subscribers):
             subscriber.close()
         if self._stats_task is not None:
@@ -313,3 +354,116 @@ class EventFeed:
         if self._server is not None and self._server.done() and not self._server.cancelled():
             self._server.result().close()
         self._server = None
+
+
+class RedisRelay:
+    """The feed shared between router processes over one Redis pub/sub channel.
+
+    Every RELAY_CHECK_S it asks Redis how many listen on the channel (PUBSUB NUMSUB),
+    and sets `feed.remote` when any listener is not this process: then this process's
+    events are also published, gathered for BATCH_S into one message. While this
+    process has subscribers of its own, it listens on the channel and hands the other
+    processes' events to them. A message is this relay's id, a newline, and SSE frames.
+    """
+
+    def __init__(self, feed: EventFeed, url: str, health: RedisHealth | None = None) -> None:
+        self.feed = feed
+        self.url = url
+        self.health = health or RedisHealth(url)
+        self.id = secrets.token_hex(8).encode()
+        self.client = redis_client(url, timeout=1.0)
+        self.listener = redis_client(url, timeout=None)  # waits for messages
+        self.outbox: list[bytes] = []
+        self.listening = False
+        self._wake = asyncio.Event()
+        self._tasks: set[asyncio.Task] = set()
+        self._loop_task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        if self._loop_task is None:
+            self._loop_task = asyncio.get_running_loop().create_task(self._check_forever())
+
+    def wake(self) -> None:
+        """A local subscriber came: start listening at once, not at the next check."""
+        self._wake.set()
+
+    def send(self, frame: bytes) -> None:
+        if not self.outbox:
+            asyncio.get_running_loop().call_later(BATCH_S, self._flush)
+        self.outbox.append(frame)
+
+    def _flush(self) -> None:
+        frames, self.outbox = self.outbox, []
+        if frames:
+            task = asyncio.get_running_loop().create_task(self._publish(b"".join(frames)))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _publish(self, frames: bytes) -> None:
+        try:
+            await self.client.publish(CHANNEL, self.id + b"\n" + frames)
+        except REDIS_ERRORS as exc:
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        """Redis failed: the feed shows this process only until it is back (the outage
+        is logged once, by the shared health)."""
+        self.feed.remote = False
+        self.health.failed(exc)
+
+    async def _check_forever(self) -> None:
+        while True:
+            try:
+                if self.health.usable:
+                    if self.feed.subscribers and not self.listening:
+                        self._spawn(self._listen())
+                    counts = await self.client.pubsub_numsub(CHANNEL)
+                    listeners = int(counts[0][1]) if counts else 0
+                    # (A success is not reported: the counters' writes say when Redis
+                    # is back, and a read that works does not prove that they do.)
+                    self.feed.remote = listeners - (1 if self.listening else 0) > 0
+            except REDIS_ERRORS as exc:
+                self._failed(exc)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), RELAY_CHECK_S)
+
+    def _spawn(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _listen(self) -> None:
+        """Hand the other processes' events to this one's subscribers, while it has any."""
+        self.listening = True
+        pubsub = self.listener.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(CHANNEL)
+            while self.feed.subscribers:
+                try:
+                    message = await pubsub.get_message(timeout=1.0)
+                except TimeoutError:
+                    continue
+                if message is None or message.get("type") != "message":
+                    continue
+                data: bytes = message["data"]
+                sender, _, frames = data.partition(b"\n")
+                if sender != self.id and frames:
+                    self.feed.deliver(frames)
+        except REDIS_ERRORS as exc:
+            self._failed(exc)
+        finally:
+            self.listening = False
+            with contextlib.suppress(*REDIS_ERRORS):
+                await pubsub.aclose()
+
+    def close(self) -> None:
+        self.feed.remote = False
+        for task in [self._loop_task, *self._tasks]:
+            if task is not None:
+                task.cancel()
+        self._loop_task = None
+        with contextlib.suppress(RuntimeError):
+            loop = asyncio.get_running_loop()
+            for client in (self.client, self.listener):
+                loop.create_task(client.aclose())

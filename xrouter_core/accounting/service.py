@@ -108,9 +108,13 @@ class Accounting:
         self.pricing = Pricing(settings)
         self.request_log = RequestLog(settings.request_log) if settings.request_log else None
         self.tasks = Tasks()
+        # Routers on one Redis share their live feeds (with the counters' backend).
+        shared = settings.redis_url if backend in ("auto", "redis") else ""
+        self.feed.use_redis(shared, self.health)
 
     def start(self) -> None:
         self.usage.start()
+        self.feed.start_relay()
         # genai-prices takes a few hundred ms to import: off the event loop, before the
         # first request is priced.
         self.tasks.spawn(asyncio.to_thread(self.pricing.warm))
