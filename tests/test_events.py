@@ -4,6 +4,7 @@ and the feed's bounded queues in process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
@@ -552,5 +553,32 @@ def test_routers_sharing_redis_share_their_feeds(start_router, upstreams, tmp_pa
         assert [e for e in stray if e[0] != "stats"] == []
         for router in (here, there):
             assert "Traceback" not in router.logs()
+    finally:
+        redis_server.kill()
+
+
+@pytest.mark.parametrize("launcher", ["xrouter"])
+def test_one_subscriber_sees_every_worker_with_redis(start_router, upstreams, tmp_path, feeds):
+    """`xrouter --workers 2` on Redis: one subscription, the requests of both workers."""
+    from test_usage import RedisServer
+
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is not installed (.ci/run installs it)")
+    redis_server = RedisServer(tmp_path)
+    try:
+        router = start_router(
+            {"REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0"}, args=["--workers", "2"]
+        )
+        feeds.append(Feed(router.url))
+        feeds[0].next("stats")
+        workers: set[int] = set()
+        deadline = time.monotonic() + 30
+        while len(workers) < 2:
+            assert time.monotonic() < deadline, f"saw only workers {workers}"
+            # A new connection each time: the kernel spreads them over the workers.
+            with router.client() as client:
+                assert client.post(CHAT, json=ask(unique("which worker"))).status_code == 200
+            with contextlib.suppress(AssertionError, queue.Empty):
+                workers.add(feeds[0].next("complete", timeout=1.0)[1]["worker"])
     finally:
         redis_server.kill()
