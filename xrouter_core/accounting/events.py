@@ -268,7 +268,11 @@ class EventFeed:
             self._server = asyncio.ensure_future(
                 asyncio.start_server(self.serve, "127.0.0.1", 0, limit=HEAD_MAX)
             )
-        server = await asyncio.shield(self._server)
+        try:
+            server = await asyncio.shield(self._server)
+        except OSError:
+            self._server = None  # tried again at the next subscription
+            raise
         host, port = server.sockets[0].getsockname()[:2]
         return host, port
 

@@ -129,6 +129,11 @@ NOT_CONFIGURED = RouterError(
     code="not_configured",
 )
 
+# GET /events when the feed's local server cannot be started.
+FEED_UNAVAILABLE = RouterError(
+    503, "The live feed is unavailable (see the router's log).", "server_error", "feed_unavailable"
+)
+
 # A failure inside the router while it routed a request: answered, never passed on.
 ROUTING_FAILED = RouterError(
     500,
@@ -602,7 +607,12 @@ class Xrouter:
     async def serve_events(self, flow: http.HTTPFlow) -> None:
         """GET /events: the flow goes to the feed's local server (its key was checked),
         and its answer is streamed (see responseheaders)."""
-        host, port = await self.feed.listen()
+        try:
+            host, port = await self.feed.listen()
+        except OSError as exc:  # answered: left alone, the flow would go to the reverse target
+            log.warning("events: the feed's local server cannot listen: %s", exc)
+            local_response(flow, LocalResponse.error(FEED_UNAVAILABLE))
+            return
         request = flow.request
         query = request.path.partition("?")[2]
         request.headers.fields = ((b"host", f"{host}:{port}".encode()),)
