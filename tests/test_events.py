@@ -144,6 +144,7 @@ def test_each_request_is_told_in_four_events_to_every_subscriber(start_router, u
     assert complete["cache_read_tokens"] == 0 and complete["cache_write_tokens"] == 0
     assert complete["cost_usd"] == pytest.approx((11 * 1 + 7 * 2) / 1e6)
     assert complete["total_ms"] > 0 and complete["route"] == "medium"
+    assert 0 < complete["first_byte_ms"] <= complete["total_ms"]
     assert KEY not in json.dumps(seen)
 
     # A refused request: its start and its complete, with the error.
@@ -298,6 +299,7 @@ def test_the_dashboard_shows_a_request_before_its_answer_comes(start_router, ups
             f"(() => {{ {row}.click(); return {row}.nextSibling.textContent; }})()"
         )
         assert "decision: 1 by llm" in detail and "route: medium" in detail
+        assert "first byte ms: " in detail
         print(f"live dashboard screenshot: {browser.screenshot(tmp_path / 'live.png')}")
 
         # The router goes away: the page says so and polls; back, it follows again.
@@ -402,6 +404,7 @@ def test_watch_prints_each_event_and_follows_the_feed(start_router, upstreams):
         assert lines[1].endswith("medium (1) by llm, score 0.5, " + lines[1].rsplit(", ", 1)[1])
         assert "medium → openai_compatible medium-model" in lines[2]
         assert "200 medium medium-model 11+7 tokens $0.000025" in lines[3]
+        assert "(first byte " in lines[3]
         assert not any("\x1b[" in line for line in lines)  # a pipe gets no colour
 
         # The router goes and comes back: watch reconnects and goes on.

@@ -140,6 +140,11 @@ class EventFeed:
     def next_id(self) -> int:
         return next(self.ids)
 
+    @property
+    def listened(self) -> bool:
+        """Whether anyone listens, here or (over Redis) in another process."""
+        return bool(self.subscribers) or self.remote
+
     # ---- publishing: called on the request path ---------------------------------
 
     def publish(self, kind: str, doc: dict[str, Any]) -> None:
@@ -199,13 +204,20 @@ class EventFeed:
         )
 
     def complete(
-        self, rid: int, status: int, outcome: Outcome | None = None, error: str = ""
+        self,
+        rid: int,
+        status: int,
+        outcome: Outcome | None = None,
+        error: str = "",
+        first_byte_ms: float | None = None,
     ) -> None:
         """The request's end: with its counted outcome, or (refused before it was routed)
         only its status and error."""
         if not self.subscribers and not self.remote:
             return
         doc: dict[str, Any] = {"id": rid, "status": status, "error": error or None}
+        if first_byte_ms is not None:
+            doc["first_byte_ms"] = round(first_byte_ms, 1)
         if outcome is not None:
             doc.update(
                 route=outcome.tier,

@@ -145,6 +145,7 @@ class Accounting:
         cache_write_tokens: int = 0,
         event_id: int = 0,
         error: str = "",
+        first_byte_ms: float | None = None,
     ) -> None:
         """One finished request: priced and counted in memory, logged off the loop, and
         told to the live feed (`event_id`: the id its other events carry)."""
@@ -185,7 +186,7 @@ class Accounting:
             prompt=text,
         )
         self.usage.record(outcome)
-        self.feed.complete(event_id, status, outcome, error)
+        self.feed.complete(event_id, status, outcome, error, first_byte_ms)
         if self.request_log is not None:
             line: dict[str, Any] = {
                 "time": outcome.at,
@@ -254,6 +255,7 @@ class Accounting:
             cache_write_tokens=usage.cache_write_tokens if usage else 0,
             event_id=routed.event_id,
             error=error,
+            first_byte_ms=routed.first_byte_ms,
         )
         key = routed.cache_key
         if key is None or status >= 400:

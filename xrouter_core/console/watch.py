@@ -3,7 +3,7 @@
     12:01:02 #17 start       openai gpt-4o stream "why is the sky blue"
     12:01:02 #17 classified  medium (1) by llm, score 0.53, 12.3 ms
     12:01:02 #17 routed      medium → openai_compatible medium-model
-    12:01:03 #17 complete    200 medium 11+7 tokens $0.000025 187.4 ms
+    12:01:03 #17 complete    200 medium medium-model 11+7 tokens $0.000025 187.4 ms (first byte 120.5 ms)
 
 Lines are coloured by tier when stdout is a terminal (NO_COLOR or --color never turns
 that off). The feed is followed until Ctrl-C: when it drops, watch says so and
@@ -121,6 +121,8 @@ class Printer:
                 f"{doc.get('status')} {doc.get('route')} {doc.get('model')} {tokens}"
                 f" {money(doc.get('cost_usd'))} {doc.get('total_ms')} ms"
             )
+            if isinstance(doc.get("first_byte_ms"), int | float):
+                line += f" (first byte {doc['first_byte_ms']} ms)"
             if doc.get("cache_hit"):
                 line += " (response cache)"
             if doc.get("error"):

@@ -165,8 +165,10 @@ class RoutedFlow:
     done: bool = False
     # The response-cache key to store a good answer under (response caching on).
     cache_key: str | None = None
-    # The id the live feed's events for this request carry.
+    # The id the live feed's events for this request carry, and (while anyone listens)
+    # when the answer's headers came, in ms since the request came.
     event_id: int = 0
+    first_byte_ms: float | None = None
 
 
 def router_line_or_warning(record: logging.LogRecord) -> bool:
@@ -798,6 +800,8 @@ class Xrouter:
                 flow.response.stream = True  # the live feed: each event as it comes
             return
         response = flow.response
+        if self.feed.listened:
+            routed.first_byte_ms = (time.perf_counter() - routed.started) * 1000
         if not should_fall_back(response.status_code, False):
             self.breaker.success(routed.route.tier)
         extra: tuple[tuple[bytes, bytes], ...] = (
