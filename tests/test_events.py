@@ -175,7 +175,7 @@ def test_a_fallback_is_a_second_routed_event(start_router, upstreams, feeds):
 def test_a_subscriber_that_never_reads_does_not_hold_the_router(start_router, upstreams, feeds):
     """A subscriber that stops reading: requests go on, and once it is gone the feed
     forgets it."""
-    router = start_router()
+    router = start_router({"REQUEST_LOG_PROMPTS": "true"})  # start events carry the prompt
     sleeper = socket.socket()
     sleeper.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     sleeper.connect(("127.0.0.1", router.port))
