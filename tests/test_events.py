@@ -118,6 +118,7 @@ def test_each_request_is_told_in_four_events_to_every_subscriber(start_router, u
         assert feed.headers["content-type"] == "text/event-stream"
         _, stats = feed.next("stats")  # one at connect
         assert stats["requests"] == 0 and set(stats["tiers"]) == {"cheap", "medium", "frontier"}
+        assert stats["cost_usd"] == stats["frontier_usd"] == stats["savings_usd"] == 0
     text = unique("tell me about the feed")
     with router.client(headers={"authorization": f"Bearer {KEY}"}) as client:
         reply = client.post(CHAT, json=ask(text))

@@ -329,7 +329,9 @@ class Accounting:
                 for tier, row in doc["tiers"].items()
             },
             "cost_usd": doc["cost"]["totalUsd"],
+            "frontier_usd": doc["cost"]["frontierEquivalentUsd"],
             "savings_usd": doc["cost"]["savingsUsd"],
+            "savings_percent": doc["cost"]["savingsPercent"],
             "fallbacks": doc["fallbacks"],
         }
 
