@@ -161,6 +161,7 @@ def goals(results: dict) -> list[str]:
                         f"LiteLLM {fmt(theirs)} ms ({verdict})"
                     )
     lines += fast_lane_goals(latency)
+    lines += watched_figures(latency)
     streams = results.get("streams", {})
     for name in ("router", "xrouter"):
         if name in streams:
@@ -207,5 +208,25 @@ def fast_lane_goals(latency: dict) -> list[str]:
         ratio = many["xrouter-w2"]["rps"] / many["xrouter"]["rps"]
         lines.append(
             f"- xrouter --workers 2 = {fmt(ratio)}× one worker's requests/s at c=64 (goal > 1×)"
+        )
+    return lines
+
+
+def watched_figures(latency: dict) -> list[str]:
+    """What 5 live-feed subscribers cost routed requests, from the same rounds."""
+    lines: list[str] = []
+    for concurrency, rows in latency.items():
+        if not {"xrouter", "xrouter-watched", "direct"} <= rows.keys():
+            continue
+        none, five = rows["xrouter"], rows["xrouter-watched"]
+        ratio = added(five, rows["direct"], "p50_ms") / added(none, rows["direct"], "p50_ms")
+        cpu = (five.get("cpu_us_per_request") or math.nan) / (
+            none.get("cpu_us_per_request") or math.nan
+        )
+        lines.append(
+            f"- c={concurrency}: 5 /events subscribers vs none: added p50 {fmt(ratio)}×"
+            f" ({fmt(added(five, rows['direct'], 'p50_ms'))} vs"
+            f" {fmt(added(none, rows['direct'], 'p50_ms'))} ms), proxy CPU/request {fmt(cpu)}×,"
+            f" req/s {fmt(five['rps'] / none['rps'] if none['rps'] else math.nan)}×"
         )
     return lines

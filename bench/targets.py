@@ -217,6 +217,39 @@ class LeanRouter(Target):
         ], env
 
 
+class WatchedLeanRouter(LeanRouter):
+    """The lean launcher with 5 subscribers on GET /events (bench/subscribers.py), to set
+    beside `xrouter` (nobody subscribed) in the same rounds."""
+
+    name = "xrouter-watched"
+    description = "xrouter with 5 subscribers reading GET /events"
+    subscribers = 5
+
+    def start(self, timeout: float = 60.0) -> None:
+        super().start(timeout)
+        self.watchers = subprocess.Popen(
+            [
+                sys.executable,
+                str(ROOT / "bench" / "subscribers.py"),
+                "127.0.0.1",
+                str(self.port),
+                str(self.subscribers),
+            ],
+            stdout=subprocess.PIPE,
+        )
+        assert self.watchers.stdout is not None
+        if self.watchers.stdout.readline().strip() != b"ready":
+            self.stop()
+            raise RuntimeError(f"{self.name}: the subscribers did not connect")
+
+    def stop(self) -> None:
+        watchers = getattr(self, "watchers", None)
+        if watchers is not None and watchers.poll() is None:
+            watchers.kill()
+            watchers.wait(5)
+        super().stop()
+
+
 def at_checkout(form: type[Router] | type[LeanRouter], checkout: Path) -> type[Target]:
     """A form of the router run from another checkout, for before/after figures in one run."""
     return type(
@@ -291,6 +324,6 @@ def ensure_litellm() -> None:
 
 
 TARGETS: dict[str, type[Target]] = {
-    cls.name: cls for cls in (Direct, PlainMitmdump, Router, LeanRouter, LiteLLM)
+    cls.name: cls for cls in (Direct, PlainMitmdump, Router, LeanRouter, WatchedLeanRouter, LiteLLM)
 }
 DEFAULT_TARGETS = ("direct", "mitmdump", "router", "xrouter")

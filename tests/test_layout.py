@@ -4,6 +4,7 @@
 - `wire/` (formats) imports none of `routing/`, `accounting/`, `proxy/`.
 - `routing/` and `accounting/` never import `proxy/`.
 - The running router (everything but `setup/` and `quality/`) never imports those two.
+- `console/` (terminal clients of a router, over HTTP) imports only `wire/` and `tiers`.
 """
 
 from __future__ import annotations
@@ -58,6 +59,9 @@ def test_each_module_keeps_to_its_layer(path: Path):
             assert not imports_part(names, other), f"wire/ must not import {other}/"
     if part in ("routing", "accounting"):
         assert not imports_part(names, "proxy"), f"{part}/ must not import proxy/"
+    if part == "console":  # clients of a router over HTTP: none of the router's insides
+        for other in ("proxy", "routing", "accounting", *TOOLING):
+            assert not imports_part(names, other), f"console/ must not import {other}/"
     if part not in (*TOOLING, "__main__"):
         for tooling in TOOLING:
             assert not imports_part(names, tooling), f"the router must not import {tooling}/"
@@ -83,4 +87,4 @@ def test_loading_the_addon_imports_no_setup_or_quality_module():
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout.split()
     assert "xrouter_core.proxy.addon" in loaded
-    assert not [m for m in loaded if m.split(".")[1] in TOOLING]
+    assert not [m for m in loaded if m.split(".")[1] in (*TOOLING, "console")]

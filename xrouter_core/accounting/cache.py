@@ -123,8 +123,9 @@ def redact_url(url: str) -> str:
     return url
 
 
-def redis_client(url: str, timeout: float = 0.5):
-    """An asyncio Redis client that fails fast, so an outage costs a request nothing."""
+def redis_client(url: str, timeout: float | None = 0.5):
+    """An asyncio Redis client that fails fast, so an outage costs a request nothing
+    (`timeout` None: reads may wait, as a pub/sub listener's do)."""
     import redis.asyncio
 
     return redis.asyncio.Redis.from_url(

@@ -15,6 +15,7 @@ from typing import Any
 from urllib.parse import parse_qs
 
 from xrouter_core.accounting.cache import REDIS_ERRORS, Cache, RedisHealth, build_cache
+from xrouter_core.accounting.events import EventFeed
 from xrouter_core.accounting.metrics import CONTENT_TYPE as METRICS_TYPE
 from xrouter_core.accounting.metrics import render_metrics
 from xrouter_core.accounting.pages import dashboard_page, plotly_script
@@ -69,8 +70,12 @@ def usable_data_dir(configured: str) -> str:
 
 
 class Accounting:
-    def __init__(self, settings: Settings):
+    def __init__(self, settings: Settings, feed: EventFeed | None = None):
         self.settings = settings
+        # The live feed (/events) outlives a reload: the addon owns it and hands it over.
+        self.feed = feed if feed is not None else EventFeed()
+        self.feed.prompts = settings.request_log_prompts
+        self.feed.stats_source = self.live_stats
         data_dir = usable_data_dir(settings.data_dir)
         self.health = RedisHealth(settings.redis_url) if settings.redis_url else None
         backend = settings.cache_backend
@@ -108,9 +113,13 @@ class Accounting:
             settings.upstream_header,
             {tier: route.name for tier, route in settings.routes.items() if route.name},
         )
+        # Routers on one Redis share their live feeds (with the counters' backend).
+        shared = settings.redis_url if backend in ("auto", "redis") else ""
+        self.feed.use_redis(shared, self.health)
 
     def start(self) -> None:
         self.usage.start()
+        self.feed.start_relay()
         # genai-prices takes a few hundred ms to import: off the event loop, before the
         # first request is priced.
         self.tasks.spawn(asyncio.to_thread(self.pricing.warm))
@@ -139,8 +148,12 @@ class Accounting:
         response_text: str | None = None,
         cache_read_tokens: int = 0,
         cache_write_tokens: int = 0,
+        event_id: int = 0,
+        error: str = "",
+        first_byte_ms: float | None = None,
     ) -> None:
-        """One finished request: priced and counted in memory, logged off the loop."""
+        """One finished request: priced and counted in memory, logged off the loop, and
+        told to the live feed (`event_id`: the id its other events carry)."""
         estimated = False
         with_usage = prompt_tokens is not None and completion_tokens is not None
         if prompt_tokens is None or completion_tokens is None:
@@ -180,6 +193,7 @@ class Accounting:
             prompt=text,
         )
         self.usage.record(outcome)
+        self.feed.complete(event_id, status, outcome, error, first_byte_ms)
         if self.request_log is not None:
             line: dict[str, Any] = {
                 "time": outcome.at,
@@ -218,6 +232,7 @@ class Accounting:
         total_ms: float,
         stream: StreamTranslator | None,
         completion: Any,
+        error: str = "",
     ) -> None:
         """The addon's RoutedFlow at its end: count it, and cache a good answer."""
         completion_chars = 0
@@ -245,6 +260,9 @@ class Accounting:
             response_text=response_text,
             cache_read_tokens=usage.cache_read_tokens if usage else 0,
             cache_write_tokens=usage.cache_write_tokens if usage else 0,
+            event_id=routed.event_id,
+            error=error,
+            first_byte_ms=routed.first_byte_ms,
         )
         key = routed.cache_key
         if key is None or status >= 400:
@@ -256,7 +274,9 @@ class Accounting:
 
     # ---- response cache ---------------------------------------------------------
 
-    async def cached_answer(self, chat: ChatRequest) -> tuple[str | None, LocalResponse | None]:
+    async def cached_answer(
+        self, chat: ChatRequest, event_id: int = 0
+    ) -> tuple[str | None, LocalResponse | None]:
         """(key, answer): the answer when the cache has one; the key to store under later."""
         if self.responses is None:
             return None, None
@@ -294,6 +314,7 @@ class Accounting:
             0,
             0.0,
             cache_hit=True,
+            event_id=event_id,
         )
         return key, LocalResponse(200, body, headers)
 
@@ -307,6 +328,23 @@ class Accounting:
         self.tasks.spawn(self.responses.set(key, entry(completion, tier, decision)))
 
     # ---- pages ------------------------------------------------------------------
+
+    async def live_stats(self) -> dict[str, Any]:
+        """What the live feed's `stats` event says: the totals /usage shows, in short."""
+        doc = usage_document(await self.usage.stored(), self.pricing, 1)
+        return {
+            "requests": doc["totalRequests"],
+            "tokens": doc["totalTrackedTokens"],
+            "tiers": {
+                tier: {"requests": row["requests"], "tokens": row["totalTokens"]}
+                for tier, row in doc["tiers"].items()
+            },
+            "cost_usd": doc["cost"]["totalUsd"],
+            "frontier_usd": doc["cost"]["frontierEquivalentUsd"],
+            "savings_usd": doc["cost"]["savingsUsd"],
+            "savings_percent": doc["cost"]["savingsPercent"],
+            "fallbacks": doc["fallbacks"],
+        }
 
     async def page(self, path: str, query: str) -> LocalResponse:
         """One of USAGE_PAGES (auth was checked by the caller)."""

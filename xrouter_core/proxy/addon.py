@@ -27,6 +27,7 @@ from mitmproxy.exceptions import OptionsError
 from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 
 from xrouter_core import __version__
+from xrouter_core.accounting.events import EventFeed
 from xrouter_core.accounting.responsecache import RecordingStream
 from xrouter_core.accounting.service import USAGE_PAGES, Accounting
 from xrouter_core.config import ConfigError, NoConfiguration, Route, Settings, load_settings
@@ -85,6 +86,7 @@ from xrouter_core.wire.local import (
     CHAT_PATHS,
     COUNT_TOKENS_PATH,
     EMBEDDINGS_PATH,
+    EVENTS_PATH,
     JSON,
     MESSAGES_PATH,
     MODEL_PREFIX,
@@ -116,6 +118,8 @@ from xrouter_core.wire.stream import StreamTranslator, TranslatingStream, transl
 log = logging.getLogger("xrouter")
 
 META = "xrouter"
+# Marks the /events flow, pointed at the feed's local server and streamed.
+EVENTS = "xrouter.events"
 
 # The options naming the files the settings are read from.
 SETTINGS_OPTIONS = frozenset({"xrouter_env_file", "xrouter_upstreams"})
@@ -127,6 +131,11 @@ NOT_CONFIGURED = RouterError(
     "requests are not forwarded until they are fixed.",
     type="server_error",
     code="not_configured",
+)
+
+# GET /events when the feed's local server cannot be started.
+FEED_UNAVAILABLE = RouterError(
+    503, "The live feed is unavailable (see the router's log).", "server_error", "feed_unavailable"
 )
 
 # A failure inside the router while it routed a request: answered, never passed on.
@@ -162,6 +171,10 @@ class RoutedFlow:
     cache_key: str | None = None
     # DECISION_HEADER / UPSTREAM_HEADER: more names for the routing headers.
     aliases: HeaderAliases | None = None
+    # The id the live feed's events for this request carry, and (while anyone listens)
+    # when the answer's headers came, in ms since the request came.
+    event_id: int = 0
+    first_byte_ms: float | None = None
 
 
 def router_line_or_warning(record: logging.LogRecord) -> bool:
@@ -333,6 +346,8 @@ class Xrouter:
         self.header_aliases: HeaderAliases | None = None
         # The configuration notes logged already (each once per process).
         self.notes_logged: set[str] = set()
+        # GET /events: kept across reloads, so subscribers stay connected.
+        self.feed = EventFeed()
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -459,7 +474,7 @@ class Xrouter:
         )
         if self.accounting is not None:
             self.accounting.close()
-        self.accounting = Accounting(settings)
+        self.accounting = Accounting(settings, self.feed)
         self.model_checks = {tier: "checking" for tier in settings.default_routes}
         self.policy = Policy(
             self.classifier,
@@ -607,6 +622,7 @@ class Xrouter:
         self.tasks.cancel()
         self.classifier_tasks.cancel()
         self.record_finished()
+        self.feed.close()
         if self.accounting is not None:
             self.accounting.close()  # the last usage counts and request log lines
             self.accounting = None
@@ -702,6 +718,8 @@ class Xrouter:
             )
         if path in USAGE_PAGES:
             return self.serve_usage_page(flow, path)
+        if path == EVENTS_PATH:
+            return self.serve_events(flow)
         if path == COUNT_TOKENS_PATH:
             return dispatch.run_until_it_waits(self.count_tokens(flow, intercepted=False))
         if path == EMBEDDINGS_PATH:
@@ -806,6 +824,22 @@ class Xrouter:
         query = flow.request.path.partition("?")[2]
         local_response(flow, await self.accounting.page(path, query))
 
+    async def serve_events(self, flow: http.HTTPFlow) -> None:
+        """GET /events: the flow goes to the feed's local server (its key was checked),
+        and its answer is streamed (see responseheaders)."""
+        try:
+            host, port = await self.feed.listen()
+        except OSError as exc:  # answered: left alone, the flow would go to the reverse target
+            log.warning("events: the feed's local server cannot listen: %s", exc)
+            local_response(flow, LocalResponse.error(FEED_UNAVAILABLE))
+            return
+        request = flow.request
+        query = request.path.partition("?")[2]
+        request.headers.fields = ((b"host", f"{host}:{port}".encode()),)
+        request.scheme, request.host, request.port = "http", host, port
+        request.path = self.feed.path(query)
+        flow.metadata[EVENTS] = True
+
     def health(self) -> dict[str, Any]:
         assert self.settings is not None
         doc = {"status": "ok", **self.settings.public()}
@@ -868,7 +902,9 @@ class Xrouter:
             local_response(flow, LocalResponse.error(body_error(content_type, exc)))
             return
         assert self.accounting is not None
-        cache_key, cached = await self.accounting.cached_answer(chat)
+        event_id = self.feed.next_id()
+        self.feed.start(event_id, chat)
+        cache_key, cached = await self.accounting.cached_answer(chat, event_id)
         if cached is not None:
             local_response(flow, cached)
             return
@@ -881,7 +917,9 @@ class Xrouter:
                     raise chat.responses.native_only
         except RouterError as exc:
             local_response(flow, LocalResponse.error(exc))
+            self.feed.complete(event_id, exc.status, error=exc.message)
             return
+        self.feed.classified(event_id, decision)
         index, skipped = first_route(chain, self.breaker)
         routed = RoutedFlow(
             chat,
@@ -897,10 +935,12 @@ class Xrouter:
             flow.request.pretty_host if intercepted else "",
             cache_key=cache_key,
             aliases=self.header_aliases,
+            event_id=event_id,
         )
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = routed
         self.point_at(flow, routed, chain[index])
+        self.feed.routed(event_id, routed.route, routed.adapter.name, routed.attempts)
 
     async def plan(
         self, chat: ChatRequest, tier_header: str | None
@@ -980,8 +1020,12 @@ class Xrouter:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         routed: RoutedFlow | None = flow.metadata.get(META)
         if routed is None or flow.response is None:
+            if flow.response is not None and flow.metadata.get(EVENTS):
+                flow.response.stream = True  # the live feed: each event as it comes
             return
         response = flow.response
+        if self.feed.listened:
+            routed.first_byte_ms = (time.perf_counter() - routed.started) * 1000
         if not should_fall_back(response.status_code, False):
             self.breaker.success(routed.route.tier)
         extra: tuple[tuple[bytes, bytes], ...] = (
@@ -1117,6 +1161,7 @@ class Xrouter:
         routed.index = index
         self.count_fallback(attempt, routed.chain[index])
         self.point_at(flow, routed, routed.chain[index])
+        self.feed.routed(routed.event_id, routed.route, routed.adapter.name, routed.attempts)
         flow.metadata[mitm_compat.RETRY] = True
         return True
 
@@ -1240,7 +1285,11 @@ class Xrouter:
             f" error={error}" if error else "",
         )
         if self.accounting is not None:
-            self.accounting.routed_finished(routed, status, usage, total_ms, stream, completion)
+            if status >= 400 and not error and routed.attempts:
+                error = fallback_header(routed.attempts)  # what the live feed says failed
+            self.accounting.routed_finished(
+                routed, status, usage, total_ms, stream, completion, error
+            )
         # Let go of the parsed request now: its many small objects are freed at once, even
         # where the flow itself still waits for the cyclic garbage collector (a stream that
         # mitm_compat could not release, or mitmdump on Python 3.12 without -O).

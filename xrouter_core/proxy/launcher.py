@@ -52,6 +52,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="xrouter",
         description="Run the Xrouter LLM router on a lean mitmproxy core. Settings come from "
         "the environment, .env and upstreams.json; the options below override them.",
+        epilog="`xrouter watch --help`, `xrouter tui --help`: watch a running router instead.",
     )
     parser.add_argument("--host", help="address to listen on (HOST, default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port to listen on (PORT, default 3000)")
@@ -341,6 +342,16 @@ def reexec_optimized() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    given = list(sys.argv[1:] if argv is None else argv)
+    if given[:1] == ["watch"]:
+        # Clients of a (maybe remote) router: imported only for their commands.
+        from xrouter_core.console import watch
+
+        return watch.main(given[1:])
+    if given[:1] == ["tui"]:
+        from xrouter_core.console import tui
+
+        return tui.main(given[1:])
     args = parse_args(argv)
     if argv is None:
         reexec_optimized()

@@ -27,6 +27,8 @@ MESSAGES_PATH = "/v1/messages"
 RESPONSES_PATH = "/v1/responses"
 COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 EMBEDDINGS_PATH = "/v1/embeddings"
+# The live feed of routing events (Server-Sent Events), guarded like the usage pages.
+EVENTS_PATH = "/events"
 # GET /v1/models/{id}: one logical model (ids hold a slash, so this is a prefix).
 MODEL_PREFIX = "/v1/models/"
 ENDPOINTS: dict[str, tuple[str, ...]] = {
@@ -42,6 +44,7 @@ ENDPOINTS: dict[str, tuple[str, ...]] = {
     "/usage/reset": ("POST",),
     "/metrics": ("GET",),
     "/dashboard": ("GET",),
+    EVENTS_PATH: ("GET",),
     PLOTLY_PATH: ("GET",),
 }
 # The dashboard page and plotly hold no data: the page asks for the key and sends it
