@@ -687,6 +687,8 @@ class Xrouter:
             log.exception("request failed: %s %s", flow.request.method, flow.request.path[:200])
         elif META in flow.metadata:
             return  # routed: the request was rewritten for its route
+        elif flow.metadata.get(EVENTS):
+            return  # GET /events, pointed at the live feed's own loopback server
         flow.metadata.pop(META, None)
         flow.metadata.pop(mitm_compat.MARK, None)
         if failed:
