@@ -1328,3 +1328,95 @@ class FakeModelProvider(FakeOpenAIProvider):
         return Reply(
             chunks=ollama_pull_lines(layers), headers={"content-type": "application/x-ndjson"}
         )
+
+
+# ---- OpenAI Responses API (docs: "Responses" and "Streaming responses") ---------------
+
+
+def responses_usage(cached: int = 0) -> dict:
+    return {
+        "input_tokens": PROMPT_TOKENS,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": COMPLETION_TOKENS,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+    }
+
+
+def responses_message_item(text: str, item_id: str = "msg_fake1") -> dict:
+    return {
+        "id": item_id,
+        "type": "message",
+        "status": "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+
+
+def responses_call_item(name: str, arguments: dict, call_id: str = "call_resp1") -> dict:
+    return {
+        "id": "fc_fake1",
+        "type": "function_call",
+        "status": "completed",
+        "call_id": call_id,
+        "name": name,
+        "arguments": json.dumps(arguments),
+    }
+
+
+def responses_object(model: str, output: list[dict], status: str = "completed") -> dict:
+    done = status == "completed"
+    return {
+        "id": "resp_fake1",
+        "object": "response",
+        "created_at": 1_700_000_000,
+        "status": status,
+        "model": model,
+        "output": output if done else [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": responses_usage() if done else None,
+    }
+
+
+def responses_stream(model: str, item: dict) -> list[str]:
+    """The documented event flow of an answer of one output item (a message or a function
+    call), with `event:` names and sequence numbers, as OpenAI's Responses API sends it."""
+    start = {**item, "status": "in_progress"}
+    events: list[tuple[str, dict]] = [
+        ("response.created", {"response": responses_object(model, [], "in_progress")}),
+        ("response.in_progress", {"response": responses_object(model, [], "in_progress")}),
+    ]
+    where = {"item_id": item["id"], "output_index": 0}
+    if item["type"] == "message":
+        text = item["content"][0]["text"]
+        part = {"type": "output_text", "text": "", "annotations": []}
+        at = {**where, "content_index": 0}
+        events += [
+            ("response.output_item.added", {"output_index": 0, "item": {**start, "content": []}}),
+            ("response.content_part.added", {**at, "part": part}),
+            *(
+                ("response.output_text.delta", {**at, "delta": piece, "logprobs": []})
+                for piece in split_text(text, 6)
+            ),
+            ("response.output_text.done", {**at, "text": text, "logprobs": []}),
+            ("response.content_part.done", {**at, "part": item["content"][0]}),
+        ]
+    else:
+        events += [
+            ("response.output_item.added", {"output_index": 0, "item": {**start, "arguments": ""}}),
+            *(
+                ("response.function_call_arguments.delta", {**where, "delta": piece})
+                for piece in split_text(item["arguments"], 5)
+            ),
+            ("response.function_call_arguments.done", {**where, "arguments": item["arguments"]}),
+        ]
+    events += [
+        ("response.output_item.done", {"output_index": 0, "item": item}),
+        ("response.completed", {"response": responses_object(model, [item])}),
+    ]
+    return [
+        sse({"type": kind, "sequence_number": n, **data}, kind)
+        for n, (kind, data) in enumerate(events)
+    ]
