@@ -1420,3 +1420,89 @@ def responses_stream(model: str, item: dict) -> list[str]:
         sse({"type": kind, "sequence_number": n, **data}, kind)
         for n, (kind, data) in enumerate(events)
     ]
+
+
+# ---- Tool loops: each format's provider calls get_weather when tools are offered, then
+# answers with the tool's result; with no tools, it echoes the person's last words.
+
+
+def tool_loop_said(output: str) -> str:
+    return f"The tool said: {output}"
+
+
+def tool_loop_echo(text: str) -> str:
+    return f"You said: {text}"
+
+
+def last_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+
+
+def responses_tool_loop(request) -> Reply:
+    """A Responses-API provider: a function call first, then the call's output as text."""
+    body = request.json
+    if request.path != "/v1/responses":
+        return Reply(404, {"error": {"message": f"not found: {request.path}"}})
+    items = (
+        body["input"]
+        if isinstance(body["input"], list)
+        else [{"role": "user", "content": body["input"]}]
+    )
+    last = items[-1]
+    if last.get("type") == "function_call_output":
+        item = responses_message_item(tool_loop_said(last["output"]))
+    elif body.get("tools"):
+        item = responses_call_item(TOOL_NAME, TOOL_ARGS)
+    else:
+        item = responses_message_item(tool_loop_echo(last_text(last.get("content"))))
+    if body.get("stream"):
+        return Reply(chunks=responses_stream(body["model"], item))
+    return Reply(body=responses_object(body["model"], [item]))
+
+
+def chat_tool_loop(request) -> Reply:
+    """A chat-completions provider: a tool call first, then the tool's result as text."""
+    body = request.json
+    last = body["messages"][-1]
+    model = body["model"]
+    stream = body.get("stream")
+    if last["role"] == "tool" or not body.get("tools"):
+        if last["role"] == "tool":
+            text = tool_loop_said(last["content"])
+        else:
+            text = tool_loop_echo(last_text(last["content"]))
+        if stream:
+            return Reply(chunks=openai_stream([text[:9], text[9:]], model))
+        return Reply(body=openai_completion(text, model))
+    if stream:
+        return Reply(chunks=openai_tool_stream(model, include_usage=True))
+    call = {
+        "id": "call_chat1",
+        "type": "function",
+        "function": {"name": TOOL_NAME, "arguments": json.dumps(TOOL_ARGS)},
+    }
+    return Reply(body=openai_completion("", model, tool_calls=[call]))
+
+
+def anthropic_tool_loop(request) -> Reply:
+    """An Anthropic provider: a tool_use first, then the tool_result's text."""
+    body = request.json
+    last = body["messages"][-1]
+    results = [
+        b
+        for b in (last["content"] if isinstance(last["content"], list) else [])
+        if b.get("type") == "tool_result"
+    ]
+    tool = False
+    if results:
+        content = results[0]["content"]
+        text = tool_loop_said(content if isinstance(content, str) else content[0]["text"])
+    elif body.get("tools"):
+        text, tool = "", True
+    else:
+        text = tool_loop_echo(last_text(last["content"]))
+    if body.get("stream"):
+        return Reply(chunks=anthropic_stream(text, body["model"], tool))
+    return Reply(body=anthropic_message(text, body["model"], tool))

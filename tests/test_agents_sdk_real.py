@@ -22,16 +22,10 @@ from fakes import (
     TOOL_ARGS,
     TOOL_NAME,
     FakeAnthropicProvider,
-    Reply,
-    anthropic_message,
-    anthropic_stream,
-    openai_completion,
-    openai_stream,
-    openai_tool_stream,
-    responses_call_item,
-    responses_message_item,
-    responses_object,
-    responses_stream,
+    anthropic_tool_loop,
+    chat_tool_loop,
+    responses_tool_loop,
+    tool_loop_said,
 )
 
 agents = pytest.importorskip("agents", reason="openai-agents is in the test extras")
@@ -49,83 +43,22 @@ PROOF = "xrouter-agents-tool-ran"
 TIERS = {"frontier": "responses", "cheap": "chat", "medium": "anthropic"}
 
 
-def said(output: str) -> str:
-    return f"The tool said: {output}"
-
-
 def tool_output(city: str, unit: str) -> str:
     return f"{PROOF}: 21 degrees {unit} in {city}"
-
-
-def responses_answer(request) -> Reply:
-    """A Responses-API provider: a function call first, then the call's output as text."""
-    body = request.json
-    if request.path != "/v1/responses":
-        return Reply(404, {"error": {"message": f"not found: {request.path}"}})
-    items = body["input"] if isinstance(body["input"], list) else []
-    outputs = [i["output"] for i in items if i.get("type") == "function_call_output"]
-    if outputs:
-        item = responses_message_item(said(outputs[-1]))
-    else:
-        item = responses_call_item(TOOL_NAME, TOOL_ARGS)
-    if body.get("stream"):
-        return Reply(chunks=responses_stream(body["model"], item))
-    return Reply(body=responses_object(body["model"], [item]))
-
-
-def chat_answer(request) -> Reply:
-    """A chat-completions provider: a tool call first, then the tool's result as text."""
-    body = request.json
-    last = body["messages"][-1]
-    model = body["model"]
-    stream = body.get("stream")
-    if last["role"] == "tool":
-        text = said(last["content"])
-        if stream:
-            return Reply(chunks=openai_stream([text[:9], text[9:]], model))
-        return Reply(body=openai_completion(text, model))
-    if stream:
-        return Reply(chunks=openai_tool_stream(model, include_usage=True))
-    call = {
-        "id": "call_chat1",
-        "type": "function",
-        "function": {"name": TOOL_NAME, "arguments": json.dumps(TOOL_ARGS)},
-    }
-    return Reply(body=openai_completion("", model, tool_calls=[call]))
-
-
-def anthropic_answer(request) -> Reply:
-    """An Anthropic provider: a tool_use first, then the tool_result's text."""
-    body = request.json
-    last = body["messages"][-1]
-    results = [
-        b
-        for b in (last["content"] if isinstance(last["content"], list) else [])
-        if b.get("type") == "tool_result"
-    ]
-    if results:
-        content = results[0]["content"]
-        text = said(content if isinstance(content, str) else content[0]["text"])
-        tool = False
-    else:
-        text, tool = "", True
-    if body.get("stream"):
-        return Reply(chunks=anthropic_stream(text, body["model"], tool))
-    return Reply(body=anthropic_message(text, body["model"], tool))
 
 
 @pytest.fixture(scope="module")
 def anthropic_fake():
     fake = FakeAnthropicProvider("anthropic")
-    fake.override = anthropic_answer
+    fake.override = anthropic_tool_loop
     yield fake
     fake.close()
 
 
 @pytest.fixture
 def router(start_router, upstreams, anthropic_fake):
-    upstreams.frontier.override = responses_answer
-    upstreams.cheap.override = chat_answer
+    upstreams.frontier.override = responses_tool_loop
+    upstreams.cheap.override = chat_tool_loop
     return start_router(
         {
             "FRONTIER_PROVIDER": "openai_responses",
@@ -205,7 +138,7 @@ def test_an_agent_calls_its_tool_through_the_router(
         return result, kinds
 
     result, kinds = asyncio.run(run())
-    expected = said(tool_output(**TOOL_ARGS))
+    expected = tool_loop_said(tool_output(**TOOL_ARGS))
     # The SDK ran its tool once with the model's arguments, then printed the answer.
     assert calls == [TOOL_ARGS]
     assert result.final_output == expected
@@ -247,7 +180,7 @@ def test_auto_classifies_the_question_once_and_keeps_the_tool_loop(router, upstr
     agent = make_agent(router, seen, "xrouter-auto", calls)
     ask = unique("Weather in Paris please")
     result = asyncio.run(Runner.run(agent, ask))
-    assert result.final_output == said(tool_output(**TOOL_ARGS)) and len(calls) == 1
+    assert result.final_output == tool_loop_said(tool_output(**TOOL_ARGS)) and len(calls) == 1
     assert [h["x-xrouter-upstream"] for h in seen.headers] == ["frontier", "frontier"]
     texts = upstreams.classifier.texts()
     assert len(texts) == 1 and ask in texts[0] and PROOF not in texts[0]
