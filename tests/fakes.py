@@ -654,6 +654,8 @@ class FakeAnthropicProvider(ProviderFake):
             "context_management",
             "mcp_servers",
         }
+        if "cache-diagnosis" in betas:
+            allowed.add("diagnostics")  # Claude Code sends it to api.anthropic.com itself
         extra = set(body) - allowed
         return f"{sorted(extra)[0]}: Extra inputs are not permitted" if extra else ""
 
