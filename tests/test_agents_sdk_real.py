@@ -186,3 +186,32 @@ def test_auto_classifies_the_question_once_and_keeps_the_tool_loop(router, upstr
     assert len(texts) == 1 and ask in texts[0] and PROOF not in texts[0]
     router.settle()
     assert "source=tool_loop" in router.logs()
+
+
+@pytest.mark.parametrize("tier", TIERS)
+def test_follow_up_turns_by_input_list_and_previous_response_id(
+    router, upstreams, anthropic_fake, tier
+):
+    """The SDK's two ways to continue: its items back as input (`to_input_list()`), or
+    `previous_response_id` (the router's store: the route never sees the id)."""
+    seen, calls = Seen(), []
+    agent = make_agent(router, seen, f"xrouter-{tier}", calls)
+
+    async def run():
+        first = await Runner.run(agent, unique("What is the weather in Paris?"))
+        listed = await Runner.run(
+            agent, [*first.to_input_list(), {"role": "user", "content": "Thanks!"}]
+        )
+        chained = await Runner.run(
+            agent, "And in Lyon?", previous_response_id=first.last_response_id
+        )
+        return first, listed, chained
+
+    first, listed, chained = asyncio.run(run())
+    answer = tool_loop_said(tool_output(**TOOL_ARGS))
+    assert first.final_output == listed.final_output == chained.final_output == answer
+    assert len(calls) == 3 and set(h["x-xrouter-upstream"] for h in seen.headers) == {tier}
+    # The chained turn reached the route with the whole conversation, no id it cannot know.
+    last = sent_to(upstreams, anthropic_fake, tier)[-2]
+    assert "previous_response_id" not in last
+    assert answer in json.dumps(last) and "And in Lyon?" in json.dumps(last)
