@@ -19,7 +19,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import unique
+from conftest import Router, free_port, unique
 from fakes import (
     COMPLETION_TOKENS,
     PROMPT_TOKENS,
@@ -91,21 +91,25 @@ def router(start_router, upstreams, anthropic_fake):
     )
 
 
-def run_sdk(router, api: str, model: str, prompt: str) -> dict[str, dict]:
+def run_sdk(
+    router, api: str, model: str, prompt: str, base_url: str = "", env: dict | None = None
+) -> dict[str, dict]:
     node = node_binary()
     done = subprocess.run(
-        [str(node), str(SCRIPT), router.url + "/v1", api, model, prompt],
+        [str(node), str(SCRIPT), base_url or router.url + "/v1", api, model, prompt],
         env={
             "PATH": f"{node.parent}:{os.environ.get('PATH', '')}",
             "HOME": os.environ.get("HOME", ""),
             "XROUTER_AI_SDK_DIR": str(install_dir()),
+            **(env or {}),
         },
         capture_output=True,
         text=True,
         timeout=120,
         stdin=subprocess.DEVNULL,
     )
-    assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}\n{router.logs()[-3000:]}"
+    logs = router.log_path.read_text(errors="replace")
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr[-3000:]}\n{logs[-3000:]}"
     return {record["run"]: record for record in map(json.loads, done.stdout.splitlines())}
 
 
@@ -171,3 +175,43 @@ def test_generate_and_stream_text_with_a_tool(router, upstreams, anthropic_fake,
     router.settle()
     logs = router.logs()
     assert logs.count(f"route={tier}") == 5 and "tokens=11+7" in logs
+
+
+def test_https_proxy_mode_routes_the_sdks_calls_to_api_openai_com(upstreams, tmp_path):
+    """The SDK left on its default base URL (https://api.openai.com/v1), Node's fetch sent
+    through the router by HTTPS_PROXY (NODE_USE_ENV_PROXY=1) trusting mitmproxy's CA:
+    its /v1/responses calls are classified and routed to the fake on loopback;
+    tests/loopback_guard.py would stop anything the router let through."""
+    node_binary()
+    upstreams.cheap.override = chat_tool_loop
+    upstreams.classifier.digit = "0"
+    proxy_port = free_port()
+    guard = Path(__file__).with_name("loopback_guard.py")
+    router = Router(
+        upstreams.env(),
+        tmp_path,
+        args=["--mode", f"regular@127.0.0.1:{proxy_port}", "-s", str(guard)],
+        wait=False,
+    )
+    try:
+        ca = router.wait_for_proxy(proxy_port)
+        proxy = {
+            "HTTPS_PROXY": f"http://127.0.0.1:{proxy_port}",
+            "NODE_USE_ENV_PROXY": "1",
+            "NODE_EXTRA_CA_CERTS": str(ca),
+        }
+        prompt = unique("What is the weather in Paris?")
+        runs = run_sdk(
+            router, "responses", "gpt-5-mini", prompt, "https://api.openai.com/v1", proxy
+        )
+        for name in ("generateText", "streamText"):
+            assert runs[name]["text"] == tool_loop_said(TOOL_RESULT), runs[name]
+            assert runs[name]["upstreams"] == ["cheap", "cheap"], runs[name]
+        assert runs["secondTurn"]["text"] == tool_loop_echo("Thanks. And in Lyon?")
+        sent = [r for r in upstreams.cheap.requests if prompt in r.body.decode()]
+        assert len(sent) == 5
+        assert all(r.headers["authorization"] == "Bearer sk-cheap-secret-0001" for r in sent)
+        logs = router.log_path.read_text(errors="replace")
+        assert logs.count("route=cheap") == 5 and "loopback-guard: blocked" not in logs
+    finally:
+        router.stop()
