@@ -688,6 +688,7 @@ def test_a_responses_route_gets_the_routers_items_and_its_own_references(native,
             {"type": "item_reference", "id": made},
             {"type": "item_reference", "id": theirs},
             {"type": "item_reference", "id": "msg_only_the_provider_knows"},
+            {"type": "item_reference", "id": 5},  # the provider's to refuse
             question,
         ],
     )
@@ -707,6 +708,7 @@ def test_a_responses_route_gets_the_routers_items_and_its_own_references(native,
         },
         {"type": "item_reference", "id": theirs},
         {"type": "item_reference", "id": "msg_only_the_provider_knows"},
+        {"type": "item_reference", "id": 5},
         question,
     ]
 

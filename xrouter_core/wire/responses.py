@@ -540,8 +540,10 @@ def native_body(call: ResponsesCall, model: str) -> dict[str, Any]:
         body["input"] = responses_input(call.history, call)
     elif call.references and isinstance(body.get("input"), list):
         body["input"] = [
-            call.references.get(item.get("id"), item)
-            if isinstance(item, dict) and item.get("type") == "item_reference"
+            call.references.get(item["id"], item)
+            if isinstance(item, dict)
+            and item.get("type") == "item_reference"
+            and isinstance(item.get("id"), str)
             else item
             for item in body["input"]
         ]
