@@ -655,6 +655,8 @@ class FakeAnthropicProvider(ProviderFake):
             "context_management",
             "mcp_servers",
         }
+        if "cache-diagnosis" in betas:
+            allowed.add("diagnostics")  # Claude Code sends it to api.anthropic.com itself
         extra = set(body) - allowed
         return f"{sorted(extra)[0]}: Extra inputs are not permitted" if extra else ""
 
@@ -1329,6 +1331,184 @@ class FakeModelProvider(FakeOpenAIProvider):
         return Reply(
             chunks=ollama_pull_lines(layers), headers={"content-type": "application/x-ndjson"}
         )
+
+
+# ---- OpenAI Responses API (docs: "Responses" and "Streaming responses") ---------------
+
+
+def responses_usage(cached: int = 0) -> dict:
+    return {
+        "input_tokens": PROMPT_TOKENS,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": COMPLETION_TOKENS,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+    }
+
+
+def responses_message_item(text: str, item_id: str = "msg_fake1") -> dict:
+    return {
+        "id": item_id,
+        "type": "message",
+        "status": "completed",
+        "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": []}],
+    }
+
+
+def responses_call_item(name: str, arguments: dict, call_id: str = "call_resp1") -> dict:
+    return {
+        "id": "fc_fake1",
+        "type": "function_call",
+        "status": "completed",
+        "call_id": call_id,
+        "name": name,
+        "arguments": json.dumps(arguments),
+    }
+
+
+def responses_object(model: str, output: list[dict], status: str = "completed") -> dict:
+    done = status == "completed"
+    return {
+        "id": "resp_fake1",
+        "object": "response",
+        "created_at": 1_700_000_000,
+        "status": status,
+        "model": model,
+        "output": output if done else [],
+        "parallel_tool_calls": True,
+        "tool_choice": "auto",
+        "tools": [],
+        "usage": responses_usage() if done else None,
+    }
+
+
+def responses_stream(model: str, item: dict) -> list[str]:
+    """The documented event flow of an answer of one output item (a message or a function
+    call), with `event:` names and sequence numbers, as OpenAI's Responses API sends it."""
+    start = {**item, "status": "in_progress"}
+    events: list[tuple[str, dict]] = [
+        ("response.created", {"response": responses_object(model, [], "in_progress")}),
+        ("response.in_progress", {"response": responses_object(model, [], "in_progress")}),
+    ]
+    where = {"item_id": item["id"], "output_index": 0}
+    if item["type"] == "message":
+        text = item["content"][0]["text"]
+        part = {"type": "output_text", "text": "", "annotations": []}
+        at = {**where, "content_index": 0}
+        events += [
+            ("response.output_item.added", {"output_index": 0, "item": {**start, "content": []}}),
+            ("response.content_part.added", {**at, "part": part}),
+            *(
+                ("response.output_text.delta", {**at, "delta": piece, "logprobs": []})
+                for piece in split_text(text, 6)
+            ),
+            ("response.output_text.done", {**at, "text": text, "logprobs": []}),
+            ("response.content_part.done", {**at, "part": item["content"][0]}),
+        ]
+    else:
+        events += [
+            ("response.output_item.added", {"output_index": 0, "item": {**start, "arguments": ""}}),
+            *(
+                ("response.function_call_arguments.delta", {**where, "delta": piece})
+                for piece in split_text(item["arguments"], 5)
+            ),
+            ("response.function_call_arguments.done", {**where, "arguments": item["arguments"]}),
+        ]
+    events += [
+        ("response.output_item.done", {"output_index": 0, "item": item}),
+        ("response.completed", {"response": responses_object(model, [item])}),
+    ]
+    return [
+        sse({"type": kind, "sequence_number": n, **data}, kind)
+        for n, (kind, data) in enumerate(events)
+    ]
+
+
+# ---- Tool loops: each format's provider calls get_weather when tools are offered, then
+# answers with the tool's result; with no tools, it echoes the person's last words.
+
+
+def tool_loop_said(output: str) -> str:
+    return f"The tool said: {output}"
+
+
+def tool_loop_echo(text: str) -> str:
+    return f"You said: {text}"
+
+
+def last_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(p.get("text", "") for p in content or [] if isinstance(p, dict))
+
+
+def responses_tool_loop(request) -> Reply:
+    """A Responses-API provider: a function call first, then the call's output as text."""
+    body = request.json
+    if request.path != "/v1/responses":
+        return Reply(404, {"error": {"message": f"not found: {request.path}"}})
+    items = (
+        body["input"]
+        if isinstance(body["input"], list)
+        else [{"role": "user", "content": body["input"]}]
+    )
+    last = items[-1]
+    if last.get("type") == "function_call_output":
+        item = responses_message_item(tool_loop_said(last["output"]))
+    elif body.get("tools"):
+        item = responses_call_item(TOOL_NAME, TOOL_ARGS)
+    else:
+        item = responses_message_item(tool_loop_echo(last_text(last.get("content"))))
+    if body.get("stream"):
+        return Reply(chunks=responses_stream(body["model"], item))
+    return Reply(body=responses_object(body["model"], [item]))
+
+
+def chat_tool_loop(request) -> Reply:
+    """A chat-completions provider: a tool call first, then the tool's result as text."""
+    body = request.json
+    last = body["messages"][-1]
+    model = body["model"]
+    stream = body.get("stream")
+    if last["role"] == "tool" or not body.get("tools"):
+        if last["role"] == "tool":
+            text = tool_loop_said(last["content"])
+        else:
+            text = tool_loop_echo(last_text(last["content"]))
+        if stream:
+            return Reply(chunks=openai_stream([text[:9], text[9:]], model))
+        return Reply(body=openai_completion(text, model))
+    if stream:
+        return Reply(chunks=openai_tool_stream(model, include_usage=True))
+    call = {
+        "id": "call_chat1",
+        "type": "function",
+        "function": {"name": TOOL_NAME, "arguments": json.dumps(TOOL_ARGS)},
+    }
+    return Reply(body=openai_completion("", model, tool_calls=[call]))
+
+
+def anthropic_tool_loop(request) -> Reply:
+    """An Anthropic provider: a tool_use first, then the tool_result's text."""
+    body = request.json
+    last = body["messages"][-1]
+    results = [
+        b
+        for b in (last["content"] if isinstance(last["content"], list) else [])
+        if b.get("type") == "tool_result"
+    ]
+    tool = False
+    if results:
+        content = results[0]["content"]
+        text = tool_loop_said(content if isinstance(content, str) else content[0]["text"])
+    elif body.get("tools"):
+        text, tool = "", True
+    else:
+        text = tool_loop_echo(last_text(last["content"]))
+    if body.get("stream"):
+        return Reply(chunks=anthropic_stream(text, body["model"], tool))
+    return Reply(body=anthropic_message(text, body["model"], tool))
 
 
 # ---- an embeddings engine (OpenAI's POST /v1/embeddings) -----------------------------

@@ -228,3 +228,80 @@ def test_claude_code_on_an_openai_route_is_translated(tmp_path: Path):
     finally:
         router.stop()
         fake.close()
+
+
+def test_claude_code_through_the_router_as_https_proxy(tmp_path: Path):
+    """HTTPS-proxy mode: Claude Code keeps its own base URL (api.anthropic.com) and its
+    own key; HTTPS_PROXY and NODE_EXTRA_CA_CERTS put the router in its path. Its
+    /v1/messages calls are routed to the fake on loopback with the route's key; the
+    other calls it makes to api.anthropic.com pass the router unrouted and are stopped by
+    tests/loopback_guard.py (listed below), so nothing leaves loopback."""
+    from conftest import free_port
+
+    binary = claude_binary()
+    home = tmp_path / "home"
+    workspace = home / "work"
+    workspace.mkdir(parents=True)
+    note = workspace / "note.txt"
+    note.write_text(NOTE + "\n")
+    fake = ClaudeCodeProvider(note)
+    env = {"CLASSIFIER_ENABLED": "false"}
+    for tier in ("CHEAP", "MEDIUM", "FRONTIER"):
+        env[f"{tier}_BASE_URL"] = fake.url
+        env[f"{tier}_API_KEY"] = ROUTE_KEY
+        env[f"{tier}_MODEL"] = f"claude-{tier.lower()}-route"
+    router_dir = tmp_path / "router"
+    router_dir.mkdir()
+    proxy_port = free_port()
+    guard = Path(__file__).with_name("loopback_guard.py")
+    router = Router(
+        env,
+        router_dir,
+        args=["--mode", f"regular@127.0.0.1:{proxy_port}", "-s", str(guard)],
+        wait=False,
+    )
+    client_key = "sk-ant-api03-the-users-own-key-0042"
+    try:
+        ca = router.wait_for_proxy(proxy_port)
+        done = subprocess.run(
+            [str(binary), "-p", "Read the note in note.txt", "--output-format", "json"],
+            env={
+                "PATH": os.environ.get("PATH", ""),
+                "HOME": str(home),
+                "ANTHROPIC_API_KEY": client_key,
+                "HTTPS_PROXY": f"http://127.0.0.1:{proxy_port}",
+                "NODE_EXTRA_CA_CERTS": str(ca),
+                "DISABLE_TELEMETRY": "1",
+                "DISABLE_AUTOUPDATER": "1",
+                "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
+            },
+            cwd=workspace,
+            capture_output=True,
+            text=True,
+            timeout=240,
+            stdin=subprocess.DEVNULL,
+        )
+        logs = router.log_path.read_text(errors="replace")
+        assert done.returncode == 0, f"{done.stdout}\n{done.stderr}\n{logs}"
+        result = json.loads(done.stdout)
+        assert NOTE in result["result"], result
+        sent = [r for r in fake.requests if r.path.startswith("/v1/messages")]
+        assert len(sent) == 2, [r.path for r in fake.requests]
+        for request in sent:
+            # Claude Code's own request (cache_control marks, its betas), the route's key.
+            assert request.headers["x-api-key"] == ROUTE_KEY
+            assert "claude-code-20250219" in request.headers["anthropic-beta"]
+            assert request.json["model"] == "claude-frontier-route"
+            assert '"cache_control": {"type": "ephemeral"' in json.dumps(request.json)
+        assert tool_results(sent[1].json)[0]["tool_use_id"] == "toolu_01ReadTheNote000000000"
+        assert logs.count("routed decision=") == 2 and "status=200" in logs
+        # What passed the router unrouted: only Claude Code's settings calls, never a
+        # /v1 call; the user's key is in no log line.
+        blocked = [line for line in logs.splitlines() if "loopback-guard: blocked" in line]
+        assert all("https://api.anthropic.com/api/claude_code/" in line for line in blocked), (
+            blocked
+        )
+        assert client_key not in logs and ROUTE_KEY not in logs
+    finally:
+        router.stop()
+        fake.close()

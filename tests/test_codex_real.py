@@ -140,3 +140,52 @@ def test_codex_exec_runs_a_tool_through_the_router(start_router, upstreams, tmp_
     assert len(texts) == 1 and ask in texts[0] and "environment_context" not in texts[0]
     router.settle()
     assert "source=tool_loop" in router.logs()
+
+
+def test_codex_exec_on_an_anthropic_route(start_router, upstreams, tmp_path):
+    """The same tool loop translated the other way: Codex's Responses requests reach an
+    Anthropic route as Messages (its functions as Anthropic tools, the command's output
+    as a tool_result), and the streamed tool_use comes back as a function call Codex runs."""
+    from fakes import FakeAnthropicProvider, anthropic_stream
+    from test_claude_code_real import tool_results, tool_use_stream
+
+    fake = FakeAnthropicProvider("anthropic")
+
+    def answer(request) -> Reply:
+        body = request.json
+        problem = fake.check(body, request.headers.get("anthropic-beta", ""))
+        if problem:
+            error = {"type": "invalid_request_error", "message": problem}
+            return Reply(400, {"type": "error", "error": error})
+        results = tool_results(body)
+        if results:
+            text = f"Codex saw: {json.dumps(results[0]['content'])[-60:]}"
+            return Reply(chunks=anthropic_stream(text, body["model"]))
+        return Reply(
+            chunks=tool_use_stream(body["model"], "exec_command", {"cmd": f"echo {PROOF}"})
+        )
+
+    fake.override = answer
+    try:
+        router = start_router(
+            {
+                "CHEAP_BASE_URL": fake.url,
+                "CHEAP_API_KEY": "sk-ant-api03-codex-0001",
+                "CHEAP_MODEL": "claude-haiku-4-5",
+                "FALLBACK_ENABLED": "false",
+            }
+        )
+        upstreams.classifier.digit = "0"
+        done = run_codex(tmp_path, router, unique("Run the proof command"))
+        assert done.returncode == 0, done.stderr[-3000:]
+        first, second = (r.json for r in fake.requests[:2])
+        assert first["stream"] is True and first["model"] == "claude-haiku-4-5"
+        assert "exec_command" in {tool["name"] for tool in first["tools"]}
+        result = tool_results(second)[0]
+        assert result["tool_use_id"] == "toolu_01ReadTheNote000000000"
+        assert PROOF in json.dumps(result["content"])
+        assert "Codex saw:" in done.stdout and PROOF in done.stdout
+        router.settle()
+        assert "route=cheap" in router.logs() and "source=tool_loop" in router.logs()
+    finally:
+        fake.close()

@@ -332,13 +332,60 @@ def test_unknown_or_unstored_previous_response_is_a_400(router, upstreams, fakes
         )
 
 
+def test_item_references_to_the_routers_answers_are_read_as_the_items(router, upstreams, fakes):
+    """What the Vercel AI SDK sends on a second turn (store defaults to true): its earlier
+    answer as `{"type": "item_reference", "id": …}`, to be resolved by whoever made it."""
+    use(upstreams, "openai")
+    client = client_for(router)
+    ask = unique("Hello there")
+    first = client.responses.create(model="xrouter/cheap", input=ask)
+    reference = {"type": "item_reference", "id": first.output[0].id}
+    question = {"role": "user", "content": [{"type": "input_text", "text": "And then?"}]}
+    user = {"role": "user", "content": [{"type": "input_text", "text": ask}]}
+    second = client.responses.create(model="xrouter/cheap", input=[user, reference, question])
+    assert second.output_text == "Hello from cheap!"
+    assert upstreams.cheap.requests[-1].json["messages"] == [
+        {"role": "user", "content": ask},
+        {"role": "assistant", "content": "Hello from cheap!"},
+        {"role": "user", "content": "And then?"},
+    ]
+    # A reference the router never made or no longer holds: a 400 naming it, one log line.
+    before = len(upstreams.cheap.requests)
+    with pytest.raises(openai.BadRequestError) as error:
+        client.responses.create(
+            model="xrouter/cheap",
+            input=[user, {"type": "item_reference", "id": "msg_gone"}, question],
+        )
+    assert error.value.body["code"] == "item_not_found" and "'msg_gone'" in error.value.message
+    assert len(upstreams.cheap.requests) == before
+    router.settle()
+    assert "rejected status=400 method=POST path=/v1/responses reason=item_not_found" in (
+        router.logs()
+    )
+
+
+def test_response_store_forgets_the_items_of_an_answer_it_drops():
+    from xrouter_core.wire.responses import ResponseStore
+
+    store = ResponseStore(max_entries=1)
+    item = {"id": "msg_a", "type": "message", "role": "assistant", "content": []}
+    store.put("resp_a", [{"role": "assistant", "content": "a"}], [item], minted=False)
+    found = store.item("msg_a")
+    assert found is not None and found.item == item and found.minted is False
+    found.item["content"].append("changed")
+    assert store.item("msg_a").item == item  # a copy is handed out
+    store.put("resp_b", [{"role": "assistant", "content": "b"}], [{**item, "id": "msg_b"}])
+    assert store.item("msg_a") is None and store.get("resp_a") is None
+    assert store.item("msg_b").minted is True
+
+
 @pytest.mark.parametrize(
     ("body", "words"),
     [
         ({"model": "xrouter/auto"}, "'input' is required"),
         ({"input": 5}, "'input' must be a string or an array"),
         ({"input": "hi", "tools": [{"type": "web_search"}]}, "'web_search'"),
-        ({"input": [{"type": "item_reference", "id": "x"}]}, "'item_reference'"),
+        ({"input": [{"type": "item_reference", "id": "x"}]}, "item_reference to 'x'"),
         ({"input": "hi", "max_output_tokens": 0}, "'max_output_tokens'"),
         (
             {"input": [{"role": "user", "content": [{"type": "input_file", "file_id": "f"}]}]},
@@ -624,6 +671,45 @@ def test_a_responses_route_streams_through_and_its_answers_continue(native, upst
             ],
         },
         {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "on"}]},
+    ]
+
+
+def test_a_responses_route_gets_the_routers_items_and_its_own_references(native, upstreams):
+    """On a Responses route, a reference to an item the router made (a translated answer
+    the route never saw) is sent as that item; one to the route's own item goes as sent."""
+    client = client_for(native)
+    chat_answer = client.responses.create(model="xrouter/cheap", input=unique("hi"))
+    own = client.responses.create(model="xrouter/frontier", input=unique("hi there"))
+    made, theirs = chat_answer.output[0].id, own.output[0].id
+    question = {"role": "user", "content": [{"type": "input_text", "text": "more"}]}
+    client.responses.create(
+        model="xrouter/frontier",
+        input=[
+            {"type": "item_reference", "id": made},
+            {"type": "item_reference", "id": theirs},
+            {"type": "item_reference", "id": "msg_only_the_provider_knows"},
+            {"type": "item_reference", "id": 5},  # the provider's to refuse
+            question,
+        ],
+    )
+    sent = upstreams.frontier.requests[-1].json["input"]
+    assert sent == [
+        {
+            "type": "message",
+            "role": "assistant",
+            "content": [
+                {
+                    "type": "output_text",
+                    "text": "Hello from cheap!",
+                    "annotations": [],
+                    "logprobs": [],
+                }
+            ],
+        },
+        {"type": "item_reference", "id": theirs},
+        {"type": "item_reference", "id": "msg_only_the_provider_knows"},
+        {"type": "item_reference", "id": 5},
+        question,
     ]
 
 

@@ -894,7 +894,7 @@ class Xrouter:
         try:
             content = flow.request.get_content(strict=False)
             if client_format == RESPONSES:
-                chat = parse_responses(content, self.response_store.get)
+                chat = parse_responses(content, self.response_store.get, self.response_store.item)
             elif client_format == ANTHROPIC:
                 chat = parse_anthropic_messages(content)
             else:
@@ -1063,7 +1063,8 @@ class Xrouter:
         def on_finish(t: StreamTranslator) -> None:
             final = getattr(t, "final", None)
             if routed.chat.responses is not None and final is not None:
-                remember(self.response_store, routed.chat.responses, final)
+                minted = not routed.adapter.responses_wire  # else the route's own answer
+                remember(self.response_store, routed.chat.responses, final, minted)
             self.finished(flow, routed, 502 if t.error else 200, t.usage, error=t.error, stream=t)
 
         translator.on_finish = on_finish
@@ -1131,7 +1132,7 @@ class Xrouter:
             doc = None
         if isinstance(doc, dict) and isinstance(doc.get("id"), str):
             usage = usage_of_response(doc)
-            remember(self.response_store, routed.chat.responses, doc)
+            remember(self.response_store, routed.chat.responses, doc, minted=False)
         self.finished(flow, routed, flow.response.status_code, usage)
 
     def try_next_route(self, flow: http.HTTPFlow, routed: RoutedFlow) -> bool:

@@ -14,6 +14,13 @@ names one gets that conversation (its input and output, not its instructions, as
 API does) put before its own input. An id the store does not hold is a 400
 (`previous_response_not_found`); so is an answer made with `store: false`.
 
+`item_reference` input items (`{"type": "item_reference", "id": "msg_…"}`: what the
+Vercel AI SDK sends for its earlier answers, as `store` defaults to true) name output
+items of those stored answers: they are read as the items themselves. On a Responses
+route, references to items the router made (answers it translated) are sent as the
+items; the others go as they are, for the provider that made them. A reference the
+store does not hold is a 400 (`item_not_found`) on any other route.
+
 Out: canonical stream events become the Responses event lifecycle
 (`ResponsesEventRenderer`), and a whole chat completion becomes a `response` object
 (`response_object`). The same output items feed the store.
@@ -76,6 +83,8 @@ class ResponsesCall:
     native_only: RouterError | None = None
     # previous_response_id was resolved from the router's store (history holds it).
     expanded: bool = False
+    # item_reference ids of items the router made → the item, for a Responses route.
+    references: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def output_name(self, chat_name: str) -> tuple[str, str | None]:
         """A called chat function's (name, namespace) as the Responses client knows it."""
@@ -86,14 +95,35 @@ class ResponsesCall:
 # ---- the store of the router's own answers ---------------------------------------------
 
 
+@dataclass(slots=True)
+class StoredItem:
+    """One output item of a stored answer, and whether the router made it (translated
+    from another format) rather than a Responses route."""
+
+    item: dict[str, Any]
+    minted: bool
+
+
 class ResponseStore:
-    """A bounded LRU of response id → the conversation it ended (chat messages)."""
+    """A bounded LRU of response id → the conversation it ended (chat messages), with
+    the answer's output items by item id (for `item_reference` inputs)."""
 
     def __init__(self, max_entries: int = 1000, max_chars: int = 50_000_000):
         self.max_entries = max_entries
         self.max_chars = max_chars
         self._items: OrderedDict[str, tuple[list[dict[str, Any]], int]] = OrderedDict()
         self._chars = 0
+        self._outputs: dict[str, dict[str, StoredItem]] = {}  # response id → item id → item
+        self._owner: dict[str, str] = {}  # item id → response id
+
+    def item(self, item_id: str) -> StoredItem | None:
+        """The output item with this id, from an answer still in the store."""
+        owner = self._owner.get(item_id)
+        if owner is None or owner not in self._items:
+            return None
+        self._items.move_to_end(owner)
+        found = self._outputs[owner][item_id]
+        return StoredItem(copy.deepcopy(found.item), found.minted)
 
     def get(self, response_id: str) -> list[dict[str, Any]] | None:
         found = self._items.get(response_id)
@@ -102,29 +132,56 @@ class ResponseStore:
         self._items.move_to_end(response_id)
         return copy.deepcopy(found[0])
 
-    def put(self, response_id: str, messages: list[dict[str, Any]]) -> None:
-        size = len(json.dumps(messages, ensure_ascii=False))
+    def put(
+        self,
+        response_id: str,
+        messages: list[dict[str, Any]],
+        output: list[dict[str, Any]] | None = None,
+        minted: bool = True,
+    ) -> None:
+        items = {
+            str(item["id"]): StoredItem(item, minted)
+            for item in output or []
+            if isinstance(item, dict) and isinstance(item.get("id"), str)
+        }
+        size = len(json.dumps(messages, ensure_ascii=False)) + sum(
+            len(json.dumps(i.item, ensure_ascii=False)) for i in items.values()
+        )
         if size > self.max_chars:
             return
         old = self._items.pop(response_id, None)
         if old is not None:
             self._chars -= old[1]
+            self._forget(response_id)
         self._items[response_id] = (messages, size)
+        self._outputs[response_id] = items
+        for item_id in items:
+            self._owner[item_id] = response_id
         self._chars += size
         while len(self._items) > self.max_entries or self._chars > self.max_chars:
-            _, (_, dropped) = self._items.popitem(last=False)
+            dropped_id, (_, dropped) = self._items.popitem(last=False)
             self._chars -= dropped
+            self._forget(dropped_id)
+
+    def _forget(self, response_id: str) -> None:
+        for item_id in self._outputs.pop(response_id, {}):
+            if self._owner.get(item_id) == response_id:
+                del self._owner[item_id]
 
     def __len__(self) -> int:
         return len(self._items)
 
 
-def remember(store: ResponseStore, call: ResponsesCall, response: dict[str, Any]) -> None:
-    """Keep a finished answer's conversation for a follow-up naming its id."""
+def remember(
+    store: ResponseStore, call: ResponsesCall, response: dict[str, Any], minted: bool = True
+) -> None:
+    """Keep a finished answer's conversation for a follow-up naming its id, and its
+    output items for follow-ups naming them (`minted`: the router made the answer)."""
     if not call.store or response.get("status") not in ("completed", "incomplete"):
         return
-    reply = output_as_messages(response.get("output") or [])
-    store.put(str(response["id"]), call.history + reply)
+    output = response.get("output") or []
+    reply = output_as_messages(output)
+    store.put(str(response["id"]), call.history + reply, output, minted)
 
 
 # ---- in --------------------------------------------------------------------------------
@@ -137,8 +194,11 @@ def bad(message: str, code: str = "invalid_request") -> RouterError:
 def parse_responses(
     raw: bytes | None,
     lookup: Callable[[str], list[dict[str, Any]] | None] = lambda _id: None,
+    find_item: Callable[[str], StoredItem | None] = lambda _id: None,
 ) -> ChatRequest:
-    """A Responses body → the internal chat request (client_format "responses")."""
+    """A Responses body → the internal chat request (client_format "responses").
+    `lookup` finds a stored conversation by response id, `find_item` a stored output
+    item by item id."""
     doc = load_json_object(raw)
     model = doc.get("model")
     if model is not None and not isinstance(model, str):
@@ -164,9 +224,12 @@ def parse_responses(
     namespaced: dict[str, tuple[str, str]] = {}
     native_only: list[RouterError] = []
     tools = chat_tools(doc.get("tools"), namespaced, refused=native_only)
-    history.extend(input_messages(doc.get("input", [])))
+    references: dict[str, dict[str, Any]] = {}
+    history.extend(
+        input_messages(resolve_references(doc.get("input", []), find_item, references, native_only))
+    )
     if not history:
-        raise bad("'input' must not be empty.", "invalid_input")
+        raise native_only[0] if native_only else bad("'input' must not be empty.", "invalid_input")
     messages = list(history)
     instructions = doc.get("instructions")
     if isinstance(instructions, str) and instructions:
@@ -228,8 +291,48 @@ def parse_responses(
         raw=doc,
         native_only=native_only[0] if native_only else None,
         expanded=previous is not None,
+        references=references,
     )
     return ChatRequest(body=body, client_format=RESPONSES, responses=call)
+
+
+def resolve_references(
+    value: Any,
+    find_item: Callable[[str], StoredItem | None],
+    references: dict[str, dict[str, Any]],
+    refused: list[RouterError],
+) -> Any:
+    """`input` with each item_reference the store holds replaced by that item. The items
+    the router made are also kept in `references` (as input items) for a Responses route;
+    a reference the store does not hold is left out, its 400 added to `refused` (a
+    Responses route may hold it: such a route gets the input as sent)."""
+    if not isinstance(value, list):
+        return value
+    out: list[Any] = []
+    for index, item in enumerate(value):
+        if not (isinstance(item, dict) and item.get("type") == "item_reference"):
+            out.append(item)
+            continue
+        item_id = item.get("id")
+        found = find_item(item_id) if isinstance(item_id, str) else None
+        if found is None:
+            refused.append(
+                bad(
+                    f"input[{index}] is an item_reference to {item_id!r}, an item the router "
+                    "does not hold. It keeps the output items of its own answers in memory "
+                    "(a bounded number, not across restarts, not those made with store: "
+                    "false); send the item itself instead (Vercel AI SDK: providerOptions "
+                    "{openai: {store: false}}).",
+                    "item_not_found",
+                )
+            )
+            continue
+        # As an input item: what an output item carries but an input item does not, out.
+        resolved = {k: v for k, v in found.item.items() if k not in ("id", "status")}
+        if found.minted:
+            references[item_id] = resolved
+        out.append(resolved)
+    return out
 
 
 def input_messages(value: Any) -> list[dict[str, Any]]:
@@ -435,6 +538,15 @@ def native_body(call: ResponsesCall, model: str) -> dict[str, Any]:
     if call.expanded:
         body.pop("previous_response_id", None)
         body["input"] = responses_input(call.history, call)
+    elif call.references and isinstance(body.get("input"), list):
+        body["input"] = [
+            call.references.get(item["id"], item)
+            if isinstance(item, dict)
+            and item.get("type") == "item_reference"
+            and isinstance(item.get("id"), str)
+            else item
+            for item in body["input"]
+        ]
     return body
 
 
