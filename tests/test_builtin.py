@@ -257,7 +257,7 @@ def test_bad_mode_and_thresholds_are_reported_together(tmp_path):
     with pytest.raises(ConfigError) as caught:
         load({**ROUTES, "CLASSIFIER_MODE": "oracle", "CLASSIFIER_THRESHOLDS": "0.8,0.2"}, tmp_path)
     text = "\n".join(caught.value.problems)
-    assert "CLASSIFIER_MODE must be one of llm, builtin, hybrid, embedding, not 'oracle'" in text
+    assert "CLASSIFIER_MODE must be one of llm, builtin, hybrid, not 'oracle'" in text
     assert "CLASSIFIER_THRESHOLDS: thresholds must satisfy 0 <= low <= high <= 1" in text
     with pytest.raises(ConfigError, match="two numbers"):
         load({**ROUTES, "CLASSIFIER_THRESHOLDS": "low,high"}, tmp_path)

@@ -516,3 +516,112 @@ def test_quick_start_with_the_270m_model_lets_the_builtin_classifier_decide():
     answers.classifier_mode = ""
     plan = setup_plan.build_plan(answers, update_env=False, current_env={})
     assert "mode" not in plan.upstreams["classifier"]
+
+
+# ---- hybrid: where the LLM is asked, and an LLM that gives nothing usable ------------------
+
+
+def hybrid_policy(fake, scope: str = "open_ended"):
+    from xrouter_core.accounting.cache import MemoryCache
+    from xrouter_core.routing.builtin import BuiltinClassifier
+    from xrouter_core.routing.policy import Policy
+
+    settings = ClassifierSettings(
+        base_url=fake.url + "/v1", model="tiny", mode="hybrid", api="chat", hybrid_llm=scope
+    )
+    client = httpx.AsyncClient(trust_env=False)
+    return Policy(
+        LLMClassifier(settings, client),
+        MemoryCache(),
+        builtin=BuiltinClassifier(),
+        settings=settings,
+    )
+
+
+def chat_request(text: str):
+    from xrouter_core.wire.inbound import parse_openai_chat
+
+    body = {"model": "xrouter/auto", "messages": [{"role": "user", "content": text}]}
+    return parse_openai_chat(json.dumps(body).encode())
+
+
+CLOSED_FORM = [
+    "Fix this function:\n```python\ndef add(a, b):\n    return a - b\n```",
+    "Solve for x: 3x + 5 = 20, and show the steps.",
+    "Which planet is largest?\nA) Mars\nB) Jupiter\nC) Venus\nD) Earth",
+]
+
+
+def test_hybrid_asks_the_llm_about_open_ended_prompts_only():
+    from fakes import FakeClassifier
+
+    fake = FakeClassifier("2")
+    try:
+
+        async def scenario(scope):
+            policy = hybrid_policy(fake, scope)
+            closed = [await policy.decide(chat_request(t)) for t in CLOSED_FORM]
+            open_ended = await policy.decide(
+                chat_request("Write a warm toast for my sister's wedding, with one joke.")
+            )
+            return closed, open_ended
+
+        closed, open_ended = asyncio.run(scenario("open_ended"))
+        assert [d.source for d in closed] == ["builtin"] * 3
+        assert open_ended.source == "llm" and open_ended.tier == 2
+        assert fake.texts() == ["Write a warm toast for my sister's wedding, with one joke."]
+        fake.requests.clear()
+        closed, _ = asyncio.run(scenario("all"))
+        assert [d.source for d in closed] == ["llm"] * 3 and len(fake.requests) == 4
+    finally:
+        fake.close()
+
+
+def test_the_scope_is_a_setting_and_part_of_the_classifiers_identity(tmp_path):
+    from xrouter_core.routing.policy import classifier_identity
+
+    base = {"FRONTIER_BASE_URL": "http://127.0.0.1:9/v1", "CLASSIFIER_ENABLED": "false"}
+
+    def load(extra):
+        return load_settings(
+            {**base, **extra}, env_file=tmp_path / "x.env", upstreams_file=tmp_path / "x.json"
+        )
+
+    assert load({}).classifier.hybrid_llm == "open_ended"
+    every = load({"CLASSIFIER_HYBRID_LLM": "all"}).classifier
+    assert every.hybrid_llm == "all"
+    assert classifier_identity(every, None, None) != classifier_identity(
+        load({}).classifier, None, None
+    )
+    with pytest.raises(Exception, match="CLASSIFIER_HYBRID_LLM must be one of open_ended, all"):
+        load({"CLASSIFIER_HYBRID_LLM": "some"})
+
+
+def test_an_llm_that_gives_no_digit_is_not_asked_for_a_while(monkeypatch, caplog):
+    from fakes import FakeClassifier
+
+    monkeypatch.setattr(llm, "SKIP_S", 0.3)
+    fake = FakeClassifier("I think this request is moderately hard")  # never a digit
+    try:
+        settings = ClassifierSettings(
+            base_url=fake.url + "/v1", model="tiny", mode="hybrid", api="chat"
+        )
+
+        async def scenario():
+            async with httpx.AsyncClient(trust_env=False) as client:
+                classifier = LLMClassifier(settings, client)
+                first = [await classifier.classify(f"question {i}") for i in range(5)]
+                asked_first = len(fake.requests)
+                await asyncio.sleep(0.35)
+                fake.digit = "1"  # the engine got better: the next request asks again
+                later = await classifier.classify("question after the pause")
+                return classifier, first, asked_first, later
+
+        with caplog.at_level("WARNING", logger="xrouter.classifier"):
+            classifier, first, asked_first, later = asyncio.run(scenario())
+        assert first == [None] * 5
+        assert asked_first == llm.SKIP_AFTER  # the 4th and 5th requests did not wait on it
+        assert later is not None and later.tier == 1 and classifier.unanswered == 0
+        assert any("not asked for" in r.message for r in caplog.records)
+    finally:
+        fake.close()

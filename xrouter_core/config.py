@@ -61,11 +61,15 @@ CLASSIFIER_FIELDS: tuple[str, ...] = (
     "mode",
     "thresholds",
     "api",
+    "hybrid_llm",
 )
 CLASSIFIER_MODES: tuple[str, ...] = ("llm", "builtin", "hybrid")
 # How the LLM classifier asks (routing/classifier.py): a raw /v1/completions prompt in the
 # model's chat template, /v1/chat/completions, or auto (completions for a known family).
 CLASSIFIER_APIS: tuple[str, ...] = ("auto", "completions", "chat")
+# Which prompts hybrid mode asks the LLM about: open_ended (not code, maths or multiple
+# choice, where the LLM measured no better than the built-in classifier) or all.
+HYBRID_LLM_SCOPES: tuple[str, ...] = ("open_ended", "all")
 # Score (0..1) boundaries: cheap below the first, frontier from the second. These are the LLM
 # classifier's: its score P(2) + P(1)/2 reads like its digit. The built-in classifier has its
 # own, calibrated on the evaluation data (routing/builtin.py, BUILTIN_THRESHOLDS).
@@ -172,6 +176,7 @@ class ClassifierSettings:
     # None: each classifier's own default (DEFAULT_THRESHOLDS, builtin.BUILTIN_THRESHOLDS).
     thresholds: tuple[float, float] | None = None
     api: str = "auto"
+    hybrid_llm: str = "open_ended"
     # The Node Xrouter's knobs for the LLM request (0 / None / empty: this router's own).
     strategy: str = "last_user"
     max_chars: int = 0
@@ -545,6 +550,7 @@ def load_settings(
         mode=read.choice("CLASSIFIER_MODE", CLASSIFIER_MODES, "hybrid"),
         thresholds=read.thresholds("CLASSIFIER_THRESHOLDS", None),
         api=read.choice("CLASSIFIER_API", CLASSIFIER_APIS, "auto"),
+        hybrid_llm=read.choice("CLASSIFIER_HYBRID_LLM", HYBRID_LLM_SCOPES, "open_ended"),
         **_read_classifier_request(read),
     )
 

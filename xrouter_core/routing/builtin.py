@@ -222,6 +222,13 @@ def analyse(text: str) -> Analysis:
     )
 
 
+def closed_form(analysis: Analysis) -> bool:
+    """Code, maths or a multiple-choice question: where the LLM classifier measured no
+    better than the built-in one (docs/classifiers.md, "Hybrid mode"), so hybrid mode
+    lets the built-in one decide these at once."""
+    return analysis.code or analysis.math or "choice:1" in analysis.features
+
+
 def apply_rules(score: float, analysis: Analysis) -> float:
     """The hand-set rules for everyday traffic (module docstring, step 3).
 

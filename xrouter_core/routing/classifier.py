@@ -53,6 +53,12 @@ expert long-form writing, anything where a mistake is costly.
 If unsure between two levels, choose the higher. Answer with the digit only."""
 
 SOURCE = "llm"
+# An engine that answers without a digit (or too late) this many times in a row is not
+# asked for SKIP_S seconds: requests do not wait on a model known to give nothing usable.
+# The first request after the pause asks again.
+UNANSWERING = ("no_digit", "timeout")
+SKIP_AFTER = 3
+SKIP_S = 60.0
 LOADING_MARKERS = ("loading model", "model is loading", "loading", "server busy")
 
 
@@ -300,6 +306,8 @@ class LLMClassifier:
         self.last_ok: bool | None = None
         self.last_error: str | None = None
         self._logged_causes: set[str] = set()
+        self.unanswered = 0  # consecutive UNANSWERING failures
+        self.skip_until = 0.0  # time.monotonic() before which the engine is not asked
 
     def identity(self) -> list[str]:
         """What the decision cache's keys depend on (routing/policy.py): how the engine is
@@ -377,6 +385,9 @@ class LLMClassifier:
 
     async def classify(self, text: str) -> Decision | None:
         """A decision, or None after logging why there is none."""
+        if time.monotonic() < self.skip_until:
+            self.last_ok, self.last_error = False, "skipped"
+            return None
         started = time.perf_counter()
         timeout = self.settings.timeout_ms / 1000
         try:
@@ -391,6 +402,7 @@ class LLMClassifier:
             self._failed(type(exc).__name__, str(exc) or type(exc).__name__)
             return None
         self.last_ok, self.last_error = True, None
+        self.unanswered = 0
         score = answer.score
         if answer.probs:
             p = answer.probs
@@ -505,16 +517,28 @@ class LLMClassifier:
 
     def _failed(self, cause: str, detail: str) -> None:
         self.last_ok, self.last_error = False, cause
+        if cause in UNANSWERING:
+            self.unanswered += 1
+            if self.unanswered >= SKIP_AFTER:
+                self.skip_until = time.monotonic() + SKIP_S
+                log.warning(
+                    "classifier gave no usable answer %d times in a row (%s): not asked for "
+                    "%.0f s; %s",
+                    self.unanswered,
+                    cause,
+                    SKIP_S,
+                    self._then(),
+                )
         if cause not in self._logged_causes:
             self._logged_causes.add(cause)
-            then = (
-                "the built-in classifier decides"
-                if self.settings.mode == "hybrid"
-                else "routing to frontier"
-            )
-            log.warning("classifier failed (%s): %s; %s", cause, detail, then)
+            log.warning("classifier failed (%s): %s; %s", cause, detail, self._then())
         else:
             log.debug("classifier failed (%s): %s", cause, detail)
+
+    def _then(self) -> str:
+        if self.settings.mode == "hybrid":
+            return "the built-in classifier decides"
+        return "routing to frontier"
 
     async def warm_up(self) -> None:
         """Load the model before the first real request, waiting while it loads."""

@@ -46,7 +46,7 @@ def classifier_identity(
     builtin: BuiltinClassifier | None,
 ) -> str:
     """Who decides, as a short digest: what the decision cache's keys start with."""
-    parts = [settings.mode, repr(settings.thresholds)]
+    parts = [settings.mode, repr(settings.thresholds), settings.hybrid_llm]
     if settings.strategy != "last_user" or settings.max_chars:
         parts += [settings.strategy, str(settings.max_chars)]
     if classifier is not None:
@@ -86,7 +86,9 @@ class Policy:
         self.builtin = builtin
         self.decisions = decisions
         self.decision_ttl = decision_ttl
-        self.identity = classifier_identity(settings or ClassifierSettings(), classifier, builtin)
+        self.identity = classifier_identity(self.settings, classifier, builtin)
+        # Hybrid: closed-form prompts go to the built-in classifier without asking the LLM.
+        self.llm_for_all = self.settings.hybrid_llm == "all" or builtin is None
         self._namespace = f"decision:{self.identity}"
         # One classifier call per question at a time: concurrent requests with the same
         # text (an agent's retries, a burst) wait for it instead of each asking again.
@@ -116,7 +118,9 @@ class Policy:
         if cached is not None:
             tier, score = recalled(cached)
             return Decision(tier, "cache", score=score)
-        if self.classifier is None:
+        if self.classifier is None or (
+            not self.llm_for_all and builtin_module.closed_form(builtin_module.analyse(text))
+        ):
             assert self.builtin is not None
             decision = self.builtin.decide(text)  # in-process and sub-millisecond: no sharing
             if self.cache_decisions:
