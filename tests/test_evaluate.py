@@ -371,3 +371,26 @@ def test_evaluate_embedding_router_embeds_each_text_once_and_leaves_the_source_o
 def test_evaluate_rejects_embedding_without_endpoint():
     done = run_module("xrouter_core.quality.evaluate", "--router", "embedding")
     assert done.returncode == 2 and "--embedding-url" in done.stderr
+
+
+def test_a_png_chart_is_rendered_by_headless_chromium_without_kaleido(tmp_path):
+    """--chart x.png: plotly's exporter needs kaleido (which fetches a browser of its own);
+    without it the SVG is written and a headless Chromium renders it to the PNG."""
+    import shutil
+
+    from xrouter_core.quality.evaluate import BROWSERS, chart
+
+    if not any(shutil.which(name) for name in BROWSERS):
+        pytest.skip("needs chromium (Debian package chromium) to render the PNG")
+    points = [{"strong_share": s / 10, "pgr": s / 10, "quality": 0.5} for s in range(11)]
+    report = {
+        "protocol": "loso",
+        "mean_apgr": {"builtin": 0.5},
+        "sources": {
+            "one": {"measurable": True, "routers": {"builtin": {"apgr": 0.5, "points": points}}}
+        },
+    }
+    written = chart(report, tmp_path / "pgr.png")
+    assert written == tmp_path / "pgr.png"
+    assert written.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (tmp_path / "pgr.svg").read_text().startswith("<svg")

@@ -585,11 +585,50 @@ def svg_chart(report: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+
+
+def svg_to_png(svg: Path, png: Path) -> Path | None:
+    """The SVG rendered to PNG by a headless Chromium, when one is installed (kaleido
+    is plotly's own exporter, but it fetches a browser of its own at run time)."""
+    import shutil
+    import subprocess
+    import tempfile
+
+    browser = next((found for name in BROWSERS if (found := shutil.which(name))), None)
+    if browser is None:
+        return None
+    text = svg.read_text(encoding="utf-8")
+    width = text.split('width="', 1)[1].split('"', 1)[0] if 'width="' in text else "1200"
+    height = text.split('height="', 1)[1].split('"', 1)[0] if 'height="' in text else "800"
+    with tempfile.TemporaryDirectory() as profile:
+        done = subprocess.run(
+            [
+                browser,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                f"--user-data-dir={profile}",
+                f"--window-size={width},{height}",
+                f"--screenshot={png.resolve()}",
+                svg.resolve().as_uri(),
+            ],
+            capture_output=True,
+            timeout=60,
+            check=False,
+        )
+    return png if done.returncode == 0 and png.is_file() and png.stat().st_size else None
+
+
 def chart(report: dict[str, Any], path: Path) -> Path:
     """PGR against strong-call share, one panel per source.
 
     .svg: a standalone SVG. .png: plotly's image export when kaleido is installed, else
-    the SVG beside it. Anything else: plotly HTML (plotly.js from its CDN when the name
+    the SVG beside it, rendered to the PNG by a headless Chromium when there is one. Anything else: plotly HTML (plotly.js from its CDN when the name
     ends in .cdn.html, else embedded). Returns the path written."""
     if path.suffix == ".svg":
         path.write_text(svg_chart(report), encoding="utf-8")
@@ -638,7 +677,8 @@ def chart(report: dict[str, Any], path: Path) -> Path:
             figure.write_image(str(path))
             return path
         except (ValueError, ImportError, RuntimeError):
-            return chart(report, path.with_suffix(".svg"))
+            svg = chart(report, path.with_suffix(".svg"))
+            return svg_to_png(svg, path) or svg
     figure.write_html(
         str(path), include_plotlyjs="cdn" if path.name.endswith(".cdn.html") else True
     )
