@@ -300,7 +300,9 @@ def test_calibrate_with_a_cheap_target_and_ties():
     # 40 tied scores cannot be split: the share comes as close as ties allow.
     low, high = choose_thresholds(scores, 0.8)
     assert [tier_for(s, (low, high)) for s in scores].count(2) == 100
-    assert choose_thresholds(scores, 0.0) == (0.33, 1.0)
+    # No target for cheap: the low threshold stays the current one (the built-in's 0.24).
+    assert choose_thresholds(scores, 0.0) == (0.24, 1.0)
+    assert choose_thresholds(scores, 0.0, current=(0.1, 0.5)) == (0.1, 1.0)
 
 
 def test_target_quality_picks_the_highest_threshold_that_keeps_it():
