@@ -19,7 +19,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Sequence
@@ -34,7 +33,7 @@ from prompt_toolkit.layout import FormattedTextControl, HSplit, Layout, VSplit, 
 from prompt_toolkit.styles import Style
 from prompt_toolkit.widgets import Frame, TextArea
 
-from xrouter_core.console.watch import RECONNECT_S, money, tier_of
+from xrouter_core.console.watch import RECONNECT_S, add_router_arguments, money, tier_of
 from xrouter_core.tiers import TIERS
 from xrouter_core.wire.sse import SSEParser
 
@@ -62,16 +61,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         prog="xrouter tui",
         description="A terminal view of a running router: the live feed, stats and a chat.",
     )
-    parser.add_argument(
-        "--url",
-        default=os.environ.get("XROUTER_URL", "http://127.0.0.1:3000"),
-        help="the router's address (XROUTER_URL, default http://127.0.0.1:3000)",
-    )
-    parser.add_argument(
-        "--key",
-        default=os.environ.get("ROUTER_API_KEY", ""),
-        help="the router's ROUTER_API_KEY (default: that environment variable)",
-    )
+    add_router_arguments(parser)
     parser.add_argument(
         "--model", default="xrouter/auto", help="the model the chat asks for (xrouter/auto)"
     )

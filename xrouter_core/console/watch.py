@@ -32,11 +32,8 @@ RECONNECT_S = (1.0, 2.0, 5.0, 10.0)
 PROMPT_CHARS = 80
 
 
-def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="xrouter watch",
-        description="Follow a router's live feed (GET /events): a line per request event.",
-    )
+def add_router_arguments(parser: argparse.ArgumentParser) -> None:
+    """--url and --key: which router to follow, for `watch` and `tui` alike."""
     parser.add_argument(
         "--url",
         default=os.environ.get("XROUTER_URL", "http://127.0.0.1:3000"),
@@ -47,6 +44,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=os.environ.get("ROUTER_API_KEY", ""),
         help="the router's ROUTER_API_KEY (default: that environment variable)",
     )
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="xrouter watch",
+        description="Follow a router's live feed (GET /events): a line per request event.",
+    )
+    add_router_arguments(parser)
     parser.add_argument(
         "--summary",
         action="store_true",
