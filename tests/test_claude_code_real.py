@@ -115,7 +115,7 @@ class ClaudeCodeProvider(FakeAnthropicProvider):
             )
         else:
             text = "Hello from the fake Anthropic route!"
-        return Reply(chunks=anthropic_stream(text, body["model"]))
+        return Reply(chunks=anthropic_stream(text, body["model"], cache=self.cache))
 
 
 @pytest.fixture
@@ -185,6 +185,30 @@ def test_claude_code_plain_turn_passes_through(setup):
         assert "system" in roles  # Claude Code's system message inside the conversation
     # Usage was read from the untouched stream.
     assert "status=200" in router.logs() and "tokens=11+7" in router.logs()
+
+
+def test_a_cached_claude_code_session_is_counted_and_priced_as_cached(setup):
+    """Claude Code's cache_control marks reach the provider, whose prompt-cache reads and
+    writes come back in the stream: Claude Code sees them as sent, and /usage counts them
+    per tier and model beside the uncached input."""
+    binary, home, workspace, fake, router = setup
+    fake.cache = (1500, 250)  # tokens read from and written to the provider's cache
+    results = [run_claude(binary, home, workspace, router, p) for p in ("Say hello", "Hi again")]
+    calls = [r for r in fake.requests if r.path == "/v1/messages"]
+    for result in results:
+        assert result["usage"]["cache_read_input_tokens"] >= 1500, result
+        assert result["usage"]["cache_creation_input_tokens"] >= 250, result
+    router.settle()
+    with router.client(headers={"authorization": f"Bearer {ROUTER_KEY}"}) as client:
+        doc = client.get("/usage").json()
+    frontier = doc["tiers"]["frontier"]
+    assert frontier["requests"] == len(calls)
+    assert (frontier["cacheReadTokens"], frontier["cacheWriteTokens"]) == (
+        1500 * len(calls),
+        250 * len(calls),
+    )
+    (row,) = [m for m in doc["models"] if m["model"] == "claude-frontier-route"]
+    assert row["cacheReadTokens"] == 1500 * len(calls)
 
 
 def test_claude_code_tool_turn(setup):
