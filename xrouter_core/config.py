@@ -229,7 +229,7 @@ class Settings:
     decision_cache_max: int = 10_000
     cache_responses: bool = False
     response_cache_ttl: int = 3600
-    usage_flush_ms: int = 500
+    usage_flush_ms: int = 100
     request_log: str = ""
     request_log_prompts: bool = False
     # Request bodies above this many bytes get a 413 on the router's listener (0: no limit).
@@ -685,7 +685,7 @@ def load_settings(
         decision_cache_max=read.integer("DECISION_CACHE_MAX", 10_000, minimum=1),
         cache_responses=read.flag("CACHE_RESPONSES", False),
         response_cache_ttl=read.integer("CACHE_RESPONSES_TTL", 3600),
-        usage_flush_ms=read.integer("USAGE_FLUSH_MS", 500, minimum=10),
+        usage_flush_ms=read.integer("USAGE_FLUSH_MS", 100, minimum=10),
         request_log=read.text("REQUEST_LOG"),
         request_log_prompts=read.flag("REQUEST_LOG_PROMPTS", False),
         max_body_bytes=read.integer("MAX_BODY_BYTES", 10_000_000),

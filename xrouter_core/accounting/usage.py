@@ -2,13 +2,14 @@
 (provider, model), shared by every router process that uses the same store.
 
 Each finished request only adds to an in-memory accumulator (no I/O on the event
-loop). A background task flushes it every USAGE_FLUSH_MS (0.5 s) and `close()` flushes
+loop). A background task flushes it as soon as something was counted, then at most once
+per USAGE_FLUSH_MS (0.1 s), and `close()` flushes
 it at shutdown: into diskcache (in a worker thread, inside one SQLite transaction) or
 into Redis (one server-side script per batch: HINCRBYs applied atomically, and at most
 once, since each batch carries an id and a retried batch is skipped). Both are atomic
 across processes, so N requests over several routers count exactly N. The trade-off: a
-router killed with SIGKILL loses at most the last half second of counts; a normal
-shutdown loses nothing. While Redis is away, counts stay in memory (they are a bounded
+router killed with SIGKILL loses at most the counts of the last interval (measured with
+bench/crash_loss.py); a normal shutdown loses nothing. While Redis is away, counts stay in memory (they are a bounded
 set of counters, not a list of requests), /usage shows them, and they are sent when
 Redis returns; a router stopped during an outage writes them to its diskcache, and they
 are moved into Redis at its next start (as are counts kept on disk before REDIS_URL was
@@ -357,7 +358,7 @@ class UsageTracker:
         self,
         data_dir: str | Path,
         redis_url: str = "",
-        flush_interval: float = 0.5,
+        flush_interval: float = 0.1,
         health: RedisHealth | None = None,
     ):
         self.disk = DiskCounters(Path(data_dir) / "usage")
@@ -370,17 +371,22 @@ class UsageTracker:
         self._last_redis: Stored | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
+        # Set by every count, and at start (a spill of an earlier run may wait in Redis's stead).
+        self._dirty = asyncio.Event()
+        self._dirty.set()
 
     # ---- recording: in memory only, called on the event loop -----------------
 
     def record(self, outcome: Outcome) -> None:
         add_outcome(self.pending, outcome)
+        self._dirty.set()
         if self._task is None:
             self.start()  # e.g. after a reconfigure replaced the tracker
 
     def count(self, key: str) -> None:
         """One more of a free-form counter, e.g. response-cache misses or fallbacks."""
         self.pending.counters[key] += 1
+        self._dirty.set()
 
     def record_fallback(self, from_tier: str, to_tier: str, reason: str = "") -> None:
         """For the fallback chain: one call per fallback taken."""
@@ -393,12 +399,18 @@ class UsageTracker:
             self._task = asyncio.get_running_loop().create_task(self._flush_forever())
 
     async def _flush_forever(self) -> None:
+        """Flush as soon as something was counted, then at most once per interval: a
+        quiet router does no I/O, and a crash loses at most an interval's counts."""
         while True:
-            await asyncio.sleep(self.flush_interval)
+            await self._dirty.wait()
+            self._dirty.clear()
             try:
                 await self.flush()
             except Exception:  # noqa: BLE001 - counting must never stop the router
                 log.exception("usage flush failed; the counts are kept for the next one")
+            if self.pending or self.unsent or (self.redis is not None and self._spilled):
+                self._dirty.set()  # not all written (Redis away, an error): try again
+            await asyncio.sleep(self.flush_interval)
 
     async def flush(self) -> None:
         async with self._lock:
