@@ -170,6 +170,12 @@ def test_price_picks_the_cheapest_healthy_candidate(priced, upstreams, extra_pro
     assert text == "Hello from cheap-b!"
     assert not extra_providers["c"].requests
     assert not upstreams.medium.requests
+    # /usage prices the candidate that served at its own price, not the tier's first one's.
+    priced.settle()
+    with priced.client() as client:
+        rows = client.get("/usage").json()["models"]
+    row = next(r for r in rows if (r["tier"], r["model"]) == ("cheap", "cheap-b-model"))
+    assert (row["inputPrice"], row["outputPrice"]) == (1.0, 1.0)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
@@ -203,6 +209,14 @@ def test_ordered_takes_the_first_and_falls_back_within_the_tier(
     assert not upstreams.frontier.requests
     logs = priced.logs()
     assert "fallback from=medium#1 reason=503 to=medium#2" in logs
+    with priced.client() as client:
+        metrics = client.get("/metrics").text
+    assert any(
+        line.startswith("xrouter_fallbacks_total{")
+        and 'from="medium#1"' in line
+        and 'to="medium#2"' in line
+        for line in metrics.splitlines()
+    ), metrics
     assert "tier cheap: 3 candidates, price:" in logs
 
 
