@@ -66,6 +66,7 @@ def dead_first(request, upstreams_session, extra_providers, tmp_path_factory):
             ]
         },
     )
+    env["UPSTREAM_HEADER"] = "x-openrouter-upstream"  # the Node Xrouter's route-name header
     router = Router(
         env, tmp_path_factory.mktemp(f"dead-first-{request.param}"), launcher=request.param
     )
@@ -86,6 +87,7 @@ def test_a_dead_candidate_costs_nothing_and_does_not_escalate(
     for reply in replies:
         assert reply.headers["x-xrouter-upstream"] == "cheap"
         assert reply.headers["x-xrouter-route"] == "cheap-b"
+        assert reply.headers["x-openrouter-upstream"] == "cheap-b"
         # cheap#1 failed (unreachable) or, once its breaker opened, was skipped.
         assert reply.headers["x-xrouter-fallback"] in (
             "cheap#1:unreachable",

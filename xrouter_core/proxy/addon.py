@@ -227,7 +227,10 @@ def set_routing_headers(
     added.append((ROUTE_FIELD_NAME, routed.route.label.encode("utf-8", "replace")))
     replaced = ANSWER_FIELDS
     if routed.aliases:
-        extra = (*extra, *routed.aliases.fields(routed.decision.tier, routed.route.tier))
+        extra = (
+            *extra,
+            *routed.aliases.fields(routed.decision.tier, routed.route.tier, routed.route.name),
+        )
     if extra or drop:
         added.extend(extra)
         replaced = replaced | drop | {name for name, _ in extra}
@@ -1235,7 +1238,9 @@ class Xrouter:
                     routed.decision.tier, routed.route.tier, score=routed.decision.score
                 ),
                 **(
-                    routed.aliases.headers(routed.decision.tier, routed.route.tier)
+                    routed.aliases.headers(
+                        routed.decision.tier, routed.route.tier, routed.route.name
+                    )
                     if routed.aliases
                     else {}
                 ),

@@ -101,13 +101,14 @@ class HeaderAliases:
     def fields_replaced(self) -> frozenset[bytes]:
         return frozenset(n.encode() for n in (self.decision, self.upstream) if n)
 
-    def fields(self, decision: int, tier: str) -> list[tuple[bytes, bytes]]:
+    def fields(self, decision: int, tier: str, name: str = "") -> list[tuple[bytes, bytes]]:
+        """`name`: the serving route's own name, when a tier has several candidates."""
         out = []
         if self.decision:
             out.append((self.decision.encode(), str(decision).encode()))
         if self.upstream:
-            out.append((self.upstream.encode(), (self.names.get(tier) or tier).encode()))
+            out.append((self.upstream.encode(), (name or self.names.get(tier) or tier).encode()))
         return out
 
-    def headers(self, decision: int, tier: str) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self.fields(decision, tier)}
+    def headers(self, decision: int, tier: str, name: str = "") -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.fields(decision, tier, name)}
