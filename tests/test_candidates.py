@@ -108,6 +108,12 @@ def test_a_dead_candidate_costs_nothing_and_does_not_escalate(
     breaker = health["fallback"]["circuit_breaker"]
     assert breaker["cheap#1"]["state"] == "open"
     assert "cheap#2" not in breaker or breaker["cheap#2"]["state"] == "closed"
+    listed = health["candidates"]["cheap"]
+    assert [(c["key"], c["label"], c["has_api_key"]) for c in listed] == [
+        ("cheap#1", "openai_compatible/dead-model", True),
+        ("cheap#2", "cheap-b", False),
+    ]
+    assert "sk-dead-secret-0009" not in json.dumps(health)
     logs = dead_first.logs()
     lines = [
         line for line in logs.splitlines() if "routed decision=" in line and "status=200" in line
