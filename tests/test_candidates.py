@@ -362,3 +362,18 @@ def test_bad_candidates_are_refused_at_start(doc, env, problem):
     with pytest.raises(ConfigError) as caught:
         settings_from(doc, **env)
     assert any(problem in line for line in caught.value.problems), caught.value.problems
+
+
+@pytest.mark.parametrize("status", [404, 429, 500])
+def test_each_failing_status_stays_in_the_tier(priced, upstreams, extra_providers, status):
+    upstreams.medium.override = lambda request: Reply(
+        status=status, body={"error": {"message": f"fake {status}", "type": "x"}}
+    )
+    with priced.client() as client:
+        reply = client.post(
+            CHAT, json=ask(unique(f"status {status}")), headers={"x-xrouter-tier": "medium"}
+        )
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-xrouter-route"] == "medium-spare"
+    assert reply.headers["x-xrouter-fallback"] == f"medium#1:{status}"
+    assert not upstreams.frontier.requests
