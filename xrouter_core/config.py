@@ -81,6 +81,12 @@ LOG_LEVEL_ALIASES = {"warn": "warning"}
 # What the LLM classifier is shown (CLASSIFIER_STRATEGY, the Node Xrouter's setting):
 # the latest request the person wrote, or every user message of the conversation.
 CLASSIFIER_STRATEGIES = ("last_user", "all_user")
+# How a tier with several candidates picks one (<TIER>_STRATEGY): the first healthy one
+# as listed, or the cheapest healthy one by input + output price per 1M tokens.
+CANDIDATE_STRATEGIES = ("ordered", "price")
+# What a further candidate (<TIER>_CANDIDATES, or a tier's list in upstreams.json) may
+# set: a route's fields and its name.
+CANDIDATE_FIELDS = frozenset({*ROUTE_FIELDS, "name"})
 # auto: Redis when REDIS_URL is set, else diskcache in XROUTER_DATA_DIR.
 CACHE_BACKENDS = ("auto", "memory", "disk", "redis")
 
@@ -124,6 +130,19 @@ class Route:
     # USD per 1M tokens; None means "look the model up in genai-prices".
     input_price: float | None = None
     output_price: float | None = None
+    # Which candidate of its tier this is, for the circuit breaker and the fallback
+    # header: the tier itself when it is the tier's only route, else `cheap#2` (its place
+    # in the tier's list, from 1).
+    key: str = ""
+
+    @property
+    def breaker_key(self) -> str:
+        return self.key or self.tier
+
+    @cached_property
+    def label(self) -> str:
+        """What X-Xrouter-route says served: the route's name, else provider/model."""
+        return self.name or "/".join(p for p in (provider_name(self), self.model) if p)
 
     # Parsed once per route (they are read for every request); fields stay frozen.
     @cached_property
@@ -153,6 +172,8 @@ class Route:
             "model": self.model or None,
             "has_api_key": bool(self.api_key),
             "vision": self.vision,
+            "key": self.breaker_key,
+            "label": self.label,
         }
 
 
@@ -210,6 +231,8 @@ class RoutingSettings:
     keep_requested_model: bool = False
     # Category names (after the xrouter/ or llmrouter/ prefix) → tier.
     categories: Mapping[str, str] = field(default_factory=dict)
+    # Tier → how its candidates are ordered (CANDIDATE_STRATEGIES; "ordered" when absent).
+    strategies: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -236,6 +259,8 @@ class Settings:
     max_body_bytes: int = 10_000_000
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
     routes: Mapping[str, Route] = field(default_factory=dict)
+    # Tier → every route that may serve it, as configured; the first is routes[tier].
+    candidates: Mapping[str, tuple[Route, ...]] = field(default_factory=dict)
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     # Where POST /v1/embeddings goes (an OpenAI-wire server), if anywhere.
     embeddings: Route | None = None
@@ -254,9 +279,25 @@ class Settings:
     def route(self, tier: str) -> Route | None:
         return self.routes.get(tier)
 
+    def tier_candidates(self, tier: str) -> tuple[Route, ...]:
+        """Every route of a tier, the first one first (none when the tier has none)."""
+        found = self.candidates.get(tier)
+        if found:
+            return found
+        route = self.routes.get(tier)
+        return (route,) if route is not None else ()
+
+    def all_routes(self) -> list[Route]:
+        return [route for tier in self.routes for route in self.tier_candidates(tier)]
+
     def public(self) -> dict[str, Any]:
         return {
             "routes": {tier: route.public() for tier, route in self.routes.items()},
+            "candidates": {
+                tier: [route.public() for route in found]
+                for tier, found in self.candidates.items()
+                if len(found) > 1
+            },
             "classifier": {
                 "enabled": self.classifier.enabled,
                 "mode": self.classifier.mode,
@@ -307,8 +348,12 @@ def upstreams_to_env(doc: Mapping[str, Any]) -> dict[str, str]:
     for key, value in classifier.items():
         flat[f"CLASSIFIER_{key.upper()}"] = _to_env_text(value)
     for tier, route in (doc.get("routes") or {}).items():
+        if isinstance(route, list):
+            flat.update(_candidates_to_env(str(tier), route))
+            continue
         for key, value in (route or {}).items():
             flat[f"{str(tier).upper()}_{key.upper()}"] = _to_env_text(value)
+    flat.update(_strategies_to_env(doc.get("strategies")))
     if doc.get("redis_url"):
         flat["REDIS_URL"] = str(doc["redis_url"])
     return flat
@@ -322,7 +367,117 @@ def _to_env_text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
-UPSTREAMS_KEYS = frozenset({"classifier", "routes", "redis_url", "$schema", "version"})
+UPSTREAMS_KEYS = frozenset(
+    {"classifier", "routes", "strategies", "redis_url", "$schema", "version"}
+)
+
+
+# ---- several candidates per tier -------------------------------------------------------
+
+
+def _candidates_to_env(tier: str, candidates: list[Any]) -> dict[str, str]:
+    """A tier given as a list of routes: the first one becomes <TIER>_* as a single route
+    would (so the variables still configure it), the others <TIER>_CANDIDATES (JSON)."""
+    if not candidates:
+        return {}
+    first, rest = candidates[0], candidates[1:]
+    if not isinstance(first, dict):
+        raise AttributeError(f"routes.{tier}[0] is not an object")
+    flat = {f"{tier.upper()}_{key.upper()}": _to_env_text(value) for key, value in first.items()}
+    if rest:
+        flat[f"{tier.upper()}_CANDIDATES"] = json.dumps(rest)
+    return flat
+
+
+def _strategies_to_env(strategies: Any) -> dict[str, str]:
+    """upstreams.json's `"strategies": {"cheap": "price"}` as <TIER>_STRATEGY."""
+    if strategies is None:
+        return {}
+    if not isinstance(strategies, dict):
+        raise AttributeError("strategies must be an object of tier → strategy")
+    unknown = sorted(str(tier) for tier in strategies if tier not in TIERS)
+    if unknown:
+        raise AttributeError(f"strategies: unknown tiers {unknown} (use {', '.join(TIERS)})")
+    return {f"{str(tier).upper()}_STRATEGY": _to_env_text(v) for tier, v in strategies.items()}
+
+
+def _read_candidates(tier: str, first: Route, read: _Reader) -> tuple[Route, ...]:
+    """The tier's routes: `first` (from <TIER>_*), then each of <TIER>_CANDIDATES, a JSON
+    list of route objects with the fields of CANDIDATE_FIELDS. With more than one, each
+    gets its key (`cheap#1`, `cheap#2`, …) so the circuit breaker tells them apart."""
+    variable = tier.upper() + "_CANDIDATES"
+    raw = read.values.get(variable, "").strip()
+    if not raw:
+        return (first,)
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, list) or not all(isinstance(item, dict) for item in doc):
+        read.problems.append(f"{variable} must be a JSON list of route objects")
+        return (first,)
+    found = [first]
+    for number, item in enumerate(doc, start=2):
+        where = f"routes.{tier}[{number - 1}]"
+        unknown = sorted(set(item) - CANDIDATE_FIELDS)
+        if unknown:
+            read.problems.append(f"{where}: unknown keys {unknown}")
+            continue
+        route = _candidate_route(tier, where, item, read)
+        if route is not None:
+            found.append(route)
+    if len(found) == 1:
+        return (first,)
+    return tuple(replace(route, key=f"{tier}#{n}") for n, route in enumerate(found, start=1))
+
+
+def _candidate_route(tier: str, where: str, item: Mapping[str, Any], read: _Reader) -> Route | None:
+    """One further candidate, read with the same checks as <TIER>_* (problems name it as
+    `routes.cheap[1].base_url`); the timeouts default to the global ones."""
+    values = {f"{where}.{key}": _to_env_text(value) for key, value in item.items()}
+    one = _Reader(values, read.problems)
+    base_url = one.url(f"{where}.base_url")
+    if not base_url:
+        read.problems.append(f"{where}: base_url is required")
+        return None
+    provider = one.text(f"{where}.provider").lower()
+    if provider and not known_provider(provider):
+        read.problems.append(
+            f"{where}.provider {provider!r} is not a known provider type"
+            f" (use auto or one of: {', '.join(PROVIDERS)})"
+        )
+        return None
+    route = Route(
+        tier=tier,
+        base_url=base_url,
+        api_key=one.text(f"{where}.api_key"),
+        name=one.text(f"{where}.name"),
+        model=one.text(f"{where}.model"),
+        provider=provider,
+        headers=one.headers(f"{where}.headers"),
+        deployment=one.text(f"{where}.deployment"),
+        api_version=one.text(f"{where}.api_version"),
+        vision=one.flag(f"{where}.vision", tier == FRONTIER),
+        connect_timeout_ms=one.integer(
+            f"{where}.connect_timeout_ms", read.integer("CONNECT_TIMEOUT_MS", 5000), 0
+        ),
+        first_byte_timeout_ms=one.integer(
+            f"{where}.first_byte_timeout_ms", read.integer("FIRST_BYTE_TIMEOUT_MS", 120_000), 0
+        ),
+        input_price=one.price(f"{where}.input_price"),
+        output_price=one.price(f"{where}.output_price"),
+    )
+    return _with_default_versions(route, read)
+
+
+def _read_strategies(read: _Reader) -> dict[str, str]:
+    """<TIER>_STRATEGY for each tier (CANDIDATE_STRATEGIES; ordered when unset)."""
+    strategies = {}
+    for tier in TIERS:
+        strategy = read.choice(tier.upper() + "_STRATEGY", CANDIDATE_STRATEGIES, "ordered")
+        if strategy != "ordered":
+            strategies[tier] = strategy
+    return strategies
 
 
 def _read_sources(
@@ -561,6 +716,7 @@ def load_settings(
     problems.extend(auto.problems)
 
     routes: dict[str, Route] = {}
+    candidates: dict[str, tuple[Route, ...]] = {}
     for tier in TIERS:
         prefix = tier.upper() + "_"
         base_url = read.url(prefix + "BASE_URL")
@@ -606,6 +762,8 @@ def load_settings(
         )
         if base_url:
             routes[tier] = _with_default_versions(route, read) if not provider_problem else route
+            candidates[tier] = _read_candidates(tier, routes[tier], read)
+            routes[tier] = candidates[tier][0]
 
     if not routes and not problems:
         raise NoConfiguration(default_routes.no_configuration_message(auto.enabled))
@@ -625,7 +783,7 @@ def load_settings(
                 " (it defaults to CLASSIFIER_BASE_URL)"
             )
 
-    routing = _read_routing(read, problems)
+    routing = replace(_read_routing(read, problems), strategies=_read_strategies(read))
     embeddings_url = read.url("EMBEDDINGS_BASE_URL")
     embeddings = (
         Route(
@@ -659,9 +817,9 @@ def load_settings(
         for s in (
             read.text("ROUTER_API_KEY"),
             classifier.api_key,
-            *(r.api_key for r in routes.values()),
+            *(r.api_key for found in candidates.values() for r in found),
             embeddings.api_key if embeddings else "",
-            *(v for r in routes.values() for v in r.headers.values() if len(v) >= 8),
+            *(v for f in candidates.values() for r in f for v in r.headers.values() if len(v) >= 8),
         )
         if s
     )
@@ -691,6 +849,7 @@ def load_settings(
         max_body_bytes=read.integer("MAX_BODY_BYTES", 10_000_000),
         classifier=classifier,
         routes=routes,
+        candidates=candidates,
         routing=routing,
         embeddings=embeddings,
         secrets=secrets,

@@ -221,7 +221,15 @@ class Pricing:
     def resolve(self, tier: str, model: str) -> Price:
         """The uncached lookup: the route's own price, free for a local route, else
         genai-prices, else unknown (priced at zero, and marked so)."""
-        route = self.settings.route(tier)
+        # A tier with several candidates: the one serving this model (its own price).
+        route = next(
+            (r for r in self.settings.tier_candidates(tier) if r.model == model),
+            self.settings.route(tier),
+        )
+        return self.resolve_route(route, model)
+
+    def resolve_route(self, route: Route | None, model: str) -> Price:
+        """`resolve` for a route known already (a candidate of a tier)."""
         if route is not None and (route.input_price is not None or route.output_price is not None):
             # The configured price is the whole story: cached tokens pay its input rate.
             return Price(route.input_price or 0.0, route.output_price or 0.0, "route")

@@ -43,6 +43,7 @@ from xrouter_core.routing.fallback import (
     fallback_header,
     first_route,
     next_route,
+    order_candidates,
     should_fall_back,
 )
 from xrouter_core.routing.models import (
@@ -64,6 +65,7 @@ from xrouter_core.wire.headers import (
     CACHE_MISS_FIELD,
     DECISION_HEADER,
     FALLBACK_HEADER,
+    ROUTE_HEADER,
     SCORE_HEADER,
     TIER_HEADER,
     UPSTREAM_HEADER,
@@ -203,8 +205,9 @@ EVENT_STREAM_FIELD = (b"content-type", b"text/event-stream")
 CONTENT_LENGTH = frozenset({b"content-length"})
 # What an error answer keeps of the upstream's (or the routing) headers.
 KEPT_ON_ERROR = frozenset(
-    {"retry-after", DECISION_HEADER, SCORE_HEADER, UPSTREAM_HEADER, FALLBACK_HEADER}
+    {"retry-after", DECISION_HEADER, SCORE_HEADER, UPSTREAM_HEADER, ROUTE_HEADER, FALLBACK_HEADER}
 )
+ROUTE_FIELD_NAME = ROUTE_HEADER.encode()
 
 
 def set_routing_headers(
@@ -221,9 +224,13 @@ def set_routing_headers(
         fallback_header(routed.attempts) if routed.attempts else "",
         routed.decision.score,
     )
+    added.append((ROUTE_FIELD_NAME, routed.route.label.encode("utf-8", "replace")))
     replaced = ANSWER_FIELDS
     if routed.aliases:
-        extra = (*extra, *routed.aliases.fields(routed.decision.tier, routed.route.tier))
+        extra = (
+            *extra,
+            *routed.aliases.fields(routed.decision.tier, routed.route.tier, routed.route.name),
+        )
     if extra or drop:
         added.extend(extra)
         replaced = replaced | drop | {name for name, _ in extra}
@@ -330,6 +337,10 @@ class Xrouter:
         self.classifier_tasks = Tasks()
         self.is_running = False
         self.breaker = CircuitBreaker()
+        # Tiers with several candidates → them in the order to try (order_tiers), and
+        # every route by its breaker key (the tier, or `cheap#2`).
+        self.tier_candidates: dict[str, tuple[Route, ...]] = {}
+        self.routes_by_key: dict[str, Route] = {}
         self.fallback_ready = False
         # (host, port) of every route → its connect timeout in seconds.
         self.connect_timeouts: dict[tuple[str, int], float] = {}
@@ -447,7 +458,7 @@ class Xrouter:
             settings.routing.breaker_failures, float(settings.routing.breaker_cooldown_s)
         )
         self.connect_timeouts = {
-            (r.host, r.port): r.connect_timeout_ms / 1000 for r in settings.routes.values()
+            (r.host, r.port): r.connect_timeout_ms / 1000 for r in settings.all_routes()
         }
         # Lazy connections: eager ones break offline and when an upstream is down. Each
         # option only where the addon that declares it is loaded (proxyserver, dumper).
@@ -484,8 +495,36 @@ class Xrouter:
             settings=settings.classifier,
             cache_decisions=settings.decision_cache_enabled,
         )
+        self.order_tiers(settings)
         if self.is_running:  # a reload at run time: `running` will not come again
             self.start_background_work()
+
+    def order_tiers(self, settings: Settings) -> None:
+        """Each tier's candidates in the order its strategy tries them (routing/fallback.py),
+        once per configuration: prices do not change while the router runs."""
+        assert self.accounting is not None
+        pricing = self.accounting.pricing
+
+        def price_of(route: Route) -> float | None:
+            price = pricing.resolve_route(route, route.model)
+            return price.input + price.output if price.priced else None
+
+        self.tier_candidates = {
+            tier: order_candidates(
+                found, settings.routing.strategies.get(tier, "ordered"), price_of
+            )
+            for tier, found in settings.candidates.items()
+            if len(found) > 1
+        }
+        self.routes_by_key = {route.breaker_key: route for route in settings.all_routes()}
+        for tier, found in self.tier_candidates.items():
+            log.info(
+                "tier %s: %d candidates, %s: %s",
+                tier,
+                len(found),
+                settings.routing.strategies.get(tier, "ordered"),
+                ", ".join(f"{route.breaker_key}={route.label}" for route in found),
+            )
 
     def listen_by_default(self) -> None:
         """Plain `mitmdump -s addons/xrouter.py` serves the API on HOST:PORT in reverse mode."""
@@ -969,7 +1008,9 @@ class Xrouter:
                 tier, decision.source + "+tools", decision.ms, decision.detail, decision.score
             )
         needs_vision = has_images(chat.messages)
-        chain = chain_for(TIERS[tier], self.settings.routes, routing, needs_vision)
+        chain = chain_for(
+            TIERS[tier], self.settings.routes, routing, needs_vision, self.tier_candidates
+        )
         if chain:
             return decision, chain
         if needs_vision:
@@ -1029,7 +1070,7 @@ class Xrouter:
         if self.feed.listened:
             routed.first_byte_ms = (time.perf_counter() - routed.started) * 1000
         if not should_fall_back(response.status_code, False):
-            self.breaker.success(routed.route.tier)
+            self.breaker.success(routed.route.breaker_key)
         extra: tuple[tuple[bytes, bytes], ...] = (
             (CACHE_MISS_FIELD,) if routed.cache_key is not None else ()
         )
@@ -1143,10 +1184,10 @@ class Xrouter:
         if not should_fall_back(response.status_code, bool(failure)):
             return False
         if failure:
-            attempt = Attempt(routed.route.tier, error=str(failure))
+            attempt = Attempt(routed.route.breaker_key, error=str(failure))
         else:
             attempt = Attempt(
-                routed.route.tier,
+                routed.route.breaker_key,
                 response.status_code,
                 routed.adapter.error_message(
                     response.status_code, response.get_content(strict=False) or b""
@@ -1154,7 +1195,7 @@ class Xrouter:
                 response.headers.get("retry-after", ""),
             )
         routed.attempts.append(attempt)
-        self.breaker.failure(routed.route.tier, attempt.label())
+        self.breaker.failure(routed.route.breaker_key, attempt.label())
         if not self.fallback_ready or not self.settings.routing.fallback_enabled:
             return False
         index, skipped = next_route(routed.chain, routed.index + 1, self.breaker)
@@ -1170,12 +1211,13 @@ class Xrouter:
 
     def count_fallback(self, attempt: Attempt, to: Route) -> None:
         """The one place a fallback happens: log it and count it in the usage counters."""
-        log.info("fallback from=%s reason=%s to=%s", attempt.route, attempt.reason, to.tier)
+        to_key = to.breaker_key
+        log.info("fallback from=%s reason=%s to=%s", attempt.route, attempt.reason, to_key)
         if self.accounting is not None:
-            self.accounting.usage.record_fallback(attempt.route, to.tier, attempt.reason)
+            self.accounting.usage.record_fallback(attempt.route, to_key, attempt.reason)
 
     def describe_attempt(self, attempt: Attempt) -> str:
-        route = self.settings.route(attempt.route) if self.settings else None
+        route = self.routes_by_key.get(attempt.route)
         where = f"'{attempt.route}' ({route.base_url})" if route else f"'{attempt.route}'"
         if attempt.status:
             return f"{where} answered HTTP {attempt.status}: {attempt.error}"
@@ -1196,7 +1238,9 @@ class Xrouter:
                     routed.decision.tier, routed.route.tier, score=routed.decision.score
                 ),
                 **(
-                    routed.aliases.headers(routed.decision.tier, routed.route.tier)
+                    routed.aliases.headers(
+                        routed.decision.tier, routed.route.tier, routed.route.name
+                    )
                     if routed.aliases
                     else {}
                 ),
@@ -1274,7 +1318,7 @@ class Xrouter:
         tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
         score = routed.decision.score
         log.info(
-            "routed decision=%d source=%s route=%s model=%s status=%s classifier_ms=%.1f total_ms=%.1f tokens=%s score=%s%s%s",
+            "routed decision=%d source=%s route=%s model=%s status=%s classifier_ms=%.1f total_ms=%.1f tokens=%s score=%s%s%s%s",
             routed.decision.tier,
             routed.decision.source,
             routed.route.tier,
@@ -1284,6 +1328,11 @@ class Xrouter:
             total_ms,
             tokens,
             "-" if score is None else score_text(score),
+            (
+                f" candidate={routed.route.key} via={routed.route.label.replace(' ', '_')}"
+                if routed.route.key
+                else ""
+            ),
             f" fallback={fallback_header(routed.attempts)}" if routed.attempts else "",
             f" error={error}" if error else "",
         )

@@ -1,6 +1,9 @@
 """Fallback: which routes a request may try, in order, and what to tell the client.
 
-A request is served by the first route of its chain that answers; a route fails when
+A request is served by the first route of its chain that answers. A tier may have several
+candidates (config.Settings.candidates): the chain holds every candidate of a tier, in
+its strategy's order, before the next tier, so a failing candidate is replaced by
+another of the same tier before the request escalates. A route fails when
 it cannot be reached, times out before the first byte, or answers one of
 FALLBACK_STATUSES before anything was sent to the client. A route that keeps failing
 is skipped for a cool-down (a circuit breaker), visible in /health. The retry itself
@@ -10,7 +13,7 @@ happens on the same mitmproxy flow (proxy/mitm_compat.py), so fallback answers s
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,14 +29,33 @@ def should_fall_back(status: int, unreachable: bool) -> bool:
     return unreachable or status in FALLBACK_STATUSES or status >= 500
 
 
+def order_candidates(
+    candidates: Sequence[Route], strategy: str, price_of: Callable[[Route], float | None]
+) -> tuple[Route, ...]:
+    """A tier's candidates in the order they are tried. `ordered`: as configured; `price`:
+    by `price_of` (USD per 1M input + output tokens), cheapest first, unpriced ones last,
+    ties as configured. Open circuits are skipped when the chain is walked (next_route),
+    so the first one tried is the first (or cheapest) healthy one."""
+    if strategy != "price" or len(candidates) < 2:
+        return tuple(candidates)
+    prices = [price_of(route) for route in candidates]
+    order = sorted(
+        range(len(candidates)),
+        key=lambda i: (prices[i] is None, prices[i] or 0.0, i),
+    )
+    return tuple(candidates[i] for i in order)
+
+
 def chain_for(
     tier: str,
     routes: Mapping[str, Route],
     routing: RoutingSettings,
     needs_vision: bool = False,
+    candidates: Mapping[str, Sequence[Route]] | None = None,
 ) -> list[Route]:
     """The chosen tier, then the tiers after it in FALLBACK_CHAIN (default: the tiers above
-    it, ending at frontier). Only configured routes; only vision routes for images."""
+    it, ending at frontier); each tier as its `candidates` (in the order to try them), or
+    its one route. Only configured routes; only vision routes for images."""
     rank = TIER_INDEX[tier]
     if not routing.fallback_enabled:
         # One attempt: the tier, or the next configured one above it.
@@ -42,7 +64,13 @@ def chain_for(
         names = list(routing.fallback_chain[routing.fallback_chain.index(tier) :])
     else:
         names = [tier, *(t for t in routing.fallback_chain if TIER_INDEX[t] > rank)]
-    chain = [routes[name] for name in names if name in routes]
+    candidates = candidates or {}
+    chain = [
+        route
+        for name in names
+        if name in routes
+        for route in (candidates.get(name) or (routes[name],))
+    ]
     if needs_vision:
         chain = [route for route in chain if route.vision]
     return chain
@@ -50,7 +78,8 @@ def chain_for(
 
 @dataclass(slots=True)
 class Attempt:
-    """One route that failed: its tier and why (an HTTP status or a short error)."""
+    """One route that failed: its breaker key (the tier, or `cheap#2` for a tier's second
+    candidate) and why (an HTTP status or a short error)."""
 
     route: str
     status: int = 0
@@ -136,11 +165,12 @@ class CircuitBreaker:
 def next_route(chain: list[Route], tried: int, breaker: CircuitBreaker) -> tuple[int, list[str]]:
     """Index of the next route to try after `tried` routes, skipping open circuits; the
     last route of the chain is tried even when open (better than no attempt). Returns
-    (index or -1, the tiers skipped)."""
+    (index or -1, the breaker keys of the routes skipped)."""
     skipped: list[str] = []
     for index in range(tried, len(chain)):
-        if breaker.is_open(chain[index].tier) and index < len(chain) - 1:
-            skipped.append(chain[index].tier)
+        key = chain[index].breaker_key
+        if breaker.is_open(key) and index < len(chain) - 1:
+            skipped.append(key)
             continue
         return index, skipped
     return -1, skipped
@@ -183,5 +213,6 @@ __all__ = [
     "fallback_header",
     "first_route",
     "next_route",
+    "order_candidates",
     "should_fall_back",
 ]

@@ -3,7 +3,7 @@
 Every answer to a routed request says how it was routed: the tier index the decision
 named (`decision`, 0 cheap to 2 frontier), the classifier's score behind it (`score`,
 the probability in [0, 1] that the strong model is needed; only when a classifier
-scored), the route that answered (`upstream`), the routes that failed before it
+scored), the tier that answered (`upstream`) and which of its candidates (`route`), the routes that failed before it
 (`fallback`) and, with the response cache on, whether it answered (`cache`). A client may pin a tier with `tier`. A client's X-Xrouter-* headers
 never travel on to a provider.
 
@@ -21,6 +21,8 @@ DECISION_HEADER = "x-xrouter-decision"
 SCORE_HEADER = "x-xrouter-score"
 UPSTREAM_HEADER = "x-xrouter-upstream"
 FALLBACK_HEADER = "x-xrouter-fallback"
+# Which candidate of the tier served (its name, else provider/model): a tier may have several.
+ROUTE_HEADER = "x-xrouter-route"
 CACHE_HEADER = "x-xrouter-cache"
 TIER_HEADER = "x-xrouter-tier"
 
@@ -28,7 +30,14 @@ TIER_HEADER = "x-xrouter-tier"
 # headers of these names are replaced.
 ANSWER_FIELDS = frozenset(
     name.encode()
-    for name in (DECISION_HEADER, SCORE_HEADER, UPSTREAM_HEADER, FALLBACK_HEADER, CACHE_HEADER)
+    for name in (
+        DECISION_HEADER,
+        SCORE_HEADER,
+        UPSTREAM_HEADER,
+        ROUTE_HEADER,
+        FALLBACK_HEADER,
+        CACHE_HEADER,
+    )
 )
 CACHE_MISS_FIELD = (CACHE_HEADER.encode(), b"miss")
 
@@ -92,13 +101,14 @@ class HeaderAliases:
     def fields_replaced(self) -> frozenset[bytes]:
         return frozenset(n.encode() for n in (self.decision, self.upstream) if n)
 
-    def fields(self, decision: int, tier: str) -> list[tuple[bytes, bytes]]:
+    def fields(self, decision: int, tier: str, name: str = "") -> list[tuple[bytes, bytes]]:
+        """`name`: the serving route's own name, when a tier has several candidates."""
         out = []
         if self.decision:
             out.append((self.decision.encode(), str(decision).encode()))
         if self.upstream:
-            out.append((self.upstream.encode(), (self.names.get(tier) or tier).encode()))
+            out.append((self.upstream.encode(), (name or self.names.get(tier) or tier).encode()))
         return out
 
-    def headers(self, decision: int, tier: str) -> dict[str, str]:
-        return {k.decode(): v.decode() for k, v in self.fields(decision, tier)}
+    def headers(self, decision: int, tier: str, name: str = "") -> dict[str, str]:
+        return {k.decode(): v.decode() for k, v in self.fields(decision, tier, name)}
