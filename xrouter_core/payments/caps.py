@@ -28,10 +28,11 @@ class CapExceeded(Exception):
 
 
 def usd(atomic: int) -> str:
-    """Micro-dollars as a USD amount for messages and pages: 1500 → '0.0015'."""
+    """Micro-dollars as a USD amount for messages and pages, with at least two decimals
+    and no trailing zeros past them: 1500 → '0.0015', 100000 → '0.10'."""
     whole, frac = divmod(atomic, 1_000_000)
-    text = f"{whole}.{frac:06d}".rstrip("0")
-    return text + "00" if text.endswith(".") else text
+    digits = f"{frac:06d}".rstrip("0").ljust(2, "0")
+    return f"{whole}.{digits}"
 
 
 def utc_day() -> str:
