@@ -75,6 +75,8 @@ def spent(router: Router) -> str:
 def test_a_402_is_paid_once_with_a_signature_the_upstream_recovers(paid, fake):
     router, _ = paid
     before = spent(router)
+    with router.client() as client:
+        counted_before = client.get("/usage").json()["x402"]
     answer = ask(router, "pay for this", headers={"X-PAYMENT": "client-sent-payment"})
     assert answer.status_code == 200, answer.text
     assert answer.json()["choices"][0]["message"]["content"] == "Hello from paid!"
@@ -84,6 +86,10 @@ def test_a_402_is_paid_once_with_a_signature_the_upstream_recovers(paid, fake):
     assert first.body == second.body  # the same request, retried
     assert fake.payers[-1] == Account.from_key(WALLET_KEY).address
     assert float(spent(router)) == pytest.approx(float(before) + 0.01)
+    with router.client() as client:
+        paid_usage = client.get("/usage").json()["x402"]
+    assert paid_usage["payments"] == counted_before["payments"] + 1
+    assert paid_usage["paidUsd"] == pytest.approx(counted_before["paidUsd"] + 0.01)
     logs = router.logs()
     assert "x402 paid route=frontier amount_usd=0.01" in logs and "settled=True" in logs
 

@@ -1169,6 +1169,8 @@ class Xrouter:
                 reason = f"Upstream '{route.tier}' asks for payment; {exc}"
             else:
                 routed.paid = amount
+                if self.accounting is not None:
+                    self.accounting.usage.record_payment(route.tier, amount)
                 flow.request.headers[PAYMENT_HEADER] = header
                 log.info(
                     "x402 paying route=%s amount_usd=%s network=%s pay_to=%s",
