@@ -1573,16 +1573,19 @@ FAKE_USDC = {
     "base": (8453, "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", "USD Coin", "2"),
     "base-sepolia": (84532, "0x036CbD53842c5426634e7929541eC2318f3dCF7e", "USDC", "2"),
 }
+CAIP2 = {"base": "eip155:8453", "base-sepolia": "eip155:84532"}
 
 
 class FakePaidProvider(FakeOpenAIProvider):
-    """An OpenAI-wire upstream behind x402 v1: without a valid X-PAYMENT it answers 402
-    with a challenge; with one it rebuilds the EIP-712 typed data itself, recovers the
+    """An OpenAI-wire upstream behind x402: without a valid payment it answers 402 with a
+    challenge (v1: in the JSON body; v2: base64 in PAYMENT-REQUIRED); with one (X-PAYMENT,
+    or v2's PAYMENT-SIGNATURE) it rebuilds the EIP-712 typed data itself, recovers the
     signer with eth-account, checks amount, payee, window and nonce, and answers 200 with
-    an X-PAYMENT-RESPONSE. The challenge's fields can be tampered with per test."""
+    the settlement header. The challenge's fields can be tampered with per test."""
 
     def __init__(self, name: str = "paid", network: str = "base-sepolia") -> None:
         self.network = network
+        self.version = 1
         self.amount = "10000"  # 0.01 USDC
         self.pay_to = "0x" + "5a" * 20
         self.challenge_override: dict[str, Any] = {}
@@ -1596,6 +1599,24 @@ class FakePaidProvider(FakeOpenAIProvider):
 
     def challenge(self) -> dict[str, Any]:
         chain_id, asset, token, version = FAKE_USDC[self.network]
+        if self.version == 2:
+            entry = {
+                "scheme": "exact",
+                "network": CAIP2[self.network],
+                "amount": self.amount,
+                "asset": asset,
+                "payTo": self.pay_to,
+                "maxTimeoutSeconds": 120,
+                "extra": {"name": token, "version": version},
+            }
+            entry.update(self.challenge_override)
+            resource = {"url": f"{self.url}/v1/chat/completions", "mimeType": "application/json"}
+            return {
+                "x402Version": 2,
+                "error": "Payment required",
+                "resource": resource,
+                "accepts": [*self.offered_first, entry],
+            }
         entry = {
             "scheme": "exact",
             "network": self.network,
@@ -1618,9 +1639,17 @@ class FakePaidProvider(FakeOpenAIProvider):
         from eth_account.messages import encode_typed_data
 
         doc = json.loads(base64.b64decode(header))
-        if doc.get("x402Version") != 1 or doc.get("scheme") != "exact":
+        if self.version == 2:
+            if (
+                doc.get("x402Version") != 2
+                or doc.get("accepted") != self.challenge()["accepts"][-1]
+            ):
+                raise ValueError("not x402 v2, or not the requirement offered")
+            if doc.get("resource") != self.challenge()["resource"]:
+                raise ValueError("not the resource offered")
+        elif doc.get("x402Version") != 1 or doc.get("scheme") != "exact":
             raise ValueError("not x402 v1 exact")
-        if doc.get("network") != self.network:
+        elif doc.get("network") != self.network:
             raise ValueError("wrong network")
         auth = doc["payload"]["authorization"]
         chain_id, asset, token, version = FAKE_USDC[self.network]
@@ -1674,19 +1703,28 @@ class FakePaidProvider(FakeOpenAIProvider):
         self.nonces.add(auth["nonce"])
         return signer
 
+    def unpaid(self, error: str = "") -> Reply:
+        challenge = self.challenge()
+        if error:
+            challenge["error"] = error
+        if self.version == 1:
+            return Reply(402, challenge)
+        encoded = base64.b64encode(json.dumps(challenge).encode()).decode()
+        return Reply(402, {}, headers={"payment-required": encoded})
+
     def route(self, request: Recorded) -> Reply:
-        header = request.headers.get("x-payment", "")
+        name = "x-payment" if self.version == 1 else "payment-signature"
+        header = request.headers.get(name, "")
         if header and not self.always_402:
             try:
                 payer = self.verify(header)
             except (ValueError, KeyError, TypeError) as exc:
                 self.rejections.append(str(exc))
-                return Reply(402, {**self.challenge(), "error": str(exc)})
+                return self.unpaid(str(exc))
             self.payers.append(payer)
             settled = {"success": True, "transaction": "0x" + "77" * 32, "network": self.network}
             reply = super().route(request)
-            reply.headers["x-payment-response"] = base64.b64encode(
-                json.dumps(settled).encode()
-            ).decode()
+            settlement = "x-payment-response" if self.version == 1 else "payment-response"
+            reply.headers[settlement] = base64.b64encode(json.dumps(settled).encode()).decode()
             return reply
-        return Reply(402, self.challenge())
+        return self.unpaid()

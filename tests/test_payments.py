@@ -63,7 +63,7 @@ def fake(paid):
     router, fake = paid
     fake.requests.clear()
     fake.challenge_override, fake.always_402, fake.amount = {}, False, "10000"
-    fake.offered_first = []
+    fake.offered_first, fake.version = [], 1
     yield fake
 
 
@@ -148,6 +148,36 @@ def test_an_anthropic_client_gets_the_refusal_in_anthropics_shape(paid, fake):
     assert answer.status_code == 402
     doc = answer.json()
     assert doc["type"] == "error" and "is not this route's" in doc["error"]["message"]
+
+
+def test_a_v2_challenge_in_its_header_is_paid_with_payment_signature(paid, fake):
+    router, _ = paid
+    fake.version = 2
+    answer = ask(router, "pay the v2 way", headers={"Payment-Signature": "client-sent"})
+    assert answer.status_code == 200, answer.text
+    first, second = fake.requests
+    assert "payment-signature" not in first.headers and "x-payment" not in second.headers
+    payload = json.loads(base64.b64decode(second.headers["payment-signature"]))
+    assert payload["x402Version"] == 2 and payload["accepted"]["network"] == "eip155:84532"
+    assert fake.payers[-1] == Account.from_key(WALLET_KEY).address
+    assert "header=payment-signature" in router.logs()
+
+
+@pytest.mark.parametrize(
+    ("tamper", "says"),
+    [
+        ({"network": "eip155:8453"}, "network 'eip155:8453' is not this route's ('eip155:84532')"),
+        ({"amount": "60000"}, "above X402_MAX_PER_REQUEST_USD"),
+        ({"extra": {"name": "Fake", "version": "2"}}, "token domain 'Fake'"),
+    ],
+    ids=["network", "over-cap", "token-name"],
+)
+def test_a_v2_challenge_it_must_not_pay_is_refused(paid, fake, tamper, says):
+    router, _ = paid
+    fake.version, fake.challenge_override = 2, tamper
+    answer = ask(router, f"v2 refuse {says}")
+    assert answer.status_code == 402 and says in answer.json()["error"]["message"]
+    assert len(fake.requests) == 1
 
 
 def test_a_second_402_is_not_paid_again(paid, fake):

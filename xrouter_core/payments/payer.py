@@ -3,12 +3,23 @@ under the caps, sign. Also what GET /wallet shows (never the key)."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from xrouter_core.config import Route, Settings
 from xrouter_core.payments.caps import CapExceeded, SpendLedger, usd
 from xrouter_core.payments.wallet import Wallet, load_wallet
 from xrouter_core.payments.x402 import USDC, PaymentRefused, choose, sign
+
+
+@dataclass(frozen=True)
+class Payment:
+    """A signed payment: the header to send it in, its value, the amount, the payee."""
+
+    header: str
+    value: str = field(repr=False)
+    amount: int = 0
+    pay_to: str = ""
 
 
 class Payer:
@@ -24,14 +35,15 @@ class Payer:
         self.networks = sorted({r.x402 for r in settings.routes.values() if r.x402})
         self.paying = paying and payments.capped and self.wallet is not None
 
-    def pay(self, route: Route, body: bytes) -> tuple[str, int, str]:
-        """The X-PAYMENT value, the amount (atomic units) and who is paid, for a 402
-        body from `route`. Raises PaymentRefused or CapExceeded (nothing is spent)."""
+    def pay(self, route: Route, body: bytes, required_header: str = "") -> Payment:
+        """The payment for a 402 from `route` (its body, its PAYMENT-REQUIRED header).
+        Raises PaymentRefused or CapExceeded (nothing is spent)."""
         if not self.paying or self.wallet is None or not route.x402:
             raise PaymentRefused(f"route '{route.tier}' is not set up to pay (<TIER>_X402)")
-        requirement = choose(body, route.x402, route.host)
+        requirement = choose(body, route.x402, route.host, required_header)
         self.ledger.reserve(requirement.amount)  # before signing: a refusal spends nothing
-        return sign(self.wallet.account, requirement), requirement.amount, requirement.pay_to
+        value = sign(self.wallet.account, requirement)
+        return Payment(requirement.header, value, requirement.amount, requirement.pay_to)
 
     def public(self) -> dict[str, Any]:
         caps = self.ledger.caps

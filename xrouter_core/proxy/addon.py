@@ -33,7 +33,13 @@ from xrouter_core.accounting.service import USAGE_PAGES, Accounting
 from xrouter_core.config import ConfigError, NoConfiguration, Route, Settings, load_settings
 from xrouter_core.payments.caps import CapExceeded, usd
 from xrouter_core.payments.payer import Payer
-from xrouter_core.payments.x402 import PAYMENT_HEADER, SETTLEMENT_HEADER, PaymentRefused, settlement
+from xrouter_core.payments.x402 import (
+    REQUIRED_HEADER_V2,
+    SETTLEMENT_HEADER,
+    SETTLEMENT_HEADER_V2,
+    PaymentRefused,
+    settlement,
+)
 from xrouter_core.proxy import dispatch, mitm_compat
 from xrouter_core.proxy.logs import log_rejected, quiet_cancelled_callbacks, setup_logging
 from xrouter_core.routing.builtin import BuiltinClassifier
@@ -1162,22 +1168,26 @@ class Xrouter:
             reason = f"Upstream '{route.tier}' asks for payment, and this router cannot pay it"
         else:
             try:
-                header, amount, pay_to = await asyncio.to_thread(
-                    self.payer.pay, route, flow.response.get_content(strict=False) or b""
+                payment = await asyncio.to_thread(
+                    self.payer.pay,
+                    route,
+                    flow.response.get_content(strict=False) or b"",
+                    flow.response.headers.get(REQUIRED_HEADER_V2, ""),
                 )
             except (PaymentRefused, CapExceeded) as exc:
                 reason = f"Upstream '{route.tier}' asks for payment; {exc}"
             else:
-                routed.paid = amount
+                routed.paid = payment.amount
                 if self.accounting is not None:
-                    self.accounting.usage.record_payment(route.tier, amount)
-                flow.request.headers[PAYMENT_HEADER] = header
+                    self.accounting.usage.record_payment(route.tier, payment.amount)
+                flow.request.headers[payment.header] = payment.value
                 log.info(
-                    "x402 paying route=%s amount_usd=%s network=%s pay_to=%s",
+                    "x402 paying route=%s amount_usd=%s network=%s pay_to=%s header=%s",
                     route.tier,
-                    usd(amount),
+                    usd(payment.amount),
                     route.x402,
-                    pay_to,
+                    payment.pay_to,
+                    payment.header,
                 )
                 flow.metadata[mitm_compat.RETRY] = True
                 return True
@@ -1195,7 +1205,10 @@ class Xrouter:
     def log_settlement(self, flow: http.HTTPFlow, routed: RoutedFlow) -> None:
         """The paid answer's X-PAYMENT-RESPONSE (the facilitator's settlement), logged."""
         assert flow.response is not None
-        doc = settlement(flow.response.headers.get(SETTLEMENT_HEADER, ""))
+        headers = flow.response.headers
+        doc = settlement(
+            headers.get(SETTLEMENT_HEADER, "") or headers.get(SETTLEMENT_HEADER_V2, "")
+        )
         log.info(
             "x402 paid route=%s amount_usd=%s status=%s settled=%s transaction=%s",
             routed.route.tier,
