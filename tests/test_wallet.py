@@ -6,14 +6,17 @@ from __future__ import annotations
 import multiprocessing
 import os
 import stat
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 from eth_account import Account
 
-from xrouter_core.config import ConfigError, PaymentSettings
+from xrouter_core.config import ConfigError, PaymentSettings, load_settings
 from xrouter_core.payments.caps import CapExceeded, SpendLedger
+from xrouter_core.payments.payer import Payer
 from xrouter_core.payments.wallet import load_wallet
 
 KEY = "0x" + "3b" * 32
@@ -124,3 +127,29 @@ def test_two_processes_paying_at_once_never_go_over_the_day_cap(tmp_path):
         results = pool.starmap(pay_many, [(str(tmp_path), str(tmp_path), 25)] * 2)
     assert sum(results) == 33
     assert SpendLedger(str(tmp_path), settings(tmp_path)).spent_today() == 99_000
+
+
+def test_a_router_that_pays_nothing_does_not_load_eth_account():
+    """eth-account takes seconds to import: the addon loads it only with a wallet."""
+    code = "import sys, xrouter_core.proxy.addon; print('eth_account' in sys.modules)"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "False"
+
+
+def test_no_wallet_is_read_when_no_route_pays(tmp_path):
+    """A key file elsewhere (OpenClaw's, unreadable here) must not stop a router that
+    pays nothing; with no route paying and no key given there is no wallet."""
+    write_key(Path(settings(tmp_path).openclaw_key_file), KEY, mode=0o644)
+    base = {"FRONTIER_BASE_URL": "http://127.0.0.1:9/v1", "CLASSIFIER_ENABLED": "false"}
+    env = {**base, "XROUTER_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path / "home")}
+    loaded = load_settings(env, env_file=os.devnull, upstreams_file=os.devnull)
+    payer = Payer(loaded)
+    assert payer.wallet is None and payer.public()["paying"] is False
+    caps = {"X402_MAX_PER_REQUEST_USD": "0.01", "X402_MAX_PER_DAY_USD": "1"}
+    paying = load_settings(
+        {**env, **caps, "FRONTIER_X402": "base"}, env_file=os.devnull, upstreams_file=os.devnull
+    )
+    with pytest.raises(ConfigError, match="readable by others"):  # now it is read
+        Payer(paying)

@@ -842,7 +842,9 @@ def _read_payments(read: _Reader, routes: Mapping[str, Route]) -> PaymentSetting
         )
     return PaymentSettings(
         wallet_key=key,
-        openclaw_key_file=str(Path.home() / ".openclaw" / "llmrouter" / "wallet.key"),
+        openclaw_key_file=str(
+            Path(read.text("HOME") or Path.home()) / ".openclaw" / "llmrouter" / "wallet.key"
+        ),
         max_per_request=per_request,
         max_per_day=per_day,
     )

@@ -28,8 +28,12 @@ class Payer:
     def __init__(self, settings: Settings) -> None:
         payments = settings.payments
         paying = any(r.x402 for r in settings.routes.values())
-        self.wallet: Wallet | None = load_wallet(
-            payments, settings.data_dir, create=paying and payments.capped
+        # No paying route and no key given: no wallet is looked at (a key file elsewhere,
+        # OpenClaw's say, must not stop a router that pays nothing).
+        self.wallet: Wallet | None = (
+            load_wallet(payments, settings.data_dir, create=paying and payments.capped)
+            if paying or payments.wallet_key
+            else None
         )
         self.ledger = SpendLedger(settings.data_dir, payments)
         self.networks = sorted({r.x402 for r in settings.routes.values() if r.x402})

@@ -13,11 +13,12 @@ import secrets
 import stat
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from eth_account import Account
-from eth_account.signers.local import LocalAccount
+from typing import TYPE_CHECKING
 
 from xrouter_core.config import ConfigError, PaymentSettings
+
+if TYPE_CHECKING:  # eth-account takes seconds to import: only when a wallet is loaded
+    from eth_account.signers.local import LocalAccount
 
 KEY_FILE = Path("wallet") / "wallet.key"
 
@@ -35,6 +36,8 @@ class Wallet:
 
 
 def _account(key_hex: str, where: str) -> LocalAccount:
+    from eth_account import Account
+
     try:
         return Account.from_key(key_hex)
     except (ValueError, TypeError) as exc:  # the message could hold the key: not shown

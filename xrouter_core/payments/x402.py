@@ -17,10 +17,11 @@ import json
 import secrets
 import time
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from eth_account.signers.local import LocalAccount
+if TYPE_CHECKING:
+    from eth_account.signers.local import LocalAccount
 
 PAYMENT_HEADER = "x-payment"
 SETTLEMENT_HEADER = "x-payment-response"
