@@ -8,6 +8,7 @@ threading.Events to wait on between them), or an action such as resetting the co
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -1562,3 +1563,168 @@ class FakeEmbeddingEngine(FakeServer):
             texts = (request.json or {}).get("input")
             found += [texts] if isinstance(texts, str) else list(texts or [])
         return found
+
+
+# ---- x402 (a pay-per-request upstream) -------------------------------------------------
+
+# USDC's contract and EIP-712 domain per network, written out here on purpose (not
+# imported from the router): the fake checks signatures against its own idea of them.
+FAKE_USDC = {
+    "base": (8453, "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913", "USD Coin", "2"),
+    "base-sepolia": (84532, "0x036CbD53842c5426634e7929541eC2318f3dCF7e", "USDC", "2"),
+}
+CAIP2 = {"base": "eip155:8453", "base-sepolia": "eip155:84532"}
+
+
+class FakePaidProvider(FakeOpenAIProvider):
+    """An OpenAI-wire upstream behind x402: without a valid payment it answers 402 with a
+    challenge (v1: in the JSON body; v2: base64 in PAYMENT-REQUIRED); with one (X-PAYMENT,
+    or v2's PAYMENT-SIGNATURE) it rebuilds the EIP-712 typed data itself, recovers the
+    signer with eth-account, checks amount, payee, window and nonce, and answers 200 with
+    the settlement header. The challenge's fields can be tampered with per test."""
+
+    def __init__(self, name: str = "paid", network: str = "base-sepolia") -> None:
+        self.network = network
+        self.version = 1
+        self.amount = "10000"  # 0.01 USDC
+        self.pay_to = "0x" + "5a" * 20
+        self.challenge_override: dict[str, Any] = {}
+        self.always_402 = False
+        # Entries offered before the real one (e.g. another network), to be skipped.
+        self.offered_first: list[dict[str, Any]] = []
+        self.nonces: set[str] = set()
+        self.payers: list[str] = []
+        self.rejections: list[str] = []
+        super().__init__(name)
+
+    def challenge(self) -> dict[str, Any]:
+        chain_id, asset, token, version = FAKE_USDC[self.network]
+        if self.version == 2:
+            entry = {
+                "scheme": "exact",
+                "network": CAIP2[self.network],
+                "amount": self.amount,
+                "asset": asset,
+                "payTo": self.pay_to,
+                "maxTimeoutSeconds": 120,
+                "extra": {"name": token, "version": version},
+            }
+            entry.update(self.challenge_override)
+            resource = {"url": f"{self.url}/v1/chat/completions", "mimeType": "application/json"}
+            return {
+                "x402Version": 2,
+                "error": "Payment required",
+                "resource": resource,
+                "accepts": [*self.offered_first, entry],
+            }
+        entry = {
+            "scheme": "exact",
+            "network": self.network,
+            "maxAmountRequired": self.amount,
+            "resource": f"{self.url}/v1/chat/completions",
+            "description": "one chat completion",
+            "mimeType": "application/json",
+            "payTo": self.pay_to,
+            "maxTimeoutSeconds": 120,
+            "asset": asset,
+            "extra": {"name": token, "version": version},
+        }
+        entry.update(self.challenge_override)
+        accepts = [*self.offered_first, entry]
+        return {"x402Version": 1, "error": "X-PAYMENT header is required", "accepts": accepts}
+
+    def verify(self, header: str) -> str:
+        """The payer's address, or raises ValueError saying what is wrong."""
+        from eth_account import Account
+        from eth_account.messages import encode_typed_data
+
+        doc = json.loads(base64.b64decode(header))
+        if self.version == 2:
+            if (
+                doc.get("x402Version") != 2
+                or doc.get("accepted") != self.challenge()["accepts"][-1]
+            ):
+                raise ValueError("not x402 v2, or not the requirement offered")
+            if doc.get("resource") != self.challenge()["resource"]:
+                raise ValueError("not the resource offered")
+        elif doc.get("x402Version") != 1 or doc.get("scheme") != "exact":
+            raise ValueError("not x402 v1 exact")
+        elif doc.get("network") != self.network:
+            raise ValueError("wrong network")
+        auth = doc["payload"]["authorization"]
+        chain_id, asset, token, version = FAKE_USDC[self.network]
+        nonce = bytes.fromhex(auth["nonce"].removeprefix("0x"))
+        typed = {
+            "types": {
+                "EIP712Domain": [
+                    {"name": "name", "type": "string"},
+                    {"name": "version", "type": "string"},
+                    {"name": "chainId", "type": "uint256"},
+                    {"name": "verifyingContract", "type": "address"},
+                ],
+                "TransferWithAuthorization": [
+                    {"name": "from", "type": "address"},
+                    {"name": "to", "type": "address"},
+                    {"name": "value", "type": "uint256"},
+                    {"name": "validAfter", "type": "uint256"},
+                    {"name": "validBefore", "type": "uint256"},
+                    {"name": "nonce", "type": "bytes32"},
+                ],
+            },
+            "primaryType": "TransferWithAuthorization",
+            "domain": {
+                "name": token,
+                "version": version,
+                "chainId": chain_id,
+                "verifyingContract": asset,
+            },
+            "message": {
+                "from": auth["from"],
+                "to": auth["to"],
+                "value": int(auth["value"]),
+                "validAfter": int(auth["validAfter"]),
+                "validBefore": int(auth["validBefore"]),
+                "nonce": nonce,
+            },
+        }
+        signer = Account.recover_message(
+            encode_typed_data(full_message=typed), signature=doc["payload"]["signature"]
+        )
+        if signer != auth["from"]:
+            raise ValueError("the signature is not the payer's")
+        if auth["value"] != self.amount or auth["to"].lower() != self.pay_to.lower():
+            raise ValueError("wrong amount or payee")
+        now = time.time()
+        after, before = int(auth["validAfter"]), int(auth["validBefore"])
+        if not after <= now < before or before - after > 300:
+            raise ValueError("outside the validity window, or a window above 300 s")
+        if len(nonce) != 32 or auth["nonce"] in self.nonces:
+            raise ValueError("nonce replayed or not 32 bytes")
+        self.nonces.add(auth["nonce"])
+        return signer
+
+    def unpaid(self, error: str = "") -> Reply:
+        challenge = self.challenge()
+        if error:
+            challenge["error"] = error
+        if self.version == 1:
+            return Reply(402, challenge)
+        encoded = base64.b64encode(json.dumps(challenge).encode()).decode()
+        return Reply(402, {}, headers={"payment-required": encoded})
+
+    def route(self, request: Recorded) -> Reply:
+        name = "x-payment" if self.version == 1 else "payment-signature"
+        header = request.headers.get(name, "")
+        if header and not self.always_402:
+            try:
+                payer = self.verify(header)
+            except (ValueError, KeyError, TypeError) as exc:
+                self.rejections.append(str(exc))
+                return self.unpaid(str(exc))
+            self.payers.append(payer)
+            settled = {"success": True, "transaction": "0x" + "77" * 32, "network": self.network}
+            reply = super().route(request)
+            settlement = "x-payment-response" if self.version == 1 else "payment-response"
+            reply.headers[settlement] = base64.b64encode(json.dumps(settled).encode()).decode()
+            return reply
+        return self.unpaid()

@@ -5,6 +5,7 @@
 - `routing/` and `accounting/` never import `proxy/`.
 - The running router (everything but `setup/` and `quality/`) never imports those two.
 - `console/` (terminal clients of a router, over HTTP) imports only `wire/` and `tiers`.
+- `payments/` (wallet, caps, x402 client) imports none of `proxy/`, `routing/`, `accounting/`.
 """
 
 from __future__ import annotations
@@ -59,6 +60,9 @@ def test_each_module_keeps_to_its_layer(path: Path):
             assert not imports_part(names, other), f"wire/ must not import {other}/"
     if part in ("routing", "accounting"):
         assert not imports_part(names, "proxy"), f"{part}/ must not import proxy/"
+    if part == "payments":
+        for other in ("proxy", "routing", "accounting"):
+            assert not imports_part(names, other), f"payments/ must not import {other}/"
     if part == "console":  # clients of a router over HTTP: none of the router's insides
         for other in ("proxy", "routing", "accounting", *TOOLING):
             assert not imports_part(names, other), f"console/ must not import {other}/"

@@ -15,10 +15,12 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import openclaw_shapes as oc
 import pytest
+from conftest import ROOT
 
 OPENCLAW_VERSION = "2026.9.6"
 
@@ -167,3 +169,38 @@ def test_real_openclaw_infer_model_run(start_router, upstreams, tmp_path):
     assert [(x["source"], x["route"]) for x in lines] == [("llm", "medium")]
     body = upstreams.medium.requests[-1].json
     assert body["stream"] is True and "tools" not in body
+
+
+def test_real_openclaw_after_xrouter_openclaw_install(start_router, upstreams, tmp_path):
+    """`xrouter openclaw install --default` writes the provider into a config that already
+    has settings of its own; the real OpenClaw then lists the router's models and runs a
+    turn through it with no model named (the default the install set)."""
+    openclaw_command()
+    router = start_router()
+    home = tmp_path / "install-home"
+    config_file = home / ".openclaw" / "openclaw.json"
+    config_file.parent.mkdir(parents=True)
+    quiet = {"update": {"checkOnStart": False}, "telemetry": {"enabled": False}}
+    config_file.write_text(json.dumps(quiet))
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "PYTHONPATH": str(ROOT)}
+    installed = subprocess.run(
+        [sys.executable, "-m", "xrouter_core", "openclaw", "install", "--default",
+         "--url", router.url, "--key", "router-test-key"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert installed.returncode == 0, installed.stderr
+    config = json.loads(config_file.read_text())
+    assert config["update"] == quiet["update"]
+    listed = run_openclaw(tmp_path, config, ["models", "list", "--plain"])
+    assert listed.returncode == 0, listed.stdout[-3000:] + listed.stderr[-3000:]
+    # OpenClaw shows `<provider>/<id>`, folding the provider name an id already starts with.
+    assert {"xrouter/auto", "xrouter/cheap", "xrouter/xrouter-coding"} <= set(
+        listed.stdout.split()
+    ), listed.stdout
+    ask = "Say hello after install"
+    upstreams.classifier.by_text[ask] = "0"
+    (tmp_path / "home").rename(tmp_path / "home-listed")  # run_openclaw makes a new one
+    result = run_openclaw(tmp_path, config, ["infer", "model", "run", "--local", "--prompt", ask])
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "Hello from cheap!" in result.stdout
+    assert [(x["source"], x["route"]) for x in routed(router)] == [("llm", "cheap")]

@@ -21,6 +21,7 @@ import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from functools import cached_property
 from pathlib import Path
 from typing import Any
@@ -89,6 +90,10 @@ CANDIDATE_STRATEGIES = ("ordered", "price")
 CANDIDATE_FIELDS = frozenset({*ROUTE_FIELDS, "name"})
 # auto: Redis when REDIS_URL is set, else diskcache in XROUTER_DATA_DIR.
 CACHE_BACKENDS = ("auto", "memory", "disk", "redis")
+# <TIER>_X402: off, or the one network the route may be paid on (base-sepolia = testnet).
+X402_CHOICES = ("off", "base", "base-sepolia")
+# The order of secp256k1's group: a private key is a number in 1 .. order - 1.
+SECP256K1_ORDER = 0xFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFFEBAAEDCE6AF48A03BBFD25E8CD0364141
 
 
 class ConfigError(Exception):
@@ -144,6 +149,10 @@ class Route:
         """What X-Xrouter-route says served: the route's name, else provider/model."""
         return self.name or "/".join(p for p in (provider_name(self), self.model) if p)
 
+    # x402: the network this route may be paid on when it answers 402 with a challenge
+    # (<TIER>_X402: "base", or "base-sepolia" for a testnet route); "" never pays.
+    x402: str = ""
+
     # Parsed once per route (they are read for every request); fields stay frozen.
     @cached_property
     def scheme(self) -> str:
@@ -174,6 +183,7 @@ class Route:
             "vision": self.vision,
             "key": self.breaker_key,
             "label": self.label,
+            "x402": self.x402 or None,
         }
 
 
@@ -236,6 +246,25 @@ class RoutingSettings:
 
 
 @dataclass(frozen=True)
+class PaymentSettings:
+    """x402 payments (xrouter_core/payments/, docs/payments.md). Caps are in USDC's
+    atomic units (micro-dollars), so the ledger adds whole numbers."""
+
+    # LLM_ROUTER_WALLET_KEY, checked to be a secp256k1 private key; "" = the key file.
+    wallet_key: str = ""
+    # Where the key file is read from or created (always under the data dir unless the
+    # OpenClaw one exists; see payments/wallet.py).
+    openclaw_key_file: str = ""
+    max_per_request: int = 0
+    max_per_day: int = 0
+
+    @property
+    def capped(self) -> bool:
+        """Payment is on only when both caps are set: there is no unlimited default."""
+        return self.max_per_request > 0 and self.max_per_day > 0
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "0.0.0.0"
     port: int = 3000
@@ -264,6 +293,7 @@ class Settings:
     routing: RoutingSettings = field(default_factory=RoutingSettings)
     # Where POST /v1/embeddings goes (an OpenAI-wire server), if anywhere.
     embeddings: Route | None = None
+    payments: PaymentSettings = field(default_factory=PaymentSettings)
     # Every value that must never be printed, so logs can redact them.
     secrets: tuple[str, ...] = ()
     # The tiers filled from a provider key (default_routes.py), with why.
@@ -759,6 +789,7 @@ def load_settings(
             ),
             input_price=read.price(prefix + "INPUT_PRICE"),
             output_price=read.price(prefix + "OUTPUT_PRICE"),
+            x402=read.choice(prefix + "X402", X402_CHOICES, "off").replace("off", ""),
         )
         if base_url:
             routes[tier] = _with_default_versions(route, read) if not provider_problem else route
@@ -809,6 +840,7 @@ def load_settings(
         problems.append("CACHE_BACKEND=redis needs REDIS_URL")
 
     headers = _read_header_names(read)
+    payments = _read_payments(read, routes)
     if problems:
         raise ConfigError(problems)
 
@@ -816,6 +848,8 @@ def load_settings(
         s
         for s in (
             read.text("ROUTER_API_KEY"),
+            payments.wallet_key,
+            payments.wallet_key.removeprefix("0x"),
             classifier.api_key,
             *(r.api_key for found in candidates.values() for r in found),
             embeddings.api_key if embeddings else "",
@@ -852,6 +886,7 @@ def load_settings(
         candidates=candidates,
         routing=routing,
         embeddings=embeddings,
+        payments=payments,
         secrets=secrets,
         default_routes=auto.used,
         decision_header=headers[0],
@@ -929,6 +964,56 @@ def _read_classifier_request(read: _Reader) -> dict[str, Any]:
         "temperature": temperature,
         "logit_bias": bias,
     }
+
+
+def _usd_cap(read: _Reader, name: str) -> int:
+    """A cap in USD (e.g. 0.05) as USDC atomic units (6 decimals); 0 when unset."""
+    raw = read.values.get(name, "").strip()
+    if not raw:
+        return 0
+    try:
+        value = Decimal(raw)
+    except InvalidOperation:
+        value = Decimal(-1)
+    if not value.is_finite() or value <= 0 or value > 1_000_000:
+        read.problems.append(f"{name} must be an amount in USD above 0, not {raw!r}")
+        return 0
+    return int((value * 1_000_000).to_integral_value(rounding=ROUND_DOWN))
+
+
+def _read_payments(read: _Reader, routes: Mapping[str, Route]) -> PaymentSettings:
+    """LLM_ROUTER_WALLET_KEY and the two caps; a paying route needs both caps. The key is
+    checked here (never echoed) so a malformed one stops the router at start."""
+    key = read.values.get("LLM_ROUTER_WALLET_KEY", "").strip()
+    if key:
+        digits = key.removeprefix("0x")
+        valid = len(digits) == 64 and all(c in "0123456789abcdefABCDEF" for c in digits)
+        if not valid or not 0 < int(digits, 16) < SECP256K1_ORDER:
+            read.problems.append(
+                "LLM_ROUTER_WALLET_KEY is not a private key (64 hex digits, 0x optional);"
+                " its value is not shown"
+            )
+            key = ""
+        else:
+            key = "0x" + digits.lower()
+    per_request = _usd_cap(read, "X402_MAX_PER_REQUEST_USD")
+    per_day = _usd_cap(read, "X402_MAX_PER_DAY_USD")
+    if per_request and per_day and per_request > per_day:
+        read.problems.append("X402_MAX_PER_REQUEST_USD must not be above X402_MAX_PER_DAY_USD")
+    paying = [r.tier for r in routes.values() if r.x402]
+    if paying and not (per_request and per_day):
+        read.problems.append(
+            f"{paying[0].upper()}_X402 pays upstreams: set both X402_MAX_PER_REQUEST_USD and"
+            " X402_MAX_PER_DAY_USD (payment has no unlimited default)"
+        )
+    return PaymentSettings(
+        wallet_key=key,
+        openclaw_key_file=str(
+            Path(read.text("HOME") or Path.home()) / ".openclaw" / "llmrouter" / "wallet.key"
+        ),
+        max_per_request=per_request,
+        max_per_day=per_day,
+    )
 
 
 def _read_header_names(read: _Reader) -> tuple[str, str]:

@@ -388,6 +388,11 @@ class UsageTracker:
         self.pending.counters[key] += 1
         self._dirty.set()
 
+    def record_payment(self, tier: str, micro_usd: int) -> None:
+        """An x402 payment signed for a route (payments/): one more, and its amount."""
+        self.pending.counters[f"p|{tier}|payments"] += 1
+        self.pending.counters[f"p|{tier}|paid_uusd"] += micro_usd
+
     def record_fallback(self, from_tier: str, to_tier: str, reason: str = "") -> None:
         """For the fallback chain: one call per fallback taken."""
         self.count(f"f|{from_tier}|{to_tier}|{reason or 'error'}")
@@ -588,6 +593,23 @@ def node_totals(c: dict[str, int]) -> dict[str, dict[str, int]]:
     }
 
 
+def x402_totals(c: dict[str, int]) -> dict[str, Any]:
+    """What x402 payments the routes were paid (signed; see docs/payments.md), in USD."""
+    by_tier = {
+        tier: {
+            "payments": c.get(f"p|{tier}|payments", 0),
+            "paidUsd": c.get(f"p|{tier}|paid_uusd", 0) / 1_000_000,
+        }
+        for tier in TIERS
+        if c.get(f"p|{tier}|payments")
+    }
+    return {
+        "payments": sum(row["payments"] for row in by_tier.values()),
+        "paidUsd": round(sum(row["paidUsd"] for row in by_tier.values()), 6),
+        "byTier": by_tier,
+    }
+
+
 def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[str, Any]:
     """The JSON of GET /usage (its shape is documented in docs/usage.md)."""
     c = stored.counters
@@ -695,6 +717,7 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
             "decisionHits": sum(decisions.get("cache", {}).values()),
         },
         "fallbacks": sum(v for k, v in c.items() if k.startswith("f|")),
+        "x402": x402_totals(c),
         "series": series,
         "recent": list(reversed(stored.recent)),
     }

@@ -31,6 +31,15 @@ from xrouter_core.accounting.events import EventFeed
 from xrouter_core.accounting.responsecache import RecordingStream
 from xrouter_core.accounting.service import USAGE_PAGES, Accounting
 from xrouter_core.config import ConfigError, NoConfiguration, Route, Settings, load_settings
+from xrouter_core.payments.caps import CapExceeded, usd
+from xrouter_core.payments.payer import Payer
+from xrouter_core.payments.x402 import (
+    REQUIRED_HEADER_V2,
+    SETTLEMENT_HEADER,
+    SETTLEMENT_HEADER_V2,
+    PaymentRefused,
+    settlement,
+)
 from xrouter_core.proxy import dispatch, mitm_compat
 from xrouter_core.proxy.logs import log_rejected, quiet_cancelled_callbacks, setup_logging
 from xrouter_core.routing.builtin import BuiltinClassifier
@@ -93,6 +102,7 @@ from xrouter_core.wire.local import (
     MESSAGES_PATH,
     MODEL_PREFIX,
     RESPONSES_PATH,
+    WALLET_PATH,
     LocalResponse,
     body_error,
     check_auth,
@@ -177,6 +187,8 @@ class RoutedFlow:
     # when the answer's headers came, in ms since the request came.
     event_id: int = 0
     first_byte_ms: float | None = None
+    # x402: what this request paid (USDC atomic units); a second 402 is never paid.
+    paid: int = 0
 
 
 def router_line_or_warning(record: logging.LogRecord) -> bool:
@@ -359,6 +371,8 @@ class Xrouter:
         self.notes_logged: set[str] = set()
         # GET /events: kept across reloads, so subscribers stay connected.
         self.feed = EventFeed()
+        # x402: the wallet and the spend ledger (payments/), made with the settings.
+        self.payer: Payer | None = None
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -408,6 +422,7 @@ class Xrouter:
                     settings = load_settings(
                         env_file=source[0] or None, upstreams_file=source[1] or None
                     )
+                    payer = Payer(settings)  # the wallet: a bad key file stops here too
                 except ConfigError as exc:
                     if self.settings is None:
                         self.refuse_to_start(exc)
@@ -416,6 +431,7 @@ class Xrouter:
                         log.warning("configuration change refused: %s", problem)
                     raise OptionsError("\n".join(exc.problems)) from exc
                 self.settings_source = source
+                self.payer = payer
                 self.apply(settings)
         if "mode" in updated or "xrouter_env_file" in updated:
             self.listen_by_default()
@@ -761,6 +777,9 @@ class Xrouter:
             return self.serve_usage_page(flow, path)
         if path == EVENTS_PATH:
             return self.serve_events(flow)
+        if path == WALLET_PATH:
+            local_response(flow, LocalResponse.json(self.payer.public() if self.payer else {}))
+            return None
         if path == COUNT_TOKENS_PATH:
             return dispatch.run_until_it_waits(self.count_tokens(flow, intercepted=False))
         if path == EMBEDDINGS_PATH:
@@ -1112,24 +1131,32 @@ class Xrouter:
         routed.translator = translator
         response.stream = translator
 
-    def response(self, flow: http.HTTPFlow) -> None:
+    def response(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         routed: RoutedFlow | None = flow.metadata.get(META)
         if routed is None or flow.response is None or routed.translator is not None:
-            return
+            return None
         response = flow.response
         if routed.headers_on is not response:  # e.g. the placeholder for a failed connect
             set_routing_headers(response, routed)
+        if response.status_code == 402 and routed.route.x402:
+            # Awaited, so the hook goes mitmproxy's way under either launcher: the retry
+            # then finds the 402's connection to the same upstream done with, as a
+            # fallback to another host does (inline, the lean launcher would reuse it
+            # mid-response). The ledger's lock and file are off the event loop too.
+            return self.pay_or_refuse(flow, routed)
+        if routed.paid:
+            self.log_settlement(flow, routed)
         if response.status_code >= 400:
             if self.try_next_route(flow, routed):
-                return  # mitm_compat re-sends the rewritten request on this flow
+                return None  # mitm_compat re-sends the rewritten request on this flow
             self.answer_upstream_error(flow, routed)
             self.finished(flow, routed, response.status_code, None)
-            return
+            return None
         usage = None
         completion = None
         if routed.chat.client_format == RESPONSES and routed.adapter.responses_wire:
             self.native_response(flow, routed)
-            return
+            return None
         try:
             completion = routed.adapter.parse_response(response.get_content(strict=False) or b"")
             if not routed.adapter.openai_wire and not completion.get("model"):
@@ -1161,6 +1188,76 @@ class Xrouter:
                 exc,
             )
         self.finished(flow, routed, response.status_code, usage, completion=completion)
+        return None
+
+    async def pay_or_refuse(self, flow: http.HTTPFlow, routed: RoutedFlow) -> None:
+        if not await self.pay_and_retry(flow, routed):
+            self.finished(flow, routed, 402, None, error="payment_refused")
+        # else mitm_compat re-sends the request, now with X-PAYMENT
+
+    async def pay_and_retry(self, flow: http.HTTPFlow, routed: RoutedFlow) -> bool:
+        """A paying route answered 402: pay its x402 challenge within the caps and ask for
+        the same request again, once. Otherwise answer the client 402 saying why."""
+        assert flow.response is not None
+        route = routed.route
+        if routed.paid:
+            reason = (
+                f"Upstream '{route.tier}' answered 402 again after a payment of"
+                f" {usd(routed.paid)} USD; it is not paid twice"
+            )
+        elif self.payer is None or not self.fallback_ready:
+            reason = f"Upstream '{route.tier}' asks for payment, and this router cannot pay it"
+        else:
+            try:
+                payment = await asyncio.to_thread(
+                    self.payer.pay,
+                    route,
+                    flow.response.get_content(strict=False) or b"",
+                    flow.response.headers.get(REQUIRED_HEADER_V2, ""),
+                )
+            except (PaymentRefused, CapExceeded) as exc:
+                reason = f"Upstream '{route.tier}' asks for payment; {exc}"
+            else:
+                routed.paid = payment.amount
+                if self.accounting is not None:
+                    self.accounting.usage.record_payment(route.tier, payment.amount)
+                flow.request.headers[payment.header] = payment.value
+                log.info(
+                    "x402 paying route=%s amount_usd=%s network=%s pay_to=%s header=%s",
+                    route.tier,
+                    usd(payment.amount),
+                    route.x402,
+                    payment.pay_to,
+                    payment.header,
+                )
+                flow.metadata[mitm_compat.RETRY] = True
+                return True
+        log.warning("x402 not paid route=%s: %s", route.tier, reason)
+        assert self.settings is not None
+        body = error_body(
+            redact(reason, self.settings.secrets), "payment_required", "x402_not_paid"
+        )
+        if routed.chat.client_format == ANTHROPIC:
+            body = anthropic_error(402, body)
+        flow.response = http.Response.make(402, body, {"content-type": "application/json"})
+        set_routing_headers(flow.response, routed)
+        return False
+
+    def log_settlement(self, flow: http.HTTPFlow, routed: RoutedFlow) -> None:
+        """The paid answer's X-PAYMENT-RESPONSE (the facilitator's settlement), logged."""
+        assert flow.response is not None
+        headers = flow.response.headers
+        doc = settlement(
+            headers.get(SETTLEMENT_HEADER, "") or headers.get(SETTLEMENT_HEADER_V2, "")
+        )
+        log.info(
+            "x402 paid route=%s amount_usd=%s status=%s settled=%s transaction=%s",
+            routed.route.tier,
+            usd(routed.paid),
+            flow.response.status_code,
+            doc.get("success", "unknown"),
+            doc.get("transaction", "-"),
+        )
 
     def native_response(self, flow: http.HTTPFlow, routed: RoutedFlow) -> None:
         """A Responses route's whole answer: passed back as it is, its usage counted and

@@ -29,6 +29,8 @@ COUNT_TOKENS_PATH = "/v1/messages/count_tokens"
 EMBEDDINGS_PATH = "/v1/embeddings"
 # The live feed of routing events (Server-Sent Events), guarded like the usage pages.
 EVENTS_PATH = "/events"
+# The paying wallet's address, networks, today's spend and caps (docs/payments.md).
+WALLET_PATH = "/wallet"
 # GET /v1/models/{id}: one logical model (ids hold a slash, so this is a prefix).
 MODEL_PREFIX = "/v1/models/"
 ENDPOINTS: dict[str, tuple[str, ...]] = {
@@ -45,6 +47,7 @@ ENDPOINTS: dict[str, tuple[str, ...]] = {
     "/metrics": ("GET",),
     "/dashboard": ("GET",),
     EVENTS_PATH: ("GET",),
+    WALLET_PATH: ("GET",),
     PLOTLY_PATH: ("GET",),
 }
 # The dashboard page and plotly hold no data: the page asks for the key and sends it

@@ -41,6 +41,9 @@ DROPPED_HEADERS = frozenset(
         "accept-encoding",
         "proxy-connection",
         "content-encoding",
+        # x402 payment headers: the router pays (payments/x402.py), never the client.
+        "x-payment",
+        "payment-signature",
     }
 )
 

@@ -1,0 +1,282 @@
+"""x402 payments: a real router pays a loopback fake upstream that answers HTTP 402 with an
+x402 v1 challenge and checks the EIP-3009 signature itself (tests/fakes.py).
+
+Covered: one paid retry (whole and streamed), the client's own payment header stripped,
+GET /wallet, every refusal (over a cap, wrong network, wrong token domain, a foreign asset,
+a second 402) answered 402 with a clear error and nothing spent, caps that survive a
+restart, and the wallet key kept out of logs and pages.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+
+import httpx
+import pytest
+from conftest import Router
+from eth_account import Account
+from fakes import FakePaidProvider
+
+from xrouter_core.config import ConfigError, load_settings
+
+WALLET_KEY = "0x" + "4c" * 32  # a test key: it must never show up in a log or a page
+CHAT = "/v1/chat/completions"
+
+
+def ask(router: Router, text: str, headers: dict[str, str] | None = None) -> httpx.Response:
+    body = {"model": "x", "messages": [{"role": "user", "content": text}]}
+    with router.client() as client:
+        return client.post(CHAT, json=body, headers=headers or {})
+
+
+def paid_env(fake: FakePaidProvider, data_dir: str, **extra: str) -> dict[str, str]:
+    return {
+        "FRONTIER_BASE_URL": fake.url + "/v1",
+        "FRONTIER_MODEL": "paid-model",
+        "FRONTIER_X402": fake.network,
+        "CLASSIFIER_ENABLED": "false",
+        "X402_MAX_PER_REQUEST_USD": "0.05",
+        "X402_MAX_PER_DAY_USD": "1",
+        "XROUTER_DATA_DIR": data_dir,
+        "XROUTER_AUTO_ROUTES": "false",
+        **extra,
+    }
+
+
+@pytest.fixture(scope="module", params=["mitmdump", "xrouter"])
+def paid(request, tmp_path_factory):
+    """One paying router (key from LLM_ROUTER_WALLET_KEY) over one fake paid upstream."""
+    fake = FakePaidProvider()
+    tmp = tmp_path_factory.mktemp(f"paid-{request.param}")
+    env = paid_env(fake, str(tmp / "data"), LLM_ROUTER_WALLET_KEY=WALLET_KEY)
+    router = Router(env, tmp, launcher=request.param)
+    yield router, fake
+    router.stop()
+    fake.close()
+
+
+@pytest.fixture
+def fake(paid):
+    router, fake = paid
+    fake.requests.clear()
+    fake.challenge_override, fake.always_402, fake.amount = {}, False, "10000"
+    fake.offered_first, fake.version = [], 1
+    yield fake
+
+
+def spent(router: Router) -> str:
+    with router.client() as client:
+        return client.get("/wallet").json()["today"]["spent_usd"]
+
+
+def test_a_402_is_paid_once_with_a_signature_the_upstream_recovers(paid, fake):
+    router, _ = paid
+    before = spent(router)
+    with router.client() as client:
+        counted_before = client.get("/usage").json()["x402"]
+    answer = ask(router, "pay for this", headers={"X-PAYMENT": "client-sent-payment"})
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["choices"][0]["message"]["content"] == "Hello from paid!"
+    first, second = fake.requests
+    assert "x-payment" not in first.headers  # the client's own payment header never goes up
+    assert second.headers["x-payment"] != "client-sent-payment"
+    assert first.body == second.body  # the same request, retried
+    assert fake.payers[-1] == Account.from_key(WALLET_KEY).address
+    assert float(spent(router)) == pytest.approx(float(before) + 0.01)
+    with router.client() as client:
+        paid_usage = client.get("/usage").json()["x402"]
+    assert paid_usage["payments"] == counted_before["payments"] + 1
+    assert paid_usage["paidUsd"] == pytest.approx(counted_before["paidUsd"] + 0.01)
+    logs = router.logs()
+    assert "x402 paid route=frontier amount_usd=0.01" in logs and "settled=True" in logs
+
+
+def test_a_streamed_request_is_paid_and_streams(paid, fake):
+    router, _ = paid
+    body = {"model": "x", "stream": True, "messages": [{"role": "user", "content": "stream it"}]}
+    with router.client() as client, client.stream("POST", CHAT, json=body) as answer:
+        assert answer.status_code == 200
+        text = "".join(answer.iter_text())
+    assert "Hello from paid" in text and "[DONE]" in text
+    assert len(fake.requests) == 2 and "x-payment" in fake.requests[1].headers
+
+
+@pytest.mark.parametrize(
+    ("tamper", "says"),
+    [
+        ({"maxAmountRequired": "60000"}, "above X402_MAX_PER_REQUEST_USD (0.05 USD)"),
+        ({"network": "base"}, "network 'base' is not this route's ('base-sepolia')"),
+        ({"extra": {"name": "USD Coin", "version": "2"}}, "token domain 'USD Coin'"),
+        ({"extra": {"name": "USDC", "version": "1"}}, "version '1' is not USDC's"),
+        ({"asset": "0x" + "de" * 20}, "is not USDC on base-sepolia"),
+        ({"scheme": "upto"}, "scheme 'upto' is not supported"),
+        ({"resource": "https://elsewhere.example/pay"}, "host 'elsewhere.example'"),
+    ],
+    ids=["over-cap", "network", "token-name", "token-version", "asset", "scheme", "host"],
+)
+def test_a_challenge_it_must_not_pay_is_answered_402_unpaid(paid, fake, tamper, says):
+    router, _ = paid
+    before = spent(router)
+    fake.challenge_override = tamper
+    answer = ask(router, f"refuse {says}")
+    assert answer.status_code == 402, answer.text
+    error = answer.json()["error"]
+    assert error["code"] == "x402_not_paid" and says in error["message"], error
+    assert len(fake.requests) == 1  # not retried, nothing signed
+    assert spent(router) == before
+
+
+def test_an_entry_it_cannot_pay_is_skipped_for_one_it_can(paid, fake):
+    router, _ = paid
+    fake.offered_first = [{**fake.challenge()["accepts"][0], "network": "solana"}]
+    answer = ask(router, "skip the first entry")
+    assert answer.status_code == 200, answer.text
+    assert json.loads(base64.b64decode(fake.requests[1].headers["x-payment"]))["network"] == (
+        "base-sepolia"
+    )
+
+
+def test_an_anthropic_client_gets_the_refusal_in_anthropics_shape(paid, fake):
+    router, _ = paid
+    fake.challenge_override = {"network": "base"}
+    body = {"model": "x", "max_tokens": 20, "messages": [{"role": "user", "content": "hi"}]}
+    with router.client() as client:
+        answer = client.post("/v1/messages", json=body)
+    assert answer.status_code == 402
+    doc = answer.json()
+    assert doc["type"] == "error" and "is not this route's" in doc["error"]["message"]
+
+
+def test_a_v2_challenge_in_its_header_is_paid_with_payment_signature(paid, fake):
+    router, _ = paid
+    fake.version = 2
+    answer = ask(router, "pay the v2 way", headers={"Payment-Signature": "client-sent"})
+    assert answer.status_code == 200, answer.text
+    first, second = fake.requests
+    assert "payment-signature" not in first.headers and "x-payment" not in second.headers
+    payload = json.loads(base64.b64decode(second.headers["payment-signature"]))
+    assert payload["x402Version"] == 2 and payload["accepted"]["network"] == "eip155:84532"
+    assert fake.payers[-1] == Account.from_key(WALLET_KEY).address
+    assert "header=payment-signature" in router.logs()
+
+
+@pytest.mark.parametrize(
+    ("tamper", "says"),
+    [
+        ({"network": "eip155:8453"}, "network 'eip155:8453' is not this route's ('eip155:84532')"),
+        ({"amount": "60000"}, "above X402_MAX_PER_REQUEST_USD"),
+        ({"extra": {"name": "Fake", "version": "2"}}, "token domain 'Fake'"),
+    ],
+    ids=["network", "over-cap", "token-name"],
+)
+def test_a_v2_challenge_it_must_not_pay_is_refused(paid, fake, tamper, says):
+    router, _ = paid
+    fake.version, fake.challenge_override = 2, tamper
+    answer = ask(router, f"v2 refuse {says}")
+    assert answer.status_code == 402 and says in answer.json()["error"]["message"]
+    assert len(fake.requests) == 1
+
+
+def test_a_second_402_is_not_paid_again(paid, fake):
+    router, _ = paid
+    before = spent(router)
+    fake.always_402 = True
+    answer = ask(router, "pay twice?")
+    assert answer.status_code == 402
+    assert "answered 402 again after a payment of 0.01 USD" in answer.json()["error"]["message"]
+    assert len(fake.requests) == 2
+    assert float(spent(router)) == pytest.approx(float(before) + 0.01)  # the one signed counts
+
+
+def test_wallet_page_shows_the_address_and_caps_and_no_page_or_log_shows_the_key(paid, fake):
+    router, _ = paid
+    with router.client() as client:
+        wallet = client.get("/wallet").json()
+        pages = [client.get(p).text for p in ("/wallet", "/health", "/usage", "/dashboard")]
+    assert wallet["address"] == Account.from_key(WALLET_KEY).address
+    assert wallet["key_source"] == "env" and wallet["paying"] is True
+    assert wallet["networks"][0]["network"] == "base-sepolia"
+    assert wallet["caps"] == {"max_per_request_usd": "0.05", "max_per_day_usd": "1.00"}
+    for text in [*pages, router.logs()]:
+        assert WALLET_KEY[2:] not in text.lower()
+
+
+def test_caps_and_the_generated_wallet_survive_a_restart(tmp_path, launcher):
+    fake = FakePaidProvider()
+    data = tmp_path / "data"
+    env = paid_env(fake, str(data), X402_MAX_PER_REQUEST_USD="0.01", X402_MAX_PER_DAY_USD="0.025")
+    try:
+        (tmp_path / "one").mkdir()
+        first = Router(env, tmp_path / "one", launcher=launcher)
+        try:
+            assert ask(first, "one").status_code == 200
+            assert ask(first, "two").status_code == 200
+            with first.client() as client:
+                address = client.get("/wallet").json()["address"]
+        finally:
+            first.stop()
+        key_file = data / "wallet" / "wallet.key"
+        assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+        assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
+        assert json.loads((data / "wallet" / "spend.json").read_text())["spent"] == 20000
+        (tmp_path / "two").mkdir()
+        second = Router(env, tmp_path / "two", launcher=launcher)
+        try:
+            with second.client() as client:
+                wallet = client.get("/wallet").json()
+            assert wallet["address"] == address and wallet["key_source"] == "file"
+            assert wallet["today"]["spent_usd"] == "0.02"
+            answer = ask(second, "three")
+            assert answer.status_code == 402
+            message = answer.json()["error"]["message"]
+            assert "above X402_MAX_PER_DAY_USD (0.025 USD)" in message, message
+            assert len([r for r in fake.requests if "x-payment" in r.headers]) == 2
+            assert key_file.read_text().strip()[2:] not in second.logs()
+        finally:
+            second.stop()
+    finally:
+        fake.close()
+
+
+def test_a_malformed_wallet_key_stops_the_router_without_echoing_it(tmp_path):
+    fake = FakePaidProvider()
+    bad = "0x" + "zz" * 32
+    env = paid_env(fake, str(tmp_path / "data"), LLM_ROUTER_WALLET_KEY=bad)
+    router = Router(env, tmp_path, launcher="xrouter", wait=False)
+    try:
+        assert router.proc.wait(30) != 0
+        logs = router.logs()
+        assert "LLM_ROUTER_WALLET_KEY is not a private key" in logs and bad not in logs
+    finally:
+        router.stop()
+        fake.close()
+
+
+def config_problems(**env: str) -> list[str]:
+    base = {"FRONTIER_BASE_URL": "http://127.0.0.1:9/v1", "CLASSIFIER_ENABLED": "false"}
+    try:
+        load_settings({**base, **env}, env_file=os.devnull, upstreams_file=os.devnull)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
+def test_payment_configuration_is_checked():
+    assert config_problems(FRONTIER_X402="base") == [
+        "FRONTIER_X402 pays upstreams: set both X402_MAX_PER_REQUEST_USD and"
+        " X402_MAX_PER_DAY_USD (payment has no unlimited default)"
+    ]
+    assert "FRONTIER_X402 must be one of" in config_problems(FRONTIER_X402="polygon")[0]
+    caps = {"X402_MAX_PER_REQUEST_USD": "0.1", "X402_MAX_PER_DAY_USD": "1"}
+    assert config_problems(FRONTIER_X402="base", **caps) == []
+    assert "above 0" in config_problems(X402_MAX_PER_DAY_USD="-1")[0]
+    assert (
+        "must not be above"
+        in config_problems(X402_MAX_PER_REQUEST_USD="2", X402_MAX_PER_DAY_USD="1")[0]
+    )
+    zero = "0x" + "00" * 32
+    assert "not a private key" in config_problems(LLM_ROUTER_WALLET_KEY=zero)[0]
+    assert zero not in " ".join(config_problems(LLM_ROUTER_WALLET_KEY=zero))

@@ -1,0 +1,155 @@
+"""The wallet's key sources and the spend ledger, in process: the key file's order,
+modes and refusals, and caps that hold under concurrent payments from two processes."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import stat
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from eth_account import Account
+
+from xrouter_core.config import ConfigError, PaymentSettings, load_settings
+from xrouter_core.payments.caps import CapExceeded, SpendLedger
+from xrouter_core.payments.payer import Payer
+from xrouter_core.payments.wallet import load_wallet
+
+KEY = "0x" + "3b" * 32
+
+
+def settings(tmp: Path, **kw) -> PaymentSettings:
+    kw.setdefault("openclaw_key_file", str(tmp / "home" / ".openclaw" / "llmrouter" / "wallet.key"))
+    return PaymentSettings(max_per_request=10_000, max_per_day=100_000, **kw)
+
+
+def write_key(path: Path, key: str, mode: int = 0o600) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(key + "\n")
+    os.chmod(path, mode)
+
+
+def test_the_environment_key_comes_first(tmp_path):
+    write_key(Path(settings(tmp_path).openclaw_key_file), "0x" + "11" * 32)
+    wallet = load_wallet(settings(tmp_path, wallet_key=KEY), str(tmp_path / "data"), True)
+    assert wallet is not None and wallet.source == "env"
+    assert wallet.address == Account.from_key(KEY).address
+    assert KEY[2:] not in repr(wallet) and KEY[2:] not in str(wallet.public())
+
+
+def test_openclaws_key_file_comes_before_the_data_dir(tmp_path):
+    write_key(Path(settings(tmp_path).openclaw_key_file), KEY)
+    write_key(tmp_path / "data" / "wallet" / "wallet.key", "0x" + "22" * 32)
+    wallet = load_wallet(settings(tmp_path), str(tmp_path / "data"), True)
+    assert wallet is not None and wallet.source == "openclaw-file"
+    assert wallet.address == Account.from_key(KEY).address
+
+
+def test_a_new_key_is_made_only_when_asked_and_kept(tmp_path):
+    data = tmp_path / "data"
+    assert load_wallet(settings(tmp_path), str(data), create=False) is None
+    assert not (data / "wallet" / "wallet.key").exists()
+    made = load_wallet(settings(tmp_path), str(data), create=True)
+    again = load_wallet(settings(tmp_path), str(data), create=True)
+    assert made is not None and again is not None
+    assert made.source == "generated" and again.source == "file"
+    assert made.address == again.address
+    key_file = data / "wallet" / "wallet.key"
+    assert stat.S_IMODE(key_file.stat().st_mode) == 0o600
+    assert stat.S_IMODE(key_file.parent.stat().st_mode) == 0o700
+    assert [p.name for p in key_file.parent.iterdir()] == ["wallet.key"]  # no temp file left
+
+
+@pytest.mark.parametrize(
+    ("content", "mode", "says"),
+    [
+        (KEY, 0o644, "readable by others"),
+        ("0x" + "zz" * 32, 0o600, "does not hold a private key"),
+        ("0x" + "00" * 32, 0o600, "does not hold a valid private key"),
+    ],
+    ids=["mode", "not-hex", "zero"],
+)
+def test_a_bad_key_file_is_refused_without_showing_it(tmp_path, content, mode, says):
+    write_key(tmp_path / "data" / "wallet" / "wallet.key", content, mode)
+    with pytest.raises(ConfigError) as caught:
+        load_wallet(settings(tmp_path), str(tmp_path / "data"), True)
+    assert says in caught.value.problems[0]
+    assert content[2:] not in caught.value.problems[0]
+
+
+def test_the_ledger_refuses_over_either_cap_and_starts_each_day_at_zero(tmp_path):
+    day = ["2026-12-01"]
+    ledger = SpendLedger(str(tmp_path), settings(tmp_path), today=lambda: day[0])
+    with pytest.raises(CapExceeded, match=r"X402_MAX_PER_REQUEST_USD \(0.01 USD\)"):
+        ledger.reserve(10_001)
+    for _ in range(10):
+        ledger.reserve(10_000)
+    with pytest.raises(CapExceeded, match=r"X402_MAX_PER_DAY_USD \(0.10 USD\)"):
+        ledger.reserve(1)
+    assert ledger.spent_today() == 100_000
+    day[0] = "2026-12-02"
+    assert ledger.spent_today() == 0
+    assert ledger.reserve(10_000) == 10_000
+
+
+def test_an_unreadable_ledger_stops_payments_instead_of_starting_over(tmp_path):
+    ledger = SpendLedger(str(tmp_path), settings(tmp_path))
+    ledger.path.parent.mkdir(parents=True)
+    ledger.path.write_text("{torn")
+    with pytest.raises(CapExceeded, match="cannot be read"):
+        ledger.reserve(1)
+
+
+def pay_many(data_dir: str, tmp: str, count: int) -> int:
+    """One worker process: `count` concurrent payments of 0.003; how many went through."""
+    ledger = SpendLedger(data_dir, settings(Path(tmp)))
+
+    def one(_: int) -> bool:
+        try:
+            ledger.reserve(3_000)
+        except CapExceeded:
+            return False
+        return True
+
+    with ThreadPoolExecutor(25) as pool:
+        return sum(pool.map(one, range(count)))
+
+
+def test_two_processes_paying_at_once_never_go_over_the_day_cap(tmp_path):
+    """50 concurrent payments of 0.003 from two processes against a 0.10 day cap: exactly
+    33 go through (0.099), never a 34th."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        results = pool.starmap(pay_many, [(str(tmp_path), str(tmp_path), 25)] * 2)
+    assert sum(results) == 33
+    assert SpendLedger(str(tmp_path), settings(tmp_path)).spent_today() == 99_000
+
+
+def test_a_router_that_pays_nothing_does_not_load_eth_account():
+    """eth-account takes seconds to import: the addon loads it only with a wallet."""
+    code = "import sys, xrouter_core.proxy.addon; print('eth_account' in sys.modules)"
+    loaded = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
+    assert loaded == "False"
+
+
+def test_no_wallet_is_read_when_no_route_pays(tmp_path):
+    """A key file elsewhere (OpenClaw's, unreadable here) must not stop a router that
+    pays nothing; with no route paying and no key given there is no wallet."""
+    write_key(Path(settings(tmp_path).openclaw_key_file), KEY, mode=0o644)
+    base = {"FRONTIER_BASE_URL": "http://127.0.0.1:9/v1", "CLASSIFIER_ENABLED": "false"}
+    env = {**base, "XROUTER_DATA_DIR": str(tmp_path / "data"), "HOME": str(tmp_path / "home")}
+    loaded = load_settings(env, env_file=os.devnull, upstreams_file=os.devnull)
+    payer = Payer(loaded)
+    assert payer.wallet is None and payer.public()["paying"] is False
+    caps = {"X402_MAX_PER_REQUEST_USD": "0.01", "X402_MAX_PER_DAY_USD": "1"}
+    paying = load_settings(
+        {**env, **caps, "FRONTIER_X402": "base"}, env_file=os.devnull, upstreams_file=os.devnull
+    )
+    with pytest.raises(ConfigError, match="readable by others"):  # now it is read
+        Payer(paying)
