@@ -196,14 +196,13 @@ def passthrough_table(passthrough: dict | None) -> list[str]:
     for name, rows in passthrough.items():
         for label, row in rows.items():
             base = direct[label]
-            first = (
-                fmt(added(row, base, "first_chunk_p50_ms"))
-                if row.get("first_chunk_p50_ms") is not None
-                else "—"
-            )
+            streamed = row.get("first_chunk_p50_ms") is not None
+            first = fmt(added(row, base, "first_chunk_p50_ms")) if streamed else "—"
+            # A stream's end follows the fake's paced chunks: its tail says nothing here.
+            p99 = "—" if streamed else fmt(added(row, base, "p99_ms"))
             out.append(
                 f"| {name} | {PASSTHROUGH_LABELS.get(label, label)} | {fmt(row['p50_ms'])} | "
-                f"{fmt(added(row, base, 'p50_ms'))} | {fmt(added(row, base, 'p99_ms'))} | "
+                f"{fmt(added(row, base, 'p50_ms'))} | {p99} | "
                 f"{first} | {fmt(row.get('cpu_us_per_request'), 0)} | {row['requests']} | "
                 f"{row['errors']} |"
             )
