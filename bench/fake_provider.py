@@ -2,8 +2,11 @@
 
 It must cost as little as possible so the figures measure the proxy in front of it,
 so it is a bare asyncio HTTP/1.1 server (keep-alive, Content-Length or chunked SSE),
-not an HTTP framework. It speaks OpenAI's chat-completion format, streamed or not,
-and doubles as a classifier: a request for the model `bench-classifier` is answered
+not an HTTP framework. It speaks OpenAI's chat-completion format, streamed or not, and
+on `POST /v1/messages` Anthropic's Messages format (a whole message, or the documented
+event stream: message_start, content_block_start/delta/stop, message_delta with usage,
+message_stop), checking the x-api-key and anthropic-version headers as the API does. It
+doubles as a classifier: a request for the model `bench-classifier` is answered
 with a digit first and then keeps "generating" for `--classifier-tail-ms`, so a
 client that reads the whole answer pays for the tail and one that stops at the digit
 does not.
@@ -60,6 +63,42 @@ def chunk(model: str, delta: dict, finish: str | None = None, usage: dict | None
     return b"data: " + json.dumps(doc, separators=(",", ":")).encode() + b"\n\n"
 
 
+def anthropic_message(text: str, model: str) -> bytes:
+    """A whole Messages answer, as https://docs.anthropic.com/en/api/messages documents it."""
+    return json.dumps(
+        {
+            "id": "msg_bench",
+            "type": "message",
+            "role": "assistant",
+            "model": model,
+            "content": [{"type": "text", "text": text}],
+            "stop_reason": "end_turn",
+            "stop_sequence": None,
+            "usage": {
+                "input_tokens": 12,
+                "cache_creation_input_tokens": 0,
+                "cache_read_input_tokens": 0,
+                "output_tokens": 8,
+            },
+        },
+        separators=(",", ":"),
+    ).encode()
+
+
+def anthropic_event(kind: str, doc: dict) -> bytes:
+    """One Messages stream event: its name on the `event:` line and in the data's `type`."""
+    return b"event: %s\ndata: %s\n\n" % (
+        kind.encode(),
+        json.dumps({"type": kind, **doc}, separators=(",", ":")).encode(),
+    )
+
+
+def anthropic_error(status: int, kind: str, message: str) -> bytes:
+    return json.dumps(
+        {"type": "error", "error": {"type": kind, "message": message}}, separators=(",", ":")
+    ).encode()
+
+
 class Provider:
     def __init__(self, stream_chunks: int, chunk_interval: float, classifier_tail: float):
         self.stream_chunks = stream_chunks
@@ -76,17 +115,14 @@ class Provider:
                     return
                 lines = head.decode("latin-1").split("\r\n")
                 method, path, _ = lines[0].split(" ", 2)
-                length = 0
-                close = False
+                headers = {}
                 for line in lines[1:]:
                     name, _, value = line.partition(":")
-                    name = name.strip().lower()
-                    if name == "content-length":
-                        length = int(value)
-                    elif name == "connection" and value.strip().lower() == "close":
-                        close = True
+                    headers[name.strip().lower()] = value.strip()
+                length = int(headers.get("content-length") or 0)
+                close = headers.get("connection", "").lower() == "close"
                 body = await reader.readexactly(length) if length else b""
-                await self.answer(method, path, body, writer)
+                await self.answer(method, path, body, writer, headers)
                 if close:
                     return
         except (ConnectionError, asyncio.IncompleteReadError):
@@ -94,7 +130,12 @@ class Provider:
         finally:
             writer.close()
 
-    async def answer(self, method: str, path: str, raw: bytes, writer) -> None:
+    async def answer(
+        self, method: str, path: str, raw: bytes, writer, headers: dict[str, str]
+    ) -> None:
+        if method == "POST" and path == "/v1/messages":
+            await self.messages(raw, writer, headers)
+            return
         if method == "GET":
             self.whole(writer, 200, b'{"object":"list","data":[]}')
             return
@@ -131,6 +172,57 @@ class Provider:
             }
             self.send_chunk(writer, chunk(model, {}, usage=usage))
         self.send_chunk(writer, b"data: [DONE]\n\n")
+        writer.write(b"0\r\n\r\n")
+        await writer.drain()
+
+    async def messages(self, raw: bytes, writer, headers: dict[str, str]) -> None:
+        """Anthropic's Messages API: whole, or the event stream with the same pacing as
+        the chat stream (one text delta per `chunk_interval`), so the two compare."""
+        if not headers.get("x-api-key"):
+            error = anthropic_error(401, "authentication_error", "x-api-key header is required")
+            self.whole(writer, 401, error)
+            return
+        if not headers.get("anthropic-version"):
+            error = anthropic_error(
+                400, "invalid_request_error", "anthropic-version header is required"
+            )
+            self.whole(writer, 400, error)
+            return
+        try:
+            body = json.loads(raw)
+            model = body["model"]
+            if not body["messages"] or not body["max_tokens"]:
+                raise ValueError
+        except (ValueError, KeyError, TypeError):
+            error = anthropic_error(
+                400, "invalid_request_error", "model, messages and max_tokens are required"
+            )
+            self.whole(writer, 400, error)
+            return
+        if not body.get("stream"):
+            self.whole(writer, 200, anthropic_message("Hello from the bench provider!", model))
+            return
+        self.start_stream(writer)
+        start = json.loads(anthropic_message("", model))
+        start["content"] = []
+        start["stop_reason"] = None
+        start["usage"]["output_tokens"] = 1
+        self.send_chunk(writer, anthropic_event("message_start", {"message": start}))
+        block = {"index": 0, "content_block": {"type": "text", "text": ""}}
+        self.send_chunk(writer, anthropic_event("content_block_start", block))
+        await writer.drain()
+        for index in range(self.stream_chunks):
+            await asyncio.sleep(self.chunk_interval)
+            delta = {"index": 0, "delta": {"type": "text_delta", "text": f"tok{index} "}}
+            self.send_chunk(writer, anthropic_event("content_block_delta", delta))
+            await writer.drain()
+        self.send_chunk(writer, anthropic_event("content_block_stop", {"index": 0}))
+        end = {
+            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+            "usage": {"output_tokens": self.stream_chunks},
+        }
+        self.send_chunk(writer, anthropic_event("message_delta", end))
+        self.send_chunk(writer, anthropic_event("message_stop", {}))
         writer.write(b"0\r\n\r\n")
         await writer.drain()
 

@@ -80,6 +80,8 @@ def markdown(results: dict) -> str:
             )
         out.append("")
 
+    out += passthrough_table(results.get("passthrough"))
+
     classifier = results.get("classifier")
     if classifier:
         out += [
@@ -136,6 +138,92 @@ def markdown(results: dict) -> str:
     return "\n".join(out) + "\n"
 
 
+PASSTHROUGH_LABELS = {
+    "chat": "chat, whole",
+    "anthropic": "Messages, whole",
+    "chat_stream": "chat, streamed",
+    "anthropic_stream": "Messages, streamed",
+}
+
+
+def passthrough_ratios(passthrough: dict) -> dict[str, dict[str, float | None]]:
+    """Per proxy: (Anthropic pass-through) / (chat) for the added p50 (whole, and a
+    stream's first chunk) and the proxy CPU per request (whole, stream). A stream's end
+    is left out: the fake's paced chunks make it vary more than a proxy adds."""
+    direct = passthrough.get("direct")
+    if not direct:
+        return {}
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        if a is None or b is None or math.isnan(a) or math.isnan(b) or a <= 0 or b <= 0:
+            return None
+        return a / b
+
+    out = {}
+    for name, rows in passthrough.items():
+        if name == "direct":
+            continue
+        figures: dict[str, float | None] = {}
+        for suffix, key, what in (
+            ("", "p50_ms", "added_p50"),
+            ("_stream", "first_chunk_p50_ms", "added_first_chunk_p50_stream"),
+        ):
+            a = added(rows["anthropic" + suffix], direct["anthropic" + suffix], key)
+            c = added(rows["chat" + suffix], direct["chat" + suffix], key)
+            figures[what] = ratio(a, c)
+        for suffix, what in (("", "cpu"), ("_stream", "cpu_stream")):
+            figures[what] = ratio(
+                rows["anthropic" + suffix]["cpu_us_per_request"],
+                rows["chat" + suffix]["cpu_us_per_request"],
+            )
+        out[name] = figures
+    return out
+
+
+def passthrough_table(passthrough: dict | None) -> list[str]:
+    if not passthrough or "direct" not in passthrough:
+        return []
+    direct = passthrough["direct"]
+    out = [
+        "### Same-format pass-through: Anthropic Messages vs chat (concurrency 1)",
+        "",
+        "Chat completions on an OpenAI-wire route against Claude Code-shaped Messages on an "
+        "Anthropic route, in the same rounds.",
+        "",
+        "| target | request | p50 ms | added p50 ms | added p99 ms | added first chunk p50 ms | proxy CPU µs/req | requests | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, rows in passthrough.items():
+        for label, row in rows.items():
+            base = direct[label]
+            streamed = row.get("first_chunk_p50_ms") is not None
+            first = fmt(added(row, base, "first_chunk_p50_ms")) if streamed else "—"
+            # A stream's end follows the fake's paced chunks: its tail says nothing here.
+            p99 = "—" if streamed else fmt(added(row, base, "p99_ms"))
+            out.append(
+                f"| {name} | {PASSTHROUGH_LABELS.get(label, label)} | {fmt(row['p50_ms'])} | "
+                f"{fmt(added(row, base, 'p50_ms'))} | {p99} | "
+                f"{first} | {fmt(row.get('cpu_us_per_request'), 0)} | {row['requests']} | "
+                f"{row['errors']} |"
+            )
+    out.append("")
+    ratios = passthrough_ratios(passthrough)
+    if ratios:
+        out += [
+            "Messages ÷ chat (below 1: the pass-through costs less than the chat path):",
+            "",
+            "| target | added p50 whole | added first chunk p50 | CPU/req whole | CPU/req stream |",
+            "|---|---:|---:|---:|---:|",
+        ]
+        for name, row in ratios.items():
+            out.append(
+                f"| {name} | {fmt(row['added_p50'])} | {fmt(row['added_first_chunk_p50_stream'])} | "
+                f"{fmt(row['cpu'])} | {fmt(row['cpu_stream'])} |"
+            )
+        out.append("")
+    return out
+
+
 def goals(results: dict) -> list[str]:
     """The issue's goals beside the measured figures (reported, never asserted)."""
     lines = ["### Goals", ""]
@@ -176,6 +264,15 @@ def goals(results: dict) -> list[str]:
             lines.append(
                 f"- {name} RSS after {marks[-1]} requests = {fmt((last / first - 1) * 100, 1)} % "
                 f"above after {marks[0]} (goal ≤ 10 %)"
+            )
+    ratios = passthrough_ratios(results.get("passthrough") or {})
+    for name in ("router", "xrouter"):
+        if name in ratios:
+            row = ratios[name]
+            lines.append(
+                f"- {name} same-format pass-through ÷ chat: added p50 {fmt(row['added_p50'])}×, "
+                f"first chunk {fmt(row['added_first_chunk_p50_stream'])}×, CPU/req "
+                f"{fmt(row['cpu'])}× whole and {fmt(row['cpu_stream'])}× streamed (goal ≤ 1×)"
             )
     classifier = results.get("classifier", {})
     if {"early_abort", "whole_answer"} <= classifier.keys():

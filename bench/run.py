@@ -4,6 +4,7 @@
     ./run python -m bench --quick         a small run (about 2 minutes)
     ./run python -m bench --litellm       also LiteLLM's proxy (installed on first use)
     ./run python -m bench --targets direct,mitmdump,router
+    ./run python -m bench --quick --only passthrough   chat vs Anthropic pass-through only
 
 Rounds interleave the targets (A B C A B C) so machine drift falls on all of them alike.
 Every figure is measured, none is asserted: the goals are printed beside the figures.
@@ -27,8 +28,11 @@ from pathlib import Path
 from bench import report
 from bench.httpclient import Answer, Connection
 from bench.targets import (
+    ANTHROPIC_TIER_MODEL,
     CHAT,
     DEFAULT_TARGETS,
+    MESSAGES,
+    OPENAI_TIER_MODEL,
     ROOT,
     TARGETS,
     LeanRouter,
@@ -40,6 +44,14 @@ from bench.targets import (
 
 RESULTS = ROOT / "bench" / "results"
 PROMPT = "Say hello to the benchmark in one short sentence."
+# What Claude Code 2.x sends beside its body (the versions it names, its beta flags).
+CLAUDE_CODE_HEADERS = {
+    "anthropic-version": "2023-06-01",
+    "anthropic-beta": "claude-code-20250219,interleaved-thinking-2025-05-14,"
+    "prompt-caching-2024-07-31",
+    "user-agent": "claude-cli/2.1.0 (external, cli)",
+    "x-app": "cli",
+}
 
 
 @dataclass(frozen=True)
@@ -52,12 +64,36 @@ class Plan:
     rss_marks: tuple[int, int]
     classifier_calls: int
     batch_seconds: float
+    # The passthrough phase: rounds, and whole requests and streams per round, wire and target.
+    passthrough: tuple[int, int, int]
 
     @classmethod
     def make(cls, quick: bool) -> Plan:
         if quick:
-            return cls(2, {1: 60, 10: 200, 64: 640}, 12, 1, 100, (200, 2000), 6, 6.0)
-        return cls(3, {1: 300, 10: 1500, 64: 4000}, 40, 1, 300, (1000, 20000), 20, 15.0)
+            return cls(2, {1: 60, 10: 200, 64: 640}, 12, 1, 100, (200, 2000), 6, 6.0, (4, 60, 16))
+        return cls(
+            3, {1: 300, 10: 1500, 64: 4000}, 40, 1, 300, (1000, 20000), 20, 15.0, (4, 300, 30)
+        )
+
+
+@dataclass(frozen=True)
+class Call:
+    """One kind of request: where it goes, what it carries, and whether it is streamed."""
+
+    wire: str  # "chat" (OpenAI chat completions) or "anthropic" (Messages)
+    path: str
+    body: bytes
+    headers: dict[str, str]
+    stream: bool
+
+    def ok(self, answer: Answer) -> bool:
+        if self.wire == "chat":
+            return answer_ok(answer, self.stream)
+        if answer.status != 200:
+            return False
+        if self.stream:
+            return b"event: message_stop" in answer.body and len(answer.chunk_times) > 2
+        return b'"type":"message"' in answer.body
 
 
 def chat_body(model: str, stream: bool) -> bytes:
@@ -71,6 +107,50 @@ def chat_body(model: str, stream: bool) -> bytes:
     ).encode()
 
 
+def chat_call(target: Target, stream: bool, model: str | None = None) -> Call:
+    headers = {"content-type": "application/json", "authorization": f"Bearer {target.client_key}"}
+    return Call("chat", CHAT, chat_body(model or target.request_model, stream), headers, stream)
+
+
+def messages_call(target: Target, stream: bool) -> Call:
+    """An Anthropic Messages request shaped like Claude Code's: system blocks with
+    cache_control marks, a cached user turn, metadata, its version and beta headers.
+    No tools, so the body stays as small as the chat one and the two compare."""
+    body = {
+        "model": ANTHROPIC_TIER_MODEL,
+        "max_tokens": 32000,
+        "system": [
+            {
+                "type": "text",
+                "text": "You are Claude Code, Anthropic's official CLI for Claude.",
+                "cache_control": {"type": "ephemeral"},
+            },
+            {
+                "type": "text",
+                "text": "You are an interactive CLI tool that helps users with software "
+                "engineering tasks.",
+                "cache_control": {"type": "ephemeral"},
+            },
+        ],
+        "messages": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": PROMPT, "cache_control": {"type": "ephemeral"}}
+                ],
+            }
+        ],
+        "metadata": {"user_id": "user_bench_account_bench_session_0001"},
+        "stream": stream,
+    }
+    headers = {
+        "content-type": "application/json",
+        "x-api-key": target.client_key,
+        **CLAUDE_CODE_HEADERS,
+    }
+    return Call("anthropic", MESSAGES, json.dumps(body).encode(), headers, stream)
+
+
 def answer_ok(answer: Answer, stream: bool) -> bool:
     if answer.status != 200:
         return False
@@ -81,7 +161,11 @@ def answer_ok(answer: Answer, stream: bool) -> bool:
 
 def cpu_seconds(pid: int | None) -> float:
     """User + system CPU time of a process and its children (`--workers`) so far (robust
-    to a busy machine, unlike latency)."""
+    to a busy machine, unlike latency).
+
+    Read from each process' CPU clock (nanoseconds, ended threads included) where Linux
+    gives it: the clock ticks psutil reads are 10 ms apart, too coarse to tell two
+    request kinds apart in a short batch. psutil's figures otherwise."""
     if pid is None:
         return 0.0
     import psutil
@@ -89,12 +173,28 @@ def cpu_seconds(pid: int | None) -> float:
     total = 0.0
     process = psutil.Process(pid)
     for one in [process, *process.children(recursive=True)]:
+        precise = process_clock(one.pid)
+        if precise is not None:
+            total += precise
+            continue
         try:
             times = one.cpu_times()
         except psutil.Error:
             continue
         total += times.user + times.system
     return total
+
+
+def process_clock(pid: int) -> float | None:
+    """Seconds on CPU of a whole process, from its Linux CPU-time clock: the clock id
+    the kernel gives process `pid` is ((~pid) << 3) | CPUCLOCK_SCHED (2), what
+    clock_getcpuclockid(3) returns; None where there is no such clock."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        return time.clock_gettime(((~pid) << 3) | 2)
+    except (OSError, OverflowError):
+        return None
 
 
 @dataclass
@@ -110,13 +210,18 @@ class Batch:
 
 
 async def batch(
-    target: Target, concurrency: int, total: int, stream: bool, max_seconds: float | None = None
+    target: Target,
+    concurrency: int,
+    total: int,
+    stream: bool,
+    max_seconds: float | None = None,
+    call: Call | None = None,
 ) -> Batch:
     """`total` requests over `concurrency` keep-alive connections, as fast as answered;
-    with `max_seconds`, no new request starts after that long (slow targets stay bounded)."""
+    with `max_seconds`, no new request starts after that long (slow targets stay bounded).
+    The request is the target's chat completion unless `call` says otherwise."""
     host, port = target.host_port
-    body = chat_body(target.request_model, stream)
-    headers = {"content-type": "application/json", "authorization": f"Bearer {target.client_key}"}
+    call = call or chat_call(target, stream)
     answers: list[Answer] = []
     errors = 0
     remaining = total
@@ -131,13 +236,13 @@ async def batch(
                 remaining -= 1
                 try:
                     answer = await asyncio.wait_for(
-                        connection.request("POST", CHAT, body, headers), 60
+                        connection.request("POST", call.path, call.body, call.headers), 60
                     )
                 except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
                     errors += 1
                     await connection.close()
                     continue
-                if answer_ok(answer, stream):
+                if call.ok(answer):
                     answers.append(answer)
                 else:
                     errors += 1
@@ -219,6 +324,73 @@ async def stream_phase(targets: list[Target], plan: Plan, results: dict) -> None
         }
         for name in first
     }
+
+
+PASSTHROUGH_KINDS = (("chat", False), ("anthropic", False), ("chat", True), ("anthropic", True))
+
+
+def passthrough_calls(target: Target) -> dict[str, Call]:
+    """The four requests of the passthrough phase, by label: chat on the OpenAI-wire tier
+    and Messages on the Anthropic tier, whole and streamed."""
+    calls = {}
+    for wire, stream in PASSTHROUGH_KINDS:
+        label = wire + ("_stream" if stream else "")
+        calls[label] = (
+            chat_call(target, stream, OPENAI_TIER_MODEL)
+            if wire == "chat"
+            else messages_call(target, stream)
+        )
+    return calls
+
+
+async def passthrough_phase(targets: list[Target], plan: Plan, results: dict) -> None:
+    """Chat completions on an OpenAI route against Anthropic Messages on an Anthropic
+    route (same-format pass-through), whole and streamed, one at a time, interleaved per
+    round and target; the report sets each proxy's added p50 and CPU per request of the
+    two side by side."""
+    rounds, whole, streams = plan.passthrough
+    targets = [t for t in targets if t.messages]
+    calls = {t.name: passthrough_calls(t) for t in targets}
+    labels = list(next(iter(calls.values())))
+    times = {(t.name, label): [] for t in targets for label in labels}
+    first = {(t.name, label): [] for t in targets for label in labels}
+    cpu = {(t.name, label): 0.0 for t in targets for label in labels}
+    errors = {(t.name, label): 0 for t in targets for label in labels}
+    for target in targets:  # the Messages path warms up too
+        for call in calls[target.name].values():
+            await batch(target, 1, 20 if not call.stream else 2, call.stream, call=call)
+    for round_ in range(rounds):
+        for target in targets:
+            line = []
+            for label, call in calls[target.name].items():
+                count = streams if call.stream else whole
+                result = await batch(target, 1, count, call.stream, plan.batch_seconds, call)
+                key = (target.name, label)
+                times[key] += [a.seconds * 1000 for a in result.answers]
+                if call.stream:
+                    first[key] += [(a.chunk_times[0] - a.started) * 1000 for a in result.answers]
+                cpu[key] += result.cpu
+                errors[key] += result.errors
+                line.append(f"{label} p50={report.percentile(times[key], 50):.2f}")
+            print(
+                f"  passthrough round {round_ + 1}/{rounds} {target.name:<9} " + " ".join(line),
+                flush=True,
+            )
+    out: dict[str, dict] = {}
+    for (name, label), values in times.items():
+        out.setdefault(name, {})[label] = {
+            "p50_ms": report.percentile(values, 50),
+            "p99_ms": report.percentile(values, 99),
+            "first_chunk_p50_ms": report.percentile(first[(name, label)], 50)
+            if label.endswith("_stream")
+            else None,
+            "cpu_us_per_request": cpu[(name, label)] / len(values) * 1e6
+            if values and name != "direct"
+            else None,
+            "requests": len(values),
+            "errors": errors[(name, label)],
+        }
+    results["passthrough"] = out
 
 
 async def classifier_phase(provider_url: str, plan: Plan, results: dict) -> None:
@@ -354,7 +526,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--litellm", action="store_true", help="add LiteLLM's proxy")
     parser.add_argument(
         "--only",
-        default="latency,streams,classifier,builtin,memory",
+        default="latency,streams,passthrough,classifier,builtin,memory",
         help="comma-separated phases to run",
     )
     parser.add_argument("--out", type=Path, default=None, help="results directory")
@@ -422,6 +594,11 @@ async def main_async(args: argparse.Namespace) -> int:
         if "streams" in phases:
             print("streams", flush=True)
             await stream_phase(targets, plan, results)
+        if "passthrough" in phases:
+            print(
+                "passthrough: chat on an OpenAI route, Messages on an Anthropic route", flush=True
+            )
+            await passthrough_phase(targets, plan, results)
         if "classifier" in phases:
             print("classifier", flush=True)
             await classifier_phase(provider_url, plan, results)

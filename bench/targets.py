@@ -19,6 +19,10 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 CHAT = "/v1/chat/completions"
+MESSAGES = "/v1/messages"
+# The tiers the passthrough phase names: an OpenAI-wire route and an Anthropic one.
+OPENAI_TIER_MODEL = "xrouter/medium"
+ANTHROPIC_TIER_MODEL = "xrouter/frontier"
 LITELLM_VENV = ROOT / "bench" / ".litellm-venv"
 
 
@@ -43,6 +47,8 @@ class Target:
     request_model = "xrouter/auto"
     # The bearer token clients send (only LiteLLM checks one: it refuses to start without).
     client_key = "client-key"
+    # Does it take Anthropic's POST /v1/messages (the passthrough phase)?
+    messages = True
 
     def __init__(self, provider_url: str, workdir: Path):
         self.provider_url = provider_url
@@ -159,7 +165,11 @@ class PlainMitmdump(Target):
 
 
 def router_env(target: Target) -> dict[str, str]:
-    """Every tier and the classifier on the fake provider; the router does its real work."""
+    """Every tier and the classifier on the fake provider; the router does its real work.
+
+    Frontier is an Anthropic route (the fake answers Messages there), so an Anthropic
+    client naming it is passed through in its own format; cheap and medium speak
+    OpenAI's wire. The latency phase's prompt is decided cheap or medium, never frontier."""
     provider = target.provider_url
     return {
         **target.base_env(),
@@ -177,8 +187,9 @@ def router_env(target: Target) -> dict[str, str]:
         "MEDIUM_MODEL": "bench-medium",
         "MEDIUM_API_KEY": "sk-bench-medium",
         "FRONTIER_BASE_URL": provider + "/v1",
+        "FRONTIER_PROVIDER": "anthropic",
         "FRONTIER_MODEL": "bench-frontier",
-        "FRONTIER_API_KEY": "sk-bench-frontier",
+        "FRONTIER_API_KEY": "sk-ant-bench-frontier",
     }
 
 
@@ -269,6 +280,7 @@ class LiteLLM(Target):
     request_model = "bench-model"
     client_key = "sk-bench-litellm-master-key-0001"
     memory = False
+    messages = False
 
     def ready_path(self) -> str:
         return "/health/liveliness"
