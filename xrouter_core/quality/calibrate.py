@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from xrouter_core.config import parse_thresholds
+from xrouter_core.quality.progress import progress
 from xrouter_core.routing.builtin import BUILTIN_THRESHOLDS, BuiltinClassifier, tier_for
 from xrouter_core.routing.extract import classifier_input
 from xrouter_core.tiers import TIERS
@@ -166,15 +167,17 @@ def loso_scores(names: list[str] | None = None) -> dict[str, tuple[list[float], 
     everything = sources.load_all()
     scored: dict[str, tuple[list[float], list]] = {}
     trained: dict[tuple[str, ...], object] = {}
-    for name, train, test in evaluate.folds("loso", everything, names or list(everything)):
-        gap = (sum(r.strong for r in test) - sum(r.weak for r in test)) / len(test)
-        if gap < evaluate.MIN_QUALITY_GAP:
-            continue  # the strong model is not better here: nothing to keep
-        key = tuple(sorted(sources.counts(train)))
-        if key not in trained:
-            trained[key] = train_builtin.train(train)
-        classifier = BuiltinClassifier(weights=trained[key])  # type: ignore[arg-type]
-        scored[name] = ([classifier.score(routed_text(r.prompt)) for r in test], test)
+    chosen = evaluate.folds("loso", everything, names or list(everything))
+    with progress("Scoring each source with the model trained without it") as bar:
+        for name, train, test in bar(chosen, label="sources", total=len(chosen)):
+            gap = (sum(r.strong for r in test) - sum(r.weak for r in test)) / len(test)
+            if gap < evaluate.MIN_QUALITY_GAP:
+                continue  # the strong model is not better here: nothing to keep
+            key = tuple(sorted(sources.counts(train)))
+            if key not in trained:
+                trained[key] = train_builtin.train(train)
+            classifier = BuiltinClassifier(weights=trained[key])  # type: ignore[arg-type]
+            scored[name] = ([classifier.score(routed_text(r.prompt)) for r in test], test)
     return scored
 
 

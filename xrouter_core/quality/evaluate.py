@@ -44,13 +44,14 @@ import hashlib
 import json
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from xrouter_core.config import ClassifierSettings, parse_thresholds
 from xrouter_core.quality import embedding, routing_metrics, sources, train_builtin
+from xrouter_core.quality.progress import progress
 from xrouter_core.quality.routellm_data import routed_text, split_of
 from xrouter_core.routing.builtin import BUILTIN_THRESHOLDS, BuiltinClassifier, Weights, tier_for
 from xrouter_core.tiers import FRONTIER_INDEX, TIERS
@@ -388,8 +389,35 @@ def run(
             "neighbours": embedder.engine.neighbours,
             "bank_prompts": len(embedder.bank.texts),
         }
+    chosen_folds = folds(protocol, everything, chosen)
+    with progress(f"Evaluating ({protocol})") as bar:
+        report["sources"] = _evaluate_folds(
+            bar(chosen_folds, label="sources", total=len(chosen_folds)),
+            routers,
+            protocol,
+            sample_size,
+            seed,
+            config,
+            evaluation,
+            log,
+        )
+    return _summarised(report, routers)
+
+
+def _evaluate_folds(
+    chosen_folds: Iterable[tuple[str, list[sources.Row], list[sources.Row]]],
+    routers: Sequence[str],
+    protocol: str,
+    sample_size: int | None,
+    seed: int,
+    config: train_builtin.TrainConfig,
+    evaluation: Evaluation,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Each fold's entry: its data's figures and every router's results."""
+    found: dict[str, Any] = {}
     trained: dict[tuple[str, ...], Weights] = {}
-    for name, train, test in folds(protocol, everything, chosen):
+    for name, train, test in chosen_folds:
         test = sample(test, sample_size, seed)
         weights = None
         if {"builtin", "hybrid"} & set(routers):
@@ -412,7 +440,7 @@ def run(
         entry["measurable"] = entry["strong_quality"] - entry["weak_quality"] >= MIN_QUALITY_GAP
         if not entry["measurable"]:
             log(f"{name}: strong quality not above weak quality, no PGR")
-            report["sources"][name] = entry
+            found[name] = entry
             continue
         for router in routers:
             entry["routers"][router] = evaluation.router(router, test, weights, name)
@@ -420,7 +448,12 @@ def run(
             f"{name}: {len(test)} prompts, "
             + ", ".join(f"{r} APGR {entry['routers'][r]['apgr']:.3f}" for r in routers)
         )
-        report["sources"][name] = entry
+        found[name] = entry
+    return found
+
+
+def _summarised(report: dict[str, Any], routers: Sequence[str]) -> dict[str, Any]:
+    """The report with its mean and lowest APGR per router."""
     measured = [e for e in report["sources"].values() if e["measurable"]]
     if not measured:
         raise SystemExit("no source with a strong model better than its weak model")

@@ -27,11 +27,12 @@ import json
 import math
 import sys
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from xrouter_core.quality import sources
+from xrouter_core.quality.progress import progress
 from xrouter_core.quality.routellm_data import routed_text
 from xrouter_core.routing.builtin import WEIGHTS_PATH, Weights, analyse
 
@@ -74,7 +75,11 @@ def features_of(prompt: str) -> dict[str, float]:
     return found
 
 
-def train(rows: Sequence[sources.Row], config: TrainConfig = TrainConfig()) -> Weights:
+def train(
+    rows: Sequence[sources.Row],
+    config: TrainConfig = TrainConfig(),
+    passes: Callable[[Iterable[int]], Iterable[int]] = iter,
+) -> Weights:
     """Fit the logistic regression on `rows` (any sources; test-only ones are refused)."""
     if any(row.source in sources.TEST_ONLY for row in rows):
         raise ValueError("test-only sources (alpaca_eval) are never trained on")
@@ -111,7 +116,7 @@ def train(rows: Sequence[sources.Row], config: TrainConfig = TrainConfig()) -> W
     labels = [label(row, config.label) for row in rows]
     keys = [f"{row.source}\x00{row.prompt}" for row in rows]
     l2, rate = config.l2, config.rate
-    for step in range(config.passes):
+    for step in passes(range(config.passes)):
         order = sorted(range(len(rows)), key=lambda i, s=step: _order(keys[i], f"pass{s}"))
         for i in order:
             s = source_index[rows[i].source]
@@ -135,9 +140,13 @@ def train(rows: Sequence[sources.Row], config: TrainConfig = TrainConfig()) -> W
     return Weights(bias=round(sum(intercepts) / len(intercepts), digits), weights=table)
 
 
-def build(rows: Sequence[sources.Row], config: TrainConfig) -> dict:
+def build(
+    rows: Sequence[sources.Row],
+    config: TrainConfig,
+    passes: Callable[[Iterable[int]], Iterable[int]] = iter,
+) -> dict:
     """The JSON document builtin.Weights reads."""
-    weights = train(rows, config)
+    weights = train(rows, config, passes)
     return {
         "meta": {
             "made_by": "python -m xrouter_core.quality.train_builtin",
@@ -184,7 +193,8 @@ def main(argv: list[str] | None = None) -> int:
     else:
         rows = sources.all_training_rows(everything)
     print(f"training prompts: {sources.counts(rows)}; {config}", file=sys.stderr)
-    doc = build(rows, config)
+    with progress("Training the built-in classifier") as bar:
+        doc = build(rows, config, lambda steps: bar(steps, label="passes", total=config.passes))
     if args.holdout:
         print(json.dumps(top_features(Weights.from_doc(doc)), indent=1))
         return 0
