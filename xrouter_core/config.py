@@ -227,6 +227,9 @@ class Settings:
     usage_flush_ms: int = 500
     request_log: str = ""
     request_log_prompts: bool = False
+    # OpenTelemetry (accounting/traces.py): the OTLP/HTTP traces URL, "" when tracing is off.
+    otel_traces_endpoint: str = ""
+    otel_service_name: str = "xrouter"
     # Request bodies above this many bytes get a 413 on the router's listener (0: no limit).
     max_body_bytes: int = 10_000_000
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
@@ -644,6 +647,7 @@ def load_settings(
     if cache_backend == "redis" and not redis_url:
         problems.append("CACHE_BACKEND=redis needs REDIS_URL")
 
+    otel_traces_endpoint = _read_otel_endpoint(read)
     headers = _read_header_names(read)
     if problems:
         raise ConfigError(problems)
@@ -683,6 +687,8 @@ def load_settings(
         request_log=read.text("REQUEST_LOG"),
         request_log_prompts=read.flag("REQUEST_LOG_PROMPTS", False),
         max_body_bytes=read.integer("MAX_BODY_BYTES", 10_000_000),
+        otel_traces_endpoint=otel_traces_endpoint,
+        otel_service_name=read.text("OTEL_SERVICE_NAME", "xrouter"),
         classifier=classifier,
         routes=routes,
         routing=routing,
@@ -693,6 +699,21 @@ def load_settings(
         upstream_header=headers[1],
         notes=tuple(dict.fromkeys(notes)),
     )
+
+
+def _read_otel_endpoint(read: _Reader) -> str:
+    """The OTLP/HTTP traces URL, as the OpenTelemetry SDK reads its variables:
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is the whole URL, OTEL_EXPORTER_OTLP_ENDPOINT the
+    collector's base, to which /v1/traces is added. Read here (not by the SDK) so that a
+    value in .env or upstreams.json turns tracing on too; OTEL_SDK_DISABLED=true keeps it
+    off."""
+    if read.flag("OTEL_SDK_DISABLED", False):
+        return ""
+    traces = read.url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if traces:
+        return traces
+    base = read.url("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return base + "/v1/traces" if base else ""
 
 
 def _read_routing(read: _Reader, problems: list[str]) -> RoutingSettings:
