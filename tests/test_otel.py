@@ -110,7 +110,7 @@ def test_a_routed_request_is_exported_as_a_span(start_router, upstreams, receive
     assert parent.name == "chat auto"
     assert attributes["gen_ai.operation.name"] == "chat"
     assert attributes["gen_ai.provider.name"] == attributes["gen_ai.system"]
-    assert attributes["gen_ai.provider.name"]
+    assert attributes["gen_ai.provider.name"] == "openai_compatible"  # a loopback server
     assert attributes["gen_ai.request.model"] == "medium-model"
     assert attributes["gen_ai.usage.input_tokens"] == 11
     assert attributes["gen_ai.usage.output_tokens"] == 7
@@ -180,6 +180,23 @@ def test_a_failed_request_is_an_error_span(start_router, upstreams, receiver):
     _, parent, attributes = next(s for s in spans if s[1].kind == SERVER)
     assert attributes["error.type"] == "400"
     assert parent.status.code == parent.status.STATUS_CODE_ERROR
+
+
+def test_a_fallback_is_on_the_span(start_router, upstreams, receiver):
+    upstreams.medium.override = lambda request: Reply(503, {"error": {"message": "busy"}})
+    router = start_router(
+        {"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.url, "OTEL_BSP_SCHEDULE_DELAY": "100"}
+    )
+    answer = ask(router, unique("fall back"), stream=False)
+    assert answer.headers["x-xrouter-upstream"] == "frontier"
+    spans = receiver.wait_for(3)
+    _, parent, attributes = next(s for s in spans if s[1].kind == SERVER)
+    assert attributes["xrouter.decision"] == "medium"
+    assert attributes["xrouter.tier"] == "frontier"
+    assert attributes["xrouter.fallbacks"] == 1
+    assert attributes["xrouter.fallback"] == "medium:503"
+    assert attributes["gen_ai.request.model"] == "frontier-model"
+    assert parent.status.code != parent.status.STATUS_CODE_ERROR
 
 
 def test_the_endpoint_settings(tmp_path):

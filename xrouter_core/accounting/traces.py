@@ -27,11 +27,9 @@ log = logging.getLogger("xrouter")
 # adapter name (a local engine, an OpenAI-compatible host) is reported as it is.
 PROVIDER_NAMES = {
     "gemini": "gcp.gemini",
-    "vertex": "gcp.vertex_ai",
-    "bedrock": "aws.bedrock",
     "azure": "azure.ai.openai",
     "mistral": "mistral_ai",
-    "xai": "x_ai",
+    "openai_responses": "openai",
 }
 # The exporter's own timeout: how long a flush may wait for an unreachable collector.
 EXPORT_TIMEOUT_S = 5.0
