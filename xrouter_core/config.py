@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from xrouter_core import default_routes, node_compat
+from xrouter_core.client_keys import ClientKey, read_keys
 from xrouter_core.default_routes import DefaultRoute
 from xrouter_core.routing.models import DEFAULT_CATEGORIES
 from xrouter_core.tiers import CHEAP, FRONTIER, MEDIUM, TIERS
@@ -227,6 +228,9 @@ class Settings:
     usage_flush_ms: int = 500
     request_log: str = ""
     request_log_prompts: bool = False
+    # ROUTER_KEYS_FILE (client_keys.py): the file, and its keys by SHA-256 digest.
+    keys_file: str = ""
+    client_keys: Mapping[str, ClientKey] = field(default_factory=dict)
     # OpenTelemetry (accounting/traces.py): the OTLP/HTTP traces URL, "" when tracing is off.
     otel_traces_endpoint: str = ""
     otel_service_name: str = "xrouter"
@@ -648,6 +652,13 @@ def load_settings(
         problems.append("CACHE_BACKEND=redis needs REDIS_URL")
 
     otel_traces_endpoint = _read_otel_endpoint(read)
+    keys_file = read.text("ROUTER_KEYS_FILE")
+    client_keys: dict[str, ClientKey] = {}
+    if keys_file:
+        try:
+            client_keys = read_keys(keys_file)
+        except ValueError as exc:
+            problems.append(f"ROUTER_KEYS_FILE: {exc}")
     headers = _read_header_names(read)
     if problems:
         raise ConfigError(problems)
@@ -668,7 +679,9 @@ def load_settings(
         # served to this machine only, unless HOST says otherwise.
         host=read.text(
             "HOST",
-            "127.0.0.1" if auto.used and not read.text("ROUTER_API_KEY") else "0.0.0.0",
+            "127.0.0.1"
+            if auto.used and not (read.text("ROUTER_API_KEY") or read.text("ROUTER_KEYS_FILE"))
+            else "0.0.0.0",
         ),
         port=port,
         router_api_key=read.text("ROUTER_API_KEY"),
@@ -688,6 +701,8 @@ def load_settings(
         request_log_prompts=read.flag("REQUEST_LOG_PROMPTS", False),
         max_body_bytes=read.integer("MAX_BODY_BYTES", 10_000_000),
         otel_traces_endpoint=otel_traces_endpoint,
+        keys_file=keys_file,
+        client_keys=client_keys,
         otel_service_name=read.text("OTEL_SERVICE_NAME", "xrouter"),
         classifier=classifier,
         routes=routes,

@@ -16,6 +16,7 @@ from urllib.parse import parse_qs
 
 from xrouter_core.accounting.cache import REDIS_ERRORS, Cache, RedisHealth, build_cache
 from xrouter_core.accounting.events import EventFeed
+from xrouter_core.accounting.limits import RateLimits
 from xrouter_core.accounting.metrics import CONTENT_TYPE as METRICS_TYPE
 from xrouter_core.accounting.metrics import render_metrics
 from xrouter_core.accounting.pages import dashboard_page, plotly_script
@@ -173,6 +174,8 @@ class Accounting:
         # Routers on one Redis share their live feeds (with the counters' backend).
         shared = settings.redis_url if backend in ("auto", "redis") else ""
         self.feed.use_redis(shared, self.health)
+        # Client keys' requests per minute, counted in the shared Redis when there is one.
+        self.limits = RateLimits(shared, self.health)
         # OpenTelemetry spans, when an OTLP endpoint is configured (None: off, not imported).
         self.tracing: Tracing | None = (
             start_tracing(settings.otel_traces_endpoint, settings.otel_service_name)
