@@ -183,3 +183,43 @@ def test_a_limit_holds_exactly_across_routers_sharing_redis(start_router, upstre
         assert statuses.count(429) == 63, statuses
     finally:
         redis_server.kill()
+
+
+def test_a_ceiling_with_no_route_under_it_is_a_403(start_router, upstreams, tmp_path):
+    file = tmp_path / "keys.json"
+    key = create(file, "cheap-only", "--max-tier", "cheap")
+    # No cheap route (allowed with the classifier off).
+    router = start_router(
+        {
+            "ROUTER_KEYS_FILE": str(file),
+            "CLASSIFIER_ENABLED": "false",
+            **dict.fromkeys(("CHEAP_BASE_URL", "CHEAP_MODEL", "CLASSIFIER_BASE_URL")),
+        }
+    )
+    with router.client() as client:
+        reply = client.post(CHAT, json=ask(unique("no cheap route")), headers=bearer(key))
+    assert reply.status_code == 403, reply.text
+    assert reply.json()["error"]["code"] == "tier_ceiling"
+    assert "'cheap'" in reply.json()["error"]["message"]
+    assert upstreams.medium.requests == [] and upstreams.frontier.requests == []
+
+
+def test_with_redis_away_each_process_counts_on_its_own():
+    """A Redis that cannot be reached: the limit still holds, counted in this process."""
+    import asyncio
+
+    from conftest import free_port
+
+    from xrouter_core.accounting.cache import RedisHealth
+    from xrouter_core.accounting.limits import RateLimits
+
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    limits = RateLimits(url, RedisHealth(url))
+
+    async def takes() -> list[float | None]:
+        return [await limits.take("k", 2) for _ in range(3)]
+
+    wait_for_a_fresh_minute(5)
+    first, second, third = asyncio.run(takes())
+    assert first is None and second is None
+    assert third is not None and 0 < third <= 60
