@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ROOT, unique
-from test_usage import RedisServer
+from test_usage import RedisServer, wait_for
 
 ADMIN = "rk-admin-key-for-tests"
 CHAT = "/v1/chat/completions"
@@ -72,6 +72,8 @@ def test_the_keys_command_stores_only_digests(tmp_path):
     listed = keys("list", file=file)
     assert listed.stdout.splitlines() == ["team-a\trpm=5\tmax_tier=medium", "team-b"]
     assert key not in listed.stdout
+    bad_name = keys("create", "team a|b", file=file)
+    assert bad_name.returncode == 2 and "name must be" in bad_name.stderr
     again = keys("create", "team-a", file=file)
     assert again.returncode == 1 and "exists already" in again.stderr
     assert keys("revoke", "team-a", file=file).returncode == 0
@@ -130,6 +132,22 @@ def test_client_keys_with_their_limits(start_router, upstreams, tmp_path):
         assert client.get("/usage", headers=bearer(ADMIN)).status_code == 200
         assert client.get("/v1/models", headers=bearer(free)).status_code == 200
         assert client.post(CHAT, json=ask("x"), headers=bearer("xr-unknown")).status_code == 401
+
+        # Spend and refusals per key, in /usage and /metrics.
+        def team_a() -> dict | None:
+            doc = client.get("/usage", headers=bearer(ADMIN)).json()
+            row = doc["keys"].get("team-a")
+            return doc if row and row["requests"] == 3 and row["rateLimited"] == 2 else None
+
+        usage = wait_for(team_a, timeout=10)
+        assert usage, client.get("/usage", headers=bearer(ADMIN)).json()["keys"]
+        row = usage["keys"]["team-a"]
+        assert row["promptTokens"] == 33 and row["completionTokens"] == 21
+        assert usage["keys"]["team-b"]["requests"] == 1
+        assert set(usage["keys"]) == {"team-a", "team-b"}  # ROUTER_API_KEY is not a key
+        metrics = client.get("/metrics", headers=bearer(ADMIN)).text
+        assert 'xrouter_key_requests_total{key="team-a"} 3' in metrics
+        assert 'xrouter_key_rate_limited_total{key="team-a"} 2' in metrics
         # Revoked: refused within the keyring's check interval.
         assert keys("revoke", "team-b", file=file).returncode == 0
         deadline = time.monotonic() + 15
@@ -181,6 +199,17 @@ def test_a_limit_holds_exactly_across_routers_sharing_redis(start_router, upstre
         assert int(time.time() // 60) == minute, "the burst crossed a minute boundary"
         assert statuses.count(200) == 37, statuses
         assert statuses.count(429) == 63, statuses
+
+        # Both routers' counts of the key, summed in Redis, read from either.
+        def counted() -> dict | None:
+            # Without ROUTER_API_KEY, a client key opens the usage pages.
+            page = httpx.get(routers[1].url + "/usage", headers=bearer(key), trust_env=False)
+            row = page.json()["keys"]
+            row = row.get("agent")
+            return row if row and row["requests"] + row["rateLimited"] == 100 else None
+
+        row = wait_for(counted, timeout=15)
+        assert row and row["requests"] == 37 and row["rateLimited"] == 63, row
     finally:
         redis_server.kill()
 

@@ -16,6 +16,7 @@ import argparse
 import hashlib
 import json
 import os
+import re
 import secrets
 import sys
 import tempfile
@@ -27,6 +28,8 @@ from pathlib import Path
 from xrouter_core.tiers import TIERS
 
 KEY_PREFIX = "xr-"
+# Names go into counter keys, Redis keys and metric labels: kept to these characters.
+NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 # How often a running router looks at the file's modification time (one stat).
 KEYRING_CHECK_S = 2.0
 
@@ -64,8 +67,8 @@ def read_keys(path: str | Path) -> dict[str, ClientKey]:
             raise ValueError(f"{path}: every key must be an object")
         name, digest = entry.get("name"), entry.get("sha256")
         rpm, tier = entry.get("rpm", 0), entry.get("max_tier", "") or ""
-        if not isinstance(name, str) or not name:
-            raise ValueError(f"{path}: a key has no name")
+        if not isinstance(name, str) or not NAME.fullmatch(name):
+            raise ValueError(f"{path}: a key's name must be 1-64 of A-Z a-z 0-9 . _ -")
         if not isinstance(digest, str) or len(digest) != 64:
             raise ValueError(f"{path}: key {name!r} has no sha256 digest")
         if not isinstance(rpm, int) or isinstance(rpm, bool) or rpm < 0:
@@ -158,6 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "create":
         if args.rpm < 0:
             parser.error("--rpm must be 0 or more")
+        if not NAME.fullmatch(args.name):
+            parser.error("a key's name must be 1-64 of A-Z a-z 0-9 . _ -")
         if any(e["name"] == args.name for e in entries):
             print(f"xrouter keys: a key named {args.name!r} exists already", file=sys.stderr)
             return 1

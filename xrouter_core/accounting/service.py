@@ -220,9 +220,11 @@ class Accounting:
         event_id: int = 0,
         error: str = "",
         first_byte_ms: float | None = None,
+        client: str = "",
     ) -> None:
         """One finished request: priced and counted in memory, logged off the loop, and
-        told to the live feed (`event_id`: the id its other events carry)."""
+        told to the live feed (`event_id`: the id its other events carry; `client`: the
+        client key's name)."""
         estimated = False
         with_usage = prompt_tokens is not None and completion_tokens is not None
         if prompt_tokens is None or completion_tokens is None:
@@ -260,6 +262,7 @@ class Accounting:
             total_ms=total_ms,
             at=time.time(),
             prompt=text,
+            client=client,
         )
         self.usage.record(outcome)
         self.feed.complete(event_id, status, outcome, error, first_byte_ms)
@@ -286,6 +289,8 @@ class Accounting:
                 "latency_ms": round(total_ms, 1),
                 "stream": chat.stream,
             }
+            if client:
+                line["key"] = client
             if prompts:
                 line["classifier_input"] = text
                 line["messages"] = chat.messages
@@ -332,6 +337,7 @@ class Accounting:
             event_id=routed.event_id,
             error=error,
             first_byte_ms=routed.first_byte_ms,
+            client=routed.client,
         )
         if self.tracing is not None:
             self.tracing.record(
@@ -348,7 +354,7 @@ class Accounting:
     # ---- response cache ---------------------------------------------------------
 
     async def cached_answer(
-        self, chat: ChatRequest, event_id: int = 0
+        self, chat: ChatRequest, event_id: int = 0, client: str = ""
     ) -> tuple[str | None, LocalResponse | None]:
         """(key, answer): the answer when the cache has one; the key to store under later."""
         if self.responses is None:
@@ -388,6 +394,7 @@ class Accounting:
             0.0,
             cache_hit=True,
             event_id=event_id,
+            client=client,
         )
         return key, LocalResponse(200, body, headers)
 

@@ -179,6 +179,8 @@ class RoutedFlow:
     # when the answer's headers came, in ms since the request came.
     event_id: int = 0
     first_byte_ms: float | None = None
+    # The client key's name (client_keys.py), "" for ROUTER_API_KEY or none.
+    client: str = ""
 
 
 def router_line_or_warning(record: logging.LogRecord) -> bool:
@@ -719,7 +721,8 @@ class Xrouter:
                 flow.request.headers,
                 self.settings.router_api_key,
                 self.keyring.find if self.keyring is not None else None,
-                client_keys_allowed=path not in USAGE_PAGES,  # those want ROUTER_API_KEY
+                # The usage pages want ROUTER_API_KEY, where there is one.
+                client_keys_allowed=path not in USAGE_PAGES or not self.settings.router_api_key,
             )
             check_header_values(flow.request.headers.fields)
             if client is not None:
@@ -927,6 +930,7 @@ class Xrouter:
         if client is not None and client.rpm:
             wait = await self.accounting.limits.take(client.name, client.rpm)
             if wait is not None:
+                self.accounting.usage.count(f"k|{client.name}|limited")
                 error = RouterError(
                     429,
                     f"Key {client.name!r} is over its limit of {client.rpm} requests per"
@@ -939,7 +943,8 @@ class Xrouter:
                 return
         event_id = self.feed.next_id()
         self.feed.start(event_id, chat)
-        cache_key, cached = await self.accounting.cached_answer(chat, event_id)
+        name = client.name if client is not None else ""
+        cache_key, cached = await self.accounting.cached_answer(chat, event_id, name)
         if cached is not None:
             local_response(flow, cached)
             return
@@ -972,6 +977,7 @@ class Xrouter:
             cache_key=cache_key,
             aliases=self.header_aliases,
             event_id=event_id,
+            client=name,
         )
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = routed
