@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from xrouter_core import default_routes, node_compat
+from xrouter_core.client_keys import ClientKey, read_keys
 from xrouter_core.default_routes import DefaultRoute
 from xrouter_core.routing.models import DEFAULT_CATEGORIES
 from xrouter_core.tiers import CHEAP, FRONTIER, MEDIUM, TIERS
@@ -284,6 +285,12 @@ class Settings:
     usage_flush_ms: int = 100
     request_log: str = ""
     request_log_prompts: bool = False
+    # ROUTER_KEYS_FILE (client_keys.py): the file, and its keys by SHA-256 digest.
+    keys_file: str = ""
+    client_keys: Mapping[str, ClientKey] = field(default_factory=dict)
+    # OpenTelemetry (accounting/traces.py): the OTLP/HTTP traces URL, "" when tracing is off.
+    otel_traces_endpoint: str = ""
+    otel_service_name: str = "xrouter"
     # Request bodies above this many bytes get a 413 on the router's listener (0: no limit).
     max_body_bytes: int = 10_000_000
     classifier: ClassifierSettings = field(default_factory=ClassifierSettings)
@@ -839,6 +846,14 @@ def load_settings(
     if cache_backend == "redis" and not redis_url:
         problems.append("CACHE_BACKEND=redis needs REDIS_URL")
 
+    otel_traces_endpoint = _read_otel_endpoint(read)
+    keys_file = read.text("ROUTER_KEYS_FILE")
+    client_keys: dict[str, ClientKey] = {}
+    if keys_file:
+        try:
+            client_keys = read_keys(keys_file)
+        except ValueError as exc:
+            problems.append(f"ROUTER_KEYS_FILE: {exc}")
     headers = _read_header_names(read)
     payments = _read_payments(read, routes)
     if problems:
@@ -862,7 +877,9 @@ def load_settings(
         # served to this machine only, unless HOST says otherwise.
         host=read.text(
             "HOST",
-            "127.0.0.1" if auto.used and not read.text("ROUTER_API_KEY") else "0.0.0.0",
+            "127.0.0.1"
+            if auto.used and not (read.text("ROUTER_API_KEY") or read.text("ROUTER_KEYS_FILE"))
+            else "0.0.0.0",
         ),
         port=port,
         router_api_key=read.text("ROUTER_API_KEY"),
@@ -881,6 +898,10 @@ def load_settings(
         request_log=read.text("REQUEST_LOG"),
         request_log_prompts=read.flag("REQUEST_LOG_PROMPTS", False),
         max_body_bytes=read.integer("MAX_BODY_BYTES", 10_000_000),
+        otel_traces_endpoint=otel_traces_endpoint,
+        keys_file=keys_file,
+        client_keys=client_keys,
+        otel_service_name=read.text("OTEL_SERVICE_NAME", "xrouter"),
         classifier=classifier,
         routes=routes,
         candidates=candidates,
@@ -893,6 +914,21 @@ def load_settings(
         upstream_header=headers[1],
         notes=tuple(dict.fromkeys(notes)),
     )
+
+
+def _read_otel_endpoint(read: _Reader) -> str:
+    """The OTLP/HTTP traces URL, as the OpenTelemetry SDK reads its variables:
+    OTEL_EXPORTER_OTLP_TRACES_ENDPOINT is the whole URL, OTEL_EXPORTER_OTLP_ENDPOINT the
+    collector's base, to which /v1/traces is added. Read here (not by the SDK) so that a
+    value in .env or upstreams.json turns tracing on too; OTEL_SDK_DISABLED=true keeps it
+    off."""
+    if read.flag("OTEL_SDK_DISABLED", False):
+        return ""
+    traces = read.url("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if traces:
+        return traces
+    base = read.url("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return base + "/v1/traces" if base else ""
 
 
 def _read_routing(read: _Reader, problems: list[str]) -> RoutingSettings:

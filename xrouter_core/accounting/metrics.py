@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xrouter_core.accounting.usage import BUCKETS_MS, NANO_USD, Stored
+from xrouter_core.accounting.usage import BUCKETS_MS, NANO_USD, Stored, key_rows
 from xrouter_core.tiers import TIERS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -60,6 +60,21 @@ def render_metrics(stored: Stored) -> bytes:
     doc.family("xrouter_cost_usd_total", "counter", "Cost in USD by tier, priced per request.")
     for tier in TIERS:
         doc.sample("xrouter_cost_usd_total", c.get(f"t|{tier}|cost_nusd", 0) / NANO_USD, tier=tier)
+
+    keys = key_rows(c)
+    doc.family("xrouter_key_requests_total", "counter", "Requests by client key.")
+    for name, row in keys.items():
+        doc.sample("xrouter_key_requests_total", row["requests"], key=name)
+    doc.family("xrouter_key_cost_usd_total", "counter", "Cost in USD by client key.")
+    for name, row in keys.items():
+        doc.sample("xrouter_key_cost_usd_total", row["costUsd"], key=name)
+    doc.family(
+        "xrouter_key_rate_limited_total",
+        "counter",
+        "Requests of a client key refused over its requests-per-minute limit.",
+    )
+    for name, row in keys.items():
+        doc.sample("xrouter_key_rate_limited_total", row["rateLimited"], key=name)
 
     models = sorted(
         key[2 : -len("|requests")].split("|", 2)

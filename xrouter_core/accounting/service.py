@@ -16,18 +16,21 @@ from urllib.parse import parse_qs
 
 from xrouter_core.accounting.cache import REDIS_ERRORS, Cache, RedisHealth, build_cache
 from xrouter_core.accounting.events import EventFeed
+from xrouter_core.accounting.limits import RateLimits
 from xrouter_core.accounting.metrics import CONTENT_TYPE as METRICS_TYPE
 from xrouter_core.accounting.metrics import render_metrics
 from xrouter_core.accounting.pages import dashboard_page, plotly_script
 from xrouter_core.accounting.prices import Pricing
 from xrouter_core.accounting.requestlog import RequestLog
 from xrouter_core.accounting.responsecache import RecordingStream, entry, read_entry, response_key
+from xrouter_core.accounting.traces import RequestSpan, Tracing, start_tracing
 from xrouter_core.accounting.usage import Outcome, UsageTracker, estimate_tokens, usage_document
 from xrouter_core.config import Settings
 from xrouter_core.routing.classifier import Decision
 from xrouter_core.routing.extract import classifier_input
+from xrouter_core.routing.fallback import fallback_header
 from xrouter_core.tasks import Tasks
-from xrouter_core.tiers import FRONTIER
+from xrouter_core.tiers import FRONTIER, TIERS
 from xrouter_core.wire.canonical import Usage
 from xrouter_core.wire.errors import RouterError
 from xrouter_core.wire.headers import CACHE_HEADER, HeaderAliases, routing_headers
@@ -67,6 +70,61 @@ def usable_data_dir(configured: str) -> str:
             fallback,
         )
         return str(fallback)
+
+
+def request_span(
+    routed: Any,
+    status: int,
+    usage: Usage | None,
+    total_ms: float,
+    stream: StreamTranslator | None,
+    completion: Any,
+    error: str,
+) -> RequestSpan:
+    """What the trace of a finished routed request says (accounting/traces.py). The
+    response's model, id and finish reasons are known for whole answers and for streams
+    that end with a whole response (Responses); a passed-through stream leaves them out."""
+    answer = completion if isinstance(completion, dict) else None
+    if answer is None and stream is not None:
+        final = getattr(stream, "final", None)
+        answer = final if isinstance(final, dict) else None
+    reasons: tuple[str, ...] = ()
+    if answer is not None:
+        choices = answer.get("choices")
+        if isinstance(choices, list):
+            reasons = tuple(
+                str(c["finish_reason"])
+                for c in choices
+                if isinstance(c, dict) and c.get("finish_reason")
+            )
+        elif isinstance(answer.get("status"), str):  # a Responses object
+            reasons = (answer["status"],)
+    route = routed.route
+    return RequestSpan(
+        requested_model=routed.chat.model or "",
+        model=route.model or routed.chat.model or "unknown",
+        response_model=str((answer or {}).get("model") or ""),
+        provider=routed.adapter.name,
+        tier=route.tier,
+        decision=TIERS[routed.decision.tier],
+        source=routed.decision.source,
+        score=routed.decision.score,
+        status=status,
+        input_tokens=usage.prompt_tokens if usage else None,
+        output_tokens=usage.completion_tokens if usage else None,
+        cache_read_tokens=usage.cache_read_tokens if usage else 0,
+        cache_write_tokens=usage.cache_write_tokens if usage else 0,
+        finish_reasons=reasons,
+        response_id=str((answer or {}).get("id") or ""),
+        fallbacks=len(routed.attempts),
+        fallback=fallback_header(routed.attempts) if routed.attempts else "",
+        stream=routed.chat.stream,
+        server_address=route.host,
+        server_port=route.port,
+        classifier_ms=routed.decision.ms,
+        total_ms=total_ms,
+        error=error,
+    )
 
 
 class Accounting:
@@ -116,6 +174,14 @@ class Accounting:
         # Routers on one Redis share their live feeds (with the counters' backend).
         shared = settings.redis_url if backend in ("auto", "redis") else ""
         self.feed.use_redis(shared, self.health)
+        # Client keys' requests per minute, counted in the shared Redis when there is one.
+        self.limits = RateLimits(shared, self.health)
+        # OpenTelemetry spans, when an OTLP endpoint is configured (None: off, not imported).
+        self.tracing: Tracing | None = (
+            start_tracing(settings.otel_traces_endpoint, settings.otel_service_name)
+            if settings.otel_traces_endpoint
+            else None
+        )
 
     def start(self) -> None:
         self.usage.start()
@@ -129,6 +195,9 @@ class Accounting:
         self.usage.close()
         if self.request_log is not None:
             self.request_log.close()
+        if self.tracing is not None:
+            self.tracing.close()  # the queued spans exported
+            self.tracing = None
 
     # ---- counting ---------------------------------------------------------------
 
@@ -151,9 +220,11 @@ class Accounting:
         event_id: int = 0,
         error: str = "",
         first_byte_ms: float | None = None,
+        client: str = "",
     ) -> None:
         """One finished request: priced and counted in memory, logged off the loop, and
-        told to the live feed (`event_id`: the id its other events carry)."""
+        told to the live feed (`event_id`: the id its other events carry; `client`: the
+        client key's name)."""
         estimated = False
         with_usage = prompt_tokens is not None and completion_tokens is not None
         if prompt_tokens is None or completion_tokens is None:
@@ -191,6 +262,7 @@ class Accounting:
             total_ms=total_ms,
             at=time.time(),
             prompt=text,
+            client=client,
         )
         self.usage.record(outcome)
         self.feed.complete(event_id, status, outcome, error, first_byte_ms)
@@ -217,6 +289,8 @@ class Accounting:
                 "latency_ms": round(total_ms, 1),
                 "stream": chat.stream,
             }
+            if client:
+                line["key"] = client
             if prompts:
                 line["classifier_input"] = text
                 line["messages"] = chat.messages
@@ -263,7 +337,12 @@ class Accounting:
             event_id=routed.event_id,
             error=error,
             first_byte_ms=routed.first_byte_ms,
+            client=routed.client,
         )
+        if self.tracing is not None:
+            self.tracing.record(
+                request_span(routed, status, usage, total_ms, stream, completion, error)
+            )
         key = routed.cache_key
         if key is None or status >= 400:
             return
@@ -275,7 +354,7 @@ class Accounting:
     # ---- response cache ---------------------------------------------------------
 
     async def cached_answer(
-        self, chat: ChatRequest, event_id: int = 0
+        self, chat: ChatRequest, event_id: int = 0, client: str = ""
     ) -> tuple[str | None, LocalResponse | None]:
         """(key, answer): the answer when the cache has one; the key to store under later."""
         if self.responses is None:
@@ -315,6 +394,7 @@ class Accounting:
             0.0,
             cache_hit=True,
             event_id=event_id,
+            client=client,
         )
         return key, LocalResponse(200, body, headers)
 

@@ -29,6 +29,7 @@ import logging
 import time
 import uuid
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,7 @@ class Outcome:
     total_ms: float = 0.0
     at: float = 0.0
     prompt: str | None = None  # only when prompt logging is on
+    client: str = ""  # the client key's name (client_keys.py), "" for ROUTER_API_KEY or none
 
     def recent_row(self) -> dict[str, Any]:
         row = {
@@ -168,6 +170,14 @@ def add_outcome(batch: Batch, o: Outcome) -> None:
             c[prefix + "with_usage"] += 1
         if o.cache_hit:
             c[prefix + "cache_hits"] += 1
+    if o.client:
+        k = f"k|{o.client}|"
+        c[k + "requests"] += 1
+        c[k + "prompt"] += o.prompt_tokens
+        c[k + "completion"] += o.completion_tokens
+        c[k + "cost_nusd"] += round(o.cost_usd * NANO_USD)
+        if error:
+            c[k + "errors"] += 1
     t = f"t|{o.tier}|"
     c[f"d|{o.source}|{o.decision}"] += 1
     if o.source in CLASSIFIED_SOURCES:
@@ -718,9 +728,34 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
         },
         "fallbacks": sum(v for k, v in c.items() if k.startswith("f|")),
         "x402": x402_totals(c),
+        "keys": key_rows(c),
         "series": series,
         "recent": list(reversed(stored.recent)),
     }
+
+
+KEY_FIELDS = ("requests", "prompt", "completion", "cost_nusd", "errors", "limited")
+
+
+def key_rows(c: Mapping[str, int]) -> dict[str, dict[str, Any]]:
+    """Per client key: requests, tokens, cost, errors and requests refused over its limit
+    (the counters k|<name>|<field>)."""
+    names = sorted(
+        {key.split("|", 2)[1] for key in c if key.startswith("k|") and key.count("|") == 2}
+    )
+    rows = {}
+    for name in names:
+        get = {field: c.get(f"k|{name}|{field}", 0) for field in KEY_FIELDS}
+        rows[name] = {
+            "requests": get["requests"],
+            "promptTokens": get["prompt"],
+            "completionTokens": get["completion"],
+            "totalTokens": get["prompt"] + get["completion"],
+            "costUsd": round(get["cost_nusd"] / NANO_USD, 9),
+            "errors": get["errors"],
+            "rateLimited": get["limited"],
+        }
+    return rows
 
 
 def prices_name() -> str:

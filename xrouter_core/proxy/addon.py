@@ -28,8 +28,10 @@ from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 
 from xrouter_core import __version__
 from xrouter_core.accounting.events import EventFeed
+from xrouter_core.accounting.limits import retry_after
 from xrouter_core.accounting.responsecache import RecordingStream
 from xrouter_core.accounting.service import USAGE_PAGES, Accounting
+from xrouter_core.client_keys import ClientKey, KeyRing
 from xrouter_core.config import ConfigError, NoConfiguration, Route, Settings, load_settings
 from xrouter_core.payments.caps import CapExceeded, usd
 from xrouter_core.payments.payer import Payer
@@ -132,6 +134,8 @@ log = logging.getLogger("xrouter")
 META = "xrouter"
 # Marks the /events flow, pointed at the feed's local server and streamed.
 EVENTS = "xrouter.events"
+# flow.metadata: the client key (client_keys.py) a request came with.
+CLIENT = "xrouter.client_key"
 
 # The options naming the files the settings are read from.
 SETTINGS_OPTIONS = frozenset({"xrouter_env_file", "xrouter_upstreams"})
@@ -189,6 +193,8 @@ class RoutedFlow:
     first_byte_ms: float | None = None
     # x402: what this request paid (USDC atomic units); a second 402 is never paid.
     paid: int = 0
+    # The client key's name (client_keys.py), "" for ROUTER_API_KEY or none.
+    client: str = ""
 
 
 def router_line_or_warning(record: logging.LogRecord) -> bool:
@@ -373,6 +379,8 @@ class Xrouter:
         self.feed = EventFeed()
         # x402: the wallet and the spend ledger (payments/), made with the settings.
         self.payer: Payer | None = None
+        # ROUTER_KEYS_FILE's client keys (their rate limits are counted by accounting).
+        self.keyring: KeyRing | None = None
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -470,6 +478,11 @@ class Xrouter:
         )
         self.header_aliases = aliases if aliases else None
         self.fallback_ready = mitm_compat.install(settings.max_body_bytes)
+        self.keyring = (
+            KeyRing(settings.keys_file, settings.client_keys, log.warning)
+            if settings.keys_file
+            else None
+        )
         self.breaker = CircuitBreaker(
             settings.routing.breaker_failures, float(settings.routing.breaker_cooldown_s)
         )
@@ -580,7 +593,7 @@ class Xrouter:
             options.mode,
             options.listen_host if "listen_host" in options else "",
             options.listen_port if "listen_port" in options else None,
-            self.settings.router_api_key,
+            self.settings.router_api_key or self.settings.keys_file,
             options.proxyauth if "proxyauth" in options else "",
         ):
             log.warning(warning)
@@ -758,8 +771,17 @@ class Xrouter:
         path = flow.request.path.split("?", 1)[0]
         try:
             check_method(path, flow.request.method)
-            check_auth(path, flow.request.headers, self.settings.router_api_key)
+            client = check_auth(
+                path,
+                flow.request.headers,
+                self.settings.router_api_key,
+                self.keyring.find if self.keyring is not None else None,
+                # The usage pages want ROUTER_API_KEY, where there is one.
+                client_keys_allowed=path not in USAGE_PAGES or not self.settings.router_api_key,
+            )
             check_header_values(flow.request.headers.fields)
+            if client is not None:
+                flow.metadata[CLIENT] = client
         except RouterError as exc:
             local_response(flow, LocalResponse.error(exc))
             return None
@@ -962,14 +984,31 @@ class Xrouter:
             local_response(flow, LocalResponse.error(body_error(content_type, exc)))
             return
         assert self.accounting is not None
+        client: ClientKey | None = flow.metadata.get(CLIENT)
+        if client is not None and client.rpm:
+            wait = await self.accounting.limits.take(client.name, client.rpm)
+            if wait is not None:
+                self.accounting.usage.count(f"k|{client.name}|limited")
+                error = RouterError(
+                    429,
+                    f"Key {client.name!r} is over its limit of {client.rpm} requests per"
+                    f" minute; retry in {retry_after(wait)} s.",
+                    type="rate_limit_error",
+                    code="rate_limit_exceeded",
+                    headers={"retry-after": retry_after(wait)},
+                )
+                local_response(flow, LocalResponse.error(error))
+                return
         event_id = self.feed.next_id()
         self.feed.start(event_id, chat)
-        cache_key, cached = await self.accounting.cached_answer(chat, event_id)
+        name = client.name if client is not None else ""
+        cache_key, cached = await self.accounting.cached_answer(chat, event_id, name)
         if cached is not None:
             local_response(flow, cached)
             return
         try:
-            decision, chain = await self.plan(chat, flow.request.headers.get(TIER_HEADER))
+            ceiling = TIER_INDEX[client.max_tier] if client and client.max_tier else None
+            decision, chain = await self.plan(chat, flow.request.headers.get(TIER_HEADER), ceiling)
             if chat.responses is not None and chat.responses.native_only is not None:
                 # A hosted tool: only routes that speak Responses can serve it.
                 chain = [r for r in chain if adapter_for(r).responses_wire]
@@ -996,6 +1035,7 @@ class Xrouter:
             cache_key=cache_key,
             aliases=self.header_aliases,
             event_id=event_id,
+            client=name,
         )
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = routed
@@ -1003,10 +1043,11 @@ class Xrouter:
         self.feed.routed(event_id, routed.route, routed.adapter.name, routed.attempts)
 
     async def plan(
-        self, chat: ChatRequest, tier_header: str | None
+        self, chat: ChatRequest, tier_header: str | None, ceiling: int | None = None
     ) -> tuple[Decision, list[Route]]:
         """The tier (pinned by name or header, else classified; tools may raise it) and the
-        routes to try in order; RouterError when the request cannot be served."""
+        routes to try in order; RouterError when the request cannot be served. `ceiling`:
+        the highest tier the client's key may reach, which wins over everything else."""
         assert self.settings is not None and self.policy is not None
         routing = self.settings.routing
         if bad_tier_header(tier_header, routing):
@@ -1026,10 +1067,24 @@ class Xrouter:
             decision = Decision(
                 tier, decision.source + "+tools", decision.ms, decision.detail, decision.score
             )
+        if ceiling is not None and tier > ceiling:
+            tier = ceiling
+            decision = Decision(
+                tier, decision.source + "+ceiling", decision.ms, decision.detail, decision.score
+            )
         needs_vision = has_images(chat.messages)
         chain = chain_for(
             TIERS[tier], self.settings.routes, routing, needs_vision, self.tier_candidates
         )
+        if ceiling is not None:
+            chain = [route for route in chain if TIER_INDEX[route.tier] <= ceiling]
+            if not chain:
+                raise RouterError(
+                    403,
+                    f"This key may use tiers up to '{TIERS[ceiling]}', and no route at or"
+                    " below it can serve the request.",
+                    code="tier_ceiling",
+                )
         if chain:
             return decision, chain
         if needs_vision:

@@ -53,7 +53,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         description="Run the Xrouter LLM router on a lean mitmproxy core. Settings come from "
         "the environment, .env and upstreams.json; the options below override them.",
         epilog="`xrouter watch --help`, `xrouter tui --help`: watch a running router instead;"
-        " `xrouter openclaw --help`: register it in OpenClaw's config.",
+        " `xrouter openclaw --help`: register it in OpenClaw's config;"
+        " `xrouter keys --help`: client keys with their own limits.",
     )
     parser.add_argument("--host", help="address to listen on (HOST, default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port to listen on (PORT, default 3000)")
@@ -349,6 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from xrouter_core.console import watch
 
         return watch.main(given[1:])
+    if given[:1] == ["keys"]:
+        from xrouter_core import client_keys
+
+        return client_keys.main(given[1:])
     if given[:1] == ["tui"]:
         from xrouter_core.console import tui
 

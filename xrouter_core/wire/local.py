@@ -9,7 +9,7 @@ from __future__ import annotations
 import hmac
 import json
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote
@@ -137,19 +137,34 @@ def bearer_token(headers: Mapping[str, str]) -> str | None:
     return None
 
 
-def check_auth(path: str, headers: Mapping[str, str], router_api_key: str) -> None:
-    """With ROUTER_API_KEY set, every path but /health needs it (constant-time compare)."""
-    if not router_api_key or path in PUBLIC_PATHS:
-        return
+def check_auth(
+    path: str,
+    headers: Mapping[str, str],
+    router_api_key: str,
+    find_key: Callable[[str], Any] | None = None,
+    client_keys_allowed: bool = True,
+) -> Any:
+    """With ROUTER_API_KEY set (or client keys), every path but /health needs a key
+    (ROUTER_API_KEY compared in constant time). Returns the client key object `find_key`
+    found for the key sent, or None for ROUTER_API_KEY and open routers.
+    `client_keys_allowed` False: only ROUTER_API_KEY opens this path (the usage pages)."""
+    if (not router_api_key and find_key is None) or path in PUBLIC_PATHS:
+        return None
     given = bearer_token(headers) or headers.get("x-api-key", "").strip() or None
-    if given is None or not hmac.compare_digest(given.encode(), router_api_key.encode()):
-        raise RouterError(
-            401,
-            "Missing or invalid API key. Send 'Authorization: Bearer <ROUTER_API_KEY>'.",
-            type="authentication_error",
-            code="invalid_api_key",
-            headers={"www-authenticate": "Bearer"},
-        )
+    if given is not None:
+        if router_api_key and hmac.compare_digest(given.encode(), router_api_key.encode()):
+            return None
+        if find_key is not None and client_keys_allowed:
+            found = find_key(given)
+            if found is not None:
+                return found
+    raise RouterError(
+        401,
+        "Missing or invalid API key. Send 'Authorization: Bearer <ROUTER_API_KEY>'.",
+        type="authentication_error",
+        code="invalid_api_key",
+        headers={"www-authenticate": "Bearer"},
+    )
 
 
 def models_page(logical_models: list[str]) -> LocalResponse:
