@@ -20,6 +20,14 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# eth_account's py_ecc raises the recursion limit to 100,000 when first imported, which
+# lets a deeply nested JSON body crash json's C decoder (tests/test_fuzz.py) instead of
+# raising RecursionError. The router imports it through payments.wallet, which keeps the
+# limit; the tests that import it directly get the same here, once, before any of them.
+from xrouter_core.payments.wallet import import_eth_account  # noqa: E402
+
+import_eth_account()
+
 from fakes import FakeClassifier, FakeOpenAIProvider  # noqa: E402
 
 BIN = Path(sys.executable).parent

@@ -153,3 +153,25 @@ def test_no_wallet_is_read_when_no_route_pays(tmp_path):
     )
     with pytest.raises(ConfigError, match="readable by others"):  # now it is read
         Payer(paying)
+
+
+def test_loading_a_wallet_keeps_the_recursion_limit_so_deep_json_is_still_a_400():
+    """eth_account's py_ecc raises the recursion limit to 100,000 on import; the router
+    keeps the usual one, or a deeply nested body would crash json's C decoder (the
+    process dies) instead of being answered 400."""
+    code = (
+        "import sys\n"
+        "limit = sys.getrecursionlimit()\n"
+        "from xrouter_core.payments.wallet import _account\n"
+        f"_account('{KEY}', 'test')\n"
+        "assert 'eth_account' in sys.modules and sys.getrecursionlimit() == limit\n"
+        "from xrouter_core.wire.errors import RouterError\n"
+        "from xrouter_core.wire.inbound import parse_openai_chat\n"
+        "try:\n"
+        "    parse_openai_chat(b'{\"messages\": ' + b'[' * 200000 + b']' * 200000 + b'}')\n"
+        "except RouterError as exc:\n"
+        "    print(exc.status, exc.code)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "400 invalid_json"

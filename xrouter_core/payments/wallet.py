@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import secrets
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -35,8 +36,22 @@ class Wallet:
         return {"address": self.address, "key_source": self.source}
 
 
+def import_eth_account():
+    """The `eth_account` module, imported with the interpreter's recursion limit kept.
+
+    Its dependency py_ecc raises the limit to 100,000 when imported. With that limit a
+    deeply nested request body overflows the C stack in json's decoder and the process
+    dies, where at the usual limit the parsers get a RecursionError and answer 400."""
+    limit = sys.getrecursionlimit()
+    try:
+        import eth_account
+    finally:
+        sys.setrecursionlimit(limit)
+    return eth_account
+
+
 def _account(key_hex: str, where: str) -> LocalAccount:
-    from eth_account import Account
+    Account = import_eth_account().Account  # noqa: N806 - the library's class name
 
     try:
         return Account.from_key(key_hex)
