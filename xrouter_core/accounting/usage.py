@@ -2,8 +2,8 @@
 (provider, model), shared by every router process that uses the same store.
 
 Each finished request only adds to an in-memory accumulator (no I/O on the event
-loop). A background task flushes it as soon as something was counted, then at most once
-per USAGE_FLUSH_MS (0.1 s), and `close()` flushes
+loop). A background task flushes it USAGE_FLUSH_MS (0.1 s) after the first count since
+the last flush (an idle router does no I/O), and `close()` flushes
 it at shutdown: into diskcache (in a worker thread, inside one SQLite transaction) or
 into Redis (one server-side script per batch: HINCRBYs applied atomically, and at most
 once, since each batch carries an id and a retried batch is skipped). Both are atomic
@@ -414,10 +414,12 @@ class UsageTracker:
             self._task = asyncio.get_running_loop().create_task(self._flush_forever())
 
     async def _flush_forever(self) -> None:
-        """Flush as soon as something was counted, then at most once per interval: a
-        quiet router does no I/O, and a crash loses at most an interval's counts."""
+        """Flush one interval after the first count since the last flush: a quiet router
+        does no I/O, a busy one writes one batch per interval (not one per request), and a
+        crash loses at most an interval's counts."""
         while True:
             await self._dirty.wait()
+            await asyncio.sleep(self.flush_interval)
             self._dirty.clear()
             try:
                 await self.flush()
@@ -425,7 +427,6 @@ class UsageTracker:
                 log.exception("usage flush failed; the counts are kept for the next one")
             if self.pending or self.unsent or (self.redis is not None and self._spilled):
                 self._dirty.set()  # not all written (Redis away, an error): try again
-            await asyncio.sleep(self.flush_interval)
 
     async def flush(self) -> None:
         async with self._lock:
