@@ -18,7 +18,7 @@ import httpx
 import pytest
 from conftest import Router
 from eth_account import Account
-from fakes import FakePaidProvider
+from fakes import FakeJsonRpc, FakePaidProvider
 
 from xrouter_core.config import ConfigError, load_settings
 
@@ -62,8 +62,9 @@ def paid(request, tmp_path_factory):
 def fake(paid):
     router, fake = paid
     fake.requests.clear()
+    fake.rejections.clear()
     fake.challenge_override, fake.always_402, fake.amount = {}, False, "10000"
-    fake.offered_first, fake.version = [], 1
+    fake.offered_first, fake.version, fake.resource_override = [], 1, {}
     yield fake
 
 
@@ -169,11 +170,20 @@ def test_a_v2_challenge_in_its_header_is_paid_with_payment_signature(paid, fake)
         ({"network": "eip155:8453"}, "network 'eip155:8453' is not this route's ('eip155:84532')"),
         ({"amount": "60000"}, "above X402_MAX_PER_REQUEST_USD"),
         ({"extra": {"name": "Fake", "version": "2"}}, "token domain 'Fake'"),
+        ({"extra": {"name": "USDC", "version": "3"}}, "version '3' is not USDC's"),
+        ({"amount": "0.01"}, "amount '0.01' is not a positive whole number"),
+        (
+            {"resource": {"url": "https://elsewhere.example/v1/chat/completions"}},
+            "the resource's host 'elsewhere.example' is not this route's",
+        ),
     ],
-    ids=["network", "over-cap", "token-name"],
+    ids=["network", "over-cap", "token-name", "token-version", "amount", "host"],
 )
 def test_a_v2_challenge_it_must_not_pay_is_refused(paid, fake, tamper, says):
     router, _ = paid
+    tamper = dict(tamper)  # the parameter is shared by both launchers' runs
+    if "resource" in tamper:
+        fake.resource_override = tamper.pop("resource")
     fake.version, fake.challenge_override = 2, tamper
     answer = ask(router, f"v2 refuse {says}")
     assert answer.status_code == 402 and says in answer.json()["error"]["message"]
@@ -280,3 +290,131 @@ def test_payment_configuration_is_checked():
     zero = "0x" + "00" * 32
     assert "not a private key" in config_problems(LLM_ROUTER_WALLET_KEY=zero)[0]
     assert zero not in " ".join(config_problems(LLM_ROUTER_WALLET_KEY=zero))
+
+
+def signed_headers(fake: FakePaidProvider) -> list[str]:
+    return [r.headers["x-payment"] for r in fake.requests if "x-payment" in r.headers]
+
+
+def test_every_payment_has_a_fresh_nonce_and_the_upstream_refuses_a_replayed_one(paid, fake):
+    router, _ = paid
+    seen = set(fake.nonces)
+    for i in range(5):
+        assert ask(router, f"nonce {i}").status_code == 200
+    payments = signed_headers(fake)
+    nonces = {
+        json.loads(base64.b64decode(p))["payload"]["authorization"]["nonce"] for p in payments
+    }
+    assert len(payments) == 5 and len(nonces) == 5 and not nonces & seen  # never reused
+    assert fake.nonces >= nonces and not fake.rejections
+    # The same payment sent again (as a replaying client or router would) is refused:
+    body = fake.requests[-1].body
+    with httpx.Client(base_url=fake.url, trust_env=False) as upstream:
+        replay = upstream.post(CHAT, content=body, headers={"x-payment": payments[-1]})
+    assert replay.status_code == 402 and fake.rejections == ["nonce replayed or not 32 bytes"]
+
+
+def test_a_tampered_amount_breaks_the_signature_the_upstream_checks(paid, fake):
+    """The amount is inside the signed EIP-712 message: raised after signing, the signer
+    the upstream recovers is no longer the wallet, and the payment is refused."""
+    router, _ = paid
+    assert ask(router, "sign one").status_code == 200
+    doc = json.loads(base64.b64decode(signed_headers(fake)[-1]))
+    doc["payload"]["authorization"]["value"] = "20000"
+    fake.amount = "20000"  # so only the signature can catch it
+    tampered = base64.b64encode(json.dumps(doc).encode()).decode()
+    with httpx.Client(base_url=fake.url, trust_env=False) as upstream:
+        answer = upstream.post(CHAT, content=b"{}", headers={"x-payment": tampered})
+    assert answer.status_code == 402 and fake.rejections == ["the signature is not the payer's"]
+
+
+def test_usage_and_metrics_count_payments_and_refusals_per_route(paid, fake):
+    router, _ = paid
+
+    def x402() -> dict:
+        with router.client() as client:
+            return client.get("/usage").json()["x402"]
+
+    before = x402()
+    row = before["byRoute"].get("frontier", {"payments": 0, "refusedBy": {}, "settled": 0})
+    assert ask(router, "paid one").status_code == 200
+    fake.challenge_override = {"network": "base"}
+    assert ask(router, "refused one").status_code == 402
+    fake.challenge_override = {"maxAmountRequired": "60000"}
+    assert ask(router, "refused two").status_code == 402
+    after = x402()
+    route = after["byRoute"]["frontier"]
+    assert route["tier"] == "frontier"
+    assert route["payments"] == row["payments"] + 1
+    assert route["settled"] == row["settled"] + 1
+    assert route["refusedBy"]["network"] == row["refusedBy"].get("network", 0) + 1
+    assert route["refusedBy"]["request_cap"] == row["refusedBy"].get("request_cap", 0) + 1
+    assert after["refused"] == before["refused"] + 2
+    assert after["paidMicroUsd"] == before["paidMicroUsd"] + 10_000
+    assert after["byTier"]["frontier"]["payments"] == after["payments"]
+    with router.client() as client:
+        metrics = client.get("/metrics").text
+    assert (
+        f'xrouter_x402_payments_total{{route="frontier",tier="frontier"}} {after["payments"]}'
+        in (metrics)
+    )
+    assert (
+        'xrouter_x402_refusals_total{route="frontier",tier="frontier",reason="request_cap"}'
+        f" {route['refusedBy']['request_cap']}" in metrics
+    )
+    assert 'xrouter_x402_paid_usd_total{route="frontier",tier="frontier"} ' in metrics
+    assert "x402 not paid route=frontier reason=network:" in router.logs()
+
+
+def test_without_an_rpc_url_the_wallet_has_no_balance_and_says_why(paid, fake):
+    router, _ = paid
+    with router.client() as client:
+        wallet = client.get("/wallet").json()
+    assert wallet["balance"] is None
+    assert wallet["balance_reason"].startswith("no RPC URL configured (X402_RPC_URL")
+    assert wallet["networks"][0]["balance"] is None
+    assert wallet["today"]["ledger"] == "file"
+
+
+def test_the_wallet_shows_the_usdc_balance_read_over_json_rpc(tmp_path):
+    """Base Sepolia's RPC is a loopback fake that decodes the balanceOf call; Base's RPC
+    URL points where nothing listens: that network's balance is null with a reason, and
+    the page still answers."""
+    fake, rpc, dead = FakePaidProvider(), FakeJsonRpc(), FakePaidProvider()
+    dead_url = dead.url
+    dead.close()
+    address = Account.from_key(WALLET_KEY).address
+    sepolia_usdc = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
+    rpc.balances[(sepolia_usdc.lower(), address.lower())] = 12_345_678  # 12.345678 USDC
+    env = paid_env(
+        fake,
+        str(tmp_path / "data"),
+        LLM_ROUTER_WALLET_KEY=WALLET_KEY,
+        X402_RPC_URL_BASE_SEPOLIA=rpc.url + "/rpc-key-abcdef123",
+        X402_RPC_URL_BASE=dead_url,
+        CHEAP_BASE_URL=fake.url + "/v1",
+        CHEAP_X402="base",
+    )
+    router = Router(env, tmp_path, launcher="xrouter")
+    try:
+        with router.client() as client:
+            wallet = client.get("/wallet").json()
+            again = client.get("/wallet").json()
+        by_network = {n["network"]: n for n in wallet["networks"]}
+        assert by_network["base-sepolia"]["balance"] == "12.345678"
+        assert by_network["base"]["balance"] is None
+        assert by_network["base"]["balance_reason"] == "the balance could not be read: ConnectError"
+        assert (
+            wallet["balance"] is None
+            and wallet["balance_reason"]
+            == (
+                by_network["base"]["balance_reason"]  # the first network's (base)
+            )
+        )
+        assert rpc.calls == [(sepolia_usdc.lower(), address.lower())]  # the second: cached
+        assert again["networks"] == wallet["networks"]
+        assert "rpc-key-abcdef123" not in json.dumps(wallet) + router.logs()
+    finally:
+        router.stop()
+        fake.close()
+        rpc.close()
