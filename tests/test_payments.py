@@ -21,6 +21,7 @@ from eth_account import Account
 from fakes import FakeJsonRpc, FakePaidProvider
 
 from xrouter_core.config import ConfigError, load_settings
+from xrouter_core.payments.caps import utc_day
 
 WALLET_KEY = "0x" + "4c" * 32  # a test key: it must never show up in a log or a page
 CHAT = "/v1/chat/completions"
@@ -418,3 +419,128 @@ def test_the_wallet_shows_the_usdc_balance_read_over_json_rpc(tmp_path):
         router.stop()
         fake.close()
         rpc.close()
+
+
+def test_two_routers_on_one_redis_pay_exactly_the_day_cap_and_a_restart_keeps_it(tmp_path):
+    """50 concurrent paid requests of 0.003 USD, 25 to each of two router processes that
+    share one redis-server, against a 0.10 USD day cap: exactly 33 are paid (0.099), the
+    other 17 are refused naming the day cap, never a 34th. A restarted router reads the
+    same spend from Redis (the Redis key is the truth) and refuses the next payment."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import redis
+    from test_usage import RedisServer, wait_for
+
+    server = RedisServer(tmp_path)
+    fake = FakePaidProvider()
+    fake.amount = "3000"
+    routers: list[Router] = []
+    try:
+        env = paid_env(
+            fake,
+            "",
+            LLM_ROUTER_WALLET_KEY=WALLET_KEY,
+            X402_MAX_PER_REQUEST_USD="0.01",
+            X402_MAX_PER_DAY_USD="0.10",
+            REDIS_URL=f"redis://127.0.0.1:{server.port}/0",
+        )
+        for name, launcher in (("one", "xrouter"), ("two", "mitmdump")):
+            (tmp_path / name).mkdir()
+            env["XROUTER_DATA_DIR"] = str(tmp_path / name / "data")  # no shared file
+            routers.append(Router(dict(env), tmp_path / name, launcher=launcher))
+
+        def one(i: int) -> int:
+            return ask(routers[i % 2], f"concurrent {i}").status_code
+
+        with ThreadPoolExecutor(50) as pool:
+            statuses = list(pool.map(one, range(50)))
+        assert statuses.count(200) == 33 and statuses.count(402) == 17, statuses
+        assert len(fake.payers) == 33 and not fake.rejections
+        key = f"xrouter:{{x402}}:spend:{Account.from_key(WALLET_KEY).address.lower()}:"
+        day = redis.Redis(port=server.port)
+        # Settlements are recorded in the background, after the answer went back.
+        stored = wait_for(
+            lambda: (h := day.hgetall(key + utc_day())).get(b"settled") == b"99000" and h
+        )
+        assert stored[b"spent"] == b"99000"  # whole micro-dollars
+        for router in routers:
+            with router.client() as client:
+                wallet = client.get("/wallet").json()
+            assert wallet["today"]["spent_usd"] == "0.099" and wallet["today"]["ledger"] == "redis"
+        refusals = [line for r in routers for line in r.logs().splitlines() if "not paid" in line]
+        assert len(refusals) == 17
+        assert all("reason=day_cap" in line and "X402_MAX_PER_DAY_USD" in line for line in refusals)
+        assert not (tmp_path / "one" / "data" / "wallet" / "spend.json").exists()
+        with routers[0].client() as client:
+            x402 = client.get("/usage").json()["x402"]  # the counters are shared too
+        assert x402["payments"] == 33 and x402["refusedBy"] == {"day_cap": 17}
+
+        routers[0].stop()
+        (tmp_path / "three").mkdir()
+        env["XROUTER_DATA_DIR"] = str(tmp_path / "one" / "data")
+        routers[0] = Router(dict(env), tmp_path / "three", launcher="xrouter")
+        with routers[0].client() as client:
+            assert client.get("/wallet").json()["today"]["spent_usd"] == "0.099"
+        answer = ask(routers[0], "after the restart")
+        assert answer.status_code == 402
+        assert "above X402_MAX_PER_DAY_USD (0.10 USD)" in answer.json()["error"]["message"]
+        assert len(fake.payers) == 33
+    finally:
+        for router in routers:
+            router.stop()
+        fake.close()
+        server.proc.kill()
+        server.proc.wait(10)
+
+
+def test_the_dashboard_shows_payments_per_route_in_headless_chromium(tmp_path):
+    """Two paid requests and two refusals (wrong network, over the per-request cap): the
+    dashboard's x402 panel, rendered by Chromium, shows them per route and in total."""
+    import re
+
+    from test_usage import chromium
+
+    fake = FakePaidProvider()
+    key = "dash-x402-key-123"
+    env = paid_env(
+        fake, str(tmp_path / "data"), LLM_ROUTER_WALLET_KEY=WALLET_KEY, ROUTER_API_KEY=key
+    )
+    router = Router(env, tmp_path, launcher="mitmdump")
+    try:
+        headers = {"authorization": f"Bearer {key}"}
+        assert ask(router, "pay one", headers).status_code == 200
+        assert ask(router, "pay two", headers).status_code == 200
+        fake.challenge_override = {"network": "base"}
+        assert ask(router, "refuse one", headers).status_code == 402
+        fake.challenge_override = {"maxAmountRequired": "60000"}
+        assert ask(router, "refuse two", headers).status_code == 402
+        dom = chromium(router.url + f"/dashboard#key={key}", tmp_path, "--dump-dom", budget_ms=4000)
+        html = dom.stdout.decode()
+        assert dom.returncode == 0, dom.stderr.decode()[-2000:]
+        rendered = re.search(r'data-rendered-payments="([^"]*)"', html)
+        assert rendered, html[-3000:]
+        assert json.loads(rendered.group(1).replace("&quot;", '"')) == [2, 20_000, 2]
+        panel = html.split('id="payments-panel"', 1)[1].split("</section>", 1)[0]
+        assert not panel.startswith(" hidden")
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", panel)
+        # route, tier, payments, paid, settled (both answers' settlement said success),
+        # refused, and why
+        frontier = ["frontier", "frontier", "2", "$0.02", "2", "2", "network 1, request_cap 1"]
+        assert cells[:7] == frontier, cells
+        assert cells[7:] == ["total", "", "2", "$0.02", "2", "2", "network 1, request_cap 1"]
+        assert key not in html
+    finally:
+        router.stop()
+        fake.close()
+
+
+@pytest.mark.parametrize("launcher", ["mitmdump"])  # the page does not depend on the form
+def test_the_dashboard_hides_the_payments_panel_when_nothing_pays(start_router, tmp_path):
+    from test_usage import chromium
+
+    router = start_router({"XROUTER_DATA_DIR": str(tmp_path / "d")})
+    dom = chromium(router.url + "/dashboard", tmp_path, "--dump-dom", budget_ms=3000)
+    html = dom.stdout.decode()
+    assert dom.returncode == 0, dom.stderr.decode()[-2000:]
+    assert 'data-rendered-payments="[0,0,0]"' in html, html[-3000:]
+    assert 'id="payments-panel" hidden' in html
