@@ -1,10 +1,13 @@
 """x402 payments: a real router pays a loopback fake upstream that answers HTTP 402 with an
-x402 v1 challenge and checks the EIP-3009 signature itself (tests/fakes.py).
+x402 v1 or v2 challenge and checks the EIP-3009 signature itself (tests/fakes.py).
 
 Covered: one paid retry (whole and streamed), the client's own payment header stripped,
-GET /wallet, every refusal (over a cap, wrong network, wrong token domain, a foreign asset,
-a second 402) answered 402 with a clear error and nothing spent, caps that survive a
-restart, and the wallet key kept out of logs and pages.
+GET /wallet (and its USDC balance over a loopback JSON-RPC fake), every refusal (over a
+cap, wrong network, wrong token name or version, a foreign asset or host, a second 402)
+answered 402 with a clear error and nothing spent, fresh nonces and a replayed or
+tampered payment refused by the upstream, payments and refusals counted per route in
+/usage, /metrics and the dashboard, caps that survive a restart and hold across two
+routers on one Redis, and the wallet key kept out of logs and pages.
 """
 
 from __future__ import annotations
