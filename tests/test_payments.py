@@ -291,6 +291,17 @@ def test_payment_configuration_is_checked():
         "must not be above"
         in config_problems(X402_MAX_PER_REQUEST_USD="2", X402_MAX_PER_DAY_USD="1")[0]
     )
+    assert config_problems(X402_RPC_URL="ftp://rpc.example") == [
+        "X402_RPC_URL must be an http(s) URL, not 'ftp://rpc.example'"
+    ]
+    base = {"FRONTIER_BASE_URL": "http://127.0.0.1:9/v1", "CLASSIFIER_ENABLED": "false"}
+    rpc = {"X402_RPC_URL": "https://rpc.example/k1", "X402_RPC_URL_BASE": "https://base.example/k2"}
+    loaded = load_settings({**base, **rpc}, env_file=os.devnull, upstreams_file=os.devnull)
+    assert loaded.payments.rpc_urls == {
+        "base": "https://base.example/k2",
+        "base-sepolia": "https://rpc.example/k1",
+    }
+    assert {"https://base.example/k2", "https://rpc.example/k1"} <= set(loaded.secrets)
     zero = "0x" + "00" * 32
     assert "not a private key" in config_problems(LLM_ROUTER_WALLET_KEY=zero)[0]
     assert zero not in " ".join(config_problems(LLM_ROUTER_WALLET_KEY=zero))

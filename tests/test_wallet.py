@@ -273,3 +273,49 @@ def test_with_redis_away_nothing_is_paid(tmp_path, redis_server):
     assert caught.value.reason == "ledger"
     with pytest.raises(CapExceeded, match="cannot be reached"):
         ledger.spent_today()
+
+
+def test_the_balance_is_read_with_one_eth_call_and_a_bad_answer_is_a_reason(tmp_path):
+    import asyncio
+
+    import httpx
+    from fakes import FakeJsonRpc
+
+    from xrouter_core.payments.balance import Balances, balance_of_call, read_balance
+
+    rpc = FakeJsonRpc()
+    holder = Account.from_key(KEY).address
+    usdc = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+    rpc.balances[(usdc.lower(), holder.lower())] = 1_500_000
+
+    async def look() -> list[dict]:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            balances = Balances({"base": rpc.url})
+            first = await balances.lookup(client, "base", holder)
+            second = await balances.lookup(client, "base", holder)  # kept: no second call
+            none = await balances.lookup(client, "base-sepolia", holder)
+            return [first, second, none]
+
+    try:
+        first, second, none = asyncio.run(look())
+        assert first["balance"] == "1.50" and second == first
+        assert rpc.calls == [(usdc.lower(), holder.lower())]
+        assert none == {
+            "balance": None,
+            "balance_reason": "no RPC URL configured (X402_RPC_URL, or X402_RPC_URL_BASE_SEPOLIA)",
+        }
+        call = balance_of_call(usdc, holder)
+        assert call["params"][0]["data"] == "0x70a08231" + "0" * 24 + holder[2:].lower()
+        error = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "error": {"code": -32000, "message": "header not found"},
+        }
+        with pytest.raises(ValueError, match="the RPC answered an error: header not found"):
+            read_balance(error)
+        with pytest.raises(ValueError, match="not a uint256"):
+            read_balance({"jsonrpc": "2.0", "id": 1, "result": "0x12"})
+        with pytest.raises(ValueError, match="no hex result"):
+            read_balance({"jsonrpc": "2.0", "id": 1, "result": None})
+    finally:
+        rpc.close()
