@@ -1595,6 +1595,7 @@ class FakePaidProvider(FakeOpenAIProvider):
         # Entries offered before the real one (e.g. another network), to be skipped.
         self.offered_first: list[dict[str, Any]] = []
         self.nonces: set[str] = set()
+        self.nonce_lock = threading.Lock()
         self.payers: list[str] = []
         self.rejections: list[str] = []
         super().__init__(name)
@@ -1701,9 +1702,10 @@ class FakePaidProvider(FakeOpenAIProvider):
         after, before = int(auth["validAfter"]), int(auth["validBefore"])
         if not after <= now < before or before - after > 300:
             raise ValueError("outside the validity window, or a window above 300 s")
-        if len(nonce) != 32 or auth["nonce"] in self.nonces:
-            raise ValueError("nonce replayed or not 32 bytes")
-        self.nonces.add(auth["nonce"])
+        with self.nonce_lock:  # checked and kept in one step: two replays race here
+            if len(nonce) != 32 or auth["nonce"] in self.nonces:
+                raise ValueError("nonce replayed or not 32 bytes")
+            self.nonces.add(auth["nonce"])
         return signer
 
     def unpaid(self, error: str = "") -> Reply:
