@@ -1589,10 +1589,13 @@ class FakePaidProvider(FakeOpenAIProvider):
         self.amount = "10000"  # 0.01 USDC
         self.pay_to = "0x" + "5a" * 20
         self.challenge_override: dict[str, Any] = {}
+        # v2: fields of the challenge's `resource` changed (e.g. another host's URL).
+        self.resource_override: dict[str, Any] = {}
         self.always_402 = False
         # Entries offered before the real one (e.g. another network), to be skipped.
         self.offered_first: list[dict[str, Any]] = []
         self.nonces: set[str] = set()
+        self.nonce_lock = threading.Lock()
         self.payers: list[str] = []
         self.rejections: list[str] = []
         super().__init__(name)
@@ -1611,6 +1614,7 @@ class FakePaidProvider(FakeOpenAIProvider):
             }
             entry.update(self.challenge_override)
             resource = {"url": f"{self.url}/v1/chat/completions", "mimeType": "application/json"}
+            resource.update(self.resource_override)
             return {
                 "x402Version": 2,
                 "error": "Payment required",
@@ -1698,9 +1702,10 @@ class FakePaidProvider(FakeOpenAIProvider):
         after, before = int(auth["validAfter"]), int(auth["validBefore"])
         if not after <= now < before or before - after > 300:
             raise ValueError("outside the validity window, or a window above 300 s")
-        if len(nonce) != 32 or auth["nonce"] in self.nonces:
-            raise ValueError("nonce replayed or not 32 bytes")
-        self.nonces.add(auth["nonce"])
+        with self.nonce_lock:  # checked and kept in one step: two replays race here
+            if len(nonce) != 32 or auth["nonce"] in self.nonces:
+                raise ValueError("nonce replayed or not 32 bytes")
+            self.nonces.add(auth["nonce"])
         return signer
 
     def unpaid(self, error: str = "") -> Reply:
@@ -1728,3 +1733,45 @@ class FakePaidProvider(FakeOpenAIProvider):
             reply.headers[settlement] = base64.b64encode(json.dumps(settled).encode()).decode()
             return reply
         return self.unpaid()
+
+
+BALANCE_OF = "0x70a08231"  # the 4-byte selector of balanceOf(address)
+
+
+class FakeJsonRpc(FakeServer):
+    """An Ethereum JSON-RPC endpoint that answers `eth_call` of an ERC-20's
+    balanceOf(address): it decodes the call data itself (selector, then the holder as a
+    32-byte word) and answers the balance it holds for that token and holder, ABI-encoded
+    as a uint256. Anything else is a JSON-RPC error."""
+
+    def __init__(self) -> None:
+        # (token address lower, holder address lower) → balance in atomic units
+        self.balances: dict[tuple[str, str], int] = {}
+        self.calls: list[tuple[str, str]] = []
+        super().__init__(self.answer)
+
+    def answer(self, request: Recorded) -> Reply:
+        doc = request.json
+        rid = doc.get("id") if isinstance(doc, dict) else None
+
+        def error(code: int, message: str) -> Reply:
+            return Reply(
+                200, {"jsonrpc": "2.0", "id": rid, "error": {"code": code, "message": message}}
+            )
+
+        if not isinstance(doc, dict) or doc.get("jsonrpc") != "2.0":
+            return error(-32600, "invalid request")
+        if doc.get("method") != "eth_call":
+            return error(-32601, "method not found")
+        call, block = doc["params"]
+        data = call.get("data", "")
+        if block != "latest" or not data.startswith(BALANCE_OF) or len(data) != 2 + 8 + 64:
+            return error(-32602, "not a balanceOf(address) call at the latest block")
+        word = data[10:]
+        if word[:24] != "0" * 24:
+            return error(-32602, "the argument is not an address")
+        holder = "0x" + word[24:]
+        token = call.get("to", "").lower()
+        self.calls.append((token, holder))
+        value = self.balances.get((token, holder.lower()), 0)
+        return Reply(200, {"jsonrpc": "2.0", "id": rid, "result": "0x" + f"{value:064x}"})

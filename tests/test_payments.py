@@ -1,10 +1,13 @@
 """x402 payments: a real router pays a loopback fake upstream that answers HTTP 402 with an
-x402 v1 challenge and checks the EIP-3009 signature itself (tests/fakes.py).
+x402 v1 or v2 challenge and checks the EIP-3009 signature itself (tests/fakes.py).
 
 Covered: one paid retry (whole and streamed), the client's own payment header stripped,
-GET /wallet, every refusal (over a cap, wrong network, wrong token domain, a foreign asset,
-a second 402) answered 402 with a clear error and nothing spent, caps that survive a
-restart, and the wallet key kept out of logs and pages.
+GET /wallet (and its USDC balance over a loopback JSON-RPC fake), every refusal (over a
+cap, wrong network, wrong token name or version, a foreign asset or host, a second 402)
+answered 402 with a clear error and nothing spent, fresh nonces and a replayed or
+tampered payment refused by the upstream, payments and refusals counted per route in
+/usage, /metrics and the dashboard, caps that survive a restart and hold across two
+routers on one Redis, and the wallet key kept out of logs and pages.
 """
 
 from __future__ import annotations
@@ -18,9 +21,10 @@ import httpx
 import pytest
 from conftest import Router
 from eth_account import Account
-from fakes import FakePaidProvider
+from fakes import FakeJsonRpc, FakePaidProvider
 
 from xrouter_core.config import ConfigError, load_settings
+from xrouter_core.payments.caps import utc_day
 
 WALLET_KEY = "0x" + "4c" * 32  # a test key: it must never show up in a log or a page
 CHAT = "/v1/chat/completions"
@@ -62,8 +66,9 @@ def paid(request, tmp_path_factory):
 def fake(paid):
     router, fake = paid
     fake.requests.clear()
+    fake.rejections.clear()
     fake.challenge_override, fake.always_402, fake.amount = {}, False, "10000"
-    fake.offered_first, fake.version = [], 1
+    fake.offered_first, fake.version, fake.resource_override = [], 1, {}
     yield fake
 
 
@@ -169,11 +174,20 @@ def test_a_v2_challenge_in_its_header_is_paid_with_payment_signature(paid, fake)
         ({"network": "eip155:8453"}, "network 'eip155:8453' is not this route's ('eip155:84532')"),
         ({"amount": "60000"}, "above X402_MAX_PER_REQUEST_USD"),
         ({"extra": {"name": "Fake", "version": "2"}}, "token domain 'Fake'"),
+        ({"extra": {"name": "USDC", "version": "3"}}, "version '3' is not USDC's"),
+        ({"amount": "0.01"}, "amount '0.01' is not a positive whole number"),
+        (
+            {"resource": {"url": "https://elsewhere.example/v1/chat/completions"}},
+            "the resource's host 'elsewhere.example' is not this route's",
+        ),
     ],
-    ids=["network", "over-cap", "token-name"],
+    ids=["network", "over-cap", "token-name", "token-version", "amount", "host"],
 )
 def test_a_v2_challenge_it_must_not_pay_is_refused(paid, fake, tamper, says):
     router, _ = paid
+    tamper = dict(tamper)  # the parameter is shared by both launchers' runs
+    if "resource" in tamper:
+        fake.resource_override = tamper.pop("resource")
     fake.version, fake.challenge_override = 2, tamper
     answer = ask(router, f"v2 refuse {says}")
     assert answer.status_code == 402 and says in answer.json()["error"]["message"]
@@ -277,6 +291,270 @@ def test_payment_configuration_is_checked():
         "must not be above"
         in config_problems(X402_MAX_PER_REQUEST_USD="2", X402_MAX_PER_DAY_USD="1")[0]
     )
+    assert config_problems(X402_RPC_URL="ftp://rpc.example") == [
+        "X402_RPC_URL must be an http(s) URL, not 'ftp://rpc.example'"
+    ]
+    base = {"FRONTIER_BASE_URL": "http://127.0.0.1:9/v1", "CLASSIFIER_ENABLED": "false"}
+    rpc = {"X402_RPC_URL": "https://rpc.example/k1", "X402_RPC_URL_BASE": "https://base.example/k2"}
+    loaded = load_settings({**base, **rpc}, env_file=os.devnull, upstreams_file=os.devnull)
+    assert loaded.payments.rpc_urls == {
+        "base": "https://base.example/k2",
+        "base-sepolia": "https://rpc.example/k1",
+    }
+    assert {"https://base.example/k2", "https://rpc.example/k1"} <= set(loaded.secrets)
     zero = "0x" + "00" * 32
     assert "not a private key" in config_problems(LLM_ROUTER_WALLET_KEY=zero)[0]
     assert zero not in " ".join(config_problems(LLM_ROUTER_WALLET_KEY=zero))
+
+
+def signed_headers(fake: FakePaidProvider) -> list[str]:
+    return [r.headers["x-payment"] for r in fake.requests if "x-payment" in r.headers]
+
+
+def test_every_payment_has_a_fresh_nonce_and_the_upstream_refuses_a_replayed_one(paid, fake):
+    router, _ = paid
+    seen = set(fake.nonces)
+    for i in range(5):
+        assert ask(router, f"nonce {i}").status_code == 200
+    payments = signed_headers(fake)
+    nonces = {
+        json.loads(base64.b64decode(p))["payload"]["authorization"]["nonce"] for p in payments
+    }
+    assert len(payments) == 5 and len(nonces) == 5 and not nonces & seen  # never reused
+    assert fake.nonces >= nonces and not fake.rejections
+    # The same payment sent again (as a replaying client or router would) is refused:
+    body = fake.requests[-1].body
+    with httpx.Client(base_url=fake.url, trust_env=False) as upstream:
+        replay = upstream.post(CHAT, content=body, headers={"x-payment": payments[-1]})
+    assert replay.status_code == 402 and fake.rejections == ["nonce replayed or not 32 bytes"]
+
+
+def test_a_tampered_amount_breaks_the_signature_the_upstream_checks(paid, fake):
+    """The amount is inside the signed EIP-712 message: raised after signing, the signer
+    the upstream recovers is no longer the wallet, and the payment is refused."""
+    router, _ = paid
+    assert ask(router, "sign one").status_code == 200
+    doc = json.loads(base64.b64decode(signed_headers(fake)[-1]))
+    doc["payload"]["authorization"]["value"] = "20000"
+    fake.amount = "20000"  # so only the signature can catch it
+    tampered = base64.b64encode(json.dumps(doc).encode()).decode()
+    with httpx.Client(base_url=fake.url, trust_env=False) as upstream:
+        answer = upstream.post(CHAT, content=b"{}", headers={"x-payment": tampered})
+    assert answer.status_code == 402 and fake.rejections == ["the signature is not the payer's"]
+
+
+def test_usage_and_metrics_count_payments_and_refusals_per_route(paid, fake):
+    router, _ = paid
+
+    def x402() -> dict:
+        with router.client() as client:
+            return client.get("/usage").json()["x402"]
+
+    before = x402()
+    row = before["byRoute"].get("frontier", {"payments": 0, "refusedBy": {}, "settled": 0})
+    assert ask(router, "paid one").status_code == 200
+    fake.challenge_override = {"network": "base"}
+    assert ask(router, "refused one").status_code == 402
+    fake.challenge_override = {"maxAmountRequired": "60000"}
+    assert ask(router, "refused two").status_code == 402
+    after = x402()
+    route = after["byRoute"]["frontier"]
+    assert route["tier"] == "frontier"
+    assert route["payments"] == row["payments"] + 1
+    assert route["settled"] == row["settled"] + 1
+    assert route["refusedBy"]["network"] == row["refusedBy"].get("network", 0) + 1
+    assert route["refusedBy"]["request_cap"] == row["refusedBy"].get("request_cap", 0) + 1
+    assert after["refused"] == before["refused"] + 2
+    assert after["paidMicroUsd"] == before["paidMicroUsd"] + 10_000
+    assert after["byTier"]["frontier"]["payments"] == after["payments"]
+    with router.client() as client:
+        metrics = client.get("/metrics").text
+    assert (
+        f'xrouter_x402_payments_total{{route="frontier",tier="frontier"}} {after["payments"]}'
+        in (metrics)
+    )
+    assert (
+        'xrouter_x402_refusals_total{route="frontier",tier="frontier",reason="request_cap"}'
+        f" {route['refusedBy']['request_cap']}" in metrics
+    )
+    assert 'xrouter_x402_paid_usd_total{route="frontier",tier="frontier"} ' in metrics
+    assert "x402 not paid route=frontier reason=network:" in router.logs()
+
+
+def test_without_an_rpc_url_the_wallet_has_no_balance_and_says_why(paid, fake):
+    router, _ = paid
+    with router.client() as client:
+        wallet = client.get("/wallet").json()
+    assert wallet["balance"] is None
+    assert wallet["balance_reason"].startswith("no RPC URL configured (X402_RPC_URL")
+    assert wallet["networks"][0]["balance"] is None
+    assert wallet["today"]["ledger"] == "file"
+
+
+def test_the_wallet_shows_the_usdc_balance_read_over_json_rpc(tmp_path):
+    """Base Sepolia's RPC is a loopback fake that decodes the balanceOf call; Base's RPC
+    URL points where nothing listens: that network's balance is null with a reason, and
+    the page still answers."""
+    fake, rpc, dead = FakePaidProvider(), FakeJsonRpc(), FakePaidProvider()
+    dead_url = dead.url
+    dead.close()
+    address = Account.from_key(WALLET_KEY).address
+    sepolia_usdc = "0x036CbD53842c5426634e7929541eC2318f3dCF7e"
+    rpc.balances[(sepolia_usdc.lower(), address.lower())] = 12_345_678  # 12.345678 USDC
+    env = paid_env(
+        fake,
+        str(tmp_path / "data"),
+        LLM_ROUTER_WALLET_KEY=WALLET_KEY,
+        X402_RPC_URL_BASE_SEPOLIA=rpc.url + "/rpc-key-abcdef123",
+        X402_RPC_URL_BASE=dead_url,
+        CHEAP_BASE_URL=fake.url + "/v1",
+        CHEAP_X402="base",
+    )
+    router = Router(env, tmp_path, launcher="xrouter")
+    try:
+        with router.client() as client:
+            wallet = client.get("/wallet").json()
+            again = client.get("/wallet").json()
+        by_network = {n["network"]: n for n in wallet["networks"]}
+        assert by_network["base-sepolia"]["balance"] == "12.345678"
+        assert by_network["base"]["balance"] is None
+        assert by_network["base"]["balance_reason"] == "the balance could not be read: ConnectError"
+        assert (
+            wallet["balance"] is None
+            and wallet["balance_reason"]
+            == (
+                by_network["base"]["balance_reason"]  # the first network's (base)
+            )
+        )
+        assert rpc.calls == [(sepolia_usdc.lower(), address.lower())]  # the second: cached
+        assert again["networks"] == wallet["networks"]
+        assert "rpc-key-abcdef123" not in json.dumps(wallet) + router.logs()
+    finally:
+        router.stop()
+        fake.close()
+        rpc.close()
+
+
+def test_two_routers_on_one_redis_pay_exactly_the_day_cap_and_a_restart_keeps_it(tmp_path):
+    """50 concurrent paid requests of 0.003 USD, 25 to each of two router processes that
+    share one redis-server, against a 0.10 USD day cap: exactly 33 are paid (0.099), the
+    other 17 are refused naming the day cap, never a 34th. A restarted router reads the
+    same spend from Redis (the Redis key is the truth) and refuses the next payment."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import redis
+    from test_usage import RedisServer, wait_for
+
+    server = RedisServer(tmp_path)
+    fake = FakePaidProvider()
+    fake.amount = "3000"
+    routers: list[Router] = []
+    try:
+        env = paid_env(
+            fake,
+            "",
+            LLM_ROUTER_WALLET_KEY=WALLET_KEY,
+            X402_MAX_PER_REQUEST_USD="0.01",
+            X402_MAX_PER_DAY_USD="0.10",
+            REDIS_URL=f"redis://127.0.0.1:{server.port}/0",
+        )
+        for name, launcher in (("one", "xrouter"), ("two", "mitmdump")):
+            (tmp_path / name).mkdir()
+            env["XROUTER_DATA_DIR"] = str(tmp_path / name / "data")  # no shared file
+            routers.append(Router(dict(env), tmp_path / name, launcher=launcher))
+
+        def one(i: int) -> int:
+            return ask(routers[i % 2], f"concurrent {i}").status_code
+
+        with ThreadPoolExecutor(50) as pool:
+            statuses = list(pool.map(one, range(50)))
+        assert statuses.count(200) == 33 and statuses.count(402) == 17, statuses
+        assert len(fake.payers) == 33 and not fake.rejections
+        key = f"xrouter:{{x402}}:spend:{Account.from_key(WALLET_KEY).address.lower()}:"
+        day = redis.Redis(port=server.port)
+        # Settlements are recorded in the background, after the answer went back.
+        stored = wait_for(
+            lambda: (h := day.hgetall(key + utc_day())).get(b"settled") == b"99000" and h
+        )
+        assert stored[b"spent"] == b"99000"  # whole micro-dollars
+        for router in routers:
+            with router.client() as client:
+                wallet = client.get("/wallet").json()
+            assert wallet["today"]["spent_usd"] == "0.099" and wallet["today"]["ledger"] == "redis"
+        refusals = [line for r in routers for line in r.logs().splitlines() if "not paid" in line]
+        assert len(refusals) == 17
+        assert all("reason=day_cap" in line and "X402_MAX_PER_DAY_USD" in line for line in refusals)
+        assert not (tmp_path / "one" / "data" / "wallet" / "spend.json").exists()
+        with routers[0].client() as client:
+            x402 = client.get("/usage").json()["x402"]  # the counters are shared too
+        assert x402["payments"] == 33 and x402["refusedBy"] == {"day_cap": 17}
+
+        routers[0].stop()
+        (tmp_path / "three").mkdir()
+        env["XROUTER_DATA_DIR"] = str(tmp_path / "one" / "data")
+        routers[0] = Router(dict(env), tmp_path / "three", launcher="xrouter")
+        with routers[0].client() as client:
+            assert client.get("/wallet").json()["today"]["spent_usd"] == "0.099"
+        answer = ask(routers[0], "after the restart")
+        assert answer.status_code == 402
+        assert "above X402_MAX_PER_DAY_USD (0.10 USD)" in answer.json()["error"]["message"]
+        assert len(fake.payers) == 33
+    finally:
+        for router in routers:
+            router.stop()
+        fake.close()
+        server.proc.kill()
+        server.proc.wait(10)
+
+
+def test_the_dashboard_shows_payments_per_route_in_headless_chromium(tmp_path):
+    """Two paid requests and two refusals (wrong network, over the per-request cap): the
+    dashboard's x402 panel, rendered by Chromium, shows them per route and in total."""
+    import re
+
+    from test_usage import chromium
+
+    fake = FakePaidProvider()
+    key = "dash-x402-key-123"
+    env = paid_env(
+        fake, str(tmp_path / "data"), LLM_ROUTER_WALLET_KEY=WALLET_KEY, ROUTER_API_KEY=key
+    )
+    router = Router(env, tmp_path, launcher="mitmdump")
+    try:
+        headers = {"authorization": f"Bearer {key}"}
+        assert ask(router, "pay one", headers).status_code == 200
+        assert ask(router, "pay two", headers).status_code == 200
+        fake.challenge_override = {"network": "base"}
+        assert ask(router, "refuse one", headers).status_code == 402
+        fake.challenge_override = {"maxAmountRequired": "60000"}
+        assert ask(router, "refuse two", headers).status_code == 402
+        dom = chromium(router.url + f"/dashboard#key={key}", tmp_path, "--dump-dom", budget_ms=4000)
+        html = dom.stdout.decode()
+        assert dom.returncode == 0, dom.stderr.decode()[-2000:]
+        rendered = re.search(r'data-rendered-payments="([^"]*)"', html)
+        assert rendered, html[-3000:]
+        assert json.loads(rendered.group(1).replace("&quot;", '"')) == [2, 20_000, 2]
+        panel = html.split('id="payments-panel"', 1)[1].split("</section>", 1)[0]
+        assert not panel.startswith(" hidden")
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", panel)
+        # route, tier, payments, paid, settled (both answers' settlement said success),
+        # refused, and why
+        frontier = ["frontier", "frontier", "2", "$0.02", "2", "2", "network 1, request_cap 1"]
+        assert cells[:7] == frontier, cells
+        assert cells[7:] == ["total", "", "2", "$0.02", "2", "2", "network 1, request_cap 1"]
+        assert key not in html
+    finally:
+        router.stop()
+        fake.close()
+
+
+@pytest.mark.parametrize("launcher", ["mitmdump"])  # the page does not depend on the form
+def test_the_dashboard_hides_the_payments_panel_when_nothing_pays(start_router, tmp_path):
+    from test_usage import chromium
+
+    router = start_router({"XROUTER_DATA_DIR": str(tmp_path / "d")})
+    dom = chromium(router.url + "/dashboard", tmp_path, "--dump-dom", budget_ms=3000)
+    html = dom.stdout.decode()
+    assert dom.returncode == 0, dom.stderr.decode()[-2000:]
+    assert 'data-rendered-payments="[0,0,0]"' in html, html[-3000:]
+    assert 'id="payments-panel" hidden' in html

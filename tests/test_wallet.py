@@ -15,7 +15,7 @@ import pytest
 from eth_account import Account
 
 from xrouter_core.config import ConfigError, PaymentSettings, load_settings
-from xrouter_core.payments.caps import CapExceeded, SpendLedger
+from xrouter_core.payments.caps import DAY_KEY_TTL_S, CapExceeded, RedisSpendLedger, SpendLedger
 from xrouter_core.payments.payer import Payer
 from xrouter_core.payments.wallet import load_wallet
 
@@ -90,9 +90,13 @@ def test_the_ledger_refuses_over_either_cap_and_starts_each_day_at_zero(tmp_path
         ledger.reserve(10_000)
     with pytest.raises(CapExceeded, match=r"X402_MAX_PER_DAY_USD \(0.10 USD\)"):
         ledger.reserve(1)
-    assert ledger.spent_today() == 100_000
+    assert ledger.spent_today() == (100_000, 0)
+    ledger.settle(10_000)
+    ledger.release(10_000)  # a reservation nothing was signed for goes back
+    assert ledger.spent_today() == (90_000, 10_000)
+    assert ledger.reserve(10_000) == 100_000
     day[0] = "2026-12-02"
-    assert ledger.spent_today() == 0
+    assert ledger.spent_today() == (0, 0)
     assert ledger.reserve(10_000) == 10_000
 
 
@@ -126,7 +130,7 @@ def test_two_processes_paying_at_once_never_go_over_the_day_cap(tmp_path):
     with context.Pool(2) as pool:
         results = pool.starmap(pay_many, [(str(tmp_path), str(tmp_path), 25)] * 2)
     assert sum(results) == 33
-    assert SpendLedger(str(tmp_path), settings(tmp_path)).spent_today() == 99_000
+    assert SpendLedger(str(tmp_path), settings(tmp_path)).spent_today() == (99_000, 0)
 
 
 def test_a_router_that_pays_nothing_does_not_load_eth_account():
@@ -175,3 +179,143 @@ def test_loading_a_wallet_keeps_the_recursion_limit_so_deep_json_is_still_a_400(
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "400 invalid_json"
+
+
+WALLET = "0x" + "ab" * 20
+
+
+def redis_ledger(port: int, tmp: Path, today=None) -> RedisSpendLedger:
+    kw = {"today": today} if today else {}
+    return RedisSpendLedger(f"redis://127.0.0.1:{port}/0", WALLET, settings(tmp), **kw)
+
+
+def pay_many_redis(port: int, tmp: str, count: int) -> int:
+    """One worker process on the shared Redis: `count` concurrent payments of 0.003."""
+    ledger = redis_ledger(port, Path(tmp))
+
+    def one(_: int) -> bool:
+        try:
+            ledger.reserve(3_000)
+        except CapExceeded:
+            return False
+        return True
+
+    with ThreadPoolExecutor(25) as pool:
+        return sum(pool.map(one, range(count)))
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    from test_usage import RedisServer
+
+    server = RedisServer(tmp_path)
+    yield server
+    server.proc.kill()
+    server.proc.wait(10)
+
+
+def test_two_processes_on_one_redis_never_go_over_the_day_cap(tmp_path, redis_server):
+    """The same 50 payments against the Redis ledger (a Lua check-and-add): exactly 33,
+    and the day's hash holds whole micro-dollars with an expiry."""
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(2) as pool:
+        results = pool.starmap(pay_many_redis, [(redis_server.port, str(tmp_path), 25)] * 2)
+    assert sum(results) == 33
+    ledger = redis_ledger(redis_server.port, tmp_path)
+    assert ledger.spent_today() == (99_000, 0)
+    assert ledger.client.hget(ledger.key(), "spent") == b"99000"
+    assert 0 < ledger.client.ttl(ledger.key()) <= DAY_KEY_TTL_S
+    assert not (tmp_path / "wallet").exists()  # with Redis no file ledger is kept
+    with pytest.raises(CapExceeded, match=r"X402_MAX_PER_DAY_USD \(0.10 USD\)") as caught:
+        ledger.reserve(3_000)
+    assert caught.value.reason == "day_cap"
+
+
+def test_the_redis_ledger_releases_settles_and_starts_each_day_at_zero(tmp_path, redis_server):
+    day = ["2026-12-01"]
+    ledger = redis_ledger(redis_server.port, tmp_path, today=lambda: day[0])
+    with pytest.raises(CapExceeded, match="X402_MAX_PER_REQUEST_USD") as caught:
+        ledger.reserve(10_001)
+    assert caught.value.reason == "request_cap" and ledger.spent_today() == (0, 0)
+    assert ledger.reserve(10_000) == 10_000
+    assert ledger.reserve(10_000) == 20_000
+    ledger.release(10_000)
+    ledger.settle(10_000)
+    assert ledger.spent_today() == (10_000, 10_000)
+    ledger.release(50_000)  # never below zero
+    assert ledger.spent_today() == (0, 10_000)
+    day[0] = "2026-12-02"
+    assert ledger.spent_today() == (0, 0)
+    assert ledger.key().endswith(f"{WALLET.lower()}:2026-12-02")
+
+
+def test_the_redis_ledger_keeps_the_spend_across_a_redis_restart(tmp_path, redis_server):
+    ledger = redis_ledger(redis_server.port, tmp_path)
+    for _ in range(3):
+        ledger.reserve(10_000)
+    redis_server.stop_saving()  # SHUTDOWN SAVE: what a persisting Redis does
+    redis_server.start()
+    again = redis_ledger(redis_server.port, tmp_path)
+    assert again.spent_today() == (30_000, 0)
+    for _ in range(7):
+        again.reserve(10_000)
+    with pytest.raises(CapExceeded, match="X402_MAX_PER_DAY_USD"):
+        again.reserve(1)
+
+
+def test_with_redis_away_nothing_is_paid(tmp_path, redis_server):
+    ledger = redis_ledger(redis_server.port, tmp_path)
+    ledger.reserve(10_000)
+    redis_server.proc.kill()
+    redis_server.proc.wait(10)
+    with pytest.raises(CapExceeded, match="cannot be reached") as caught:
+        ledger.reserve(1_000)
+    assert caught.value.reason == "ledger"
+    with pytest.raises(CapExceeded, match="cannot be reached"):
+        ledger.spent_today()
+
+
+def test_the_balance_is_read_with_one_eth_call_and_a_bad_answer_is_a_reason(tmp_path):
+    import asyncio
+
+    import httpx
+    from fakes import FakeJsonRpc
+
+    from xrouter_core.payments.balance import Balances, balance_of_call, read_balance
+
+    rpc = FakeJsonRpc()
+    holder = Account.from_key(KEY).address
+    usdc = "0x833589fCD6eDb6E08f4c7C32D4f71b54bdA02913"
+    rpc.balances[(usdc.lower(), holder.lower())] = 1_500_000
+
+    async def look() -> list[dict]:
+        async with httpx.AsyncClient(trust_env=False) as client:
+            balances = Balances({"base": rpc.url})
+            first = await balances.lookup(client, "base", holder)
+            second = await balances.lookup(client, "base", holder)  # kept: no second call
+            none = await balances.lookup(client, "base-sepolia", holder)
+            return [first, second, none]
+
+    try:
+        first, second, none = asyncio.run(look())
+        assert first["balance"] == "1.50" and second == first
+        assert rpc.calls == [(usdc.lower(), holder.lower())]
+        assert none == {
+            "balance": None,
+            "balance_reason": "no RPC URL configured (X402_RPC_URL, or X402_RPC_URL_BASE_SEPOLIA)",
+        }
+        call = balance_of_call(usdc, holder)
+        assert call["params"][0]["data"] == "0x70a08231" + "0" * 24 + holder[2:].lower()
+        error = {
+            "jsonrpc": "2.0",
+            "id": 1,
+            "error": {"code": -32000, "message": "header not found"},
+        }
+        with pytest.raises(ValueError, match="the RPC answered an error: header not found"):
+            read_balance(error)
+        with pytest.raises(ValueError, match="not a uint256"):
+            read_balance({"jsonrpc": "2.0", "id": 1, "result": "0x12"})
+        with pytest.raises(ValueError, match="no hex result"):
+            read_balance({"jsonrpc": "2.0", "id": 1, "result": None})
+    finally:
+        rpc.close()

@@ -258,6 +258,9 @@ class PaymentSettings:
     openclaw_key_file: str = ""
     max_per_request: int = 0
     max_per_day: int = 0
+    # Network → the JSON-RPC URL GET /wallet reads the USDC balance from (X402_RPC_URL,
+    # or X402_RPC_URL_BASE / X402_RPC_URL_BASE_SEPOLIA for one network); none: not shown.
+    rpc_urls: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def capped(self) -> bool:
@@ -865,6 +868,7 @@ def load_settings(
             read.text("ROUTER_API_KEY"),
             payments.wallet_key,
             payments.wallet_key.removeprefix("0x"),
+            *payments.rpc_urls.values(),  # an RPC URL often carries its provider's key
             classifier.api_key,
             *(r.api_key for found in candidates.values() for r in found),
             embeddings.api_key if embeddings else "",
@@ -1042,8 +1046,15 @@ def _read_payments(read: _Reader, routes: Mapping[str, Route]) -> PaymentSetting
             f"{paying[0].upper()}_X402 pays upstreams: set both X402_MAX_PER_REQUEST_USD and"
             " X402_MAX_PER_DAY_USD (payment has no unlimited default)"
         )
+    rpc_urls = {}
+    every = read.url("X402_RPC_URL")
+    for network in X402_CHOICES[1:]:
+        url = read.url("X402_RPC_URL_" + network.upper().replace("-", "_")) or every
+        if url:
+            rpc_urls[network] = url
     return PaymentSettings(
         wallet_key=key,
+        rpc_urls=rpc_urls,
         openclaw_key_file=str(
             Path(read.text("HOME") or Path.home()) / ".openclaw" / "llmrouter" / "wallet.key"
         ),

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from xrouter_core.accounting.usage import BUCKETS_MS, NANO_USD, Stored, key_rows
+from xrouter_core.accounting.usage import BUCKETS_MS, NANO_USD, Stored, key_rows, payment_fields
 from xrouter_core.tiers import TIERS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -60,6 +60,8 @@ def render_metrics(stored: Stored) -> bytes:
     doc.family("xrouter_cost_usd_total", "counter", "Cost in USD by tier, priced per request.")
     for tier in TIERS:
         doc.sample("xrouter_cost_usd_total", c.get(f"t|{tier}|cost_nusd", 0) / NANO_USD, tier=tier)
+
+    _payments(doc, c)
 
     keys = key_rows(c)
     doc.family("xrouter_key_requests_total", "counter", "Requests by client key.")
@@ -195,3 +197,34 @@ def _histogram(
     doc.sample(f"{name}_bucket", cumulative, **labels, le="+Inf")
     doc.sample(f"{name}_sum", sum_us / 1_000_000, **labels)
     doc.sample(f"{name}_count", cumulative, **labels)
+
+
+def _payments(doc: _Doc, c: dict[str, int]) -> None:
+    """x402 per route (its key, e.g. frontier or frontier#2) and tier: payments signed,
+    their amount, those the upstream settled, and 402s answered unpaid by reason."""
+    _, routes = payment_fields(c)
+    families = (
+        ("xrouter_x402_payments_total", "x402 payments signed, by route.", "payments", 1),
+        ("xrouter_x402_paid_usd_total", "USD paid over x402, by route.", "paid_uusd", 1e6),
+        ("xrouter_x402_settled_total", "x402 payments the upstream said it settled.", "settled", 1),
+    )
+    for name, help_text, field, scale in families:
+        doc.family(name, "counter", help_text)
+        for route, row in sorted(routes.items()):
+            value = row["fields"].get(field, 0)
+            doc.sample(name, value / scale if scale != 1 else value, route=route, tier=row["tier"])
+    doc.family(
+        "xrouter_x402_refusals_total",
+        "counter",
+        "402s of a paying route answered to the client unpaid, by route and reason.",
+    )
+    for route, row in sorted(routes.items()):
+        for field, value in sorted(row["fields"].items()):
+            if field.startswith("refused:"):
+                doc.sample(
+                    "xrouter_x402_refusals_total",
+                    value,
+                    route=route,
+                    tier=row["tier"],
+                    reason=field.removeprefix("refused:"),
+                )

@@ -36,6 +36,7 @@ from typing import Any
 
 from xrouter_core.accounting.cache import REDIS_ERRORS, RedisHealth, redis_client
 from xrouter_core.accounting.prices import Pricing, genai_version
+from xrouter_core.config import Route
 from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
 
 log = logging.getLogger("xrouter.usage")
@@ -398,10 +399,26 @@ class UsageTracker:
         self.pending.counters[key] += 1
         self._dirty.set()
 
-    def record_payment(self, tier: str, micro_usd: int) -> None:
+    def _payment_count(self, route: Route, field: str, amount: int = 1) -> None:
+        """One x402 counter of a route, under its tier (p|) and the route itself (pr|)."""
+        c = self.pending.counters
+        c[f"p|{route.tier}|{field}"] += amount
+        c[f"pr|{route.breaker_key}|{route.tier}|{field}"] += amount
+        self._dirty.set()
+
+    def record_payment(self, route: Route, micro_usd: int) -> None:
         """An x402 payment signed for a route (payments/): one more, and its amount."""
-        self.pending.counters[f"p|{tier}|payments"] += 1
-        self.pending.counters[f"p|{tier}|paid_uusd"] += micro_usd
+        self._payment_count(route, "payments")
+        self._payment_count(route, "paid_uusd", micro_usd)
+
+    def record_settlement(self, route: Route) -> None:
+        """A paid answer whose settlement header said success."""
+        self._payment_count(route, "settled")
+
+    def record_refusal(self, route: Route, reason: str) -> None:
+        """A 402 of a paying route answered unpaid, by reason (payments/x402.py's
+        REFUSAL_REASONS, a closed set, so the counters stay few)."""
+        self._payment_count(route, f"refused:{reason}")
 
     def record_fallback(self, from_tier: str, to_tier: str, reason: str = "") -> None:
         """For the fallback chain: one call per fallback taken."""
@@ -604,20 +621,55 @@ def node_totals(c: dict[str, int]) -> dict[str, dict[str, int]]:
     }
 
 
-def x402_totals(c: dict[str, int]) -> dict[str, Any]:
-    """What x402 payments the routes were paid (signed; see docs/payments.md), in USD."""
-    by_tier = {
-        tier: {
-            "payments": c.get(f"p|{tier}|payments", 0),
-            "paidUsd": c.get(f"p|{tier}|paid_uusd", 0) / 1_000_000,
-        }
-        for tier in TIERS
-        if c.get(f"p|{tier}|payments")
+def _payment_row(fields: Mapping[str, int]) -> dict[str, Any]:
+    refused = {
+        name.removeprefix("refused:"): n
+        for name, n in sorted(fields.items())
+        if name.startswith("refused:") and n
     }
     return {
-        "payments": sum(row["payments"] for row in by_tier.values()),
-        "paidUsd": round(sum(row["paidUsd"] for row in by_tier.values()), 6),
-        "byTier": by_tier,
+        "payments": fields.get("payments", 0),
+        "paidUsd": round(fields.get("paid_uusd", 0) / 1_000_000, 6),
+        "paidMicroUsd": fields.get("paid_uusd", 0),
+        "settled": fields.get("settled", 0),
+        "refused": sum(refused.values()),
+        "refusedBy": refused,
+    }
+
+
+def payment_fields(c: Mapping[str, int]) -> tuple[dict[str, dict[str, int]], dict[str, Any]]:
+    """The x402 counters by tier (p|<tier>|<field>) and by route (pr|<key>|<tier>|<field>)."""
+    tiers: dict[str, dict[str, int]] = {}
+    routes: dict[str, dict[str, Any]] = {}
+    for key, value in c.items():
+        if key.startswith("p|"):
+            _, tier, name = key.split("|", 2)
+            tiers.setdefault(tier, {})[name] = value
+        elif key.startswith("pr|"):
+            _, route, tier, name = key.split("|", 3)
+            routes.setdefault(route, {"tier": tier, "fields": {}})["fields"][name] = value
+    return tiers, routes
+
+
+def x402_totals(c: Mapping[str, int]) -> dict[str, Any]:
+    """The x402 payments signed (see docs/payments.md), their amount in USD, how many the
+    upstream said it settled, and the 402s answered unpaid by reason: in all, per tier and
+    per route (the route's key: its tier, or `tier#n` for a tier's n-th candidate)."""
+    tiers, routes = payment_fields(c)
+    total: dict[str, int] = {}
+    for fields in tiers.values():
+        for name, n in fields.items():
+            total[name] = total.get(name, 0) + n
+    return {
+        **_payment_row(total),
+        "byTier": {
+            tier: _payment_row(tiers[tier])
+            for tier in sorted(tiers, key=lambda t: TIER_INDEX.get(t, len(TIERS)))
+        },
+        "byRoute": {
+            key: {"tier": row["tier"], **_payment_row(row["fields"])}
+            for key, row in sorted(routes.items())
+        },
     }
 
 

@@ -83,7 +83,32 @@ EIP712_DOMAIN = [
 
 
 class PaymentRefused(Exception):
-    """A 402 this router will not pay; the message says why (shown to the client)."""
+    """A 402 this router will not pay; the message says why (shown to the client), and
+    `reason` names the check that failed (counted per route in /usage and /metrics)."""
+
+    def __init__(self, message: str, reason: str = "challenge") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+# What a refusal is counted as: each check of a challenge, and the router's own reasons.
+REFUSAL_REASONS = (
+    "no_challenge",  # no readable x402 challenge, or a version this router does not speak
+    "scheme",
+    "network",
+    "asset",
+    "token",  # the token's EIP-712 name or version
+    "amount",
+    "pay_to",
+    "host",  # the challenge names another host than the route's
+    "timeout",
+    "request_cap",
+    "day_cap",
+    "ledger",  # the spend ledger cannot be read (the file) or reached (Redis)
+    "second_402",
+    "not_set_up",
+    "signing",
+)
 
 
 @dataclass(frozen=True)
@@ -111,39 +136,41 @@ def _is_address(value: Any) -> bool:
     return all(c in "0123456789abcdefABCDEF" for c in value[2:])
 
 
-def _problem(entry: Any, network: str, route_host: str, version: int) -> str | Requirement:
-    """Why one `accepts` entry cannot be paid, or the checked requirement."""
+def _problem(
+    entry: Any, network: str, route_host: str, version: int
+) -> tuple[str, str] | Requirement:
+    """Why one `accepts` entry cannot be paid (reason, message), or the checked requirement."""
     if not isinstance(entry, dict):
-        return "an entry is not an object"
+        return "no_challenge", "an entry is not an object"
     if entry.get("scheme") != SCHEME:
-        return f"scheme {entry.get('scheme')!r} is not supported (only 'exact')"
+        return "scheme", f"scheme {entry.get('scheme')!r} is not supported (only 'exact')"
     token = USDC[network]
     wanted = network if version == 1 else token.caip2
     if entry.get("network") != wanted:
-        return f"network {entry.get('network')!r} is not this route's ({wanted!r})"
+        return "network", f"network {entry.get('network')!r} is not this route's ({wanted!r})"
     asset = entry.get("asset")
     if not isinstance(asset, str) or asset.lower() != token.address.lower():
-        return f"asset {asset!r} is not USDC on {network} ({token.address})"
+        return "asset", f"asset {asset!r} is not USDC on {network} ({token.address})"
     extra = entry.get("extra") if isinstance(entry.get("extra"), dict) else {}
     if extra.get("name") != token.name or extra.get("version") != token.version:
-        return (
+        return "token", (
             f"token domain {extra.get('name')!r} version {extra.get('version')!r} is not"
             f" USDC's on {network} ({token.name!r} version {token.version!r})"
         )
     amount_field = "maxAmountRequired" if version == 1 else "amount"
     raw = entry.get(amount_field)
     if not isinstance(raw, str) or not raw.isdigit() or int(raw) <= 0:
-        return f"{amount_field} {raw!r} is not a positive whole number of atomic units"
+        return "amount", f"{amount_field} {raw!r} is not a positive whole number of atomic units"
     if not _is_address(entry.get("payTo")):
-        return "payTo is not an address"
+        return "pay_to", "payTo is not an address"
     resource = entry.get("resource")
     if isinstance(resource, str) and "://" in resource:
         host = urlsplit(resource).hostname or ""
         if host.lower() != route_host.lower():
-            return f"the resource's host {host!r} is not this route's ({route_host!r})"
+            return "host", f"the resource's host {host!r} is not this route's ({route_host!r})"
     timeout = entry.get("maxTimeoutSeconds", MAX_VALIDITY_S)
     if not isinstance(timeout, int) or isinstance(timeout, bool) or timeout <= 0:
-        return f"maxTimeoutSeconds {timeout!r} is not a positive whole number"
+        return "timeout", f"maxTimeoutSeconds {timeout!r} is not a positive whole number"
     return Requirement(
         token, int(raw), entry["payTo"], min(timeout, MAX_VALIDITY_S), version, entry
     )
@@ -155,23 +182,28 @@ def _challenge(body: bytes, required_header: str) -> dict[str, Any]:
         try:
             doc = json.loads(base64.b64decode(required_header, validate=True))
         except (ValueError, binascii.Error) as exc:
-            raise PaymentRefused("the 402's PAYMENT-REQUIRED header is not base64 JSON") from exc
+            raise PaymentRefused(
+                "the 402's PAYMENT-REQUIRED header is not base64 JSON", "no_challenge"
+            ) from exc
         expected = 2
     else:
         try:
             doc = json.loads(body)
         except ValueError as exc:
             raise PaymentRefused(
-                "the 402 carries no x402 challenge (its body is not JSON)"
+                "the 402 carries no x402 challenge (its body is not JSON)", "no_challenge"
             ) from exc
         expected = 1
     if not isinstance(doc, dict) or not isinstance(doc.get("accepts"), list):
-        raise PaymentRefused("the 402 carries no x402 challenge (no 'accepts' list)")
+        raise PaymentRefused(
+            "the 402 carries no x402 challenge (no 'accepts' list)", "no_challenge"
+        )
     if doc.get("x402Version") != expected:
         where = "PAYMENT-REQUIRED header" if required_header else "body"
         raise PaymentRefused(
             f"x402Version {doc.get('x402Version')!r} in the 402's {where} is not supported"
-            f" (the {where} carries version {expected})"
+            f" (the {where} carries version {expected})",
+            "no_challenge",
         )
     return doc
 
@@ -186,15 +218,21 @@ def choose(body: bytes, network: str, route_host: str, required_header: str = ""
         host = urlsplit(resource["url"]).hostname or ""
         if host.lower() != route_host.lower():
             raise PaymentRefused(
-                f"the resource's host {host!r} is not this route's ({route_host!r})"
+                f"the resource's host {host!r} is not this route's ({route_host!r})", "host"
             )
-    reasons = []
+    problems: list[tuple[str, str]] = []
     for entry in doc["accepts"]:
         checked = _problem(entry, network, route_host, version)
         if isinstance(checked, Requirement):
             return replace(checked, resource=resource) if version == 2 else checked
-        reasons.append(checked)
-    raise PaymentRefused("no payable requirement: " + ("; ".join(reasons) or "'accepts' is empty"))
+        problems.append(checked)
+    # Counted under the last entry's reason: the one offered for this route's network
+    # usually comes last (others first, to be skipped).
+    raise PaymentRefused(
+        "no payable requirement: "
+        + ("; ".join(message for _, message in problems) or "'accepts' is empty"),
+        problems[-1][0] if problems else "no_challenge",
+    )
 
 
 def typed_data(token: Token, authorization: dict[str, Any]) -> dict[str, Any]:

@@ -800,8 +800,7 @@ class Xrouter:
         if path == EVENTS_PATH:
             return self.serve_events(flow)
         if path == WALLET_PATH:
-            local_response(flow, LocalResponse.json(self.payer.public() if self.payer else {}))
-            return None
+            return self.serve_wallet(flow)
         if path == COUNT_TOKENS_PATH:
             return dispatch.run_until_it_waits(self.count_tokens(flow, intercepted=False))
         if path == EMBEDDINGS_PATH:
@@ -905,6 +904,12 @@ class Xrouter:
         assert self.accounting is not None
         query = flow.request.path.partition("?")[2]
         local_response(flow, await self.accounting.page(path, query))
+
+    async def serve_wallet(self, flow: http.HTTPFlow) -> None:
+        """GET /wallet: the address, today's spend and caps (the ledger read in a worker
+        thread: it may be a file or Redis) and, with an RPC URL, the USDC balance."""
+        payer = self.payer
+        local_response(flow, LocalResponse.json(await payer.page(self.client) if payer else {}))
 
     async def serve_events(self, flow: http.HTTPFlow) -> None:
         """GET /events: the flow goes to the feed's local server (its key was checked),
@@ -1158,6 +1163,8 @@ class Xrouter:
         if not streaming:
             set_routing_headers(response, routed, extra)
             return
+        if routed.paid:
+            self.log_settlement(flow, routed)  # a stream's settlement is in its headers
         # The body length changes (usage chunk, translation): always chunked to the client.
         extra += (CHUNKED_FIELD,)
         if routed.chat.client_format != OPENAI:
@@ -1260,8 +1267,10 @@ class Xrouter:
                 f"Upstream '{route.tier}' answered 402 again after a payment of"
                 f" {usd(routed.paid)} USD; it is not paid twice"
             )
+            why = "second_402"
         elif self.payer is None or not self.fallback_ready:
             reason = f"Upstream '{route.tier}' asks for payment, and this router cannot pay it"
+            why = "not_set_up"
         else:
             try:
                 payment = await asyncio.to_thread(
@@ -1272,10 +1281,11 @@ class Xrouter:
                 )
             except (PaymentRefused, CapExceeded) as exc:
                 reason = f"Upstream '{route.tier}' asks for payment; {exc}"
+                why = exc.reason
             else:
                 routed.paid = payment.amount
                 if self.accounting is not None:
-                    self.accounting.usage.record_payment(route.tier, payment.amount)
+                    self.accounting.usage.record_payment(route, payment.amount)
                 flow.request.headers[payment.header] = payment.value
                 log.info(
                     "x402 paying route=%s amount_usd=%s network=%s pay_to=%s header=%s",
@@ -1287,7 +1297,9 @@ class Xrouter:
                 )
                 flow.metadata[mitm_compat.RETRY] = True
                 return True
-        log.warning("x402 not paid route=%s: %s", route.tier, reason)
+        log.warning("x402 not paid route=%s reason=%s: %s", route.tier, why, reason)
+        if self.accounting is not None:
+            self.accounting.usage.record_refusal(route, why)
         assert self.settings is not None
         body = error_body(
             redact(reason, self.settings.secrets), "payment_required", "x402_not_paid"
@@ -1313,6 +1325,17 @@ class Xrouter:
             doc.get("success", "unknown"),
             doc.get("transaction", "-"),
         )
+        if doc.get("success") is True and self.payer is not None:
+            if self.accounting is not None:
+                self.accounting.usage.record_settlement(routed.route)
+            self.tasks.spawn(self.record_settled(self.payer, routed.paid))
+
+    async def record_settled(self, payer: Payer, amount: int) -> None:
+        """The settled part of today's spend, in the ledger (off the event loop)."""
+        try:
+            await asyncio.to_thread(payer.settled, amount)
+        except CapExceeded as exc:  # the ledger is away: the spend stays counted as reserved
+            log.warning("x402 settlement not recorded in the ledger: %s", exc)
 
     def native_response(self, flow: http.HTTPFlow, routed: RoutedFlow) -> None:
         """A Responses route's whole answer: passed back as it is, its usage counted and
