@@ -99,7 +99,7 @@ def test_plugins_load_from_a_module_a_file_and_an_addons_list(tmp_path: Path):
             "p.py:P",
             "P.post_response must be a plain function, not async",
         ),
-        ("raise RuntimeError('boom')\n", "p.py:P", "failed to load: RuntimeError: boom"),
+        ("raise RuntimeError('boom')\n", "p.py:P", "failed to load (line 1): RuntimeError: boom"),
         ("x = 1\n", "p.py", "has no `addons` list"),
         ("", "no.such.module:P", "no module named 'no'"),
         ("", "not a module!", "not a module name"),

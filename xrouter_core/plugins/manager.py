@@ -21,6 +21,7 @@ import inspect
 import logging
 import re
 import sys
+import traceback
 from collections.abc import Callable, Coroutine, Sequence
 from pathlib import Path
 from typing import Any
@@ -65,11 +66,17 @@ def import_target(where: str) -> Any:
             raise PluginError(f"{path} cannot be loaded as Python")
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
+        # As mitmproxy loads a script: its directory on the path while it runs, so that
+        # it can import the modules beside it.
+        sys.path.insert(0, str(path.resolve().parent))
         try:
             spec.loader.exec_module(module)
         except Exception as exc:  # noqa: BLE001 - the user's code: named, not shown
             sys.modules.pop(name, None)
-            raise PluginError(f"{path} failed to load: {describe(exc)}") from None
+            where = line_in(exc, path)
+            raise PluginError(f"{path} failed to load{where}: {describe(exc)}") from None
+        finally:
+            sys.path.remove(str(path.resolve().parent))
         return module
     if not all(IDENTIFIER.fullmatch(part) for part in where.split(".")):
         raise PluginError("not a module name (pkg.module:Class) or a file path (plugin.py)")
@@ -79,6 +86,15 @@ def import_target(where: str) -> Any:
         raise PluginError(f"no module named {exc.name!r}") from None
     except Exception as exc:  # noqa: BLE001 - the user's code: named, not shown
         raise PluginError(f"module {where} failed to import: {describe(exc)}") from None
+
+
+def line_in(exc: BaseException, path: Path) -> str:
+    """` (line N)`: where in the plugin's own file an exception was raised, if there."""
+    if isinstance(exc, SyntaxError):
+        return ""  # its message names the line already
+    target = path.resolve()
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == target]
+    return f" (line {frames[-1].lineno})" if frames else ""
 
 
 def describe(exc: BaseException) -> str:
