@@ -176,6 +176,38 @@ def test_hooks_run_in_order_and_a_failing_one_is_one_line(caplog):
     assert recorder.seen == ["hello", "done"]
 
 
+class Lifecycle:
+    def __init__(self) -> None:
+        self.events: list[str] = []
+
+    async def on_start(self) -> None:
+        self.events.append("started")
+        raise RuntimeError("late")
+
+    def on_end(self) -> None:
+        self.events.append("ended")
+        raise OSError("gone")
+
+
+def test_on_start_may_be_async_and_neither_end_can_stop_the_router(caplog):
+    plugin = Lifecycle()
+    plugins = Plugins([("life", plugin)])
+
+    async def main() -> None:
+        tasks: list[asyncio.Task] = []
+        plugins.start(lambda work: tasks.append(asyncio.ensure_future(work)))
+        await asyncio.gather(*tasks)
+        plugins.end()
+
+    with caplog.at_level(logging.WARNING, "xrouter.plugins"):
+        asyncio.run(main())
+    assert plugin.events == ["started", "ended"]
+    assert [r.getMessage().split(": ", 1)[1] for r in caplog.records] == [
+        "RuntimeError: late",
+        "OSError: gone",
+    ]
+
+
 def test_reject_reaches_the_caller():
     pareto = Plugins([("pareto", Pareto(allow=["cheap"]))])
     request = PluginRequest(request_for().chat, {"x-xrouter-pareto": "2"})

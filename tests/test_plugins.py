@@ -299,6 +299,13 @@ def test_pareto_refuses_a_header_that_names_no_allowed_tier(
     assert not upstreams.cheap.requests and not upstreams.frontier.requests
 
 
+def test_health_lists_the_plugins_in_use(healing_router):
+    with healing_router.client() as client:
+        plugins = client.get("/health").json()["plugins"]
+    assert plugins[:2] == ["response-healing", "pareto"]
+    assert plugins[2].endswith("broken.py:Broken") and plugins[3] == "shout.py:Shout"
+
+
 def test_a_broken_plugin_costs_the_client_nothing(healing_router, upstreams):
     """Broken raises in on_start, pre_request and post_response: one line each time, no
     traceback, no secret, and every request answered as if it were not there."""

@@ -960,6 +960,7 @@ class Xrouter:
             doc["routes"][tier]["adapter"] = provider_name(route)  # what `auto` resolved to
         doc["classifier"]["last_call_ok"] = self.classifier.last_ok if self.classifier else None
         doc["classifier"]["last_error"] = self.classifier.last_error if self.classifier else None
+        doc["plugins"] = self.plugins.names()
         doc["fallback"] = {
             "enabled": self.settings.routing.fallback_enabled and self.fallback_ready,
             "chain": list(self.settings.routing.fallback_chain),
