@@ -261,6 +261,19 @@ class WatchedLeanRouter(LeanRouter):
         super().stop()
 
 
+class PluginLeanRouter(LeanRouter):
+    """The lean launcher with the two built-in plugins loaded, to set beside `xrouter`
+    (no plugin) in the same rounds: what plugins cost a request that asks nothing of
+    them (pareto reads one header, response-healing looks for response_format)."""
+
+    name = "xrouter-plugins"
+    description = "xrouter with XROUTER_PLUGINS=response-healing,pareto"
+
+    def command(self) -> tuple[list[str], dict[str, str]]:
+        command, env = super().command()
+        return command, {**env, "XROUTER_PLUGINS": "response-healing,pareto"}
+
+
 def at_checkout(form: type[Router] | type[LeanRouter], checkout: Path) -> type[Target]:
     """A form of the router run from another checkout, for before/after figures in one run."""
     return type(
@@ -336,6 +349,15 @@ def ensure_litellm() -> None:
 
 
 TARGETS: dict[str, type[Target]] = {
-    cls.name: cls for cls in (Direct, PlainMitmdump, Router, LeanRouter, WatchedLeanRouter, LiteLLM)
+    cls.name: cls
+    for cls in (
+        Direct,
+        PlainMitmdump,
+        Router,
+        LeanRouter,
+        WatchedLeanRouter,
+        PluginLeanRouter,
+        LiteLLM,
+    )
 }
 DEFAULT_TARGETS = ("direct", "mitmdump", "router", "xrouter")

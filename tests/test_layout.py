@@ -6,6 +6,8 @@
 - The running router (everything but `setup/` and `quality/`) never imports those two.
 - `console/` (terminal clients of a router, over HTTP) imports only `wire/` and `tiers`.
 - `payments/` (wallet, caps, x402 client) imports none of `proxy/`, `routing/`, `accounting/`.
+- `plugins/` (the plugin API, loader, built-in plugins) imports none of `proxy/`, `routing/`,
+  `accounting/`, `payments/`.
 """
 
 from __future__ import annotations
@@ -63,6 +65,9 @@ def test_each_module_keeps_to_its_layer(path: Path):
     if part == "payments":
         for other in ("proxy", "routing", "accounting"):
             assert not imports_part(names, other), f"payments/ must not import {other}/"
+    if part == "plugins":  # plain objects over the wire types: no router insides
+        for other in ("proxy", "routing", "accounting", "payments"):
+            assert not imports_part(names, other), f"plugins/ must not import {other}/"
     if part == "console":  # clients of a router over HTTP: none of the router's insides
         for other in ("proxy", "routing", "accounting", *TOOLING):
             assert not imports_part(names, other), f"console/ must not import {other}/"

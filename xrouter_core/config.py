@@ -269,6 +269,17 @@ class PaymentSettings:
 
 
 @dataclass(frozen=True)
+class PluginSpec:
+    """One entry of XROUTER_PLUGINS (or upstreams.json's `plugins`): what to load, a
+    built-in name (`response-healing`, `pareto`), `pkg.module:Class`, `pkg.module` (its
+    `addons` list, as mitmproxy scripts have) or a file path (`plugin.py`, `plugin.py:Class`),
+    and the keyword arguments its class is made with. Loaded by xrouter_core/plugins."""
+
+    use: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "0.0.0.0"
     port: int = 3000
@@ -312,6 +323,8 @@ class Settings:
     # the Node Xrouter's), sent beside X-Xrouter-decision and X-Xrouter-upstream.
     decision_header: str = ""
     upstream_header: str = ""
+    # XROUTER_PLUGINS: the plugins to load, in the order their hooks run.
+    plugins: tuple[PluginSpec, ...] = ()
     # Info lines about how the configuration was read (a Node Xrouter name mapped, …),
     # logged once when the settings are put in use.
     notes: tuple[str, ...] = ()
@@ -394,6 +407,8 @@ def upstreams_to_env(doc: Mapping[str, Any]) -> dict[str, str]:
         for key, value in (route or {}).items():
             flat[f"{str(tier).upper()}_{key.upper()}"] = _to_env_text(value)
     flat.update(_strategies_to_env(doc.get("strategies")))
+    if doc.get("plugins") is not None:
+        flat["XROUTER_PLUGINS"] = json.dumps(doc["plugins"])
     if doc.get("redis_url"):
         flat["REDIS_URL"] = str(doc["redis_url"])
     return flat
@@ -408,7 +423,7 @@ def _to_env_text(value: Any) -> str:
 
 
 UPSTREAMS_KEYS = frozenset(
-    {"classifier", "routes", "strategies", "redis_url", "$schema", "version"}
+    {"classifier", "routes", "strategies", "redis_url", "plugins", "$schema", "version"}
 )
 
 
@@ -859,6 +874,7 @@ def load_settings(
             problems.append(f"ROUTER_KEYS_FILE: {exc}")
     headers = _read_header_names(read)
     payments = _read_payments(read, routes)
+    plugins = _read_plugins(read)
     if problems:
         raise ConfigError(problems)
 
@@ -917,7 +933,42 @@ def load_settings(
         decision_header=headers[0],
         upstream_header=headers[1],
         notes=tuple(dict.fromkeys(notes)),
+        plugins=plugins,
     )
+
+
+def _read_plugins(read: _Reader) -> tuple[PluginSpec, ...]:
+    """XROUTER_PLUGINS: a JSON list (upstreams.json's `plugins`) whose items are a string
+    (what to load) or an object `{"use": ..., <option>: <value>, ...}`; or, in a variable, a
+    comma-separated list of strings. Only the shape is checked here: each plugin is loaded
+    (and its options checked by its class) when the router starts."""
+    raw = read.values.get("XROUTER_PLUGINS", "").strip()
+    if not raw:
+        return ()
+    if raw.startswith("["):
+        try:
+            doc = json.loads(raw)
+        except ValueError as exc:
+            read.problems.append(f"XROUTER_PLUGINS is not a valid JSON list: {exc}")
+            return ()
+    else:
+        doc = [part.strip() for part in raw.split(",") if part.strip()]
+    if not isinstance(doc, list):
+        read.problems.append("plugins must be a list")
+        return ()
+    found: list[PluginSpec] = []
+    for number, item in enumerate(doc):
+        if isinstance(item, str) and item.strip():
+            found.append(PluginSpec(item.strip()))
+        elif isinstance(item, dict) and isinstance(item.get("use"), str) and item["use"].strip():
+            options = {k: v for k, v in item.items() if k != "use"}
+            found.append(PluginSpec(item["use"].strip(), options))
+        else:
+            read.problems.append(
+                f"plugins[{number}] must be a name, a module path or a file path, or an "
+                f'object with "use" naming one (and its options), not {json.dumps(item)[:80]}'
+            )
+    return tuple(found)
 
 
 def _read_otel_endpoint(read: _Reader) -> str:

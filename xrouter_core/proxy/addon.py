@@ -42,6 +42,8 @@ from xrouter_core.payments.x402 import (
     PaymentRefused,
     settlement,
 )
+from xrouter_core.plugins.api import PluginAnswer, PluginRequest, Reject
+from xrouter_core.plugins.manager import Plugins, load_plugins
 from xrouter_core.proxy import dispatch, mitm_compat
 from xrouter_core.proxy.logs import log_rejected, quiet_cancelled_callbacks, setup_logging
 from xrouter_core.routing.builtin import BuiltinClassifier
@@ -127,7 +129,14 @@ from xrouter_core.wire.responses import (
     response_object,
     usage_of_response,
 )
-from xrouter_core.wire.stream import StreamTranslator, TranslatingStream, translator_for
+from xrouter_core.wire.stream import (
+    AssemblingDecoder,
+    StreamTranslator,
+    TranslatingStream,
+    assembling_translator,
+    can_assemble,
+    translator_for,
+)
 
 log = logging.getLogger("xrouter")
 
@@ -195,6 +204,10 @@ class RoutedFlow:
     paid: int = 0
     # The client key's name (client_keys.py), "" for ROUTER_API_KEY or none.
     client: str = ""
+    # What the plugins saw of the request (None when no plugin has request hooks), and
+    # whether their post_response saw the answer already (once per request).
+    plugin_request: PluginRequest | None = None
+    answered: bool = False
 
 
 def router_line_or_warning(record: logging.LogRecord) -> bool:
@@ -381,6 +394,8 @@ class Xrouter:
         self.payer: Payer | None = None
         # ROUTER_KEYS_FILE's client keys (their rate limits are counted by accounting).
         self.keyring: KeyRing | None = None
+        # XROUTER_PLUGINS (plugins/): loaded with the settings, their hooks found once.
+        self.plugins = Plugins()
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -431,6 +446,7 @@ class Xrouter:
                         env_file=source[0] or None, upstreams_file=source[1] or None
                     )
                     payer = Payer(settings)  # the wallet: a bad key file stops here too
+                    plugins = load_plugins(settings.plugins, settings.secrets)
                 except ConfigError as exc:
                     if self.settings is None:
                         self.refuse_to_start(exc)
@@ -440,6 +456,7 @@ class Xrouter:
                     raise OptionsError("\n".join(exc.problems)) from exc
                 self.settings_source = source
                 self.payer = payer
+                self.use_plugins(plugins)
                 self.apply(settings)
         if "mode" in updated or "xrouter_env_file" in updated:
             self.listen_by_default()
@@ -462,6 +479,16 @@ class Xrouter:
             for handler in logging.getLogger().handlers:
                 handler.flush()  # the lean launcher writes its lines once per loop pass
             raise SystemExit(1)
+
+    def use_plugins(self, plugins: Plugins) -> None:
+        """Put loaded plugins in use: a reload at run time ends the old ones first."""
+        if self.is_running:
+            self.plugins.end()
+        self.plugins = plugins
+        if plugins.loaded:
+            log.info("plugins: %s", ", ".join(plugins.names()))
+        if self.is_running:
+            plugins.start(self.tasks.spawn)
 
     def apply(self, settings: Settings) -> None:
         """Put checked settings in use: at start, and for each accepted change after."""
@@ -623,6 +650,7 @@ class Xrouter:
             ", ".join(f"{t}={r.base_url}" for t, r in self.settings.routes.items()),
         )
         self.is_running = True
+        self.plugins.start(self.tasks.spawn)
         self.start_background_work()
 
     def start_background_work(self) -> None:
@@ -690,6 +718,7 @@ class Xrouter:
         self.tasks.cancel()
         self.classifier_tasks.cancel()
         self.record_finished()
+        self.plugins.end()
         self.feed.close()
         if self.accounting is not None:
             self.accounting.close()  # the last usage counts and request log lines
@@ -936,6 +965,7 @@ class Xrouter:
             doc["routes"][tier]["adapter"] = provider_name(route)  # what `auto` resolved to
         doc["classifier"]["last_call_ok"] = self.classifier.last_ok if self.classifier else None
         doc["classifier"]["last_error"] = self.classifier.last_error if self.classifier else None
+        doc["plugins"] = self.plugins.names()
         doc["fallback"] = {
             "enabled": self.settings.routing.fallback_enabled and self.fallback_ready,
             "chain": list(self.settings.routing.fallback_chain),
@@ -1004,6 +1034,19 @@ class Xrouter:
                 )
                 local_response(flow, LocalResponse.error(error))
                 return
+        request = None
+        if self.plugins.pre_request or self.plugins.post_response:
+            request = PluginRequest(
+                chat, {k.lower(): v for k, v in flow.request.headers.items(multi=True)}
+            )
+            try:
+                await self.plugins.before(request)
+            except Reject as exc:
+                error = RouterError(exc.status, exc.message, code=exc.code)
+                local_response(flow, LocalResponse.error(error))
+                return
+            if request.changed:
+                chat.original, chat.raw = None, b""  # the edited body goes, translated
         event_id = self.feed.next_id()
         self.feed.start(event_id, chat)
         name = client.name if client is not None else ""
@@ -1013,7 +1056,13 @@ class Xrouter:
             return
         try:
             ceiling = TIER_INDEX[client.max_tier] if client and client.max_tier else None
-            decision, chain = await self.plan(chat, flow.request.headers.get(TIER_HEADER), ceiling)
+            decision, chain = await self.plan(
+                chat,
+                flow.request.headers.get(TIER_HEADER),
+                ceiling,
+                request.tier if request is not None else None,
+                request.forced_by if request is not None else "",
+            )
             if chat.responses is not None and chat.responses.native_only is not None:
                 # A hosted tool: only routes that speak Responses can serve it.
                 chain = [r for r in chain if adapter_for(r).responses_wire]
@@ -1041,6 +1090,7 @@ class Xrouter:
             aliases=self.header_aliases,
             event_id=event_id,
             client=name,
+            plugin_request=request,
         )
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = routed
@@ -1048,11 +1098,17 @@ class Xrouter:
         self.feed.routed(event_id, routed.route, routed.adapter.name, routed.attempts)
 
     async def plan(
-        self, chat: ChatRequest, tier_header: str | None, ceiling: int | None = None
+        self,
+        chat: ChatRequest,
+        tier_header: str | None,
+        ceiling: int | None = None,
+        forced: Any = None,
+        forced_by: str = "",
     ) -> tuple[Decision, list[Route]]:
-        """The tier (pinned by name or header, else classified; tools may raise it) and the
-        routes to try in order; RouterError when the request cannot be served. `ceiling`:
-        the highest tier the client's key may reach, which wins over everything else."""
+        """The tier (forced by a plugin, pinned by name or header, else classified; tools
+        may raise it) and the routes to try in order; RouterError when the request cannot
+        be served. `ceiling`: the highest tier the client's key may reach, which wins over
+        everything else."""
         assert self.settings is not None and self.policy is not None
         routing = self.settings.routing
         if bad_tier_header(tier_header, routing):
@@ -1062,8 +1118,10 @@ class Xrouter:
                 f" ({', '.join(routing.categories)}), not {tier_header!r}.",
                 code="invalid_tier",
             )
-        pinned = pinned_tier(chat.model, tier_header, routing)
-        if pinned is not None:
+        pinned = forced or pinned_tier(chat.model, tier_header, routing)
+        if forced:
+            decision = Decision(TIER_INDEX[forced], f"plugin:{forced_by}")
+        elif pinned is not None:
             decision = Decision(TIER_INDEX[pinned], "pinned")
         else:
             decision = await self.policy.decide(chat)
@@ -1173,7 +1231,19 @@ class Xrouter:
         keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
         model = routed.chat.model if keep_name and routed.chat.model else routed.route.model
         translator: StreamTranslator
-        if keep_name and routed.adapter.openai_wire and routed.chat.client_format == OPENAI:
+        request = routed.plugin_request
+        if (
+            request is not None
+            and request.follow_stream
+            and can_assemble(routed.adapter, routed.chat)
+        ):
+            translator = assembling_translator(
+                routed.adapter,
+                routed.chat,
+                model,
+                functools.partial(self.stream_end, routed, request),
+            )
+        elif keep_name and routed.adapter.openai_wire and routed.chat.client_format == OPENAI:
             # Re-rendered (not passed through) so every chunk carries the requested name.
             renderer = OpenAIChunkRenderer(model, include_usage=routed.chat.wants_usage)
             translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
@@ -1192,6 +1262,53 @@ class Xrouter:
         translator.on_finish = on_finish
         routed.translator = translator
         response.stream = translator
+
+    def stream_end(
+        self, routed: RoutedFlow, request: PluginRequest, decoder: AssemblingDecoder
+    ) -> str:
+        """A followed stream's end, before its finish: post_response sees the answer put
+        together, and what the plugins append is sent as the last delta."""
+        routed.answered = True
+        answer = PluginAnswer(
+            request,
+            200,
+            decoder.completion(),
+            routed.route.label,
+            routed.route.tier,
+            streamed=True,
+            usage=decoder.usage,
+            open_stream=True,
+        )
+        self.plugins.after(answer)
+        answer.open = False
+        return "".join(answer.appended)
+
+    def answer_plugins(
+        self,
+        routed: RoutedFlow,
+        status: int,
+        completion: Any = None,
+        usage: Usage | None = None,
+        error: str = "",
+        streamed: bool = False,
+    ) -> bool:
+        """post_response, once per request (whole answers before they are rendered);
+        whether a plugin changed the answer."""
+        if routed.plugin_request is None or routed.answered or not self.plugins.post_response:
+            return False
+        routed.answered = True
+        answer = PluginAnswer(
+            routed.plugin_request,
+            status,
+            completion if isinstance(completion, dict) else None,
+            routed.route.label,
+            routed.route.tier,
+            streamed=streamed,
+            usage=usage,
+            error=error,
+        )
+        self.plugins.after(answer)
+        return answer.changed
 
     def response(self, flow: http.HTTPFlow) -> Awaitable[None] | None:
         routed: RoutedFlow | None = flow.metadata.get(META)
@@ -1226,9 +1343,15 @@ class Xrouter:
             keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
             if keep_name and routed.chat.model:
                 completion["model"] = routed.chat.model
+            changed = routed.plugin_request is not None and self.answer_plugins(
+                routed,
+                response.status_code,
+                completion,
+                usage_from_openai(completion.get("usage")),
+            )
             if routed.chat.client_format == ANTHROPIC:
                 # Anthropic's own answer goes back as it came (its usage was read above).
-                if not routed.adapter.same_format(routed.chat) or keep_name:
+                if not routed.adapter.same_format(routed.chat) or keep_name or changed:
                     answer = anthropic_message(
                         completion, completion.get("model") or routed.chat.model
                     )
@@ -1239,7 +1362,7 @@ class Xrouter:
                 remember(self.response_store, routed.chat.responses, answer)
                 response.set_content(json.dumps(answer).encode())
                 response.headers["content-type"] = "application/json"
-            elif not routed.adapter.openai_wire or (keep_name and routed.chat.model):
+            elif not routed.adapter.openai_wire or (keep_name and routed.chat.model) or changed:
                 response.set_content(json.dumps(completion).encode())
                 response.headers["content-type"] = "application/json"
             usage = usage_from_openai(completion.get("usage"))
@@ -1465,6 +1588,8 @@ class Xrouter:
         if routed.done:
             return
         routed.done = True
+        if routed.plugin_request is not None and not routed.answered:
+            self.answer_plugins(routed, status, completion, usage, error, stream is not None)
         total_ms = (time.perf_counter() - routed.started) * 1000
         if not self.unrecorded:
             asyncio.get_running_loop().call_soon(self.record_finished)

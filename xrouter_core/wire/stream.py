@@ -272,3 +272,106 @@ def translator_for(
     return TranslatingStream(
         adapter.stream_decoder(), OpenAIChunkRenderer(model, include_usage=chat.wants_usage)
     )
+
+
+class AssemblingDecoder:
+    """A provider's stream decoder with the answer put together on the side, for plugins
+    that follow a stream (plugins/api.py `follow_stream`).
+
+    Events pass on as they come, except the end: from the finish on, events are held
+    until the provider's stream is over. Then `at_end(self)` is asked (it sees the text so
+    far, `completion()`), and the text it returns goes out as one more delta before the
+    held finish: the missing end of a truncated JSON answer, say, in whatever format the
+    renderer writes."""
+
+    def __init__(self, decoder: StreamDecoder, at_end: Callable[[AssemblingDecoder], str]):
+        self.decoder = decoder
+        self.at_end = at_end
+        self.id = ""
+        self.model = ""
+        self.text: list[str] = []
+        self.calls: dict[int, dict] = {}
+        self.reason: str | None = None
+        self.usage: ev.Usage | None = None
+        self._held: list[ev.StreamEvent] | None = None
+
+    def feed(self, chunk: bytes) -> list[ev.StreamEvent]:
+        return self._take(self.decoder.feed(chunk))
+
+    def finish(self) -> list[ev.StreamEvent]:
+        out = self._take(self.decoder.finish())
+        extra = self.at_end(self)
+        held, self._held = self._held or [], None
+        if extra:
+            self.text.append(extra)
+            out.append(ev.TextDelta(extra))
+        return out + held
+
+    def _take(self, events: list[ev.StreamEvent]) -> list[ev.StreamEvent]:
+        out: list[ev.StreamEvent] = []
+        for event in events:
+            if isinstance(event, ev.TextDelta):
+                self.text.append(event.text)
+            elif isinstance(event, ev.ToolCallStart):
+                self.calls[event.index] = {"id": event.id, "name": event.name, "arguments": ""}
+            elif isinstance(event, ev.ToolCallDelta):
+                call = self.calls.setdefault(event.index, {"id": "", "name": "", "arguments": ""})
+                call["arguments"] += event.arguments
+            elif isinstance(event, ev.Finish):
+                self.reason = event.reason
+                if self._held is None:
+                    self._held = []
+            elif isinstance(event, ev.Usage):
+                self.usage = event
+            elif isinstance(event, ev.Start):
+                self.id = self.id or event.id
+                self.model = self.model or event.model
+            if self._held is not None:
+                self._held.append(event)
+            else:
+                out.append(event)
+        return out
+
+    def completion(self) -> dict:
+        """The answer so far as an OpenAI `chat.completion`."""
+        message: dict = {"role": "assistant", "content": "".join(self.text)}
+        if self.calls:
+            message["tool_calls"] = [
+                {
+                    "id": call["id"],
+                    "type": "function",
+                    "function": {"name": call["name"], "arguments": call["arguments"]},
+                }
+                for _, call in sorted(self.calls.items())
+            ]
+        completion: dict = {
+            "id": self.id,
+            "object": "chat.completion",
+            "model": self.model,
+            "choices": [{"index": 0, "message": message, "finish_reason": self.reason}],
+        }
+        if self.usage is not None:
+            completion["usage"] = ev.openai_usage_of(self.usage)
+        return completion
+
+
+def can_assemble(adapter: Adapter, chat: ChatRequest) -> bool:
+    """Whether a stream can be decoded into canonical events and assembled: all but a
+    Responses client's stream from a route that speaks Responses (passed back as it is)."""
+    return not (chat.client_format == RESPONSES and adapter.responses_wire)
+
+
+def assembling_translator(
+    adapter: Adapter, chat: ChatRequest, model: str, at_end: Callable[[AssemblingDecoder], str]
+) -> TranslatingStream:
+    """The stream decoded, assembled (AssemblingDecoder) and rendered in the client's
+    format, also where the formats match and the bytes would otherwise pass through."""
+    decoder = AssemblingDecoder(adapter.stream_decoder(), at_end)
+    renderer: Renderer
+    if chat.client_format == ANTHROPIC:
+        renderer = AnthropicEventRenderer(model)
+    elif chat.client_format == RESPONSES:
+        renderer = ResponsesEventRenderer(model, chat.responses)
+    else:
+        renderer = OpenAIChunkRenderer(model, include_usage=chat.wants_usage)
+    return TranslatingStream(decoder, renderer)
