@@ -1206,18 +1206,19 @@ class Xrouter:
         )
         # Errors and whole answers are buffered: the response hook translates them. An SSE
         # stream is text/event-stream (application/stream+json for some providers).
+        content_type = response.headers.get("content-type", "")
         streaming = (
             response.status_code < 400
             and routed.chat.stream
-            and routed.adapter.streams(response.headers.get("content-type", ""))
+            and routed.adapter.streams(content_type)
         )
         if not streaming:
             set_routing_headers(response, routed, extra)
             return
         # The body length changes (usage chunk, translation): always chunked to the client.
         extra += (CHUNKED_FIELD,)
-        if routed.chat.client_format != OPENAI:
-            extra += (EVENT_STREAM_FIELD,)
+        if routed.chat.client_format != OPENAI or "event-stream" not in content_type:
+            extra += (EVENT_STREAM_FIELD,)  # e.g. Ollama's NDJSON, rendered as SSE
         set_routing_headers(response, routed, extra, drop=CONTENT_LENGTH)
         keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
         model = routed.chat.model if keep_name and routed.chat.model else routed.route.model
