@@ -496,3 +496,43 @@ def test_a_routes_candidate_with_api_key_env_is_skipped_too():
     )
     found = settings_of(doc, CLASSIFIER_ENABLED="false", B_KEY="sk-b-key-0001")
     assert [r.api_key for r in found.tier_candidates("frontier")] == ["", "sk-b-key-0001"]
+
+
+def documented_catalogs(page: str) -> list[dict]:
+    from conftest import ROOT
+
+    text = (ROOT / "docs" / page).read_text()
+    blocks = [b.split("```", 1)[0] for b in text.split("```json\n")[1:]]
+    return [json.loads(b) for b in blocks if '"providers"' in b]
+
+
+def test_the_documented_catalogs_read_as_the_docs_say():
+    (sample,) = documented_catalogs("configuration.md")
+    settings = settings_of(sample, OPENAI_API_KEY="sk-doc-openai-0001", CLASSIFIER_ENABLED="false")
+    assert len(settings.warnings) == 2
+    assert all("GROQ_API_KEY" in w or "ANTHROPIC_API_KEY" in w for w in settings.warnings)
+    assert [r.name for r in settings.tier_candidates("cheap")] == [
+        "local/qwen2.5:7b",
+        "local/llama3.2:3b",
+    ]
+    assert [r.name for r in settings.tier_candidates("medium")] == ["openai/gpt-5.4-mini"]
+    assert [r.name for r in settings.tier_candidates("frontier")] == ["openai/gpt-5.4"]
+    assert settings.routing.strategies == {"cheap": "latency", "medium": "price"}
+    (fallback,) = documented_catalogs("fallback.md")
+    both = settings_of(fallback, OPENAI_API_KEY="sk-doc-openai-0001", GROQ_API_KEY="gsk_doc_0001")
+    assert [r.name for r in both.tier_candidates("cheap")] == [
+        "groq/llama-3.1-8b-instant",
+        "local/qwen2.5:7b",
+    ]
+
+
+def test_a_node_ollama_provider_keeps_its_meaning():
+    """The Node Xrouter's `ollama` was OpenAI-compatible: with a /v1 URL it still is;
+    at the server's root it is Ollama's native API (both are served by Ollama)."""
+    base = {"FRONTIER_BASE_URL": "http://127.0.0.1:9/v1", "CLASSIFIER_ENABLED": "false"}
+    compat = settings_of({}, **base, FRONTIER_PROVIDER="ollama")
+    assert compat.route("frontier").provider == "openai_compatible"
+    native = settings_of(
+        {}, **{**base, "FRONTIER_BASE_URL": "http://127.0.0.1:11434"}, FRONTIER_PROVIDER="ollama"
+    )
+    assert native.route("frontier").provider == "ollama"
