@@ -879,6 +879,8 @@ def load_settings(
     catalog = read_catalog(read.text(CATALOG_VARIABLE), values, problems, warnings)
     routes: dict[str, Route] = {}
     candidates: dict[str, tuple[Route, ...]] = {}
+    # Tiers left with no route because every one that would serve them was skipped.
+    emptied: dict[str, list[str]] = {}
     for tier in TIERS:
         prefix = tier.upper() + "_"
         base_url = read.url(prefix + "BASE_URL")
@@ -940,15 +942,21 @@ def load_settings(
             routes[tier] = found[0]
             candidates[tier] = found
         elif skipped:
-            problems.append(
-                f"tier {tier} has no route: every one that could serve it was skipped"
-                f" ({'; '.join(skipped)})"
-            )
+            emptied[tier] = skipped
 
-    if not routes and not problems:
+    def missing(tier: str, problem: str) -> None:
+        """A required tier without a route; named by what was skipped, if anything."""
+        if tier in emptied:
+            problem = (
+                f"tier {tier} has no route: every one that could serve it was skipped"
+                f" ({'; '.join(emptied[tier])})"
+            )
+        problems.append(problem)
+
+    if not routes and not problems and not emptied:
         raise NoConfiguration(default_routes.no_configuration_message(auto.enabled))
     if FRONTIER not in routes:
-        problems.append("FRONTIER_BASE_URL is required: every request can end up on frontier")
+        missing(FRONTIER, "FRONTIER_BASE_URL is required: every request can end up on frontier")
     if classifier.enabled:
         if classifier.mode == "llm" and not classifier.base_url:
             problems.append(
@@ -956,11 +964,12 @@ def load_settings(
                 " (CLASSIFIER_MODE=builtin or hybrid need no LLM server)"
             )
         if MEDIUM not in routes:
-            problems.append("MEDIUM_BASE_URL is required when the classifier is enabled")
+            missing(MEDIUM, "MEDIUM_BASE_URL is required when the classifier is enabled")
         if CHEAP not in routes:
-            problems.append(
+            missing(
+                CHEAP,
                 "CHEAP_BASE_URL is required when the classifier is enabled"
-                " (it defaults to CLASSIFIER_BASE_URL)"
+                " (it defaults to CLASSIFIER_BASE_URL)",
             )
 
     routing = replace(_read_routing(read, problems), strategies=_read_strategies(read))
