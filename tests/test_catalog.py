@@ -536,3 +536,39 @@ def test_a_node_ollama_provider_keeps_its_meaning():
         {}, **{**base, "FRONTIER_BASE_URL": "http://127.0.0.1:11434"}, FRONTIER_PROVIDER="ollama"
     )
     assert native.route("frontier").provider == "ollama"
+
+
+def test_the_ollama_stream_decoder_takes_any_chunking_and_error_lines():
+    from xrouter_core.wire import canonical as ev
+    from xrouter_core.wire.adapters.ollama import OllamaAdapter
+
+    fake = FakeOllamaProvider("split")
+    try:
+        body = {"model": "qwen2.5:7b", "messages": [{"role": "user", "content": "hi"}]}
+        reply = fake.answer(fakes_recorded(body))
+    finally:
+        fake.close()
+    data = "".join(reply.chunks).encode()
+    whole = OllamaAdapter().stream_decoder()
+    expected = whole.feed(data) + whole.finish()
+    for size in (1, 3, 7, 64):
+        decoder = OllamaAdapter().stream_decoder()
+        events = []
+        for i in range(0, len(data), size):
+            events += decoder.feed(data[i : i + size])
+        events += decoder.finish()
+        assert events == expected
+    text = "".join(e.text for e in expected if isinstance(e, ev.TextDelta))
+    assert text == "Hello from split!"
+    assert [type(e) for e in expected[-2:]] == [ev.Finish, ev.Usage]
+    assert expected[-1] == ev.Usage(PROMPT_TOKENS, COMPLETION_TOKENS)
+    # A server that fails mid-answer says so in a line of its own.
+    broken = OllamaAdapter().stream_decoder()
+    events = broken.feed(data.split(b"\n")[0] + b'\n{"error":"an unexpected EOF"}\n')
+    assert isinstance(events[-1], ev.StreamError) and events[-1].message == "an unexpected EOF"
+
+
+def fakes_recorded(body: dict):
+    from fakes import Recorded
+
+    return Recorded("POST", "/api/chat", {}, json.dumps(body).encode())

@@ -270,7 +270,11 @@ class RouteStats:
                 "seconds": int(self.window_s),
                 "min_samples": self.min_samples,
             },
-            "shared": bool(self.redis_url) and self.shared is not None,
+            # True while the figures are every worker's (Redis read at the last sync).
+            "shared": bool(self.redis_url)
+            and self.shared is not None
+            and self.health is not None
+            and self.health.down_since is None,
             "routes": {
                 route.breaker_key: {"label": route.label, **self.figures(route).public()}
                 for route in self.routes.values()
