@@ -266,3 +266,35 @@ def test_workers_merge_through_redis(tmp_path):
         two.close()
 
     asyncio.run(run())
+
+
+def test_a_moving_order_is_asked_only_for_tiers_the_chain_reaches():
+    from xrouter_core.routing.fallback import TierOrders, chain_for, weighted_order
+
+    cheap = routes()
+    frontier = tuple(
+        Route(tier="frontier", base_url=f"http://127.0.0.1:{9100 + n}/v1", key=f"frontier#{n}")
+        for n in (1, 2)
+    )
+    single = {"cheap": cheap[0], "frontier": frontier[0]}
+    asked: list[str] = []
+
+    def order(tier: str):
+        asked.append(tier)
+        return tuple(reversed(cheap))
+
+    orders = TierOrders({"cheap": cheap, "frontier": frontier}, {"cheap": "latency"}, order)
+    chain = chain_for("frontier", single, RoutingSettings(), candidates=orders)
+    assert chain == list(frontier) and asked == []
+    chain = chain_for("cheap", single, RoutingSettings(), candidates=orders)
+    assert chain == [*reversed(cheap), *frontier] and asked == ["cheap"]
+    # weighted: weight 0 always last; the draw decides among the others.
+    weighted = (
+        Route(tier="cheap", base_url="http://a/v1", weight=0),
+        Route(tier="cheap", base_url="http://b/v1", weight=1),
+        Route(tier="cheap", base_url="http://c/v1", weight=3),
+    )
+    draws = iter([0.5, 0.9])  # b, c (a weight of 0 draws nothing)
+    assert weighted_order(weighted, lambda: next(draws)) == (weighted[2], weighted[1], weighted[0])
+    draws = iter([0.99, 0.1])
+    assert weighted_order(weighted, lambda: next(draws))[:2] == (weighted[1], weighted[2])

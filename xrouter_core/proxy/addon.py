@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -49,6 +49,7 @@ from xrouter_core.routing.classifier import Decision, LLMClassifier
 from xrouter_core.routing.fallback import (
     Attempt,
     CircuitBreaker,
+    TierOrders,
     all_failed_error,
     chain_for,
     fallback_header,
@@ -1109,9 +1110,9 @@ class Xrouter:
             )
         needs_vision = has_images(chat.messages)
         needs_tools = has_tools(chat.body)
-        candidates = self.tier_candidates
+        candidates: Mapping[str, Sequence[Route]] = self.tier_candidates
         if self.moving_tiers:
-            candidates = {**candidates, **{t: self.tier_order(t) for t in self.moving_tiers}}
+            candidates = TierOrders(candidates, self.moving_tiers, self.tier_order)
         chain = chain_for(
             TIERS[tier], self.settings.routes, routing, needs_vision, candidates, needs_tools
         )

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -59,6 +59,36 @@ def weighted_order(
     ]
     order = sorted(range(len(candidates)), key=lambda i: keys[i], reverse=True)
     return tuple(candidates[i] for i in order)
+
+
+class TierOrders(Mapping[str, Sequence[Route]]):
+    """Each tier's candidates in the order to try them, for chain_for: the fixed orders
+    (ordered, price) as they are, and a moving tier's (weighted, latency, throughput)
+    asked of `order` only when a chain takes that tier, so a request never advances the
+    order of a tier it cannot reach."""
+
+    __slots__ = ("fixed", "moving", "order")
+
+    def __init__(
+        self,
+        fixed: Mapping[str, Sequence[Route]],
+        moving: Mapping[str, str],
+        order: Callable[[str], Sequence[Route]],
+    ):
+        self.fixed = fixed
+        self.moving = moving
+        self.order = order
+
+    def __getitem__(self, tier: str) -> Sequence[Route]:
+        if tier in self.moving:
+            return self.order(tier)
+        return self.fixed[tier]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.fixed)
+
+    def __len__(self) -> int:
+        return len(self.fixed)
 
 
 def chain_for(
@@ -226,6 +256,7 @@ def all_failed_error(
 __all__ = [
     "Attempt",
     "CircuitBreaker",
+    "TierOrders",
     "FALLBACK_STATUSES",
     "all_failed_error",
     "chain_for",
