@@ -298,3 +298,16 @@ def test_a_moving_order_is_asked_only_for_tiers_the_chain_reaches():
     assert weighted_order(weighted, lambda: next(draws)) == (weighted[2], weighted[1], weighted[0])
     draws = iter([0.99, 0.1])
     assert weighted_order(weighted, lambda: next(draws))[:2] == (weighted[1], weighted[2])
+
+
+def test_one_model_serving_two_tiers_is_measured_once():
+    cheap = Route(tier="cheap", base_url="http://h/v1", model="m", name="p/m", key="cheap#1")
+    medium = Route(tier="medium", base_url="http://h/v1", model="m", name="p/m", key="medium#2")
+    other = Route(tier="medium", base_url="http://o/v1", model="o", key="medium#1")
+    stats_ = RouteStats(RoutingSettings(), {"cheap": (cheap,), "medium": (other, medium)})
+    stats_.record(cheap, 10, 0, 0)
+    stats_.record(medium, 30, 0, 0)
+    assert stats_.figures(cheap) == stats_.figures(medium)
+    assert stats_.figures(medium).samples == 2 and stats_.figures(other).samples == 0
+    shown = stats_.public()["routes"]
+    assert shown["cheap#1"]["samples"] == shown["medium#2"]["samples"] == 2

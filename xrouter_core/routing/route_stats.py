@@ -20,8 +20,8 @@ What the `latency` and `throughput` strategies rank by (and what /health shows):
   request in EXPLORE_EVERY goes to a candidate that lacks samples first, so that it gets
   measured; a candidate whose samples aged out is measured again the same way.
 
-Routes are told apart across workers by a digest of tier, name, base URL and model (no
-key, no secret goes into Redis).
+Routes are told apart across workers by a digest of name, base URL and model (no key,
+no secret goes into Redis); the same model serving two tiers shares its figures.
 """
 
 from __future__ import annotations
@@ -91,8 +91,9 @@ EMPTY = Figures(0, None, None, 0)
 
 
 def route_id(route: Route) -> str:
-    """The route's name across workers: no key or header value goes into it."""
-    text = "|".join((route.tier, route.name, route.base_url, route.model))
+    """The route's name across workers: no key or header value goes into it. Not its
+    tier: a model that serves two tiers is measured by the requests of both."""
+    text = "|".join((route.name, route.base_url, route.model))
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
@@ -131,8 +132,9 @@ class RouteStats:
             for tier, found in candidates.items()
             if len(found) > 1 and routing.strategies.get(tier) in MEASURED_STRATEGIES
         }
-        self.routes = {route_id(r): r for found in candidates.values() for r in found}
-        self._ids = {id(r): rid for rid, r in self.routes.items()}
+        self.all_routes = [r for found in candidates.values() for r in found]
+        self._ids = {id(r): route_id(r) for r in self.all_routes}
+        self.routes = {rid: None for rid in self._ids.values()}
         self.local: dict[str, deque[Sample]] = {
             rid: deque(maxlen=self.window) for rid in self.routes
         }
@@ -277,7 +279,7 @@ class RouteStats:
             and self.health.down_since is None,
             "routes": {
                 route.breaker_key: {"label": route.label, **self.figures(route).public()}
-                for route in self.routes.values()
+                for route in self.all_routes
             },
             "order": {
                 tier: [route.breaker_key for route in ranked]
