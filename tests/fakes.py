@@ -1775,3 +1775,142 @@ class FakeJsonRpc(FakeServer):
         self.calls.append((token, holder))
         value = self.balances.get((token, holder.lower()), 0)
         return Reply(200, {"jsonrpc": "2.0", "id": rid, "result": "0x" + f"{value:064x}"})
+
+
+# ---- Ollama's native chat API (docs/api.md: "Generate a chat completion") -------------
+
+OLLAMA_REQUEST_KEYS = frozenset(
+    {"model", "messages", "tools", "format", "options", "stream", "keep_alive", "think"}
+)
+OLLAMA_MESSAGE_KEYS = frozenset(
+    {"role", "content", "thinking", "images", "tool_calls", "tool_name"}
+)
+# The Modelfile parameters a request's `options` may set (a subset: what adapters send).
+OLLAMA_OPTIONS = frozenset(
+    {
+        "temperature",
+        "top_p",
+        "top_k",
+        "seed",
+        "num_predict",
+        "num_ctx",
+        "stop",
+        "frequency_penalty",
+        "presence_penalty",
+        "repeat_penalty",
+    }
+)
+
+
+def ollama_error(status: int, message: str) -> Reply:
+    return Reply(status, {"error": message})
+
+
+def ollama_final(model: str, reason: str = "stop") -> dict:
+    """The last object of an answer: done, why, the timings (ns) and the counts."""
+    return {
+        "model": model,
+        "created_at": "2025-06-01T12:00:00.000000Z",
+        "message": {"role": "assistant", "content": ""},
+        "done": True,
+        "done_reason": reason,
+        "total_duration": 4_883_583_458,
+        "load_duration": 1_334_875,
+        "prompt_eval_count": PROMPT_TOKENS,
+        "prompt_eval_duration": 342_546_000,
+        "eval_count": COMPLETION_TOKENS,
+        "eval_duration": 4_535_599_000,
+    }
+
+
+class FakeOllamaProvider(ProviderFake):
+    """`POST /api/chat` as Ollama answers it: NDJSON lines when streaming (its default),
+    one object otherwise; checks the request the way Ollama would refuse it. `models`:
+    the models it has pulled (another one is a 404)."""
+
+    def __init__(self, name: str, models: tuple[str, ...] = ("qwen2.5:7b",)):
+        self.models = set(models)
+        super().__init__(name)
+
+    def answer(self, request: Recorded) -> Reply:
+        if request.method != "POST" or request.path != "/api/chat":
+            return Reply(404, "404 page not found", headers={"content-type": "text/plain"})
+        try:
+            body = request.json
+        except ValueError:
+            return ollama_error(400, "invalid character in request body")
+        problem = self.check(body)
+        if problem:
+            return ollama_error(400, problem)
+        model = body["model"]
+        if model not in self.models:
+            return ollama_error(404, f'model "{model}" not found, try pulling it first')
+        messages = body["messages"]
+        tool = wants_tool_call(body.get("tools"), messages[-1]["role"] == "tool")
+        images = sum(len(m.get("images") or []) for m in messages)
+        text = "" if tool else self.text + (f" I see {images} image(s)." if images else "")
+        calls = [{"function": {"name": TOOL_NAME, "arguments": TOOL_ARGS}}] if tool else []
+        if body.get("stream", True):
+            lines = [
+                {
+                    "model": model,
+                    "created_at": "2025-06-01T12:00:00.000000Z",
+                    "message": {"role": "assistant", "content": piece},
+                    "done": False,
+                }
+                for piece in split_text(text, 4)
+            ]
+            if calls:
+                lines.append(
+                    {
+                        "model": model,
+                        "created_at": "2025-06-01T12:00:00.000000Z",
+                        "message": {"role": "assistant", "content": "", "tool_calls": calls},
+                        "done": False,
+                    }
+                )
+            lines.append(ollama_final(model))
+            return Reply(
+                chunks=[json.dumps(line) + "\n" for line in lines],
+                headers={"content-type": "application/x-ndjson"},
+            )
+        final = ollama_final(model)
+        final["message"] = {"role": "assistant", "content": text}
+        if calls:
+            final["message"]["tool_calls"] = calls
+        return Reply(body=final)
+
+    @staticmethod
+    def check(body: Any) -> str:
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str):
+            return "model is required"
+        extra = set(body) - OLLAMA_REQUEST_KEYS
+        if extra:
+            return f"json: unknown field {sorted(extra)[0]!r}"
+        for key in set(body.get("options") or {}) - OLLAMA_OPTIONS:
+            return f"invalid option provided option={key}"
+        messages = body.get("messages")
+        if not isinstance(messages, list) or not messages:
+            return "messages are required"
+        for i, message in enumerate(messages):
+            if set(message) - OLLAMA_MESSAGE_KEYS:
+                return f"messages[{i}]: unknown field {sorted(set(message) - OLLAMA_MESSAGE_KEYS)}"
+            if message.get("role") not in ("system", "user", "assistant", "tool"):
+                return f"messages[{i}]: invalid role"
+            if not isinstance(message.get("content", ""), str):
+                return f"messages[{i}]: content must be a string"
+            for image in message.get("images") or []:
+                try:
+                    base64.b64decode(image, validate=True)
+                except (ValueError, TypeError):
+                    return f"messages[{i}]: illegal base64 data in images"
+            for call in message.get("tool_calls") or []:
+                if not isinstance((call.get("function") or {}).get("arguments"), dict):
+                    return f"messages[{i}]: tool_calls arguments must be an object"
+        for tool in body.get("tools") or []:
+            if tool.get("type") != "function" or "name" not in (tool.get("function") or {}):
+                return "tools must be of type function with a name"
+        fmt = body.get("format")
+        if fmt is not None and fmt != "json" and not isinstance(fmt, dict):
+            return "format must be json or a JSON schema"
+        return ""

@@ -179,7 +179,7 @@ def test_quick_start_writes_files_the_router_loads_and_rerun_keeps_them(
     )
     medium, frontier = settings.routes["medium"], settings.routes["frontier"]
     assert (medium.model, medium.api_key, medium.provider) == ("smart-model", MEDIUM_KEY, "openai")
-    assert (frontier.model, frontier.api_key) == ("gpt-4.1", ENV_OPENAI_KEY)
+    assert (frontier.model, frontier.api_key) == ("gpt-5.4", ENV_OPENAI_KEY)
     assert settings.log_level == "debug"
 
     # Run again pressing Enter everywhere: the current values are the defaults.
@@ -218,7 +218,7 @@ def test_quick_start_writes_files_the_router_loads_and_rerun_keeps_them(
     assert {t: r["model"] for t, r in health["routes"].items()} == {
         "cheap": "qwen2.5:0.5b",
         "medium": "smart-model",
-        "frontier": "gpt-4.1",
+        "frontier": "gpt-5.4",
     }
     answer = httpx.post(
         router.url + "/v1/chat/completions",
@@ -423,7 +423,7 @@ def test_configure_py_in_a_real_terminal_under_tmux(tmp_path, providers, cpu_mac
     finally:
         tmux("kill-server")
     settings = load_settings(environ={}, env_file=tmp_path / ".env", upstreams_file=upstreams)
-    assert settings.routes["frontier"].model == "gpt-4.1"
+    assert settings.routes["frontier"].model == "gpt-5.4"
     assert settings.routes["frontier"].api_key == MEDIUM_KEY
     assert mode(upstreams) == 0o600
 
@@ -472,3 +472,100 @@ def test_yes_cloud_classifier_key_goes_to_env(tmp_path, providers, cpu_machine, 
         "gsk-classifier-secret",
     )
     assert settings.routes["medium"].api_key == MEDIUM_KEY
+
+
+# ---- the catalog form -----------------------------------------------------------------
+
+GROQ_KEY = "gsk_catalog_secret_0123"
+ANTHROPIC_KEY = "sk-ant-catalog-secret-0456"
+
+
+def test_the_wizard_offers_keys_in_the_environment_as_a_catalog(tmp_path, providers, cpu_machine):
+    upstreams, env = tmp_path / "upstreams.json", tmp_path / ".env"
+    argv = ["--upstreams", str(upstreams), "--env-file", str(env)]
+    argv += ["--hardware-json", str(cpu_machine)]
+    steps = [
+        ("How should xrouter run?", DOWN + ENTER),
+        ("Classifier for cloud mode?", ENTER),
+        ("Provider for the frontier route", ENTER),
+        ("OpenAI base URL", CLEAR + providers["medium"].url + "/v1" + ENTER),
+        ("API key", MEDIUM_KEY + ENTER),
+        ("2 models offered", None),
+        ("Model", "fast-model" + ENTER),
+        ("Keys for groq ($GROQ_API_KEY) are set here", ENTER),
+        ("frontier openai/gpt-oss-120b", None),
+        ("Also update .env?", "n" + ENTER),
+        ("then groq/openai/gpt-oss-120b", None),
+        ("Wrote", None),
+    ]
+    code, screen = drive(argv, steps, {"GROQ_API_KEY": GROQ_KEY})
+    assert code == 0, screen
+    assert GROQ_KEY not in screen and GROQ_KEY not in upstreams.read_text()
+    doc = json.loads(upstreams.read_text())
+    assert doc["providers"] == {
+        "groq": {
+            "type": "groq",
+            "base_url": "https://api.groq.com/openai/v1",
+            "api_key_env": "GROQ_API_KEY",
+            "models": [
+                {"model": "llama-3.1-8b-instant", "tiers": ["cheap"]},
+                {"model": "openai/gpt-oss-20b", "tiers": ["medium"]},
+                {"model": "openai/gpt-oss-120b", "tiers": ["frontier"]},
+            ],
+        }
+    }
+    settings = load_settings(
+        environ={"GROQ_API_KEY": GROQ_KEY}, env_file=env, upstreams_file=upstreams
+    )
+    assert [r.label for r in settings.tier_candidates("frontier")] == [
+        "openai/fast-model",
+        "groq/openai/gpt-oss-120b",
+    ]
+    assert settings.tier_candidates("frontier")[1].api_key == GROQ_KEY
+    # Without the key the router still starts on the chosen route, with one warning.
+    alone = load_settings(environ={}, env_file=env, upstreams_file=upstreams)
+    assert [r.model for r in alone.tier_candidates("frontier")] == ["fast-model"]
+    assert len(alone.warnings) == 1 and "GROQ_API_KEY" in alone.warnings[0]
+
+
+def test_yes_catalog_lists_every_provider_with_a_key(tmp_path, providers, cpu_machine, capsys):
+    upstreams, env = tmp_path / "upstreams.json", tmp_path / ".env"
+    environ = {"GROQ_API_KEY": GROQ_KEY, "ANTHROPIC_API_KEY": ANTHROPIC_KEY}
+    code = wizard.main(
+        [
+            "--yes",
+            "--catalog",
+            "--upstreams",
+            str(upstreams),
+            "--env-file",
+            str(env),
+            "--hardware-json",
+            str(cpu_machine),
+            "--mode",
+            "cloud",
+            "--frontier-provider",
+            "groq",
+            "--frontier-url",
+            providers["medium"].url + "/v1",
+            "--frontier-model",
+            "smart-model",
+        ],
+        environ=environ,
+    )
+    assert code == 0, capsys.readouterr().err
+    text = upstreams.read_text()
+    assert ANTHROPIC_KEY not in text  # (the frontier route's own key is there, as before)
+    # groq serves the chosen route: only anthropic is listed, with today's models.
+    doc = json.loads(text)
+    assert list(doc["providers"]) == ["anthropic"]
+    assert doc["providers"]["anthropic"]["models"] == [
+        {"model": "claude-haiku-4-5", "tiers": ["cheap"]},
+        {"model": "claude-sonnet-4-6", "tiers": ["medium"]},
+        {"model": "claude-opus-4-7", "tiers": ["frontier"]},
+    ]
+    settings = load_settings(environ=environ, env_file=env, upstreams_file=upstreams)
+    assert [r.label for r in settings.tier_candidates("frontier")] == [
+        "groq/smart-model",
+        "anthropic/claude-opus-4-7",
+    ]
+    assert settings.tier_candidates("cheap")[0].api_key == ANTHROPIC_KEY

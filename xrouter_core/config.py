@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from xrouter_core import default_routes, node_compat
+from xrouter_core.catalog import CATALOG_VARIABLE, read_catalog
 from xrouter_core.client_keys import ClientKey, read_keys
 from xrouter_core.default_routes import DefaultRoute
 from xrouter_core.routing.models import DEFAULT_CATEGORIES
@@ -47,6 +48,12 @@ ROUTE_FIELDS: tuple[str, ...] = (
     "first_byte_timeout_ms",
     "input_price",
     "output_price",
+    # The catalog's fields (catalog.py), for a tier's own route too.
+    "cached_price",
+    "quality",
+    "tools",
+    "weight",
+    "api_key_env",
 )
 CLASSIFIER_FIELDS: tuple[str, ...] = (
     "enabled",
@@ -84,8 +91,12 @@ LOG_LEVEL_ALIASES = {"warn": "warning"}
 # the latest request the person wrote, or every user message of the conversation.
 CLASSIFIER_STRATEGIES = ("last_user", "all_user")
 # How a tier with several candidates picks one (<TIER>_STRATEGY): the first healthy one
-# as listed, or the cheapest healthy one by input + output price per 1M tokens.
-CANDIDATE_STRATEGIES = ("ordered", "price")
+# as listed, the cheapest healthy one by input + output price per 1M tokens, the lowest
+# measured p50 time to first byte, the highest measured output tokens/s (both from
+# routing/route_stats.py), or at random by weight.
+CANDIDATE_STRATEGIES = ("ordered", "price", "latency", "throughput", "weighted")
+# The strategies that read measured figures (routing/route_stats.py).
+MEASURED_STRATEGIES = frozenset({"latency", "throughput"})
 # What a further candidate (<TIER>_CANDIDATES, or a tier's list in upstreams.json) may
 # set: a route's fields and its name.
 CANDIDATE_FIELDS = frozenset({*ROUTE_FIELDS, "name"})
@@ -136,6 +147,14 @@ class Route:
     # USD per 1M tokens; None means "look the model up in genai-prices".
     input_price: float | None = None
     output_price: float | None = None
+    # USD per 1M cached (cache-read) input tokens; None: genai-prices', else the input rate.
+    cached_price: float | None = None
+    # The catalog's quality score (0..1, higher is better), for rules that weigh it.
+    quality: float | None = None
+    # Can this route's model call tools? None: not said (never skipped for tools).
+    tools: bool | None = None
+    # The `weighted` strategy's weight (relative; 0 is tried only after the others).
+    weight: float = 1.0
     # Which candidate of its tier this is, for the circuit breaker and the fallback
     # header: the tier itself when it is the tier's only route, else `cheap#2` (its place
     # in the tier's list, from 1).
@@ -182,6 +201,9 @@ class Route:
             "model": self.model or None,
             "has_api_key": bool(self.api_key),
             "vision": self.vision,
+            "tools": self.tools,
+            "quality": self.quality,
+            "weight": self.weight,
             "key": self.breaker_key,
             "label": self.label,
             "x402": self.x402 or None,
@@ -244,6 +266,13 @@ class RoutingSettings:
     categories: Mapping[str, str] = field(default_factory=dict)
     # Tier → how its candidates are ordered (CANDIDATE_STRATEGIES; "ordered" when absent).
     strategies: Mapping[str, str] = field(default_factory=dict)
+    # The measured strategies' window (routing/route_stats.py): the last this many
+    # samples per route, none older than stats_window_s; a route with fewer than
+    # stats_min_samples is not ranked yet; workers merge theirs every stats_sync_ms.
+    stats_window: int = 20
+    stats_window_s: int = 300
+    stats_min_samples: int = 3
+    stats_sync_ms: int = 1000
 
 
 @dataclass(frozen=True)
@@ -328,6 +357,8 @@ class Settings:
     # Info lines about how the configuration was read (a Node Xrouter name mapped, …),
     # logged once when the settings are put in use.
     notes: tuple[str, ...] = ()
+    # Warning lines of the same kind: a catalog provider skipped for its missing key.
+    warnings: tuple[str, ...] = ()
 
     def route(self, tier: str) -> Route | None:
         return self.routes.get(tier)
@@ -409,6 +440,8 @@ def upstreams_to_env(doc: Mapping[str, Any]) -> dict[str, str]:
     flat.update(_strategies_to_env(doc.get("strategies")))
     if doc.get("plugins") is not None:
         flat["XROUTER_PLUGINS"] = json.dumps(doc["plugins"])
+    if doc.get("providers") is not None:  # the catalog (catalog.py), read as a whole
+        flat[CATALOG_VARIABLE] = json.dumps(doc["providers"])
     if doc.get("redis_url"):
         flat["REDIS_URL"] = str(doc["redis_url"])
     return flat
@@ -423,7 +456,16 @@ def _to_env_text(value: Any) -> str:
 
 
 UPSTREAMS_KEYS = frozenset(
-    {"classifier", "routes", "strategies", "redis_url", "plugins", "$schema", "version"}
+    {
+        "classifier",
+        "routes",
+        "strategies",
+        "providers",
+        "plugins",
+        "redis_url",
+        "$schema",
+        "version",
+    }
 )
 
 
@@ -456,41 +498,70 @@ def _strategies_to_env(strategies: Any) -> dict[str, str]:
     return {f"{str(tier).upper()}_STRATEGY": _to_env_text(v) for tier, v in strategies.items()}
 
 
-def _read_candidates(tier: str, first: Route, read: _Reader) -> tuple[Route, ...]:
-    """The tier's routes: `first` (from <TIER>_*), then each of <TIER>_CANDIDATES, a JSON
-    list of route objects with the fields of CANDIDATE_FIELDS. With more than one, each
-    gets its key (`cheap#1`, `cheap#2`, …) so the circuit breaker tells them apart."""
+def _read_candidates(
+    tier: str,
+    first: Route | None,
+    read: _Reader,
+    catalog: list[tuple[str, dict[str, Any]]],
+    skipped: list[str],
+) -> tuple[Route, ...]:
+    """The tier's routes: `first` (from <TIER>_*, None when it has none or was skipped),
+    each of <TIER>_CANDIDATES (a JSON list of route objects with the fields of
+    CANDIDATE_FIELDS), then the catalog's (catalog.py). With more than one, each gets its
+    key (`cheap#1`, `cheap#2`, …) so the circuit breaker tells them apart. A candidate
+    whose key variable is unset is left out, with one warning, and named in `skipped`."""
+    found = [first] if first is not None else []
     variable = tier.upper() + "_CANDIDATES"
     raw = read.values.get(variable, "").strip()
-    if not raw:
-        return (first,)
-    try:
-        doc = json.loads(raw)
-    except ValueError:
-        doc = None
-    if not isinstance(doc, list) or not all(isinstance(item, dict) for item in doc):
-        read.problems.append(f"{variable} must be a JSON list of route objects")
-        return (first,)
-    found = [first]
+    doc: Any = []
+    if raw:
+        try:
+            doc = json.loads(raw)
+        except ValueError:
+            doc = None
+        if not isinstance(doc, list) or not all(isinstance(item, dict) for item in doc):
+            read.problems.append(f"{variable} must be a JSON list of route objects")
+            doc = []
+    listed: list[tuple[str, dict[str, Any]]] = []
     for number, item in enumerate(doc, start=2):
         where = f"routes.{tier}[{number - 1}]"
         unknown = sorted(set(item) - CANDIDATE_FIELDS)
         if unknown:
             read.problems.append(f"{where}: unknown keys {unknown}")
             continue
-        route = _candidate_route(tier, where, item, read)
+        listed.append((where, item))
+    for where, item in [*listed, *catalog]:
+        route = _candidate_route(tier, where, item, read, skipped)
         if route is not None:
             found.append(route)
-    if len(found) == 1:
-        return (first,)
+    if len(found) <= 1:
+        return tuple(found)
     return tuple(replace(route, key=f"{tier}#{n}") for n, route in enumerate(found, start=1))
 
 
-def _candidate_route(tier: str, where: str, item: Mapping[str, Any], read: _Reader) -> Route | None:
+def _key_of(read: _Reader, where: str, key_name: str, variable_name: str) -> str | None:
+    """A route's key: given as such, or read from the variable its `api_key_env` names;
+    None when that variable is unset or empty (the route is then skipped)."""
+    variable = read.text(variable_name)
+    if not variable:
+        return read.text(key_name)
+    if read.text(key_name):
+        read.problems.append(f"{where}: give api_key or api_key_env, not both")
+        return ""
+    return read.text(variable) or None
+
+
+def _candidate_route(
+    tier: str,
+    where: str,
+    item: Mapping[str, Any],
+    read: _Reader,
+    skipped: list[str] | None = None,
+) -> Route | None:
     """One further candidate, read with the same checks as <TIER>_* (problems name it as
     `routes.cheap[1].base_url`); the timeouts default to the global ones."""
     values = {f"{where}.{key}": _to_env_text(value) for key, value in item.items()}
-    one = _Reader(values, read.problems)
+    one = _Reader({**read.values, **values}, read.problems)
     base_url = one.url(f"{where}.base_url")
     if not base_url:
         read.problems.append(f"{where}: base_url is required")
@@ -502,10 +573,18 @@ def _candidate_route(tier: str, where: str, item: Mapping[str, Any], read: _Read
             f" (use auto or one of: {', '.join(PROVIDERS)})"
         )
         return None
+    api_key = _key_of(one, where, f"{where}.api_key", f"{where}.api_key_env")
+    if api_key is None:
+        variable = one.text(f"{where}.api_key_env")
+        why = f"route {where} (its key variable {variable} is not set)"
+        read.warnings.append(f"{why} is skipped")
+        if skipped is not None:
+            skipped.append(why)
+        return None
     route = Route(
         tier=tier,
         base_url=base_url,
-        api_key=one.text(f"{where}.api_key"),
+        api_key=api_key,
         name=one.text(f"{where}.name"),
         model=one.text(f"{where}.model"),
         provider=provider,
@@ -521,8 +600,24 @@ def _candidate_route(tier: str, where: str, item: Mapping[str, Any], read: _Read
         ),
         input_price=one.price(f"{where}.input_price"),
         output_price=one.price(f"{where}.output_price"),
+        **_catalog_fields(one, where + "."),
     )
     return _with_default_versions(route, read)
+
+
+def _catalog_fields(read: _Reader, prefix: str) -> dict[str, Any]:
+    """The Route fields the catalog added: cached price, quality, tools, weight (read as
+    `<prefix>cached_price`, or `CHEAP_CACHED_PRICE` for a prefix in capitals)."""
+
+    def name(field: str) -> str:
+        return prefix + (field.upper() if prefix.isupper() else field)
+
+    return {
+        "cached_price": read.price(name("cached_price")),
+        "quality": read.fraction(name("quality")),
+        "tools": read.optional_flag(name("tools")),
+        "weight": read.weight(name("weight")),
+    }
 
 
 def _read_strategies(read: _Reader) -> dict[str, str]:
@@ -606,9 +701,12 @@ def _upstreams_doc(
 class _Reader:
     """Typed reads from the merged sources that record problems instead of raising."""
 
-    def __init__(self, values: Mapping[str, str], problems: list[str]):
+    def __init__(
+        self, values: Mapping[str, str], problems: list[str], warnings: list[str] | None = None
+    ):
         self.values = values
         self.problems = problems
+        self.warnings = [] if warnings is None else warnings
 
     def text(self, name: str, default: str = "") -> str:
         return self.values.get(name, default).strip() or default
@@ -623,6 +721,40 @@ class _Reader:
             return False
         self.problems.append(f"{name} must be true or false, not {raw!r}")
         return default
+
+    def optional_flag(self, name: str) -> bool | None:
+        """true, false, or None when not set (the catalog's `tools`: not said)."""
+        if not self.values.get(name, "").strip():
+            return None
+        return self.flag(name, False)
+
+    def fraction(self, name: str) -> float | None:
+        """A number 0..1 (a quality score), None when not set."""
+        raw = self.values.get(name, "").strip()
+        if not raw:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value <= 1.0:
+            self.problems.append(f"{name} must be a number 0..1, not {raw!r}")
+            return None
+        return value
+
+    def weight(self, name: str) -> float:
+        """A `weighted` strategy's weight: a number >= 0, 1 when not set."""
+        raw = self.values.get(name, "").strip()
+        if not raw:
+            return 1.0
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value < float("inf"):
+            self.problems.append(f"{name} must be a weight >= 0, not {raw!r}")
+            return 1.0
+        return value
 
     def integer(self, name: str, default: int, minimum: int = 0) -> int:
         raw = self.values.get(name, "").strip()
@@ -733,7 +865,8 @@ def load_settings(
     notes: list[str] = []
     values, problems = _read_sources(environ, Path(env_file), Path(upstreams_file), notes)
     values = node_compat.translate_node_env(values, problems, notes)
-    read = _Reader(values, problems)
+    warnings: list[str] = []
+    read = _Reader(values, problems, warnings)
 
     log_level = read.text("LOG_LEVEL", "info").lower()
     log_level = LOG_LEVEL_ALIASES.get(log_level, log_level)
@@ -770,18 +903,24 @@ def load_settings(
     )
     problems.extend(auto.problems)
 
+    catalog = read_catalog(read.text(CATALOG_VARIABLE), values, problems, warnings)
     routes: dict[str, Route] = {}
     candidates: dict[str, tuple[Route, ...]] = {}
+    # Tiers left with no route because every one that would serve them was skipped.
+    emptied: dict[str, list[str]] = {}
     for tier in TIERS:
         prefix = tier.upper() + "_"
         base_url = read.url(prefix + "BASE_URL")
         model = read.text(prefix + "MODEL")
-        if tier == CHEAP and not base_url and classifier.base_url:
+        skipped = list(catalog.skipped.get(tier, ()))
+        in_catalog = tier in catalog.named
+        if tier == CHEAP and not base_url and classifier.base_url and not in_catalog:
             base_url = classifier.base_url
         if tier == CHEAP and base_url and base_url == classifier.base_url and not model:
             # One model on the local engine: no swapping between classifier and cheap.
             model = classifier.model
-        default = None if base_url else auto.use(tier, model)
+        # A tier the catalog serves is not filled from a provider key.
+        default = None if base_url or in_catalog else auto.use(tier, model)
         if default is not None:
             base_url, model = default.base_url, default.model
         provider = read.text(prefix + "PROVIDER").lower() or (
@@ -793,10 +932,15 @@ def load_settings(
                 f"{prefix}PROVIDER {provider!r} is not a known provider type"
                 f" (use auto or one of: {', '.join(PROVIDERS)})"
             )
+        api_key = _key_of(read, tier, prefix + "API_KEY", prefix + "API_KEY_ENV")
+        if api_key is None and base_url:
+            why = f"route {tier} (its key variable {read.text(prefix + 'API_KEY_ENV')} is not set)"
+            warnings.append(f"{why} is skipped")
+            skipped.append(why)
         route = Route(
             tier=tier,
             base_url=base_url,
-            api_key=read.text(prefix + "API_KEY") or (default.api_key if default else ""),
+            api_key=api_key or (default.api_key if default else ""),
             name=read.text(prefix + "NAME"),
             model=model,
             provider=provider,
@@ -815,16 +959,31 @@ def load_settings(
             input_price=read.price(prefix + "INPUT_PRICE"),
             output_price=read.price(prefix + "OUTPUT_PRICE"),
             x402=read.choice(prefix + "X402", X402_CHOICES, "off").replace("off", ""),
+            **_catalog_fields(read, prefix),
         )
-        if base_url:
-            routes[tier] = _with_default_versions(route, read) if not provider_problem else route
-            candidates[tier] = _read_candidates(tier, routes[tier], read)
-            routes[tier] = candidates[tier][0]
+        first = None
+        if base_url and api_key is not None:
+            first = _with_default_versions(route, read) if not provider_problem else route
+        found = _read_candidates(tier, first, read, catalog.by_tier[tier], skipped)
+        if found:
+            routes[tier] = found[0]
+            candidates[tier] = found
+        elif skipped:
+            emptied[tier] = skipped
 
-    if not routes and not problems:
+    def missing(tier: str, problem: str) -> None:
+        """A required tier without a route; named by what was skipped, if anything."""
+        if tier in emptied:
+            problem = (
+                f"tier {tier} has no route: every one that could serve it was skipped"
+                f" ({'; '.join(emptied[tier])})"
+            )
+        problems.append(problem)
+
+    if not routes and not problems and not emptied:
         raise NoConfiguration(default_routes.no_configuration_message(auto.enabled))
     if FRONTIER not in routes:
-        problems.append("FRONTIER_BASE_URL is required: every request can end up on frontier")
+        missing(FRONTIER, "FRONTIER_BASE_URL is required: every request can end up on frontier")
     if classifier.enabled:
         if classifier.mode == "llm" and not classifier.base_url:
             problems.append(
@@ -832,11 +991,12 @@ def load_settings(
                 " (CLASSIFIER_MODE=builtin or hybrid need no LLM server)"
             )
         if MEDIUM not in routes:
-            problems.append("MEDIUM_BASE_URL is required when the classifier is enabled")
+            missing(MEDIUM, "MEDIUM_BASE_URL is required when the classifier is enabled")
         if CHEAP not in routes:
-            problems.append(
+            missing(
+                CHEAP,
                 "CHEAP_BASE_URL is required when the classifier is enabled"
-                " (it defaults to CLASSIFIER_BASE_URL)"
+                " (it defaults to CLASSIFIER_BASE_URL)",
             )
 
     routing = replace(_read_routing(read, problems), strategies=_read_strategies(read))
@@ -934,6 +1094,7 @@ def load_settings(
         upstream_header=headers[1],
         notes=tuple(dict.fromkeys(notes)),
         plugins=plugins,
+        warnings=tuple(dict.fromkeys(warnings)),
     )
 
 
@@ -1013,6 +1174,10 @@ def _read_routing(read: _Reader, problems: list[str]) -> RoutingSettings:
         unknown_model=unknown,
         keep_requested_model=read.flag("KEEP_REQUESTED_MODEL", False),
         categories=categories,
+        stats_window=read.integer("ROUTE_STATS_WINDOW", 20, minimum=1),
+        stats_window_s=read.integer("ROUTE_STATS_WINDOW_S", 300, minimum=1),
+        stats_min_samples=read.integer("ROUTE_STATS_MIN_SAMPLES", 3, minimum=1),
+        stats_sync_ms=read.integer("ROUTE_STATS_SYNC_MS", 1000, minimum=10),
     )
 
 

@@ -64,6 +64,8 @@ PROVIDER_ALIASES: dict[str, str] = {
     "compatible": "openai_compatible",
     "custom": "openai_compatible",
     "local": "openai_compatible",
+    # With a base URL ending in /v1 (Ollama's OpenAI-compatible API), as the Node
+    # Xrouter read it; else Ollama's native /api/chat (wire/adapters/ollama.py).
     "ollama": "openai_compatible",
     "vllm": "openai_compatible",
     "lmstudio": "openai_compatible",
@@ -154,6 +156,9 @@ def translate_node_env(
     for tier in TIERS:
         name = f"{tier.upper()}_PROVIDER"
         given = values.get(name, "").strip().lower()
+        base_url = values.get(f"{tier.upper()}_BASE_URL", "").strip().rstrip("/")
+        if given == "ollama" and not base_url.endswith("/v1"):
+            continue  # this router's own adapter for Ollama's native /api/chat
         if given in PROVIDER_ALIASES:
             out[name] = PROVIDER_ALIASES[given]
             notes.append(f"{name}={given} is read as {PROVIDER_ALIASES[given]}")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -231,8 +231,14 @@ class Pricing:
     def resolve_route(self, route: Route | None, model: str) -> Price:
         """`resolve` for a route known already (a candidate of a tier)."""
         if route is not None and (route.input_price is not None or route.output_price is not None):
-            # The configured price is the whole story: cached tokens pay its input rate.
-            return Price(route.input_price or 0.0, route.output_price or 0.0, "route")
+            # The configured price is the whole story: cached tokens pay its cached rate
+            # (the catalog's cached_price), else its input rate.
+            return Price(
+                route.input_price or 0.0,
+                route.output_price or 0.0,
+                "route",
+                cache_read=route.cached_price,
+            )
         if route is not None and is_local(route, self.settings):
             return FREE
         try:
@@ -240,6 +246,8 @@ class Pricing:
         except Exception:  # noqa: BLE001 - a price lookup must never fail a request
             log.exception("genai-prices could not price %s; counted at zero", model)
             found = None
+        if found is not None and route is not None and route.cached_price is not None:
+            found = replace(found, cache_read=route.cached_price)
         return found or UNKNOWN
 
     def warm(self) -> None:

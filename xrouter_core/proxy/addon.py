@@ -14,7 +14,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -51,6 +51,7 @@ from xrouter_core.routing.classifier import Decision, LLMClassifier
 from xrouter_core.routing.fallback import (
     Attempt,
     CircuitBreaker,
+    TierOrders,
     all_failed_error,
     chain_for,
     fallback_header,
@@ -58,15 +59,18 @@ from xrouter_core.routing.fallback import (
     next_route,
     order_candidates,
     should_fall_back,
+    weighted_order,
 )
 from xrouter_core.routing.models import (
     bad_tier_header,
     has_images,
+    has_tools,
     logical_model_names,
     pinned_tier,
     raise_for_tools,
 )
 from xrouter_core.routing.policy import Policy
+from xrouter_core.routing.route_stats import RouteStats
 from xrouter_core.tasks import Tasks
 from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
 from xrouter_core.wire.adapters import Adapter, adapter_for
@@ -200,6 +204,10 @@ class RoutedFlow:
     # when the answer's headers came, in ms since the request came.
     event_id: int = 0
     first_byte_ms: float | None = None
+    # perf_counter() when the current attempt was sent upstream, and when its response
+    # headers came: the route's measured time to first byte (routing/route_stats.py).
+    sent_at: float = 0.0
+    headers_at: float = 0.0
     # x402: what this request paid (USDC atomic units); a second 402 is never paid.
     paid: int = 0
     # The client key's name (client_keys.py), "" for ROUTER_API_KEY or none.
@@ -371,6 +379,9 @@ class Xrouter:
         # Tiers with several candidates → them in the order to try (order_tiers), and
         # every route by its breaker key (the tier, or `cheap#2`).
         self.tier_candidates: dict[str, tuple[Route, ...]] = {}
+        # Tiers whose order changes per request (weighted) or with measurements.
+        self.moving_tiers: dict[str, str] = {}
+        self.route_stats: RouteStats | None = None
         self.routes_by_key: dict[str, Route] = {}
         self.fallback_ready = False
         # (host, port) of every route → its connect timeout in seconds.
@@ -498,6 +509,10 @@ class Xrouter:
             if note not in self.notes_logged:
                 self.notes_logged.add(note)
                 log.info("configuration: %s", note)
+        for warning in settings.warnings:
+            if warning not in self.notes_logged:
+                self.notes_logged.add(warning)
+                log.warning("configuration: %s", warning)
         aliases = HeaderAliases(
             settings.decision_header,
             settings.upstream_header,
@@ -573,6 +588,17 @@ class Xrouter:
             if len(found) > 1
         }
         self.routes_by_key = {route.breaker_key: route for route in settings.all_routes()}
+        self.moving_tiers = {
+            tier: strategy
+            for tier, strategy in settings.routing.strategies.items()
+            if strategy in ("weighted", "latency", "throughput") and tier in self.tier_candidates
+        }
+        if self.route_stats is not None:
+            self.route_stats.close()
+        shared = settings.redis_url if settings.cache_backend in ("auto", "redis") else ""
+        self.route_stats = RouteStats(
+            settings.routing, settings.candidates, shared, self.accounting.health
+        )
         for tier, found in self.tier_candidates.items():
             log.info(
                 "tier %s: %d candidates, %s: %s",
@@ -659,6 +685,8 @@ class Xrouter:
         assert self.settings is not None
         if self.accounting is not None:
             self.accounting.start()
+        if self.route_stats is not None:
+            self.route_stats.start()
         if self.classifier is not None and self.settings.classifier.warmup:
             self.classifier_tasks.spawn(self.classifier.warm_up())
         if self.classifier is not None and self.settings.classifier.keep_alive_ms > 0:
@@ -720,6 +748,8 @@ class Xrouter:
         self.record_finished()
         self.plugins.end()
         self.feed.close()
+        if self.route_stats is not None:
+            self.route_stats.close()
         if self.accounting is not None:
             self.accounting.close()  # the last usage counts and request log lines
             self.accounting = None
@@ -971,6 +1001,12 @@ class Xrouter:
             "chain": list(self.settings.routing.fallback_chain),
             "circuit_breaker": self.breaker.public(),
         }
+        doc["strategies"] = {
+            tier: self.settings.routing.strategies.get(tier, "ordered")
+            for tier in self.settings.routes
+        }
+        if self.route_stats is not None:
+            doc["route_stats"] = self.route_stats.public()
         return doc
 
     def server_connect(self, data) -> None:
@@ -1136,8 +1172,12 @@ class Xrouter:
                 tier, decision.source + "+ceiling", decision.ms, decision.detail, decision.score
             )
         needs_vision = has_images(chat.messages)
+        needs_tools = has_tools(chat.body)
+        candidates: Mapping[str, Sequence[Route]] = self.tier_candidates
+        if self.moving_tiers:
+            candidates = TierOrders(candidates, self.moving_tiers, self.tier_order)
         chain = chain_for(
-            TIERS[tier], self.settings.routes, routing, needs_vision, self.tier_candidates
+            TIERS[tier], self.settings.routes, routing, needs_vision, candidates, needs_tools
         )
         if ceiling is not None:
             chain = [route for route in chain if TIER_INDEX[route.tier] <= ceiling]
@@ -1157,7 +1197,22 @@ class Xrouter:
                 f"'{TIERS[tier]}' is marked vision-capable (set <TIER>_VISION=true).",
                 code="no_vision_route",
             )
+        if needs_tools:
+            raise RouterError(
+                400,
+                "The request carries tools and every route at or above tier "
+                f"'{TIERS[tier]}' is marked as unable to call them (tools: false).",
+                code="no_tools_route",
+            )
         raise RouterError(500, "No route is configured.", type="server_error")
+
+    def tier_order(self, tier: str) -> tuple[Route, ...]:
+        """A weighted or measured tier's candidates in the order to try for this request."""
+        found = self.tier_candidates[tier]
+        if self.moving_tiers[tier] == "weighted":
+            return weighted_order(found)
+        assert self.route_stats is not None
+        return self.route_stats.order(tier) or found
 
     def point_at(self, flow: http.HTTPFlow, routed: RoutedFlow, route: Route) -> None:
         """Rewrite the flow's request for a route (the first one, or a fallback)."""
@@ -1194,6 +1249,7 @@ class Xrouter:
             if dropped:
                 log.debug("route %s cannot take, dropped: %s", route.tier, ", ".join(dropped))
         flow.metadata[mitm_compat.FIRST_BYTE_TIMEOUT] = route.first_byte_timeout_ms / 1000
+        routed.sent_at = time.perf_counter()
 
     # ---- response --------------------------------------------------------------
 
@@ -1204,8 +1260,9 @@ class Xrouter:
                 flow.response.stream = True  # the live feed: each event as it comes
             return
         response = flow.response
+        routed.headers_at = time.perf_counter()
         if self.feed.listened:
-            routed.first_byte_ms = (time.perf_counter() - routed.started) * 1000
+            routed.first_byte_ms = (routed.headers_at - routed.started) * 1000
         if not should_fall_back(response.status_code, False):
             self.breaker.success(routed.route.breaker_key)
         extra: tuple[tuple[bytes, bytes], ...] = (
@@ -1213,10 +1270,11 @@ class Xrouter:
         )
         # Errors and whole answers are buffered: the response hook translates them. An SSE
         # stream is text/event-stream (application/stream+json for some providers).
+        content_type = response.headers.get("content-type", "")
         streaming = (
             response.status_code < 400
             and routed.chat.stream
-            and "stream" in response.headers.get("content-type", "")
+            and routed.adapter.streams(content_type)
         )
         if not streaming:
             set_routing_headers(response, routed, extra)
@@ -1225,8 +1283,8 @@ class Xrouter:
             self.log_settlement(flow, routed)  # a stream's settlement is in its headers
         # The body length changes (usage chunk, translation): always chunked to the client.
         extra += (CHUNKED_FIELD,)
-        if routed.chat.client_format != OPENAI:
-            extra += (EVENT_STREAM_FIELD,)
+        if routed.chat.client_format != OPENAI or "event-stream" not in content_type:
+            extra += (EVENT_STREAM_FIELD,)  # e.g. Ollama's NDJSON, rendered as SSE
         set_routing_headers(response, routed, extra, drop=CONTENT_LENGTH)
         keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
         model = routed.chat.model if keep_name and routed.chat.model else routed.route.model
@@ -1636,6 +1694,18 @@ class Xrouter:
             f" fallback={fallback_header(routed.attempts)}" if routed.attempts else "",
             f" error={error}" if error else "",
         )
+        if self.route_stats is not None and status < 400 and routed.headers_at:
+            # Measured for the latency and throughput strategies: the served attempt's
+            # first byte, and its output tokens over the time they were streamed (a
+            # whole answer: over the attempt's whole time).
+            ended = routed.started + total_ms / 1000
+            since = routed.headers_at if routed.translator is not None else routed.sent_at
+            self.route_stats.record(
+                routed.route,
+                (routed.headers_at - routed.sent_at) * 1000,
+                usage.completion_tokens if usage else 0,
+                ended - since,
+            )
         if self.accounting is not None:
             if status >= 400 and not error and routed.attempts:
                 error = fallback_header(routed.attempts)  # what the live feed says failed

@@ -12,8 +12,9 @@ happens on the same mitmproxy flow (proxy/mitm_compat.py), so fallback answers s
 
 from __future__ import annotations
 
+import random
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -46,16 +47,62 @@ def order_candidates(
     return tuple(candidates[i] for i in order)
 
 
+def weighted_order(
+    candidates: Sequence[Route], draw: Callable[[], float] = random.random
+) -> tuple[Route, ...]:
+    """The `weighted` strategy: a random order in which each candidate comes first with
+    a chance proportional to its weight (and so on down the list: each key is
+    u ** (1 / weight), largest first). A weight of 0 comes after every other."""
+    keys = [
+        (draw() ** (1.0 / route.weight) if route.weight > 0 else -1.0, -i)
+        for i, route in enumerate(candidates)
+    ]
+    order = sorted(range(len(candidates)), key=lambda i: keys[i], reverse=True)
+    return tuple(candidates[i] for i in order)
+
+
+class TierOrders(Mapping[str, Sequence[Route]]):
+    """Each tier's candidates in the order to try them, for chain_for: the fixed orders
+    (ordered, price) as they are, and a moving tier's (weighted, latency, throughput)
+    asked of `order` only when a chain takes that tier, so a request never advances the
+    order of a tier it cannot reach."""
+
+    __slots__ = ("fixed", "moving", "order")
+
+    def __init__(
+        self,
+        fixed: Mapping[str, Sequence[Route]],
+        moving: Mapping[str, str],
+        order: Callable[[str], Sequence[Route]],
+    ):
+        self.fixed = fixed
+        self.moving = moving
+        self.order = order
+
+    def __getitem__(self, tier: str) -> Sequence[Route]:
+        if tier in self.moving:
+            return self.order(tier)
+        return self.fixed[tier]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.fixed)
+
+    def __len__(self) -> int:
+        return len(self.fixed)
+
+
 def chain_for(
     tier: str,
     routes: Mapping[str, Route],
     routing: RoutingSettings,
     needs_vision: bool = False,
     candidates: Mapping[str, Sequence[Route]] | None = None,
+    needs_tools: bool = False,
 ) -> list[Route]:
     """The chosen tier, then the tiers after it in FALLBACK_CHAIN (default: the tiers above
     it, ending at frontier); each tier as its `candidates` (in the order to try them), or
-    its one route. Only configured routes; only vision routes for images."""
+    its one route. Only configured routes; only vision routes for images; for a request
+    with tools, no route the catalog says cannot call them (`tools: false`)."""
     rank = TIER_INDEX[tier]
     if not routing.fallback_enabled:
         # One attempt: the tier, or the next configured one above it.
@@ -73,6 +120,8 @@ def chain_for(
     ]
     if needs_vision:
         chain = [route for route in chain if route.vision]
+    if needs_tools:
+        chain = [route for route in chain if route.tools is not False]
     return chain
 
 
@@ -207,6 +256,7 @@ def all_failed_error(
 __all__ = [
     "Attempt",
     "CircuitBreaker",
+    "TierOrders",
     "FALLBACK_STATUSES",
     "all_failed_error",
     "chain_for",
@@ -215,4 +265,5 @@ __all__ = [
     "next_route",
     "order_candidates",
     "should_fall_back",
+    "weighted_order",
 ]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from xrouter_core.catalog import CATALOG_VARIABLE
 from xrouter_core.config import (
     CLASSIFIER_FIELDS,
     ROUTE_FIELDS,
@@ -28,6 +29,18 @@ from xrouter_core.tiers import CHEAP, TIERS
 from xrouter_core.wire.providers import LOCAL_HOSTS
 
 LOCAL_PROVIDER = "openai_compatible"  # every local engine speaks OpenAI's wire format
+# Where each provider's key usually lives in a user's environment.
+KEY_ENV: dict[str, tuple[str, ...]] = {
+    "openai": ("OPENAI_API_KEY",),
+    "anthropic": ("ANTHROPIC_API_KEY",),
+    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
+    "cohere": ("COHERE_API_KEY", "CO_API_KEY"),
+    "azure": ("AZURE_OPENAI_API_KEY",),
+    "mistral": ("MISTRAL_API_KEY",),
+    "groq": ("GROQ_API_KEY",),
+    "together": ("TOGETHER_API_KEY",),
+    "perplexity": ("PERPLEXITY_API_KEY", "PPLX_API_KEY"),
+}
 
 
 @dataclass
@@ -44,6 +57,47 @@ class RouteAnswer:
 
 
 @dataclass
+class CatalogAnswer:
+    """One provider of the catalog form (upstreams.json `providers`): its key stays in
+    the variable `key_env` names; `tiers` maps each tier to the model it may serve."""
+
+    provider: str
+    base_url: str
+    key_env: str
+    tiers: dict[str, str] = field(default_factory=dict)
+
+    def doc(self) -> dict[str, Any]:
+        models: dict[str, list[str]] = {}
+        for tier, model in self.tiers.items():
+            models.setdefault(model, []).append(tier)
+        return {
+            "type": self.provider,
+            "base_url": self.base_url.rstrip("/"),
+            "api_key_env": self.key_env,
+            "models": [{"model": m, "tiers": tiers} for m, tiers in models.items()],
+        }
+
+
+def catalog_from_environ(
+    environ: Mapping[str, str], routes: Mapping[str, RouteAnswer]
+) -> list[CatalogAnswer]:
+    """Every cloud provider whose key is in the environment and that no chosen route
+    uses, with catalog.json's suggested model for each tier: the wizard's catalog form
+    lists them as further candidates of their tiers (after the chosen routes)."""
+    used = {answer.provider for answer in routes.values()}
+    found = []
+    for name, info in catalog()["providers"].items():
+        if name in used or not info.get("needs_key"):
+            continue
+        variable = next((v for v in KEY_ENV.get(name, ()) if environ.get(v, "").strip()), "")
+        suggested = info.get("suggested") or {}
+        tiers = {t: suggested[t] for t in TIERS if suggested.get(t)}
+        if variable and tiers:
+            found.append(CatalogAnswer(name, info["base_url"], variable, tiers))
+    return found
+
+
+@dataclass
 class Answers:
     mode: str  # "quick" (local classifier + cheap) or "cloud"
     classifier: str  # "local", "cloud" or "off"
@@ -55,6 +109,8 @@ class Answers:
     # Quick Start: CLASSIFIER_MODE ("" keeps the default, hybrid); builtin when the local
     # model only answers cheap requests (hardware.default_classifier_mode).
     classifier_mode: str = ""
+    # The catalog form: more providers as same-tier candidates (keys left in the env).
+    catalog: list[CatalogAnswer] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -65,6 +121,9 @@ class Plan:
     env_updates: dict[str, str]
     env_disable: set[str]
     update_env: bool
+    # The variables the catalog reads its keys from, with their values: the router reads
+    # them from its environment, so the check before writing is given them too.
+    key_env: dict[str, str] = field(default_factory=dict)
 
 
 def _route_doc(answer: RouteAnswer, keys_in_doc: bool) -> dict[str, Any]:
@@ -83,10 +142,16 @@ def managed_env_names() -> set[str]:
     """Every variable an upstreams.json can set; a .env line with one of them shadows it."""
     names = {f"CLASSIFIER_{f.upper()}" for f in CLASSIFIER_FIELDS} | {"CLASSIFIER_API_KEY"}
     names |= {f"{t.upper()}_{f.upper()}" for t in TIERS for f in ROUTE_FIELDS}
+    names.add(CATALOG_VARIABLE)  # upstreams.json's `providers`
     return names
 
 
-def build_plan(answers: Answers, update_env: bool, current_env: Mapping[str, str]) -> Plan:
+def build_plan(
+    answers: Answers,
+    update_env: bool,
+    current_env: Mapping[str, str],
+    environ: Mapping[str, str] | None = None,
+) -> Plan:
     """Answers → upstreams document (+ .env updates when .env is to be updated).
 
     With `update_env`, keys go to .env and upstreams.json holds no secret; lines of the
@@ -125,6 +190,8 @@ def build_plan(answers: Answers, update_env: bool, current_env: Mapping[str, str
     if answers.local is not None and answers.local.api_key and not keys_in_doc:
         secrets["CHEAP_API_KEY"] = answers.local.api_key
     doc: dict[str, Any] = {"classifier": classifier, "routes": routes}
+    if answers.catalog:
+        doc["providers"] = {c.provider: c.doc() for c in answers.catalog}
     if answers.redis_url:
         doc["redis_url"] = answers.redis_url
 
@@ -146,7 +213,8 @@ def build_plan(answers: Answers, update_env: bool, current_env: Mapping[str, str
         # ROUTER_API_KEY has no place in upstreams.json: .env is the only file for it.
         env_updates["ROUTER_API_KEY"] = answers.router_api_key
         update_env = True
-    return Plan(doc, env_updates, env_disable, update_env)
+    key_env = {c.key_env: (environ or {}).get(c.key_env, "") for c in answers.catalog}
+    return Plan(doc, env_updates, env_disable, update_env, key_env)
 
 
 def shadowing(
@@ -185,7 +253,7 @@ def validate(plan: Plan, env_file: Path) -> Settings:
             env_path.write_text(new_env, encoding="utf-8")
         elif env_file.is_file():
             env_path = env_file
-        return load_settings(environ={}, env_file=env_path, upstreams_file=upstreams)
+        return load_settings(environ=plan.key_env, env_file=env_path, upstreams_file=upstreams)
 
 
 def field_problems(env_name: str, value: str) -> list[str]:

@@ -41,18 +41,8 @@ TIER_HELP = {
 ABOVE_LOCAL = (MEDIUM, FRONTIER)
 # OpenAI-wire providers that can host a cloud classifier (the classifier client speaks OpenAI).
 CLASSIFIER_PROVIDERS = ("openai", "groq", "mistral", "together", "openai_compatible")
-# Where each provider's key usually lives in a user's environment.
-KEY_ENV = {
-    "openai": ("OPENAI_API_KEY",),
-    "anthropic": ("ANTHROPIC_API_KEY",),
-    "gemini": ("GEMINI_API_KEY", "GOOGLE_API_KEY"),
-    "cohere": ("COHERE_API_KEY", "CO_API_KEY"),
-    "azure": ("AZURE_OPENAI_API_KEY",),
-    "mistral": ("MISTRAL_API_KEY",),
-    "groq": ("GROQ_API_KEY",),
-    "together": ("TOGETHER_API_KEY",),
-    "perplexity": ("PERPLEXITY_API_KEY", "PPLX_API_KEY"),
-}
+# Where each provider's key usually lives in a user's environment (setup_plan.py).
+KEY_ENV = setup_plan.KEY_ENV
 
 
 # ---- terminal --------------------------------------------------------------------------
@@ -169,13 +159,14 @@ class Wizard:
                 f"Current settings from {self.upstreams_file.name} / {self.env_file.name} are offered as defaults."
             )
         answers = self.ask_everything(self.previous)
+        answers.catalog = self.ask_catalog(answers)
         while True:
             update_env = self.t.confirm(
                 f"Also update {self.env_file.name}? API keys then live there and {self.upstreams_file.name} holds none",
                 default=True,
             )
             env_values = config_files.read_current(Path(os.devnull), self.env_file)
-            plan = setup_plan.build_plan(answers, update_env, env_values)
+            plan = setup_plan.build_plan(answers, update_env, env_values, self.environ)
             try:
                 settings = setup_plan.validate(plan, self.env_file)
                 break
@@ -268,6 +259,25 @@ class Wizard:
                 tier, prev_routes.get(tier) or (cheap_default if tier == CHEAP else None)
             )
         return answers
+
+    def ask_catalog(self, answers: Answers) -> list[setup_plan.CatalogAnswer]:
+        """The catalog form: providers whose keys are in this environment (and that no
+        route uses) offered as further candidates of each tier, their keys left there."""
+        found = setup_plan.catalog_from_environ(self.environ, answers.routes)
+        if not found:
+            return []
+        names = ", ".join(f"{c.provider} (${c.key_env})" for c in found)
+        if not self.t.confirm(
+            f"Keys for {names} are set here. Also list their suggested models as further"
+            " candidates of each tier (upstreams.json providers; the keys stay in those"
+            " variables)?",
+            default=True,
+        ):
+            return []
+        for c in found:
+            models = ", ".join(f"{t} {m}" for t, m in c.tiers.items())
+            self.t.say(f"  {c.provider}: {models}")
+        return found
 
     def ask_classifier_mode(self, model: str, previous: Answers | None) -> str:
         """Quick Start with the 270M model: who classifies (hardware.TINY_CLASSIFIER_NOTE)."""
@@ -485,6 +495,8 @@ class Wizard:
             self.t.say(
                 f"  {tier:<10}  {route.model or '(server default)'} at {route.base_url} [{route.provider or 'auto'}, {key}]"
             )
+            for other in settings.tier_candidates(tier)[1:]:
+                self.t.say(f"  {'':<10}  then {other.label} at {other.base_url}")
 
 
 # ---- non-interactive -------------------------------------------------------------------
@@ -586,8 +598,10 @@ def run_noninteractive(
     upstreams_file, env_file = Path(args.upstreams), Path(args.env_file)
     current = config_files.read_current(upstreams_file, env_file)
     answers = answers_from_flags(args, report, current, environ)
+    if args.catalog:
+        answers.catalog = setup_plan.catalog_from_environ(environ, answers.routes)
     env_values = config_files.read_current(Path(os.devnull), env_file)
-    plan = setup_plan.build_plan(answers, bool(args.update_env), env_values)
+    plan = setup_plan.build_plan(answers, bool(args.update_env), env_values, environ)
     try:
         setup_plan.validate(plan, env_file)
     except ConfigError as exc:
@@ -670,6 +684,13 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(
             f"--{tier}-api-key", help=f"prefer the {tier.upper()}_API_KEY environment variable"
         )
+    parser.add_argument(
+        "--catalog",
+        action="store_true",
+        help="with --yes: also list every provider whose key is in the environment (and"
+        " that no route uses) as further candidates of each tier, with its suggested"
+        " models; the keys stay in their variables",
+    )
     parser.add_argument("--redis-url")
     parser.add_argument("--router-api-key", help="prefer the ROUTER_API_KEY environment variable")
     return parser

@@ -23,6 +23,7 @@ OPENAI_WIRE: tuple[str, ...] = (
 )
 # Every provider type a route may name, each with an adapter in wire/adapters/.
 # `openai_responses`: OpenAI, with Responses clients sent to its Responses API natively.
+# `ollama`: Ollama's native /api/chat (NDJSON streams); its /v1 is OpenAI-compatible.
 PROVIDERS: tuple[str, ...] = (
     *OPENAI_WIRE,
     "azure",
@@ -30,6 +31,7 @@ PROVIDERS: tuple[str, ...] = (
     "gemini",
     "cohere",
     "openai_responses",
+    "ollama",
 )
 
 # Host suffix → provider type, checked in order.

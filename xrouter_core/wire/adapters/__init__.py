@@ -7,6 +7,7 @@ from xrouter_core.wire.adapters.anthropic import AnthropicAdapter
 from xrouter_core.wire.adapters.base import Adapter, UpstreamRequest
 from xrouter_core.wire.adapters.cohere import CohereAdapter
 from xrouter_core.wire.adapters.gemini import GeminiAdapter
+from xrouter_core.wire.adapters.ollama import OllamaAdapter
 from xrouter_core.wire.adapters.openai import AzureOpenAIAdapter, OpenAIAdapter
 from xrouter_core.wire.adapters.openai_responses import OpenAIResponsesAdapter
 from xrouter_core.wire.providers import OPENAI_WIRE, PROVIDERS, provider_name
@@ -19,6 +20,7 @@ _ADAPTERS.update(
         "gemini": GeminiAdapter(),
         "cohere": CohereAdapter(),
         "openai_responses": OpenAIResponsesAdapter(),
+        "ollama": OllamaAdapter(),
     }
 )
 assert tuple(_ADAPTERS) == PROVIDERS, "wire/providers.py and the adapters must name the same"

@@ -85,6 +85,11 @@ class Adapter:
     def same_format(self, request: ChatRequest) -> bool:
         return self.client_format == request.client_format
 
+    def streams(self, content_type: str) -> bool:
+        """Is an answer of this content type the provider's stream? SSE for most
+        (text/event-stream, application/stream+json); Ollama streams NDJSON."""
+        return "stream" in content_type
+
     def build_request(
         self,
         route: Route,
