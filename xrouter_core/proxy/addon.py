@@ -65,8 +65,9 @@ from xrouter_core.routing.models import (
     raise_for_tools,
 )
 from xrouter_core.routing.policy import Policy
+from xrouter_core.routing.sessions import Session
 from xrouter_core.tasks import Tasks
-from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
+from xrouter_core.tiers import FRONTIER, FRONTIER_INDEX, TIER_INDEX, TIERS
 from xrouter_core.wire.adapters import Adapter, adapter_for
 from xrouter_core.wire.adapters.anthropic import AnthropicAdapter
 from xrouter_core.wire.canonical import Usage, usage_from_openai
@@ -195,6 +196,8 @@ class RoutedFlow:
     paid: int = 0
     # The client key's name (client_keys.py), "" for ROUTER_API_KEY or none.
     client: str = ""
+    # The agent session it belongs to (routing/sessions.py), None when none or off.
+    session: Session | None = None
 
 
 def router_line_or_warning(record: logging.LogRecord) -> bool:
@@ -1006,9 +1009,14 @@ class Xrouter:
         if cached is not None:
             local_response(flow, cached)
             return
+        session = await self.accounting.sessions.begin(chat, flow.request.headers, len(content))
+        if session is not None:
+            chat.cache_prefix = True  # a translating route marks the prompt for caching
         try:
             ceiling = TIER_INDEX[client.max_tier] if client and client.max_tier else None
-            decision, chain = await self.plan(chat, flow.request.headers.get(TIER_HEADER), ceiling)
+            decision, chain = await self.plan(
+                chat, flow.request.headers.get(TIER_HEADER), ceiling, session
+            )
             if chat.responses is not None and chat.responses.native_only is not None:
                 # A hosted tool: only routes that speak Responses can serve it.
                 chain = [r for r in chain if adapter_for(r).responses_wire]
@@ -1036,6 +1044,7 @@ class Xrouter:
             aliases=self.header_aliases,
             event_id=event_id,
             client=name,
+            session=session,
         )
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = routed
@@ -1043,11 +1052,17 @@ class Xrouter:
         self.feed.routed(event_id, routed.route, routed.adapter.name, routed.attempts)
 
     async def plan(
-        self, chat: ChatRequest, tier_header: str | None, ceiling: int | None = None
+        self,
+        chat: ChatRequest,
+        tier_header: str | None,
+        ceiling: int | None = None,
+        session: Session | None = None,
     ) -> tuple[Decision, list[Route]]:
-        """The tier (pinned by name or header, else classified; tools may raise it) and the
-        routes to try in order; RouterError when the request cannot be served. `ceiling`:
-        the highest tier the client's key may reach, which wins over everything else."""
+        """The tier (pinned by name or header, else classified; tools may raise it; an
+        agent session may stay on a higher tier it is cached on, when that is cheaper) and
+        the routes to try in order; RouterError when the request cannot be served.
+        `ceiling`: the highest tier the client's key may reach, which wins over everything
+        else."""
         assert self.settings is not None and self.policy is not None
         routing = self.settings.routing
         if bad_tier_header(tier_header, routing):
@@ -1073,6 +1088,11 @@ class Xrouter:
                 tier, decision.source + "+ceiling", decision.ms, decision.detail, decision.score
             )
         needs_vision = has_images(chat.messages)
+        if session is not None and pinned is None and not needs_vision:
+            assert self.accounting is not None
+            top = FRONTIER_INDEX if ceiling is None else ceiling
+            decision = self.accounting.sessions.adjust(session, decision, top)
+            tier = decision.tier
         chain = chain_for(
             TIERS[tier], self.settings.routes, routing, needs_vision, self.tier_candidates
         )
@@ -1469,8 +1489,17 @@ class Xrouter:
     ) -> None:
         tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
         score = routed.decision.score
+        session = routed.session
+        about, body = "", b""
+        if session is not None:
+            body = flow.request.raw_content or b""  # what was forwarded (cache marks, ttl)
+            about = f" session={session.id.label}"
+            if usage is not None:
+                about += f" cache={usage.cache_read_tokens}r+{usage.cache_write_tokens}w"
+            if session.choice is not None:  # source=cache_cost: the figures it chose by
+                about += f" expected={session.choice.figures()}"
         log.info(
-            "routed decision=%d source=%s route=%s model=%s status=%s classifier_ms=%.1f total_ms=%.1f tokens=%s score=%s%s%s%s",
+            "routed decision=%d source=%s route=%s model=%s status=%s classifier_ms=%.1f total_ms=%.1f tokens=%s score=%s%s%s%s%s",
             routed.decision.tier,
             routed.decision.source,
             routed.route.tier,
@@ -1487,12 +1516,13 @@ class Xrouter:
             ),
             f" fallback={fallback_header(routed.attempts)}" if routed.attempts else "",
             f" error={error}" if error else "",
+            about,
         )
         if self.accounting is not None:
             if status >= 400 and not error and routed.attempts:
                 error = fallback_header(routed.attempts)  # what the live feed says failed
             self.accounting.routed_finished(
-                routed, status, usage, total_ms, stream, completion, error
+                routed, status, usage, total_ms, stream, completion, error, body
             )
         # Let go of the parsed request now: its many small objects are freed at once, even
         # where the flow itself still waits for the cyclic garbage collector (a stream that
