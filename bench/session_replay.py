@@ -23,6 +23,7 @@ prints the per-turn table of each pattern and the totals of the three strategies
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import tempfile
@@ -166,13 +167,21 @@ class Fakes:
             fake.close()
 
 
-def replay(router: Router, fakes: Fakes, pattern: str, pin: bool) -> list[TurnCost]:
-    """One session through `router`; what each turn was billed (its two requests)."""
+def replay(
+    routers: Router | list[Router], fakes: Fakes, pattern: str, pin: bool = False
+) -> list[TurnCost]:
+    """One session through the router (turn i through routers[i % n], when several);
+    what each turn was billed (its requests together)."""
+    routers = routers if isinstance(routers, list) else [routers]
     headers = {"x-xrouter-tier": "frontier"} if pin else {}
     messages: list[dict] = [{"role": "system", "content": SYSTEM}]
     turns = []
-    with router.client(timeout=30) as client:
+    clients = [router.client(timeout=30) for router in routers]
+    with contextlib.ExitStack() as stack:
+        for c in clients:
+            stack.enter_context(c)
         for turn, kind in enumerate(pattern):
+            client = clients[turn % len(clients)]
             messages.append({"role": "user", "content": ask(turn, kind)})
             before = {tier: len(f.billed) for tier, f in fakes.tiers.items()}
             for _ in range(4):  # the tool call, then the answer
@@ -210,15 +219,18 @@ def replay(router: Router, fakes: Fakes, pattern: str, pin: bool) -> list[TurnCo
 class Run:
     turns: list[TurnCost]
     usage: dict  # the router's /usage document at the end
+    log: str = ""  # the router's log
 
     @property
     def total(self) -> float:
         return sum(t.usd for t in self.turns)
 
 
-def run_pattern(fakes: Fakes, pattern: str, tmp: Path) -> dict[str, Run]:
+def run_pattern(
+    fakes: Fakes, pattern: str, tmp: Path, strategies: tuple[str, ...] = STRATEGIES
+) -> dict[str, Run]:
     runs = {}
-    for strategy in STRATEGIES:
+    for strategy in strategies:
         fakes.reset()
         mode = MODES[strategy]
         directory = tmp / f"{strategy}-{len(list(tmp.iterdir()))}"
@@ -227,10 +239,12 @@ def run_pattern(fakes: Fakes, pattern: str, tmp: Path) -> dict[str, Run]:
         try:
             turns = replay(router, fakes, pattern, pin=strategy == "a")
             router.settle()
-            usage = router.client().get("/usage").json()
+            with router.client() as client:
+                usage = client.get("/usage").json()
+            log = router.logs()
         finally:
             router.stop()
-        runs[strategy] = Run(turns, usage)
+        runs[strategy] = Run(turns, usage, log)
     return runs
 
 

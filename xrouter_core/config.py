@@ -861,6 +861,7 @@ def load_settings(
             problems.append(f"ROUTER_KEYS_FILE: {exc}")
     headers = _read_header_names(read)
     payments = _read_payments(read, routes)
+    session_cost_routing = read.choice("SESSION_COST_ROUTING", SESSION_MODES, "on")
     if problems:
         raise ConfigError(problems)
 
@@ -900,7 +901,7 @@ def load_settings(
         cache_responses=read.flag("CACHE_RESPONSES", False),
         response_cache_ttl=read.integer("CACHE_RESPONSES_TTL", 3600),
         usage_flush_ms=read.integer("USAGE_FLUSH_MS", 100, minimum=10),
-        session_cost_routing=read.choice("SESSION_COST_ROUTING", SESSION_MODES, "on"),
+        session_cost_routing=session_cost_routing,
         request_log=read.text("REQUEST_LOG"),
         request_log_prompts=read.flag("REQUEST_LOG_PROMPTS", False),
         max_body_bytes=read.integer("MAX_BODY_BYTES", 10_000_000),

@@ -221,7 +221,7 @@ class SessionState:
                 float(t[3]),
                 int(t[4]),
             )
-        except (ValueError, KeyError, TypeError, IndexError):
+        except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             return cls()
 
 
