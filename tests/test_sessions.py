@@ -331,3 +331,30 @@ def test_openai_automatic_caching_keeps_a_session_on_its_cached_route(tmp_path):
         router.stop()
         for server in (classifier, cheap, frontier):
             server.close()
+
+
+def test_the_dashboard_shows_each_session_and_marks_a_dearer_one(fakes, tmp_path):
+    """Per-request routing (observe) moves a quick question to a cold cheap tier: the
+    session costs more than staying would have, and the dashboard says so."""
+    from test_usage import chromium
+
+    fakes.reset()
+    router = Router(fakes.env("observe", tmp_path / "data"), tmp_path)
+    try:
+        turns = replay.replay(router, fakes, "HHHHHHQ")
+        assert turns[-1].tier == "cheap"
+        router.settle()
+        with router.client() as client:
+            sessions = client.get("/usage").json()["sessions"]
+        (row,) = sessions["rows"]
+        assert row["dearer"] and row["savingsUsd"] < 0 and sessions["dearer"] == 1
+        dom = chromium(router.url + "/dashboard", tmp_path, "--dump-dom", budget_ms=4000)
+        html = dom.stdout.decode()
+        assert dom.returncode == 0, dom.stderr.decode()[-2000:]
+        rendered = re.search(r'data-rendered-sessions="([^"]*)"', html)
+        assert rendered, html[-3000:]
+        shown = json.loads(rendered.group(1).replace("&quot;", '"'))
+        assert shown == [[row["session"], row["savingsUsd"], True]]
+        assert '<tr class="dearer">' in html and "(routing cost more)" in html
+    finally:
+        router.stop()

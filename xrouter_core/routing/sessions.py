@@ -177,6 +177,10 @@ class SessionState:
     in_task: int = 0
     growth: float = 0.0
     last_prompt: int = 0
+    # Read from the session's first forwarded body (a client keeps its habits; scanning
+    # every 100 kB body would cost more than the rest of this module): does it carry
+    # cache_control marks, and do they ask for the 1-hour lifetime? None: not yet known.
+    marks: tuple[bool, bool] | None = None
 
     def dumps(self) -> str:
         doc = {
@@ -191,6 +195,7 @@ class SessionState:
                 round(self.growth, 1),
                 self.last_prompt,
             ],
+            "m": list(self.marks) if self.marks is not None else None,
         }
         if self.baseline is not None:
             b = self.baseline
@@ -220,6 +225,7 @@ class SessionState:
                 int(t[2]),
                 float(t[3]),
                 int(t[4]),
+                (bool(doc["m"][0]), bool(doc["m"][1])) if doc.get("m") else None,
             )
         except (ValueError, KeyError, TypeError, IndexError, AttributeError):
             return cls()
@@ -321,12 +327,16 @@ def choose(
     return Choice(best.tier, tuple(estimates), prompt)
 
 
-def cache_lifetime(price: Price, body: bytes) -> float:
-    """How long the provider keeps what this request cached."""
+def marks_of(body: bytes) -> tuple[bool, bool]:
+    """(cache_control marks, the 1-hour lifetime asked) in a forwarded body."""
+    marked = b"cache_control" in body
+    return marked, marked and (b'"ttl":"1h"' in body or b'"ttl": "1h"' in body)
+
+
+def cache_lifetime(price: Price, long: bool) -> float:
+    """How long the provider keeps what a request cached (`long`: marks with "ttl": "1h")."""
     if writes_cache(price):
-        if b'"ttl":"1h"' in body or b'"ttl": "1h"' in body:
-            return ANTHROPIC_LONG_TTL_S
-        return ANTHROPIC_TTL_S
+        return ANTHROPIC_LONG_TTL_S if long else ANTHROPIC_TTL_S
     return AUTO_TTL_S if caches(price) else 0.0
 
 
@@ -388,10 +398,11 @@ class SessionRouting:
         if sid is None:
             return None
         if isinstance(self.store, MemoryCache):
-            raw = self.store.get_now(sid.key)
+            # This process's memory keeps the state itself: nothing to parse.
+            found: Any = self.store.get_now(sid.key)
+            state = found if isinstance(found, SessionState) else SessionState()
         else:  # its own task: the Redis client's timeouts belong to the task they start in
-            raw = await asyncio.ensure_future(self.store.get(sid.key))
-        state = SessionState.loads(raw)
+            state = SessionState.loads(await asyncio.ensure_future(self.store.get(sid.key)))
         return Session(sid, state, body_bytes, round(body_bytes * state.per_byte))
 
     def adjust(self, session: Session | None, decision: Decision, top: int) -> Decision:
@@ -429,16 +440,19 @@ class SessionRouting:
     ) -> float | None:
         """After a turn: the route's cache state and the session's averages updated and
         stored (in the background); returns what the turn would have cost on frontier
-        with the frontier's own cache for the session (None without usage)."""
+        with the frontier's own cache for the session (None without usage). `body` is
+        what was forwarded (read for its cache marks on the session's first turn)."""
         if usage is None or usage.prompt_tokens <= 0:
             return None
         now = time.time()
         state = session.state
         price = self.pricing.for_model(route.tier, route.model)
         rid = route_id(route)
+        if state.marks is None:
+            state.marks = marks_of(body)
         held = cached_after(price, usage)
         if held:
-            state.routes[rid] = RouteCache(held, now, cache_lifetime(price, body))
+            state.routes[rid] = RouteCache(held, now, cache_lifetime(price, state.marks[1]))
         else:
             state.routes.pop(rid, None)
         state.last = rid
@@ -456,11 +470,14 @@ class SessionRouting:
         state.output += EMA * (usage.completion_tokens - state.output)
         if session.body_bytes:
             state.per_byte += EMA * (usage.prompt_tokens / session.body_bytes - state.per_byte)
-        baseline = self.baseline_cost(state, usage, body, now)
-        self.spawn(self.store.set(session.id.key, state.dumps(), SESSION_TTL_S))
+        baseline = self.baseline_cost(state, usage, now)
+        if isinstance(self.store, MemoryCache):
+            self.store.set_now(session.id.key, state, SESSION_TTL_S)  # type: ignore[arg-type]
+        else:
+            self.spawn(self.store.set(session.id.key, state.dumps(), SESSION_TTL_S))
         return baseline
 
-    def baseline_cost(self, state: SessionState, usage: Usage, body: bytes, now: float) -> float:
+    def baseline_cost(self, state: SessionState, usage: Usage, now: float) -> float:
         """This turn on frontier, with frontier's cache as staying there would have left
         it. It caches as the actual turn could: when the client marked the prompt for
         caching (or the router did), the route cached anything, or frontier's caching is
@@ -473,12 +490,13 @@ class SessionRouting:
             not writes_cache(price)
             or usage.cache_read_tokens
             or usage.cache_write_tokens
-            or b'"cache_control"' in body
+            or (state.marks is not None and state.marks[0])
         )
         if frontier is None or not could_cache or n < MIN_CACHEABLE_TOKENS:
             return price.cost(n, out)
         held = state.baseline.held(now) if state.baseline is not None else 0
         cached = min(held, n)
         written = n - cached if writes_cache(price) else 0
-        state.baseline = RouteCache(n, now, cache_lifetime(price, body))
+        long = state.marks is not None and state.marks[1]
+        state.baseline = RouteCache(n, now, cache_lifetime(price, long))
         return price.cost(n, out, cached, written)
