@@ -73,6 +73,7 @@ class LastAskClassifier(FakeClassifier):
         self.digit = "0" if text.rfind("EASY") > text.rfind("HARD") else "2"
         return super().answer(request)
 
+
 TOOLS = [
     {
         "type": "function",
@@ -250,8 +251,7 @@ def run_pattern(
 
 def table(runs: dict[str, Run]) -> str:
     head = f"{'turn':>4} {'ask':<4}" + "".join(
-        f" | {STRATEGY_NAMES[s]:<15}{'read':>7}{'write':>7}{'uncached':>9}{'USD':>9}"
-        for s in SHOWN
+        f" | {STRATEGY_NAMES[s]:<15}{'read':>7}{'write':>7}{'uncached':>9}{'USD':>9}" for s in SHOWN
     )
     lines = [head, "-" * len(head)]
     for i in range(len(runs["a"].turns)):
