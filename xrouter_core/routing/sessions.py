@@ -44,7 +44,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import logging
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -53,16 +52,13 @@ from typing import Any
 
 from xrouter_core.accounting.cache import Cache, MemoryCache
 from xrouter_core.accounting.prices import Price, Pricing
-from xrouter_core.config import SESSION_MODES, Route
+from xrouter_core.config import Route
 from xrouter_core.routing.classifier import Decision
 from xrouter_core.routing.extract import person_text
 from xrouter_core.routing.toolloop import stable_system_digest, system_text
 from xrouter_core.tiers import FRONTIER, TIERS
 from xrouter_core.wire.canonical import Usage
 from xrouter_core.wire.inbound import ChatRequest
-
-log = logging.getLogger("xrouter.sessions")
-__all__ = ["SESSION_MODES", "SessionRouting", "session_of"]
 
 # A session's entry outlives the longest provider cache lifetime.
 SESSION_TTL_S = 3600.0
@@ -383,10 +379,6 @@ class SessionRouting:
         self.pricing = pricing
         self.routes = routes
         self.spawn = spawn
-
-    @property
-    def enabled(self) -> bool:
-        return self.mode != "off"
 
     async def begin(
         self, chat: ChatRequest, headers: Mapping[str, str], body_bytes: int
