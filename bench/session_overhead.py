@@ -6,7 +6,8 @@ state from the session store (the memory store; with Redis add one GET round tri
 awaited where the request waits anyway), adjust the decision (the prices are dictionary
 hits), and at the end update the state, price the baseline and queue the store's write.
 Off: `begin` returns at once. The request is an agent's: a 26 kB system prompt, tools
-and a 40-message history, a session warm on frontier and on cheap.
+and a 60-message history, a session warm on frontier and on cheap; identified by the
+prompt (the slowest way) and by a client's session header (Claude Code's).
 
     python bench/session_overhead.py [N]
 """
@@ -79,10 +80,10 @@ def settings():
     return load_settings(env, env_file="/nonexistent.env", upstreams_file="/nonexistent.json")
 
 
-async def one(routing: SessionRouting, raw: bytes, usage: Usage) -> float:
+async def one(routing: SessionRouting, raw: bytes, usage: Usage, headers: dict) -> float:
     chat = parse_openai_chat(raw)  # not timed: the router parses once, with or without
     started = time.perf_counter()
-    session = await routing.begin(chat, {}, len(raw))
+    session = await routing.begin(chat, headers, len(raw))
     decision = routing.adjust(session, Decision(0, "builtin", score=0.1), 2)
     if session is not None:
         route = routing.routes[["cheap", "medium", "frontier"][decision.tier]]
@@ -105,10 +106,12 @@ async def main() -> None:
     off = SessionRouting("off", store, pricing, config.routes, spawn)
     raw = agent_request()
     usage = Usage(len(raw) // 4, 300, len(raw) // 4 - 200, 200)
-    times: dict[str, list[float]] = {"on": [], "off": []}
-    for i in range(n):  # interleaved: both see the same machine
-        for name, routing in (("on", on), ("off", off)):
-            times[name].append(await one(routing, raw, usage))
+    by_id = {"x-claude-code-session-id": "6c1f2a3b-0d4e-4f5a-8b6c-7d8e9f0a1b2c"}
+    variants = (("on", on, {}), ("on, client id", on, by_id), ("off", off, {}))
+    times: dict[str, list[float]] = {name: [] for name, _, _ in variants}
+    for i in range(n):  # interleaved: all see the same machine
+        for name, routing, headers in variants:
+            times[name].append(await one(routing, raw, usage, headers))
         if pending:
             await asyncio.gather(*pending)
             pending.clear()
@@ -119,9 +122,11 @@ async def main() -> None:
     for name, found in times.items():
         found.sort()
         p50, p99 = statistics.median(found), found[int(len(found) * 0.99)]
-        print(f"  SESSION_COST_ROUTING={name:<4} p50 {p50:7.1f} µs   p99 {p99:7.1f} µs")
-    extra = statistics.median(times["on"]) - statistics.median(times["off"])
-    print(f"  extra work per request (p50 on - off): {extra / 1000:.4f} ms")
+        print(f"  SESSION_COST_ROUTING={name:<14} p50 {p50:7.1f} µs   p99 {p99:7.1f} µs")
+    off_p50 = statistics.median(times["off"])
+    for name in ("on", "on, client id"):
+        extra = statistics.median(times[name]) - off_p50
+        print(f"  extra work per request ({name} - off, p50): {extra / 1000:.4f} ms")
     # The machine's speed in the same run: a loaded machine scales every figure above.
     doc = '{"a":[1,2,3],"b":"x"}'
     started = time.perf_counter()

@@ -112,7 +112,7 @@ def test_the_issues_worked_example_stays_on_the_cached_frontier():
     now = time.time()
     state = SessionState({route_id(FRONTIER_ROUTE): RouteCache(100_000, now - 10, 300.0)})
     state.output = 0.0
-    options = [(0, CHEAP_ROUTE, HAIKU), (2, FRONTIER_ROUTE, OPUS)]
+    options = [(0, route_id(CHEAP_ROUTE), HAIKU), (2, route_id(FRONTIER_ROUTE), OPUS)]
     choice = choose(0, options, state, 100_000, now)
     assert choice.tier == 2
     assert choice.figures() == "cheap:0.125000/0,frontier:0.050000/100000"
@@ -131,7 +131,8 @@ def test_a_switch_that_saves_nothing_is_not_made():
     state = SessionState({route_id(FRONTIER_ROUTE): RouteCache(0, now, 0)})
     state.last = route_id(FRONTIER_ROUTE)
     state.routes[route_id(FRONTIER_ROUTE)] = RouteCache(50_000, now, 300.0)
-    choice = choose(0, [(0, CHEAP_ROUTE, same), (2, FRONTIER_ROUTE, same)], state, 50_000, now)
+    options = [(0, route_id(CHEAP_ROUTE), same), (2, route_id(FRONTIER_ROUTE), same)]
+    choice = choose(0, options, state, 50_000, now)
     assert choice.tier == 2  # a tie keeps the session where it is
 
 

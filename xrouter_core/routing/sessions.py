@@ -17,8 +17,7 @@ Session identity (`session_of`)
   `metadata.user_id`; Codex's `session-id` / `thread-id` headers (older versions:
   `session_id`, `conversation_id`) or its `prompt_cache_key`; any OpenAI client's
   `prompt_cache_key`. Else the tool-loop key extended to the whole session: the stable
-  system prompt (toolloop.py masks its dates and ids) and the first message the person
-  wrote.
+  system prompt (toolloop.py masks its dates and ids) and the first user message.
 
 Cache state (`SessionState`), kept in the cache backend (Redis when configured, so every
   worker sees the same), one entry per session: for each route that served it, the
@@ -54,11 +53,10 @@ from xrouter_core.accounting.cache import Cache, MemoryCache
 from xrouter_core.accounting.prices import Price, Pricing
 from xrouter_core.config import Route
 from xrouter_core.routing.classifier import Decision
-from xrouter_core.routing.extract import person_text
 from xrouter_core.routing.toolloop import stable_system_digest, system_text
 from xrouter_core.tiers import FRONTIER, TIERS
 from xrouter_core.wire.canonical import Usage
-from xrouter_core.wire.inbound import ChatRequest
+from xrouter_core.wire.inbound import ChatRequest, content_text
 
 # A session's entry outlives the longest provider cache lifetime.
 SESSION_TTL_S = 3600.0
@@ -137,9 +135,12 @@ def session_of(chat: ChatRequest, headers: Mapping[str, str]) -> SessionId | Non
     if isinstance(key, str) and key:
         return _id("prompt_cache_key", key)
     messages = chat.messages
-    first = next((text for m in messages if (text := person_text(m))), None)
+    # The first user message as sent: every turn resends it verbatim, so it needs none of
+    # extract.py's cleaning (whose regexes would cost more than the rest of this module).
+    first = next((m for m in messages if m.get("role") == "user"), None)
     if first is None:
         return None
+    first = content_text(first.get("content"))
     digest = hashlib.blake2b(stable_system_digest(system_text(messages)), digest_size=12)
     digest.update(first.encode("utf-8", "surrogatepass"))
     return _id("prompt", digest.hexdigest())
@@ -293,13 +294,13 @@ def horizon_of(state: SessionState, tier: int, follow_up: bool) -> int:
 
 def choose(
     lowest: int,
-    options: list[tuple[int, Route, Price]],
+    options: list[tuple[int, str, Price]],
     state: SessionState,
     prompt: int,
     now: float,
     follow_up: bool = False,
 ) -> Choice:
-    """The cheapest acceptable tier. `options`: (tier, route, price) of the lowest
+    """The cheapest acceptable tier. `options`: (tier, route_id, price) of the lowest
     acceptable tier and of higher ones; those above `lowest` count only with a warm cache
     (a cold higher tier is never cheaper than a cold lower one at sane prices). Each is
     priced over the requests its task still has (`horizon_of`)."""
@@ -307,8 +308,7 @@ def choose(
     horizon = horizon_of(state, lowest, follow_up)
     growth = round(state.growth)
     estimates = []
-    for tier, route, price in options:
-        rid = route_id(route)
+    for tier, rid, price in options:
         cache = state.routes.get(rid)
         held = cache.held(now) if cache is not None else 0
         if tier > lowest and not held:
@@ -379,6 +379,11 @@ class SessionRouting:
         self.pricing = pricing
         self.routes = routes
         self.spawn = spawn
+        # Per tier index: its route and the route's id in the state (built once).
+        self.by_tier: list[tuple[Route, str] | None] = [
+            (route, route_id(route)) if (route := routes.get(tier)) is not None else None
+            for tier in TIERS
+        ]
 
     async def begin(
         self, chat: ChatRequest, headers: Mapping[str, str], body_bytes: int
@@ -408,16 +413,19 @@ class SessionRouting:
             return decision
         state = session.state
         now = time.time()
-        options = []
-        for tier in range(decision.tier, top + 1):
-            route = self.routes.get(TIERS[tier])
-            if route is not None:
-                price = self.pricing.for_model(route.tier, route.model)
-                options.append((tier, route, price))
-        if len(options) < 2 or not any(
-            c.held(now) for rid, c in state.routes.items() if rid != route_id(options[0][1])
+        by_tier = self.by_tier
+        if by_tier[decision.tier] is None or not any(
+            (entry := by_tier[tier]) is not None
+            and (cache := state.routes.get(entry[1])) is not None
+            and cache.held(now)
+            for tier in range(decision.tier + 1, top + 1)
         ):
             return decision  # nothing above is warm: the classifier's tier stands
+        options = [
+            (tier, entry[1], self.pricing.for_model(entry[0].tier, entry[0].model))
+            for tier in range(decision.tier, top + 1)
+            if (entry := by_tier[tier]) is not None
+        ]
         choice = choose(
             decision.tier, options, state, session.prompt_estimate, now, session.follow_up
         )
