@@ -145,9 +145,7 @@ def test_whole_answer_is_a_response_object(router, upstreams, fakes, provider):
         )
         assert sent["max_tokens"] == 64
     else:
-        # Marked for Anthropic's prompt cache: the request is a session's (docs/sessions.md).
-        mark = {"cache_control": {"type": "ephemeral"}}
-        assert sent["system"] == [{"type": "text", "text": "Answer briefly.", **mark}]
+        assert sent["system"] == [{"type": "text", "text": "Answer briefly."}]
         assert sent["max_tokens"] == 64 and "Say hello" in json.dumps(sent["messages"])
     # The classifier saw the person's words, not the instructions.
     assert any("Say hello" in t and "Answer briefly" not in t for t in upstreams.classifier.texts())

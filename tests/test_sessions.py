@@ -24,6 +24,7 @@ from xrouter_core.routing.sessions import (
     expected_cost,
     route_id,
     session_of,
+    worth_caching,
 )
 from xrouter_core.wire.adapters.anthropic import AnthropicAdapter
 from xrouter_core.wire.inbound import parse_anthropic_messages, parse_openai_chat
@@ -177,6 +178,27 @@ def test_a_translated_anthropic_route_marks_the_system_prompt_and_the_last_messa
     assert body["system"][-1]["cache_control"] == {"type": "ephemeral"}
     assert body["messages"][-1]["content"][-1]["cache_control"] == {"type": "ephemeral"}
     assert json.dumps(body).count("cache_control") == 2  # of the four breakpoints allowed
+
+
+def test_only_requests_with_a_next_turn_are_marked_for_caching():
+    """A marked prompt pays the write premium once: worth it for an agent's request (tools),
+    a conversation (history) or a client that names its session; not for a one-off."""
+    system = {"role": "system", "content": "Be brief."}
+    one_off = chat([system, {"role": "user", "content": "What is 2+2?"}])
+    assert not worth_caching(one_off, session_of(one_off, {}))
+    assert worth_caching(one_off, session_of(one_off, {"session-id": "0199-abc"}))
+    tool = {"type": "function", "function": {"name": "f", "parameters": {}}}
+    agent = chat([system, {"role": "user", "content": "Fix it"}], tools=[tool])
+    assert worth_caching(agent, session_of(agent, {}))
+    talk = chat(
+        [
+            system,
+            {"role": "user", "content": "hi"},
+            {"role": "assistant", "content": "hello"},
+            {"role": "user", "content": "more"},
+        ]
+    )
+    assert worth_caching(talk, session_of(talk, {}))
 
 
 # ---- end to end: the replay through real routers ----------------------------------------

@@ -65,7 +65,7 @@ from xrouter_core.routing.models import (
     raise_for_tools,
 )
 from xrouter_core.routing.policy import Policy
-from xrouter_core.routing.sessions import Session
+from xrouter_core.routing.sessions import Session, worth_caching
 from xrouter_core.tasks import Tasks
 from xrouter_core.tiers import FRONTIER, FRONTIER_INDEX, TIER_INDEX, TIERS
 from xrouter_core.wire.adapters import Adapter, adapter_for
@@ -1011,7 +1011,8 @@ class Xrouter:
             return
         session = await self.accounting.sessions.begin(chat, flow.request.headers, len(content))
         if session is not None:
-            chat.cache_prefix = True  # a translating route marks the prompt for caching
+            # A translating route marks the prompt for its provider's cache.
+            chat.cache_prefix = worth_caching(chat, session.id)
         try:
             ceiling = TIER_INDEX[client.max_tier] if client and client.max_tier else None
             decision, chain = await self.plan(

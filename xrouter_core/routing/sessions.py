@@ -53,7 +53,7 @@ from xrouter_core.accounting.cache import Cache, MemoryCache
 from xrouter_core.accounting.prices import Price, Pricing
 from xrouter_core.config import Route
 from xrouter_core.routing.classifier import Decision
-from xrouter_core.routing.toolloop import stable_system_digest, system_text
+from xrouter_core.routing.toolloop import SYSTEM_ROLES, stable_system_digest, system_text
 from xrouter_core.tiers import FRONTIER, TIERS
 from xrouter_core.wire.canonical import Usage
 from xrouter_core.wire.inbound import ChatRequest, content_text
@@ -144,6 +144,17 @@ def session_of(chat: ChatRequest, headers: Mapping[str, str]) -> SessionId | Non
     digest = hashlib.blake2b(stable_system_digest(system_text(messages)), digest_size=12)
     digest.update(first.encode("utf-8", "surrogatepass"))
     return _id("prompt", digest.hexdigest())
+
+
+def worth_caching(chat: ChatRequest, sid: SessionId) -> bool:
+    """Whether a translating route should mark this request's prompt for caching: a
+    marked prompt pays Anthropic's write premium (1.25x) once and is read at 0.1x on the
+    next turn, so only a request that will have a next turn gains: one with tools (an
+    agent), with history, or from a client that names its session. A one-off question
+    stays unmarked."""
+    if sid.source != "prompt" or chat.body.get("tools"):
+        return True
+    return sum(1 for m in chat.messages if m.get("role") not in SYSTEM_ROLES) > 1
 
 
 @dataclass(slots=True)
