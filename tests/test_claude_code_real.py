@@ -185,6 +185,11 @@ def test_claude_code_plain_turn_passes_through(setup):
         assert "system" in roles  # Claude Code's system message inside the conversation
     # Usage was read from the untouched stream.
     assert "status=200" in router.logs() and "tokens=11+7" in router.logs()
+    # Claude Code's session id (its header, the same as metadata.user_id's session_id)
+    # named the session (docs/sessions.md).
+    session_id = json.loads(body["metadata"]["user_id"])["session_id"]
+    assert first.headers.get("x-claude-code-session-id", session_id) == session_id
+    assert f"session=claude-code:{session_id[:13]}" in router.logs()
 
 
 def test_a_cached_claude_code_session_is_counted_and_priced_as_cached(setup):

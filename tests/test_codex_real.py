@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from pathlib import Path
 
@@ -140,6 +141,9 @@ def test_codex_exec_runs_a_tool_through_the_router(start_router, upstreams, tmp_
     assert len(texts) == 1 and ask in texts[0] and "environment_context" not in texts[0]
     router.settle()
     assert "source=tool_loop" in router.logs()
+    # Codex's session-id header named the session of both requests (docs/sessions.md).
+    labels = set(re.findall(r"session=(\S+)", router.logs()))
+    assert len(labels) == 1 and re.fullmatch(r"codex:[0-9a-f-]{13}", labels.pop())
 
 
 def test_codex_exec_on_an_anthropic_route(start_router, upstreams, tmp_path):

@@ -215,7 +215,10 @@ def test_openai_client_system_message_moves_to_anthropic_system(same_format_rout
     assert [b["text"] for b in body["system"]] == ["Be brief.", "Now answer in French."]
     assert [m["role"] for m in body["messages"]] == ["user", "assistant", "user"]
     assert "service_tier" not in body and "seed" not in body
-    assert body["messages"][-1]["content"] == [{"type": "text", "text": "again"}]
+    # A session's translated prompt is marked for Anthropic's cache (docs/sessions.md).
+    mark = {"cache_control": {"type": "ephemeral"}}
+    assert body["messages"][-1]["content"] == [{"type": "text", "text": "again", **mark}]
+    assert body["system"][-1]["cache_control"] == mark["cache_control"]
     line = [line for line in same_format_router.logs().splitlines() if "cannot take" in line][-1]
     assert line.endswith("dropped: service_tier, seed, role 'critic', input_audio part"), line
 

@@ -102,6 +102,10 @@ MEASURED_STRATEGIES = frozenset({"latency", "throughput"})
 CANDIDATE_FIELDS = frozenset({*ROUTE_FIELDS, "name"})
 # auto: Redis when REDIS_URL is set, else diskcache in XROUTER_DATA_DIR.
 CACHE_BACKENDS = ("auto", "memory", "disk", "redis")
+# SESSION_COST_ROUTING (routing/sessions.py): on (an agent session's turn goes to the
+# acceptable tier with the lowest expected cost, its prompt cache counted), observe (the
+# sessions are tracked and their honest savings shown, routing is as without it), off.
+SESSION_MODES: tuple[str, ...] = ("on", "observe", "off")
 # <TIER>_X402: off, or the one network the route may be paid on (base-sepolia = testnet).
 X402_CHOICES = ("off", "base", "base-sepolia")
 # The order of secp256k1's group: a private key is a number in 1 .. order - 1.
@@ -326,6 +330,7 @@ class Settings:
     cache_responses: bool = False
     response_cache_ttl: int = 3600
     usage_flush_ms: int = 100
+    session_cost_routing: str = "on"
     request_log: str = ""
     request_log_prompts: bool = False
     # ROUTER_KEYS_FILE (client_keys.py): the file, and its keys by SHA-256 digest.
@@ -1035,6 +1040,7 @@ def load_settings(
     headers = _read_header_names(read)
     payments = _read_payments(read, routes)
     plugins = _read_plugins(read)
+    session_cost_routing = read.choice("SESSION_COST_ROUTING", SESSION_MODES, "on")
     if problems:
         raise ConfigError(problems)
 
@@ -1075,6 +1081,7 @@ def load_settings(
         cache_responses=read.flag("CACHE_RESPONSES", False),
         response_cache_ttl=read.integer("CACHE_RESPONSES_TTL", 3600),
         usage_flush_ms=read.integer("USAGE_FLUSH_MS", 100, minimum=10),
+        session_cost_routing=session_cost_routing,
         request_log=read.text("REQUEST_LOG"),
         request_log_prompts=read.flag("REQUEST_LOG_PROMPTS", False),
         max_body_bytes=read.integer("MAX_BODY_BYTES", 10_000_000),

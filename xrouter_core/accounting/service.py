@@ -14,7 +14,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
 
-from xrouter_core.accounting.cache import REDIS_ERRORS, Cache, RedisHealth, build_cache
+from xrouter_core.accounting.cache import (
+    REDIS_ERRORS,
+    Cache,
+    MemoryCache,
+    RedisCache,
+    RedisHealth,
+    build_cache,
+    redis_client,
+)
 from xrouter_core.accounting.events import EventFeed
 from xrouter_core.accounting.limits import RateLimits
 from xrouter_core.accounting.metrics import CONTENT_TYPE as METRICS_TYPE
@@ -29,6 +37,7 @@ from xrouter_core.config import Settings
 from xrouter_core.routing.classifier import Decision
 from xrouter_core.routing.extract import classifier_input
 from xrouter_core.routing.fallback import fallback_header
+from xrouter_core.routing.sessions import SESSION_TTL_S, SessionRouting
 from xrouter_core.tasks import Tasks
 from xrouter_core.tiers import FRONTIER, TIERS
 from xrouter_core.wire.canonical import Usage
@@ -127,6 +136,15 @@ def request_span(
     )
 
 
+def session_store(settings: Settings, health: RedisHealth | None) -> Cache:
+    """Where agent sessions' cache state lives: Redis when the counters use it (with a
+    memory cache serving while it is away), else this process's memory."""
+    local = MemoryCache(max_entries=10_000, default_ttl=SESSION_TTL_S)
+    if settings.redis_url and settings.cache_backend in ("auto", "redis") and health:
+        return RedisCache(redis_client(settings.redis_url), local, health)
+    return local
+
+
 class Accounting:
     def __init__(self, settings: Settings, feed: EventFeed | None = None):
         self.settings = settings
@@ -164,8 +182,17 @@ class Accounting:
             self.health,
         )
         self.pricing = Pricing(settings)
-        self.request_log = RequestLog(settings.request_log) if settings.request_log else None
         self.tasks = Tasks()
+        # Agent sessions' cache state (routing/sessions.py): in Redis when there is one,
+        # read there on every turn (no memory layer in front), so every worker agrees.
+        self.sessions = SessionRouting(
+            settings.session_cost_routing,
+            session_store(settings, self.health),
+            self.pricing,
+            settings.routes,
+            self.tasks.spawn,
+        )
+        self.request_log = RequestLog(settings.request_log) if settings.request_log else None
         self.aliases = HeaderAliases(
             settings.decision_header,
             settings.upstream_header,
@@ -221,10 +248,13 @@ class Accounting:
         error: str = "",
         first_byte_ms: float | None = None,
         client: str = "",
+        session: str = "",
+        baseline_cost: float | None = None,
     ) -> None:
         """One finished request: priced and counted in memory, logged off the loop, and
         told to the live feed (`event_id`: the id its other events carry; `client`: the
-        client key's name)."""
+        client key's name; `session`: its agent session's label, with `baseline_cost`
+        what it would have cost on frontier with frontier's cache for the session)."""
         estimated = False
         with_usage = prompt_tokens is not None and completion_tokens is not None
         if prompt_tokens is None or completion_tokens is None:
@@ -238,6 +268,7 @@ class Accounting:
         price = self.pricing.for_model(tier, model)
         frontier = self.pricing.for_tier(FRONTIER)
         counts = (prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens)
+        frontier_cost = frontier.cost(*counts)
         prompts = self.settings.request_log_prompts
         text = classifier_input(chat.messages) if prompts else None
         outcome = Outcome(
@@ -252,7 +283,9 @@ class Accounting:
             cache_read_tokens=cache_read_tokens,
             cache_write_tokens=cache_write_tokens,
             cost_usd=price.cost(*counts),
-            frontier_cost_usd=frontier.cost(*counts),
+            frontier_cost_usd=frontier_cost,
+            baseline_cost_usd=frontier_cost if baseline_cost is None else baseline_cost,
+            session=session,
             priced=price.priced or cache_hit,
             estimated=estimated,
             with_usage=with_usage,
@@ -291,6 +324,9 @@ class Accounting:
             }
             if client:
                 line["key"] = client
+            if session:
+                line["session"] = session
+                line["baseline_cost_usd"] = round(outcome.baseline_cost_usd, 9)
             if prompts:
                 line["classifier_input"] = text
                 line["messages"] = chat.messages
@@ -307,8 +343,11 @@ class Accounting:
         stream: StreamTranslator | None,
         completion: Any,
         error: str = "",
+        body: bytes = b"",
     ) -> None:
-        """The addon's RoutedFlow at its end: count it, and cache a good answer."""
+        """The addon's RoutedFlow at its end: count it (its session's state updated, and
+        its baseline priced, from the forwarded `body` and the usage), and cache a good
+        answer."""
         completion_chars = 0
         response_text = None
         if isinstance(completion, dict):
@@ -320,6 +359,10 @@ class Accounting:
                 )
         elif stream is not None and usage is None:
             completion_chars = stream.content_chars_estimate()
+        session = routed.session
+        baseline = None
+        if session is not None and status < 400:
+            baseline = self.sessions.finished(session, routed.route, usage, body)
         self.finished(
             routed.chat,
             routed.decision,
@@ -338,6 +381,8 @@ class Accounting:
             error=error,
             first_byte_ms=routed.first_byte_ms,
             client=routed.client,
+            session=session.id.label if session is not None else "",
+            baseline_cost=baseline,
         )
         if self.tracing is not None:
             self.tracing.record(

@@ -82,6 +82,10 @@ class Outcome:
     cache_write_tokens: int = 0
     cost_usd: float = 0.0
     frontier_cost_usd: float = 0.0  # the same tokens at the frontier route's price
+    # The honest baseline: on frontier with frontier's own prompt cache for the session
+    # (routing/sessions.py), else frontier_cost_usd.
+    baseline_cost_usd: float = 0.0
+    session: str = ""  # the agent session's label, "" when none was identified
     priced: bool = True  # False: no price known for the model, counted at zero
     estimated: bool = False
     # The answer reported its token counts (the Node Xrouter's `withUsage`).
@@ -111,6 +115,9 @@ class Outcome:
             "cacheHit": self.cache_hit,
             "ms": round(self.total_ms, 1),
         }
+        if self.session:
+            row["session"] = self.session
+            row["baselineCostUsd"] = round(self.baseline_cost_usd, 9)
         if self.prompt is not None:
             row["prompt"] = self.prompt[:300]
         return row
@@ -179,6 +186,20 @@ def add_outcome(batch: Batch, o: Outcome) -> None:
         c[k + "cost_nusd"] += round(o.cost_usd * NANO_USD)
         if error:
             c[k + "errors"] += 1
+    if o.status < 400 and not o.cache_hit:
+        # Actual cost against the all-frontier baseline with its caching, in total and
+        # per session (the counters b|… and s|<session>|…).
+        cost, baseline = round(o.cost_usd * NANO_USD), round(o.baseline_cost_usd * NANO_USD)
+        c["b|requests"] += 1
+        c["b|cost_nusd"] += cost
+        c["b|baseline_nusd"] += baseline
+        if o.session:
+            s = f"s|{o.session}|"
+            c[s + "requests"] += 1
+            c[s + "cost_nusd"] += cost
+            c[s + "baseline_nusd"] += baseline
+            c[s + "cache_read"] += o.cache_read_tokens
+            c[s + "prompt"] += o.prompt_tokens
     t = f"t|{o.tier}|"
     c[f"d|{o.source}|{o.decision}"] += 1
     if o.source in CLASSIFIED_SOURCES:
@@ -770,6 +791,15 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
             "frontierEquivalentUsd": round(frontier_equiv, 9),
             "savingsUsd": round(frontier_equiv - actual, 9),
             "savingsPercent": _pct(frontier_equiv - actual, frontier_equiv),
+            # The honest baseline (docs/sessions.md): every request on frontier with
+            # frontier's own prompt cache per session, from the same token counts.
+            "cachedFrontierUsd": round(c.get("b|baseline_nusd", 0) / NANO_USD, 9),
+            "cachedFrontierSavingsUsd": round(
+                (c.get("b|baseline_nusd", 0) - c.get("b|cost_nusd", 0)) / NANO_USD, 9
+            ),
+            "cachedFrontierSavingsPercent": _pct(
+                c.get("b|baseline_nusd", 0) - c.get("b|cost_nusd", 0), c.get("b|baseline_nusd", 0)
+            ),
             "unpricedModels": sorted({m["model"] for m in models if not m["priced"]}),
             "prices": prices_name(),
         },
@@ -782,8 +812,50 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
         "fallbacks": sum(v for k, v in c.items() if k.startswith("f|")),
         "x402": x402_totals(c),
         "keys": key_rows(c),
+        "sessions": session_rows(c),
         "series": series,
         "recent": list(reversed(stored.recent)),
+    }
+
+
+SESSION_FIELDS = ("requests", "cost_nusd", "baseline_nusd", "cache_read", "prompt")
+SESSIONS_SHOWN = 50
+
+
+def session_rows(c: Mapping[str, int]) -> dict[str, Any]:
+    """Agent sessions (counters s|<session>|<field>): per session, its actual cost, what
+    staying on frontier with frontier's caching would have cost, and the difference
+    (negative where routing cost more: `dearer`). The SESSIONS_SHOWN sessions with the
+    most requests are listed; the totals cover all."""
+    names = {key.split("|", 2)[1] for key in c if key.startswith("s|") and key.count("|") == 2}
+    rows = []
+    for name in names:
+        get = {field: c.get(f"s|{name}|{field}", 0) for field in SESSION_FIELDS}
+        saved = get["baseline_nusd"] - get["cost_nusd"]
+        rows.append(
+            {
+                "session": name,
+                "requests": get["requests"],
+                "promptTokens": get["prompt"],
+                "cacheReadTokens": get["cache_read"],
+                "costUsd": round(get["cost_nusd"] / NANO_USD, 9),
+                "cachedFrontierUsd": round(get["baseline_nusd"] / NANO_USD, 9),
+                "savingsUsd": round(saved / NANO_USD, 9),
+                "savingsPercent": _pct(saved, get["baseline_nusd"]),
+                "dearer": saved < 0,
+            }
+        )
+    rows.sort(key=lambda row: (-row["requests"], row["session"]))
+    cost = sum(row["costUsd"] for row in rows)
+    baseline = sum(row["cachedFrontierUsd"] for row in rows)
+    return {
+        "count": len(rows),
+        "dearer": sum(1 for row in rows if row["dearer"]),
+        "costUsd": round(cost, 9),
+        "cachedFrontierUsd": round(baseline, 9),
+        "savingsUsd": round(baseline - cost, 9),
+        "savingsPercent": _pct(baseline - cost, baseline),
+        "rows": rows[:SESSIONS_SHOWN],
     }
 
 

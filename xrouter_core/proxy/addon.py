@@ -71,8 +71,9 @@ from xrouter_core.routing.models import (
 )
 from xrouter_core.routing.policy import Policy
 from xrouter_core.routing.route_stats import RouteStats
+from xrouter_core.routing.sessions import Session, worth_caching
 from xrouter_core.tasks import Tasks
-from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
+from xrouter_core.tiers import FRONTIER, FRONTIER_INDEX, TIER_INDEX, TIERS
 from xrouter_core.wire.adapters import Adapter, adapter_for
 from xrouter_core.wire.adapters.anthropic import AnthropicAdapter
 from xrouter_core.wire.canonical import Usage, usage_from_openai
@@ -216,6 +217,8 @@ class RoutedFlow:
     # whether their post_response saw the answer already (once per request).
     plugin_request: PluginRequest | None = None
     answered: bool = False
+    # The agent session it belongs to (routing/sessions.py), None when none or off.
+    session: Session | None = None
 
 
 def router_line_or_warning(record: logging.LogRecord) -> bool:
@@ -1090,6 +1093,10 @@ class Xrouter:
         if cached is not None:
             local_response(flow, cached)
             return
+        session = await self.accounting.sessions.begin(chat, flow.request.headers, len(content))
+        if session is not None:
+            # A translating route marks the prompt for its provider's cache.
+            chat.cache_prefix = worth_caching(chat, session.id)
         try:
             ceiling = TIER_INDEX[client.max_tier] if client and client.max_tier else None
             decision, chain = await self.plan(
@@ -1098,6 +1105,7 @@ class Xrouter:
                 ceiling,
                 request.tier if request is not None else None,
                 request.forced_by if request is not None else "",
+                session,
             )
             if chat.responses is not None and chat.responses.native_only is not None:
                 # A hosted tool: only routes that speak Responses can serve it.
@@ -1127,6 +1135,7 @@ class Xrouter:
             event_id=event_id,
             client=name,
             plugin_request=request,
+            session=session,
         )
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = routed
@@ -1140,10 +1149,12 @@ class Xrouter:
         ceiling: int | None = None,
         forced: Any = None,
         forced_by: str = "",
+        session: Session | None = None,
     ) -> tuple[Decision, list[Route]]:
         """The tier (forced by a plugin, pinned by name or header, else classified; tools
-        may raise it) and the routes to try in order; RouterError when the request cannot
-        be served. `ceiling`: the highest tier the client's key may reach, which wins over
+        may raise it; an agent session may stay on a higher tier it is cached on, when that
+        is cheaper) and the routes to try in order; RouterError when the request cannot be
+        served. `ceiling`: the highest tier the client's key may reach, which wins over
         everything else."""
         assert self.settings is not None and self.policy is not None
         routing = self.settings.routing
@@ -1172,6 +1183,11 @@ class Xrouter:
                 tier, decision.source + "+ceiling", decision.ms, decision.detail, decision.score
             )
         needs_vision = has_images(chat.messages)
+        if session is not None and pinned is None and not needs_vision:
+            assert self.accounting is not None
+            top = FRONTIER_INDEX if ceiling is None else ceiling
+            decision = self.accounting.sessions.adjust(session, decision, top)
+            tier = decision.tier
         needs_tools = has_tools(chat.body)
         candidates: Mapping[str, Sequence[Route]] = self.tier_candidates
         if self.moving_tiers:
@@ -1675,8 +1691,17 @@ class Xrouter:
     ) -> None:
         tokens = f"{usage.prompt_tokens}+{usage.completion_tokens}" if usage else "-"
         score = routed.decision.score
+        session = routed.session
+        about, body = "", b""
+        if session is not None:
+            body = flow.request.raw_content or b""  # what was forwarded (cache marks, ttl)
+            about = f" session={session.id.label}"
+            if usage is not None:
+                about += f" cache={usage.cache_read_tokens}r+{usage.cache_write_tokens}w"
+            if session.choice is not None:  # source=cache_cost: the figures it chose by
+                about += f" expected={session.choice.figures()}"
         log.info(
-            "routed decision=%d source=%s route=%s model=%s status=%s classifier_ms=%.1f total_ms=%.1f tokens=%s score=%s%s%s%s",
+            "routed decision=%d source=%s route=%s model=%s status=%s classifier_ms=%.1f total_ms=%.1f tokens=%s score=%s%s%s%s%s",
             routed.decision.tier,
             routed.decision.source,
             routed.route.tier,
@@ -1693,6 +1718,7 @@ class Xrouter:
             ),
             f" fallback={fallback_header(routed.attempts)}" if routed.attempts else "",
             f" error={error}" if error else "",
+            about,
         )
         if self.route_stats is not None and status < 400 and routed.headers_at:
             # Measured for the latency and throughput strategies: the served attempt's
@@ -1710,7 +1736,7 @@ class Xrouter:
             if status >= 400 and not error and routed.attempts:
                 error = fallback_header(routed.attempts)  # what the live feed says failed
             self.accounting.routed_finished(
-                routed, status, usage, total_ms, stream, completion, error
+                routed, status, usage, total_ms, stream, completion, error, body
             )
         # Let go of the parsed request now: its many small objects are freed at once, even
         # where the flow itself still waits for the cyclic garbage collector (a stream that

@@ -2,7 +2,9 @@
 
 Decision sources, as the request log shows them: `llm` (the LLM classifier), `builtin`
 (the in-process classifier), `builtin_fallback` (hybrid mode, the LLM failed),
-`llm_failed` (llm mode, sent to frontier), `cache`, `tool_loop`, `disabled`, `no_text`.
+`llm_failed` (llm mode, sent to frontier), `cache`, `tool_loop`, `disabled`, `no_text`;
+after the policy, `cache_cost` (routing/sessions.py: an agent session kept on a higher
+tier its prompt cache makes cheaper).
 
 The decision cache's keys start with the classifier's identity (mode, thresholds, the
 LLM's URL, model and system prompt, the built-in classifier's version): the cache may

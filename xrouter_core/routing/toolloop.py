@@ -73,7 +73,7 @@ def stable_system_prompt(messages: list[dict[str, Any]]) -> str:
 
 
 @functools.lru_cache(maxsize=128)
-def _stable_system_digest(text: str) -> bytes:
+def stable_system_digest(text: str) -> bytes:
     """Every request of a loop repeats the same system prompt: mask and hash it once."""
     return hashlib.blake2b(mask_volatile(text).encode("utf-8", "surrogatepass")).digest()
 
@@ -92,7 +92,7 @@ def task_of(messages: list[dict[str, Any]]) -> Task | None:
     if latest is None:
         return None
     index, text = latest
-    digest = hashlib.blake2b(_stable_system_digest(system_text(messages)), digest_size=16)
+    digest = hashlib.blake2b(stable_system_digest(system_text(messages)), digest_size=16)
     for part in (str(index), text):
         digest.update(b"\x00")
         digest.update(part.encode("utf-8", "surrogatepass"))

@@ -39,6 +39,10 @@ class ChatRequest:
     # What the OpenAI shape above leaves out of the client's body (fields, roles, block
     # types), named for the one debug line a translating route logs.
     dropped: tuple[str, ...] = ()
+    # Part of an agent session (routing/sessions.py): a route that translates marks the
+    # prompt for its provider's cache (Anthropic: cache_control on the system prompt and
+    # on the last message).
+    cache_prefix: bool = False
 
     @property
     def messages(self) -> list[dict[str, Any]]:

@@ -199,7 +199,22 @@ def build_body(
         out["metadata"] = {"user_id": user}
     if request.stream:
         out["stream"] = True
+    if request.cache_prefix:
+        mark_for_cache(out)
     return out
+
+
+def mark_for_cache(body: dict[str, Any]) -> None:
+    """Prompt-cache breakpoints where Anthropic needs them for a growing conversation: on
+    the system prompt (tools and system are cached together) and on the last message's
+    last block, so the next turn reads everything up to here from the cache (the API
+    finds an earlier breakpoint's entry by itself). Two of the four breakpoints allowed."""
+    system = body.get("system")
+    if system:
+        system[-1]["cache_control"] = {"type": "ephemeral"}
+    content = body["messages"][-1]["content"]
+    if isinstance(content, list) and content:
+        content[-1]["cache_control"] = {"type": "ephemeral"}
 
 
 def passthrough_body(request: ChatRequest, model: str) -> bytes:
