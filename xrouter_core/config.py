@@ -31,6 +31,7 @@ from xrouter_core import default_routes, node_compat
 from xrouter_core.client_keys import ClientKey, read_keys
 from xrouter_core.default_routes import DefaultRoute
 from xrouter_core.routing.models import DEFAULT_CATEGORIES
+from xrouter_core.routing.rules import DiscoverRule, Rule, rules_from_text
 from xrouter_core.tiers import CHEAP, FRONTIER, MEDIUM, TIERS
 from xrouter_core.wire.providers import PROVIDERS, known_provider, provider_name
 
@@ -47,6 +48,7 @@ ROUTE_FIELDS: tuple[str, ...] = (
     "first_byte_timeout_ms",
     "input_price",
     "output_price",
+    "quality",
 )
 CLASSIFIER_FIELDS: tuple[str, ...] = (
     "enabled",
@@ -136,6 +138,8 @@ class Route:
     # USD per 1M tokens; None means "look the model up in genai-prices".
     input_price: float | None = None
     output_price: float | None = None
+    # How good its answers are, 0..1, for the score rule (routing/rules.py); None: unknown.
+    quality: float | None = None
     # Which candidate of its tier this is, for the circuit breaker and the fallback
     # header: the tier itself when it is the tier's only route, else `cheap#2` (its place
     # in the tier's list, from 1).
@@ -309,6 +313,13 @@ class Settings:
     # the Node Xrouter's), sent beside X-Xrouter-decision and X-Xrouter-upstream.
     decision_header: str = ""
     upstream_header: str = ""
+    # The rule chain (routing/rules.py, ROUTING_RULES), the tier rule last; empty: the
+    # tier rule alone (the classifier), as without rules.
+    rules: tuple[Rule, ...] = ()
+    # TAG_WORDS: tag → words, applied over routing/tags.py's defaults (empty list: off).
+    tag_words: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # HEADER_ALIASES: one of the router's X-Xrouter-* answer headers → one more name for it.
+    header_aliases: Mapping[str, str] = field(default_factory=dict)
     # Info lines about how the configuration was read (a Node Xrouter name mapped, …),
     # logged once when the settings are put in use.
     notes: tuple[str, ...] = ()
@@ -391,6 +402,9 @@ def upstreams_to_env(doc: Mapping[str, Any]) -> dict[str, str]:
         for key, value in (route or {}).items():
             flat[f"{str(tier).upper()}_{key.upper()}"] = _to_env_text(value)
     flat.update(_strategies_to_env(doc.get("strategies")))
+    for key, variable in UPSTREAMS_JSON_SETTINGS.items():
+        if key in doc:
+            flat[variable] = json.dumps(doc[key])
     if doc.get("redis_url"):
         flat["REDIS_URL"] = str(doc["redis_url"])
     return flat
@@ -405,8 +419,24 @@ def _to_env_text(value: Any) -> str:
 
 
 UPSTREAMS_KEYS = frozenset(
-    {"classifier", "routes", "strategies", "redis_url", "$schema", "version"}
+    {
+        "classifier",
+        "routes",
+        "strategies",
+        "rules",
+        "tags",
+        "header_aliases",
+        "redis_url",
+        "$schema",
+        "version",
+    }
 )
+# upstreams.json's keys that stand for one JSON-valued setting each.
+UPSTREAMS_JSON_SETTINGS = {
+    "rules": "ROUTING_RULES",
+    "tags": "TAG_WORDS",
+    "header_aliases": "HEADER_ALIASES",
+}
 
 
 # ---- several candidates per tier -------------------------------------------------------
@@ -503,6 +533,7 @@ def _candidate_route(tier: str, where: str, item: Mapping[str, Any], read: _Read
         ),
         input_price=one.price(f"{where}.input_price"),
         output_price=one.price(f"{where}.output_price"),
+        quality=one.fraction(f"{where}.quality"),
     )
     return _with_default_versions(route, read)
 
@@ -630,6 +661,20 @@ class _Reader:
             value = -1.0
         if not value >= 0 or value == float("inf"):
             self.problems.append(f"{name} must be a price in USD per 1M tokens, not {raw!r}")
+            return None
+        return value
+
+    def fraction(self, name: str) -> float | None:
+        """A number from 0 to 1 (a route's quality), None when unset."""
+        raw = self.values.get(name, "").strip()
+        if not raw:
+            return None
+        try:
+            value = float(raw)
+        except ValueError:
+            value = -1.0
+        if not 0.0 <= value <= 1.0:
+            self.problems.append(f"{name} must be a number from 0 to 1, not {raw!r}")
             return None
         return value
 
@@ -796,6 +841,7 @@ def load_settings(
             ),
             input_price=read.price(prefix + "INPUT_PRICE"),
             output_price=read.price(prefix + "OUTPUT_PRICE"),
+            quality=read.fraction(prefix + "QUALITY"),
             x402=read.choice(prefix + "X402", X402_CHOICES, "off").replace("off", ""),
         )
         if base_url:
@@ -855,6 +901,9 @@ def load_settings(
         except ValueError as exc:
             problems.append(f"ROUTER_KEYS_FILE: {exc}")
     headers = _read_header_names(read)
+    rules = rules_from_text(read.text("ROUTING_RULES"), candidates, problems)
+    tag_words = _read_tag_words(read)
+    header_aliases = _read_header_aliases(read)
     payments = _read_payments(read, routes)
     if problems:
         raise ConfigError(problems)
@@ -868,6 +917,7 @@ def load_settings(
             classifier.api_key,
             *(r.api_key for found in candidates.values() for r in found),
             embeddings.api_key if embeddings else "",
+            *(r.api_key for r in rules if isinstance(r, DiscoverRule)),
             *(v for f in candidates.values() for r in f for v in r.headers.values() if len(v) >= 8),
         )
         if s
@@ -912,6 +962,9 @@ def load_settings(
         default_routes=auto.used,
         decision_header=headers[0],
         upstream_header=headers[1],
+        rules=rules,
+        tag_words=tag_words,
+        header_aliases=header_aliases,
         notes=tuple(dict.fromkeys(notes)),
     )
 
@@ -1064,6 +1117,79 @@ def _read_header_names(read: _Reader) -> tuple[str, str]:
             name = ""
         names.append(name)
     return names[0], names[1]
+
+
+def _json_setting(read: _Reader, name: str) -> Any:
+    raw = read.text(name)
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        read.problems.append(f"{name} is not valid JSON: {exc}")
+        return None
+
+
+def _read_tag_words(read: _Reader) -> dict[str, tuple[str, ...]]:
+    """TAG_WORDS: a JSON object of tag → list of words (routing/tags.py)."""
+    doc = _json_setting(read, "TAG_WORDS")
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        read.problems.append("TAG_WORDS must be a JSON object of tag → list of words")
+        return {}
+    words: dict[str, tuple[str, ...]] = {}
+    for tag, found in doc.items():
+        if not tag or any(c in tag for c in " ,|\r\n") or tag != tag.lower():
+            read.problems.append(f"TAG_WORDS: tag {tag!r} must be one lower-case word")
+        elif not isinstance(found, list) or not all(isinstance(w, str) and w for w in found):
+            read.problems.append(f"TAG_WORDS: {tag!r} must map to a list of words")
+        else:
+            words[tag] = tuple(w.strip().lower() for w in found)
+    return words
+
+
+# The answer headers HEADER_ALIASES may give another name (wire/headers.py).
+ALIASED_HEADERS = frozenset(
+    {
+        "x-xrouter-decision",
+        "x-xrouter-score",
+        "x-xrouter-upstream",
+        "x-xrouter-route",
+        "x-xrouter-fallback",
+        "x-xrouter-rule",
+        "x-xrouter-tags",
+        "x-xrouter-response-tags",
+        "x-xrouter-provider",
+        "x-xrouter-model",
+        "x-xrouter-input-tokens",
+        "x-xrouter-output-tokens",
+    }
+)
+
+
+def _read_header_aliases(read: _Reader) -> dict[str, str]:
+    """HEADER_ALIASES: {"x-xrouter-provider": "x-router-provider", ...}."""
+    doc = _json_setting(read, "HEADER_ALIASES")
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
+        read.problems.append("HEADER_ALIASES must be a JSON object of header name → header name")
+        return {}
+    aliases = {}
+    for own, alias in doc.items():
+        own, alias = own.lower(), alias.lower()
+        if own not in ALIASED_HEADERS:
+            read.problems.append(
+                f"HEADER_ALIASES: {own!r} is not one of {', '.join(sorted(ALIASED_HEADERS))}"
+            )
+        elif not alias or not all(c.isalnum() or c in "-_" for c in alias):
+            read.problems.append(f"HEADER_ALIASES: {alias!r} is not a header name")
+        elif alias.startswith("x-xrouter-"):
+            read.problems.append(f"HEADER_ALIASES: {alias!r} is one of the router's own names")
+        else:
+            aliases[own] = alias
+    return aliases
 
 
 def _with_default_versions(route: Route, read: _Reader) -> Route:

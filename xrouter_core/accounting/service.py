@@ -221,10 +221,13 @@ class Accounting:
         error: str = "",
         first_byte_ms: float | None = None,
         client: str = "",
+        tags: tuple[str, ...] = (),
+        response_tags: tuple[str, ...] = (),
+        rule: str = "",
     ) -> None:
         """One finished request: priced and counted in memory, logged off the loop, and
         told to the live feed (`event_id`: the id its other events carry; `client`: the
-        client key's name)."""
+        client key's name; `tags`, `response_tags`, `rule`: routing/tags.py, rules.py)."""
         estimated = False
         with_usage = prompt_tokens is not None and completion_tokens is not None
         if prompt_tokens is None or completion_tokens is None:
@@ -263,6 +266,9 @@ class Accounting:
             at=time.time(),
             prompt=text,
             client=client,
+            tags=tags,
+            response_tags=response_tags,
+            rule=rule,
         )
         self.usage.record(outcome)
         self.feed.complete(event_id, status, outcome, error, first_byte_ms)
@@ -291,6 +297,10 @@ class Accounting:
             }
             if client:
                 line["key"] = client
+            line["tags"] = list(tags)
+            line["response_tags"] = list(response_tags)
+            if rule:
+                line["rule"] = rule
             if prompts:
                 line["classifier_input"] = text
                 line["messages"] = chat.messages
@@ -338,6 +348,9 @@ class Accounting:
             error=error,
             first_byte_ms=routed.first_byte_ms,
             client=routed.client,
+            tags=routed.tags,
+            response_tags=routed.response_tags,
+            rule=routed.rule,
         )
         if self.tracing is not None:
             self.tracing.record(
