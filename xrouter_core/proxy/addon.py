@@ -199,6 +199,10 @@ class Plan:
     rule: str = ""
     selection: Selection | None = None
 
+    def __iter__(self):
+        """`decision, chain = plan`, as plan() answered before it had tags and rules."""
+        return iter((self.decision, self.chain))
+
 
 @dataclass(slots=True)
 class RoutedFlow:

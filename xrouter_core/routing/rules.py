@@ -8,7 +8,8 @@ rule may have a `name` (default `<kind>#<n>`), `if_tags` (it applies only to req
 with one of these tags) and, to pin where it sends, `route` (a route's name or key, e.g.
 `cheap#2`) or `tier`, with `model` (a model name; `*` = the requested one).
 
-Kinds (RULE_KINDS, a registry: a new kind is a class with `parse` and `select`):
+Kinds (RULE_KINDS, a registry: a new kind is a class with `parse` and `select`; a
+`latency` rule, say, is a PoolRule whose `order` sorts its pool by measured latency):
   prefix    the requested model name starts with `prefix` → the pinned route or tier
   tag       the request has tag `tag` → the pinned route or tier
   tier      the classifier decides the tier (the default)
@@ -132,7 +133,10 @@ class Rule:
         """Why it does not match (None: it does)."""
         return None
 
-    async def select(self, request: RuleInput, env: RuleEnv) -> Selection | None:
+    def select(self, request: RuleInput, env: RuleEnv) -> Selection | None:
+        """The rule's choice for this request, None when it does not match. Plain
+        (not async): walking ten rules costs function calls only; the tier rule's
+        classifier is awaited by the chain."""
         if self.matches(request, env) is not None:
             return None
         return self.pinned(request.model)
@@ -238,7 +242,10 @@ class TierRule(Rule):
             raise RuleError("a tier rule takes no route or tier: the classifier chooses")
         return cls(**common)
 
-    async def select(self, request, env):
+    def select(self, request, env):
+        raise TypeError("the tier rule is asked by RuleChain.select, which awaits it")
+
+    async def decide(self, request: RuleInput) -> Selection:
         decision = await request.classify()
         return Selection(self, decision.tier, decision=decision)
 
@@ -294,7 +301,7 @@ class DiscoverRule(Rule):
             return None
         return f"{request.model or '(none)'!r} is not among the {len(models)} models of {self.base_url}"
 
-    async def select(self, request, env):
+    def select(self, request, env):
         if self.matches(request, env) is not None:
             return None
         route = env.discovered[self.name][self.wanted(request.model)]
@@ -362,7 +369,7 @@ class PoolRule(Rule):
     def order(self, pool: Sequence[Route], env: RuleEnv) -> list[Considered]:
         raise NotImplementedError
 
-    async def select(self, request, env):
+    def select(self, request, env):
         considered = self.order(self.pool, env)
         if not considered:
             return None
@@ -660,7 +667,10 @@ class RuleChain:
                         _row(rule, False, "no tag of " + ", ".join(sorted(rule.if_tags)))
                     )
                 continue
-            selection = await rule.select(request, self.env)
+            if isinstance(rule, TierRule):
+                selection: Selection | None = await rule.decide(request)
+            else:
+                selection = rule.select(request, self.env)
             if selection is None or not usable(selection):
                 if trace is not None:
                     why = rule.matches(request, self.env) if selection is None else None

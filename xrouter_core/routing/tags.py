@@ -5,7 +5,7 @@ Request tags come from two places:
 - keywords: each tag has a word list (TAG_WORDS adds to or replaces the defaults below),
   matched as whole words, case-insensitively, on the person's text as the classifier
   reads it (routing/extract.py: client wrappers, system prompts and tool results left
-  out). One compiled pattern for every word of every tag: one pass over at most ~2 KB.
+  out): one pass splits the text (at most ~2 KB) into words, looked up in a set.
 - capabilities: `vision` when a message carries an image, `tools` when the request
   offers tools.
 
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import re
+import string
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -61,37 +62,61 @@ _REFUSAL_OPENINGS = re.compile(
     re.IGNORECASE,
 )
 REFUSAL_CHARS = 200
-# How much of a stream's output is kept to tag it at the end (StreamTranslator.head).
-STREAM_HEAD_BYTES = 2048
+
+
+# The tagger's words: the text with punctuation made spaces (but + # _, for c++ and c#),
+# split on whitespace. str.translate and str.split run in C: a regex over the text is
+# several times slower. A configured word that splits in several (`stack trace`,
+# `tl;dr`) is a phrase.
+_PUNCTUATION = str.maketrans(
+    dict.fromkeys(
+        [c for c in string.punctuation if c not in "+#_"] + list("“”‘’«»—–…。，、！？：；（）"), " "
+    )
+)
+
+
+def words_of(text: str) -> list[str]:
+    return text.lower().translate(_PUNCTUATION).split()
 
 
 class KeywordTagger:
-    """Tags from word lists, compiled once: a single alternation of every word, each
-    mapped back to its tags."""
+    """Tags from word lists, read once: the text is split into words (words_of), single
+    words are looked up in a set, phrases only where their first word occurs. No
+    pattern is tried at every position, so the cost of a 2,000-character prompt does
+    not grow with the number of words configured."""
 
     def __init__(self, words: Mapping[str, Sequence[str]]):
         self.words = {tag: tuple(w.lower() for w in found) for tag, found in words.items()}
-        self._tags_of: dict[str, list[str]] = {}
+        self._single: dict[str, set[str]] = {}
+        self._phrases: dict[str, list[tuple[tuple[str, ...], str]]] = {}
         for tag, found in self.words.items():
             for word in found:
-                self._tags_of.setdefault(word, []).append(tag)
-        alternatives = sorted(self._tags_of, key=len, reverse=True)  # longest first
-        # (?<!\w) / (?!\w) rather than \b: words such as `c++` end in a non-word character.
-        self._pattern = (
-            re.compile(r"(?<!\w)(?:" + "|".join(map(re.escape, alternatives)) + r")(?!\w)")
-            if alternatives
-            else None
-        )
+                tokens = tuple(words_of(word))
+                if len(tokens) == 1:
+                    self._single.setdefault(tokens[0], set()).add(tag)
+                elif tokens:
+                    self._phrases.setdefault(tokens[0], []).append((tokens, tag))
+        self._firsts = frozenset(self._single) | frozenset(self._phrases)
 
     def tags(self, text: str) -> list[str]:
         """The tags whose words occur in `text`, in the order of the configuration."""
-        if self._pattern is None or not text:
+        if not text or not self._firsts:
+            return []
+        tokens = words_of(text)
+        present = self._firsts.intersection(tokens)
+        if not present:
             return []
         found: set[str] = set()
-        for match in self._pattern.finditer(text.lower()):
-            found.update(self._tags_of[match.group(0)])
-            if len(found) == len(self.words):
-                break
+        for token in present:
+            found.update(self._single.get(token, ()))
+        phrased = [t for t in present if t in self._phrases]
+        if phrased:
+            firsts = set(phrased)
+            for i, token in enumerate(tokens):
+                if token in firsts:
+                    for phrase, tag in self._phrases[token]:
+                        if tuple(tokens[i : i + len(phrase)]) == phrase:
+                            found.add(tag)
         return [tag for tag in self.words if tag in found]
 
 
