@@ -219,6 +219,8 @@ def test_price_falls_through_when_nothing_is_under_the_ceiling(ruled, fakes, ups
     reply = post(ruled, ask(unique("solve for x in this equation")))
     assert reply.headers["x-xrouter-rule"] == "cheapest-math"
     assert reply.status_code == 503
+    assert reply.headers["x-xrouter-tags"] == "math"  # errors say how they were routed too
+    assert reply.json()["error"]["code"] == "upstream_503"
     assert not upstreams.cheap.requests and not upstreams.medium.requests
 
 

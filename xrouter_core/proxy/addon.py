@@ -282,6 +282,8 @@ KEPT_ON_ERROR = frozenset(
         MODEL_HEADER,
     }
 )
+# What an error after several attempts keeps of the routing headers set on the last one.
+DESCRIBED = frozenset({RULE_HEADER, TAGS_HEADER, PROVIDER_HEADER, MODEL_HEADER})
 ROUTE_FIELD_NAME = ROUTE_HEADER.encode()
 RULE_FIELD_NAME = RULE_HEADER.encode()
 TAGS_FIELD_NAME = TAGS_HEADER.encode()
@@ -1618,6 +1620,7 @@ class Xrouter:
                     if routed.aliases
                     else {}
                 ),
+                **{k: v for k, v in response.headers.items() if k.lower() in DESCRIBED},
                 **error.headers,
             }
         else:
