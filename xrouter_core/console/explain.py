@@ -66,13 +66,13 @@ def render(doc: dict[str, Any], out: TextIO) -> None:
         mark = "*" if row["chosen"] else " "
         extra = "".join(f"  {name} {row[name]}" for name in ("score", "weight") if name in row)
         out.write(
-            f"{head:<12}{mark} {row['key']:<14}{row['label']:<36}{price_text(row):<26}"
-            f"{row['circuit']}{extra}\n"
+            f"{head:<12}{mark} {row['key']:<14} {row['label']:<28} {price_text(row):<24}"
+            f" {row['circuit']}{extra}\n"
         )
     for n, row in enumerate(doc["rules"]):
         head = "rules" if n == 0 else ""
         verdict = "matched" if row["matched"] else "no: " + row.get("why", "")
-        out.write(f"{head:<12}{row['name']:<16}{verdict}\n")
+        out.write(f"{head:<12}{row['name']:<16} {verdict}\n")
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO = sys.stdout) -> int:

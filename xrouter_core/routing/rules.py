@@ -664,7 +664,7 @@ class RuleChain:
             if not rule.applies(request):
                 if trace is not None:
                     trace.rows.append(
-                        _row(rule, False, "no tag of " + ", ".join(sorted(rule.if_tags)))
+                        _row(rule, False, "only for tags " + ", ".join(sorted(rule.if_tags)))
                     )
                 continue
             if isinstance(rule, TierRule):
