@@ -96,6 +96,8 @@ def rules_env(upstreams, fakes) -> dict[str, str]:
             },
         },
         "rules": rules,
+        # A tag of its own; creative's default list replaced (no "story" any more).
+        "tags": {"legal": ["contract", "lawsuit"], "creative": ["poem", "haiku"]},
         "header_aliases": {"x-xrouter-provider": "x-router-provider", "x-xrouter-tags": "x-router-request-tags"},
     }  # fmt: skip
     env["UPSTREAMS_JSON"] = json.dumps(doc)
@@ -274,6 +276,33 @@ def test_a_refusal_is_tagged_in_the_header_the_log_and_usage(ruled, fakes, strea
     assert usage["tags"]["request"]["math"] >= 1
     assert usage["rules"]["cheapest-math"] >= 1
     assert usage["recent"][0]["responseTags"] == ["refusal"]
+
+
+def test_tag_words_from_the_configuration(ruled):
+    reply = post(ruled, ask(unique("please review this contract and tell me a story")))
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-xrouter-tags"] == "legal"
+    assert reply.headers["x-xrouter-rule"] == "tier"  # no rule for legal: the classifier
+
+
+def test_an_anthropic_stream_is_tagged_when_it_ends(ruled, fakes):
+    fakes["b"].override = lambda request: Reply(
+        chunks=openai_stream(["I'm sorry,", " but I can't help with that."], "cheap-b-model", False)
+    )
+    body = {
+        "model": "xrouter/auto",
+        "max_tokens": 50,
+        "stream": True,
+        "messages": [{"role": "user", "content": unique("what is the probability of rain")}],
+    }
+    with ruled.client() as client:
+        reply = client.post("/v1/messages", json=body, headers=AUTH)
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-xrouter-rule"] == "cheapest-math"
+    assert "event: content_block_delta" in reply.text and "I'm sorry," in reply.text
+    ruled.settle()
+    line = [x for x in ruled.logs().splitlines() if "routed decision=" in x][-1]
+    assert "response_tags=refusal" in line
 
 
 def test_capability_tags_and_the_live_feed(ruled, upstreams):
