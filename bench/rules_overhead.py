@@ -1,11 +1,12 @@
 """What a rule chain costs a request: today's configuration (one route per tier, no
 rules) against 3 candidates per tier and a 10-rule chain, in the same run.
 
-Both routers use the `xrouter` launcher, the built-in classifier (in process, so no
-classifier server's jitter) and fake providers on 127.0.0.1. The prompts carry no tag,
+Both routers use the `xrouter` launcher and the built-in classifier (in process, so no
+classifier server's jitter); every route is the benchmarks' fast fake provider
+(bench/fake_provider.py, its own process), also asked directly to give the added p50. The prompts carry no tag,
 so the rules router walks all ten rules (prefix, tag, discover against a fake Ollama,
 price, score, random) to the tier rule at the end: the most a request pays. Requests
-are sequential (c=1), alternating between the routers in rounds so that drift on a busy
+are sequential (c=1), sent to one router and the other in turn, so that drift on a busy
 machine hits both alike. It also times, in process, what the rules and the tagger add
 per request on the event loop (microseconds, steadier than HTTP timings on a loaded
 machine). Run: python bench/rules_overhead.py [N] [ROUNDS]
@@ -23,29 +24,42 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from conftest import Router, Upstreams  # noqa: E402
-from fakes import FakeModelProvider, FakeOpenAIProvider  # noqa: E402
+import httpx  # noqa: E402
+from conftest import Router  # noqa: E402
+from fakes import FakeModelProvider  # noqa: E402
 
+from bench.run import start_provider  # noqa: E402
 from xrouter_core.config import load_settings  # noqa: E402
 from xrouter_core.routing.classifier import Decision  # noqa: E402
 from xrouter_core.routing.rules import RuleChain, RuleEnv, RuleInput  # noqa: E402
 from xrouter_core.routing.tags import DEFAULT_TAG_WORDS, KeywordTagger  # noqa: E402
 
 
-def timed(router: Router, n: int, round_no: int) -> list[float]:
-    times = []
-    with router.client() as client:
+def timed(targets: dict[str, str], n: int, round_no: int) -> dict[str, list[float]]:
+    """n requests to each target (base URL), one to each in turn: a busy moment of the
+    machine falls on all alike."""
+    times: dict[str, list[float]] = {label: [] for label in targets}
+    clients = {
+        label: httpx.Client(base_url=url, trust_env=False, timeout=30)
+        for label, url in targets.items()
+    }
+    try:
         for i in range(n):
-            body = {
-                "model": "xrouter/auto",
-                "messages": [{"role": "user", "content": f"hello there {round_no} {i}"}],
-            }
-            started = time.perf_counter()
-            reply = client.post("/v1/chat/completions", json=body)
-            reply.read()
-            times.append((time.perf_counter() - started) * 1000)
-            assert reply.status_code == 200, reply.text
-    return times[n // 10 :]  # drop warm-up
+            for label, client in clients.items():
+                body = {
+                    "model": "xrouter/auto" if label != DIRECT else "fake-model",
+                    "messages": [{"role": "user", "content": f"hello there {round_no} {i}"}],
+                }
+                started = time.perf_counter()
+                path = "/v1/chat/completions"
+                reply = client.post(path, json=body)
+                reply.read()
+                times[label].append((time.perf_counter() - started) * 1000)
+                assert reply.status_code == 200, reply.text
+    finally:
+        for client in clients.values():
+            client.close()
+    return {label: values[n // 10 :] for label, values in times.items()}  # warm-up dropped
 
 
 def summary(label: str, times: list[float]) -> tuple[str, float]:
@@ -55,19 +69,26 @@ def summary(label: str, times: list[float]) -> tuple[str, float]:
     return f"{label:<44} p50 {p50:6.2f} ms   p90 {p90:6.2f} ms   n={len(times)}", p50
 
 
-def rules_env(upstreams: Upstreams, spares: list[FakeOpenAIProvider], ollama_url: str) -> dict:
-    env = {**upstreams.env(), "CLASSIFIER_MODE": "builtin"}
-    routes = {}
+DIRECT = "direct to the fake provider"
+
+
+def today_env(fake: str) -> dict[str, str]:
+    env = {"CLASSIFIER_MODE": "builtin", "CLASSIFIER_ENABLED": "true"}
     for tier in ("cheap", "medium", "frontier"):
-        server = getattr(upstreams, tier)
-        first = {"base_url": server.url + "/v1", "model": f"{tier}-model", "name": f"{tier}-1"}
-        others = [
-            {"base_url": spare.url + "/v1", "model": f"{tier}-spare-{n}", "name": f"{tier}-{n}"}
-            for n, spare in enumerate(spares, start=2)
+        env[f"{tier.upper()}_BASE_URL"] = fake + "/v1"
+        env[f"{tier.upper()}_MODEL"] = f"{tier}-model"
+    return env
+
+
+def rules_env(fake: str, ollama_url: str) -> dict[str, str]:
+    env = {"CLASSIFIER_MODE": "builtin"}
+    routes = {
+        tier: [
+            {"base_url": fake + "/v1", "model": f"{tier}-model-{n}", "name": f"{tier}-{n}"}
+            for n in (1, 2, 3)
         ]
-        routes[tier] = [first, *others]
-        for name in ("BASE_URL", "MODEL", "API_KEY"):
-            env.pop(f"{tier.upper()}_{name}")
+        for tier in ("cheap", "medium", "frontier")
+    }
     rules = [
         {"kind": "prefix", "prefix": "openai/", "route": "frontier-1", "model": "*"},
         {"kind": "prefix", "prefix": "anthropic/", "route": "frontier-2", "model": "*"},
@@ -115,45 +136,39 @@ def in_process_cost(env: dict[str, str], n: int = 20_000) -> tuple[float, float]
 def main() -> None:
     n = int(sys.argv[1]) if len(sys.argv) > 1 else 200
     rounds = int(sys.argv[2]) if len(sys.argv) > 2 else 3
-    upstreams = Upstreams()
-    spares = [FakeOpenAIProvider("spare-a"), FakeOpenAIProvider("spare-b")]
     ollama = FakeModelProvider("ollama", ["llama3:latest"])
-    try:
-        with tempfile.TemporaryDirectory() as tmp:
-            routers = {
-                "today: 1 route per tier, no rules": Router(
-                    {**upstreams.env(), "CLASSIFIER_MODE": "builtin"},
-                    _dir(tmp, "today"),
-                    launcher="xrouter",
-                ),
-                "3 candidates per tier, 10 rules": Router(
-                    rules_env(upstreams, spares, ollama.url),
-                    _dir(tmp, "rules"),
-                    launcher="xrouter",
-                ),
-            }
-            times: dict[str, list[float]] = {label: [] for label in routers}
-            try:
-                for round_no in range(rounds):
-                    for label, router in routers.items():
-                        times[label] += timed(router, n, round_no)
-            finally:
-                for router in routers.values():
-                    router.stop()
-            p50s = []
-            for label, values in times.items():
-                line, p50 = summary(label, values)
-                p50s.append(p50)
-                print(line)
-            print(f"rules / today p50: {p50s[1] / p50s[0]:.3f}")
-            tagging, walking = in_process_cost(rules_env(upstreams, spares, ollama.url))
-            print(
-                f"in process: tagger {tagging:.1f} µs, 10 rules walked {walking:.1f} µs per request"
-            )
-    finally:
-        for server in (*spares, ollama):
-            server.close()
-        upstreams.close()
+    with tempfile.TemporaryDirectory() as tmp:
+        provider, fake = start_provider(Path(tmp), Path(tmp))
+        routers = {
+            "today: 1 route per tier, no rules": Router(
+                today_env(fake), _dir(tmp, "today"), launcher="xrouter"
+            ),
+            "3 candidates per tier, 10 rules": Router(
+                rules_env(fake, ollama.url), _dir(tmp, "rules"), launcher="xrouter"
+            ),
+        }
+        targets = {DIRECT: fake, **{label: router.url for label, router in routers.items()}}
+        times: dict[str, list[float]] = {label: [] for label in targets}
+        try:
+            for round_no in range(rounds):
+                for label, values in timed(targets, n, round_no).items():
+                    times[label] += values
+        finally:
+            for router in routers.values():
+                router.stop()
+            provider.kill()
+            ollama.close()
+        p50 = {}
+        for label, values in times.items():
+            line, p50[label] = summary(label, values)
+            print(line)
+        added = {label: p50[label] - p50[DIRECT] for label in routers}
+        for label, value in added.items():
+            print(f"added p50, {label:<36} {value:6.3f} ms")
+        today, ruled = added.values()
+        print(f"added p50, rules / today: {ruled / today:.3f}")
+        tagging, walking = in_process_cost(rules_env(fake, ollama.url))
+        print(f"in process: tagger {tagging:.1f} µs, 10 rules walked {walking:.1f} µs per request")
 
 
 def _dir(tmp: str, name: str) -> Path:
