@@ -192,6 +192,21 @@ def test_discover_routes_the_models_an_ollama_server_lists(ruled, upstreams, fak
     assert reply.headers["x-xrouter-rule"] == "tier"
 
 
+def test_health_lists_the_rules_and_what_discover_found(ruled):
+    with ruled.client() as client:
+        rules = client.get("/health").json()["rules"]
+    assert [r["name"] for r in rules] == [r["name"] for r in RULES] + ["tier"]
+    assert "llama3:latest" in rules[0]["models"] and "qwen2:0.5b" in rules[0]["models"]
+    assert rules[2] == {
+        "name": "code-first",
+        "kind": "tag",
+        "route": "medium",
+        "model": "medium-model",
+        "tag": "code",
+    }
+    assert rules[4]["pool"] == ["cheap#1", "cheap#2", "medium", "frontier"]
+
+
 def test_discover_sees_a_model_pulled_later(ruled, fakes):
     fakes["ollama"].models.append("phi3:mini")
     try:

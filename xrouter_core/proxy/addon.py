@@ -1085,6 +1085,8 @@ class Xrouter:
             "chain": list(self.settings.routing.fallback_chain),
             "circuit_breaker": self.breaker.public(),
         }
+        if not self.rules.only_tier:
+            doc["rules"] = self.rules.public()
         return doc
 
     def server_connect(self, data) -> None:

@@ -710,7 +710,15 @@ class RuleChain:
             await asyncio.sleep(max(0.05, min(next_at.values()) - time.monotonic()))
 
     def public(self) -> list[dict[str, Any]]:
-        return [rule.public() for rule in self.rules]
+        """For /health: each rule as configured (route keys, never keys), and the models
+        each discover rule found."""
+        rows = []
+        for rule in self.rules:
+            row = rule.public()
+            if isinstance(rule, DiscoverRule):
+                row["models"] = sorted(self.env.discovered.get(rule.name, {}))
+            rows.append(row)
+        return rows
 
 
 def _row(rule: Rule, matched: bool, why: str) -> dict[str, Any]:
