@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 import time
@@ -361,7 +362,10 @@ def test_explain_says_which_rule_and_routes_without_calling_a_provider(ruled, up
     assert doc["rule"] == {"name": "code-first", "kind": "tag"}
     assert doc["tags"] == ["code"]
     assert [r["name"] for r in doc["rules"]] == ["local", "openai-names", "code-first"]
-    assert doc["rules"][0]["matched"] is False and "not among" in doc["rules"][0]["why"]
+    assert (
+        doc["rules"][0]["matched"] is False
+        and "is not one of the 2 models" in doc["rules"][0]["why"]
+    )
     assert doc["chosen"]["label"] == "medium-main"
     assert [c["key"] for c in doc["candidates"]] == ["medium", "frontier"]
     assert doc["classifier"]["tier"] == "medium"  # shown, though the rule decided

@@ -3,12 +3,13 @@
 
     rule        code-first (tag)
     tags        code
-    classifier  medium (1) by builtin, score 0.512
+    classifier  frontier by builtin, score 0.500 (not used)
     decision    medium (1) by rule
-    candidates  * medium#1  medium-main           in 0.15 out 0.6 $/1M  closed
-                  medium#2  medium-spare          in ? out ? $/1M       closed
-    rules       prefix#1  no: model 'xrouter/auto' does not start with 'gpt-'
-                code-first  matched
+    candidates  * medium         medium-main                  in 3 out 3 $/1M          closed
+                  frontier       frontier-main                in 10 out 30 $/1M        closed
+    rules       local            no: 'xrouter/auto' is not one of the 2 models … lists
+                openai-names     no: model 'xrouter/auto' does not start with 'openai/'
+                code-first       matched
 """
 
 from __future__ import annotations

@@ -299,7 +299,10 @@ class DiscoverRule(Rule):
         name = self.wanted(request.model)
         if name and name in models:
             return None
-        return f"{request.model or '(none)'!r} is not among the {len(models)} models of {self.base_url}"
+        listed = len({id(route) for route in models.values()})
+        return (
+            f"{request.model or '(none)'!r} is not one of the {listed} models {self.base_url} lists"
+        )
 
     def select(self, request, env):
         if self.matches(request, env) is not None:
