@@ -13,7 +13,7 @@ import sys
 import time
 
 import pytest
-from conftest import ROOT, Router, unique
+from conftest import LAUNCHERS, ROOT, Router, unique
 from fakes import FakeModelProvider, FakeOpenAIProvider, Reply, openai_completion, openai_stream
 from test_events import Feed
 from test_fallback import ask, stream_text
@@ -106,9 +106,13 @@ def rules_env(upstreams, fakes) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def ruled(upstreams_session, fakes, tmp_path_factory):
-    router = Router(rules_env(upstreams_session, fakes), tmp_path_factory.mktemp("rules"))
+@pytest.fixture(scope="module", params=LAUNCHERS)
+def ruled(request, upstreams_session, fakes, tmp_path_factory):
+    router = Router(
+        rules_env(upstreams_session, fakes),
+        tmp_path_factory.mktemp(f"rules-{request.param}"),
+        launcher=request.param,
+    )
     # The discover rule lists the fake Ollama at start.
     deadline = time.monotonic() + 10
     while "lists 2 models" not in router.logs() and time.monotonic() < deadline:
