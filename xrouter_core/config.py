@@ -32,6 +32,7 @@ from xrouter_core.catalog import CATALOG_VARIABLE, read_catalog
 from xrouter_core.client_keys import ClientKey, read_keys
 from xrouter_core.default_routes import DefaultRoute
 from xrouter_core.routing.models import DEFAULT_CATEGORIES
+from xrouter_core.routing.rules import DiscoverRule, Rule, rules_from_text
 from xrouter_core.tiers import CHEAP, FRONTIER, MEDIUM, TIERS
 from xrouter_core.wire.providers import PROVIDERS, known_provider, provider_name
 
@@ -359,6 +360,13 @@ class Settings:
     upstream_header: str = ""
     # XROUTER_PLUGINS: the plugins to load, in the order their hooks run.
     plugins: tuple[PluginSpec, ...] = ()
+    # The rule chain (routing/rules.py, ROUTING_RULES), the tier rule last; empty: the
+    # tier rule alone (the classifier), as without rules.
+    rules: tuple[Rule, ...] = ()
+    # TAG_WORDS: tag → words, applied over routing/tags.py's defaults (empty list: off).
+    tag_words: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    # HEADER_ALIASES: one of the router's X-Xrouter-* answer headers → one more name for it.
+    header_aliases: Mapping[str, str] = field(default_factory=dict)
     # Info lines about how the configuration was read (a Node Xrouter name mapped, …),
     # logged once when the settings are put in use.
     notes: tuple[str, ...] = ()
@@ -447,6 +455,9 @@ def upstreams_to_env(doc: Mapping[str, Any]) -> dict[str, str]:
         flat["XROUTER_PLUGINS"] = json.dumps(doc["plugins"])
     if doc.get("providers") is not None:  # the catalog (catalog.py), read as a whole
         flat[CATALOG_VARIABLE] = json.dumps(doc["providers"])
+    for key, variable in UPSTREAMS_JSON_SETTINGS.items():
+        if key in doc:
+            flat[variable] = json.dumps(doc[key])
     if doc.get("redis_url"):
         flat["REDIS_URL"] = str(doc["redis_url"])
     return flat
@@ -472,6 +483,12 @@ UPSTREAMS_KEYS = frozenset(
         "version",
     }
 )
+# upstreams.json's keys that stand for one JSON-valued setting each.
+UPSTREAMS_JSON_SETTINGS = {
+    "rules": "ROUTING_RULES",
+    "tags": "TAG_WORDS",
+    "header_aliases": "HEADER_ALIASES",
+}
 
 
 # ---- several candidates per tier -------------------------------------------------------
@@ -606,6 +623,7 @@ def _candidate_route(
         input_price=one.price(f"{where}.input_price"),
         output_price=one.price(f"{where}.output_price"),
         **_catalog_fields(one, where + "."),
+        quality=one.fraction(f"{where}.quality"),
     )
     return _with_default_versions(route, read)
 
@@ -1038,6 +1056,9 @@ def load_settings(
         except ValueError as exc:
             problems.append(f"ROUTER_KEYS_FILE: {exc}")
     headers = _read_header_names(read)
+    rules = rules_from_text(read.text("ROUTING_RULES"), candidates, problems)
+    tag_words = _read_tag_words(read)
+    header_aliases = _read_header_aliases(read)
     payments = _read_payments(read, routes)
     plugins = _read_plugins(read)
     session_cost_routing = read.choice("SESSION_COST_ROUTING", SESSION_MODES, "on")
@@ -1054,6 +1075,7 @@ def load_settings(
             classifier.api_key,
             *(r.api_key for found in candidates.values() for r in found),
             embeddings.api_key if embeddings else "",
+            *(r.api_key for r in rules if isinstance(r, DiscoverRule)),
             *(v for f in candidates.values() for r in f for v in r.headers.values() if len(v) >= 8),
         )
         if s
@@ -1099,6 +1121,9 @@ def load_settings(
         default_routes=auto.used,
         decision_header=headers[0],
         upstream_header=headers[1],
+        rules=rules,
+        tag_words=tag_words,
+        header_aliases=header_aliases,
         notes=tuple(dict.fromkeys(notes)),
         plugins=plugins,
         warnings=tuple(dict.fromkeys(warnings)),
@@ -1298,6 +1323,79 @@ def _read_header_names(read: _Reader) -> tuple[str, str]:
             name = ""
         names.append(name)
     return names[0], names[1]
+
+
+def _json_setting(read: _Reader, name: str) -> Any:
+    raw = read.text(name)
+    if not raw:
+        return None
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        read.problems.append(f"{name} is not valid JSON: {exc}")
+        return None
+
+
+def _read_tag_words(read: _Reader) -> dict[str, tuple[str, ...]]:
+    """TAG_WORDS: a JSON object of tag → list of words (routing/tags.py)."""
+    doc = _json_setting(read, "TAG_WORDS")
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict):
+        read.problems.append("TAG_WORDS must be a JSON object of tag → list of words")
+        return {}
+    words: dict[str, tuple[str, ...]] = {}
+    for tag, found in doc.items():
+        if not tag or any(c in tag for c in " ,|\r\n") or tag != tag.lower():
+            read.problems.append(f"TAG_WORDS: tag {tag!r} must be one lower-case word")
+        elif not isinstance(found, list) or not all(isinstance(w, str) and w for w in found):
+            read.problems.append(f"TAG_WORDS: {tag!r} must map to a list of words")
+        else:
+            words[tag] = tuple(w.strip().lower() for w in found)
+    return words
+
+
+# The answer headers HEADER_ALIASES may give another name (wire/headers.py).
+ALIASED_HEADERS = frozenset(
+    {
+        "x-xrouter-decision",
+        "x-xrouter-score",
+        "x-xrouter-upstream",
+        "x-xrouter-route",
+        "x-xrouter-fallback",
+        "x-xrouter-rule",
+        "x-xrouter-tags",
+        "x-xrouter-response-tags",
+        "x-xrouter-provider",
+        "x-xrouter-model",
+        "x-xrouter-input-tokens",
+        "x-xrouter-output-tokens",
+    }
+)
+
+
+def _read_header_aliases(read: _Reader) -> dict[str, str]:
+    """HEADER_ALIASES: {"x-xrouter-provider": "x-router-provider", ...}."""
+    doc = _json_setting(read, "HEADER_ALIASES")
+    if doc is None:
+        return {}
+    if not isinstance(doc, dict) or not all(isinstance(v, str) for v in doc.values()):
+        read.problems.append("HEADER_ALIASES must be a JSON object of header name → header name")
+        return {}
+    aliases = {}
+    for own, alias in doc.items():
+        own, alias = own.lower(), alias.lower()
+        if own not in ALIASED_HEADERS:
+            read.problems.append(
+                f"HEADER_ALIASES: {own!r} is not one of {', '.join(sorted(ALIASED_HEADERS))}"
+            )
+        elif not alias or not all(c.isalnum() or c in "-_" for c in alias):
+            read.problems.append(f"HEADER_ALIASES: {alias!r} is not a header name")
+        elif alias.startswith("x-xrouter-"):
+            read.problems.append(f"HEADER_ALIASES: {alias!r} is one of the router's own names")
+        else:
+            aliases[own] = alias
+    return aliases
 
 
 def _with_default_versions(route: Route, read: _Reader) -> Route:

@@ -174,20 +174,23 @@ class EventFeed:
             doc["prompt"] = classifier_input(chat.messages)[:PROMPT_MAX]
         self.publish("start", doc)
 
-    def classified(self, rid: int, decision: Decision) -> None:
+    def classified(
+        self, rid: int, decision: Decision, tags: Sequence[str] = (), rule: str = ""
+    ) -> None:
         if not self.subscribers and not self.remote:
             return
         score = decision.score
-        self.publish(
-            "classified",
-            {
-                "id": rid,
-                "source": decision.source,
-                "score": None if score is None else round(score, 3),
-                "tier": decision.tier,
-                "classifier_ms": round(decision.ms, 1),
-            },
-        )
+        doc = {
+            "id": rid,
+            "source": decision.source,
+            "score": None if score is None else round(score, 3),
+            "tier": decision.tier,
+            "classifier_ms": round(decision.ms, 1),
+            "tags": list(tags),
+        }
+        if rule:
+            doc["rule"] = rule
+        self.publish("classified", doc)
 
     def routed(self, rid: int, route: Route, provider: str, attempts: Sequence[Attempt]) -> None:
         if not self.subscribers and not self.remote:
@@ -231,6 +234,7 @@ class EventFeed:
                 cache_hit=outcome.cache_hit,
                 cost_usd=round(outcome.cost_usd, 9),
                 total_ms=round(outcome.total_ms, 1),
+                response_tags=list(outcome.response_tags),
             )
         self.publish("complete", doc)
 

@@ -250,11 +250,15 @@ class Accounting:
         client: str = "",
         session: str = "",
         baseline_cost: float | None = None,
+        tags: tuple[str, ...] = (),
+        response_tags: tuple[str, ...] = (),
+        rule: str = "",
     ) -> None:
         """One finished request: priced and counted in memory, logged off the loop, and
         told to the live feed (`event_id`: the id its other events carry; `client`: the
         client key's name; `session`: its agent session's label, with `baseline_cost`
-        what it would have cost on frontier with frontier's cache for the session)."""
+        what it would have cost on frontier with frontier's cache for the session;
+        `tags`, `response_tags`, `rule`: routing/tags.py, rules.py)."""
         estimated = False
         with_usage = prompt_tokens is not None and completion_tokens is not None
         if prompt_tokens is None or completion_tokens is None:
@@ -296,6 +300,9 @@ class Accounting:
             at=time.time(),
             prompt=text,
             client=client,
+            tags=tags,
+            response_tags=response_tags,
+            rule=rule,
         )
         self.usage.record(outcome)
         self.feed.complete(event_id, status, outcome, error, first_byte_ms)
@@ -327,6 +334,10 @@ class Accounting:
             if session:
                 line["session"] = session
                 line["baseline_cost_usd"] = round(outcome.baseline_cost_usd, 9)
+            line["tags"] = list(tags)
+            line["response_tags"] = list(response_tags)
+            if rule:
+                line["rule"] = rule
             if prompts:
                 line["classifier_input"] = text
                 line["messages"] = chat.messages
@@ -383,6 +394,9 @@ class Accounting:
             client=routed.client,
             session=session.id.label if session is not None else "",
             baseline_cost=baseline,
+            tags=routed.tags,
+            response_tags=routed.response_tags,
+            rule=routed.rule,
         )
         if self.tracing is not None:
             self.tracing.record(

@@ -97,6 +97,9 @@ class Outcome:
     at: float = 0.0
     prompt: str | None = None  # only when prompt logging is on
     client: str = ""  # the client key's name (client_keys.py), "" for ROUTER_API_KEY or none
+    tags: tuple[str, ...] = ()  # the request's tags (routing/tags.py)
+    response_tags: tuple[str, ...] = ()  # the answer's
+    rule: str = ""  # the rule that chose the route (routing/rules.py), "" without rules
 
     def recent_row(self) -> dict[str, Any]:
         row = {
@@ -114,10 +117,14 @@ class Outcome:
             "estimated": self.estimated,
             "cacheHit": self.cache_hit,
             "ms": round(self.total_ms, 1),
+            "tags": list(self.tags),
+            "responseTags": list(self.response_tags),
         }
         if self.session:
             row["session"] = self.session
             row["baselineCostUsd"] = round(self.baseline_cost_usd, 9)
+        if self.rule:
+            row["rule"] = self.rule
         if self.prompt is not None:
             row["prompt"] = self.prompt[:300]
         return row
@@ -200,6 +207,12 @@ def add_outcome(batch: Batch, o: Outcome) -> None:
             c[s + "baseline_nusd"] += baseline
             c[s + "cache_read"] += o.cache_read_tokens
             c[s + "prompt"] += o.prompt_tokens
+    for tag in o.tags:
+        c[f"g|request|{tag}"] += 1
+    for tag in o.response_tags:
+        c[f"g|response|{tag}"] += 1
+    if o.rule:
+        c[f"r|{o.rule}"] += 1
     t = f"t|{o.tier}|"
     c[f"d|{o.source}|{o.decision}"] += 1
     if o.source in CLASSIFIED_SOURCES:
@@ -810,6 +823,8 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
             "decisionHits": sum(decisions.get("cache", {}).values()),
         },
         "fallbacks": sum(v for k, v in c.items() if k.startswith("f|")),
+        "tags": tag_counts(c),
+        "rules": {k[2:]: v for k, v in sorted(c.items()) if k.startswith("r|")},
         "x402": x402_totals(c),
         "keys": key_rows(c),
         "sessions": session_rows(c),
@@ -857,6 +872,16 @@ def session_rows(c: Mapping[str, int]) -> dict[str, Any]:
         "savingsPercent": _pct(baseline - cost, baseline),
         "rows": rows[:SESSIONS_SHOWN],
     }
+
+
+def tag_counts(c: Mapping[str, int]) -> dict[str, dict[str, int]]:
+    """Requests per request tag and per response tag (counters g|request|<tag>, …)."""
+    counts: dict[str, dict[str, int]] = {"request": {}, "response": {}}
+    for key, value in sorted(c.items()):
+        if key.startswith("g|"):
+            _, side, tag = key.split("|", 2)
+            counts.setdefault(side, {})[tag] = value
+    return counts
 
 
 KEY_FIELDS = ("requests", "prompt", "completion", "cost_nusd", "errors", "limited")

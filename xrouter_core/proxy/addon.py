@@ -71,7 +71,24 @@ from xrouter_core.routing.models import (
 )
 from xrouter_core.routing.policy import Policy
 from xrouter_core.routing.route_stats import RouteStats
+from xrouter_core.routing.rules import (
+    RuleChain,
+    RuleEnv,
+    RuleInput,
+    Selection,
+    TierRule,
+    Trace,
+    explain_document,
+)
 from xrouter_core.routing.sessions import Session, worth_caching
+from xrouter_core.routing.tags import (
+    KeywordTagger,
+    completion_tags,
+    header_value,
+    merged_words,
+    request_tags,
+    stream_tags,
+)
 from xrouter_core.tasks import Tasks
 from xrouter_core.tiers import FRONTIER, FRONTIER_INDEX, TIER_INDEX, TIERS
 from xrouter_core.wire.adapters import Adapter, adapter_for
@@ -83,8 +100,15 @@ from xrouter_core.wire.headers import (
     CACHE_MISS_FIELD,
     DECISION_HEADER,
     FALLBACK_HEADER,
+    INPUT_TOKENS_HEADER,
+    MODEL_HEADER,
+    OUTPUT_TOKENS_HEADER,
+    PROVIDER_HEADER,
+    RESPONSE_TAGS_HEADER,
     ROUTE_HEADER,
+    RULE_HEADER,
     SCORE_HEADER,
+    TAGS_HEADER,
     TIER_HEADER,
     UPSTREAM_HEADER,
     HeaderAliases,
@@ -107,6 +131,7 @@ from xrouter_core.wire.local import (
     COUNT_TOKENS_PATH,
     EMBEDDINGS_PATH,
     EVENTS_PATH,
+    EXPLAIN_PATH,
     JSON,
     MESSAGES_PATH,
     MODEL_PREFIX,
@@ -178,6 +203,22 @@ ROUTING_FAILED = RouterError(
 
 
 @dataclass(slots=True)
+class Plan:
+    """Where a request goes: the decision, the routes to try in order, its tags, and the
+    rule that chose ("" when pinned or without rules)."""
+
+    decision: Decision
+    chain: list[Route]
+    tags: tuple[str, ...] = ()
+    rule: str = ""
+    selection: Selection | None = None
+
+    def __iter__(self):
+        """`decision, chain = plan`, as plan() answered before it had tags and rules."""
+        return iter((self.decision, self.chain))
+
+
+@dataclass(slots=True)
 class RoutedFlow:
     """What the router knows about one routed flow, kept in flow.metadata."""
 
@@ -219,6 +260,11 @@ class RoutedFlow:
     answered: bool = False
     # The agent session it belongs to (routing/sessions.py), None when none or off.
     session: Session | None = None
+    # The request's tags, the answer's (routing/tags.py), the rule that chose the route
+    # ("" without rules: the classifier as ever).
+    tags: tuple[str, ...] = ()
+    response_tags: tuple[str, ...] = ()
+    rule: str = ""
 
 
 def router_line_or_warning(record: logging.LogRecord) -> bool:
@@ -247,9 +293,26 @@ EVENT_STREAM_FIELD = (b"content-type", b"text/event-stream")
 CONTENT_LENGTH = frozenset({b"content-length"})
 # What an error answer keeps of the upstream's (or the routing) headers.
 KEPT_ON_ERROR = frozenset(
-    {"retry-after", DECISION_HEADER, SCORE_HEADER, UPSTREAM_HEADER, ROUTE_HEADER, FALLBACK_HEADER}
+    {
+        "retry-after",
+        DECISION_HEADER,
+        SCORE_HEADER,
+        UPSTREAM_HEADER,
+        ROUTE_HEADER,
+        FALLBACK_HEADER,
+        RULE_HEADER,
+        TAGS_HEADER,
+        PROVIDER_HEADER,
+        MODEL_HEADER,
+    }
 )
+# What an error after several attempts keeps of the routing headers set on the last one.
+DESCRIBED = frozenset({RULE_HEADER, TAGS_HEADER, PROVIDER_HEADER, MODEL_HEADER})
 ROUTE_FIELD_NAME = ROUTE_HEADER.encode()
+RULE_FIELD_NAME = RULE_HEADER.encode()
+TAGS_FIELD_NAME = TAGS_HEADER.encode()
+PROVIDER_FIELD_NAME = PROVIDER_HEADER.encode()
+MODEL_FIELD_NAME = MODEL_HEADER.encode()
 
 
 def set_routing_headers(
@@ -267,11 +330,18 @@ def set_routing_headers(
         routed.decision.score,
     )
     added.append((ROUTE_FIELD_NAME, routed.route.label.encode("utf-8", "replace")))
+    if routed.rule:
+        added.append((RULE_FIELD_NAME, routed.rule.encode()))
+    added.append((TAGS_FIELD_NAME, header_value(routed.tags).encode()))
+    added.append((PROVIDER_FIELD_NAME, routed.adapter.name.encode()))
+    model = routed.route.model or routed.chat.model
+    added.append((MODEL_FIELD_NAME, model.encode("utf-8", "replace")))
     replaced = ANSWER_FIELDS
     if routed.aliases:
         extra = (
             *extra,
             *routed.aliases.fields(routed.decision.tier, routed.route.tier, routed.route.name),
+            *routed.aliases.copies(added),
         )
     if extra or drop:
         added.extend(extra)
@@ -410,6 +480,11 @@ class Xrouter:
         self.keyring: KeyRing | None = None
         # XROUTER_PLUGINS (plugins/): loaded with the settings, their hooks found once.
         self.plugins = Plugins()
+        # The request tagger and the rule chain (routing/tags.py, rules.py), made with the
+        # settings; the discover rules' refresh runs in rule_tasks.
+        self.tagger = KeywordTagger(merged_words(None))
+        self.rules = RuleChain((TierRule(name="tier"),), RuleEnv(lambda route: None))
+        self.rule_tasks = Tasks()
 
     # ---- lifecycle -------------------------------------------------------------
 
@@ -520,8 +595,10 @@ class Xrouter:
             settings.decision_header,
             settings.upstream_header,
             {tier: route.name for tier, route in settings.routes.items() if route.name},
+            settings.header_aliases,
         )
         self.header_aliases = aliases if aliases else None
+        self.tagger = KeywordTagger(merged_words(settings.tag_words))
         self.fallback_ready = mitm_compat.install(settings.max_body_bytes)
         self.keyring = (
             KeyRing(settings.keys_file, settings.client_keys, log.warning)
@@ -590,6 +667,8 @@ class Xrouter:
             for tier, found in settings.candidates.items()
             if len(found) > 1
         }
+        self.rule_tasks.cancel()  # the old rules' discovery goes with them
+        self.rules = RuleChain(settings.rules or (TierRule(name="tier"),), RuleEnv(price_of))
         self.routes_by_key = {route.breaker_key: route for route in settings.all_routes()}
         self.moving_tiers = {
             tier: strategy
@@ -602,6 +681,12 @@ class Xrouter:
         self.route_stats = RouteStats(
             settings.routing, settings.candidates, shared, self.accounting.health
         )
+        self.note_rule_routes()
+        if not self.rules.only_tier:
+            log.info(
+                "rules: %s",
+                ", ".join(f"{rule.name}={rule.KIND}" for rule in self.rules.rules),
+            )
         for tier, found in self.tier_candidates.items():
             log.info(
                 "tier %s: %d candidates, %s: %s",
@@ -609,6 +694,15 @@ class Xrouter:
                 len(found),
                 settings.routing.strategies.get(tier, "ordered"),
                 ", ".join(f"{route.breaker_key}={route.label}" for route in found),
+            )
+
+    def note_rule_routes(self) -> None:
+        """The routes rules send to (a pinned model, a discovered server's models) get
+        their connect timeout and are named in errors by their breaker key."""
+        for route in self.rules.routes():
+            self.routes_by_key.setdefault(route.breaker_key, route)
+            self.connect_timeouts.setdefault(
+                (route.host, route.port), route.connect_timeout_ms / 1000
             )
 
     def listen_by_default(self) -> None:
@@ -696,6 +790,8 @@ class Xrouter:
             self.classifier_tasks.spawn(self.classifier.keep_alive())
         if self.settings.default_routes:
             self.tasks.spawn(self.check_default_models(self.settings))
+        if self.rules.discover and self.client is not None:
+            self.rule_tasks.spawn(self.rules.keep_discovering(self.client, self.note_rule_routes))
 
     async def check_default_models(self, settings: Settings) -> None:
         """Each default route's model against its provider's own model list, read in a
@@ -748,6 +844,7 @@ class Xrouter:
         the open client connections ended (mitm_compat.end_connections)."""
         self.tasks.cancel()
         self.classifier_tasks.cancel()
+        self.rule_tasks.cancel()
         self.record_finished()
         self.plugins.end()
         self.feed.close()
@@ -838,8 +935,9 @@ class Xrouter:
                 flow.request.headers,
                 self.settings.router_api_key,
                 self.keyring.find if self.keyring is not None else None,
-                # The usage pages want ROUTER_API_KEY, where there is one.
-                client_keys_allowed=path not in USAGE_PAGES or not self.settings.router_api_key,
+                # The usage pages (and explain) want ROUTER_API_KEY, where there is one.
+                client_keys_allowed=(path not in USAGE_PAGES and path != EXPLAIN_PATH)
+                or not self.settings.router_api_key,
             )
             check_header_values(flow.request.headers.fields)
             if client is not None:
@@ -867,6 +965,8 @@ class Xrouter:
             return dispatch.run_until_it_waits(self.count_tokens(flow, intercepted=False))
         if path == EMBEDDINGS_PATH:
             return dispatch.run_until_it_waits(self.embeddings(flow))
+        if path == EXPLAIN_PATH:
+            return dispatch.run_until_it_waits(self.explain(flow))
         if path == "/health":
             local_response(flow, LocalResponse.json(self.health()))
         elif path == "/v1/models":
@@ -962,6 +1062,55 @@ class Xrouter:
         if answer.status_code >= 400:
             log_rejected(answer.status_code, "POST", EMBEDDINGS_PATH, "upstream_error")
 
+    async def explain(self, flow: http.HTTPFlow) -> None:
+        """POST /v1/route/explain: a chat completions body (or {"text": ...}) planned as
+        if it were sent, without calling a provider: the rule that matched, the
+        classifier's score, the tags, the routes in the order they would be tried."""
+        assert self.policy is not None and self.accounting is not None
+        try:
+            doc = load_json_object(flow.request.get_content(strict=False))
+            if "messages" not in doc and isinstance(doc.get("text"), str):
+                doc = {**doc, "messages": [{"role": "user", "content": doc["text"]}]}
+                doc.pop("text")
+            chat = parse_openai_chat(json_bytes(doc))
+            trace = Trace()
+            plan = await self.plan(chat, flow.request.headers.get(TIER_HEADER), trace=trace)
+        except RouterError as exc:
+            content_type = flow.request.headers.get("content-type", "")
+            local_response(flow, LocalResponse.error(body_error(content_type, exc)))
+            return
+        selection = plan.selection
+        if selection is None and not plan.decision.source.startswith("pinned"):
+            # No rules configured: the tier rule alone decided, as the classifier.
+            selection = Selection(self.rules.rules[0], plan.decision.tier, decision=plan.decision)
+            trace.rows.append({"name": selection.rule.name, "kind": "tier", "matched": True})
+        classifier = selection.decision if selection else None
+        if classifier is None:
+            classifier = await self.policy.decide_fresh(chat)  # shown, not used
+        pricing = self.accounting.pricing
+
+        def prices(route: Route) -> tuple[float, float, bool]:
+            price = pricing.resolve_route(route, route.model)
+            return price.input, price.output, price.priced
+
+        index, _ = first_route(plan.chain, self.breaker)
+        local_response(
+            flow,
+            LocalResponse.json(
+                explain_document(
+                    selection,
+                    plan.decision,
+                    plan.chain,
+                    index,
+                    plan.tags,
+                    trace,
+                    classifier,
+                    prices,
+                    self.breaker.is_open,
+                )
+            ),
+        )
+
     async def serve_usage_page(self, flow: http.HTTPFlow, path: str) -> None:
         assert self.accounting is not None
         query = flow.request.path.partition("?")[2]
@@ -1010,6 +1159,8 @@ class Xrouter:
         }
         if self.route_stats is not None:
             doc["route_stats"] = self.route_stats.public()
+        if not self.rules.only_tier:
+            doc["rules"] = self.rules.public()
         return doc
 
     def server_connect(self, data) -> None:
@@ -1099,7 +1250,7 @@ class Xrouter:
             chat.cache_prefix = worth_caching(chat, session.id)
         try:
             ceiling = TIER_INDEX[client.max_tier] if client and client.max_tier else None
-            decision, chain = await self.plan(
+            plan = await self.plan(
                 chat,
                 flow.request.headers.get(TIER_HEADER),
                 ceiling,
@@ -1107,6 +1258,7 @@ class Xrouter:
                 request.forced_by if request is not None else "",
                 session,
             )
+            decision, chain = plan.decision, plan.chain
             if chat.responses is not None and chat.responses.native_only is not None:
                 # A hosted tool: only routes that speak Responses can serve it.
                 chain = [r for r in chain if adapter_for(r).responses_wire]
@@ -1116,7 +1268,7 @@ class Xrouter:
             local_response(flow, LocalResponse.error(exc))
             self.feed.complete(event_id, exc.status, error=exc.message)
             return
-        self.feed.classified(event_id, decision)
+        self.feed.classified(event_id, decision, plan.tags, plan.rule)
         index, skipped = first_route(chain, self.breaker)
         routed = RoutedFlow(
             chat,
@@ -1136,6 +1288,8 @@ class Xrouter:
             client=name,
             plugin_request=request,
             session=session,
+            tags=plan.tags,
+            rule=plan.rule,
         )
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = routed
@@ -1150,12 +1304,14 @@ class Xrouter:
         forced: Any = None,
         forced_by: str = "",
         session: Session | None = None,
-    ) -> tuple[Decision, list[Route]]:
-        """The tier (forced by a plugin, pinned by name or header, else classified; tools
-        may raise it; an agent session may stay on a higher tier it is cached on, when that
-        is cheaper) and the routes to try in order; RouterError when the request cannot be
-        served. `ceiling`: the highest tier the client's key may reach, which wins over
-        everything else."""
+        trace: Trace | None = None,
+    ) -> Plan:
+        """The tier (forced by a plugin, pinned by name or header, else chosen by the rule
+        chain, whose last rule is the classifier; tools may raise a classified tier; an
+        agent session may stay on a higher tier it is cached on, when that is cheaper) and
+        the routes to try in order; RouterError when the request cannot be served.
+        `ceiling`: the highest tier the client's key may reach, which wins over everything
+        else. `trace`: for /v1/route/explain, each rule tried."""
         assert self.settings is not None and self.policy is not None
         routing = self.settings.routing
         if bad_tier_header(tier_header, routing):
@@ -1165,13 +1321,36 @@ class Xrouter:
                 f" ({', '.join(routing.categories)}), not {tier_header!r}.",
                 code="invalid_tier",
             )
+        text = self.policy.input_of(chat)
+        tags = request_tags(self.tagger, text, chat.body, chat.messages)
+        needs_vision = has_images(chat.messages)
         pinned = forced or pinned_tier(chat.model, tier_header, routing)
+        selection: Selection | None = None
         if forced:
             decision = Decision(TIER_INDEX[forced], f"plugin:{forced_by}")
         elif pinned is not None:
             decision = Decision(TIER_INDEX[pinned], "pinned")
+        elif self.rules.only_tier:
+            decision = await self.policy.decide(chat, text)  # no rules: as ever
         else:
-            decision = await self.policy.decide(chat)
+            chains: dict[int, list[Route]] = {}
+
+            def usable(found: Selection) -> bool:
+                if isinstance(found.rule, TierRule):
+                    return True  # the classifier's tier: served or refused as ever
+                chain = self.rule_chain(found, needs_vision, ceiling)
+                chains[id(found)] = chain
+                return bool(chain)
+
+            request = RuleInput(chat.model or "", tags, lambda: self.policy.decide(chat, text))
+            selection = await self.rules.select(request, usable, trace)
+            if not isinstance(selection.rule, TierRule):
+                decision = Decision(selection.tier, "rule", detail=selection.rule.name)
+                plan = Plan(decision, chains[id(selection)], tags, selection.rule.name)
+                plan.selection = selection
+                return plan
+            assert selection.decision is not None
+            decision = selection.decision
         tier = raise_for_tools(decision.tier, chat.body, routing)
         if tier != decision.tier:
             decision = Decision(
@@ -1182,7 +1361,6 @@ class Xrouter:
             decision = Decision(
                 tier, decision.source + "+ceiling", decision.ms, decision.detail, decision.score
             )
-        needs_vision = has_images(chat.messages)
         if session is not None and pinned is None and not needs_vision:
             assert self.accounting is not None
             top = FRONTIER_INDEX if ceiling is None else ceiling
@@ -1205,7 +1383,9 @@ class Xrouter:
                     code="tier_ceiling",
                 )
         if chain:
-            return decision, chain
+            plan = Plan(decision, chain, tags, selection.rule.name if selection else "")
+            plan.selection = selection
+            return plan
         if needs_vision:
             raise RouterError(
                 400,
@@ -1229,6 +1409,30 @@ class Xrouter:
             return weighted_order(found)
         assert self.route_stats is not None
         return self.route_stats.order(tier) or found
+
+    def rule_chain(
+        self, selection: Selection, needs_vision: bool, ceiling: int | None
+    ) -> list[Route]:
+        """The routes a rule's selection tries: its pool in order; or its route, then
+        that route's tier's chain; or its tier's chain. Only vision routes for images,
+        only routes at or below a key's ceiling."""
+        assert self.settings is not None
+        if selection.chain is not None:
+            chain = list(selection.chain)
+        else:
+            first = selection.first
+            tier = first.tier if first is not None else TIERS[selection.tier]
+            rest = chain_for(
+                tier, self.settings.routes, self.settings.routing, False, self.tier_candidates
+            )
+            chain = (
+                [first, *(r for r in rest if r.breaker_key != first.breaker_key)] if first else rest
+            )
+        if needs_vision:
+            chain = [route for route in chain if route.vision]
+        if ceiling is not None:
+            chain = [route for route in chain if TIER_INDEX[route.tier] <= ceiling]
+        return chain
 
     def point_at(self, flow: http.HTTPFlow, routed: RoutedFlow, route: Route) -> None:
         """Rewrite the flow's request for a route (the first one, or a fallback)."""
@@ -1331,6 +1535,7 @@ class Xrouter:
             if routed.chat.responses is not None and final is not None:
                 minted = not routed.adapter.responses_wire  # else the route's own answer
                 remember(self.response_store, routed.chat.responses, final, minted)
+            routed.response_tags = stream_tags(t.head)  # headers went long ago: log, /usage
             self.finished(flow, routed, 502 if t.error else 200, t.usage, error=t.error, stream=t)
 
         translator.on_finish = on_finish
@@ -1440,14 +1645,31 @@ class Xrouter:
                 response.set_content(json.dumps(completion).encode())
                 response.headers["content-type"] = "application/json"
             usage = usage_from_openai(completion.get("usage"))
+            routed.response_tags = completion_tags(completion)
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
             log.warning(
                 "route %s answered something that is not a chat completion: %s",
                 routed.route.tier,
                 exc,
             )
+        self.answer_headers(response, routed, usage)
         self.finished(flow, routed, response.status_code, usage, completion=completion)
         return None
+
+    def answer_headers(
+        self, response: http.Response, routed: RoutedFlow, usage: Usage | None
+    ) -> None:
+        """A whole answer's tags and token counts: known only once it is read, and sent
+        before its body (a stream's headers go before its body: it gets none of these)."""
+        fields = [(RESPONSE_TAGS_HEADER.encode(), header_value(routed.response_tags).encode())]
+        if usage is not None:
+            fields.append((INPUT_TOKENS_HEADER.encode(), str(usage.prompt_tokens).encode()))
+            fields.append((OUTPUT_TOKENS_HEADER.encode(), str(usage.completion_tokens).encode()))
+        if routed.aliases:
+            fields += routed.aliases.copies(fields)
+        names = {name for name, _ in fields}
+        kept = tuple(f for f in response.headers.fields if f[0].lower() not in names)
+        response.headers.fields = kept + tuple(fields)
 
     async def pay_or_refuse(self, flow: http.HTTPFlow, routed: RoutedFlow) -> None:
         if not await self.pay_and_retry(flow, routed):
@@ -1616,6 +1838,7 @@ class Xrouter:
                     if routed.aliases
                     else {}
                 ),
+                **{k: v for k, v in response.headers.items() if k.lower() in DESCRIBED},
                 **error.headers,
             }
         else:
@@ -1701,7 +1924,7 @@ class Xrouter:
             if session.choice is not None:  # source=cache_cost: the figures it chose by
                 about += f" expected={session.choice.figures()}"
         log.info(
-            "routed decision=%d source=%s route=%s model=%s status=%s classifier_ms=%.1f total_ms=%.1f tokens=%s score=%s%s%s%s%s",
+            "routed decision=%d source=%s route=%s model=%s status=%s classifier_ms=%.1f total_ms=%.1f tokens=%s score=%s%s%s%s%s%s%s%s",
             routed.decision.tier,
             routed.decision.source,
             routed.route.tier,
@@ -1718,6 +1941,9 @@ class Xrouter:
             ),
             f" fallback={fallback_header(routed.attempts)}" if routed.attempts else "",
             f" error={error}" if error else "",
+            f" rule={routed.rule}" if routed.rule else "",
+            f" tags={header_value(routed.tags)}" if routed.tags else "",
+            f" response_tags={header_value(routed.response_tags)}" if routed.response_tags else "",
             about,
         )
         if self.route_stats is not None and status < 400 and routed.headers_at:

@@ -54,7 +54,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "the environment, .env and upstreams.json; the options below override them.",
         epilog="`xrouter watch --help`, `xrouter tui --help`: watch a running router instead;"
         " `xrouter openclaw --help`: register it in OpenClaw's config;"
-        " `xrouter keys --help`: client keys with their own limits.",
+        " `xrouter keys --help`: client keys with their own limits;"
+        " `xrouter explain --help`: how a running router would route a prompt.",
     )
     parser.add_argument("--host", help="address to listen on (HOST, default 0.0.0.0)")
     parser.add_argument("--port", type=int, help="port to listen on (PORT, default 3000)")
@@ -358,6 +359,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from xrouter_core.console import tui
 
         return tui.main(given[1:])
+    if given[:1] == ["explain"]:
+        from xrouter_core.console import explain
+
+        return explain.main(given[1:])
     if given[:1] == ["openclaw"]:
         from xrouter_core.console import openclaw
 

@@ -97,22 +97,24 @@ class Policy:
         self._in_flight: dict[str, asyncio.Task[Decision]] = {}
         self.tasks = TaskTiers(MemoryCache(max_entries=10_000))
 
-    async def decide(self, request: ChatRequest) -> Decision:
-        """One tier per task: a tool loop's follow-ups keep their task's tier (toolloop.py)."""
+    async def decide(self, request: ChatRequest, text: str | None = None) -> Decision:
+        """One tier per task: a tool loop's follow-ups keep their task's tier (toolloop.py).
+        `text`: input_of(request), when the caller has it already (the tagger reads it)."""
         task = task_of(request.messages)
         if task is not None:
             found = await self.tasks.decision_of(task)
             if found is not None:
                 return Decision(found[0], "tool_loop", score=found[1])
-        decision = await self.decide_fresh(request)
+        decision = await self.decide_fresh(request, text)
         if task is not None:
             await self.tasks.remember(task, decision.tier, decision.score)
         return decision
 
-    async def decide_fresh(self, request: ChatRequest) -> Decision:
+    async def decide_fresh(self, request: ChatRequest, text: str | None = None) -> Decision:
         if self.classifier is None and self.builtin is None:
             return Decision(FRONTIER_INDEX, "disabled")
-        text = self.input_of(request)
+        if text is None:
+            text = self.input_of(request)
         if not text:
             return Decision(FRONTIER_INDEX, "no_text")
         key = cache_key(self._namespace, text)

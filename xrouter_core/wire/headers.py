@@ -5,7 +5,10 @@ named (`decision`, 0 cheap to 2 frontier), the classifier's score behind it (`sc
 the probability in [0, 1] that the strong model is needed; only when a classifier
 scored), the tier that answered (`upstream`) and which of its candidates (`route`), the routes that failed before it
 (`fallback`) and, with the response cache on, whether it answered (`cache`). A client may pin a tier with `tier`. A client's X-Xrouter-* headers
-never travel on to a provider.
+never travel on to a provider. Beside those: the rule that chose (`rule`, when rules are
+configured), the request's tags (`tags`), the provider type and model sent (`provider`,
+`model`) and, on whole answers only (a stream's headers go before its body), the
+answer's tags and token counts (`response-tags`, `input-tokens`, `output-tokens`).
 
 DECISION_HEADER and UPSTREAM_HEADER (the Node Xrouter's settings) name two more headers
 with the decision and the route's name (<TIER>_NAME), beside these: `HeaderAliases`.
@@ -25,6 +28,13 @@ FALLBACK_HEADER = "x-xrouter-fallback"
 ROUTE_HEADER = "x-xrouter-route"
 CACHE_HEADER = "x-xrouter-cache"
 TIER_HEADER = "x-xrouter-tier"
+RULE_HEADER = "x-xrouter-rule"
+TAGS_HEADER = "x-xrouter-tags"
+RESPONSE_TAGS_HEADER = "x-xrouter-response-tags"
+PROVIDER_HEADER = "x-xrouter-provider"
+MODEL_HEADER = "x-xrouter-model"
+INPUT_TOKENS_HEADER = "x-xrouter-input-tokens"
+OUTPUT_TOKENS_HEADER = "x-xrouter-output-tokens"
 
 # The headers the router sets on answers, as header-field names: an upstream's own
 # headers of these names are replaced.
@@ -37,6 +47,13 @@ ANSWER_FIELDS = frozenset(
         ROUTE_HEADER,
         FALLBACK_HEADER,
         CACHE_HEADER,
+        RULE_HEADER,
+        TAGS_HEADER,
+        RESPONSE_TAGS_HEADER,
+        PROVIDER_HEADER,
+        MODEL_HEADER,
+        INPUT_TOKENS_HEADER,
+        OUTPUT_TOKENS_HEADER,
     )
 )
 CACHE_MISS_FIELD = (CACHE_HEADER.encode(), b"miss")
@@ -88,18 +105,31 @@ class HeaderAliases:
     decision: str = ""
     upstream: str = ""
     names: Mapping[str, str] = field(default_factory=dict)
+    # HEADER_ALIASES: one of the router's own header names → another name for it.
+    others: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         own = {name.decode() for name in ANSWER_FIELDS}
         object.__setattr__(self, "decision", "" if self.decision in own else self.decision)
         object.__setattr__(self, "upstream", "" if self.upstream in own else self.upstream)
+        object.__setattr__(
+            self, "_copies", {k.encode(): v.encode() for k, v in self.others.items()}
+        )
 
     def __bool__(self) -> bool:
-        return bool(self.decision or self.upstream)
+        return bool(self.decision or self.upstream or self.others)
 
     @property
     def fields_replaced(self) -> frozenset[bytes]:
-        return frozenset(n.encode() for n in (self.decision, self.upstream) if n)
+        names = (self.decision, self.upstream, *self.others.values())
+        return frozenset(n.encode() for n in names if n)
+
+    def copies(self, fields: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+        """The HEADER_ALIASES names of those of `fields` that have one."""
+        copies: dict[bytes, bytes] = self._copies  # type: ignore[attr-defined]
+        if not copies:
+            return []
+        return [(copies[name], value) for name, value in fields if name in copies]
 
     def fields(self, decision: int, tier: str, name: str = "") -> list[tuple[bytes, bytes]]:
         """`name`: the serving route's own name, when a tier has several candidates."""

@@ -31,6 +31,8 @@ EMBEDDINGS_PATH = "/v1/embeddings"
 EVENTS_PATH = "/events"
 # The paying wallet's address, networks, today's spend and caps (docs/payments.md).
 WALLET_PATH = "/wallet"
+# Which rule, tags and routes a request would get, without sending it (routing/rules.py).
+EXPLAIN_PATH = "/v1/route/explain"
 # GET /v1/models/{id}: one logical model (ids hold a slash, so this is a prefix).
 MODEL_PREFIX = "/v1/models/"
 ENDPOINTS: dict[str, tuple[str, ...]] = {
@@ -49,6 +51,7 @@ ENDPOINTS: dict[str, tuple[str, ...]] = {
     EVENTS_PATH: ("GET",),
     WALLET_PATH: ("GET",),
     PLOTLY_PATH: ("GET",),
+    EXPLAIN_PATH: ("POST",),
 }
 # The dashboard page and plotly hold no data: the page asks for the key and sends it
 # with its /usage calls, which (like /metrics) need it.
@@ -56,7 +59,7 @@ ENDPOINTS: dict[str, tuple[str, ...]] = {
 PUBLIC_PATHS = frozenset({"/", "/health", "/dashboard", PLOTLY_PATH})
 SERVED = (
     "POST /v1/chat/completions, POST /v1/messages, POST /v1/messages/count_tokens,"
-    " GET /v1/models, GET /v1/models/{id}"
+    " GET /v1/models, GET /v1/models/{id}, POST /v1/route/explain"
 )
 
 

@@ -45,6 +45,10 @@ class StreamTranslator:
     first_event_size: int = 0
     # Set when the upstream died mid-stream (see fail).
     error: str = ""
+    # The first HEAD_BYTES the client received: the response tagger reads the answer's
+    # opening from them when the stream ends (routing/tags.py).
+    head: bytes = b""
+    HEAD_BYTES = 2048
 
     def feed(self, chunk: bytes) -> bytes:
         raise NotImplementedError
@@ -74,6 +78,8 @@ class StreamTranslator:
         self.events_out += out.count(b"\n\n")
         if not self.first_event_size:
             self.first_event_size = out.find(b"\n\n") + 2
+        if len(self.head) < self.HEAD_BYTES:
+            self.head += out[: self.HEAD_BYTES]
 
     def content_chars_estimate(self) -> int:
         """About how many characters of content the client received, for the rare stream
