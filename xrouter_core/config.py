@@ -478,6 +478,9 @@ UPSTREAMS_KEYS = frozenset(
         "strategies",
         "providers",
         "plugins",
+        "rules",
+        "tags",
+        "header_aliases",
         "redis_url",
         "$schema",
         "version",
@@ -623,7 +626,6 @@ def _candidate_route(
         input_price=one.price(f"{where}.input_price"),
         output_price=one.price(f"{where}.output_price"),
         **_catalog_fields(one, where + "."),
-        quality=one.fraction(f"{where}.quality"),
     )
     return _with_default_versions(route, read)
 
