@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import re
 import shutil
 import time
 
@@ -16,7 +17,7 @@ import httpx
 import pytest
 from conftest import unique
 from test_client_keys import CHAT, bearer, create, keys, wait_for_a_fresh_minute
-from test_usage import RedisServer, wait_for
+from test_usage import RedisServer, chromium, wait_for
 
 # Every tier at these prices (USD per 1M tokens). The fake providers answer every request
 # with 11 prompt and 7 completion tokens: 11 * 1000 + 7 * 2000 = 25000 per 1M, $0.025.
@@ -176,6 +177,21 @@ def test_budgets_hold_exactly_across_routers_sharing_redis(start_router, upstrea
         assert 'xrouter_key_spend_usd{key="exact",period="day"} 0.925' in metrics.text
         assert 'xrouter_key_budget_usd{key="exact",period="day"} 0.925' in metrics.text
         assert 'xrouter_key_refused_total{key="exact",limit="budget"} 64' in metrics.text
+        # The dashboard's keys table, in real headless Chromium.
+        dom = chromium(routers[0].url + f"/dashboard#key={exact}", tmp_path, "--dump-dom")
+        assert dom.returncode == 0, dom.stderr.decode()[-2000:]
+        row = re.search(r'<tr data-key="exact">(.*?)</tr>', dom.stdout.decode())
+        assert row, dom.stdout.decode()[-3000:]
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", row.group(1))
+        assert cells == [
+            "exact",
+            "37",
+            "666",
+            "$0.925",
+            "$0.925 / $0.925 (100%)",
+            "$0.925 / $50 (1.9%)",
+            "64",
+        ], cells
         for router in routers:
             logs = router.logs()
             assert exact not in logs and "Traceback" not in logs
