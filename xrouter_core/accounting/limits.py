@@ -17,7 +17,13 @@ import time
 from dataclasses import dataclass
 
 from xrouter_core.accounting.cache import RedisHealth
-from xrouter_core.accounting.redis_topology import REDIS_ERRORS, redis_client, retried, target_of
+from xrouter_core.accounting.redis_topology import (
+    REDIS_ERRORS,
+    eval_replicated,
+    redis_client,
+    retried,
+    target_of,
+)
 from xrouter_core.accounting.usage import NANO_USD
 from xrouter_core.client_keys import ClientKey
 from xrouter_core.tasks import Tasks
@@ -198,6 +204,13 @@ class Budgets:
 
     def _failed(self, exc: BaseException) -> None:
         if self.failover:
+            if time.monotonic() >= self._away_until:
+                log.warning(
+                    "budgets: Redis did not answer through a failover (%s); counted in this"
+                    " process for %.0f s",
+                    type(exc).__name__,
+                    RETRY_S,
+                )
             self._away_until = time.monotonic() + RETRY_S
         if self.health is not None:
             self.health.failed(exc)
@@ -222,9 +235,13 @@ class Budgets:
             assert self.redis is not None
             try:
                 redis = self.redis
-                refused, used = await retried(
+                # On Sentinel, confirmed by a replica before the request goes on (best
+                # effort: a replica that does not answer within 1 s does not stop it).
+                (refused, used), _ = await retried(
                     redis,
-                    lambda: redis.eval(RESERVE, 4, *names, rid, nusd, tokens, *limits, *ttls),
+                    lambda: eval_replicated(
+                        redis, RESERVE, [*names, rid], [nusd, tokens, *limits, *ttls]
+                    ),
                 )
                 if self.health is not None:
                     self.health.succeeded()
@@ -289,7 +306,7 @@ class Budgets:
         assert self.redis is not None
         redis = self.redis
         try:
-            await retried(redis, lambda: redis.eval(SETTLE, len(keys), *keys, *args))
+            await retried(redis, lambda: eval_replicated(redis, SETTLE, list(keys), args))
         except REDIS_ERRORS as exc:
             self._failed(exc)
             log.warning("a budget reservation was not settled (%s)", type(exc).__name__)

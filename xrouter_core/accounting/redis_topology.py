@@ -260,17 +260,34 @@ async def retried(client: Any, call: Callable[[], Awaitable[T]]) -> T:
             pause = min(pause * 2, 0.5)
 
 
-async def replicated(client: Any) -> bool:
-    """After a write on a Sentinel primary: whether a replica has it too (WAIT), so a
-    failover that follows cannot lose it. True on other topologies, and on a primary
-    without replicas (nothing could be promoted over it)."""
+# A primary seen without replicas is not asked to WAIT for this long (each WAIT would
+# then take its whole timeout).
+NO_REPLICA_RECHECK_S = 5.0
+
+
+async def eval_replicated(
+    client: Any, script: str, keys: list[str], args: list[Any], wait_ms: int = 100
+) -> tuple[Any, bool]:
+    """Run a script; (its answer, whether a failover that follows cannot lose it). On a
+    Sentinel primary, WAIT on the same connection asks a replica to confirm the write
+    within `wait_ms` (keep it below the client's socket timeout); a primary without
+    replicas confirms it (nothing could be promoted over it). On other topologies: True
+    (one server has no failover; a Cluster's are not waited for)."""
     target = target_of(client)
-    if target is None or target.kind != SENTINEL:
-        return True
-    if int(await client.wait(1, 1000)) >= 1:
-        return True
+    alone_until = getattr(client, "xrouter_alone_until", 0.0)
+    if target is None or target.kind != SENTINEL or time.monotonic() < alone_until:
+        return await client.eval(script, len(keys), *keys, *args), True
+    async with client.pipeline(transaction=False) as pipe:
+        pipe.eval(script, len(keys), *keys, *args)
+        pipe.wait(1, wait_ms)
+        result, acked = await pipe.execute()
+    if int(acked) >= 1:
+        return result, True
     info = await client.info("replication")
-    return int(info.get("connected_slaves", 0)) == 0
+    if int(info.get("connected_slaves", 0)) == 0:
+        client.xrouter_alone_until = time.monotonic() + NO_REPLICA_RECHECK_S
+        return result, True
+    return result, False
 
 
 # ---- pub/sub --------------------------------------------------------------------------
@@ -289,7 +306,10 @@ async def publish(client: Any, channel: str, data: bytes) -> None:
 async def listeners(client: Any, channel: str) -> int:
     """How many listen on `channel`."""
     if is_cluster(client):
-        counts = await client.pubsub_shardnumsub(channel)
+        # Asked of the channel's own node: another one knows none of its listeners.
+        await client.initialize()
+        node = client.get_node_from_key(channel)
+        counts = await client.pubsub_shardnumsub(channel, target_nodes=node)
     else:
         counts = await client.pubsub_numsub(channel)
     if isinstance(counts, dict):  # some versions answer {channel: n}
@@ -302,11 +322,14 @@ class Subscription:
 
     def __init__(self, client: Any, channel: str):
         self.sharded = is_cluster(client)
+        self.client = client
         self.channel = channel
         self.pubsub = client.pubsub(ignore_subscribe_messages=True)
 
     async def open(self) -> None:
         if self.sharded:
+            # The node is looked up from the slot map, which a new client has yet to load.
+            await self.client.initialize()
             await self.pubsub.ssubscribe(self.channel)
         else:
             await self.pubsub.subscribe(self.channel)

@@ -36,7 +36,7 @@ from typing import Any
 
 from xrouter_core.accounting.cache import REDIS_ERRORS, RedisHealth, redis_client
 from xrouter_core.accounting.prices import Pricing, genai_version
-from xrouter_core.accounting.redis_topology import redis_client_sync, replicated
+from xrouter_core.accounting.redis_topology import eval_replicated, redis_client_sync
 from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
 
 log = logging.getLogger("xrouter.usage")
@@ -328,8 +328,8 @@ class RedisCounters:
         primary whose replicas have not confirmed it): then it is sent again later, a
         no-op where it did land."""
         keys, args = self._script_args(batch)
-        await self.client.eval(APPLY_BATCH, len(keys), *keys, *args)
-        if not await replicated(self.client):
+        _, confirmed = await eval_replicated(self.client, APPLY_BATCH, keys, args, 1000)
+        if not confirmed:
             return False
         if time.monotonic() - self._pruned_at > 60:
             self._pruned_at = time.monotonic()
