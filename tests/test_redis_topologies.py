@@ -202,6 +202,13 @@ def stored_requests(client) -> int:
     )
 
 
+def cache_entries(clients) -> tuple[int, int]:
+    """(decision cache entries, response cache entries) stored in Redis."""
+    decisions = sum(len(list(c.scan_iter("xrouter:decision:*"))) for c in clients)
+    responses = sum(len(list(c.scan_iter("xrouter:response:*"))) for c in clients)
+    return decisions, responses
+
+
 def check_exact(router, key: str, answered: int, priced: int) -> dict:
     """/usage counts every answered request once, and the day's spend is exact."""
 
@@ -242,8 +249,10 @@ def test_sentinel_with_the_primary_killed_under_load(start_router, upstreams, tm
         feeds.append(Feed(router.url, key))
         feeds[0].next("stats")
         sent = exercise(router, key, tight, feeds[0])
-        # Counted in the primary: the URL reached it through the sentinel.
+        # Counted and cached in the primary: the URL reached it through the sentinel.
         wait_for(lambda: stored_requests(primary.client()) > 0, timeout=10)
+        decisions, responses = cache_entries([primary.client()])
+        assert decisions >= 1 and responses >= 1
 
         stop, statuses = threading.Event(), []
         threads = [
@@ -298,6 +307,8 @@ def test_cluster_of_three_masters(start_router, upstreams, tmp_path, feeds):  # 
 
         nodes = redis.RedisCluster(host="127.0.0.1", port=masters[0].port)
         assert stored_requests(nodes) == answered + 5
+        decisions, responses = cache_entries([m.client() for m in masters])
+        assert decisions >= 1 and responses >= 1
         holders = {m.port for m in masters if m.client().execute_command("DBSIZE") > 0}
         assert len(holders) >= 2, "every key landed on one node"
         nodes.close()
