@@ -125,8 +125,16 @@ def test_budgets_hold_exactly_across_routers_sharing_redis(start_router, upstrea
         first = [r.status_code for r in burst(over, 20, max_tokens=100)]
         assert set(first) <= {200, 429} and first.count(200) >= 4, first
         served = first.count(200)
+
+        def month_spent() -> float:
+            page = httpx.get(routers[0].url + "/usage", headers=bearer(exact), trust_env=False)
+            return page.json()["keys"]["over"]["budget"]["spentThisMonthUsd"]
+
+        def settled() -> bool:  # the settlements land in the background
+            return month_spent() == pytest.approx(served * COST, abs=1e-9)
+
         while True:
-            time.sleep(0.3)  # the settlements land in the background
+            wait_for(settled, timeout=15)
             reply = httpx.post(
                 routers[served % 2].url + CHAT,
                 json=ask("one more", 100),

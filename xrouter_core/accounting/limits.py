@@ -88,15 +88,18 @@ DAY_TTL_S = 2 * 86400
 MONTH_TTL_S = 32 * 86400
 MINUTE_TTL_S = 120
 RETRY_S = 2.0  # after Redis failed a reservation even through retries: local this long
+# The ids that make a retried reservation or settlement a no-op: kept past the retries
+# (FAILOVER_S), no longer (one small key per request).
+ID_TTL_S = 60
 # The limits a reservation is held to, in the order the script checks them.
 LIMITS = ("daily", "monthly", "tpm")
 
 # KEYS: day, month, minute counters, the reservation's id. ARGV: nano-USD, tokens, the
-# three limits (0: none), the three expiries. Refuses (returns {index, used}) when any
-# limit would be passed, else adds the reservation to every limited counter and returns
-# {0, 0}: check and charge in one step, so no two routers can both take the last of a
-# budget. The id makes a retry of a reservation that did land (an answer lost in a
-# failover) a no-op.
+# three limits (0: none), the three expiries, the id's expiry (ID_TTL_S). Refuses
+# (returns {index, used}) when any limit would be passed, else adds the reservation to
+# every limited counter and returns {0, 0}: check and charge in one step, so no two
+# routers can both take the last of a budget. The id makes a retry of a reservation that
+# did land (an answer lost in a failover) a no-op.
 RESERVE = """
 if redis.call('EXISTS', KEYS[4]) == 1 then return {0, 0} end
 local adds = {tonumber(ARGV[1]), tonumber(ARGV[1]), tonumber(ARGV[2])}
@@ -114,14 +117,14 @@ for i = 1, 3 do
     redis.call('EXPIRE', KEYS[i], ARGV[5 + i])
   end
 end
-redis.call('SET', KEYS[4], '1', 'EX', 3600)
+redis.call('SET', KEYS[4], '1', 'EX', ARGV[9])
 return {0, 0}
 """
 
 # KEYS: the settlement's id, then the counters a reservation charged. ARGV: per counter,
 # the change and its expiry. Applied at most once (the id), so it may be retried.
 SETTLE = """
-if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', 3600) then return 0 end
+if not redis.call('SET', KEYS[1], '1', 'NX', 'EX', 60) then return 0 end  -- ID_TTL_S
 for i = 2, #KEYS do
   local delta = tonumber(ARGV[2 * i - 3])
   if delta ~= 0 then
@@ -236,12 +239,10 @@ class Budgets:
             try:
                 redis = self.redis
                 # On Sentinel, confirmed by a replica before the request goes on (best
-                # effort: a replica that does not answer within 1 s does not stop it).
+                # effort: a replica that does not answer in 100 ms does not stop it).
+                args = [nusd, tokens, *limits, *ttls, ID_TTL_S]
                 (refused, used), _ = await retried(
-                    redis,
-                    lambda: eval_replicated(
-                        redis, RESERVE, [*names, rid], [nusd, tokens, *limits, *ttls]
-                    ),
+                    redis, lambda: eval_replicated(redis, RESERVE, [*names, rid], args)
                 )
                 if self.health is not None:
                     self.health.succeeded()
