@@ -1,5 +1,6 @@
-"""Client keys: besides ROUTER_API_KEY, named keys for users or teams, each with an
-optional requests-per-minute limit and an optional tier ceiling (e.g. never frontier).
+"""Client keys: besides ROUTER_API_KEY, named keys for users or teams, each with optional
+limits (requests and tokens per minute, a daily and a monthly budget in USD) and an
+optional tier ceiling (e.g. never frontier). accounting/limits.py enforces the limits.
 
 They live in a JSON file (ROUTER_KEYS_FILE), stored as SHA-256 digests only: the key is
 printed once, when it is created, and never written anywhere. Keys are long random
@@ -42,6 +43,14 @@ class ClientKey:
     digest: str
     rpm: int = 0  # requests per minute, 0: no limit
     max_tier: str = ""  # the highest tier it may reach, "": any
+    tpm: int = 0  # tokens per minute (prompt + completion), 0: no limit
+    daily_usd: float = 0.0  # USD per UTC day, 0: no budget
+    monthly_usd: float = 0.0  # USD per UTC calendar month, 0: no budget
+
+    @property
+    def metered(self) -> bool:
+        """Whether its requests reserve tokens or cost before they are forwarded."""
+        return bool(self.tpm or self.daily_usd or self.monthly_usd)
 
 
 def digest_of(key: str) -> str:
@@ -75,7 +84,20 @@ def read_keys(path: str | Path) -> dict[str, ClientKey]:
             raise ValueError(f"{path}: key {name!r}: rpm must be a whole number >= 0")
         if tier and tier not in TIERS:
             raise ValueError(f"{path}: key {name!r}: max_tier must be one of {', '.join(TIERS)}")
-        keys[digest] = ClientKey(name, digest, rpm, tier)
+        tpm = entry.get("tpm", 0)
+        if not isinstance(tpm, int) or isinstance(tpm, bool) or tpm < 0:
+            raise ValueError(f"{path}: key {name!r}: tpm must be a whole number >= 0")
+        budgets = []
+        for field in ("daily_usd", "monthly_usd"):
+            value = entry.get(field, 0)
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int | float)
+                or not 0 <= value < 1e6
+            ):
+                raise ValueError(f"{path}: key {name!r}: {field} must be USD from 0 to 999999")
+            budgets.append(float(value))
+        keys[digest] = ClientKey(name, digest, rpm, tier, tpm, *budgets)
     return keys
 
 
@@ -148,6 +170,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     create.add_argument("name")
     create.add_argument("--rpm", type=int, default=0, help="requests per minute (0: no limit)")
     create.add_argument("--max-tier", choices=TIERS, default="", help="the highest tier")
+    create.add_argument("--tpm", type=int, default=0, help="tokens per minute (0: no limit)")
+    create.add_argument("--daily-usd", type=float, default=0.0, help="USD per UTC day (0: none)")
+    create.add_argument(
+        "--monthly-usd", type=float, default=0.0, help="USD per UTC month (0: none)"
+    )
     commands.add_parser("list", help="the keys' names and limits (never the keys)")
     revoke = commands.add_parser("revoke", help="remove a key")
     revoke.add_argument("name")
@@ -159,8 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"xrouter keys: {exc}", file=sys.stderr)
         return 1
     if args.command == "create":
-        if args.rpm < 0:
-            parser.error("--rpm must be 0 or more")
+        if args.rpm < 0 or args.tpm < 0:
+            parser.error("--rpm and --tpm must be 0 or more")
+        if not (0 <= args.daily_usd < 1e6 and 0 <= args.monthly_usd < 1e6):
+            parser.error("--daily-usd and --monthly-usd must be USD from 0 to 999999")
         if not NAME.fullmatch(args.name):
             parser.error("a key's name must be 1-64 of A-Z a-z 0-9 . _ -")
         if any(e["name"] == args.name for e in entries):
@@ -172,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             entry["rpm"] = args.rpm
         if args.max_tier:
             entry["max_tier"] = args.max_tier
+        for field in ("tpm", "daily_usd", "monthly_usd"):
+            if getattr(args, field):
+                entry[field] = getattr(args, field)
         _save(path, [*entries, entry])
         print(key)
         return 0
@@ -182,6 +214,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 parts.append(f"rpm={e['rpm']}")
             if e.get("max_tier"):
                 parts.append(f"max_tier={e['max_tier']}")
+            for field in ("tpm", "daily_usd", "monthly_usd"):
+                if e.get(field):
+                    parts.append(f"{field}={e[field]:g}")
             print("\t".join(parts))
         return 0
     kept = [e for e in entries if e["name"] != args.name]

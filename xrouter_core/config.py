@@ -28,6 +28,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from xrouter_core import default_routes, node_compat
+from xrouter_core.accounting.redis_topology import parse_redis_url
 from xrouter_core.catalog import CATALOG_VARIABLE, read_catalog
 from xrouter_core.client_keys import ClientKey, read_keys
 from xrouter_core.default_routes import DefaultRoute
@@ -337,6 +338,9 @@ class Settings:
     # ROUTER_KEYS_FILE (client_keys.py): the file, and its keys by SHA-256 digest.
     keys_file: str = ""
     client_keys: Mapping[str, ClientKey] = field(default_factory=dict)
+    # The completion tokens a metered key's request is reserved at when it sets no
+    # max_tokens (accounting/limits.py Budgets).
+    key_output_estimate: int = 1024
     # OpenTelemetry (accounting/traces.py): the OTLP/HTTP traces URL, "" when tracing is off.
     otel_traces_endpoint: str = ""
     otel_service_name: str = "xrouter"
@@ -1042,10 +1046,11 @@ def load_settings(
             f"CACHE_BACKEND must be one of {', '.join(CACHE_BACKENDS)}, not {cache_backend!r}"
         )
     redis_url = read.text("REDIS_URL")
-    if redis_url and urlsplit(redis_url).scheme not in ("redis", "rediss", "unix"):
-        problems.append(
-            f"REDIS_URL must be a redis://, rediss:// or unix:// URL, not {redis_url!r}"
-        )
+    if redis_url:
+        try:
+            parse_redis_url(redis_url)
+        except ValueError as exc:
+            problems.append(str(exc))
     if cache_backend == "redis" and not redis_url:
         problems.append("CACHE_BACKEND=redis needs REDIS_URL")
 
@@ -1112,6 +1117,7 @@ def load_settings(
         otel_traces_endpoint=otel_traces_endpoint,
         keys_file=keys_file,
         client_keys=client_keys,
+        key_output_estimate=read.integer("KEY_OUTPUT_ESTIMATE", 1024, minimum=1),
         otel_service_name=read.text("OTEL_SERVICE_NAME", "xrouter"),
         classifier=classifier,
         routes=routes,

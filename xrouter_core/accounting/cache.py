@@ -13,8 +13,9 @@ import time
 from collections import OrderedDict
 from pathlib import Path
 from typing import Protocol
-from urllib.parse import urlsplit
 
+# Redis connections (URL forms, topologies, errors) live in redis_topology.py.
+from xrouter_core.accounting.redis_topology import REDIS_ERRORS, redact_url, redis_client
 from xrouter_core.tasks import Tasks
 
 log = logging.getLogger("xrouter.cache")
@@ -110,36 +111,6 @@ class RedisHealth:
         if self.down_since is not None:
             log.info("Redis at %s is back; using it again", redact_url(self.url))
             self.down_since = None
-
-
-def redact_url(url: str) -> str:
-    """A Redis URL without its password."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = f"{parts.username or ''}:***@{parts.hostname}" + (
-            f":{parts.port}" if parts.port else ""
-        )
-        return parts._replace(netloc=netloc).geturl()
-    return url
-
-
-def redis_client(url: str, timeout: float | None = 0.5):
-    """An asyncio Redis client that fails fast, so an outage costs a request nothing
-    (`timeout` None: reads may wait, as a pub/sub listener's do)."""
-    import redis.asyncio
-
-    return redis.asyncio.Redis.from_url(
-        url, socket_connect_timeout=0.5, socket_timeout=timeout, retry_on_timeout=False
-    )
-
-
-REDIS_ERRORS: tuple[type[BaseException], ...]
-try:
-    import redis.exceptions
-
-    REDIS_ERRORS = (redis.exceptions.RedisError, OSError, TimeoutError)
-except ImportError:  # pragma: no cover - redis is a dependency
-    REDIS_ERRORS = (OSError, TimeoutError)
 
 
 class RedisCache:

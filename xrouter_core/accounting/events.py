@@ -27,7 +27,8 @@ relaying cheap under load.
 With Redis (REDIS_URL, the cache backend auto or redis), the router processes that share
 it share their feeds (`RedisRelay`): a process with subscribers listens on a pub/sub
 channel, and the others publish their events there, in batches, while the channel has a
-listener besides themselves (checked every RELAY_CHECK_S).
+listener besides themselves (checked every RELAY_CHECK_S). On a Redis Cluster the
+channel is sharded (SPUBLISH/SSUBSCRIBE; its hash tag puts it on one node).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from xrouter_core.accounting.cache import REDIS_ERRORS, RedisHealth, redis_client
+from xrouter_core.accounting.redis_topology import Subscription, listeners, publish
 from xrouter_core.accounting.usage import Outcome
 from xrouter_core.config import Route
 from xrouter_core.routing.classifier import Decision
@@ -421,7 +423,7 @@ class RedisRelay:
 
     async def _publish(self, frames: bytes) -> None:
         try:
-            await self.client.publish(CHANNEL, self.id + b"\n" + frames)
+            await publish(self.client, CHANNEL, self.id + b"\n" + frames)
         except REDIS_ERRORS as exc:
             self._failed(exc)
 
@@ -437,11 +439,10 @@ class RedisRelay:
                 if self.health.usable:
                     if self.feed.subscribers and not self.listening:
                         self._spawn(self._listen())
-                    counts = await self.client.pubsub_numsub(CHANNEL)
-                    listeners = int(counts[0][1]) if counts else 0
+                    count = await listeners(self.client, CHANNEL)
                     # (A success is not reported: the counters' writes say when Redis
                     # is back, and a read that works does not prove that they do.)
-                    self.feed.remote = listeners - (1 if self.listening else 0) > 0
+                    self.feed.remote = count - (1 if self.listening else 0) > 0
             except REDIS_ERRORS as exc:
                 self._failed(exc)
             self._wake.clear()
@@ -456,17 +457,16 @@ class RedisRelay:
     async def _listen(self) -> None:
         """Hand the other processes' events to this one's subscribers, while it has any."""
         self.listening = True
-        pubsub = self.listener.pubsub(ignore_subscribe_messages=True)
+        pubsub = Subscription(self.listener, CHANNEL)
         try:
-            await pubsub.subscribe(CHANNEL)
+            await pubsub.open()
             while self.feed.subscribers:
                 try:
-                    message = await pubsub.get_message(timeout=1.0)
+                    data = await pubsub.next(timeout=1.0)
                 except TimeoutError:
                     continue
-                if message is None or message.get("type") != "message":
+                if data is None:
                     continue
-                data: bytes = message["data"]
                 sender, _, frames = data.partition(b"\n")
                 if sender != self.id and frames:
                     self.feed.deliver(frames)
@@ -475,7 +475,7 @@ class RedisRelay:
         finally:
             self.listening = False
             with contextlib.suppress(*REDIS_ERRORS):
-                await pubsub.aclose()
+                await pubsub.close()
 
     def close(self) -> None:
         self.feed.remote = False

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from xrouter_core.accounting.usage import BUCKETS_MS, NANO_USD, Stored, key_rows, payment_fields
 from xrouter_core.tiers import TIERS
 
@@ -29,7 +32,9 @@ class _Doc:
         self.lines.append(f"{name}{_labels(**labels) if labels else ''} {text}")
 
 
-def render_metrics(stored: Stored) -> bytes:
+def render_metrics(stored: Stored, budgets: Mapping[str, Mapping[str, Any]] | None = None) -> bytes:
+    """The Prometheus text; `budgets`: the keys' budgets and what is used of them now
+    (Accounting.key_budgets)."""
     c = stored.counters
     doc = _Doc()
 
@@ -77,6 +82,28 @@ def render_metrics(stored: Stored) -> bytes:
     )
     for name, row in keys.items():
         doc.sample("xrouter_key_rate_limited_total", row["rateLimited"], key=name)
+    doc.family(
+        "xrouter_key_refused_total",
+        "counter",
+        "Requests of a client key refused over a budget or its tokens-per-minute limit.",
+    )
+    for name, row in keys.items():
+        doc.sample("xrouter_key_refused_total", row["overBudget"], key=name, limit="budget")
+        doc.sample("xrouter_key_refused_total", row["overTokens"], key=name, limit="tpm")
+    budgets = budgets or {}
+    doc.family(
+        "xrouter_key_spend_usd",
+        "gauge",
+        "USD used of a client key's budget in the current UTC day or month (in flight too).",
+    )
+    for name, row in budgets.items():
+        doc.sample("xrouter_key_spend_usd", row["spentTodayUsd"], key=name, period="day")
+        doc.sample("xrouter_key_spend_usd", row["spentThisMonthUsd"], key=name, period="month")
+    doc.family("xrouter_key_budget_usd", "gauge", "A client key's budget per UTC day or month.")
+    for name, row in budgets.items():
+        for period, field in (("day", "dailyUsd"), ("month", "monthlyUsd")):
+            if row[field]:
+                doc.sample("xrouter_key_budget_usd", row[field], key=name, period=period)
 
     models = sorted(
         key[2 : -len("|requests")].split("|", 2)

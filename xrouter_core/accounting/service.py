@@ -10,6 +10,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs
@@ -24,7 +25,7 @@ from xrouter_core.accounting.cache import (
     redis_client,
 )
 from xrouter_core.accounting.events import EventFeed
-from xrouter_core.accounting.limits import RateLimits
+from xrouter_core.accounting.limits import Budgets, RateLimits, Refusal, Reservation, retry_after
 from xrouter_core.accounting.metrics import CONTENT_TYPE as METRICS_TYPE
 from xrouter_core.accounting.metrics import render_metrics
 from xrouter_core.accounting.pages import dashboard_page, plotly_script
@@ -32,8 +33,15 @@ from xrouter_core.accounting.prices import Pricing
 from xrouter_core.accounting.requestlog import RequestLog
 from xrouter_core.accounting.responsecache import RecordingStream, entry, read_entry, response_key
 from xrouter_core.accounting.traces import RequestSpan, Tracing, start_tracing
-from xrouter_core.accounting.usage import Outcome, UsageTracker, estimate_tokens, usage_document
-from xrouter_core.config import Settings
+from xrouter_core.accounting.usage import (
+    NANO_USD,
+    Outcome,
+    UsageTracker,
+    estimate_tokens,
+    usage_document,
+)
+from xrouter_core.client_keys import ClientKey
+from xrouter_core.config import Route, Settings
 from xrouter_core.routing.classifier import Decision
 from xrouter_core.routing.extract import classifier_input
 from xrouter_core.routing.fallback import fallback_header
@@ -203,6 +211,10 @@ class Accounting:
         self.feed.use_redis(shared, self.health)
         # Client keys' requests per minute, counted in the shared Redis when there is one.
         self.limits = RateLimits(shared, self.health)
+        # Their tokens per minute and daily and monthly budgets: reserved, then settled.
+        self.budgets = Budgets(shared, self.health)
+        # The client keys in use now (the addon's keyring), for the budgets /usage shows.
+        self.client_keys: Callable[[], Iterable[ClientKey]] = tuple
         # OpenTelemetry spans, when an OTLP endpoint is configured (None: off, not imported).
         self.tracing: Tracing | None = (
             start_tracing(settings.otel_traces_endpoint, settings.otel_service_name)
@@ -219,6 +231,7 @@ class Accounting:
 
     def close(self) -> None:
         self.tasks.cancel()
+        self.budgets.close()
         self.usage.close()
         if self.request_log is not None:
             self.request_log.close()
@@ -253,7 +266,7 @@ class Accounting:
         tags: tuple[str, ...] = (),
         response_tags: tuple[str, ...] = (),
         rule: str = "",
-    ) -> None:
+    ) -> Outcome:
         """One finished request: priced and counted in memory, logged off the loop, and
         told to the live feed (`event_id`: the id its other events carry; `client`: the
         client key's name; `session`: its agent session's label, with `baseline_cost`
@@ -344,6 +357,7 @@ class Accounting:
                 if response_text is not None:
                     line["response"] = response_text
             self.request_log.write(line)
+        return outcome
 
     def routed_finished(
         self,
@@ -374,7 +388,7 @@ class Accounting:
         baseline = None
         if session is not None and status < 400:
             baseline = self.sessions.finished(session, routed.route, usage, body)
-        self.finished(
+        outcome = self.finished(
             routed.chat,
             routed.decision,
             routed.route.tier,
@@ -398,6 +412,13 @@ class Accounting:
             response_tags=routed.response_tags,
             rule=routed.rule,
         )
+        if routed.reservation is not None:
+            # What it really cost replaces the estimate (a failed request costs nothing).
+            self.budgets.settle(
+                routed.reservation,
+                round(outcome.cost_usd * NANO_USD),
+                outcome.prompt_tokens + outcome.completion_tokens,
+            )
         if self.tracing is not None:
             self.tracing.record(
                 request_span(routed, status, usage, total_ms, stream, completion, error)
@@ -409,6 +430,49 @@ class Accounting:
             completion = stream.completion()
         if isinstance(completion, dict):
             self.store_answer(key, completion, routed.route.tier, routed.decision.tier)
+
+    # ---- client keys' budgets ---------------------------------------------------
+
+    def estimate(self, chat: ChatRequest, route: Route) -> tuple[int, int]:
+        """(nano-USD, tokens) a request is reserved at before it goes to `route`: its
+        prompt at four characters a token, and its max_tokens (else KEY_OUTPUT_ESTIMATE)
+        of completion, at the route's prices."""
+        prompt = estimate_tokens(prompt_chars(chat))
+        body = chat.body
+        limit = body.get("max_completion_tokens") or body.get("max_tokens")
+        completion = (
+            limit
+            if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0
+            else self.settings.key_output_estimate
+        )
+        price = self.pricing.for_model(route.tier, route.model or chat.model or "unknown")
+        return round(price.cost(prompt, completion) * NANO_USD), prompt + completion
+
+    async def reserve(self, key: ClientKey, chat: ChatRequest, route: Route) -> Reservation:
+        """Reserve a metered key's estimate for one request; RouterError 429 naming the
+        limit, with Retry-After, when that would pass one."""
+        nusd, tokens = self.estimate(chat, route)
+        held = await self.budgets.reserve(key, nusd, tokens)
+        if isinstance(held, Reservation):
+            return held
+        self.usage.count(f"k|{key.name}|limited")
+        self.usage.count(f"k|{key.name}|over_{held.limit}")
+        raise refusal_error(key.name, held)
+
+    async def key_budgets(self) -> dict[str, dict[str, Any]]:
+        """name → the budgets of each key that has one, and what is used of them now."""
+        keys = {k.name: k for k in self.client_keys() if k.daily_usd or k.monthly_usd}
+        spent = await self.budgets.spent(sorted(keys))
+        rows = {}
+        for name, (day, month) in spent.items():
+            key = keys[name]
+            rows[name] = {
+                "dailyUsd": key.daily_usd or None,
+                "spentTodayUsd": round(day / NANO_USD, 9),
+                "monthlyUsd": key.monthly_usd or None,
+                "spentThisMonthUsd": round(month / NANO_USD, 9),
+            }
+        return rows
 
     # ---- response cache ---------------------------------------------------------
 
@@ -503,7 +567,10 @@ class Accounting:
         if values and values[0].isdigit():
             minutes = min(max(int(values[0]), 1), 24 * 60)
         stored = await self.usage.stored()
-        return LocalResponse.json(usage_document(stored, self.pricing, minutes))
+        doc = usage_document(stored, self.pricing, minutes)
+        for name, budget in (await self.key_budgets()).items():
+            doc["keys"].setdefault(name, empty_key_row())["budget"] = budget
+        return LocalResponse.json(doc)
 
     async def reset(self) -> LocalResponse:
         try:
@@ -524,4 +591,54 @@ class Accounting:
 
     async def metrics_page(self) -> LocalResponse:
         stored = await self.usage.stored()
-        return LocalResponse(200, render_metrics(stored), {"content-type": METRICS_TYPE})
+        body = render_metrics(stored, await self.key_budgets())
+        return LocalResponse(200, body, {"content-type": METRICS_TYPE})
+
+
+def usd(nano: int) -> str:
+    return f"${nano / NANO_USD:.6g}"
+
+
+def refusal_error(name: str, refused: Refusal) -> RouterError:
+    """The 429 for a request a key's budget or tokens-per-minute limit turned away."""
+    wait = retry_after(refused.retry_s)
+    if refused.limit == "tpm":
+        message = (
+            f"Key {name!r} is over its limit of {refused.allowed} tokens per minute:"
+            f" {refused.used} are used this minute (requests in flight included) and this"
+            f" request is estimated at {refused.wanted}; retry in {wait} s."
+        )
+        return RouterError(
+            429,
+            message,
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers={"retry-after": wait},
+        )
+    period = "today" if refused.limit == "daily" else "this month"
+    message = (
+        f"Key {name!r} is over its {refused.limit} budget of {usd(refused.allowed)}:"
+        f" {usd(refused.used)} is used {period} (requests in flight included) and this"
+        f" request is estimated at {usd(refused.wanted)}; retry in {wait} s."
+    )
+    return RouterError(
+        429,
+        message,
+        type="insufficient_quota",
+        code="budget_exceeded",
+        headers={"retry-after": wait},
+    )
+
+
+def empty_key_row() -> dict[str, Any]:
+    return {
+        "requests": 0,
+        "promptTokens": 0,
+        "completionTokens": 0,
+        "totalTokens": 0,
+        "costUsd": 0.0,
+        "errors": 0,
+        "rateLimited": 0,
+        "overBudget": 0,
+        "overTokens": 0,
+    }

@@ -36,6 +36,7 @@ from typing import Any
 
 from xrouter_core.accounting.cache import REDIS_ERRORS, RedisHealth, redis_client
 from xrouter_core.accounting.prices import Pricing, genai_version
+from xrouter_core.accounting.redis_topology import eval_replicated, redis_client_sync
 from xrouter_core.config import Route
 from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
 
@@ -357,15 +358,21 @@ class RedisCounters:
         args += [RECENT_MAX, repr(batch.updated)]
         return keys, args
 
-    async def add(self, batch: Batch) -> None:
+    async def add(self, batch: Batch) -> bool:
+        """Apply a batch; False when it may not survive a failover yet (a Sentinel
+        primary whose replicas have not confirmed it): then it is sent again later, a
+        no-op where it did land."""
         keys, args = self._script_args(batch)
-        await self.client.eval(APPLY_BATCH, len(keys), *keys, *args)
+        _, confirmed = await eval_replicated(self.client, APPLY_BATCH, keys, args, 1000)
+        if not confirmed:
+            return False
         if time.monotonic() - self._pruned_at > 60:
             self._pruned_at = time.monotonic()
             names = [k.decode() for k in await self.client.hkeys(self.k_series)]
             old = prune_series(dict.fromkeys(names, 0), time.time())
             if old:
                 await self.client.hdel(self.k_series, *old)
+        return True
 
     async def read(self) -> Stored:
         async with self.client.pipeline(transaction=True) as pipe:
@@ -386,9 +393,7 @@ class RedisCounters:
 
     def add_sync(self, batch: Batch) -> None:
         """The last flush at shutdown, when the event loop is no longer ours to use."""
-        import redis
-
-        client = redis.Redis.from_url(self.url, socket_connect_timeout=0.5, socket_timeout=5)
+        client = redis_client_sync(self.url)
         try:
             keys, args = self._script_args(batch)
             client.eval(APPLY_BATCH, len(keys), *keys, *args)
@@ -495,10 +500,12 @@ class UsageTracker:
             try:
                 # A batch that failed is retried as is: its id makes a retry of one that
                 # Redis did apply (a timeout after the fact) a no-op, so nothing counts twice.
-                await self.redis.add(self.unsent)
+                confirmed = await self.redis.add(self.unsent)
             except REDIS_ERRORS as exc:
                 self.health.failed(exc)
                 return
+            if not confirmed:
+                return  # kept in `unsent`, sent again at the next flush
             self.health.succeeded()
             self._written_to_redis(self.unsent)
             self.unsent = None
@@ -884,12 +891,23 @@ def tag_counts(c: Mapping[str, int]) -> dict[str, dict[str, int]]:
     return counts
 
 
-KEY_FIELDS = ("requests", "prompt", "completion", "cost_nusd", "errors", "limited")
+KEY_FIELDS = (
+    "requests",
+    "prompt",
+    "completion",
+    "cost_nusd",
+    "errors",
+    "limited",
+    "over_daily",
+    "over_monthly",
+    "over_tpm",
+)
 
 
 def key_rows(c: Mapping[str, int]) -> dict[str, dict[str, Any]]:
-    """Per client key: requests, tokens, cost, errors and requests refused over its limit
-    (the counters k|<name>|<field>)."""
+    """Per client key: requests, tokens, cost, errors and requests refused over a limit
+    (rateLimited: any limit; overBudget: its daily or monthly budget; overTokens: its
+    tokens per minute), from the counters k|<name>|<field>."""
     names = sorted(
         {key.split("|", 2)[1] for key in c if key.startswith("k|") and key.count("|") == 2}
     )
@@ -904,6 +922,8 @@ def key_rows(c: Mapping[str, int]) -> dict[str, dict[str, Any]]:
             "costUsd": round(get["cost_nusd"] / NANO_USD, 9),
             "errors": get["errors"],
             "rateLimited": get["limited"],
+            "overBudget": get["over_daily"] + get["over_monthly"],
+            "overTokens": get["over_tpm"],
         }
     return rows
 

@@ -28,7 +28,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 
 from xrouter_core import __version__
 from xrouter_core.accounting.events import EventFeed
-from xrouter_core.accounting.limits import retry_after
+from xrouter_core.accounting.limits import Reservation, retry_after
 from xrouter_core.accounting.responsecache import RecordingStream
 from xrouter_core.accounting.service import USAGE_PAGES, Accounting
 from xrouter_core.client_keys import ClientKey, KeyRing
@@ -265,6 +265,8 @@ class RoutedFlow:
     tags: tuple[str, ...] = ()
     response_tags: tuple[str, ...] = ()
     rule: str = ""
+    # A metered key's reservation (accounting/limits.py), settled when the flow ends.
+    reservation: Reservation | None = None
 
 
 def router_line_or_warning(record: logging.LogRecord) -> bool:
@@ -637,6 +639,9 @@ class Xrouter:
         if self.accounting is not None:
             self.accounting.close()
         self.accounting = Accounting(settings, self.feed)
+        keyring = self.keyring
+        if keyring is not None:
+            self.accounting.client_keys = lambda: keyring.keys.values()
         self.model_checks = {tier: "checking" for tier in settings.default_routes}
         self.policy = Policy(
             self.classifier,
@@ -1270,6 +1275,14 @@ class Xrouter:
             return
         self.feed.classified(event_id, decision, plan.tags, plan.rule)
         index, skipped = first_route(chain, self.breaker)
+        reservation = None
+        if client is not None and client.metered:
+            try:
+                reservation = await self.accounting.reserve(client, chat, chain[index])
+            except RouterError as exc:
+                local_response(flow, LocalResponse.error(exc))
+                self.feed.complete(event_id, exc.status, error=exc.code)
+                return
         routed = RoutedFlow(
             chat,
             decision,
@@ -1290,6 +1303,7 @@ class Xrouter:
             session=session,
             tags=plan.tags,
             rule=plan.rule,
+            reservation=reservation,
         )
         flow.metadata[mitm_compat.MARK] = True
         flow.metadata[META] = routed

@@ -1,0 +1,229 @@
+"""Client keys with budgets and tokens per minute (accounting/limits.py Budgets): created
+with `xrouter keys`, reserved before forwarding at an estimate and settled at the real
+cost after, held exactly across two routers (two workers each) sharing a real
+redis-server under 100 concurrent requests, refused with a 429 that names the limit (in
+the client's format) and Retry-After, and shown per key in /usage and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import re
+import shutil
+import time
+
+import httpx
+import pytest
+from conftest import unique
+from test_client_keys import CHAT, bearer, create, keys, wait_for_a_fresh_minute
+from test_usage import RedisServer, chromium, wait_for
+
+# Every tier at these prices (USD per 1M tokens). The fake providers answer every request
+# with 11 prompt and 7 completion tokens: 11 * 1000 + 7 * 2000 = 25000 per 1M, $0.025.
+PRICES = {
+    f"{tier}_{kind}_PRICE": price
+    for tier in ("CHEAP", "MEDIUM", "FRONTIER")
+    for kind, price in (("INPUT", "1000"), ("OUTPUT", "2000"))
+}
+COST = 0.025
+
+
+def prompt(tag: str) -> str:
+    """44 characters: reserved at 11 prompt tokens (four characters a token), which is
+    what the fake providers report."""
+    text = f"{tag} {unique('')}"[-44:]
+    return text.rjust(44, "x")
+
+
+def ask(tag: str, max_tokens: int = 7) -> dict:
+    return {
+        "model": "auto",
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": prompt(tag)}],
+    }
+
+
+def seconds_to_utc_midnight() -> float:
+    return 86400 - time.time() % 86400
+
+
+def test_the_keys_command_takes_budgets(tmp_path):
+    file = tmp_path / "keys.json"
+    create(file, "team-a", "--daily-usd", "5", "--monthly-usd", "100.5", "--tpm", "20000")
+    entry = json.loads(file.read_text())["keys"][0]
+    assert entry["daily_usd"] == 5 and entry["monthly_usd"] == 100.5 and entry["tpm"] == 20000
+    listed = keys("list", file=file).stdout.splitlines()
+    assert listed == ["team-a\ttpm=20000\tdaily_usd=5\tmonthly_usd=100.5"]
+    bad = keys("create", "team-b", "--daily-usd", "-1", file=file)
+    assert bad.returncode == 2 and "--daily-usd" in bad.stderr
+    file.write_text(json.dumps({"keys": [{**entry, "daily_usd": "lots"}]}))
+    assert "daily_usd must be USD" in keys("list", file=file).stderr
+
+
+@pytest.mark.parametrize("launcher", ["xrouter"])
+def test_budgets_hold_exactly_across_routers_sharing_redis(start_router, upstreams, tmp_path):
+    """A daily budget of exactly 37 requests' cost, 100 concurrent requests over two
+    routers: exactly 37 are served, 63 refused, and the day's spend is the budget to the
+    nano-dollar. With estimates above the real cost, settling gives the difference back:
+    the budget fills to within one estimate and is never passed. Tokens per minute: the
+    same, counted in tokens."""
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is not installed (.ci/run installs it)")
+    redis_server = RedisServer(tmp_path)
+    try:
+        file = tmp_path / "keys.json"
+        exact = create(file, "exact", "--daily-usd", "0.925", "--monthly-usd", "50")
+        over = create(file, "over", "--monthly-usd", "1")
+        tokens = create(file, "tokens", "--tpm", str(10 * 18))
+        env = {
+            **PRICES,
+            "ROUTER_KEYS_FILE": str(file),
+            "REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/0",
+        }
+        routers = [
+            start_router({**env, "XROUTER_DATA_DIR": str(tmp_path / f"d{i}")}, ["--workers", "2"])
+            for i in range(2)
+        ]
+
+        def burst(key: str, n: int, max_tokens: int = 7) -> list[httpx.Response]:
+            def one(i: int) -> httpx.Response:
+                return httpx.post(
+                    routers[i % 2].url + CHAT,
+                    json=ask(f"b{i}", max_tokens),
+                    headers=bearer(key),
+                    timeout=30,
+                    trust_env=False,
+                )
+
+            with concurrent.futures.ThreadPoolExecutor(n) as pool:
+                return list(pool.map(one, range(n)))
+
+        replies = burst(exact, 100)
+        statuses = [r.status_code for r in replies]
+        assert statuses.count(200) == 37, statuses
+        assert statuses.count(429) == 63, statuses
+        refused = next(r for r in replies if r.status_code == 429)
+        error = refused.json()["error"]
+        assert error["code"] == "budget_exceeded" and error["type"] == "insufficient_quota"
+        assert "'exact'" in error["message"] and "daily budget of $0.925" in error["message"]
+        assert abs(int(refused.headers["retry-after"]) - seconds_to_utc_midnight()) < 30
+
+        # Anthropic clients get their own shape, naming the same limit.
+        messages = httpx.post(
+            routers[0].url + "/v1/messages",
+            json={"model": "auto", "max_tokens": 5, "messages": [{"role": "user", "content": "x"}]},
+            headers={"x-api-key": exact, "anthropic-version": "2023-06-01"},
+            trust_env=False,
+        )
+        assert messages.status_code == 429 and messages.json()["type"] == "error"
+        assert "daily budget" in messages.json()["error"]["message"]
+        assert "retry-after" in messages.headers
+
+        # Reserved at 11 + 100 tokens ($0.211), costing $0.025: the estimates that did
+        # not come true are given back, so more fit than the estimates alone would let.
+        first = [r.status_code for r in burst(over, 20, max_tokens=100)]
+        assert set(first) <= {200, 429} and first.count(200) >= 4, first
+        served = first.count(200)
+
+        def month_spent() -> float:
+            page = httpx.get(routers[0].url + "/usage", headers=bearer(exact), trust_env=False)
+            return page.json()["keys"]["over"]["budget"]["spentThisMonthUsd"]
+
+        def settled() -> bool:  # the settlements land in the background
+            return month_spent() == pytest.approx(served * COST, abs=1e-9)
+
+        while True:
+            wait_for(settled, timeout=15)
+            reply = httpx.post(
+                routers[served % 2].url + CHAT,
+                json=ask("one more", 100),
+                headers=bearer(over),
+                trust_env=False,
+            )
+            if reply.status_code == 429:
+                break
+            assert reply.status_code == 200, reply.text
+            served += 1
+            assert served * COST <= 1.0, "the monthly budget was passed"
+        # Refused only when one more estimate would not fit.
+        assert served * COST + 0.211 > 1.0, served
+
+        wait_for_a_fresh_minute(20)
+        token_statuses = [r.status_code for r in burst(tokens, 30)]
+        assert token_statuses.count(200) == 10, token_statuses
+        refused_tpm = httpx.post(
+            routers[1].url + CHAT, json=ask("tpm"), headers=bearer(tokens), trust_env=False
+        )
+        assert refused_tpm.status_code == 429
+        assert "180 tokens per minute" in refused_tpm.json()["error"]["message"]
+        assert 1 <= int(refused_tpm.headers["retry-after"]) <= 60
+
+        def counted() -> dict | None:
+            page = httpx.get(routers[1].url + "/usage", headers=bearer(exact), trust_env=False)
+            rows = page.json()["keys"]
+            done = (
+                rows.get("exact", {}).get("requests") == 37
+                and rows.get("exact", {}).get("overBudget") == 64
+                and rows.get("over", {}).get("requests") == served
+                and rows.get("tokens", {}).get("requests") == 10
+                and rows.get("tokens", {}).get("overTokens") == 21
+            )
+            return rows if done else None
+
+        rows = wait_for(counted, timeout=15)
+        assert rows["exact"]["costUsd"] == pytest.approx(37 * COST, abs=1e-9)
+        assert rows["exact"]["budget"] == {
+            "dailyUsd": 0.925,
+            "spentTodayUsd": 0.925,
+            "monthlyUsd": 50.0,
+            "spentThisMonthUsd": 0.925,
+        }
+        assert rows["over"]["budget"]["spentThisMonthUsd"] == pytest.approx(served * COST)
+        assert "budget" not in rows["tokens"]
+        metrics = httpx.get(routers[0].url + "/metrics", headers=bearer(exact), trust_env=False)
+        assert 'xrouter_key_spend_usd{key="exact",period="day"} 0.925' in metrics.text
+        assert 'xrouter_key_budget_usd{key="exact",period="day"} 0.925' in metrics.text
+        assert 'xrouter_key_refused_total{key="exact",limit="budget"} 64' in metrics.text
+        # The dashboard's keys table, in real headless Chromium.
+        dom = chromium(routers[0].url + f"/dashboard#key={exact}", tmp_path, "--dump-dom")
+        assert dom.returncode == 0, dom.stderr.decode()[-2000:]
+        row = re.search(r'<tr data-key="exact">(.*?)</tr>', dom.stdout.decode())
+        assert row, dom.stdout.decode()[-3000:]
+        cells = re.findall(r"<td[^>]*>([^<]*)</td>", row.group(1))
+        assert cells == [
+            "exact",
+            "37",
+            "666",
+            "$0.925",
+            "$0.925 / $0.925 (100%)",
+            "$0.925 / $50 (1.9%)",
+            "64",
+        ], cells
+        for router in routers:
+            logs = router.logs()
+            assert exact not in logs and "Traceback" not in logs
+    finally:
+        redis_server.kill()
+
+
+def test_without_redis_a_process_keeps_the_budget_itself():
+    """No Redis: reserved and settled in this process, with the same boundary."""
+    from xrouter_core.accounting.limits import Budgets, Refusal, Reservation
+    from xrouter_core.client_keys import ClientKey
+
+    budgets = Budgets()
+    key = ClientKey("solo", "0" * 64, daily_usd=1e-6)  # 1000 nano-USD
+
+    async def run() -> None:
+        held = [await budgets.reserve(key, 400, 10) for _ in range(3)]
+        assert isinstance(held[0], Reservation) and isinstance(held[1], Reservation)
+        assert isinstance(held[2], Refusal) and held[2].limit == "daily"
+        assert held[2].used == 800 and held[2].allowed == 1000 and held[2].wanted == 400
+        budgets.settle(held[0], 100, 10)  # it cost less: 300 given back
+        assert isinstance(await budgets.reserve(key, 400, 10), Reservation)
+        assert (await budgets.spent(["solo"]))["solo"] == (900, 0)
+        budgets.settle(held[0], 0, 0)  # settled once only
+        assert (await budgets.spent(["solo"]))["solo"] == (900, 0)
+
+    asyncio.run(run())
