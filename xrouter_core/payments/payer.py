@@ -5,6 +5,7 @@ what GET /wallet shows (never the key)."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -43,7 +44,10 @@ def shared_redis_url(settings: Settings) -> str:
 class Payer:
     """The wallet and the ledger of one router (None wallet: no route pays)."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, redis_sync: Callable[[str], Any] | None = None) -> None:
+        """`redis_sync`: builds a blocking client for REDIS_URL in any of its forms (one
+        server, Sentinel, Cluster); the router passes accounting's, so the caps live in
+        the same Redis as the counters. Without it, redis-py's single-server client."""
         payments = settings.payments
         paying = any(r.x402 for r in settings.routes.values())
         # No paying route and no key given: no wallet is looked at (a key file elsewhere,
@@ -55,7 +59,12 @@ class Payer:
         )
         redis_url = shared_redis_url(settings)
         self.ledger: Ledger = (
-            RedisSpendLedger(redis_url, self.wallet.address, payments)
+            RedisSpendLedger(
+                redis_url,
+                self.wallet.address,
+                payments,
+                client=redis_sync(redis_url) if redis_sync is not None else None,
+            )
             if redis_url and self.wallet is not None
             else SpendLedger(settings.data_dir, payments)
         )

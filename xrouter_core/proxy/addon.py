@@ -29,6 +29,7 @@ from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 from xrouter_core import __version__
 from xrouter_core.accounting.events import EventFeed
 from xrouter_core.accounting.limits import Reservation, retry_after
+from xrouter_core.accounting.redis_topology import redis_client_sync
 from xrouter_core.accounting.responsecache import RecordingStream
 from xrouter_core.accounting.service import USAGE_PAGES, Accounting
 from xrouter_core.client_keys import ClientKey, KeyRing
@@ -536,7 +537,8 @@ class Xrouter:
                     settings = load_settings(
                         env_file=source[0] or None, upstreams_file=source[1] or None
                     )
-                    payer = Payer(settings)  # the wallet: a bad key file stops here too
+                    # The wallet: a bad key file stops here too.
+                    payer = Payer(settings, redis_client_sync)
                     plugins = load_plugins(settings.plugins, settings.secrets)
                 except ConfigError as exc:
                     if self.settings is None:
