@@ -71,7 +71,7 @@ from xrouter_core.tasks import Tasks
 from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
 from xrouter_core.wire.adapters import Adapter, adapter_for
 from xrouter_core.wire.adapters.anthropic import AnthropicAdapter
-from xrouter_core.wire.canonical import Usage, usage_from_openai
+from xrouter_core.wire.canonical import Usage, not_a_chat_completion, usage_from_openai
 from xrouter_core.wire.errors import RouterError, error_body, redact
 from xrouter_core.wire.headers import (
     ANSWER_FIELDS,
@@ -239,6 +239,29 @@ KEPT_ON_ERROR = frozenset(
     {"retry-after", DECISION_HEADER, SCORE_HEADER, UPSTREAM_HEADER, ROUTE_HEADER, FALLBACK_HEADER}
 )
 ROUTE_FIELD_NAME = ROUTE_HEADER.encode()
+
+
+# The error code of a 200 answer a translation cannot read as a chat completion.
+NOT_A_COMPLETION = "not_a_chat_completion"
+
+
+def translated(routed: RoutedFlow) -> bool:
+    """Whether the client's answer is rendered from the route's chat completion (another
+    format than the route's), rather than passed on as the route sent it."""
+    client, adapter = routed.chat.client_format, routed.adapter
+    if client == OPENAI:
+        return not adapter.openai_wire
+    if client == ANTHROPIC:
+        return not adapter.same_format(routed.chat)
+    return not (client == RESPONSES and adapter.responses_wire)
+
+
+def not_a_completion_message(routed: RoutedFlow, why: str) -> str:
+    """What the client is told of such an answer: the route by its tier (never its key)."""
+    return (
+        f"Upstream '{routed.route.tier}' answered HTTP 200 with something that is not a "
+        f"chat completion ({why})."
+    )
 
 
 def set_routing_headers(
@@ -1249,6 +1272,10 @@ class Xrouter:
             translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
         else:
             translator = translator_for(routed.adapter, routed.chat, model, rename=keep_name)
+        if isinstance(translator, TranslatingStream) and translated(routed):
+            translator.not_chat_error = not_a_completion_message(
+                routed, "a stream without chat completion chunks"
+            )
         if routed.cache_key is not None:
             translator = RecordingStream(translator)
 
@@ -1338,6 +1365,8 @@ class Xrouter:
             return None
         try:
             completion = routed.adapter.parse_response(response.get_content(strict=False) or b"")
+            if translated(routed) and (why := not_a_chat_completion(completion)):
+                raise ValueError(why)
             if not routed.adapter.openai_wire and not completion.get("model"):
                 completion["model"] = routed.route.model or routed.chat.model  # Cohere omits it
             keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
@@ -1367,6 +1396,12 @@ class Xrouter:
                 response.headers["content-type"] = "application/json"
             usage = usage_from_openai(completion.get("usage"))
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            if translated(routed):
+                # Nothing to render the client's format from: an error in that format, not
+                # an empty answer (its log line is the request's, with the error).
+                self.answer_not_a_completion(flow, routed, str(exc))
+                self.finished(flow, routed, 502, None, error=NOT_A_COMPLETION)
+                return None
             log.warning(
                 "route %s answered something that is not a chat completion: %s",
                 routed.route.tier,
@@ -1374,6 +1409,16 @@ class Xrouter:
             )
         self.finished(flow, routed, response.status_code, usage, completion=completion)
         return None
+
+    def answer_not_a_completion(self, flow: http.HTTPFlow, routed: RoutedFlow, why: str) -> None:
+        """A 502 in the client's format for a 200 the translation cannot read."""
+        assert self.settings is not None and flow.response is not None
+        message = redact(not_a_completion_message(routed, why), self.settings.secrets)
+        body = error_body(message, "upstream_error", NOT_A_COMPLETION)
+        if routed.chat.client_format == ANTHROPIC:
+            body = anthropic_error(502, body)
+        keep = {k: v for k, v in flow.response.headers.items() if k.lower() in KEPT_ON_ERROR}
+        flow.response = http.Response.make(502, body, {"content-type": "application/json", **keep})
 
     async def pay_or_refuse(self, flow: http.HTTPFlow, routed: RoutedFlow) -> None:
         if not await self.pay_and_retry(flow, routed):
