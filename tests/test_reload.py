@@ -12,12 +12,14 @@ gets none of them from its environment, which would outrank every file.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import ROOT, Router, Upstreams, unique
+from fakes import Reply
 
 CHAT = "/v1/chat/completions"
 ROUTER_KEY = "xr-client-router-key-7781"
@@ -284,3 +286,83 @@ def test_unknown_paths_and_bad_bodies_are_answered_never_forwarded(
     assert after == before
     assert_nothing_unrouted(upstreams)
     assert "Traceback" not in controlled.router.logs()
+
+
+def frontier_requests(controlled: Controlled) -> int:
+    controlled.router.settle()
+    reply = controlled.http.get("/usage")
+    assert reply.status_code == 200, reply.text
+    return reply.json()["tiers"]["frontier"]["requests"]
+
+
+def test_no_count_is_lost_or_doubled_across_reloads_under_traffic(
+    upstreams: Upstreams, tmp_path: Path
+):
+    """Reloads replace the usage counters' tracker while requests keep finishing and its
+    flushes (every 10 ms here) keep writing: every answered request is counted once."""
+    controlled = Controlled(upstreams, tmp_path)
+    try:
+        envs = [tmp_path / "a.env", tmp_path / "b.env"]
+        for index, env in enumerate(envs):
+            env.write_text(good_env(upstreams, USAGE_FLUSH_MS="10", MEDIUM_MODEL=f"m-{index}"))
+        assert controlled.set("xrouter_env_file", str(envs[0]))["error"] is None
+        before = frontier_requests(controlled)
+        stop = threading.Event()
+        answered: list[str] = []
+        failed: list[str] = []
+
+        def traffic() -> None:
+            with controlled.router.client(
+                headers={"authorization": f"Bearer {ROUTER_KEY}", "x-xrouter-tier": "frontier"}
+            ) as client:
+                while not stop.is_set():
+                    reply = client.post(CHAT, json=ask(unique("traffic")))
+                    (answered if reply.status_code == 200 else failed).append(reply.text)
+
+        workers = [threading.Thread(target=traffic) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for reload in range(16):
+            time.sleep(0.05)
+            assert controlled.set("xrouter_env_file", str(envs[reload % 2 - 1]))["error"] is None
+        stop.set()
+        for worker in workers:
+            worker.join(30)
+        assert not failed and len(answered) > 50
+        assert frontier_requests(controlled) - before == len(answered)
+    finally:
+        controlled.close()
+
+
+def breaker_states(controlled: Controlled) -> dict:
+    return controlled.http.get("/health").json()["fallback"]["circuit_breaker"]
+
+
+def test_a_reload_keeps_the_breaker_state_of_routes_it_did_not_change(
+    upstreams: Upstreams, tmp_path: Path
+):
+    controlled = Controlled(upstreams, tmp_path)
+    try:
+        settings = {"FALLBACK_ENABLED": "false", "BREAKER_FAILURES": "1"}
+        first = tmp_path / "first.env"
+        first.write_text(good_env(upstreams, **settings))
+        assert controlled.set("xrouter_env_file", str(first))["error"] is None
+        upstreams.frontier.override = lambda r: Reply(500, {"error": {"message": "down"}})
+        assert controlled.chat("fail", **{"x-xrouter-tier": "frontier"}).status_code == 500
+        assert breaker_states(controlled)["frontier"]["state"] == "open"
+
+        # Another tier's model changes: the frontier route is the same, and stays open.
+        other = tmp_path / "other.env"
+        other.write_text(good_env(upstreams, MEDIUM_MODEL="medium-model-2", **settings))
+        assert controlled.set("xrouter_env_file", str(other))["error"] is None
+        assert breaker_states(controlled)["frontier"]["state"] == "open"
+        assert_routed(controlled.chat("medium"), upstreams, "medium", "medium-model-2")
+
+        # The frontier route itself changes: a new route starts closed.
+        changed = tmp_path / "changed.env"
+        changed.write_text(good_env(upstreams, FRONTIER_MODEL="frontier-model-2", **settings))
+        assert controlled.set("xrouter_env_file", str(changed))["error"] is None
+        assert "frontier" not in breaker_states(controlled)
+    finally:
+        upstreams.frontier.override = None
+        controlled.close()

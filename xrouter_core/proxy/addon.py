@@ -533,9 +533,16 @@ class Xrouter:
             if settings.keys_file
             else None
         )
-        self.breaker = CircuitBreaker(
+        breaker = CircuitBreaker(
             settings.routing.breaker_failures, float(settings.routing.breaker_cooldown_s)
         )
+        # A reload keeps what the breaker knows of each route it did not change (still
+        # self.routes_by_key's, order_tiers below replaces them).
+        for route in settings.all_routes():
+            state = self.breaker.states.get(route.breaker_key)
+            if state is not None and self.routes_by_key.get(route.breaker_key) == route:
+                breaker.states[route.breaker_key] = state
+        self.breaker = breaker
         self.connect_timeouts = {
             (r.host, r.port): r.connect_timeout_ms / 1000 for r in settings.all_routes()
         }
