@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from conftest import ROOT, Router, Upstreams, unique
 from fakes import Reply
@@ -366,3 +367,74 @@ def test_a_reload_keeps_the_breaker_state_of_routes_it_did_not_change(
     finally:
         upstreams.frontier.override = None
         controlled.close()
+
+
+def open_files(router: Router, name: str) -> int:
+    """How many descriptors of the router process are open on files called `name`."""
+    return sum(1 for f in psutil.Process(router.proc.pid).open_files() if Path(f.path).name == name)
+
+
+def test_reloads_close_the_stores_they_replace(upstreams: Upstreams, tmp_path: Path):
+    """Each reload makes new caches and counters on disk; the ones it replaces close their
+    SQLite files (in every thread that opened them), so reloads do not pile them up."""
+    controlled = Controlled(upstreams, tmp_path)
+    try:
+        envs = [tmp_path / "a.env", tmp_path / "b.env"]
+        for index, env in enumerate(envs):
+            env.write_text(
+                good_env(
+                    upstreams,
+                    CACHE_BACKEND="disk",
+                    CACHE_RESPONSES="true",
+                    MEDIUM_MODEL=f"medium-model-{index}",
+                )
+            )
+        counts = []
+        for reload in range(6):
+            assert controlled.set("xrouter_env_file", str(envs[reload % 2]))["error"] is None
+            for _ in range(3):
+                assert controlled.chat("stores").status_code == 200
+            assert controlled.http.get("/usage").status_code == 200
+            counts.append(open_files(controlled.router, "cache.db"))
+        assert counts[0] > 0
+        assert max(counts) <= counts[0], counts
+    finally:
+        controlled.close()
+
+
+def upstream_connections(router: Router, port: int) -> int:
+    return sum(
+        1
+        for c in psutil.Process(router.proc.pid).net_connections("tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def test_an_unloaded_addon_closes_its_upstream_connections(
+    controlled: Controlled, upstreams: Upstreams
+):
+    """mitmdump loads a new instance when the addon's script changes: the old instance's
+    httpx client (its keep-alive connection to the embeddings route, here the cheap
+    fake) is closed, not left open."""
+    controlled.env_file.write_text(
+        good_env(upstreams, EMBEDDINGS_BASE_URL=upstreams.cheap.url + "/v1")
+    )
+    assert controlled.set("xrouter_env_file", str(controlled.env_file))["error"] is None
+    port = upstreams.cheap.port
+
+    def embed() -> None:
+        reply = controlled.http.post("/v1/embeddings", json={"model": "e", "input": "x"})
+        assert reply.status_code == 200, reply.text
+
+    embed()
+    assert upstream_connections(controlled.router, port) == 1
+    control = controlled.tmp / "control.py"
+    for index in range(3):
+        copy = controlled.tmp / f"xrouter_entry_{index}.py"
+        copy.write_text(ENTRY)
+        assert controlled.set("scripts", str(copy), str(control))["error"] is None
+        embed()
+    deadline = time.monotonic() + 10
+    while upstream_connections(controlled.router, port) > 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert upstream_connections(controlled.router, port) == 1

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xrouter_core.accounting.cache import REDIS_ERRORS, RedisHealth, redis_client
+from xrouter_core.accounting.cache import REDIS_ERRORS, DiskThread, RedisHealth, redis_client
 from xrouter_core.accounting.prices import Pricing, genai_version
 from xrouter_core.config import Route
 from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
@@ -374,6 +374,7 @@ class UsageTracker:
         health: RedisHealth | None = None,
     ):
         self.disk = DiskCounters(Path(data_dir) / "usage")
+        self.disk_thread = DiskThread()  # every disk call but close's own writes
         self.redis = RedisCounters(redis_url) if redis_url else None
         self.health = health or (RedisHealth(redis_url) if redis_url else None)
         self.flush_interval = flush_interval
@@ -494,7 +495,7 @@ class UsageTracker:
         batch = self.inflight = self.pending
         self.pending = Batch()
         try:
-            await asyncio.to_thread(self._write_inflight, batch)
+            await self.disk_thread.run(self._write_inflight, batch)
         except Exception:
             if self.inflight is batch:  # not written: counted again with the next flush
                 self.pending.merge(batch)
@@ -528,7 +529,7 @@ class UsageTracker:
         assert self.redis is not None and self.health is not None
         if not self._spilled:
             return
-        spill = await asyncio.to_thread(self._take_spill)
+        spill = await self.disk_thread.run(self._take_spill)
         self._spilled = False
         if not spill:
             self._draining = None
@@ -540,7 +541,7 @@ class UsageTracker:
             log.info("moved usage counted during the Redis outage into Redis")
         except REDIS_ERRORS as exc:
             self.health.failed(exc)
-            await asyncio.to_thread(self._put_back, spill)
+            await self.disk_thread.run(self._put_back, spill)
             self._spilled = True
         finally:
             if self._draining is spill:
@@ -567,7 +568,7 @@ class UsageTracker:
                     log.warning("Redis unavailable at shutdown (%s); counts kept on disk", exc)
             if not stored:
                 self.disk.add(batch)
-        self.disk.close()
+        self.disk_thread.close(self.disk)
 
     # ---- reading --------------------------------------------------------------
 
@@ -588,7 +589,7 @@ class UsageTracker:
                     self.health.failed(exc)
             if self._last_redis is not None:
                 parts.append(self._last_redis)
-        parts.append(await asyncio.to_thread(self.disk.read))
+        parts.append(await self.disk_thread.run(self.disk.read))
         parts += [self.unsent or Batch(), self.inflight, self.pending]
         total = Stored({}, {}, [], 0.0)
         for part in parts:
@@ -603,7 +604,7 @@ class UsageTracker:
             self._last_redis = None
             if self.redis is not None:
                 await self.redis.reset()
-            await asyncio.to_thread(self.disk.reset)
+            await self.disk_thread.run(self.disk.reset)
 
 
 # ---- the /usage document ----------------------------------------------------------

@@ -256,6 +256,14 @@ def translated(routed: RoutedFlow) -> bool:
     return not (client == RESPONSES and adapter.responses_wire)
 
 
+def has_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
 def not_a_completion_message(routed: RoutedFlow, why: str) -> str:
     """What the client is told of such an answer: the route by its tier (never its key)."""
     return (
@@ -743,8 +751,10 @@ class Xrouter:
 
     def done(self) -> Awaitable[None] | None:
         """At shutdown (and when mitmproxy unloads this addon): the last counts and log
-        lines written, background work stopped. At shutdown, also what is left to await:
-        the open client connections ended (mitm_compat.end_connections)."""
+        lines written, background work stopped, the stores' files closed. At shutdown,
+        also what is left to await: the open client connections ended
+        (mitm_compat.end_connections), then the upstream connections (the shared
+        httpx client). An unloaded addon's client is closed in a task of its own."""
         self.tasks.cancel()
         self.classifier_tasks.cancel()
         self.record_finished()
@@ -753,11 +763,23 @@ class Xrouter:
         if self.accounting is not None:
             self.accounting.close()  # the last usage counts and request log lines
             self.accounting = None
+        client, self.client = self.client, None
         should_exit = getattr(ctx.master, "should_exit", None)
         if should_exit is None or not should_exit.is_set():
-            return None  # a script reload: the connections stay
-        connections = mitm_compat.open_connection_tasks()
-        return mitm_compat.end_connections(connections) if connections else None
+            # A script reload: the client connections stay, the new instance has its own
+            # httpx client.
+            if client is not None and has_running_loop():
+                self.tasks.spawn(client.aclose())
+            return None
+        return self.shut_down(mitm_compat.open_connection_tasks(), client)
+
+    async def shut_down(
+        self, connections: list[asyncio.Task], client: httpx.AsyncClient | None
+    ) -> None:
+        if connections:
+            await mitm_compat.end_connections(connections)
+        if client is not None:
+            await client.aclose()
 
     # ---- request ---------------------------------------------------------------
 
