@@ -897,12 +897,19 @@ class Xrouter:
         return None
 
     def anthropic_route(self) -> Route | None:
-        """The route count_tokens asks: the first Anthropic one, frontier first."""
+        """The route count_tokens asks: an Anthropic one a request would be sent to,
+        frontier first. Each tier's candidates are taken in the order its strategy tries
+        them, past those whose circuit is open (as a chat's first attempt is)."""
         assert self.settings is not None
         for tier in reversed(TIERS):
             route = self.settings.route(tier)
-            if route is not None and provider_name(route) == "anthropic":
-                return route
+            if route is None:
+                continue
+            for candidate in self.tier_candidates.get(tier) or (route,):
+                if self.breaker.is_open(candidate.breaker_key):
+                    continue
+                if provider_name(candidate) == "anthropic":
+                    return candidate
         return None
 
     async def count_tokens(self, flow: http.HTTPFlow, intercepted: bool) -> None:
