@@ -5,6 +5,7 @@ aliases without a slash, and the one log line of every refused request."""
 
 from __future__ import annotations
 
+import json
 import ssl
 
 import anthropic
@@ -104,6 +105,62 @@ def test_count_tokens_asks_the_anthropic_route(start_router):
         assert "count_tokens: route frontier answered HTTP 500; estimating" in router.logs()
     finally:
         fake.close()
+
+
+def test_count_tokens_asks_the_candidate_a_request_would_go_to(start_router):
+    """A tier with several Anthropic candidates: count_tokens asks the one its requests
+    go to, in the order its strategy tries them and past one whose circuit is open."""
+    first, second = FakeAnthropicProvider("first"), FakeAnthropicProvider("second")
+    try:
+        router = start_router(
+            {
+                "FRONTIER_BASE_URL": first.url,
+                "FRONTIER_API_KEY": "sk-ant-first-0006",
+                "FRONTIER_MODEL": "claude-first",
+                "FRONTIER_CANDIDATES": json.dumps(
+                    [
+                        {
+                            "base_url": second.url,
+                            "api_key": "sk-ant-second-0007",
+                            "model": "claude-second",
+                        }
+                    ]
+                ),
+                "BREAKER_FAILURES": "1",
+            }
+        )
+
+        def count(client) -> None:
+            reply = client.post("/v1/messages/count_tokens", json=count_body("hello"))
+            assert reply.json() == {"input_tokens": 1001}, reply.text
+
+        with router.client() as client:
+            count(client)
+            assert [r.path for r in first.requests] == ["/v1/messages/count_tokens"]
+            assert second.requests == []
+            # The first candidate fails a chat: its circuit opens, the chat goes on to the
+            # second, and so does the next count.
+            first.override = lambda request: Reply(500, {"type": "error", "error": {}})
+            chat = client.post(
+                "/v1/messages",
+                json={
+                    "model": "claude-sonnet-4-5",
+                    "max_tokens": 16,
+                    "messages": [{"role": "user", "content": unique("open it")}],
+                },
+                headers={"x-xrouter-tier": "frontier"},
+            )
+            assert chat.status_code == 200, chat.text
+            health = client.get("/health").json()["fallback"]["circuit_breaker"]
+            assert health["frontier#1"]["state"] == "open"
+            count(client)
+            assert second.requests[-1].path == "/v1/messages/count_tokens"
+            assert second.requests[-1].headers["x-api-key"] == "sk-ant-second-0007"
+            assert second.requests[-1].json["model"] == "claude-second"
+            assert len(first.requests) == 2  # the count and the failed chat, no second count
+    finally:
+        first.close()
+        second.close()
 
 
 def test_count_tokens_is_intercepted_in_proxy_mode(start_router):

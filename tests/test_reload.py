@@ -12,12 +12,15 @@ gets none of them from its environment, which would outrank every file.
 
 from __future__ import annotations
 
+import threading
 import time
 from pathlib import Path
 
 import httpx
+import psutil
 import pytest
 from conftest import ROOT, Router, Upstreams, unique
+from fakes import Reply
 
 CHAT = "/v1/chat/completions"
 ROUTER_KEY = "xr-client-router-key-7781"
@@ -284,3 +287,154 @@ def test_unknown_paths_and_bad_bodies_are_answered_never_forwarded(
     assert after == before
     assert_nothing_unrouted(upstreams)
     assert "Traceback" not in controlled.router.logs()
+
+
+def frontier_requests(controlled: Controlled) -> int:
+    controlled.router.settle()
+    reply = controlled.http.get("/usage")
+    assert reply.status_code == 200, reply.text
+    return reply.json()["tiers"]["frontier"]["requests"]
+
+
+def test_no_count_is_lost_or_doubled_across_reloads_under_traffic(
+    upstreams: Upstreams, tmp_path: Path
+):
+    """Reloads replace the usage counters' tracker while requests keep finishing and its
+    flushes (every 10 ms here) keep writing: every answered request is counted once."""
+    controlled = Controlled(upstreams, tmp_path)
+    try:
+        envs = [tmp_path / "a.env", tmp_path / "b.env"]
+        for index, env in enumerate(envs):
+            env.write_text(good_env(upstreams, USAGE_FLUSH_MS="10", MEDIUM_MODEL=f"m-{index}"))
+        assert controlled.set("xrouter_env_file", str(envs[0]))["error"] is None
+        before = frontier_requests(controlled)
+        stop = threading.Event()
+        answered: list[str] = []
+        failed: list[str] = []
+
+        def traffic() -> None:
+            with controlled.router.client(
+                headers={"authorization": f"Bearer {ROUTER_KEY}", "x-xrouter-tier": "frontier"}
+            ) as client:
+                while not stop.is_set():
+                    reply = client.post(CHAT, json=ask(unique("traffic")))
+                    (answered if reply.status_code == 200 else failed).append(reply.text)
+
+        workers = [threading.Thread(target=traffic) for _ in range(4)]
+        for worker in workers:
+            worker.start()
+        for reload in range(16):
+            time.sleep(0.05)
+            assert controlled.set("xrouter_env_file", str(envs[reload % 2 - 1]))["error"] is None
+        stop.set()
+        for worker in workers:
+            worker.join(30)
+        assert not failed and len(answered) > 50
+        assert frontier_requests(controlled) - before == len(answered)
+    finally:
+        controlled.close()
+
+
+def breaker_states(controlled: Controlled) -> dict:
+    return controlled.http.get("/health").json()["fallback"]["circuit_breaker"]
+
+
+def test_a_reload_keeps_the_breaker_state_of_routes_it_did_not_change(
+    upstreams: Upstreams, tmp_path: Path
+):
+    controlled = Controlled(upstreams, tmp_path)
+    try:
+        settings = {"FALLBACK_ENABLED": "false", "BREAKER_FAILURES": "1"}
+        first = tmp_path / "first.env"
+        first.write_text(good_env(upstreams, **settings))
+        assert controlled.set("xrouter_env_file", str(first))["error"] is None
+        upstreams.frontier.override = lambda r: Reply(500, {"error": {"message": "down"}})
+        assert controlled.chat("fail", **{"x-xrouter-tier": "frontier"}).status_code == 500
+        assert breaker_states(controlled)["frontier"]["state"] == "open"
+
+        # Another tier's model changes: the frontier route is the same, and stays open.
+        other = tmp_path / "other.env"
+        other.write_text(good_env(upstreams, MEDIUM_MODEL="medium-model-2", **settings))
+        assert controlled.set("xrouter_env_file", str(other))["error"] is None
+        assert breaker_states(controlled)["frontier"]["state"] == "open"
+        assert_routed(controlled.chat("medium"), upstreams, "medium", "medium-model-2")
+
+        # The frontier route itself changes: a new route starts closed.
+        changed = tmp_path / "changed.env"
+        changed.write_text(good_env(upstreams, FRONTIER_MODEL="frontier-model-2", **settings))
+        assert controlled.set("xrouter_env_file", str(changed))["error"] is None
+        assert "frontier" not in breaker_states(controlled)
+    finally:
+        upstreams.frontier.override = None
+        controlled.close()
+
+
+def open_files(router: Router, name: str) -> int:
+    """How many descriptors of the router process are open on files called `name`."""
+    return sum(1 for f in psutil.Process(router.proc.pid).open_files() if Path(f.path).name == name)
+
+
+def test_reloads_close_the_stores_they_replace(upstreams: Upstreams, tmp_path: Path):
+    """Each reload makes new caches and counters on disk; the ones it replaces close their
+    SQLite files (in every thread that opened them), so reloads do not pile them up."""
+    controlled = Controlled(upstreams, tmp_path)
+    try:
+        envs = [tmp_path / "a.env", tmp_path / "b.env"]
+        for index, env in enumerate(envs):
+            env.write_text(
+                good_env(
+                    upstreams,
+                    CACHE_BACKEND="disk",
+                    CACHE_RESPONSES="true",
+                    MEDIUM_MODEL=f"medium-model-{index}",
+                )
+            )
+        counts = []
+        for reload in range(6):
+            assert controlled.set("xrouter_env_file", str(envs[reload % 2]))["error"] is None
+            for _ in range(3):
+                assert controlled.chat("stores").status_code == 200
+            assert controlled.http.get("/usage").status_code == 200
+            counts.append(open_files(controlled.router, "cache.db"))
+        assert counts[0] > 0
+        assert max(counts) <= counts[0], counts
+    finally:
+        controlled.close()
+
+
+def upstream_connections(router: Router, port: int) -> int:
+    return sum(
+        1
+        for c in psutil.Process(router.proc.pid).net_connections("tcp")
+        if c.raddr and c.raddr.port == port and c.status == psutil.CONN_ESTABLISHED
+    )
+
+
+def test_an_unloaded_addon_closes_its_upstream_connections(
+    controlled: Controlled, upstreams: Upstreams
+):
+    """mitmdump loads a new instance when the addon's script changes: the old instance's
+    httpx client (its keep-alive connection to the embeddings route, here the cheap
+    fake) is closed, not left open."""
+    controlled.env_file.write_text(
+        good_env(upstreams, EMBEDDINGS_BASE_URL=upstreams.cheap.url + "/v1")
+    )
+    assert controlled.set("xrouter_env_file", str(controlled.env_file))["error"] is None
+    port = upstreams.cheap.port
+
+    def embed() -> None:
+        reply = controlled.http.post("/v1/embeddings", json={"model": "e", "input": "x"})
+        assert reply.status_code == 200, reply.text
+
+    embed()
+    assert upstream_connections(controlled.router, port) == 1
+    control = controlled.tmp / "control.py"
+    for index in range(3):
+        copy = controlled.tmp / f"xrouter_entry_{index}.py"
+        copy.write_text(ENTRY)
+        assert controlled.set("scripts", str(copy), str(control))["error"] is None
+        embed()
+    deadline = time.monotonic() + 10
+    while upstream_connections(controlled.router, port) > 1 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert upstream_connections(controlled.router, port) == 1

@@ -11,20 +11,25 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 # Redis connections (URL forms, topologies, errors) live in redis_topology.py.
 from xrouter_core.accounting.redis_topology import REDIS_ERRORS, redact_url, redis_client
 from xrouter_core.tasks import Tasks
 
 log = logging.getLogger("xrouter.cache")
+T = TypeVar("T")
 
 
 class Cache(Protocol):
     async def get(self, key: str) -> bytes | str | None: ...
 
     async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None: ...
+
+    def close(self) -> None: ...
 
 
 def cache_key(namespace: str, text: str) -> str:
@@ -64,10 +69,40 @@ class MemoryCache:
     async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
         self.set_now(key, value, ttl)
 
+    def close(self) -> None:
+        """Nothing to let go of."""
+
+
+class DiskThread:
+    """The one worker thread a diskcache store's calls run in. diskcache opens an SQLite
+    connection in each thread that uses a store and `close()` closes only the calling
+    thread's: with every call in this thread, `close` really closes the store (at
+    shutdown, and for the stores a reload replaces, which would otherwise keep their
+    connections open). A call after that runs in a default worker thread: a late count
+    is still stored."""
+
+    def __init__(self) -> None:
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="xrouter-disk")
+        self.closed = False
+
+    async def run(self, fn: Callable[..., T], *args: Any) -> T:
+        if self.closed:
+            return await asyncio.to_thread(fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def close(self, store: Any) -> None:
+        """Close `store` in this thread, once the calls queued are done, and in the
+        calling one."""
+        if not self.closed:
+            self.closed = True
+            self._executor.submit(store.close)
+            self._executor.shutdown(wait=True)
+        store.close()
+
 
 class DiskCache:
     """diskcache on disk: persistent, shared by processes on one machine. Every call runs
-    in a worker thread, so SQLite never blocks the event loop."""
+    in the cache's worker thread, so SQLite never blocks the event loop."""
 
     def __init__(self, directory: str | Path, max_entries: int = 100_000):
         import diskcache
@@ -75,12 +110,16 @@ class DiskCache:
         Path(directory).mkdir(parents=True, exist_ok=True)
         # diskcache bounds by bytes; about 4 KB per entry covers cached answers.
         self.store = diskcache.Cache(str(directory), size_limit=max_entries * 4096)
+        self.thread = DiskThread()
 
     async def get(self, key: str) -> bytes | str | None:
-        return await asyncio.to_thread(self.store.get, key)
+        return await self.thread.run(self.store.get, key)
 
     async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None:
-        await asyncio.to_thread(self.store.set, key, value, ttl or None)
+        await self.thread.run(self.store.set, key, value, ttl or None)
+
+    def close(self) -> None:
+        self.thread.close(self.store)
 
 
 class RedisHealth:
@@ -142,6 +181,10 @@ class RedisCache:
                 self.health.failed(exc)
         await self.local.set(key, value, ttl)
 
+    def close(self) -> None:
+        """The local cache behind it (the Redis client's pool goes with the object)."""
+        self.local.close()
+
 
 class LayeredCache:
     """A small memory LRU in front of a shared or persistent backend: repeated keys are
@@ -172,6 +215,9 @@ class LayeredCache:
         request that produced the value does not wait for disk or network."""
         self.front.set_now(key, value, ttl)
         self._writes.spawn(self.back.set(key, value, ttl))
+
+    def close(self) -> None:
+        self.back.close()
 
 
 def build_cache(

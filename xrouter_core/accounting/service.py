@@ -230,9 +230,14 @@ class Accounting:
         self.tasks.spawn(asyncio.to_thread(self.pricing.warm))
 
     def close(self) -> None:
+        """At shutdown, and for the Accounting a reload replaces: the last counts stored,
+        and the stores' files closed (the new Accounting opens its own)."""
         self.tasks.cancel()
         self.budgets.close()
         self.usage.close()
+        self.decisions.close()
+        if self.responses is not None:
+            self.responses.close()
         if self.request_log is not None:
             self.request_log.close()
         if self.tracing is not None:

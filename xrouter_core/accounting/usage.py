@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -34,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from xrouter_core.accounting.cache import REDIS_ERRORS, RedisHealth, redis_client
+from xrouter_core.accounting.cache import REDIS_ERRORS, DiskThread, RedisHealth, redis_client
 from xrouter_core.accounting.prices import Pricing, genai_version
 from xrouter_core.accounting.redis_topology import eval_replicated, redis_client_sync
 from xrouter_core.config import Route
@@ -412,6 +413,7 @@ class UsageTracker:
         health: RedisHealth | None = None,
     ):
         self.disk = DiskCounters(Path(data_dir) / "usage")
+        self.disk_thread = DiskThread()  # every disk call but close's own writes
         self.redis = RedisCounters(redis_url) if redis_url else None
         self.health = health or (RedisHealth(redis_url) if redis_url else None)
         self.flush_interval = flush_interval
@@ -421,6 +423,12 @@ class UsageTracker:
         self._last_redis: Stored | None = None
         self._lock = asyncio.Lock()
         self._task: asyncio.Task | None = None
+        # Held by a worker thread while it moves a batch to or from disk, and by `close`:
+        # a flush cancelled by a reload or shutdown may still be writing in its thread,
+        # and each batch must be stored exactly once (by that thread or by `close`).
+        self._disk_lock = threading.Lock()
+        # Counts of a Redis-outage spill taken off disk and not yet confirmed by Redis.
+        self._draining: Batch | None = None
         # Set by every count, and at start (a spill of an earlier run may wait in Redis's stead).
         self._dirty = asyncio.Event()
         self._dirty.set()
@@ -525,23 +533,47 @@ class UsageTracker:
     async def _flush_to_disk(self) -> None:
         if not self.pending:
             return
-        self.inflight, self.pending = self.pending, Batch()
+        batch = self.inflight = self.pending
+        self.pending = Batch()
         try:
-            await asyncio.to_thread(self.disk.add, self.inflight)
-        except BaseException:
-            self.pending.merge(self.inflight)
+            await self.disk_thread.run(self._write_inflight, batch)
+        except Exception:
+            if self.inflight is batch:  # not written: counted again with the next flush
+                self.pending.merge(batch)
+                self.inflight = Batch()
             raise
-        finally:
-            self.inflight = Batch()
+        # Cancelled (close): the thread writes the batch, or close does if it got there first.
+
+    def _write_inflight(self, batch: Batch) -> None:
+        """In a worker thread: store the batch being flushed, unless `close` took it."""
+        with self._disk_lock:
+            if self.inflight is batch:
+                self.disk.add(batch)
+                self.inflight = Batch()
+
+    def _put_back(self, spill: Batch) -> None:
+        """In a worker thread: a spill Redis did not take, back on disk (unless `close`
+        stored it)."""
+        with self._disk_lock:
+            if self._draining is spill:
+                self.disk.add(spill)
+                self._draining = None
+
+    def _take_spill(self) -> Batch:
+        """In a worker thread: the spill off disk, held where `close` finds it."""
+        with self._disk_lock:
+            spill = self._draining = self.disk.take()
+            return spill
 
     async def _drain_spill(self) -> None:
         """Move counts kept locally during a Redis outage into Redis."""
         assert self.redis is not None and self.health is not None
         if not self._spilled:
             return
-        spill = await asyncio.to_thread(self.disk.take)
+        spill = await self.disk_thread.run(self._take_spill)
         self._spilled = False
         if not spill:
+            self._draining = None
             return
         try:
             await self.redis.add(spill)
@@ -550,8 +582,11 @@ class UsageTracker:
             log.info("moved usage counted during the Redis outage into Redis")
         except REDIS_ERRORS as exc:
             self.health.failed(exc)
-            await asyncio.to_thread(self.disk.add, spill)
+            await self.disk_thread.run(self._put_back, spill)
             self._spilled = True
+        finally:
+            if self._draining is spill:
+                self._draining = None
 
     _spilled = True  # at start: a previous run may have left a spill behind
 
@@ -560,8 +595,10 @@ class UsageTracker:
         if self._task is not None:
             self._task.cancel()
             self._task = None
-        batches = [b for b in (self.unsent, self.inflight, self.pending) if b]
-        self.pending, self.inflight, self.unsent = Batch(), Batch(), None
+        with self._disk_lock:  # a cancelled flush's write in its thread ends first
+            batches = [b for b in (self._draining, self.unsent, self.inflight, self.pending) if b]
+            self.pending, self.inflight, self.unsent = Batch(), Batch(), None
+            self._draining = None
         for batch in batches:
             stored = False
             if self.redis is not None:
@@ -572,7 +609,7 @@ class UsageTracker:
                     log.warning("Redis unavailable at shutdown (%s); counts kept on disk", exc)
             if not stored:
                 self.disk.add(batch)
-        self.disk.close()
+        self.disk_thread.close(self.disk)
 
     # ---- reading --------------------------------------------------------------
 
@@ -593,7 +630,7 @@ class UsageTracker:
                     self.health.failed(exc)
             if self._last_redis is not None:
                 parts.append(self._last_redis)
-        parts.append(await asyncio.to_thread(self.disk.read))
+        parts.append(await self.disk_thread.run(self.disk.read))
         parts += [self.unsent or Batch(), self.inflight, self.pending]
         total = Stored({}, {}, [], 0.0)
         for part in parts:
@@ -608,7 +645,7 @@ class UsageTracker:
             self._last_redis = None
             if self.redis is not None:
                 await self.redis.reset()
-            await asyncio.to_thread(self.disk.reset)
+            await self.disk_thread.run(self.disk.reset)
 
 
 # ---- the /usage document ----------------------------------------------------------

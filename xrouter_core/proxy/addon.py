@@ -94,7 +94,7 @@ from xrouter_core.tasks import Tasks
 from xrouter_core.tiers import FRONTIER, FRONTIER_INDEX, TIER_INDEX, TIERS
 from xrouter_core.wire.adapters import Adapter, adapter_for
 from xrouter_core.wire.adapters.anthropic import AnthropicAdapter
-from xrouter_core.wire.canonical import Usage, usage_from_openai
+from xrouter_core.wire.canonical import Usage, not_a_chat_completion, usage_from_openai
 from xrouter_core.wire.errors import RouterError, error_body, redact
 from xrouter_core.wire.headers import (
     ANSWER_FIELDS,
@@ -316,6 +316,37 @@ RULE_FIELD_NAME = RULE_HEADER.encode()
 TAGS_FIELD_NAME = TAGS_HEADER.encode()
 PROVIDER_FIELD_NAME = PROVIDER_HEADER.encode()
 MODEL_FIELD_NAME = MODEL_HEADER.encode()
+
+
+# The error code of a 200 answer a translation cannot read as a chat completion.
+NOT_A_COMPLETION = "not_a_chat_completion"
+
+
+def translated(routed: RoutedFlow) -> bool:
+    """Whether the client's answer is rendered from the route's chat completion (another
+    format than the route's), rather than passed on as the route sent it."""
+    client, adapter = routed.chat.client_format, routed.adapter
+    if client == OPENAI:
+        return not adapter.openai_wire
+    if client == ANTHROPIC:
+        return not adapter.same_format(routed.chat)
+    return not (client == RESPONSES and adapter.responses_wire)
+
+
+def has_running_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+def not_a_completion_message(routed: RoutedFlow, why: str) -> str:
+    """What the client is told of such an answer: the route by its tier (never its key)."""
+    return (
+        f"Upstream '{routed.route.tier}' answered HTTP 200 with something that is not a "
+        f"chat completion ({why})."
+    )
 
 
 def set_routing_headers(
@@ -609,9 +640,16 @@ class Xrouter:
             if settings.keys_file
             else None
         )
-        self.breaker = CircuitBreaker(
+        breaker = CircuitBreaker(
             settings.routing.breaker_failures, float(settings.routing.breaker_cooldown_s)
         )
+        # A reload keeps what the breaker knows of each route it did not change (still
+        # self.routes_by_key's, order_tiers below replaces them).
+        for route in settings.all_routes():
+            state = self.breaker.states.get(route.breaker_key)
+            if state is not None and self.routes_by_key.get(route.breaker_key) == route:
+                breaker.states[route.breaker_key] = state
+        self.breaker = breaker
         self.connect_timeouts = {
             (r.host, r.port): r.connect_timeout_ms / 1000 for r in settings.all_routes()
         }
@@ -847,8 +885,10 @@ class Xrouter:
 
     def done(self) -> Awaitable[None] | None:
         """At shutdown (and when mitmproxy unloads this addon): the last counts and log
-        lines written, background work stopped. At shutdown, also what is left to await:
-        the open client connections ended (mitm_compat.end_connections)."""
+        lines written, background work stopped, the stores' files closed. At shutdown,
+        also what is left to await: the open client connections ended
+        (mitm_compat.end_connections), then the upstream connections (the shared
+        httpx client). An unloaded addon's client is closed in a task of its own."""
         self.tasks.cancel()
         self.classifier_tasks.cancel()
         self.rule_tasks.cancel()
@@ -860,11 +900,23 @@ class Xrouter:
         if self.accounting is not None:
             self.accounting.close()  # the last usage counts and request log lines
             self.accounting = None
+        client, self.client = self.client, None
         should_exit = getattr(ctx.master, "should_exit", None)
         if should_exit is None or not should_exit.is_set():
-            return None  # a script reload: the connections stay
-        connections = mitm_compat.open_connection_tasks()
-        return mitm_compat.end_connections(connections) if connections else None
+            # A script reload: the client connections stay, the new instance has its own
+            # httpx client.
+            if client is not None and has_running_loop():
+                self.tasks.spawn(client.aclose())
+            return None
+        return self.shut_down(mitm_compat.open_connection_tasks(), client)
+
+    async def shut_down(
+        self, connections: list[asyncio.Task], client: httpx.AsyncClient | None
+    ) -> None:
+        if connections:
+            await mitm_compat.end_connections(connections)
+        if client is not None:
+            await client.aclose()
 
     # ---- request ---------------------------------------------------------------
 
@@ -985,12 +1037,19 @@ class Xrouter:
         return None
 
     def anthropic_route(self) -> Route | None:
-        """The route count_tokens asks: the first Anthropic one, frontier first."""
+        """The route count_tokens asks: an Anthropic one a request would be sent to,
+        frontier first. Each tier's candidates are taken in the order its strategy tries
+        them, past those whose circuit is open (as a chat's first attempt is)."""
         assert self.settings is not None
         for tier in reversed(TIERS):
             route = self.settings.route(tier)
-            if route is not None and provider_name(route) == "anthropic":
-                return route
+            if route is None:
+                continue
+            for candidate in self.tier_candidates.get(tier) or (route,):
+                if self.breaker.is_open(candidate.breaker_key):
+                    continue
+                if provider_name(candidate) == "anthropic":
+                    return candidate
         return None
 
     async def count_tokens(self, flow: http.HTTPFlow, intercepted: bool) -> None:
@@ -1543,6 +1602,10 @@ class Xrouter:
             translator = TranslatingStream(routed.adapter.stream_decoder(), renderer)
         else:
             translator = translator_for(routed.adapter, routed.chat, model, rename=keep_name)
+        if isinstance(translator, TranslatingStream) and translated(routed):
+            translator.not_chat_error = not_a_completion_message(
+                routed, "a stream without chat completion chunks"
+            )
         if routed.cache_key is not None:
             translator = RecordingStream(translator)
 
@@ -1633,6 +1696,8 @@ class Xrouter:
             return None
         try:
             completion = routed.adapter.parse_response(response.get_content(strict=False) or b"")
+            if translated(routed) and (why := not_a_chat_completion(completion)):
+                raise ValueError(why)
             if not routed.adapter.openai_wire and not completion.get("model"):
                 completion["model"] = routed.route.model or routed.chat.model  # Cohere omits it
             keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
@@ -1663,6 +1728,12 @@ class Xrouter:
             usage = usage_from_openai(completion.get("usage"))
             routed.response_tags = completion_tags(completion)
         except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            if translated(routed):
+                # Nothing to render the client's format from: an error in that format, not
+                # an empty answer (its log line is the request's, with the error).
+                self.answer_not_a_completion(flow, routed, str(exc))
+                self.finished(flow, routed, 502, None, error=NOT_A_COMPLETION)
+                return None
             log.warning(
                 "route %s answered something that is not a chat completion: %s",
                 routed.route.tier,
@@ -1686,6 +1757,16 @@ class Xrouter:
         names = {name for name, _ in fields}
         kept = tuple(f for f in response.headers.fields if f[0].lower() not in names)
         response.headers.fields = kept + tuple(fields)
+
+    def answer_not_a_completion(self, flow: http.HTTPFlow, routed: RoutedFlow, why: str) -> None:
+        """A 502 in the client's format for a 200 the translation cannot read."""
+        assert self.settings is not None and flow.response is not None
+        message = redact(not_a_completion_message(routed, why), self.settings.secrets)
+        body = error_body(message, "upstream_error", NOT_A_COMPLETION)
+        if routed.chat.client_format == ANTHROPIC:
+            body = anthropic_error(502, body)
+        keep = {k: v for k, v in flow.response.headers.items() if k.lower() in KEPT_ON_ERROR}
+        flow.response = http.Response.make(502, body, {"content-type": "application/json", **keep})
 
     async def pay_or_refuse(self, flow: http.HTTPFlow, routed: RoutedFlow) -> None:
         if not await self.pay_and_retry(flow, routed):

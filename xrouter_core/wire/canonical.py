@@ -129,6 +129,19 @@ def openai_usage_of(usage: Usage) -> dict[str, Any]:
     )
 
 
+def not_a_chat_completion(doc: Any) -> str:
+    """Why a parsed whole answer cannot be read as an OpenAI chat.completion ("" if it
+    can): a translation renders its first choice's message, so both must be there."""
+    if not isinstance(doc, dict):
+        return "not a JSON object"
+    choices = doc.get("choices")
+    if not isinstance(choices, list) or not choices:
+        return "no 'choices'"
+    if not isinstance(choices[0], dict) or not isinstance(choices[0].get("message"), dict):
+        return "no 'message' in its first choice"
+    return ""
+
+
 @dataclass(slots=True)
 class StreamError:
     message: str

@@ -230,22 +230,43 @@ class AnthropicPassthrough(StreamTranslator):
         return encode_json({"type": "error", "error": error}, "error")
 
 
+# The events only a chat answer's stream yields (a Start or a Usage alone is not one).
+CHAT_EVENTS = (ev.TextDelta, ev.ToolCallStart, ev.ToolCallDelta, ev.Finish, ev.StreamError)
+
+
 class TranslatingStream(StreamTranslator):
-    """Another provider's wire in, the client's format out, through the canonical events."""
+    """Another provider's wire in, the client's format out, through the canonical events.
+
+    With `not_chat_error` set (by the router, naming the route), a stream that ended
+    without one chat event (a 200 stream of something else: JSON without choices, text
+    that is not SSE) ends in that error, in the client's format, instead of as an empty
+    but successful answer."""
+
+    not_chat_error: str = ""
 
     def __init__(self, decoder: StreamDecoder, renderer: Renderer):
         self.decoder = decoder
         self.renderer = renderer
+        self._chat_seen = False
 
     @property
     def usage(self) -> ev.Usage | None:  # type: ignore[override]
         return self.renderer.usage
 
     def feed(self, chunk: bytes) -> bytes:
-        return self.renderer.render(self.decoder.feed(chunk))
+        return self._render(self.decoder.feed(chunk))
 
     def finish(self) -> bytes:
-        return self.renderer.render(self.decoder.finish()) + self.renderer.close()
+        out = self._render(self.decoder.finish())
+        if self._chat_seen or not self.not_chat_error:
+            return out + self.renderer.close()
+        self.error = self.not_chat_error
+        return out + self.error_event(self.not_chat_error)
+
+    def _render(self, events: list[ev.StreamEvent]) -> bytes:
+        if not self._chat_seen and any(isinstance(e, CHAT_EVENTS) for e in events):
+            self._chat_seen = True
+        return self.renderer.render(events)
 
     @property
     def final(self) -> dict | None:
