@@ -27,7 +27,10 @@ real gain, strong - weak: the best any router could do), and, with `--llm-url`, 
 (an OpenAI-compatible endpoint asked for 0/1/2, as the router does; a failed call
 counts as frontier) and `hybrid` (the LLM, the fold's built-in classifier when it fails),
 and, with `--embedding-url`, `embedding` (quality/embedding.py: the engine embeds a bank
-of labelled prompts less the held-out source, and each test prompt's neighbours score it).
+of labelled prompts less the held-out source, and each test prompt's neighbours score it),
+and, with `--vectors FILE.npz`, `linear` (quality/linear_head.py: a ridge head with one
+intercept per source over each prompt's precomputed vector, trained on the fold's
+training rows, its strength chosen by leave-one-source-out within them).
 Every prompt is given as the router's classifier would see it (`routellm_data.routed_text`).
 
 Figures per source and router (routing_metrics.py): APGR (area under PGR over the
@@ -50,13 +53,13 @@ from pathlib import Path
 from typing import Any
 
 from xrouter_core.config import ClassifierSettings, parse_thresholds
-from xrouter_core.quality import embedding, routing_metrics, sources, train_builtin
+from xrouter_core.quality import embedding, linear_head, routing_metrics, sources, train_builtin
 from xrouter_core.quality.progress import progress
 from xrouter_core.quality.routellm_data import routed_text, split_of
 from xrouter_core.routing.builtin import BUILTIN_THRESHOLDS, BuiltinClassifier, Weights, tier_for
 from xrouter_core.tiers import FRONTIER_INDEX, TIERS
 
-ROUTERS = ("builtin", "random", "oracle", "llm", "hybrid", "embedding")
+ROUTERS = ("builtin", "random", "oracle", "llm", "hybrid", "embedding", "linear")
 DEFAULT_ROUTERS = ("builtin", "random", "oracle")
 PROTOCOLS = ("loso", "in-distribution")
 # PGR divides by (strong quality - weak quality): a source where the strong model is not
@@ -203,6 +206,31 @@ class EmbeddingScorer:
         ]
 
 
+def _linear_scores(
+    features: linear_head.Features,
+    heads: dict[tuple[str, ...], tuple[linear_head.Head, list[str]]],
+    rows: Sequence[sources.Row],
+    train: Sequence[sources.Row],
+    bins: int,
+) -> tuple[list[float], dict[str, Any]]:
+    """The linear head of this fold's training rows (trained once per set of sources)."""
+    key = tuple(sorted(sources.counts(train)))
+    try:
+        if key not in heads:
+            names = features.hand_names(train)
+            heads[key] = (
+                linear_head.train(
+                    features.matrix(train, names), train, bins=bins, min_gap=MIN_QUALITY_GAP
+                ),
+                names,
+            )
+        head, names = heads[key]
+        scores = head.scores(features.matrix(rows, names))
+    except KeyError as exc:
+        raise SystemExit(f"--vectors: {exc.args[0]}") from None
+    return scores, {"alpha": head.alpha, "inner_apgr": head.inner_apgr}
+
+
 def operating_points(tiers: Sequence[int], rows: Sequence[sources.Row]) -> dict[str, dict]:
     """The configured thresholds' two readings of a tiered decision."""
     weak = [r.weak for r in rows]
@@ -254,7 +282,10 @@ class Evaluation:
         resamples: int,
         log: Callable[[str], None],
         embedder: EmbeddingScorer | None = None,
+        features: linear_head.Features | None = None,
     ):
+        self.features = features
+        self.heads: dict[tuple[str, ...], tuple[linear_head.Head, list[str]]] = {}
         self.thresholds = thresholds
         self.rules = rules
         self.llm = llm
@@ -264,12 +295,20 @@ class Evaluation:
         self.resamples = resamples
         self.log = log
 
+    def linear(
+        self, rows: Sequence[sources.Row], train: Sequence[sources.Row]
+    ) -> tuple[list[float], dict[str, Any]]:
+        if self.features is None:
+            raise SystemExit("--router linear needs --vectors")
+        return _linear_scores(self.features, self.heads, rows, train, self.bins)
+
     def router(
         self,
         name: str,
         rows: Sequence[sources.Row],
         weights: Weights | None,
         held_out: str = "",
+        train: Sequence[sources.Row] = (),
     ) -> dict[str, Any]:
         extra: dict[str, Any] = {}
         texts = [routed_text(r.prompt) for r in rows]
@@ -290,6 +329,8 @@ class Evaluation:
             extra["at_thresholds"] = operating_points(
                 [tier_for(s, self.thresholds) for s in scores], rows
             )
+        elif name == "linear":
+            scores, extra = self.linear(rows, train)
         elif name == "embedding":
             if self.embedder is None:
                 raise SystemExit("--router embedding needs --embedding-url")
@@ -360,6 +401,7 @@ def run(
     config: train_builtin.TrainConfig | None = None,
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
     embedder: EmbeddingScorer | None = None,
+    features: linear_head.Features | None = None,
 ) -> dict[str, Any]:
     everything = sources.load_all()
     chosen = list(chosen_sources or everything)
@@ -367,7 +409,7 @@ def run(
     if unknown:
         raise SystemExit(f"unknown source(s) {', '.join(unknown)} (use {', '.join(everything)})")
     config = config or train_builtin.TrainConfig()
-    evaluation = Evaluation(thresholds, rules, llm, seed, bins, resamples, log, embedder)
+    evaluation = Evaluation(thresholds, rules, llm, seed, bins, resamples, log, embedder, features)
     report: dict[str, Any] = {
         "protocol": protocol,
         "sample": sample_size,
@@ -443,7 +485,7 @@ def _evaluate_folds(
             found[name] = entry
             continue
         for router in routers:
-            entry["routers"][router] = evaluation.router(router, test, weights, name)
+            entry["routers"][router] = evaluation.router(router, test, weights, name, train)
         log(
             f"{name}: {len(test)} prompts, "
             + ", ".join(f"{r} APGR {entry['routers'][r]['apgr']:.3f}" for r in routers)
@@ -505,7 +547,7 @@ def markdown(report: dict[str, Any]) -> str:
         cells = []
         for router in routers:
             result = entry["routers"][router]
-            ci = _ci(result, "apgr") if router in ("builtin", "llm", "hybrid") else ""
+            ci = _ci(result, "apgr") if router in ("builtin", "llm", "hybrid", "linear") else ""
             cells.append(f"{result['apgr']:.3f}{ci}")
         main = entry["routers"].get("builtin") or entry["routers"][routers[0]]
         cpts = [
@@ -550,6 +592,7 @@ COLOURS = {
     "oracle": "#2ca02c",
     "llm": "#d62728",
     "hybrid": "#9467bd",
+    "linear": "#ff7f0e",
 }
 
 
@@ -786,6 +829,18 @@ def main(argv: list[str] | None = None) -> int:
         "--embedding-cache", type=Path, default=None, help=".npz of vectors kept between runs"
     )
     parser.add_argument(
+        "--vectors",
+        type=Path,
+        default=None,
+        help="for --router linear: .npz of one vector per prompt, keyed by "
+        "linear_head.vector_key of the text the classifier sees",
+    )
+    parser.add_argument(
+        "--vectors-hand",
+        action="store_true",
+        help="--router linear: append the built-in classifier's hand features to each vector",
+    )
+    parser.add_argument(
         "--json", type=Path, default=None, help="write the full report as JSON ('-' for stdout)"
     )
     parser.add_argument("--markdown", type=Path, default=None, help="write the tables as markdown")
@@ -816,6 +871,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     elif "embedding" in routers:
         parser.error("--router embedding needs --embedding-url")
+    features = None
+    if args.vectors is not None:
+        features = linear_head.Features(linear_head.load_vectors(args.vectors), args.vectors_hand)
+    elif "linear" in routers:
+        parser.error("--router linear needs --vectors")
     llm = None
     if args.llm_url:
         llm = LLMScorer(llm_settings(args), args.concurrency)
@@ -833,6 +893,7 @@ def main(argv: list[str] | None = None) -> int:
         not args.no_rules,
         llm,
         embedder=embedder,
+        features=features,
     )
     table = markdown(report)
     if args.json is not None:
