@@ -5,7 +5,7 @@
     tags        code
     classifier  frontier by builtin, score 0.500 (not used)
     decision    medium (1) by rule
-    candidates  * medium         medium-main                  in 3 out 3 $/1M          closed  412 ms 61 tok/s (8)
+    candidates  * medium         medium-main                  in 3 out 3 $/1M          closed  412.3 ms 61.2 tok/s (8)
                   frontier       frontier-main                in 10 out 30 $/1M        closed  unmeasured
     rules       local            no: 'xrouter/auto' is not one of the 2 models … lists
                 openai-names     no: model 'xrouter/auto' does not start with 'openai/'
