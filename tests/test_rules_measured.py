@@ -2,7 +2,7 @@
 and a `throughput` rule rank the same samples their own way and follow a provider that
 slows down; a `tag` rule that sends to a tier takes that tier's candidates in its
 strategy's (measured) order, as the classifier's path does; explain and `xrouter
-explain` show each candidate's measured figures."""
+explain` show each candidate's measured figures; RouteStats ranks rule pools on its own."""
 
 from __future__ import annotations
 
@@ -14,8 +14,11 @@ import pytest
 from conftest import ROOT, Router, unique
 from fakes import FakeOpenAIProvider, Pause, Reply, openai_stream
 from test_fallback import ask, stream_text
-from test_route_stats import measured_env, slowed, stats
+from test_route_stats import Clock, measured_env, routes, slowed, stats
 from test_rules import problems_of
+
+from xrouter_core.config import RoutingSettings
+from xrouter_core.routing.route_stats import RouteStats
 
 CHAT = "/v1/chat/completions"
 EXPLAIN = "/v1/route/explain"
@@ -165,3 +168,28 @@ def test_health_lists_the_measured_rules_and_bad_ones_are_refused(measured):
     )
     assert problems[0].startswith("ROUTING_RULES[0]: a pool rule chooses its route")
     assert problems[1] == "ROUTING_RULES[1]: unknown keys ['window'] for a throughput rule"
+
+
+def test_route_stats_ranks_rule_pools_beside_the_tiers():
+    """A rule's pool is ranked by its own strategy from the samples the routes share with
+    their tiers (an `ordered` tier here); a pool of one is not ranked."""
+    found = routes()
+    routing = RoutingSettings(stats_window=4, stats_min_samples=1)
+    pools = {
+        "fast": ("latency", found),
+        "wide": ("throughput", found[1:]),
+        "lone": ("latency", found[:1]),
+    }
+    stats_ = RouteStats(routing, {"cheap": found}, clock=Clock(), pools=pools)
+    assert stats_.order("cheap") is None  # the tier's own strategy is ordered
+    assert stats_.rule_order("lone") is None
+    assert stats_.rule_order("fast") == found  # unmeasured: the pool's order
+    for ms, tokens, route in ((90, 100, found[0]), (10, 10, found[1]), (50, 50, found[2])):
+        stats_.record(route, ms, tokens, 1.0)
+    stats_.refresh()
+    assert stats_.rule_order("fast") == (found[1], found[2], found[0])
+    assert stats_.rule_order("wide") == (found[2], found[1])
+    assert stats_.public()["order"] == {
+        "rule:fast": ["cheap#2", "cheap#3", "cheap#1"],
+        "rule:wide": ["cheap#3", "cheap#2"],
+    }
