@@ -217,18 +217,28 @@ def test_request_log_with_prompts(start_router, upstreams, tmp_path):
 
 def test_response_cache_answers_identical_deterministic_requests(start_router, upstreams, tmp_path):
     router = start_router({"CACHE_RESPONSES": "true", "XROUTER_DATA_DIR": str(tmp_path / "d")})
-    body = ask(unique("cache me"), temperature=0)
+    body = ask(unique("cache me a python function"), temperature=0)
+    origin = ("x-xrouter-route", "x-xrouter-tags", "x-xrouter-provider", "x-xrouter-model")
     with router.client() as client:
         first = send(client, body)
         assert first.headers["x-xrouter-cache"] == "miss"
         second = send(client, body)
         assert second.headers["x-xrouter-cache"] == "hit"
         assert second.headers["x-xrouter-upstream"] == "medium"
+        # Where the answer came from, as the routed answer said.
+        assert [second.headers.get(name) for name in origin] == [
+            first.headers[name] for name in origin
+        ]
+        assert second.headers["x-xrouter-tags"] == "code"
+        assert second.headers["x-xrouter-model"] == "medium-model"
+        assert second.headers["x-xrouter-response-tags"] == ""
+        assert "x-xrouter-output-tokens" not in second.headers  # a hit spends none
         assert second.json()["choices"][0]["message"]["content"] == "Hello from medium!"
         streamed = send(client, {**body, "stream": True, "stream_options": {"include_usage": True}})
         warm = send(client, ask(unique("not cached"), temperature=0.7))
     assert len(upstreams.medium.requests) == 2  # the first request and the warm one
     assert streamed.headers["x-xrouter-cache"] == "hit"
+    assert streamed.headers["x-xrouter-provider"] == first.headers["x-xrouter-provider"]
     assert streamed.headers["content-type"].startswith("text/event-stream")
     events = list(iter_events(streamed.content))
     assert events[-1].data == "[DONE]"

@@ -4,11 +4,16 @@ is answered from the cache, whole or replayed as a valid SSE stream.
 Deterministic means temperature 0 or unset and one choice; the key covers the model,
 messages, tools and every other parameter, but not `stream`, so a streamed request
 can be answered by a cached whole answer and the other way round.
+
+An entry keeps, beside the answer, the headers that said where it came from (route,
+rule, request and response tags, provider, model), so a hit carries them as the
+routed answer did; an entry written before they were kept replays without them.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from xrouter_core.accounting.cache import cache_key
@@ -35,15 +40,25 @@ def response_key(chat: ChatRequest) -> str | None:
     return cache_key("response", text)
 
 
-def entry(completion: dict[str, Any], tier: str, decision: int) -> str:
-    return json.dumps({"completion": completion, "tier": tier, "decision": decision})
+def entry(
+    completion: dict[str, Any], tier: str, decision: int, headers: Mapping[str, str] = {}
+) -> str:
+    doc = {"completion": completion, "tier": tier, "decision": decision}
+    if headers:
+        doc["headers"] = dict(headers)
+    return json.dumps(doc)
 
 
-def read_entry(raw: bytes | str) -> tuple[dict[str, Any], str, int] | None:
+def read_entry(raw: bytes | str) -> tuple[dict[str, Any], str, int, dict[str, str]] | None:
+    """(answer, tier, decision, origin headers), None for an entry that cannot be read."""
     try:
         doc = json.loads(raw)
-        return doc["completion"], str(doc["tier"]), int(doc["decision"])
-    except (ValueError, KeyError, TypeError):
+        headers = doc.get("headers") or {}
+        if not isinstance(headers, dict):
+            headers = {}
+        origin = {str(k): str(v) for k, v in headers.items()}
+        return doc["completion"], str(doc["tier"]), int(doc["decision"]), origin
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
 
 

@@ -50,7 +50,17 @@ from xrouter_core.tasks import Tasks
 from xrouter_core.tiers import FRONTIER, TIERS
 from xrouter_core.wire.canonical import Usage
 from xrouter_core.wire.errors import RouterError
-from xrouter_core.wire.headers import CACHE_HEADER, HeaderAliases, routing_headers
+from xrouter_core.wire.headers import (
+    CACHE_HEADER,
+    MODEL_HEADER,
+    PROVIDER_HEADER,
+    RESPONSE_TAGS_HEADER,
+    ROUTE_HEADER,
+    RULE_HEADER,
+    TAGS_HEADER,
+    HeaderAliases,
+    routing_headers,
+)
 from xrouter_core.wire.inbound import ChatRequest, content_text
 from xrouter_core.wire.local import PLOTLY_PATH, LocalResponse
 from xrouter_core.wire.render_openai import completion_as_sse
@@ -142,6 +152,22 @@ def request_span(
         total_ms=total_ms,
         error=error,
     )
+
+
+def origin_headers(routed: Any) -> dict[str, str]:
+    """Where a routed answer came from, as its X-Xrouter-* headers said (route, rule, tags,
+    provider, model, the answer's tags): kept with a cached answer, sent again on a hit.
+    No token counts: a hit spends none."""
+    headers = {
+        ROUTE_HEADER: routed.route.label,
+        TAGS_HEADER: ",".join(routed.tags),
+        RESPONSE_TAGS_HEADER: ",".join(routed.response_tags),
+        PROVIDER_HEADER: routed.adapter.name,
+        MODEL_HEADER: routed.route.model or routed.chat.model,
+    }
+    if routed.rule:
+        headers[RULE_HEADER] = routed.rule
+    return headers
 
 
 def session_store(settings: Settings, health: RedisHealth | None) -> Cache:
@@ -434,7 +460,9 @@ class Accounting:
         if isinstance(stream, RecordingStream):
             completion = stream.completion()
         if isinstance(completion, dict):
-            self.store_answer(key, completion, routed.route.tier, routed.decision.tier)
+            self.store_answer(
+                key, completion, routed.route.tier, routed.decision.tier, origin_headers(routed)
+            )
 
     # ---- client keys' budgets ---------------------------------------------------
 
@@ -495,13 +523,16 @@ class Accounting:
         if found is None:
             self.usage.count("c|response|miss")
             return key, None
-        completion, tier, digit = found
+        completion, tier, digit, origin = found
         self.usage.count("c|response|hit")
         headers = {
             CACHE_HEADER: "hit",
             **routing_headers(digit, tier),
+            **origin,
             **self.aliases.headers(digit, tier),
         }
+        copies = self.aliases.copies([(k.encode(), v.encode()) for k, v in origin.items()])
+        headers.update((k.decode(), v.decode()) for k, v in copies)
         if chat.stream:
             body = completion_as_sse(completion, include_usage=chat.wants_usage)
             headers["content-type"] = "text/event-stream"
@@ -526,14 +557,22 @@ class Accounting:
         )
         return key, LocalResponse(200, body, headers)
 
-    def store_answer(self, key: str, completion: dict[str, Any], tier: str, decision: int) -> None:
-        """Cache a good answer in the background (the client is not kept waiting)."""
+    def store_answer(
+        self,
+        key: str,
+        completion: dict[str, Any],
+        tier: str,
+        decision: int,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """Cache a good answer in the background (the client is not kept waiting), with
+        the headers that said where it came from (`origin_headers`)."""
         if self.responses is None:
             return
         choices = completion.get("choices") or [{}]
         if choices[0].get("finish_reason") not in ("stop", "tool_calls", "end_turn"):
             return  # a cut-off or filtered answer is not worth replaying
-        self.tasks.spawn(self.responses.set(key, entry(completion, tier, decision)))
+        self.tasks.spawn(self.responses.set(key, entry(completion, tier, decision, headers or {})))
 
     # ---- pages ------------------------------------------------------------------
 

@@ -5,8 +5,8 @@
     tags        code
     classifier  frontier by builtin, score 0.500 (not used)
     decision    medium (1) by rule
-    candidates  * medium         medium-main                  in 3 out 3 $/1M          closed
-                  frontier       frontier-main                in 10 out 30 $/1M        closed
+    candidates  * medium         medium-main                  in 3 out 3 $/1M          closed  412.3 ms 61.2 tok/s (8)
+                  frontier       frontier-main                in 10 out 30 $/1M        closed  unmeasured
     rules       local            no: 'xrouter/auto' is not one of the 2 models … lists
                 openai-names     no: model 'xrouter/auto' does not start with 'openai/'
                 code-first       matched
@@ -47,6 +47,18 @@ def price_text(row: dict[str, Any]) -> str:
     return f"in {one(row['input_price'])} out {one(row['output_price'])} $/1M"
 
 
+def measured_text(row: dict[str, Any]) -> str:
+    """The route's measured p50 time to first byte and tokens/s, with the number of
+    samples they come from (an older router sends none: nothing is shown)."""
+    if "samples" not in row:
+        return ""
+    if not row["samples"]:
+        return "  unmeasured"
+    ttfb, tps = row.get("p50_ttfb_ms"), row.get("tokens_per_s")
+    speed = "" if tps is None else f" {tps:g} tok/s"
+    return f"  {ttfb:g} ms{speed} ({row['samples']})"
+
+
 def render(doc: dict[str, Any], out: TextIO) -> None:
     rule = doc.get("rule")
     out.write(
@@ -68,7 +80,7 @@ def render(doc: dict[str, Any], out: TextIO) -> None:
         extra = "".join(f"  {name} {row[name]}" for name in ("score", "weight") if name in row)
         out.write(
             f"{head:<12}{mark} {row['key']:<14} {row['label']:<28} {price_text(row):<24}"
-            f" {row['circuit']}{extra}\n"
+            f" {row['circuit']}{measured_text(row)}{extra}\n"
         )
     for n, row in enumerate(doc["rules"]):
         head = "rules" if n == 0 else ""

@@ -713,7 +713,8 @@ class Xrouter:
             if len(found) > 1
         }
         self.rule_tasks.cancel()  # the old rules' discovery goes with them
-        self.rules = RuleChain(settings.rules or (TierRule(name="tier"),), RuleEnv(price_of))
+        env = RuleEnv(price_of)
+        self.rules = RuleChain(settings.rules or (TierRule(name="tier"),), env)
         self.routes_by_key = {route.breaker_key: route for route in settings.all_routes()}
         self.moving_tiers = {
             tier: strategy
@@ -724,8 +725,13 @@ class Xrouter:
             self.route_stats.close()
         shared = settings.redis_url if settings.cache_backend in ("auto", "redis") else ""
         self.route_stats = RouteStats(
-            settings.routing, settings.candidates, shared, self.accounting.health
+            settings.routing,
+            settings.candidates,
+            shared,
+            self.accounting.health,
+            pools=self.rules.measured_pools(),
         )
+        env.measured_order = self.route_stats.rule_order
         self.note_rule_routes()
         if not self.rules.only_tier:
             log.info(
@@ -1173,6 +1179,7 @@ class Xrouter:
                     classifier,
                     prices,
                     self.breaker.is_open,
+                    None if self.route_stats is None else self.route_stats.figures,
                 )
             ),
         )
@@ -1489,17 +1496,20 @@ class Xrouter:
         self, selection: Selection, needs_vision: bool, ceiling: int | None
     ) -> list[Route]:
         """The routes a rule's selection tries: its pool in order; or its route, then
-        that route's tier's chain; or its tier's chain. Only vision routes for images,
-        only routes at or below a key's ceiling."""
+        that route's tier's chain; or its tier's chain, each tier's candidates in the
+        order of its strategy (a weighted or measured one's for this request, as the
+        classifier's path). Only vision routes for images, only routes at or below a
+        key's ceiling."""
         assert self.settings is not None
         if selection.chain is not None:
             chain = list(selection.chain)
         else:
             first = selection.first
             tier = first.tier if first is not None else TIERS[selection.tier]
-            rest = chain_for(
-                tier, self.settings.routes, self.settings.routing, False, self.tier_candidates
-            )
+            candidates: Mapping[str, Sequence[Route]] = self.tier_candidates
+            if self.moving_tiers:
+                candidates = TierOrders(candidates, self.moving_tiers, self.tier_order)
+            rest = chain_for(tier, self.settings.routes, self.settings.routing, False, candidates)
             chain = (
                 [first, *(r for r in rest if r.breaker_key != first.breaker_key)] if first else rest
             )

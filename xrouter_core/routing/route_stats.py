@@ -1,7 +1,8 @@
 """Measured figures per route: time to first byte and output tokens per second, over a
 sliding window of this router's own requests, shared by the workers of one Redis.
 
-What the `latency` and `throughput` strategies rank by (and what /health shows):
+What the `latency` and `throughput` strategies and rules rank by (and what /health and
+/v1/route/explain show):
 
 - `record` is called once per answered request (status < 400) with what it took: the
   time from sending the request upstream to its response headers (for a stream, its
@@ -18,7 +19,9 @@ What the `latency` and `throughput` strategies rank by (and what /health shows):
   dictionary lookup). Until every candidate of the tier has ROUTE_STATS_MIN_SAMPLES
   samples in the window, the ranking is the configured (`ordered`) order, and one
   request in EXPLORE_EVERY goes to a candidate that lacks samples first, so that it gets
-  measured; a candidate whose samples aged out is measured again the same way.
+  measured; a candidate whose samples aged out is measured again the same way. A
+  `latency` or `throughput` rule's pool is ranked the same way, under the key
+  `rule:<name>` (`rule_order`).
 
 Routes are told apart across workers by a digest of name, base URL and model (no key,
 no secret goes into Redis); the same model serving two tiers shares its figures.
@@ -44,6 +47,8 @@ log = logging.getLogger("xrouter.route_stats")
 
 # One request in this many goes first to a candidate without enough samples.
 EXPLORE_EVERY = 4
+# What a measured rule's pool is ranked under, beside the tiers.
+RULE_PREFIX = "rule:"
 # Redis keys: one list per route, hash-tagged so a cluster keeps them on one slot.
 REDIS_PREFIX = "xrouter:{routestats}:"
 
@@ -120,20 +125,30 @@ class RouteStats:
         redis_url: str = "",
         health: RedisHealth | None = None,
         clock: Callable[[], float] = time.time,
+        pools: Mapping[str, tuple[str, Sequence[Route]]] | None = None,
     ):
+        """`pools`: the measured rules' pools, rule name → (its strategy, its routes)."""
         self.routing = routing
         self.window = routing.stats_window
         self.window_s = float(routing.stats_window_s)
         self.min_samples = routing.stats_min_samples
         self.clock = clock
-        # Tier → its candidates as configured, for the tiers whose strategy measures.
-        self.measured = {
-            tier: tuple(found)
+        # Tier (or `rule:<name>`) → its candidates as configured, and its strategy, for
+        # the tiers whose strategy measures and the measured rules.
+        self.strategies = {
+            tier: routing.strategies[tier]
             for tier, found in candidates.items()
             if len(found) > 1 and routing.strategies.get(tier) in MEASURED_STRATEGIES
         }
+        self.measured = {tier: tuple(candidates[tier]) for tier in self.strategies}
+        for name, (strategy, pool) in (pools or {}).items():
+            if len(pool) > 1 and strategy in MEASURED_STRATEGIES:
+                self.strategies[RULE_PREFIX + name] = strategy
+                self.measured[RULE_PREFIX + name] = tuple(pool)
         self.all_routes = [r for found in candidates.values() for r in found]
         self._ids = {id(r): route_id(r) for r in self.all_routes}
+        for found in self.measured.values():  # a pool's routes are the candidates' own
+            self._ids.update((id(r), route_id(r)) for r in found if id(r) not in self._ids)
         self.routes = {rid: None for rid in self._ids.values()}
         self.local: dict[str, deque[Sample]] = {
             rid: deque(maxlen=self.window) for rid in self.routes
@@ -182,6 +197,11 @@ class RouteStats:
         first = lacking[(turn // EXPLORE_EVERY) % len(lacking)]
         return (first, *(r for r in ranked if r is not first))
 
+    def rule_order(self, name: str) -> tuple[Route, ...] | None:
+        """A measured rule's pool in the order to try it now (as `order`); None for a
+        rule that is not measured (a pool of one)."""
+        return self.order(RULE_PREFIX + name)
+
     # ---- figures and ranking ------------------------------------------------------
 
     def samples(self, rid: str) -> list[Sample]:
@@ -196,9 +216,10 @@ class RouteStats:
         return figures_of(self.samples(rid), self.window, self.clock() - self.window_s)
 
     def refresh(self) -> None:
-        """Rank each measured tier by the current figures (after each sync)."""
+        """Rank each measured tier and rule pool by the current figures (after each
+        sync)."""
         for tier, found in self.measured.items():
-            strategy = self.routing.strategies[tier]
+            strategy = self.strategies[tier]
             figures = [self.figures(route) for route in found]
             if strategy == "latency":
                 lacking = [f.samples < self.min_samples for f in figures]
@@ -265,7 +286,7 @@ class RouteStats:
 
     def public(self) -> dict[str, Any]:
         """For /health: each route's figures by its breaker key, and each measured
-        tier's current order."""
+        tier's (and rule's, as `rule:<name>`) current order."""
         return {
             "window": {
                 "samples": self.window,
@@ -312,4 +333,12 @@ async def _quiet_close(client: Any) -> None:
         await client.aclose()
 
 
-__all__ = ["EXPLORE_EVERY", "Figures", "RouteStats", "Sample", "figures_of", "route_id"]
+__all__ = [
+    "EXPLORE_EVERY",
+    "RULE_PREFIX",
+    "Figures",
+    "RouteStats",
+    "Sample",
+    "figures_of",
+    "route_id",
+]

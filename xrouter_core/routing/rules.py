@@ -8,8 +8,8 @@ rule may have a `name` (default `<kind>#<n>`), `if_tags` (it applies only to req
 with one of these tags) and, to pin where it sends, `route` (a route's name or key, e.g.
 `cheap#2`) or `tier`, with `model` (a model name; `*` = the requested one).
 
-Kinds (RULE_KINDS, a registry: a new kind is a class with `parse` and `select`; a
-`latency` rule, say, is a PoolRule whose `order` sorts its pool by measured latency):
+Kinds (RULE_KINDS, a registry: a new kind is a class with `parse` and `select`, or a
+PoolRule whose `order` sorts its pool):
   prefix    the requested model name starts with `prefix` → the pinned route or tier
   tag       the request has tag `tag` → the pinned route or tier
   tier      the classifier decides the tier (the default)
@@ -17,6 +17,11 @@ Kinds (RULE_KINDS, a registry: a new kind is a class with `parse` and `select`; 
             refreshed every `refresh_s` → that server, with that model
   price     the cheapest route of its pool (`routes`/`tiers`, default all), optionally
             only those at most `max_price` USD per 1M input + output tokens
+  latency   the route of its pool with the lowest measured p50 time to first byte
+  throughput  the route of its pool with the highest measured p50 output tokens/s
+            (both as the tier strategies of the same names, routing/route_stats.py:
+            the pool's order until each of its routes has ROUTE_STATS_MIN_SAMPLES
+            samples, one request in EXPLORE_EVERY lent to one that lacks them)
   score     the best of its pool by quality_bias·quality − (1−quality_bias)·cost, cost
             being the route's input + output price over the pool's highest (0..1)
   random    one of its pool at random, or by `weights` ([{route, model?, weight}]);
@@ -25,8 +30,9 @@ A pool rule's chain is its pool in its order (the next one is tried when one fai
 pinned rule's chain is its route, then that route's tier's fallback chain.
 
 No mitmproxy, no I/O but the discover rule's refresh (the shared httpx client, in a
-task of the addon's): plain data in, a Selection out. Prices come in as a function
-(`RuleEnv.price_of`), so this module depends on nothing of accounting's.
+task of the addon's): plain data in, a Selection out. Prices and the measured order
+come in as functions (`RuleEnv.price_of`, `RuleEnv.measured_order`), so this module
+depends on nothing of accounting's or route_stats'.
 """
 
 from __future__ import annotations
@@ -48,6 +54,7 @@ if TYPE_CHECKING:
 
     from xrouter_core.config import Route
     from xrouter_core.routing.classifier import Decision
+    from xrouter_core.routing.route_stats import Figures
 
 log = logging.getLogger("xrouter.rules")
 
@@ -97,6 +104,9 @@ class RuleEnv:
     """What the rules need at run time, built once per configuration by the addon."""
 
     price_of: Callable[[Route], float | None]
+    # A measured rule's pool in the order to try it now (RouteStats.rule_order), by
+    # rule name; None: not ranked (no figures kept, a pool of one), the pool's order.
+    measured_order: Callable[[str], Sequence[Route] | None] = lambda name: None
     # Per rule name: the random rule's generator, the discover rule's models.
     rngs: dict[str, random.Random] = field(default_factory=dict)
     discovered: dict[str, dict[str, Route]] = field(default_factory=dict)
@@ -410,6 +420,28 @@ class PriceRule(PoolRule):
         return {**super().public(), "max_price": self.max_price}
 
 
+@dataclass(frozen=True)
+class MeasuredRule(PoolRule):
+    """A pool ranked by this router's measured figures: RouteStats ranks it beside the
+    measured tiers (after each sync, so a request only looks the order up)."""
+
+    def order(self, pool, env):
+        ranked = env.measured_order(self.name) or pool
+        return [Considered(route, env.price_of(route)) for route in ranked]
+
+
+@rule_kind
+@dataclass(frozen=True)
+class LatencyRule(MeasuredRule):
+    KIND: ClassVar[str] = "latency"
+
+
+@rule_kind
+@dataclass(frozen=True)
+class ThroughputRule(MeasuredRule):
+    KIND: ClassVar[str] = "throughput"
+
+
 @rule_kind
 @dataclass(frozen=True)
 class ScoreRule(PoolRule):
@@ -696,6 +728,15 @@ class RuleChain:
             found.extend(models.values())
         return found
 
+    def measured_pools(self) -> dict[str, tuple[str, tuple[Route, ...]]]:
+        """The latency and throughput rules' pools, for RouteStats to rank: rule name →
+        (its kind, its pool)."""
+        return {
+            rule.name: (rule.KIND, rule.pool)
+            for rule in self.rules
+            if isinstance(rule, MeasuredRule)
+        }
+
     async def keep_discovering(self, client: httpx.AsyncClient, on_change: Callable[[], None]):
         """The discover rules' refresh: each lists its server at once, then every
         refresh_s (a task of the addon's; cancelled with it)."""
@@ -741,11 +782,14 @@ def explain_document(
     classifier: Decision | None,
     prices: Callable[[Route], tuple[float, float, bool]],
     circuit_open: Callable[[str], bool],
+    figures: Callable[[Route], Figures] | None = None,
 ) -> dict[str, Any]:
     """POST /v1/route/explain's answer: the rule that matched (None: the tier was pinned
     by name or header), each rule tried, the classifier's view, the tags, every route
     the request would try in order with its price (USD per 1M tokens; null when
-    unknown), and the one that would be tried first."""
+    unknown) and its measured figures (`figures`: samples in the window, p50 time to
+    first byte in ms, p50 output tokens/s; null when not measured), and the one that
+    would be tried first."""
     extra = {c.route.breaker_key: c for c in (selection.considered if selection else ())}
     rows = []
     for n, route in enumerate(chain):
@@ -761,6 +805,11 @@ def explain_document(
             "circuit": "open" if circuit_open(route.breaker_key) else "closed",
             "chosen": n == chosen,
         }
+        if figures is not None:
+            measured = figures(route).public()
+            row["samples"] = measured["samples"]
+            row["p50_ttfb_ms"] = measured["p50_ttfb_ms"]
+            row["tokens_per_s"] = measured["tokens_per_s"]
         found = extra.get(route.breaker_key)
         if found is not None and found.score is not None:
             row["score"] = round(found.score, 4)
