@@ -11,6 +11,7 @@ import json
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -18,7 +19,7 @@ import httpx
 import pytest
 from conftest import ROOT, free_port, unique
 from test_client_keys import ask, bearer
-from test_usage import RedisServer
+from test_usage import RedisServer, wait_for
 
 from xrouter_core.client_keys import (
     KEYRING_CHECK_S,
@@ -230,3 +231,61 @@ def test_with_redis_away_the_keys_read_before_stay(redis_server, monkeypatch):
     asyncio.run(scenario())
     assert any("left out" in w for w in warnings)
     assert "xr-kept" not in " ".join(warnings)
+
+
+def test_a_reload_keeps_the_keys_and_polls_with_the_new_ring(upstreams, redis_server, tmp_path):
+    """Configuration reloads under a client key's traffic (mitmproxy's `set`): no request
+    of it is refused, the replaced rings stop polling,
+    and a revocation after them still reaches the router."""
+    import redis
+    from test_reload import Controlled, good_env
+
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    env = {"REDIS_URL": url, "ROUTER_KEYS_SOURCE": "redis"}
+    made = keys("create", "steady", env=env)
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip()
+    controlled = Controlled(upstreams, tmp_path)
+    try:
+        envs = [tmp_path / "a.env", tmp_path / "b.env"]
+        for index, path in enumerate(envs):
+            path.write_text(good_env(upstreams, **env, MEDIUM_MODEL=f"medium-model-{index}"))
+        assert controlled.set("xrouter_env_file", str(envs[0]))["error"] is None
+        client = controlled.router.client(headers=bearer(key))
+
+        def status() -> int:
+            return client.post(CHAT, json=ask(unique("steady"))).status_code
+
+        wait_for(lambda: status() == 200, timeout=SEEN_WITHIN_S)
+        stop, statuses = threading.Event(), []
+
+        def traffic() -> None:
+            with controlled.router.client(headers=bearer(key)) as own:
+                while not stop.is_set():
+                    statuses.append(own.post(CHAT, json=ask(unique("t"))).status_code)
+
+        thread = threading.Thread(target=traffic)
+        thread.start()
+        try:
+            for reload in range(1, 7):
+                assert controlled.set("xrouter_env_file", str(envs[reload % 2]))["error"] is None
+                time.sleep(0.3)
+        finally:
+            stop.set()
+            thread.join(30)
+        assert statuses and set(statuses) == {200}, statuses
+        # Only the ring in use still polls: the replaced ones' GETs stopped (the others'
+        # connections idle since the traffic ended, over a second before).
+        time.sleep(KEYRING_CHECK_S + 1.5)
+        polling = [
+            c
+            for c in redis.Redis(port=redis_server.port).client_list()
+            if c["cmd"] == "get" and int(c["idle"]) <= KEYRING_CHECK_S
+        ]
+        assert len(polling) == 1, polling
+        assert keys("revoke", "steady", env=env).returncode == 0
+        wait_for(lambda: status() == 401, timeout=SEEN_WITHIN_S)
+        client.close()
+        assert key not in controlled.router.logs()
+    finally:
+        controlled.close()

@@ -636,10 +636,13 @@ class Xrouter:
         self.header_aliases = aliases if aliases else None
         self.tagger = KeywordTagger(merged_words(settings.tag_words))
         self.fallback_ready = mitm_compat.install(settings.max_body_bytes)
-        if isinstance(self.keyring, RedisKeyRing):
-            self.keyring.close()  # a reload: the new settings' ring polls from now on
+        old_ring = self.keyring
+        if isinstance(old_ring, RedisKeyRing):
+            old_ring.close()  # a reload: the new settings' ring polls from now on
         if settings.keys_source == "redis":
             self.keyring = RedisKeyRing(settings.redis_url, log.warning)
+            if isinstance(old_ring, RedisKeyRing) and old_ring.redis_url == settings.redis_url:
+                self.keyring.keys = old_ring.keys  # no 401s until its first read
         elif settings.keys_file:
             self.keyring = KeyRing(settings.keys_file, settings.client_keys, log.warning)
         else:
