@@ -1,5 +1,6 @@
 """REDIS_URL naming Sentinel (redis+sentinel://) and Cluster (redis+cluster://), against
-real redis-server processes on loopback: a primary, a replica and a sentinel; and three
+real redis-server processes on loopback: a primary, a replica and a sentinel (also three
+sentinels with quorum 2, one killed with the primary, client keys in Redis); and three
 cluster masters made with `redis-cli --cluster create`. On each, a `--workers 2` router
 counts usage exactly, caches decisions and answers, holds a client key's limits and
 budget, and shares its live feed between the workers over pub/sub (sharded on Cluster).
@@ -339,3 +340,96 @@ def test_redis_urls_are_parsed_and_redacted():
     settings = {"OPENAI_API_KEY": "sk-test-0000", "REDIS_URL": "redis+sentinel://h:1"}
     with pytest.raises(ConfigError, match="names the primary"):
         load_settings(settings, env_file="/nonexistent", upstreams_file="/nonexistent")
+
+
+def sentinel_quorum(tmp_path: Path, count: int = 3, quorum: int = 2):
+    """A primary, its replica, and `count` sentinels that must agree `quorum` strong
+    before one fails the primary over (the deployment Sentinel's docs recommend)."""
+    primary = Node(tmp_path)
+    replica = Node(tmp_path, "--replicaof", "127.0.0.1", str(primary.port))
+    config = (
+        f"sentinel monitor {SERVICE} 127.0.0.1 {primary.port} {quorum}\n"
+        f"sentinel down-after-milliseconds {SERVICE} 1000\n"
+        f"sentinel failover-timeout {SERVICE} 5000\n"
+    )
+    sentinels = [Node(tmp_path, config=config) for _ in range(count)]
+
+    def all_known() -> bool:
+        link = replica.client().info("replication").get("master_link_status")
+        for sentinel in sentinels:
+            seen = sentinel.client().sentinel_master(SERVICE)
+            if seen.get("num-other-sentinels") != count - 1 or seen.get("num-slaves") != 1:
+                return False
+        return link == "up"
+
+    wait_for(all_known, timeout=30)
+    return primary, replica, sentinels
+
+
+@pytest.mark.parametrize("launcher", ["xrouter"])
+def test_three_sentinels_fail_over_with_keys_in_redis(start_router, upstreams, tmp_path):
+    """Three sentinels (quorum 2) and client keys kept in Redis: the primary and the first
+    sentinel the URL lists are killed under load; the two others promote the replica,
+    every answered request is counted once and priced exactly in it, and a key revoked
+    through the sentinels afterwards is refused."""
+    from test_client_keys_redis import keys
+
+    primary, replica, sentinels = sentinel_quorum(tmp_path)
+    with nodes_stopped([*sentinels, replica, primary]):
+        listed = ",".join(f"127.0.0.1:{s.port}" for s in sentinels)
+        url = f"redis+sentinel://{listed}/{SERVICE}/0"
+        env = {**PRICES, "REDIS_URL": url, "ROUTER_KEYS_SOURCE": "redis"}
+        made = keys("create", "team", "--daily-usd", "1000", env=env)
+        assert made.returncode == 0, made.stderr
+        key = made.stdout.strip()
+        router = start_router(env)
+        wait_for(lambda: post(router, key, ask("first")).status_code == 200, timeout=10)
+        sent = 1
+
+        stop, statuses = threading.Event(), []
+        threads = [
+            threading.Thread(target=load, args=(router, key, stop, statuses)) for _ in range(4)
+        ]
+        for thread in threads:
+            thread.start()
+        wait_for(lambda: len(statuses) >= 20, timeout=30)
+        killed_at = len(statuses)
+        primary.kill()
+        sentinels[0].kill()  # the first one the URL lists: the client asks the others
+        killed = time.monotonic()
+        wait_for(lambda: replica.client().info("replication")["role"] == "master", timeout=30)
+        promoted_at = len(statuses)
+        promoted_after = time.monotonic() - killed
+        wait_for(lambda: len(statuses) >= promoted_at + 20, timeout=30)  # on the new one
+        stop.set()
+        for thread in threads:
+            thread.join(60)
+        assert set(statuses) == {200}, sorted(set(statuses))
+        answered = sent + len(statuses)
+
+        seen: list = []
+
+        def exact() -> bool:
+            doc = usage_doc(router, key)
+            row = doc["keys"].get("team", {})
+            seen[:] = [doc["totalRequests"], row]
+            spent = row.get("budget", {}).get("spentTodayUsd")
+            return (
+                doc["totalRequests"] == answered
+                and row.get("requests") == answered
+                and spent == pytest.approx(answered * COST, abs=1e-9)
+            )
+
+        assert wait_for(exact, timeout=30), f"answered {answered}; /usage: {seen}"
+        # In the promoted replica itself (/usage adds this router's counts not yet flushed).
+        promoted = replica.client()
+        wait_for(lambda: stored_requests(promoted) == answered, timeout=15)
+        # The keys moved with the data: revoked through the two sentinels left, refused.
+        assert keys("revoke", "team", env=env).returncode == 0
+        wait_for(lambda: post(router, key, ask("revoked")).status_code == 401, timeout=10)
+        print(
+            f"three sentinels: promoted {promoted_after:.1f} s after the kill;"
+            f" {len(statuses)} requests under load, {killed_at} before the kill"
+        )
+        logs = router.logs()
+        assert "Traceback" not in logs and key not in logs

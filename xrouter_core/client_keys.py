@@ -2,20 +2,25 @@
 limits (requests and tokens per minute, a daily and a monthly budget in USD) and an
 optional tier ceiling (e.g. never frontier). accounting/limits.py enforces the limits.
 
-They live in a JSON file (ROUTER_KEYS_FILE), stored as SHA-256 digests only: the key is
-printed once, when it is created, and never written anywhere. Keys are long random
-tokens, so one fast hash is enough (a slow password hash guards guessable secrets, which
-these are not). `xrouter keys create|list|revoke` manages the file; a running router
-notices a change within KEYRING_CHECK_S (a revoked key stops working then).
+They live in a JSON file (ROUTER_KEYS_FILE) or, with ROUTER_KEYS_SOURCE=redis, in a Redis
+hash on REDIS_URL (any of its forms), stored as SHA-256 digests only: the key is printed
+once, when it is created, and never written anywhere. Keys are long random tokens, so
+one fast hash is enough (a slow password hash guards guessable secrets, which these are
+not). `xrouter keys create|list|revoke` manages the file or the hash; a running router
+notices a change within KEYRING_CHECK_S (a revoked key stops working then): one stat of
+the file, or one GET of the hash's version on Redis, per interval, never per request.
 
 Plain Python (no mitmproxy): config.py reads the file at start, the addon asks a KeyRing
-per request, the launcher runs `main` for `xrouter keys`."""
+(or a RedisKeyRing) per request, the launcher runs `main` for `xrouter keys`."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
 import secrets
@@ -25,14 +30,22 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from xrouter_core.tiers import TIERS
+
+log = logging.getLogger(__name__)
 
 KEY_PREFIX = "xr-"
 # Names go into counter keys, Redis keys and metric labels: kept to these characters.
 NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
-# How often a running router looks at the file's modification time (one stat).
+# How often a running router looks at the file's modification time (one stat), or at the
+# Redis hash's version (one GET).
 KEYRING_CHECK_S = 2.0
+# ROUTER_KEYS_SOURCE=redis: the keys by name (each the file's entry, as JSON), and a
+# counter every change increments (what routers poll). One hash tag: Cluster-safe scripts.
+REDIS_KEYS = "xrouter:{clientkeys}:keys"
+REDIS_VERSION = "xrouter:{clientkeys}:version"
 
 
 @dataclass(frozen=True)
@@ -72,33 +85,36 @@ def read_keys(path: str | Path) -> dict[str, ClientKey]:
         raise ValueError(f'{path} must be {{"keys": [...]}}')
     keys: dict[str, ClientKey] = {}
     for entry in entries:
-        if not isinstance(entry, dict):
-            raise ValueError(f"{path}: every key must be an object")
-        name, digest = entry.get("name"), entry.get("sha256")
-        rpm, tier = entry.get("rpm", 0), entry.get("max_tier", "") or ""
-        if not isinstance(name, str) or not NAME.fullmatch(name):
-            raise ValueError(f"{path}: a key's name must be 1-64 of A-Z a-z 0-9 . _ -")
-        if not isinstance(digest, str) or len(digest) != 64:
-            raise ValueError(f"{path}: key {name!r} has no sha256 digest")
-        if not isinstance(rpm, int) or isinstance(rpm, bool) or rpm < 0:
-            raise ValueError(f"{path}: key {name!r}: rpm must be a whole number >= 0")
-        if tier and tier not in TIERS:
-            raise ValueError(f"{path}: key {name!r}: max_tier must be one of {', '.join(TIERS)}")
-        tpm = entry.get("tpm", 0)
-        if not isinstance(tpm, int) or isinstance(tpm, bool) or tpm < 0:
-            raise ValueError(f"{path}: key {name!r}: tpm must be a whole number >= 0")
-        budgets = []
-        for field in ("daily_usd", "monthly_usd"):
-            value = entry.get(field, 0)
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not 0 <= value < 1e6
-            ):
-                raise ValueError(f"{path}: key {name!r}: {field} must be USD from 0 to 999999")
-            budgets.append(float(value))
-        keys[digest] = ClientKey(name, digest, rpm, tier, tpm, *budgets)
+        key = parse_entry(entry, str(path))
+        keys[key.digest] = key
     return keys
+
+
+def parse_entry(entry: Any, where: str) -> ClientKey:
+    """One stored key (a file's entry, or a Redis hash's value, decoded); ValueError with
+    a one-line reason naming `where`."""
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: every key must be an object")
+    name, digest = entry.get("name"), entry.get("sha256")
+    rpm, tier = entry.get("rpm", 0), entry.get("max_tier", "") or ""
+    if not isinstance(name, str) or not NAME.fullmatch(name):
+        raise ValueError(f"{where}: a key's name must be 1-64 of A-Z a-z 0-9 . _ -")
+    if not isinstance(digest, str) or len(digest) != 64:
+        raise ValueError(f"{where}: key {name!r} has no sha256 digest")
+    if not isinstance(rpm, int) or isinstance(rpm, bool) or rpm < 0:
+        raise ValueError(f"{where}: key {name!r}: rpm must be a whole number >= 0")
+    if tier and tier not in TIERS:
+        raise ValueError(f"{where}: key {name!r}: max_tier must be one of {', '.join(TIERS)}")
+    tpm = entry.get("tpm", 0)
+    if not isinstance(tpm, int) or isinstance(tpm, bool) or tpm < 0:
+        raise ValueError(f"{where}: key {name!r}: tpm must be a whole number >= 0")
+    budgets = []
+    for field in ("daily_usd", "monthly_usd"):
+        value = entry.get(field, 0)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e6:
+            raise ValueError(f"{where}: key {name!r}: {field} must be USD from 0 to 999999")
+        budgets.append(float(value))
+    return ClientKey(name, digest, rpm, tier, tpm, *budgets)
 
 
 class KeyRing:
@@ -134,36 +150,187 @@ class KeyRing:
         return self.keys.get(digest_of(key))
 
 
+def keys_from_hash(stored: Mapping[Any, Any], warn=None) -> dict[str, ClientKey]:
+    """digest → ClientKey from the Redis hash's values; a bad entry is left out (one
+    warning through `warn`), the others stay usable."""
+    keys: dict[str, ClientKey] = {}
+    for raw in stored.values():
+        try:
+            entry = json.loads(raw)
+            key = parse_entry(entry, "ROUTER_KEYS_SOURCE=redis")
+        except ValueError as exc:  # json.JSONDecodeError is one
+            if warn is not None:
+                warn(f"a client key in Redis is left out: {exc}")
+            continue
+        keys[key.digest] = key
+    return keys
+
+
+class RedisKeyRing:
+    """The keys of ROUTER_KEYS_SOURCE=redis, kept in this process: `find` is a dict lookup
+    (no Redis round trip per request). `watch` (started with the router's background
+    work) GETs the hash's version every KEYRING_CHECK_S and re-reads the hash when it
+    moved, so a created or revoked key takes effect on every router within about
+    KEYRING_CHECK_S. Until the first read, no client key is known (401); while Redis is
+    away, the keys read before stay, with one warning."""
+
+    def __init__(self, redis_url: str, warn=None):
+        self.redis_url = redis_url
+        self.keys: dict[str, ClientKey] = {}
+        self.warn = warn
+        self.version: bytes | None = None
+        self.loaded = asyncio.Event()  # set after the first read
+        self.task: asyncio.Task | None = None
+        self.client: Any = None
+
+    def find(self, key: str) -> ClientKey | None:
+        return self.keys.get(digest_of(key))
+
+    def start(self) -> None:
+        if self.task is None:
+            self.task = asyncio.get_running_loop().create_task(self.watch())
+
+    def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def refresh(self) -> bool:
+        """One check: the keys re-read if the version moved. True when they changed."""
+        version = await self.client.get(REDIS_VERSION)
+        if version == self.version and self.loaded.is_set():
+            return False
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(REDIS_KEYS)
+            pipe.get(REDIS_VERSION)
+            stored, version = await pipe.execute()
+        self.keys = keys_from_hash(stored, self.warn)
+        self.version = version
+        self.loaded.set()
+        return True
+
+    async def watch(self) -> None:
+        from xrouter_core.accounting.redis_topology import REDIS_ERRORS, redis_client
+
+        self.client = redis_client(self.redis_url)
+        away = False
+        try:
+            while True:
+                try:
+                    if await self.refresh():
+                        log.info("client keys read from Redis: %d", len(self.keys))
+                    if away:
+                        away = False
+                        log.info("client keys: Redis is back")
+                except REDIS_ERRORS as exc:
+                    if not away and self.warn is not None:
+                        self.warn(
+                            "client keys not re-read from Redis, the keys before stay:"
+                            f" {type(exc).__name__}"
+                        )
+                    away = True
+                await asyncio.sleep(KEYRING_CHECK_S)
+        finally:
+            client, self.client = self.client, None
+            if client is not None:
+                with contextlib.suppress(REDIS_ERRORS):
+                    await client.aclose()
+
+
 # ---- xrouter keys -------------------------------------------------------------------
 
 
-def _load(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    read_keys(path)  # refuse to rewrite a file that is not valid
-    return json.loads(path.read_text(encoding="utf-8"))["keys"]
+class FileStore:
+    """ROUTER_KEYS_FILE, for `xrouter keys`."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def entries(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        read_keys(self.path)  # refuse to rewrite a file that is not valid
+        return json.loads(self.path.read_text(encoding="utf-8"))["keys"]
+
+    def add(self, entry: dict) -> bool:
+        entries = self.entries()
+        if any(e["name"] == entry["name"] for e in entries):
+            return False
+        self._save([*entries, entry])
+        return True
+
+    def remove(self, name: str) -> bool:
+        entries = self.entries()
+        kept = [e for e in entries if e["name"] != name]
+        if len(kept) == len(entries):
+            return False
+        self._save(kept)
+        return True
+
+    def _save(self, entries: list[dict]) -> None:
+        """Atomically, readable by its owner only."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".keys-")
+        with os.fdopen(fd, "w", encoding="utf-8") as out:
+            json.dump({"keys": entries}, out, indent=2)
+            out.write("\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.path)
 
 
-def _save(path: Path, entries: list[dict]) -> None:
-    """Atomically, readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".keys-")
-    with os.fdopen(fd, "w", encoding="utf-8") as out:
-        json.dump({"keys": entries}, out, indent=2)
-        out.write("\n")
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+# Each change and the version's increment in one script: a router that sees the new
+# version reads the new keys. Both keys carry the {clientkeys} tag (one Cluster slot).
+_CREATE = """
+if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call('INCR', KEYS[2])
+return 1
+"""
+_REVOKE = """
+if redis.call('HDEL', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('INCR', KEYS[2])
+return 1
+"""
+
+
+class RedisStore:
+    """ROUTER_KEYS_SOURCE=redis: the hash on REDIS_URL, for `xrouter keys`."""
+
+    def __init__(self, url: str):
+        from xrouter_core.accounting.redis_topology import redis_client_sync
+
+        self.client = redis_client_sync(url)
+
+    def entries(self) -> list[dict]:
+        stored = self.client.hgetall(REDIS_KEYS)
+        entries = [json.loads(raw) for raw in stored.values()]
+        return sorted(entries, key=lambda e: (e.get("created", 0), e.get("name", "")))
+
+    def add(self, entry: dict) -> bool:
+        line = json.dumps(entry, separators=(",", ":"))
+        return bool(self.client.eval(_CREATE, 2, REDIS_KEYS, REDIS_VERSION, entry["name"], line))
+
+    def remove(self, name: str) -> bool:
+        return bool(self.client.eval(_REVOKE, 2, REDIS_KEYS, REDIS_VERSION, name))
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="xrouter keys",
-        description="Client keys with their own limits, stored hashed in ROUTER_KEYS_FILE.",
+        description=(
+            "Client keys with their own limits, stored hashed in ROUTER_KEYS_FILE or"
+            " (--redis, or ROUTER_KEYS_SOURCE=redis) in Redis at REDIS_URL."
+        ),
     )
     parser.add_argument(
         "--file",
         default=os.environ.get("ROUTER_KEYS_FILE", "keys.json"),
         help="the keys file (default: ROUTER_KEYS_FILE or ./keys.json)",
+    )
+    parser.add_argument(
+        "--redis",
+        action="store_true",
+        default=os.environ.get("ROUTER_KEYS_SOURCE", "").strip().lower() == "redis",
+        help="keep the keys in Redis at REDIS_URL (default when ROUTER_KEYS_SOURCE=redis)",
     )
     commands = parser.add_subparsers(dest="command", required=True)
     create = commands.add_parser("create", help="create a key; it is printed once")
@@ -179,12 +346,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     revoke = commands.add_parser("revoke", help="remove a key")
     revoke.add_argument("name")
     args = parser.parse_args(argv)
-    path = Path(args.file)
-    try:
-        entries = _load(path)
-    except ValueError as exc:
-        print(f"xrouter keys: {exc}", file=sys.stderr)
-        return 1
     if args.command == "create":
         if args.rpm < 0 or args.tpm < 0:
             parser.error("--rpm and --tpm must be 0 or more")
@@ -192,9 +353,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("--daily-usd and --monthly-usd must be USD from 0 to 999999")
         if not NAME.fullmatch(args.name):
             parser.error("a key's name must be 1-64 of A-Z a-z 0-9 . _ -")
-        if any(e["name"] == args.name for e in entries):
-            print(f"xrouter keys: a key named {args.name!r} exists already", file=sys.stderr)
-            return 1
+    try:
+        return _run(args)
+    except ValueError as exc:
+        print(f"xrouter keys: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The command on the file or in Redis; ValueError with the reason for the user."""
+    store: FileStore | RedisStore
+    if args.redis:
+        from xrouter_core.accounting.redis_topology import REDIS_ERRORS, redact_url
+
+        url = os.environ.get("REDIS_URL", "").strip()
+        if not url:
+            raise ValueError("--redis (ROUTER_KEYS_SOURCE=redis) needs REDIS_URL")
+        try:
+            store = RedisStore(url)
+            return _command(args, store)
+        except REDIS_ERRORS as exc:
+            raise ValueError(f"Redis at {redact_url(url)}: {type(exc).__name__}: {exc}") from None
+    return _command(args, FileStore(Path(args.file)))
+
+
+def _command(args: argparse.Namespace, store: FileStore | RedisStore) -> int:
+    if args.command == "create":
         key = KEY_PREFIX + secrets.token_urlsafe(32)
         entry = {"name": args.name, "sha256": digest_of(key), "created": int(time.time())}
         if args.rpm:
@@ -204,11 +388,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         for field in ("tpm", "daily_usd", "monthly_usd"):
             if getattr(args, field):
                 entry[field] = getattr(args, field)
-        _save(path, [*entries, entry])
+        if not store.add(entry):
+            print(f"xrouter keys: a key named {args.name!r} exists already", file=sys.stderr)
+            return 1
         print(key)
         return 0
     if args.command == "list":
-        for e in entries:
+        for e in store.entries():
             parts = [e["name"]]
             if e.get("rpm"):
                 parts.append(f"rpm={e['rpm']}")
@@ -219,9 +405,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     parts.append(f"{field}={e[field]:g}")
             print("\t".join(parts))
         return 0
-    kept = [e for e in entries if e["name"] != args.name]
-    if len(kept) == len(entries):
+    if not store.remove(args.name):
         print(f"xrouter keys: no key named {args.name!r}", file=sys.stderr)
         return 1
-    _save(path, kept)
     return 0

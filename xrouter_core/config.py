@@ -102,6 +102,8 @@ MEASURED_STRATEGIES = frozenset({"latency", "throughput"})
 # What a further candidate (<TIER>_CANDIDATES, or a tier's list in upstreams.json) may
 # set: a route's fields and its name.
 CANDIDATE_FIELDS = frozenset({*ROUTE_FIELDS, "name"})
+# ROUTER_KEYS_SOURCE: where client keys live (client_keys.py).
+KEY_SOURCES = ("file", "redis")
 # auto: Redis when REDIS_URL is set, else diskcache in XROUTER_DATA_DIR.
 CACHE_BACKENDS = ("auto", "memory", "disk", "redis")
 # SESSION_COST_ROUTING (routing/sessions.py): on (an agent session's turn goes to the
@@ -337,6 +339,9 @@ class Settings:
     request_log_prompts: bool = False
     # ROUTER_KEYS_FILE (client_keys.py): the file, and its keys by SHA-256 digest.
     keys_file: str = ""
+    # ROUTER_KEYS_SOURCE: "file" (ROUTER_KEYS_FILE, when set), or "redis" (the keys in a
+    # hash on REDIS_URL, read by the running router: client_keys.RedisKeyRing).
+    keys_source: str = "file"
     client_keys: Mapping[str, ClientKey] = field(default_factory=dict)
     # The completion tokens a metered key's request is reserved at when it sets no
     # max_tokens (accounting/limits.py Budgets).
@@ -1056,8 +1061,15 @@ def load_settings(
 
     otel_traces_endpoint = _read_otel_endpoint(read)
     keys_file = read.text("ROUTER_KEYS_FILE")
+    keys_source = read.choice("ROUTER_KEYS_SOURCE", KEY_SOURCES, "file")
+    if keys_source == "redis" and not redis_url:
+        problems.append("ROUTER_KEYS_SOURCE=redis needs REDIS_URL")
+    if keys_source == "redis" and keys_file:
+        problems.append(
+            "ROUTER_KEYS_SOURCE=redis keeps the client keys in Redis: unset ROUTER_KEYS_FILE"
+        )
     client_keys: dict[str, ClientKey] = {}
-    if keys_file:
+    if keys_file and keys_source == "file":
         try:
             client_keys = read_keys(keys_file)
         except ValueError as exc:
@@ -1093,7 +1105,8 @@ def load_settings(
         host=read.text(
             "HOST",
             "127.0.0.1"
-            if auto.used and not (read.text("ROUTER_API_KEY") or read.text("ROUTER_KEYS_FILE"))
+            if auto.used
+            and not (read.text("ROUTER_API_KEY") or keys_file or keys_source == "redis")
             else "0.0.0.0",
         ),
         port=port,
@@ -1116,6 +1129,7 @@ def load_settings(
         max_body_bytes=read.integer("MAX_BODY_BYTES", 10_000_000),
         otel_traces_endpoint=otel_traces_endpoint,
         keys_file=keys_file,
+        keys_source=keys_source,
         client_keys=client_keys,
         key_output_estimate=read.integer("KEY_OUTPUT_ESTIMATE", 1024, minimum=1),
         otel_service_name=read.text("OTEL_SERVICE_NAME", "xrouter"),

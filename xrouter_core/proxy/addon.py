@@ -32,7 +32,7 @@ from xrouter_core.accounting.limits import Reservation, retry_after
 from xrouter_core.accounting.redis_topology import redis_client_sync
 from xrouter_core.accounting.responsecache import RecordingStream
 from xrouter_core.accounting.service import USAGE_PAGES, Accounting
-from xrouter_core.client_keys import ClientKey, KeyRing
+from xrouter_core.client_keys import ClientKey, KeyRing, RedisKeyRing
 from xrouter_core.config import ConfigError, NoConfiguration, Route, Settings, load_settings
 from xrouter_core.payments.caps import CapExceeded, usd
 from xrouter_core.payments.payer import Payer
@@ -510,8 +510,9 @@ class Xrouter:
         self.feed = EventFeed()
         # x402: the wallet and the spend ledger (payments/), made with the settings.
         self.payer: Payer | None = None
-        # ROUTER_KEYS_FILE's client keys (their rate limits are counted by accounting).
-        self.keyring: KeyRing | None = None
+        # The client keys of ROUTER_KEYS_FILE or of Redis (ROUTER_KEYS_SOURCE=redis); their
+        # limits are counted by accounting.
+        self.keyring: KeyRing | RedisKeyRing | None = None
         # XROUTER_PLUGINS (plugins/): loaded with the settings, their hooks found once.
         self.plugins = Plugins()
         # The request tagger and the rule chain (routing/tags.py, rules.py), made with the
@@ -635,11 +636,17 @@ class Xrouter:
         self.header_aliases = aliases if aliases else None
         self.tagger = KeywordTagger(merged_words(settings.tag_words))
         self.fallback_ready = mitm_compat.install(settings.max_body_bytes)
-        self.keyring = (
-            KeyRing(settings.keys_file, settings.client_keys, log.warning)
-            if settings.keys_file
-            else None
-        )
+        old_ring = self.keyring
+        if isinstance(old_ring, RedisKeyRing):
+            old_ring.close()  # a reload: the new settings' ring polls from now on
+        if settings.keys_source == "redis":
+            self.keyring = RedisKeyRing(settings.redis_url, log.warning)
+            if isinstance(old_ring, RedisKeyRing) and old_ring.redis_url == settings.redis_url:
+                self.keyring.keys = old_ring.keys  # no 401s until its first read
+        elif settings.keys_file:
+            self.keyring = KeyRing(settings.keys_file, settings.client_keys, log.warning)
+        else:
+            self.keyring = None
         breaker = CircuitBreaker(
             settings.routing.breaker_failures, float(settings.routing.breaker_cooldown_s)
         )
@@ -794,7 +801,7 @@ class Xrouter:
             options.mode,
             options.listen_host if "listen_host" in options else "",
             options.listen_port if "listen_port" in options else None,
-            self.settings.router_api_key or self.settings.keys_file,
+            self.settings.router_api_key or ("client keys" if self.keyring is not None else ""),
             options.proxyauth if "proxyauth" in options else "",
         ):
             log.warning(warning)
@@ -833,6 +840,8 @@ class Xrouter:
         assert self.settings is not None
         if self.accounting is not None:
             self.accounting.start()
+        if isinstance(self.keyring, RedisKeyRing):
+            self.keyring.start()
         if self.route_stats is not None:
             self.route_stats.start()
         if self.classifier is not None and self.settings.classifier.warmup:
@@ -898,6 +907,8 @@ class Xrouter:
         self.tasks.cancel()
         self.classifier_tasks.cancel()
         self.rule_tasks.cancel()
+        if isinstance(self.keyring, RedisKeyRing):
+            self.keyring.close()
         self.record_finished()
         self.plugins.end()
         self.feed.close()
