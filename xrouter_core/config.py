@@ -18,8 +18,9 @@ configuration stops the router at start instead of failing per request.
 from __future__ import annotations
 
 import json
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_DOWN, Decimal, InvalidOperation
 from functools import cached_property
@@ -762,32 +763,31 @@ class _Reader:
             return None
         return self.flag(name, False)
 
-    def fraction(self, name: str) -> float | None:
-        """A number 0..1 (a quality score), None when not set."""
+    def number(
+        self, name: str, ok: Callable[[float], bool], what: str, default: float | None = None
+    ) -> float | None:
+        """A number that passes `ok`; `default` when not set, or (with a problem saying it
+        must be `what`) when it is not such a number."""
         raw = self.values.get(name, "").strip()
         if not raw:
-            return None
+            return default
         try:
             value = float(raw)
         except ValueError:
-            value = -1.0
-        if not 0.0 <= value <= 1.0:
-            self.problems.append(f"{name} must be a number 0..1, not {raw!r}")
-            return None
+            value = math.nan  # passes no bound
+        if not ok(value):
+            self.problems.append(f"{name} must be {what}, not {raw!r}")
+            return default
         return value
+
+    def fraction(self, name: str) -> float | None:
+        """A number 0..1 (a quality score), None when not set."""
+        return self.number(name, lambda v: 0.0 <= v <= 1.0, "a number 0..1")
 
     def weight(self, name: str) -> float:
         """A `weighted` strategy's weight: a number >= 0, 1 when not set."""
-        raw = self.values.get(name, "").strip()
-        if not raw:
-            return 1.0
-        try:
-            value = float(raw)
-        except ValueError:
-            value = -1.0
-        if not 0.0 <= value < float("inf"):
-            self.problems.append(f"{name} must be a weight >= 0, not {raw!r}")
-            return 1.0
+        value = self.number(name, lambda v: 0.0 <= v < math.inf, "a weight >= 0", 1.0)
+        assert value is not None
         return value
 
     def integer(self, name: str, default: int, minimum: int = 0) -> int:
@@ -805,17 +805,7 @@ class _Reader:
         return value
 
     def price(self, name: str) -> float | None:
-        raw = self.values.get(name, "").strip()
-        if not raw:
-            return None
-        try:
-            value = float(raw)
-        except ValueError:
-            value = -1.0
-        if not value >= 0 or value == float("inf"):
-            self.problems.append(f"{name} must be a price in USD per 1M tokens, not {raw!r}")
-            return None
-        return value
+        return self.number(name, lambda v: 0.0 <= v < math.inf, "a price in USD per 1M tokens")
 
     def url(self, name: str, default: str = "") -> str:
         value = self.text(name, default).rstrip("/")

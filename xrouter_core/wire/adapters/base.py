@@ -223,6 +223,18 @@ def function_tools(body: Mapping[str, Any]) -> list[ToolSpec]:
     return specs
 
 
+def function_tool_objects(tools: list[ToolSpec]) -> list[dict[str, Any]]:
+    """Specs as OpenAI-shaped `{"type": "function", "function": {...}}` objects: the
+    tool list of the providers that take that shape natively (Cohere v2, Ollama)."""
+    return [
+        {
+            "type": "function",
+            "function": {"name": t.name, "description": t.description, "parameters": t.parameters},
+        }
+        for t in tools
+    ]
+
+
 @dataclass(slots=True)
 class ToolChoice:
     """OpenAI's tool_choice, normalized: mode is auto, none, required or function."""

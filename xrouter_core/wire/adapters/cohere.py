@@ -22,6 +22,7 @@ from xrouter_core.wire.adapters.base import (
     as_int,
     content_parts,
     forward_headers,
+    function_tool_objects,
     function_tools,
     join_url,
     max_output_tokens,
@@ -126,17 +127,7 @@ def build_body(request: ChatRequest, model: str) -> dict[str, Any]:
     tools = function_tools(body)
     choice = tool_choice(body)
     if tools:
-        out["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.parameters,
-                },
-            }
-            for t in tools
-        ]
+        out["tools"] = function_tool_objects(tools)
         if choice.mode in ("required", "function"):
             out["tool_choice"] = "REQUIRED"
         elif choice.mode == "none":

@@ -28,6 +28,7 @@ from xrouter_core.wire.adapters.base import (
     as_int,
     content_parts,
     forward_headers,
+    function_tool_objects,
     function_tools,
     join_url,
     max_output_tokens,
@@ -122,17 +123,7 @@ def build_body(request: ChatRequest, model: str) -> tuple[dict[str, Any], tuple[
         out["options"] = options
     tools = function_tools(body)
     if tools:
-        out["tools"] = [
-            {
-                "type": "function",
-                "function": {
-                    "name": t.name,
-                    "description": t.description,
-                    "parameters": t.parameters,
-                },
-            }
-            for t in tools
-        ]
+        out["tools"] = function_tool_objects(tools)
     fmt = body.get("response_format")
     if isinstance(fmt, dict):
         schema = (fmt.get("json_schema") or {}).get("schema")
