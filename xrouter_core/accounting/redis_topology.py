@@ -172,7 +172,8 @@ def redis_client(url: str, timeout: float | None = 0.5) -> Any:
 
 
 def redis_client_sync(url: str, timeout: float = 5.0) -> Any:
-    """A blocking client (the last usage flush at shutdown, when the loop is gone)."""
+    """A blocking client: the last usage flush at shutdown (when the loop is gone), and
+    the x402 ledger, which runs in worker threads."""
     target = parse_redis_url(url)
     if target.kind == SINGLE:
         import redis
