@@ -90,7 +90,7 @@ TOOLS = [
     for name in ("read_file", "run_command", "search_code")
 ]
 SYSTEM = (
-    "You are a coding agent working in /work/project on 2026-12-02T02:10:00Z.\n"
+    "You are a coding agent working in /srv/projects on 2026-12-02T02:10:00Z.\n"
     + "Follow the repository's conventions; explain briefly; run the tests. " * 220
 )
 
