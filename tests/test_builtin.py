@@ -199,6 +199,59 @@ def test_training_is_deterministic_and_learns_a_planted_signal():
     assert first.weights["w:tricky"] > 0.5 > first.weights.get("w:plain", 0.0)
 
 
+def _flip_rows() -> list[sources.Row]:
+    """Two sources where the word "steady" always raises the label and "flip" raises it in
+    one source and lowers it in the other (every prompt has four distinct words)."""
+    rows = []
+    for src in ("a_one", "b_two"):
+        for i in range(80):
+            steady, flip = i % 2 == 0, (i // 2) % 2 == 0
+            hard = (steady or flip) if src == "a_one" else (steady and not flip)
+            prompt = f"{'steady' if steady else 'calm'} {'flip' if flip else 'flop'} item {i}"
+            rows.append(sources.Row(src, "t", prompt, float(hard), 0.0))
+    return rows
+
+
+def test_per_source_directions_are_measured_within_each_source():
+    rows = _flip_rows()
+    vectors = [train_builtin.features_of(r.prompt) for r in rows]
+    labels = [train_builtin.label(r) for r in rows]
+    found = train_builtin.source_directions(
+        vectors, labels, [r.source for r in rows], ["w:steady", "w:flip", "w:item"], 2, 1.0
+    )
+    assert found["w:steady"] == {"a_one": 1, "b_two": 1}
+    assert found["w:flip"] == {"a_one": 1, "b_two": -1}
+    assert found["w:item"] == {"a_one": 0, "b_two": 0}  # in every prompt, at one value
+    assert train_builtin.agreed_signs(found, 1.0, 2) == {"w:steady": 1}
+    # With a third source that agrees, two of three is enough at agreement 0.6, not at 1.
+    found["w:flip"]["c_three"] = 1
+    assert train_builtin.agreed_signs(found, 0.6, 2) == {"w:steady": 1, "w:flip": 1}
+    assert train_builtin.agreed_signs(found, 1.0, 2) == {"w:steady": 1}
+
+
+def test_sign_invariance_drops_a_feature_that_flips_and_holds_the_others_to_their_sign():
+    rows = _flip_rows()
+    plain = train_builtin.train(rows, train_builtin.TrainConfig(min_count=2, words=True))
+    config = train_builtin.TrainConfig(min_count=2, words=True, invariance="sign")
+    invariant = train_builtin.train(rows, config)
+    assert "w:flip" in plain.weights  # the pooled fit does use it
+    assert "w:flip" not in invariant.weights and "w:flop" not in invariant.weights
+    assert invariant.weights["w:steady"] > 0.3 and invariant.weights["w:calm"] < -0.3
+    assert invariant == train_builtin.train(rows, config)
+    with pytest.raises(ValueError, match="invariance"):
+        train_builtin.TrainConfig(invariance="maybe")
+
+
+def test_group_dro_moves_the_weights_toward_the_worse_fitted_source():
+    """With every prompt weighing the same, the big source decides the sign of "flip";
+    group-DRO raises the small source's weight, whose "flip" goes the other way."""
+    rows = [r for r in _flip_rows() if r.source == "a_one" or int(r.prompt.split()[-1]) < 16]
+    base = train_builtin.TrainConfig(min_count=2, words=True, balance=0.0)
+    plain = train_builtin.train(rows, base)
+    robust = train_builtin.train(rows, replace(base, dro=3.0))
+    assert robust.weights.get("w:flip", 0.0) < 0.5 * plain.weights["w:flip"]
+
+
 # ---- settings ------------------------------------------------------------------
 
 ROUTES = {

@@ -15,6 +15,15 @@ The training, meant to carry across sources:
     within a source rather than which source it came from; the bundled bias is the mean
     of the intercepts,
   - L2 regularisation, AdaGrad steps, a fixed number of passes.
+Options meant to keep only what holds in every source (off by default, see
+docs/classifiers.md, "How good is it?"):
+  - `invariance="sign"`: before training, each feature's direction is measured in each
+    training source on its own (the sign of its correlation with the label, counted only
+    where it is credible: |r|·sqrt(n) >= `sign_z`); a feature is kept only when at least
+    `min_sources` sources vote and a share `agreement` of them agree, and its weight is then
+    held to that sign (projected gradient: a step that crosses zero stops at zero);
+  - `dro` > 0: group-DRO, after each pass every source's weight is multiplied by
+    exp(dro * its mean log-loss) (then renormalised), so the worst-fitted source counts most.
 Nothing is random: every pass visits the prompts in the order of a salted hash of their
 text, so the same data give the same file on every machine (tests/test_builtin.py checks it).
 """
@@ -51,6 +60,24 @@ class TrainConfig:
     # "pair": max(strong - weak, 0); "population": the strong model's mean margin over
     # every graded model of the source (less noisy where many models were graded).
     label: str = "pair"
+    # "off", or "sign": keep only features whose per-source direction agrees, and hold each
+    # weight to that direction (module docstring).
+    invariance: str = "off"
+    agreement: float = 1.0  # share of the voting sources that must agree on a direction
+    sign_z: float = 1.0  # a source votes when |correlation| * sqrt(prompts) >= this
+    min_sources: int = 2  # a feature needs this many voting sources
+    dro: float = 0.0  # group-DRO step on the per-source weights (0: off)
+
+    def __post_init__(self) -> None:
+        if self.invariance not in INVARIANCE:
+            raise ValueError(f"invariance must be one of {', '.join(INVARIANCE)}")
+        if not 0.5 <= self.agreement <= 1.0:
+            raise ValueError("agreement must be in [0.5, 1]")
+        if self.dro < 0:
+            raise ValueError("dro must be >= 0")
+
+
+INVARIANCE = ("off", "sign")
 
 
 def label(row: sources.Row, kind: str = "pair") -> float:
@@ -75,6 +102,67 @@ def features_of(prompt: str) -> dict[str, float]:
     return found
 
 
+def source_directions(
+    vectors: Sequence[dict[str, float]],
+    labels: Sequence[float],
+    groups: Sequence[str],
+    names: Iterable[str],
+    min_count: int,
+    sign_z: float,
+) -> dict[str, dict[str, int]]:
+    """Each feature's direction in each source, measured on that source alone.
+
+    +1 / -1: the sign of the Pearson correlation between the feature's value (0 where the
+    prompt lacks it) and the label, when |r| * sqrt(n) >= sign_z; 0 (no vote) when it is
+    weaker, or when the feature does not vary there (fewer than `min_count` prompts with it,
+    or with it absent while its value is constant)."""
+    wanted = set(names)
+    by_source: dict[str, list[int]] = {}
+    for i, group in enumerate(groups):
+        by_source.setdefault(group, []).append(i)
+    found: dict[str, dict[str, int]] = {name: {} for name in wanted}
+    for group, members in sorted(by_source.items()):
+        n = len(members)
+        mean_y = sum(labels[i] for i in members) / n
+        var_y = sum((labels[i] - mean_y) ** 2 for i in members)
+        sums: dict[str, list[float]] = {}  # count, sum x, sum x^2, sum x*y
+        for i in members:
+            y = labels[i]
+            for name, x in vectors[i].items():
+                if name in wanted:
+                    acc = sums.setdefault(name, [0.0, 0.0, 0.0, 0.0])
+                    acc[0] += 1
+                    acc[1] += x
+                    acc[2] += x * x
+                    acc[3] += x * y
+        for name in wanted:
+            count, sx, sxx, sxy = sums.get(name, (0.0, 0.0, 0.0, 0.0))
+            var_x = sxx - sx * sx / n
+            varies = count >= min_count and (n - count >= min_count or var_x > 1e-12 * n)
+            if not varies or var_x <= 0 or var_y <= 0:
+                found[name][group] = 0
+                continue
+            r = (sxy - sx * mean_y) / math.sqrt(var_x * var_y)
+            found[name][group] = (r > 0) - (r < 0) if abs(r) * math.sqrt(n) >= sign_z else 0
+    return found
+
+
+def agreed_signs(
+    directions: dict[str, dict[str, int]], agreement: float, min_sources: int
+) -> dict[str, int]:
+    """The features whose voting sources agree (a share >= agreement), with that sign."""
+    kept: dict[str, int] = {}
+    for name, votes in directions.items():
+        cast = [v for v in votes.values() if v]
+        if len(cast) < max(min_sources, 1):
+            continue
+        up = sum(v > 0 for v in cast)
+        majority = 1 if up * 2 > len(cast) else -1 if up * 2 < len(cast) else 0
+        if majority and max(up, len(cast) - up) >= agreement * len(cast):
+            kept[name] = majority
+    return kept
+
+
 def train(
     rows: Sequence[sources.Row],
     config: TrainConfig = TrainConfig(),
@@ -92,6 +180,20 @@ def train(
         for name, count in seen.items()
         if count >= config.min_count and (config.words or not name.startswith("w:"))
     )
+    labels = [label(row, config.label) for row in rows]
+    signs: list[int] = []
+    if config.invariance == "sign":
+        directions = source_directions(
+            vectors,
+            labels,
+            [row.source for row in rows],
+            vocabulary,
+            config.min_count,
+            config.sign_z,
+        )
+        agreed = agreed_signs(directions, config.agreement, config.min_sources)
+        vocabulary = [name for name in vocabulary if name in agreed]
+        signs = [agreed[name] for name in vocabulary]
     index = {name: i for i, name in enumerate(vocabulary)}
     sparse = [
         [(index[name], value) for name, value in sorted(vector.items()) if name in index]
@@ -113,24 +215,34 @@ def train(
     weights = [0.0] * len(vocabulary)
     squares = [1e-8] * len(vocabulary)
     bias_squares = [1e-8] * len(names)
-    labels = [label(row, config.label) for row in rows]
     keys = [f"{row.source}\x00{row.prompt}" for row in rows]
     l2, rate = config.l2, config.rate
+    groups = [source_index[row.source] for row in rows]
+    # Group-DRO's weight of each source (all 1 when it is off).
+    emphasis = [1.0] * len(names)
     for step in passes(range(config.passes)):
         order = sorted(range(len(rows)), key=lambda i, s=step: _order(keys[i], f"pass{s}"))
         for i in order:
-            s = source_index[rows[i].source]
+            s = groups[i]
             total = intercepts[s]
             for j, value in sparse[i]:
                 total += weights[j] * value
             predicted = 1.0 / (1.0 + math.exp(-max(min(total, 30.0), -30.0)))
-            error = (predicted - labels[i]) * sample_weight[rows[i].source]
+            error = (predicted - labels[i]) * sample_weight[rows[i].source] * emphasis[s]
             bias_squares[s] += error * error
             intercepts[s] -= rate * error / math.sqrt(bias_squares[s])
             for j, value in sparse[i]:
                 gradient = error * value + l2 * weights[j]
                 squares[j] += gradient * gradient
                 weights[j] -= rate * gradient / math.sqrt(squares[j])
+                if signs and weights[j] * signs[j] < 0:
+                    weights[j] = 0.0
+        if config.dro:
+            losses = _source_losses(sparse, labels, groups, intercepts, weights, len(names))
+            raised = [
+                e * math.exp(config.dro * loss) for e, loss in zip(emphasis, losses, strict=True)
+            ]
+            emphasis = [len(names) * e / sum(raised) for e in raised]
     digits = config.digits
     table = {
         name: round(w, digits)
@@ -138,6 +250,26 @@ def train(
         if round(w, digits)
     }
     return Weights(bias=round(sum(intercepts) / len(intercepts), digits), weights=table)
+
+
+def _source_losses(
+    sparse: Sequence[Sequence[tuple[int, float]]],
+    labels: Sequence[float],
+    groups: Sequence[int],
+    intercepts: Sequence[float],
+    weights: Sequence[float],
+    count: int,
+) -> list[float]:
+    """Each source's mean log-loss under the current weights (for group-DRO)."""
+    totals = [0.0] * count
+    sizes = [0] * count
+    for features, y, s in zip(sparse, labels, groups, strict=True):
+        z = intercepts[s] + sum(weights[j] * value for j, value in features)
+        p = 1.0 / (1.0 + math.exp(-max(min(z, 30.0), -30.0)))
+        p = min(max(p, 1e-9), 1 - 1e-9)
+        totals[s] -= y * math.log(p) + (1 - y) * math.log(1 - p)
+        sizes[s] += 1
+    return [total / size for total, size in zip(totals, sizes, strict=True)]
 
 
 def build(
@@ -178,6 +310,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--passes", type=int, default=defaults.passes)
     parser.add_argument("--rate", type=float, default=defaults.rate)
     parser.add_argument("--balance", type=float, default=defaults.balance)
+    parser.add_argument("--invariance", choices=INVARIANCE, default=defaults.invariance)
+    parser.add_argument("--agreement", type=float, default=defaults.agreement)
+    parser.add_argument("--sign-z", type=float, default=defaults.sign_z)
+    parser.add_argument("--min-sources", type=int, default=defaults.min_sources)
+    parser.add_argument("--dro", type=float, default=defaults.dro)
     parser.add_argument("--out", type=Path, default=WEIGHTS_PATH)
     args = parser.parse_args(argv)
     config = TrainConfig(
@@ -186,6 +323,11 @@ def main(argv: list[str] | None = None) -> int:
         passes=args.passes,
         rate=args.rate,
         balance=args.balance,
+        invariance=args.invariance,
+        agreement=args.agreement,
+        sign_z=args.sign_z,
+        min_sources=args.min_sources,
+        dro=args.dro,
     )
     everything = sources.load_all()
     if args.holdout:
