@@ -123,6 +123,78 @@ def test_bootstrap_interval_brackets_the_estimate_and_is_seeded():
     assert interval["cpt50"][0] <= interval["cpt50"][1]
 
 
+def test_pooled_mixture_weighs_each_source_the_same():
+    """Source A: 1 prompt the strong model alone gets right; source B: 3 prompts both get
+    right. A router that only tells the sources apart (A scores 1, B 0) sends A first: with
+    each source weighing half, PGR is 0 at share 0 and 1 from share 1/2 on, so APGR
+    = 1/2 * 1/2 + 1/2 * 1 = 0.75 and CPT(50 %) = 1/4. Weighing every prompt the same
+    instead (fast_points on the four prompts) gives 0.875. The reverse order gives 0.25."""
+    a = ([1.0], [0.0], [1.0])
+    b = ([0.0] * 3, [1.0] * 3, [1.0] * 3)
+    result = m.pooled([a, b], bins=10, resamples=0)
+    assert result["apgr"] == pytest.approx(0.75)
+    assert result["cpt50"] == pytest.approx(0.25)
+    assert result["weak_quality"] == pytest.approx(0.5)
+    assert result["strong_quality"] == pytest.approx(1.0)
+    assert m.apgr(m.fast_points([1, 0, 0, 0], [0, 1, 1, 1], [1, 1, 1, 1])) == pytest.approx(0.875)
+    reverse = m.pooled([([0.0], [0.0], [1.0]), ([1.0] * 3, [1.0] * 3, [1.0] * 3)], resamples=0)
+    assert reverse["apgr"] == pytest.approx(0.25)
+
+
+def test_weighted_points_equal_the_sweep_of_replicated_prompts():
+    """A weight of 2 is the same as the prompt listed twice."""
+    scores, weak, strong = [0.9, 0.7, 0.4, 0.2, 0.1], [0, 1, 0, 1, 1], [1, 1, 1, 0, 1]
+    weights = [2.0, 1.0, 3.0, 1.0, 2.0]
+    copies = [i for i, w in enumerate(weights) for _ in range(int(w))]
+    weighted = m.weighted_points(scores, weak, strong, weights, bins=4)
+    replicated = m.weighted_points(
+        [scores[i] for i in copies],
+        [weak[i] for i in copies],
+        [strong[i] for i in copies],
+        [1.0] * len(copies),
+        bins=4,
+    )
+
+    def flat(points):
+        return [value for p in points for value in (p.threshold, p.strong_share, p.pgr)]
+
+    assert len(weighted) == len(replicated)
+    assert flat(weighted) == pytest.approx(flat(replicated))
+    assert weighted[0].strong_share == 0.0 and weighted[-1].strong_share == pytest.approx(1.0)
+
+
+def test_pooled_interval_resamples_within_sources_and_is_seeded():
+    groups = [
+        ([(i % 5) / 5 for i in range(n)], [i % 2 for i in range(n)], [i % 3 != 0 for i in range(n)])
+        for n in (40, 400)
+    ]
+    result = m.pooled(groups, resamples=40, seed=2)
+    low, high = result["ci95"]["apgr"]
+    assert low <= result["apgr"] <= high and low < high
+    assert result == m.pooled(groups, resamples=40, seed=2)
+    assert result["prompts"] == 440 and result["groups"] == 2
+
+
+def test_variant_routers_train_in_the_same_folds_with_their_own_config():
+    from xrouter_core.quality import evaluate
+
+    report = evaluate.run(
+        ["builtin", "invariant", "dro"],
+        chosen_sources=["llmrouter_code", "llmrouter_other"],
+        sample_size=80,
+        resamples=0,
+        log=lambda _line: None,
+        dro=2.0,
+    )
+    assert report["variant_configs"]["invariant"]["invariance"] == "sign"
+    assert report["variant_configs"]["dro"]["dro"] == 2.0
+    assert report["train_config"]["invariance"] == "off" and report["train_config"]["dro"] == 0
+    code = report["sources"]["llmrouter_code"]["routers"]
+    assert code["invariant"]["points"] != code["builtin"]["points"]
+    assert set(report["pooled"]["routers"]) == {"builtin", "invariant", "dro"}
+    assert report["pooled"]["sources"] == ["llmrouter_code", "llmrouter_other"]
+
+
 # ---- evaluate command ----------------------------------------------------------
 
 
@@ -175,6 +247,12 @@ def test_evaluate_cli_leave_one_source_out(tmp_path):
     table = table_path.read_text()
     assert "| zeroeval_crux | 120 |" in table and "| alpaca_eval (test only) | 120 |" in table
     assert done.stdout == table + "\n"
+    # The secondary figure: both held-out sources pooled, each weighing half.
+    pooled = report["pooled"]
+    assert pooled["sources"] == ["zeroeval_crux", "alpaca_eval"] and pooled["prompts"] == 240
+    assert set(pooled["routers"]) == {"builtin", "random", "oracle"}
+    assert pooled["routers"]["oracle"]["apgr"] >= pooled["routers"]["builtin"]["apgr"]
+    assert "### Secondary: pooled held-out sources (2 sources" in table
     assert "plotly" in chart_path.read_text()[:200_000].lower()
 
 

@@ -30,13 +30,24 @@ and, with `--embedding-url`, `embedding` (quality/embedding.py: the engine embed
 of labelled prompts less the held-out source, and each test prompt's neighbours score it),
 and, with `--vectors FILE.npz`, `linear` (quality/linear_head.py: a ridge head with one
 intercept per source over each prompt's precomputed vector, trained on the fold's
-training rows, its strength chosen by leave-one-source-out within them).
+training rows, its strength chosen by leave-one-source-out within them), and two
+variants of the built-in classifier trained in the same folds: `invariant` (only the
+features whose direction agrees in every training source, held to that sign:
+TrainConfig.invariance = "sign") and `dro` (group-DRO over the training sources,
+TrainConfig.dro, `--dro`).
 Every prompt is given as the router's classifier would see it (`routellm_data.routed_text`).
 
 Figures per source and router (routing_metrics.py): APGR (area under PGR over the
 strong-call share, thresholds at RouteLLM's 10 equal-count bins of the scores), CPT(50 %)
 and CPT(80 %) (the strong-call share needed for that PGR), each with a 95 % bootstrap
 interval over the prompts (`--bootstrap` resamples), and every operating point.
+
+Secondary figure, `pooled held-out sources` (loso only): each source's prompts keep the
+scores of the fold that never saw that source, and every measurable source is pooled into
+one mixture where each source weighs the same (routing_metrics.pooled). Real traffic mixes
+tasks: this asks whether a router tells the kinds of prompt apart (maths against chat)
+without having seen the kind, which the per-source figures cannot show. It never replaces
+the per-source headline.
 """
 
 from __future__ import annotations
@@ -48,7 +59,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +70,25 @@ from xrouter_core.quality.routellm_data import routed_text, split_of
 from xrouter_core.routing.builtin import BUILTIN_THRESHOLDS, BuiltinClassifier, Weights, tier_for
 from xrouter_core.tiers import FRONTIER_INDEX, TIERS
 
-ROUTERS = ("builtin", "random", "oracle", "llm", "hybrid", "embedding", "linear")
+ROUTERS = (
+    "builtin",
+    "random",
+    "oracle",
+    "llm",
+    "hybrid",
+    "embedding",
+    "linear",
+    "invariant",
+    "dro",
+)
+# Routers that are the built-in classifier trained with another TrainConfig (in the same
+# folds as `builtin`): the change each makes to the run's configuration.
+TRAINING_VARIANTS: dict[str, dict[str, Any]] = {
+    "invariant": {"invariance": "sign"},
+    "dro": {"dro": 1.0},
+}
+# Routers whose score comes from a trained model (shown with bootstrap intervals).
+LEARNED = ("builtin", "llm", "hybrid", "linear", *TRAINING_VARIANTS)
 DEFAULT_ROUTERS = ("builtin", "random", "oracle")
 PROTOCOLS = ("loso", "in-distribution")
 # PGR divides by (strong quality - weak quality): a source where the strong model is not
@@ -362,7 +391,11 @@ class Evaluation:
             if times:
                 extra["llm_ms_median"] = routing_metrics.quantile(sorted(times), 0.5)
             extra["at_thresholds"] = operating_points(tiers, rows)
-        return {**summarize(scores, rows, self.bins, self.resamples, self.seed), **extra}
+        return {
+            **summarize(scores, rows, self.bins, self.resamples, self.seed),
+            **extra,
+            "scores": scores,
+        }
 
 
 def folds(
@@ -402,6 +435,7 @@ def run(
     log: Callable[[str], None] = lambda line: print(line, file=sys.stderr),
     embedder: EmbeddingScorer | None = None,
     features: linear_head.Features | None = None,
+    dro: float | None = None,
 ) -> dict[str, Any]:
     everything = sources.load_all()
     chosen = list(chosen_sources or everything)
@@ -409,6 +443,11 @@ def run(
     if unknown:
         raise SystemExit(f"unknown source(s) {', '.join(unknown)} (use {', '.join(everything)})")
     config = config or train_builtin.TrainConfig()
+    configs = {"builtin": config, "hybrid": config}
+    for router, change in TRAINING_VARIANTS.items():
+        configs[router] = replace(config, **change)
+    if dro:
+        configs["dro"] = replace(config, dro=dro)
     evaluation = Evaluation(thresholds, rules, llm, seed, bins, resamples, log, embedder, features)
     report: dict[str, Any] = {
         "protocol": protocol,
@@ -419,6 +458,9 @@ def run(
         "thresholds": list(thresholds),
         "rules": rules,
         "train_config": asdict(config),
+        "variant_configs": {
+            router: asdict(configs[router]) for router in routers if router in TRAINING_VARIANTS
+        },
         "routellm_best_apgr_in_distribution": ROUTELLM_BEST_APGR,
         "sources": {},
     }
@@ -439,11 +481,38 @@ def run(
             protocol,
             sample_size,
             seed,
-            config,
+            configs,
             evaluation,
             log,
         )
+    pool = {name: entry.pop("scored") for name, entry in report["sources"].items()}
+    if protocol == "loso":
+        report["pooled"] = _pooled(report, pool, routers, bins, resamples, seed)
     return _summarised(report, routers)
+
+
+def _pooled(
+    report: dict[str, Any],
+    pool: dict[str, dict[str, tuple[list[float], list[float], list[float]]]],
+    routers: Sequence[str],
+    bins: int,
+    resamples: int,
+    seed: int,
+) -> dict[str, Any]:
+    """Every router's figures on the mixture of the measurable held-out sources."""
+    names = [name for name, entry in report["sources"].items() if entry["measurable"]]
+    result: dict[str, Any] = {"sources": names, "routers": {}}
+    if not names:
+        return result
+    for router in routers:
+        result["routers"][router] = routing_metrics.pooled(
+            [pool[name][router] for name in names], bins, resamples, seed
+        )
+    first = result["routers"][routers[0]]
+    result["weak_quality"] = first["weak_quality"]
+    result["strong_quality"] = first["strong_quality"]
+    result["prompts"] = first["prompts"]
+    return result
 
 
 def _evaluate_folds(
@@ -452,21 +521,24 @@ def _evaluate_folds(
     protocol: str,
     sample_size: int | None,
     seed: int,
-    config: train_builtin.TrainConfig,
+    configs: dict[str, train_builtin.TrainConfig],
     evaluation: Evaluation,
     log: Callable[[str], None],
 ) -> dict[str, Any]:
-    """Each fold's entry: its data's figures and every router's results."""
+    """Each fold's entry: its data's figures, every router's results, and (under "scored",
+    for the pooled figure) every router's scores with the prompts' weak and strong quality."""
     found: dict[str, Any] = {}
-    trained: dict[tuple[str, ...], Weights] = {}
+    trained: dict[tuple[Any, ...], Weights] = {}
     for name, train, test in chosen_folds:
         test = sample(test, sample_size, seed)
-        weights = None
-        if {"builtin", "hybrid"} & set(routers):
-            key = tuple(sorted(sources.counts(train)))
+        weights: dict[str, Weights] = {}
+        for router in routers:
+            if router not in configs:
+                continue
+            key = (tuple(sorted(sources.counts(train))), configs[router])
             if key not in trained:
-                trained[key] = train_builtin.train(train, config)
-            weights = trained[key]
+                trained[key] = train_builtin.train(train, configs[router])
+            weights[router] = trained[key]
         entry: dict[str, Any] = {
             "prompts": len(test),
             "train_prompts": len(train),
@@ -476,6 +548,7 @@ def _evaluate_folds(
             "strong_quality": routing_metrics.accuracy([r.strong for r in test]),
             "strong_better": sum(r.strong > r.weak for r in test) / len(test),
             "routers": {},
+            "scored": {},
         }
         if protocol == "loso":
             assert name not in entry["train_sources"]
@@ -485,7 +558,19 @@ def _evaluate_folds(
             found[name] = entry
             continue
         for router in routers:
-            entry["routers"][router] = evaluation.router(router, test, weights, name, train)
+            result = evaluation.router(
+                "builtin" if router in TRAINING_VARIANTS else router,
+                test,
+                weights.get(router, weights.get("builtin")),
+                name,
+                train,
+            )
+            entry["scored"][router] = (
+                result.pop("scores"),
+                [r.weak for r in test],
+                [r.strong for r in test],
+            )
+            entry["routers"][router] = result
         log(
             f"{name}: {len(test)} prompts, "
             + ", ".join(f"{r} APGR {entry['routers'][r]['apgr']:.3f}" for r in routers)
@@ -520,6 +605,35 @@ def _ci(result: dict, name: str, scale: float = 1.0, digits: int = 3) -> str:
     return f" [{low * scale:.{digits}f}, {high * scale:.{digits}f}]"
 
 
+def _pooled_markdown(report: dict[str, Any]) -> list[str]:
+    """The secondary table: the routers on the pooled held-out sources."""
+    pool = report.get("pooled")
+    if not pool or not pool["routers"]:
+        return []
+    lines = [
+        "",
+        f"### Secondary: pooled held-out sources ({len(pool['sources'])} sources, "
+        "each weighing the same)",
+        "",
+        "Not the headline. Each prompt keeps the score of the fold that never saw its "
+        "source; the measurable sources are pooled into one mixture in which each source "
+        f"weighs 1/{len(pool['sources'])}. Weak quality {pool['weak_quality']:.3f}, strong "
+        f"quality {pool['strong_quality']:.3f}, {pool['prompts']} prompts.",
+        "",
+        "| router | APGR | CPT(50 %) | CPT(80 %) |",
+        "|---|---:|---:|---:|",
+    ]
+    for router, result in pool["routers"].items():
+        cpts = [
+            f"{percent(result[key])}{_ci(result, key, 100, 1).replace(']', ' %]')}"
+            for key in ("cpt50", "cpt80")
+        ]
+        lines.append(
+            f"| {router} | {result['apgr']:.3f}{_ci(result, 'apgr')} | {cpts[0]} | {cpts[1]} |"
+        )
+    return lines
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The summary table (one row per source), then each router's points."""
     routers = list(report["mean_apgr"])
@@ -547,7 +661,7 @@ def markdown(report: dict[str, Any]) -> str:
         cells = []
         for router in routers:
             result = entry["routers"][router]
-            ci = _ci(result, "apgr") if router in ("builtin", "llm", "hybrid", "linear") else ""
+            ci = _ci(result, "apgr") if router in LEARNED else ""
             cells.append(f"{result['apgr']:.3f}{ci}")
         main = entry["routers"].get("builtin") or entry["routers"][routers[0]]
         cpts = [
@@ -566,6 +680,7 @@ def markdown(report: dict[str, Any]) -> str:
         f"| **mean over {count} sources** | | | {means} | | |",
         f"| min | | | {mins} | | |",
     ]
+    lines += _pooled_markdown(report)
     for name, entry in report["sources"].items():
         if not entry["measurable"]:
             continue
@@ -593,6 +708,8 @@ COLOURS = {
     "llm": "#d62728",
     "hybrid": "#9467bd",
     "linear": "#ff7f0e",
+    "invariant": "#17becf",
+    "dro": "#8c564b",
 }
 
 
@@ -841,6 +958,12 @@ def main(argv: list[str] | None = None) -> int:
         help="--router linear: append the built-in classifier's hand features to each vector",
     )
     parser.add_argument(
+        "--dro",
+        type=float,
+        default=TRAINING_VARIANTS["dro"]["dro"],
+        help="group-DRO step of --router dro",
+    )
+    parser.add_argument(
         "--json", type=Path, default=None, help="write the full report as JSON ('-' for stdout)"
     )
     parser.add_argument("--markdown", type=Path, default=None, help="write the tables as markdown")
@@ -894,6 +1017,7 @@ def main(argv: list[str] | None = None) -> int:
         llm,
         embedder=embedder,
         features=features,
+        dro=args.dro,
     )
     table = markdown(report)
     if args.json is not None:

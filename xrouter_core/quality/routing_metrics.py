@@ -227,3 +227,116 @@ def bootstrap(
         ordered = sorted(values)
         interval[name] = [quantile(ordered, 0.025), quantile(ordered, 0.975)]
     return interval
+
+
+def weighted_points(
+    scores: Sequence[float],
+    weak: Sequence[float],
+    strong: Sequence[float],
+    weights: Sequence[float],
+    bins: int = DEFAULT_BINS,
+) -> list[OperatingPoint]:
+    """The sweep over prompts that weigh differently (a mixture of sources, each weighing
+    the same in total): strong share and quality are weighted means, and the thresholds are
+    the scores at which the weight sent to the weak model first reaches each k / bins of the
+    total (step quantiles: with weights, there is no order statistic to interpolate)."""
+    total = len(scores)
+    if not total:
+        raise ValueError("no prompts to evaluate")
+    order = sorted(range(total), key=lambda i: scores[i])
+    ascending = [scores[i] for i in order]
+    mass = sum(weights)
+    below = [0.0]  # weight of the first k prompts in ascending order
+    for i in order:
+        below.append(below[-1] + weights[i])
+    above = [0.0] * (total + 1)  # weighted strong - weak gain of the prompts from k on
+    for k in range(total - 1, -1, -1):
+        i = order[k]
+        above[k] = above[k + 1] + weights[i] * (strong[i] - weak[i])
+    weak_quality = sum(w * q for w, q in zip(weights, weak, strict=True)) / mass
+    strong_quality = sum(w * q for w, q in zip(weights, strong, strict=True)) / mass
+    slack = 1e-9 * mass
+    edges: list[float] = []
+    for index in range(bins + 1):
+        reach = mass * index / bins - slack
+        k = min(max(bisect.bisect_left(below, reach, lo=1) - 1, 0), total - 1)
+        if not edges or ascending[k] != edges[-1]:
+            edges.append(ascending[k])
+    points = []
+    for edge in edges:
+        first = bisect.bisect_left(ascending, edge)
+        quality = weak_quality + above[first] / mass
+        points.append(
+            OperatingPoint(
+                edge,
+                (mass - below[first]) / mass,
+                quality,
+                pgr(quality, weak_quality, strong_quality),
+            )
+        )
+    points.append(OperatingPoint(edges[-1], 0.0, weak_quality, 0.0))
+    return sorted(points, key=lambda point: (point.strong_share, point.threshold))
+
+
+def pooled(
+    groups: Sequence[tuple[Sequence[float], Sequence[float], Sequence[float]]],
+    bins: int = DEFAULT_BINS,
+    resamples: int = 200,
+    seed: int = 0,
+) -> dict:
+    """APGR and CPT of one mixture of groups (scores, weak, strong), each group weighing
+    the same in total whatever its size; the 95 % intervals resample within each group."""
+    scores: list[float] = []
+    weak: list[float] = []
+    strong: list[float] = []
+    weights: list[float] = []
+    for group_scores, group_weak, group_strong in groups:
+        scores += group_scores
+        weak += group_weak
+        strong += group_strong
+        weights += [1.0 / len(group_scores)] * len(group_scores)
+    points = weighted_points(scores, weak, strong, weights, bins)
+    mass = sum(weights)
+    strong_quality = sum(w * q for w, q in zip(weights, strong, strict=True)) / mass
+    result: dict = {
+        "groups": len(groups),
+        "prompts": len(scores),
+        "weak_quality": sum(w * q for w, q in zip(weights, weak, strict=True)) / mass,
+        "strong_quality": strong_quality,
+        "apgr": apgr(points),
+        "cpt50": cpt(points, 0.5),
+        "cpt80": cpt(points, 0.8),
+        "points": [
+            {
+                **p.as_dict(),
+                "quality_retained": p.quality / strong_quality if strong_quality else 0.0,
+            }
+            for p in points
+        ],
+    }
+    if resamples:
+        rng = random.Random(seed)
+        found: dict[str, list[float]] = {"apgr": [], "cpt50": [], "cpt80": []}
+        starts = []
+        offset = 0
+        for group_scores, _, _ in groups:
+            starts.append((offset, len(group_scores)))
+            offset += len(group_scores)
+        for _ in range(resamples):
+            picks = [start + rng.randrange(size) for start, size in starts for _ in range(size)]
+            drawn = weighted_points(
+                [scores[i] for i in picks],
+                [weak[i] for i in picks],
+                [strong[i] for i in picks],
+                [weights[i] for i in picks],
+                bins,
+            )
+            found["apgr"].append(apgr(drawn))
+            for name, target in (("cpt50", 0.5), ("cpt80", 0.8)):
+                value = cpt(drawn, target)
+                found[name].append(1.0 if value is None else value)
+        result["ci95"] = {
+            name: [quantile(sorted(values), 0.025), quantile(sorted(values), 0.975)]
+            for name, values in found.items()
+        }
+    return result
