@@ -252,6 +252,27 @@ def test_group_dro_moves_the_weights_toward_the_worse_fitted_source():
     assert robust.weights.get("w:flip", 0.0) < 0.5 * plain.weights["w:flip"]
 
 
+def test_a_shared_intercept_lets_the_weights_learn_which_source_kind_is_harder():
+    """Source "hard_kind" always needs the strong model, "easy_kind" never does, and every
+    prompt of a kind says so by one word. Per-source intercepts absorb the difference (the
+    word's weight stays small); one shared intercept must put it in the word."""
+    rows = [
+        sources.Row(src, "t", f"{word} question number {i}", float(src == "hard_kind"), 0.0)
+        for src, word in (("hard_kind", "prove"), ("easy_kind", "hello"))
+        for i in range(60)
+    ]
+    base = train_builtin.TrainConfig(min_count=2, words=True)
+    per_source = train_builtin.train(rows, base)
+    shared = train_builtin.train(rows, replace(base, intercepts="shared"))
+    lift = shared.weights["w:prove"] - shared.weights["w:hello"]
+    assert lift > 3.0
+    assert lift > 2 * abs(
+        per_source.weights.get("w:prove", 0.0) - per_source.weights.get("w:hello", 0.0)
+    )
+    with pytest.raises(ValueError, match="intercepts"):
+        train_builtin.TrainConfig(intercepts="none")
+
+
 # ---- settings ------------------------------------------------------------------
 
 ROUTES = {

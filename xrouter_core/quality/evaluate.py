@@ -34,7 +34,8 @@ training rows, its strength chosen by leave-one-source-out within them), and two
 variants of the built-in classifier trained in the same folds: `invariant` (only the
 features whose direction agrees in every training source, held to that sign:
 TrainConfig.invariance = "sign") and `dro` (group-DRO over the training sources,
-TrainConfig.dro, `--dro`).
+TrainConfig.dro, `--dro`), and `shared` (one intercept for every training source instead
+of one each: TrainConfig.intercepts = "shared").
 Every prompt is given as the router's classifier would see it (`routellm_data.routed_text`).
 
 Figures per source and router (routing_metrics.py): APGR (area under PGR over the
@@ -80,12 +81,14 @@ ROUTERS = (
     "linear",
     "invariant",
     "dro",
+    "shared",
 )
 # Routers that are the built-in classifier trained with another TrainConfig (in the same
 # folds as `builtin`): the change each makes to the run's configuration.
 TRAINING_VARIANTS: dict[str, dict[str, Any]] = {
     "invariant": {"invariance": "sign"},
     "dro": {"dro": 1.0},
+    "shared": {"intercepts": "shared"},
 }
 # Routers whose score comes from a trained model (shown with bootstrap intervals).
 LEARNED = ("builtin", "llm", "hybrid", "linear", *TRAINING_VARIANTS)

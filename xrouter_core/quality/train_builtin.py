@@ -24,6 +24,8 @@ docs/classifiers.md, "How good is it?"):
     held to that sign (projected gradient: a step that crosses zero stops at zero);
   - `dro` > 0: group-DRO, after each pass every source's weight is multiplied by
     exp(dro * its mean log-loss) (then renormalised), so the worst-fitted source counts most.
+  - `intercepts="shared"`: one intercept for every source instead of one each, so the
+    weights may also learn which kinds of prompt need the strong model more often.
 Nothing is random: every pass visits the prompts in the order of a salted hash of their
 text, so the same data give the same file on every machine (tests/test_builtin.py checks it).
 """
@@ -67,6 +69,10 @@ class TrainConfig:
     sign_z: float = 1.0  # a source votes when |correlation| * sqrt(prompts) >= this
     min_sources: int = 2  # a feature needs this many voting sources
     dro: float = 0.0  # group-DRO step on the per-source weights (0: off)
+    # "source": one intercept per source, so the weights learn what is harder within a
+    # source; "shared": one intercept for all, so the weights may also learn which kinds of
+    # prompt (maths, code, chat) need the strong model more often.
+    intercepts: str = "source"
 
     def __post_init__(self) -> None:
         if self.invariance not in INVARIANCE:
@@ -75,9 +81,12 @@ class TrainConfig:
             raise ValueError("agreement must be in [0.5, 1]")
         if self.dro < 0:
             raise ValueError("dro must be >= 0")
+        if self.intercepts not in INTERCEPTS:
+            raise ValueError(f"intercepts must be one of {', '.join(INTERCEPTS)}")
 
 
 INVARIANCE = ("off", "sign")
+INTERCEPTS = ("source", "shared")
 
 
 def label(row: sources.Row, kind: str = "pair") -> float:
@@ -218,19 +227,24 @@ def train(
     keys = [f"{row.source}\x00{row.prompt}" for row in rows]
     l2, rate = config.l2, config.rate
     groups = [source_index[row.source] for row in rows]
+    # With a shared intercept every row updates intercept 0 (started at the mean log-odds).
+    biases = [0] * len(rows) if config.intercepts == "shared" else groups
+    if config.intercepts == "shared":
+        intercepts = [sum(intercepts) / len(intercepts)] + intercepts[1:]
     # Group-DRO's weight of each source (all 1 when it is off).
     emphasis = [1.0] * len(names)
     for step in passes(range(config.passes)):
         order = sorted(range(len(rows)), key=lambda i, s=step: _order(keys[i], f"pass{s}"))
         for i in order:
             s = groups[i]
-            total = intercepts[s]
+            b = biases[i]
+            total = intercepts[b]
             for j, value in sparse[i]:
                 total += weights[j] * value
             predicted = 1.0 / (1.0 + math.exp(-max(min(total, 30.0), -30.0)))
             error = (predicted - labels[i]) * sample_weight[rows[i].source] * emphasis[s]
-            bias_squares[s] += error * error
-            intercepts[s] -= rate * error / math.sqrt(bias_squares[s])
+            bias_squares[b] += error * error
+            intercepts[b] -= rate * error / math.sqrt(bias_squares[b])
             for j, value in sparse[i]:
                 gradient = error * value + l2 * weights[j]
                 squares[j] += gradient * gradient
@@ -249,7 +263,8 @@ def train(
         for name, w in zip(vocabulary, weights, strict=True)
         if round(w, digits)
     }
-    return Weights(bias=round(sum(intercepts) / len(intercepts), digits), weights=table)
+    bias = intercepts[0] if config.intercepts == "shared" else sum(intercepts) / len(intercepts)
+    return Weights(bias=round(bias, digits), weights=table)
 
 
 def _source_losses(
@@ -315,6 +330,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sign-z", type=float, default=defaults.sign_z)
     parser.add_argument("--min-sources", type=int, default=defaults.min_sources)
     parser.add_argument("--dro", type=float, default=defaults.dro)
+    parser.add_argument("--intercepts", choices=INTERCEPTS, default=defaults.intercepts)
     parser.add_argument("--out", type=Path, default=WEIGHTS_PATH)
     args = parser.parse_args(argv)
     config = TrainConfig(
@@ -328,6 +344,7 @@ def main(argv: list[str] | None = None) -> int:
         sign_z=args.sign_z,
         min_sources=args.min_sources,
         dro=args.dro,
+        intercepts=args.intercepts,
     )
     everything = sources.load_all()
     if args.holdout:
