@@ -488,7 +488,7 @@ def test_the_probe_measures_the_llm_against_the_builtin(engine_factory, tmp_path
 
 
 def test_auc():
-    from xrouter_core.quality.llm_probe import auc
+    from xrouter_core.quality.routing_metrics import auc
 
     assert auc([0.1, 0.2, 0.8, 0.9], [False, False, True, True]) == 1.0
     assert auc([0.9, 0.8, 0.2, 0.1], [False, False, True, True]) == 0.0

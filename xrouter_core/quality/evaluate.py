@@ -288,6 +288,8 @@ def summarize(
         "apgr": routing_metrics.apgr(points),
         "cpt50": routing_metrics.cpt(points, 0.5),
         "cpt80": routing_metrics.cpt(points, 0.8),
+        # How often a prompt the strong model did better on outscores one it did not.
+        "auc": routing_metrics.auc(scores, [s > w for s, w in zip(strong, weak, strict=True)]),
         "points": [
             {
                 **point.as_dict(),

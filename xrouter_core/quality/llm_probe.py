@@ -34,7 +34,7 @@ from pathlib import Path
 import httpx
 
 from xrouter_core.config import ClassifierSettings
-from xrouter_core.quality.routing_metrics import apgr, quantile, sweep
+from xrouter_core.quality.routing_metrics import apgr, auc, quantile, sweep
 from xrouter_core.routing.builtin import BuiltinClassifier
 from xrouter_core.routing.classifier import LLMClassifier
 from xrouter_core.routing.extract import MAX_INPUT_CHARS, truncate_middle
@@ -83,25 +83,6 @@ def read_rows(path: Path, size: int) -> list[Row]:
 
     rows.sort(key=key)
     return rows[:size] if size else rows
-
-
-def auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
-    """Mann-Whitney: P(score of a positive > score of a negative), ties count half."""
-    ranked = sorted(zip(scores, labels, strict=True), key=lambda pair: pair[0])
-    positives = sum(labels)
-    negatives = len(labels) - positives
-    if not positives or not negatives:
-        return None
-    rank_sum = 0.0
-    index = 0
-    while index < len(ranked):
-        end = index
-        while end + 1 < len(ranked) and ranked[end + 1][0] == ranked[index][0]:
-            end += 1
-        mean_rank = (index + end) / 2 + 1
-        rank_sum += mean_rank * sum(1 for _, label in ranked[index : end + 1] if label)
-        index = end + 1
-    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
 def figures(results: Sequence[Result], which: str) -> dict:

@@ -138,6 +138,25 @@ def optimal_quality(weak: Sequence[bool], strong: Sequence[bool], strong_share: 
     return (sum(weak) + min(strong_share * total, gain)) / total
 
 
+def auc(scores: Sequence[float], labels: Sequence[bool]) -> float | None:
+    """Mann-Whitney: P(score of a positive > score of a negative), ties count half."""
+    ranked = sorted(zip(scores, labels, strict=True), key=lambda pair: pair[0])
+    positives = sum(labels)
+    negatives = len(labels) - positives
+    if not positives or not negatives:
+        return None
+    rank_sum = 0.0
+    index = 0
+    while index < len(ranked):
+        end = index
+        while end + 1 < len(ranked) and ranked[end + 1][0] == ranked[index][0]:
+            end += 1
+        mean_rank = (index + end) / 2 + 1
+        rank_sum += mean_rank * sum(1 for _, label in ranked[index : end + 1] if label)
+        index = end + 1
+    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
+
+
 def random_scores(count: int, seed: int = 0) -> list[float]:
     """RouteLLM's random router: a uniform draw per prompt, seeded for reproducibility."""
     rng = random.Random(seed)
