@@ -48,7 +48,7 @@ from xrouter_core.routing.fallback import fallback_header
 from xrouter_core.routing.sessions import SESSION_TTL_S, SessionRouting
 from xrouter_core.tasks import Tasks
 from xrouter_core.tiers import FRONTIER, TIERS
-from xrouter_core.wire.canonical import Usage
+from xrouter_core.wire.canonical import Usage, usage_from_openai
 from xrouter_core.wire.errors import RouterError
 from xrouter_core.wire.headers import (
     CACHE_HEADER,
@@ -297,12 +297,14 @@ class Accounting:
         tags: tuple[str, ...] = (),
         response_tags: tuple[str, ...] = (),
         rule: str = "",
+        saved_cost: float = 0.0,
     ) -> Outcome:
         """One finished request: priced and counted in memory, logged off the loop, and
         told to the live feed (`event_id`: the id its other events carry; `client`: the
         client key's name; `session`: its agent session's label, with `baseline_cost`
         what it would have cost on frontier with frontier's cache for the session;
-        `tags`, `response_tags`, `rule`: routing/tags.py, rules.py)."""
+        `tags`, `response_tags`, `rule`: routing/tags.py, rules.py; `saved_cost`: a
+        cache hit's, what its answer cost when first served)."""
         estimated = False
         with_usage = prompt_tokens is not None and completion_tokens is not None
         if prompt_tokens is None or completion_tokens is None:
@@ -338,6 +340,7 @@ class Accounting:
             estimated=estimated,
             with_usage=with_usage,
             cache_hit=cache_hit,
+            saved_cost_usd=saved_cost,
             classifier_ms=decision.ms,
             upstream_ms=max(total_ms - decision.ms, 0.0),
             total_ms=total_ms,
@@ -373,6 +376,8 @@ class Accounting:
                 "latency_ms": round(total_ms, 1),
                 "stream": chat.stream,
             }
+            if cache_hit:
+                line["saved_usd"] = round(saved_cost, 9)
             if client:
                 line["key"] = client
             if session:
@@ -540,12 +545,26 @@ class Accounting:
         else:
             body = json.dumps(completion).encode()
             headers["content-type"] = "application/json"
+        # A hit costs nothing and is counted as a request of its key (its requests per
+        # minute were taken before the lookup); what it saved is its answer's cost at
+        # the price of the route that first served it.
+        model = str(completion.get("model") or "")
+        saved = 0.0
+        spent = usage_from_openai(completion.get("usage"))
+        if spent is not None:
+            price = self.pricing.for_model(tier, origin.get(MODEL_HEADER) or model)
+            saved = price.cost(
+                spent.prompt_tokens,
+                spent.completion_tokens,
+                spent.cache_read_tokens,
+                spent.cache_write_tokens,
+            )
         self.finished(
             chat,
             Decision(digit, "response_cache"),
             tier,
             "cache",
-            str(completion.get("model") or ""),
+            model,
             200,
             0,
             0,
@@ -554,6 +573,7 @@ class Accounting:
             cache_hit=True,
             event_id=event_id,
             client=client,
+            saved_cost=saved,
         )
         return key, LocalResponse(200, body, headers)
 
@@ -685,4 +705,6 @@ def empty_key_row() -> dict[str, Any]:
         "rateLimited": 0,
         "overBudget": 0,
         "overTokens": 0,
+        "cacheHits": 0,
+        "cacheSavedUsd": 0.0,
     }
