@@ -21,6 +21,9 @@ import psutil
 import pytest
 from conftest import ROOT, Router, Upstreams, unique
 from fakes import Reply
+from test_usage import RedisServer
+
+from xrouter_core.accounting.redis_topology import CLOSE_GRACE_S
 
 CHAT = "/v1/chat/completions"
 ROUTER_KEY = "xr-client-router-key-7781"
@@ -438,3 +441,82 @@ def test_an_unloaded_addon_closes_its_upstream_connections(
     while upstream_connections(controlled.router, port) > 1 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert upstream_connections(controlled.router, port) == 1
+
+
+def router_connections(redis_port: int) -> int:
+    """The connections redis-server has open, but the one asking (CLIENT LIST)."""
+    import redis
+
+    client = redis.Redis(port=redis_port, socket_timeout=2)
+    try:
+        return len(client.client_list()) - 1
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    server = RedisServer(tmp_path)
+    yield server
+    server.kill()
+
+
+def test_reloads_close_the_redis_clients_they_replace(
+    upstreams: Upstreams, tmp_path: Path, redis_server: RedisServer
+):
+    """Each reload builds new counters, caches, limits and budgets, each with its Redis
+    client; the ones it replaces close theirs, so the Redis server's connections do not
+    grow with reloads. Every store is used between reloads: the usage counters and the
+    response cache, and a client key's requests per minute and budget."""
+    from test_client_keys import create
+
+    keys_file = tmp_path / "keys.json"
+    client_key = create(keys_file, "metered", "--rpm", "1000", "--daily-usd", "100")
+    controlled = Controlled(upstreams, tmp_path)
+    try:
+        envs = [tmp_path / "a.env", tmp_path / "b.env"]
+        for index, env in enumerate(envs):
+            env.write_text(
+                good_env(
+                    upstreams,
+                    REDIS_URL=f"redis://127.0.0.1:{redis_server.port}/0",
+                    ROUTER_KEYS_FILE=str(keys_file),
+                    CACHE_RESPONSES="true",
+                    USAGE_FLUSH_MS="10",
+                    MEDIUM_MODEL=f"medium-model-{index}",
+                )
+            )
+
+        def use_every_store() -> None:
+            for text in ("same question", unique("another")):
+                reply = controlled.http.post(
+                    CHAT, json=ask(text), headers={"authorization": f"Bearer {client_key}"}
+                )
+                assert reply.status_code == 200, reply.text
+            assert controlled.http.get("/usage").status_code == 200
+            time.sleep(0.2)  # a flush or two
+
+        assert controlled.set("xrouter_env_file", str(envs[0]))["error"] is None
+        use_every_store()
+        one_configuration = router_connections(redis_server.port)
+        assert one_configuration >= 5  # counters, two caches, limits, budgets, the feed
+        for reload in range(1, 9):
+            assert controlled.set("xrouter_env_file", str(envs[reload % 2]))["error"] is None
+            use_every_store()
+        # A replaced client is closed once its last commands are done (CLOSE_GRACE_S).
+        deadline = time.monotonic() + CLOSE_GRACE_S + 10
+        while time.monotonic() < deadline:
+            now = router_connections(redis_server.port)
+            if now <= one_configuration:
+                break
+            time.sleep(0.5)
+        assert now <= one_configuration, (now, one_configuration)
+        use_every_store()  # the configuration in use still has its clients
+        controlled.router.stop()  # with closes still scheduled: none complains
+        logs = controlled.router.log_path.read_text()
+        for complaint in ("Traceback", "Task was destroyed", "unavailable", "Unclosed"):
+            assert complaint not in logs, logs
+        logs = controlled.router.logs()
+        assert "Traceback" not in logs and "unavailable" not in logs, logs
+    finally:
+        controlled.close()

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from xrouter_core.accounting.cache import RedisHealth
 from xrouter_core.accounting.redis_topology import (
     REDIS_ERRORS,
+    close_later,
     eval_replicated,
     redis_client,
     retried,
@@ -72,6 +73,11 @@ class RateLimits:
             self.local, self.minute = {}, minute
         count = self.local[name] = self.local.get(name, 0) + 1
         return count
+
+    def close(self) -> None:
+        """For the limits a reload replaces, and at shutdown: the Redis client closed."""
+        if self.redis is not None:
+            close_later(self.redis)
 
 
 def retry_after(seconds: float) -> str:
@@ -336,3 +342,5 @@ class Budgets:
 
     def close(self) -> None:
         self.tasks.cancel()
+        if self.redis is not None:
+            close_later(self.redis)

@@ -257,11 +257,14 @@ class Accounting:
 
     def close(self) -> None:
         """At shutdown, and for the Accounting a reload replaces: the last counts stored,
-        and the stores' files closed (the new Accounting opens its own)."""
+        and the stores' files and Redis clients closed (the new Accounting opens its
+        own; a Redis client once its last commands are done, redis_topology.close_later)."""
         self.tasks.cancel()
+        self.limits.close()
         self.budgets.close()
         self.usage.close()
         self.decisions.close()
+        self.sessions.store.close()
         if self.responses is not None:
             self.responses.close()
         if self.request_log is not None:

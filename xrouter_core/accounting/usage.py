@@ -37,7 +37,11 @@ from typing import Any
 
 from xrouter_core.accounting.cache import REDIS_ERRORS, DiskThread, RedisHealth, redis_client
 from xrouter_core.accounting.prices import Pricing, genai_version
-from xrouter_core.accounting.redis_topology import eval_replicated, redis_client_sync
+from xrouter_core.accounting.redis_topology import (
+    close_later,
+    eval_replicated,
+    redis_client_sync,
+)
 from xrouter_core.config import Route
 from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
 
@@ -618,6 +622,8 @@ class UsageTracker:
             if not stored:
                 self.disk.add(batch)
         self.disk_thread.close(self.disk)
+        if self.redis is not None:
+            close_later(self.redis.client)
 
     # ---- reading --------------------------------------------------------------
 

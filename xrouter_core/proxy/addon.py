@@ -29,12 +29,12 @@ from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 from xrouter_core import __version__
 from xrouter_core.accounting.events import EventFeed
 from xrouter_core.accounting.limits import Reservation, retry_after
-from xrouter_core.accounting.redis_topology import redis_client_sync
+from xrouter_core.accounting.redis_topology import close_later, redis_client_sync
 from xrouter_core.accounting.responsecache import RecordingStream
 from xrouter_core.accounting.service import USAGE_PAGES, Accounting
 from xrouter_core.client_keys import ClientKey, KeyRing, RedisKeyRing
 from xrouter_core.config import ConfigError, NoConfiguration, Route, Settings, load_settings
-from xrouter_core.payments.caps import CapExceeded, usd
+from xrouter_core.payments.caps import CapExceeded, RedisSpendLedger, usd
 from xrouter_core.payments.payer import Payer
 from xrouter_core.payments.x402 import (
     REQUIRED_HEADER_V2,
@@ -580,7 +580,9 @@ class Xrouter:
                         log.warning("configuration change refused: %s", problem)
                     raise OptionsError("\n".join(exc.problems)) from exc
                 self.settings_source = source
-                self.payer = payer
+                replaced, self.payer = self.payer, payer
+                if replaced is not None and isinstance(replaced.ledger, RedisSpendLedger):
+                    close_later(replaced.ledger.client, sync=True)  # it was made here
                 self.use_plugins(plugins)
                 self.apply(settings)
         if "mode" in updated or "xrouter_env_file" in updated:
