@@ -47,6 +47,11 @@ class RateLimits:
         self.local: dict[str, int] = {}
         self.minute = 0
 
+    def adopt(self, replaced: RateLimits) -> None:
+        """Go on counting where the limits a reload replaces left off (this minute's
+        counts of this process, by key name): a reload does not give a key a new minute."""
+        self.local, self.minute = replaced.local, replaced.minute
+
     async def take(self, name: str, rpm: int) -> float | None:
         """Count one request of `name`; None when it is within `rpm`, else the seconds
         until the next minute, when it may try again."""
@@ -205,6 +210,12 @@ class Budgets:
         # other stores' last error was, so budgets stay shared through a failover.
         self.failover = target is not None and target.failover
         self._away_until = 0.0
+
+    def adopt(self, replaced: Budgets) -> None:
+        """Go on from what the budgets a reload replaces hold in this process (without
+        Redis, or while it is away): the same counters, so a reload neither resets a
+        key's spend nor loses a settlement of a request in flight."""
+        self.local = replaced.local
 
     def _shared(self) -> bool:
         if self.redis is None or time.monotonic() < self._away_until:

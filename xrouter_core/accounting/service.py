@@ -180,7 +180,14 @@ def session_store(settings: Settings, health: RedisHealth | None) -> Cache:
 
 
 class Accounting:
-    def __init__(self, settings: Settings, feed: EventFeed | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        feed: EventFeed | None = None,
+        replaced: Accounting | None = None,
+    ):
+        """`replaced`: the Accounting a reload replaces, whose client keys' limits and
+        budgets counted in this process go on here."""
         self.settings = settings
         # The live feed (/events) outlives a reload: the addon owns it and hands it over.
         self.feed = feed if feed is not None else EventFeed()
@@ -239,6 +246,9 @@ class Accounting:
         self.limits = RateLimits(shared, self.health)
         # Their tokens per minute and daily and monthly budgets: reserved, then settled.
         self.budgets = Budgets(shared, self.health)
+        if replaced is not None:
+            self.limits.adopt(replaced.limits)
+            self.budgets.adopt(replaced.budgets)
         # The client keys in use now (the addon's keyring), for the budgets /usage shows.
         self.client_keys: Callable[[], Iterable[ClientKey]] = tuple
         # OpenTelemetry spans, when an OTLP endpoint is configured (None: off, not imported).

@@ -685,9 +685,11 @@ class Xrouter:
             if settings.classifier.uses_builtin
             else None
         )
-        if self.accounting is not None:
-            self.accounting.close()
-        self.accounting = Accounting(settings, self.feed)
+        replaced = self.accounting
+        if replaced is not None:
+            replaced.close()
+        # Its client keys' counts in this process go on in the new one.
+        self.accounting = Accounting(settings, self.feed, replaced)
         keyring = self.keyring
         if keyring is not None:
             self.accounting.client_keys = lambda: keyring.keys.values()
@@ -730,16 +732,20 @@ class Xrouter:
             for tier, strategy in settings.routing.strategies.items()
             if strategy in ("weighted", "latency", "throughput") and tier in self.tier_candidates
         }
-        if self.route_stats is not None:
-            self.route_stats.close()
         shared = settings.redis_url if settings.cache_backend in ("auto", "redis") else ""
-        self.route_stats = RouteStats(
-            settings.routing,
-            settings.candidates,
-            shared,
-            self.accounting.health,
-            pools=self.rules.measured_pools(),
+        replaced_stats, self.route_stats = (
+            self.route_stats,
+            RouteStats(
+                settings.routing,
+                settings.candidates,
+                shared,
+                self.accounting.health,
+                pools=self.rules.measured_pools(),
+            ),
         )
+        if replaced_stats is not None:
+            self.route_stats.adopt(replaced_stats)  # the routes a reload keeps stay measured
+            replaced_stats.close()
         env.measured_order = self.route_stats.rule_order
         self.note_rule_routes()
         if not self.rules.only_tier:
