@@ -1472,17 +1472,21 @@ class Xrouter:
         if self.moving_tiers:
             candidates = TierOrders(candidates, self.moving_tiers, self.tier_order)
         chain = chain_for(
-            TIERS[tier], self.settings.routes, routing, needs_vision, candidates, needs_tools
+            TIERS[tier],
+            self.settings.routes,
+            routing,
+            needs_vision,
+            candidates,
+            needs_tools,
+            ceiling,
         )
-        if ceiling is not None:
-            chain = [route for route in chain if TIER_INDEX[route.tier] <= ceiling]
-            if not chain:
-                raise RouterError(
-                    403,
-                    f"This key may use tiers up to '{TIERS[ceiling]}', and no route at or"
-                    " below it can serve the request.",
-                    code="tier_ceiling",
-                )
+        if ceiling is not None and not chain:
+            raise RouterError(
+                403,
+                f"This key may use tiers up to '{TIERS[ceiling]}', and no route at or"
+                " below it can serve the request.",
+                code="tier_ceiling",
+            )
         if chain:
             plan = Plan(decision, chain, tags, selection.rule.name if selection else "")
             plan.selection = selection
@@ -1517,26 +1521,27 @@ class Xrouter:
         """The routes a rule's selection tries: its pool in order; or its route, then
         that route's tier's chain; or its tier's chain, each tier's candidates in the
         order of its strategy (a weighted or measured one's for this request, as the
-        classifier's path). Only vision routes for images, only routes at or below a
-        key's ceiling."""
+        classifier's path, asked only of a tier the chain can use). Only vision routes
+        for images, only routes at or below a key's ceiling."""
         assert self.settings is not None
-        if selection.chain is not None:
-            chain = list(selection.chain)
-        else:
-            first = selection.first
-            tier = first.tier if first is not None else TIERS[selection.tier]
-            candidates: Mapping[str, Sequence[Route]] = self.tier_candidates
-            if self.moving_tiers:
-                candidates = TierOrders(candidates, self.moving_tiers, self.tier_order)
-            rest = chain_for(tier, self.settings.routes, self.settings.routing, False, candidates)
-            chain = (
-                [first, *(r for r in rest if r.breaker_key != first.breaker_key)] if first else rest
+
+        def fits(route: Route) -> bool:
+            return (not needs_vision or route.vision) and (
+                ceiling is None or TIER_INDEX[route.tier] <= ceiling
             )
-        if needs_vision:
-            chain = [route for route in chain if route.vision]
-        if ceiling is not None:
-            chain = [route for route in chain if TIER_INDEX[route.tier] <= ceiling]
-        return chain
+
+        if selection.chain is not None:
+            return [route for route in selection.chain if fits(route)]
+        first = selection.first
+        tier = first.tier if first is not None else TIERS[selection.tier]
+        candidates: Mapping[str, Sequence[Route]] = self.tier_candidates
+        if self.moving_tiers:
+            candidates = TierOrders(candidates, self.moving_tiers, self.tier_order)
+        routes, routing = self.settings.routes, self.settings.routing
+        rest = chain_for(tier, routes, routing, needs_vision, candidates, ceiling=ceiling)
+        if first is None or not fits(first):
+            return rest
+        return [first, *(r for r in rest if r.breaker_key != first.breaker_key)]
 
     def point_at(self, flow: http.HTTPFlow, routed: RoutedFlow, route: Route) -> None:
         """Rewrite the flow's request for a route (the first one, or a fallback)."""
