@@ -472,7 +472,12 @@ def is_count_tokens_call(request: http.Request) -> bool:
 
 
 class Xrouter:
-    def __init__(self) -> None:
+    def __init__(self, announces: bool = True) -> None:
+        """`announces`: whether this process logs what is the same in every worker of
+        one launch (the configuration's notes and warnings, a listener open without a
+        key); under `xrouter --workers N` only the first worker does, so each such line
+        comes once per start."""
+        self.announces = announces
         self.settings: Settings | None = None
         self.client: httpx.AsyncClient | None = None
         self.classifier: LLMClassifier | None = None
@@ -624,11 +629,13 @@ class Xrouter:
         for note in settings.notes:
             if note not in self.notes_logged:
                 self.notes_logged.add(note)
-                log.info("configuration: %s", note)
+                if self.announces:
+                    log.info("configuration: %s", note)
         for warning in settings.warnings:
             if warning not in self.notes_logged:
                 self.notes_logged.add(warning)
-                log.warning("configuration: %s", warning)
+                if self.announces:
+                    log.warning("configuration: %s", warning)
         aliases = HeaderAliases(
             settings.decision_header,
             settings.upstream_header,
@@ -804,6 +811,8 @@ class Xrouter:
 
     def warn_if_exposed(self) -> None:
         assert self.settings is not None
+        if not self.announces:
+            return
         options = ctx.options
         for warning in exposure_warnings(
             options.mode,
