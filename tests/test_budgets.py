@@ -236,9 +236,12 @@ def test_a_metered_keys_cache_hits_cost_nothing_and_every_counter_sees_them(
     """As LiteLLM counts them: a response-cache hit of a key with a budget is a request of
     the key (its requests per minute and its usage rows count it) that costs $0, and
     /usage, /metrics and the request log say it was a hit and what it saved (what the
-    answer cost when it was first served)."""
+    answer cost when it was first served). A key already over its budget is refused a
+    hit too, as LiteLLM and OpenRouter refuse every request of such a key."""
     file = tmp_path / "keys.json"
     key = create(file, "team", "--daily-usd", "5", "--rpm", "3")
+    # Reserved at 11 prompt + 1 completion token ($0.013), it costs $0.025: over $0.02.
+    spent = create(file, "spent", "--daily-usd", "0.02")
     log = tmp_path / "requests.jsonl"
     router = start_router(
         {
@@ -258,16 +261,25 @@ def test_a_metered_keys_cache_hits_cost_nothing_and_every_counter_sees_them(
         assert [r.status_code for r in replies] == [200, 200, 200, 429], replies[-1].text
         assert [r.headers.get("x-xrouter-cache") for r in replies[:3]] == ["miss", "hit", "hit"]
         assert replies[3].json()["error"]["code"] == "rate_limit_exceeded"
+        short = ask("over budget", max_tokens=1)
+        first = client.post(CHAT, json=short, headers=bearer(spent))
+        assert first.status_code == 200 and first.headers["x-xrouter-cache"] == "miss"
+        again = client.post(CHAT, json=short, headers=bearer(spent))
+        assert again.status_code == 429, again.text
+        assert again.json()["error"]["code"] == "budget_exceeded"
+        assert "$0.025 is used today" in again.json()["error"]["message"]
         router.settle()
         doc = client.get("/usage").json()
         metrics = client.get("/metrics").text
+    over = doc["keys"]["spent"]
+    assert over["requests"] == 1 and over["overBudget"] == 1 and over["cacheHits"] == 0, over
     row = doc["keys"]["team"]
     assert row["requests"] == 3 and row["rateLimited"] == 1, row
     assert row["cacheHits"] == 2 and row["cacheSavedUsd"] == pytest.approx(2 * COST), row
     assert row["costUsd"] == pytest.approx(COST), row  # the miss only
     assert row["budget"]["spentTodayUsd"] == pytest.approx(COST), row
     tier = doc["tiers"]["medium"]
-    assert tier["requests"] == 3 and tier["cacheHits"] == 2, tier
+    assert tier["requests"] == 4 and tier["cacheHits"] == 2, tier  # 2 misses, 2 hits
     assert tier["cacheSavedUsd"] == pytest.approx(2 * COST), tier
     assert doc["cache"]["responseHits"] == 2
     assert doc["cache"]["responseSavedUsd"] == pytest.approx(2 * COST), doc["cache"]

@@ -510,6 +510,15 @@ class Accounting:
         self.usage.count(f"k|{key.name}|over_{held.limit}")
         raise refusal_error(key.name, held)
 
+    async def reserve_nothing(self, key: ClientKey) -> None:
+        """A request that costs nothing (a cache hit) checked against a metered key's
+        limits: refused (RouterError 429, counted) only when the key is over one already."""
+        held = await self.budgets.reserve(key, 0, 0)
+        if isinstance(held, Refusal):
+            self.usage.count(f"k|{key.name}|limited")
+            self.usage.count(f"k|{key.name}|over_{held.limit}")
+            raise refusal_error(key.name, held)
+
     async def key_budgets(self) -> dict[str, dict[str, Any]]:
         """name → the budgets of each key that has one, and what is used of them now."""
         keys = {k.name: k for k in self.client_keys() if k.daily_usd or k.monthly_usd}
@@ -528,9 +537,17 @@ class Accounting:
     # ---- response cache ---------------------------------------------------------
 
     async def cached_answer(
-        self, chat: ChatRequest, event_id: int = 0, client: str = ""
+        self,
+        chat: ChatRequest,
+        event_id: int = 0,
+        client: str = "",
+        metered: ClientKey | None = None,
     ) -> tuple[str | None, LocalResponse | None]:
-        """(key, answer): the answer when the cache has one; the key to store under later."""
+        """(key, answer): the answer when the cache has one; the key to store under later.
+        `metered`: the client's key when it has a budget or tokens per minute: a hit costs
+        nothing, but a key already over a limit (its budget lowered, a request that cost
+        more than its estimate) is refused it too, as every other request of it
+        (RouterError 429, from `reserve`)."""
         if self.responses is None:
             return None, None
         key = response_key(chat)
@@ -542,6 +559,8 @@ class Accounting:
             self.usage.count("c|response|miss")
             return key, None
         completion, tier, digit, origin = found
+        if metered is not None:
+            await self.reserve_nothing(metered)
         self.usage.count("c|response|hit")
         headers = {
             CACHE_HEADER: "hit",

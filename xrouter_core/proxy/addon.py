@@ -1341,7 +1341,13 @@ class Xrouter:
         event_id = self.feed.next_id()
         self.feed.start(event_id, chat)
         name = client.name if client is not None else ""
-        cache_key, cached = await self.accounting.cached_answer(chat, event_id, name)
+        metered = client if client is not None and client.metered else None
+        try:
+            cache_key, cached = await self.accounting.cached_answer(chat, event_id, name, metered)
+        except RouterError as exc:  # a hit for a key over its budget
+            local_response(flow, LocalResponse.error(exc))
+            self.feed.complete(event_id, exc.status, error=exc.code)
+            return
         if cached is not None:
             local_response(flow, cached)
             return
