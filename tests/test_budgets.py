@@ -292,3 +292,37 @@ def test_a_metered_keys_cache_hits_cost_nothing_and_every_counter_sees_them(
     assert len(hits) == 2 and all(line["key"] == "team" for line in hits), lines
     assert all(line["cost_usd"] == 0 for line in hits)
     assert all(line["saved_usd"] == pytest.approx(COST) for line in hits), hits
+
+
+def test_a_settlement_in_flight_when_a_reload_closes_the_budgets_still_lands(tmp_path):
+    """A reload closes the Budgets it replaces just as a request's settlement is on its
+    way to Redis: it still lands (the client closes only after CLOSE_GRACE_S), so the
+    day's spend is the request's real cost, not its estimate."""
+    from xrouter_core.accounting.limits import Budgets, Reservation
+    from xrouter_core.client_keys import ClientKey
+
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is not installed (.ci/run installs it)")
+    redis_server = RedisServer(tmp_path)
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    key = ClientKey("reloaded", "0" * 64, daily_usd=1.0)
+
+    async def run() -> tuple[int, int]:
+        replaced = Budgets(url)
+        held = await replaced.reserve(key, 5000, 10)
+        assert isinstance(held, Reservation) and held.shared
+        replaced.settle(held, 2000, 10)  # in the background
+        replaced.close()  # the reload, at once
+        fresh = Budgets(url)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            spent = (await fresh.spent(["reloaded"]))["reloaded"]
+            if spent != (5000, 0):
+                break
+            await asyncio.sleep(0.05)
+        return spent
+
+    try:
+        assert asyncio.run(run()) == (2000, 0)  # no monthly budget
+    finally:
+        redis_server.kill()

@@ -352,6 +352,9 @@ class Budgets:
         return {name: (here(day), here(month)) for name, (day, month) in keys.items()}
 
     def close(self) -> None:
-        self.tasks.cancel()
+        """For the budgets a reload replaces, and at shutdown. The settlements on their
+        way to Redis go on (retried through a failover for up to FAILOVER_S): the client
+        closes only after them (close_later), so a reload loses none of them; at
+        shutdown the stopping loop cancels what is left."""
         if self.redis is not None:
             close_later(self.redis)
