@@ -227,3 +227,102 @@ def test_without_redis_a_process_keeps_the_budget_itself():
         assert (await budgets.spent(["solo"]))["solo"] == (900, 0)
 
     asyncio.run(run())
+
+
+@pytest.mark.parametrize("launcher", ["xrouter"])
+def test_a_metered_keys_cache_hits_cost_nothing_and_every_counter_sees_them(
+    start_router, upstreams, tmp_path
+):
+    """As LiteLLM counts them: a response-cache hit of a key with a budget is a request of
+    the key (its requests per minute and its usage rows count it) that costs $0, and
+    /usage, /metrics and the request log say it was a hit and what it saved (what the
+    answer cost when it was first served). A key already over its budget is refused a
+    hit too, as LiteLLM and OpenRouter refuse every request of such a key."""
+    file = tmp_path / "keys.json"
+    key = create(file, "team", "--daily-usd", "5", "--rpm", "3")
+    # Reserved at 11 prompt + 1 completion token ($0.013), it costs $0.025: over $0.02.
+    spent = create(file, "spent", "--daily-usd", "0.02")
+    log = tmp_path / "requests.jsonl"
+    router = start_router(
+        {
+            **PRICES,
+            "ROUTER_KEYS_FILE": str(file),
+            "CACHE_RESPONSES": "true",
+            "CACHE_BACKEND": "memory",
+            "REQUEST_LOG": str(log),
+        }
+    )
+    wait_for_a_fresh_minute(30)
+    body = ask("cached")
+    with router.client(headers=bearer(key)) as client:
+        replies = [client.post(CHAT, json=body) for _ in range(2)]
+        replies.append(client.post(CHAT, json={**body, "stream": True}))
+        replies.append(client.post(CHAT, json=body))  # the fourth this minute: over rpm
+        assert [r.status_code for r in replies] == [200, 200, 200, 429], replies[-1].text
+        assert [r.headers.get("x-xrouter-cache") for r in replies[:3]] == ["miss", "hit", "hit"]
+        assert replies[3].json()["error"]["code"] == "rate_limit_exceeded"
+        short = ask("over budget", max_tokens=1)
+        first = client.post(CHAT, json=short, headers=bearer(spent))
+        assert first.status_code == 200 and first.headers["x-xrouter-cache"] == "miss"
+        again = client.post(CHAT, json=short, headers=bearer(spent))
+        assert again.status_code == 429, again.text
+        assert again.json()["error"]["code"] == "budget_exceeded"
+        assert "$0.025 is used today" in again.json()["error"]["message"]
+        router.settle()
+        doc = client.get("/usage").json()
+        metrics = client.get("/metrics").text
+    over = doc["keys"]["spent"]
+    assert over["requests"] == 1 and over["overBudget"] == 1 and over["cacheHits"] == 0, over
+    row = doc["keys"]["team"]
+    assert row["requests"] == 3 and row["rateLimited"] == 1, row
+    assert row["cacheHits"] == 2 and row["cacheSavedUsd"] == pytest.approx(2 * COST), row
+    assert row["costUsd"] == pytest.approx(COST), row  # the miss only
+    assert row["budget"]["spentTodayUsd"] == pytest.approx(COST), row
+    tier = doc["tiers"]["medium"]
+    assert tier["requests"] == 4 and tier["cacheHits"] == 2, tier  # 2 misses, 2 hits
+    assert tier["cacheSavedUsd"] == pytest.approx(2 * COST), tier
+    assert doc["cache"]["responseHits"] == 2
+    assert doc["cache"]["responseSavedUsd"] == pytest.approx(2 * COST), doc["cache"]
+    assert 'xrouter_key_requests_total{key="team"} 3' in metrics
+    assert 'xrouter_key_cache_hits_total{key="team"} 2' in metrics
+    assert re.search(r'xrouter_key_cache_saved_usd_total\{key="team"\} 0\.05\b', metrics)
+    assert re.search(r'xrouter_cache_saved_usd_total\{tier="medium"\} 0\.05\b', metrics)
+    lines = [json.loads(line) for line in log.read_text().splitlines()]
+    hits = [line for line in lines if line["cache_hit"]]
+    assert len(hits) == 2 and all(line["key"] == "team" for line in hits), lines
+    assert all(line["cost_usd"] == 0 for line in hits)
+    assert all(line["saved_usd"] == pytest.approx(COST) for line in hits), hits
+
+
+def test_a_settlement_in_flight_when_a_reload_closes_the_budgets_still_lands(tmp_path):
+    """A reload closes the Budgets it replaces just as a request's settlement is on its
+    way to Redis: it still lands (the client closes only after CLOSE_GRACE_S), so the
+    day's spend is the request's real cost, not its estimate."""
+    from xrouter_core.accounting.limits import Budgets, Reservation
+    from xrouter_core.client_keys import ClientKey
+
+    if not shutil.which("redis-server"):
+        pytest.fail("redis-server is not installed (.ci/run installs it)")
+    redis_server = RedisServer(tmp_path)
+    url = f"redis://127.0.0.1:{redis_server.port}/0"
+    key = ClientKey("reloaded", "0" * 64, daily_usd=1.0)
+
+    async def run() -> tuple[int, int]:
+        replaced = Budgets(url)
+        held = await replaced.reserve(key, 5000, 10)
+        assert isinstance(held, Reservation) and held.shared
+        replaced.settle(held, 2000, 10)  # in the background
+        replaced.close()  # the reload, at once
+        fresh = Budgets(url)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            spent = (await fresh.spent(["reloaded"]))["reloaded"]
+            if spent != (5000, 0):
+                break
+            await asyncio.sleep(0.05)
+        return spent
+
+    try:
+        assert asyncio.run(run()) == (2000, 0)  # no monthly budget
+    finally:
+        redis_server.kill()

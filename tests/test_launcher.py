@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
+import json
 import socket
 import subprocess
 import sys
@@ -58,6 +59,27 @@ def test_workers_check_the_configuration_once(upstreams, tmp_path):
     assert router.proc.wait(20) == 1
     assert router.logs().count("FRONTIER_BASE_URL is required") == 1
     router.stop()
+
+
+def test_workers_say_what_is_true_of_all_of_them_once(upstreams, tmp_path):
+    """A route skipped for its missing key is the same in every worker: the warning
+    comes once per start of the launcher, not once per worker; each worker still says
+    it is ready."""
+    env = {k: v for k, v in upstreams.env().items() if not k.startswith("CHEAP_")}
+    cheap = {"base_url": upstreams.cheap.url + "/v1", "model": "cheap-model"}
+    second = {**cheap, "api_key_env": "XR_TEST_KEY_NOT_SET"}
+    env["UPSTREAMS_JSON"] = json.dumps({"routes": {"cheap": [cheap, second]}})
+    router = Router(env, tmp_path, args=["--workers", "2"], launcher="xrouter")
+    try:
+        reply = router.client().post(CHAT, json=ask(unique("still served")))
+        assert reply.status_code == 200, reply.text
+        router.settle()
+        logs = router.logs()
+        assert logs.count("xrouter ready") == 2, logs
+        skipped = "(its key variable XR_TEST_KEY_NOT_SET is not set) is skipped"
+        assert logs.count(skipped) == 1, logs
+    finally:
+        assert router.stop() == 0
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -12,6 +12,7 @@ gets none of them from its environment, which would outrank every file.
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from pathlib import Path
@@ -21,6 +22,9 @@ import psutil
 import pytest
 from conftest import ROOT, Router, Upstreams, unique
 from fakes import Reply
+from test_usage import RedisServer
+
+from xrouter_core.accounting.redis_topology import CLOSE_GRACE_S
 
 CHAT = "/v1/chat/completions"
 ROUTER_KEY = "xr-client-router-key-7781"
@@ -438,3 +442,175 @@ def test_an_unloaded_addon_closes_its_upstream_connections(
     while upstream_connections(controlled.router, port) > 1 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert upstream_connections(controlled.router, port) == 1
+
+
+def router_connections(redis_port: int) -> int:
+    """The connections redis-server has open, but the one asking (CLIENT LIST)."""
+    import redis
+
+    client = redis.Redis(port=redis_port, socket_timeout=2)
+    try:
+        return len(client.client_list()) - 1
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    server = RedisServer(tmp_path)
+    yield server
+    server.kill()
+
+
+def test_reloads_close_the_redis_clients_they_replace(
+    upstreams: Upstreams, tmp_path: Path, redis_server: RedisServer
+):
+    """Each reload builds new counters, caches, limits and budgets, each with its Redis
+    client; the ones it replaces close theirs, so the Redis server's connections do not
+    grow with reloads. Every store is used between reloads: the usage counters and the
+    response cache, and a client key's requests per minute and budget."""
+    from test_client_keys import create
+
+    keys_file = tmp_path / "keys.json"
+    client_key = create(keys_file, "metered", "--rpm", "1000", "--daily-usd", "100")
+    controlled = Controlled(upstreams, tmp_path)
+    try:
+        envs = [tmp_path / "a.env", tmp_path / "b.env"]
+        for index, env in enumerate(envs):
+            env.write_text(
+                good_env(
+                    upstreams,
+                    REDIS_URL=f"redis://127.0.0.1:{redis_server.port}/0",
+                    ROUTER_KEYS_FILE=str(keys_file),
+                    CACHE_RESPONSES="true",
+                    USAGE_FLUSH_MS="10",
+                    MEDIUM_MODEL=f"medium-model-{index}",
+                )
+            )
+
+        def use_every_store() -> None:
+            for text in ("same question", unique("another")):
+                reply = controlled.http.post(
+                    CHAT, json=ask(text), headers={"authorization": f"Bearer {client_key}"}
+                )
+                assert reply.status_code == 200, reply.text
+            assert controlled.http.get("/usage").status_code == 200
+            time.sleep(0.2)  # a flush or two
+
+        assert controlled.set("xrouter_env_file", str(envs[0]))["error"] is None
+        use_every_store()
+        one_configuration = router_connections(redis_server.port)
+        assert one_configuration >= 5  # counters, two caches, limits, budgets, the feed
+        for reload in range(1, 9):
+            assert controlled.set("xrouter_env_file", str(envs[reload % 2]))["error"] is None
+            use_every_store()
+        # A replaced client is closed once its last commands are done (CLOSE_GRACE_S).
+        deadline = time.monotonic() + CLOSE_GRACE_S + 10
+        while time.monotonic() < deadline:
+            now = router_connections(redis_server.port)
+            if now <= one_configuration:
+                break
+            time.sleep(0.5)
+        assert now <= one_configuration, (now, one_configuration)
+        use_every_store()  # the configuration in use still has its clients
+        controlled.router.stop()  # with closes still scheduled: none complains
+        logs = controlled.router.log_path.read_text()
+        for complaint in ("Traceback", "Task was destroyed", "unavailable", "Unclosed"):
+            assert complaint not in logs, logs
+        logs = controlled.router.logs()
+        assert "Traceback" not in logs and "unavailable" not in logs, logs
+    finally:
+        controlled.close()
+
+
+def test_a_reload_keeps_the_client_keys_counts_of_this_minute(upstreams: Upstreams, tmp_path: Path):
+    """Without Redis each process counts a key's requests and tokens per minute itself:
+    a reload goes on counting (it is not a new minute), so reloading the settings does
+    not let a key past its limits."""
+    from test_budgets import ask as ask_18_tokens
+    from test_client_keys import create, wait_for_a_fresh_minute
+
+    keys_file = tmp_path / "keys.json"
+    by_requests = create(keys_file, "by-requests", "--rpm", "2")
+    by_tokens = create(keys_file, "by-tokens", "--tpm", str(2 * 18))
+    controlled = Controlled(upstreams, tmp_path)
+    try:
+        envs = [tmp_path / "a.env", tmp_path / "b.env"]
+        for index, env in enumerate(envs):
+            env.write_text(
+                good_env(upstreams, ROUTER_KEYS_FILE=str(keys_file), MEDIUM_MODEL=f"m-{index}")
+            )
+        assert controlled.set("xrouter_env_file", str(envs[0]))["error"] is None
+        wait_for_a_fresh_minute(30)
+
+        def chat(key: str) -> httpx.Response:
+            return controlled.http.post(
+                CHAT,
+                json=ask_18_tokens("limited"),
+                headers={"authorization": f"Bearer {key}"},
+            )
+
+        for key in (by_requests, by_tokens):
+            assert [chat(key).status_code for _ in range(2)] == [200, 200]
+        for reload in (1, 2):
+            assert controlled.set("xrouter_env_file", str(envs[reload % 2]))["error"] is None
+            over_rpm = chat(by_requests)
+            assert over_rpm.status_code == 429, over_rpm.text
+            assert "2 requests per minute" in over_rpm.json()["error"]["message"]
+            over_tpm = chat(by_tokens)
+            assert over_tpm.status_code == 429, over_tpm.text
+            assert "36 tokens per minute" in over_tpm.json()["error"]["message"]
+    finally:
+        controlled.close()
+
+
+def test_a_reload_keeps_the_samples_of_the_routes_it_leaves_as_they_were(
+    upstreams: Upstreams, tmp_path: Path
+):
+    """cheap = [a, b] by latency: the samples that rank them survive a reload that
+    changes another tier, and the measured order with them; a reload that changes b's
+    model starts b's samples (a new route) from none, and keeps a's."""
+    from fakes import FakeOpenAIProvider
+    from test_route_stats import measured_env
+
+    pair = {"a": FakeOpenAIProvider("a"), "b": FakeOpenAIProvider("b")}
+    controlled = Controlled(upstreams, tmp_path)
+    try:
+        base = {**measured_env(upstreams, pair, "latency"), "ROUTER_API_KEY": ROUTER_KEY}
+        first, other_tier = tmp_path / "first.env", tmp_path / "other.env"
+        first.write_text(env_text(base))
+        other_tier.write_text(env_text({**base, "MEDIUM_MODEL": "medium-model-2"}))
+        new_b = json.loads(base["UPSTREAMS_JSON"])
+        new_b["providers"]["b"]["models"] = ["b-model-2"]
+        changed_b = tmp_path / "changed-b.env"
+        changed_b.write_text(env_text({**base, "UPSTREAMS_JSON": json.dumps(new_b)}))
+
+        def stats() -> dict:
+            return controlled.http.get("/health").json()["route_stats"]
+
+        assert controlled.set("xrouter_env_file", str(first))["error"] is None
+        for n in range(40):
+            reply = controlled.chat(f"measure {n}", **{"x-xrouter-tier": "cheap"})
+            assert reply.status_code == 200, reply.text
+            if not stats()["measuring"]:
+                break
+        before = stats()
+        measured = [before["routes"][key]["samples"] for key in ("cheap#1", "cheap#2")]
+        assert min(measured) >= 2, before
+        assert not before["measuring"], before
+
+        assert controlled.set("xrouter_env_file", str(other_tier))["error"] is None
+        after = stats()
+        for key in ("cheap#1", "cheap#2"):
+            assert after["routes"][key] == before["routes"][key], (before, after)
+        assert after["order"] == before["order"] and not after["measuring"], after
+
+        assert controlled.set("xrouter_env_file", str(changed_b))["error"] is None
+        changed = stats()
+        assert changed["routes"]["cheap#1"] == before["routes"]["cheap#1"], changed
+        assert changed["routes"]["cheap#2"]["samples"] == 0, changed
+        assert changed["measuring"] == {"cheap": ["cheap#2"]}, changed
+    finally:
+        controlled.close()
+        for server in pair.values():
+            server.close()

@@ -19,6 +19,7 @@ from test_events import Feed
 from test_fallback import ask, stream_text
 
 from xrouter_core.config import ConfigError, load_settings
+from xrouter_core.routing.route_stats import EXPLORE_EVERY
 
 CHAT = "/v1/chat/completions"
 EXPLAIN = "/v1/route/explain"
@@ -482,3 +483,82 @@ def test_settings_read_rules_and_tags_from_upstreams_json(tmp_path):
     assert [rule.name for rule in settings.rules] == ["tag#1", "tier"]
     assert settings.rules[0].target.model == "law-model"
     assert settings.tag_words == {"legal": ("contract", "lawsuit"), "creative": ()}
+
+
+def with_image(text: str) -> dict:
+    content = [
+        {"type": "text", "text": text},
+        {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}},
+    ]
+    return {"model": "xrouter/auto", "messages": [{"role": "user", "content": content}]}
+
+
+def test_a_rule_that_cannot_serve_a_request_draws_nothing_and_turns_nothing(
+    start_router, upstreams, tmp_path
+):
+    """Requests with an image skip the rules (no route of theirs is vision-capable) and go
+    to frontier: the seeded random rule's draws and the latency tier's exploration turns
+    (one request in EXPLORE_EVERY tries an unmeasured candidate first) go on only with
+    the requests they serve, as if the image requests had not come."""
+    fake_a, fake_b = FakeOpenAIProvider("cheap-a"), FakeOpenAIProvider("cheap-b")
+    env = upstreams.env()
+    for tier in ("CHEAP", "MEDIUM", "FRONTIER"):
+        for name in ("BASE_URL", "MODEL", "API_KEY"):
+            env.pop(f"{tier}_{name}")
+
+    def route(server, name: str) -> dict:
+        return {"base_url": server.url + "/v1", "model": f"{name}-model", "name": name}
+
+    doc = {
+        "routes": {
+            "cheap": [route(fake_a, "cheap-a"), route(fake_b, "cheap-b")],
+            "medium": route(upstreams.medium, "medium-main"),
+            "frontier": {**route(upstreams.frontier, "frontier-main"), "vision": True},
+        },
+        "strategies": {"cheap": "latency"},
+        "rules": [
+            {
+                "kind": "random",
+                "name": "mix",
+                "if_tags": ["creative"],
+                "seed": 7,
+                "weights": [
+                    {"route": "cheap-b", "weight": 1},
+                    {"route": "medium-main", "weight": 3},
+                ],
+            },
+            {"kind": "tag", "name": "to-cheap", "tag": "translation", "tier": "cheap"},
+        ],
+        "tags": {"creative": ["poem"], "translation": ["translate"]},
+    }
+    env["UPSTREAMS_JSON"] = json.dumps(doc)
+    env["ROUTER_API_KEY"] = KEY
+    env["ROUTE_STATS_MIN_SAMPLES"] = "1000"  # cheap stays unmeasured: it keeps exploring
+    upstreams.classifier.digit = "0"  # the image requests' tier is cheap too
+    router = start_router(env)
+    try:
+        picks, firsts = [], []
+        for n in range(12):
+            skipped = post(router, with_image(unique(f"a poem about this picture {n}")))
+            assert skipped.status_code == 200, skipped.text
+            assert skipped.headers["x-xrouter-route"] == "frontier-main"
+            assert skipped.headers["x-xrouter-rule"] == "tier"  # the classifier's
+            served = post(router, ask(unique(f"write a poem number {n}")))
+            assert served.headers["x-xrouter-rule"] == "mix", served.headers
+            picks.append(served.headers["x-xrouter-route"])
+        for n in range(2 * EXPLORE_EVERY):
+            skipped = post(router, with_image(unique(f"translate the sign in this picture {n}")))
+            assert skipped.headers["x-xrouter-route"] == "frontier-main"
+            served = post(router, ask(unique(f"translate this sentence {n}")))
+            assert served.headers["x-xrouter-rule"] == "to-cheap", served.headers
+            firsts.append(served.headers["x-xrouter-route"])
+    finally:
+        fake_a.close()
+        fake_b.close()
+    rng = random.Random(7)
+    expected = [["cheap-b", "medium-main"][rng.choices(range(2), weights=[1, 3])[0]] for _ in picks]
+    assert picks == expected
+    # Turns 1..8 of cheap: the 4th tries the unmeasured candidates' second (b) first.
+    explored = ["cheap-a"] * (2 * EXPLORE_EVERY)
+    explored[EXPLORE_EVERY - 1] = "cheap-b"
+    assert firsts == explored

@@ -17,7 +17,12 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 # Redis connections (URL forms, topologies, errors) live in redis_topology.py.
-from xrouter_core.accounting.redis_topology import REDIS_ERRORS, redact_url, redis_client
+from xrouter_core.accounting.redis_topology import (
+    REDIS_ERRORS,
+    close_later,
+    redact_url,
+    redis_client,
+)
 from xrouter_core.tasks import Tasks
 
 log = logging.getLogger("xrouter.cache")
@@ -182,8 +187,9 @@ class RedisCache:
         await self.local.set(key, value, ttl)
 
     def close(self) -> None:
-        """The local cache behind it (the Redis client's pool goes with the object)."""
+        """The local cache behind it, and the Redis client (after its last commands)."""
         self.local.close()
+        close_later(self.client)
 
 
 class LayeredCache:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from xrouter_core.accounting.cache import RedisHealth
 from xrouter_core.accounting.redis_topology import (
     REDIS_ERRORS,
+    close_later,
     eval_replicated,
     redis_client,
     retried,
@@ -46,6 +47,11 @@ class RateLimits:
         self.local: dict[str, int] = {}
         self.minute = 0
 
+    def adopt(self, replaced: RateLimits) -> None:
+        """Go on counting where the limits a reload replaces left off (this minute's
+        counts of this process, by key name): a reload does not give a key a new minute."""
+        self.local, self.minute = replaced.local, replaced.minute
+
     async def take(self, name: str, rpm: int) -> float | None:
         """Count one request of `name`; None when it is within `rpm`, else the seconds
         until the next minute, when it may try again."""
@@ -72,6 +78,11 @@ class RateLimits:
             self.local, self.minute = {}, minute
         count = self.local[name] = self.local.get(name, 0) + 1
         return count
+
+    def close(self) -> None:
+        """For the limits a reload replaces, and at shutdown: the Redis client closed."""
+        if self.redis is not None:
+            close_later(self.redis)
 
 
 def retry_after(seconds: float) -> str:
@@ -199,6 +210,12 @@ class Budgets:
         # other stores' last error was, so budgets stay shared through a failover.
         self.failover = target is not None and target.failover
         self._away_until = 0.0
+
+    def adopt(self, replaced: Budgets) -> None:
+        """Go on from what the budgets a reload replaces hold in this process (without
+        Redis, or while it is away): the same counters, so a reload neither resets a
+        key's spend nor loses a settlement of a request in flight."""
+        self.local = replaced.local
 
     def _shared(self) -> bool:
         if self.redis is None or time.monotonic() < self._away_until:
@@ -335,4 +352,9 @@ class Budgets:
         return {name: (here(day), here(month)) for name, (day, month) in keys.items()}
 
     def close(self) -> None:
-        self.tasks.cancel()
+        """For the budgets a reload replaces, and at shutdown. The settlements on their
+        way to Redis go on (retried through a failover for up to FAILOVER_S): the client
+        closes only after them (close_later), so a reload loses none of them; at
+        shutdown the stopping loop cancels what is left."""
+        if self.redis is not None:
+            close_later(self.redis)

@@ -76,6 +76,20 @@ def render_metrics(stored: Stored, budgets: Mapping[str, Mapping[str, Any]] | No
     for name, row in keys.items():
         doc.sample("xrouter_key_cost_usd_total", row["costUsd"], key=name)
     doc.family(
+        "xrouter_key_cache_hits_total",
+        "counter",
+        "Requests of a client key answered from the response cache (at no cost).",
+    )
+    for name, row in keys.items():
+        doc.sample("xrouter_key_cache_hits_total", row["cacheHits"], key=name)
+    doc.family(
+        "xrouter_key_cache_saved_usd_total",
+        "counter",
+        "USD a client key's response-cache hits saved (their answers' first cost).",
+    )
+    for name, row in keys.items():
+        doc.sample("xrouter_key_cache_saved_usd_total", row["cacheSavedUsd"], key=name)
+    doc.family(
         "xrouter_key_rate_limited_total",
         "counter",
         "Requests of a client key refused over its requests-per-minute limit.",
@@ -203,6 +217,14 @@ def render_metrics(stored: Stored, budgets: Mapping[str, Mapping[str, Any]] | No
     doc.family("xrouter_cache_hits_total", "counter", "Requests answered from the response cache.")
     for tier in TIERS:
         doc.sample("xrouter_cache_hits_total", c.get(f"t|{tier}|cache_hits", 0), tier=tier)
+    doc.family(
+        "xrouter_cache_saved_usd_total",
+        "counter",
+        "USD response-cache hits saved: what their answers cost when first served.",
+    )
+    for tier in TIERS:
+        saved = c.get(f"t|{tier}|cache_saved_nusd", 0) / NANO_USD
+        doc.sample("xrouter_cache_saved_usd_total", saved, tier=tier)
 
     doc.family("xrouter_fallbacks_total", "counter", "Requests retried on another route.")
     for key in sorted(k for k in c if k.startswith("f|")):

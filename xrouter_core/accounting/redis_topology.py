@@ -21,6 +21,7 @@ would only wait for an outage, so it is not tried.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -209,6 +210,41 @@ def redis_client_sync(url: str, timeout: float = 5.0) -> Any:
         socket_connect_timeout=CONNECT_TIMEOUT_S,
         socket_timeout=timeout,
     )
+
+
+# A client a reload replaced is closed this long after: what it is still doing (a
+# request's count, a write retried through a failover) ends first.
+CLOSE_GRACE_S = FAILOVER_S + 1.0
+# The closes scheduled and not yet done (the loop holds tasks only weakly).
+_closing: set[asyncio.Task[None]] = set()
+
+
+def close_later(client: Any, sync: bool = False) -> None:
+    """Close a replaced store's Redis client, CLOSE_GRACE_S from now, in the background:
+    its connections go back to the server instead of staying open until the process
+    ends, and the caller (a mitmproxy hook) does not wait. An asyncio client is closed
+    on the loop; a blocking one (`sync`) in a worker thread, as it may block. Without a
+    running loop the process is ending: a blocking client is closed at once, an asyncio
+    one goes with its loop. Cancelled (the loop stopping), a close is not needed."""
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        if sync:
+            with contextlib.suppress(*REDIS_ERRORS):
+                client.close()
+        return
+    task = loop.create_task(_close(client, sync))
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
+async def _close(client: Any, sync: bool) -> None:
+    await asyncio.sleep(CLOSE_GRACE_S)
+    with contextlib.suppress(*REDIS_ERRORS):
+        if sync:
+            await asyncio.to_thread(client.close)
+        else:
+            await client.aclose()
 
 
 def target_of(client: Any) -> RedisTarget | None:

@@ -48,7 +48,7 @@ from xrouter_core.routing.fallback import fallback_header
 from xrouter_core.routing.sessions import SESSION_TTL_S, SessionRouting
 from xrouter_core.tasks import Tasks
 from xrouter_core.tiers import FRONTIER, TIERS
-from xrouter_core.wire.canonical import Usage
+from xrouter_core.wire.canonical import Usage, usage_from_openai
 from xrouter_core.wire.errors import RouterError
 from xrouter_core.wire.headers import (
     CACHE_HEADER,
@@ -180,7 +180,14 @@ def session_store(settings: Settings, health: RedisHealth | None) -> Cache:
 
 
 class Accounting:
-    def __init__(self, settings: Settings, feed: EventFeed | None = None):
+    def __init__(
+        self,
+        settings: Settings,
+        feed: EventFeed | None = None,
+        replaced: Accounting | None = None,
+    ):
+        """`replaced`: the Accounting a reload replaces, whose client keys' limits and
+        budgets counted in this process go on here."""
         self.settings = settings
         # The live feed (/events) outlives a reload: the addon owns it and hands it over.
         self.feed = feed if feed is not None else EventFeed()
@@ -239,6 +246,9 @@ class Accounting:
         self.limits = RateLimits(shared, self.health)
         # Their tokens per minute and daily and monthly budgets: reserved, then settled.
         self.budgets = Budgets(shared, self.health)
+        if replaced is not None:
+            self.limits.adopt(replaced.limits)
+            self.budgets.adopt(replaced.budgets)
         # The client keys in use now (the addon's keyring), for the budgets /usage shows.
         self.client_keys: Callable[[], Iterable[ClientKey]] = tuple
         # OpenTelemetry spans, when an OTLP endpoint is configured (None: off, not imported).
@@ -257,11 +267,14 @@ class Accounting:
 
     def close(self) -> None:
         """At shutdown, and for the Accounting a reload replaces: the last counts stored,
-        and the stores' files closed (the new Accounting opens its own)."""
+        and the stores' files and Redis clients closed (the new Accounting opens its
+        own; a Redis client once its last commands are done, redis_topology.close_later)."""
         self.tasks.cancel()
+        self.limits.close()
         self.budgets.close()
         self.usage.close()
         self.decisions.close()
+        self.sessions.store.close()
         if self.responses is not None:
             self.responses.close()
         if self.request_log is not None:
@@ -297,12 +310,14 @@ class Accounting:
         tags: tuple[str, ...] = (),
         response_tags: tuple[str, ...] = (),
         rule: str = "",
+        saved_cost: float = 0.0,
     ) -> Outcome:
         """One finished request: priced and counted in memory, logged off the loop, and
         told to the live feed (`event_id`: the id its other events carry; `client`: the
         client key's name; `session`: its agent session's label, with `baseline_cost`
         what it would have cost on frontier with frontier's cache for the session;
-        `tags`, `response_tags`, `rule`: routing/tags.py, rules.py)."""
+        `tags`, `response_tags`, `rule`: routing/tags.py, rules.py; `saved_cost`: a
+        cache hit's, what its answer cost when first served)."""
         estimated = False
         with_usage = prompt_tokens is not None and completion_tokens is not None
         if prompt_tokens is None or completion_tokens is None:
@@ -338,6 +353,7 @@ class Accounting:
             estimated=estimated,
             with_usage=with_usage,
             cache_hit=cache_hit,
+            saved_cost_usd=saved_cost,
             classifier_ms=decision.ms,
             upstream_ms=max(total_ms - decision.ms, 0.0),
             total_ms=total_ms,
@@ -373,6 +389,8 @@ class Accounting:
                 "latency_ms": round(total_ms, 1),
                 "stream": chat.stream,
             }
+            if cache_hit:
+                line["saved_usd"] = round(saved_cost, 9)
             if client:
                 line["key"] = client
             if session:
@@ -492,6 +510,15 @@ class Accounting:
         self.usage.count(f"k|{key.name}|over_{held.limit}")
         raise refusal_error(key.name, held)
 
+    async def reserve_nothing(self, key: ClientKey) -> None:
+        """A request that costs nothing (a cache hit) checked against a metered key's
+        limits: refused (RouterError 429, counted) only when the key is over one already."""
+        held = await self.budgets.reserve(key, 0, 0)
+        if isinstance(held, Refusal):
+            self.usage.count(f"k|{key.name}|limited")
+            self.usage.count(f"k|{key.name}|over_{held.limit}")
+            raise refusal_error(key.name, held)
+
     async def key_budgets(self) -> dict[str, dict[str, Any]]:
         """name → the budgets of each key that has one, and what is used of them now."""
         keys = {k.name: k for k in self.client_keys() if k.daily_usd or k.monthly_usd}
@@ -510,9 +537,17 @@ class Accounting:
     # ---- response cache ---------------------------------------------------------
 
     async def cached_answer(
-        self, chat: ChatRequest, event_id: int = 0, client: str = ""
+        self,
+        chat: ChatRequest,
+        event_id: int = 0,
+        client: str = "",
+        metered: ClientKey | None = None,
     ) -> tuple[str | None, LocalResponse | None]:
-        """(key, answer): the answer when the cache has one; the key to store under later."""
+        """(key, answer): the answer when the cache has one; the key to store under later.
+        `metered`: the client's key when it has a budget or tokens per minute: a hit costs
+        nothing, but a key already over a limit (its budget lowered, a request that cost
+        more than its estimate) is refused it too, as every other request of it
+        (RouterError 429, from `reserve`)."""
         if self.responses is None:
             return None, None
         key = response_key(chat)
@@ -524,6 +559,8 @@ class Accounting:
             self.usage.count("c|response|miss")
             return key, None
         completion, tier, digit, origin = found
+        if metered is not None:
+            await self.reserve_nothing(metered)
         self.usage.count("c|response|hit")
         headers = {
             CACHE_HEADER: "hit",
@@ -540,12 +577,26 @@ class Accounting:
         else:
             body = json.dumps(completion).encode()
             headers["content-type"] = "application/json"
+        # A hit costs nothing and is counted as a request of its key (its requests per
+        # minute were taken before the lookup); what it saved is its answer's cost at
+        # the price of the route that first served it.
+        model = str(completion.get("model") or "")
+        saved = 0.0
+        spent = usage_from_openai(completion.get("usage"))
+        if spent is not None:
+            price = self.pricing.for_model(tier, origin.get(MODEL_HEADER) or model)
+            saved = price.cost(
+                spent.prompt_tokens,
+                spent.completion_tokens,
+                spent.cache_read_tokens,
+                spent.cache_write_tokens,
+            )
         self.finished(
             chat,
             Decision(digit, "response_cache"),
             tier,
             "cache",
-            str(completion.get("model") or ""),
+            model,
             200,
             0,
             0,
@@ -554,6 +605,7 @@ class Accounting:
             cache_hit=True,
             event_id=event_id,
             client=client,
+            saved_cost=saved,
         )
         return key, LocalResponse(200, body, headers)
 
@@ -685,4 +737,6 @@ def empty_key_row() -> dict[str, Any]:
         "rateLimited": 0,
         "overBudget": 0,
         "overTokens": 0,
+        "cacheHits": 0,
+        "cacheSavedUsd": 0.0,
     }

@@ -37,7 +37,11 @@ from typing import Any
 
 from xrouter_core.accounting.cache import REDIS_ERRORS, DiskThread, RedisHealth, redis_client
 from xrouter_core.accounting.prices import Pricing, genai_version
-from xrouter_core.accounting.redis_topology import eval_replicated, redis_client_sync
+from xrouter_core.accounting.redis_topology import (
+    close_later,
+    eval_replicated,
+    redis_client_sync,
+)
 from xrouter_core.config import Route
 from xrouter_core.tiers import FRONTIER, TIER_INDEX, TIERS
 
@@ -93,6 +97,8 @@ class Outcome:
     # The answer reported its token counts (the Node Xrouter's `withUsage`).
     with_usage: bool = False
     cache_hit: bool = False
+    # A response-cache hit: what the answer cost when it was first served (the hit costs 0).
+    saved_cost_usd: float = 0.0
     classifier_ms: float = 0.0
     upstream_ms: float = 0.0
     total_ms: float = 0.0
@@ -125,6 +131,8 @@ class Outcome:
         if self.session:
             row["session"] = self.session
             row["baselineCostUsd"] = round(self.baseline_cost_usd, 9)
+        if self.cache_hit:
+            row["savedUsd"] = round(self.saved_cost_usd, 9)
         if self.rule:
             row["rule"] = self.rule
         if self.prompt is not None:
@@ -187,6 +195,7 @@ def add_outcome(batch: Batch, o: Outcome) -> None:
             c[prefix + "with_usage"] += 1
         if o.cache_hit:
             c[prefix + "cache_hits"] += 1
+            c[prefix + "cache_saved_nusd"] += round(o.saved_cost_usd * NANO_USD)
     if o.client:
         k = f"k|{o.client}|"
         c[k + "requests"] += 1
@@ -195,6 +204,9 @@ def add_outcome(batch: Batch, o: Outcome) -> None:
         c[k + "cost_nusd"] += round(o.cost_usd * NANO_USD)
         if error:
             c[k + "errors"] += 1
+        if o.cache_hit:
+            c[k + "cache_hits"] += 1
+            c[k + "cache_saved_nusd"] += round(o.saved_cost_usd * NANO_USD)
     if o.status < 400 and not o.cache_hit:
         # Actual cost against the all-frontier baseline with its caching, in total and
         # per session (the counters b|… and s|<session>|…).
@@ -610,6 +622,8 @@ class UsageTracker:
             if not stored:
                 self.disk.add(batch)
         self.disk_thread.close(self.disk)
+        if self.redis is not None:
+            close_later(self.redis.client)
 
     # ---- reading --------------------------------------------------------------
 
@@ -662,6 +676,7 @@ def _tier_row(c: dict[str, int], prefix: str) -> dict[str, Any]:
         "cacheWriteTokens": c.get(prefix + "cache_write", 0),
         "errors": c.get(prefix + "errors", 0),
         "cacheHits": c.get(prefix + "cache_hits", 0),
+        "cacheSavedUsd": round(c.get(prefix + "cache_saved_nusd", 0) / NANO_USD, 9),
         "estimatedRequests": c.get(prefix + "estimated", 0),
     }
 
@@ -864,6 +879,7 @@ def usage_document(stored: Stored, pricing: Pricing, minutes: int = 60) -> dict[
         "cache": {
             "responseHits": c.get("c|response|hit", 0),
             "responseMisses": c.get("c|response|miss", 0),
+            "responseSavedUsd": round(sum(row["cacheSavedUsd"] for row in tiers.values()), 9),
             "decisionHits": sum(decisions.get("cache", {}).values()),
         },
         "fallbacks": sum(v for k, v in c.items() if k.startswith("f|")),
@@ -938,6 +954,8 @@ KEY_FIELDS = (
     "over_daily",
     "over_monthly",
     "over_tpm",
+    "cache_hits",
+    "cache_saved_nusd",
 )
 
 
@@ -961,6 +979,8 @@ def key_rows(c: Mapping[str, int]) -> dict[str, dict[str, Any]]:
             "rateLimited": get["limited"],
             "overBudget": get["over_daily"] + get["over_monthly"],
             "overTokens": get["over_tpm"],
+            "cacheHits": get["cache_hits"],
+            "cacheSavedUsd": round(get["cache_saved_nusd"] / NANO_USD, 9),
         }
     return rows
 

@@ -29,12 +29,12 @@ from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 from xrouter_core import __version__
 from xrouter_core.accounting.events import EventFeed
 from xrouter_core.accounting.limits import Reservation, retry_after
-from xrouter_core.accounting.redis_topology import redis_client_sync
+from xrouter_core.accounting.redis_topology import close_later, redis_client_sync
 from xrouter_core.accounting.responsecache import RecordingStream
 from xrouter_core.accounting.service import USAGE_PAGES, Accounting
 from xrouter_core.client_keys import ClientKey, KeyRing, RedisKeyRing
 from xrouter_core.config import ConfigError, NoConfiguration, Route, Settings, load_settings
-from xrouter_core.payments.caps import CapExceeded, usd
+from xrouter_core.payments.caps import CapExceeded, RedisSpendLedger, usd
 from xrouter_core.payments.payer import Payer
 from xrouter_core.payments.x402 import (
     REQUIRED_HEADER_V2,
@@ -472,7 +472,12 @@ def is_count_tokens_call(request: http.Request) -> bool:
 
 
 class Xrouter:
-    def __init__(self) -> None:
+    def __init__(self, announces: bool = True) -> None:
+        """`announces`: whether this process logs what is the same in every worker of
+        one launch (the configuration's notes and warnings, a listener open without a
+        key); under `xrouter --workers N` only the first worker does, so each such line
+        comes once per start."""
+        self.announces = announces
         self.settings: Settings | None = None
         self.client: httpx.AsyncClient | None = None
         self.classifier: LLMClassifier | None = None
@@ -580,7 +585,9 @@ class Xrouter:
                         log.warning("configuration change refused: %s", problem)
                     raise OptionsError("\n".join(exc.problems)) from exc
                 self.settings_source = source
-                self.payer = payer
+                replaced, self.payer = self.payer, payer
+                if replaced is not None and isinstance(replaced.ledger, RedisSpendLedger):
+                    close_later(replaced.ledger.client, sync=True)  # it was made here
                 self.use_plugins(plugins)
                 self.apply(settings)
         if "mode" in updated or "xrouter_env_file" in updated:
@@ -622,11 +629,13 @@ class Xrouter:
         for note in settings.notes:
             if note not in self.notes_logged:
                 self.notes_logged.add(note)
-                log.info("configuration: %s", note)
+                if self.announces:
+                    log.info("configuration: %s", note)
         for warning in settings.warnings:
             if warning not in self.notes_logged:
                 self.notes_logged.add(warning)
-                log.warning("configuration: %s", warning)
+                if self.announces:
+                    log.warning("configuration: %s", warning)
         aliases = HeaderAliases(
             settings.decision_header,
             settings.upstream_header,
@@ -683,9 +692,11 @@ class Xrouter:
             if settings.classifier.uses_builtin
             else None
         )
-        if self.accounting is not None:
-            self.accounting.close()
-        self.accounting = Accounting(settings, self.feed)
+        replaced = self.accounting
+        if replaced is not None:
+            replaced.close()
+        # Its client keys' counts in this process go on in the new one.
+        self.accounting = Accounting(settings, self.feed, replaced)
         keyring = self.keyring
         if keyring is not None:
             self.accounting.client_keys = lambda: keyring.keys.values()
@@ -728,16 +739,20 @@ class Xrouter:
             for tier, strategy in settings.routing.strategies.items()
             if strategy in ("weighted", "latency", "throughput") and tier in self.tier_candidates
         }
-        if self.route_stats is not None:
-            self.route_stats.close()
         shared = settings.redis_url if settings.cache_backend in ("auto", "redis") else ""
-        self.route_stats = RouteStats(
-            settings.routing,
-            settings.candidates,
-            shared,
-            self.accounting.health,
-            pools=self.rules.measured_pools(),
+        replaced_stats, self.route_stats = (
+            self.route_stats,
+            RouteStats(
+                settings.routing,
+                settings.candidates,
+                shared,
+                self.accounting.health,
+                pools=self.rules.measured_pools(),
+            ),
         )
+        if replaced_stats is not None:
+            self.route_stats.adopt(replaced_stats)  # the routes a reload keeps stay measured
+            replaced_stats.close()
         env.measured_order = self.route_stats.rule_order
         self.note_rule_routes()
         if not self.rules.only_tier:
@@ -796,6 +811,8 @@ class Xrouter:
 
     def warn_if_exposed(self) -> None:
         assert self.settings is not None
+        if not self.announces:
+            return
         options = ctx.options
         for warning in exposure_warnings(
             options.mode,
@@ -1324,7 +1341,13 @@ class Xrouter:
         event_id = self.feed.next_id()
         self.feed.start(event_id, chat)
         name = client.name if client is not None else ""
-        cache_key, cached = await self.accounting.cached_answer(chat, event_id, name)
+        metered = client if client is not None and client.metered else None
+        try:
+            cache_key, cached = await self.accounting.cached_answer(chat, event_id, name, metered)
+        except RouterError as exc:  # a hit for a key over its budget
+            local_response(flow, LocalResponse.error(exc))
+            self.feed.complete(event_id, exc.status, error=exc.code)
+            return
         if cached is not None:
             local_response(flow, cached)
             return
@@ -1464,17 +1487,21 @@ class Xrouter:
         if self.moving_tiers:
             candidates = TierOrders(candidates, self.moving_tiers, self.tier_order)
         chain = chain_for(
-            TIERS[tier], self.settings.routes, routing, needs_vision, candidates, needs_tools
+            TIERS[tier],
+            self.settings.routes,
+            routing,
+            needs_vision,
+            candidates,
+            needs_tools,
+            ceiling,
         )
-        if ceiling is not None:
-            chain = [route for route in chain if TIER_INDEX[route.tier] <= ceiling]
-            if not chain:
-                raise RouterError(
-                    403,
-                    f"This key may use tiers up to '{TIERS[ceiling]}', and no route at or"
-                    " below it can serve the request.",
-                    code="tier_ceiling",
-                )
+        if ceiling is not None and not chain:
+            raise RouterError(
+                403,
+                f"This key may use tiers up to '{TIERS[ceiling]}', and no route at or"
+                " below it can serve the request.",
+                code="tier_ceiling",
+            )
         if chain:
             plan = Plan(decision, chain, tags, selection.rule.name if selection else "")
             plan.selection = selection
@@ -1509,26 +1536,27 @@ class Xrouter:
         """The routes a rule's selection tries: its pool in order; or its route, then
         that route's tier's chain; or its tier's chain, each tier's candidates in the
         order of its strategy (a weighted or measured one's for this request, as the
-        classifier's path). Only vision routes for images, only routes at or below a
-        key's ceiling."""
+        classifier's path, asked only of a tier the chain can use). Only vision routes
+        for images, only routes at or below a key's ceiling."""
         assert self.settings is not None
-        if selection.chain is not None:
-            chain = list(selection.chain)
-        else:
-            first = selection.first
-            tier = first.tier if first is not None else TIERS[selection.tier]
-            candidates: Mapping[str, Sequence[Route]] = self.tier_candidates
-            if self.moving_tiers:
-                candidates = TierOrders(candidates, self.moving_tiers, self.tier_order)
-            rest = chain_for(tier, self.settings.routes, self.settings.routing, False, candidates)
-            chain = (
-                [first, *(r for r in rest if r.breaker_key != first.breaker_key)] if first else rest
+
+        def fits(route: Route) -> bool:
+            return (not needs_vision or route.vision) and (
+                ceiling is None or TIER_INDEX[route.tier] <= ceiling
             )
-        if needs_vision:
-            chain = [route for route in chain if route.vision]
-        if ceiling is not None:
-            chain = [route for route in chain if TIER_INDEX[route.tier] <= ceiling]
-        return chain
+
+        if selection.chain is not None:
+            return [route for route in selection.chain if fits(route)]
+        first = selection.first
+        tier = first.tier if first is not None else TIERS[selection.tier]
+        candidates: Mapping[str, Sequence[Route]] = self.tier_candidates
+        if self.moving_tiers:
+            candidates = TierOrders(candidates, self.moving_tiers, self.tier_order)
+        routes, routing = self.settings.routes, self.settings.routing
+        rest = chain_for(tier, routes, routing, needs_vision, candidates, ceiling=ceiling)
+        if first is None or not fits(first):
+            return rest
+        return [first, *(r for r in rest if r.breaker_key != first.breaker_key)]
 
     def point_at(self, flow: http.HTTPFlow, routed: RoutedFlow, route: Route) -> None:
         """Rewrite the flow's request for a route (the first one, or a fallback)."""

@@ -209,8 +209,9 @@ class Lifecycle:
         gc.freeze()
 
 
-def build_master(args: argparse.Namespace, workers: int) -> master.Master:
-    """mitmproxy's Master with only what a reverse proxy (and regular mode) needs."""
+def build_master(args: argparse.Namespace, workers: int, index: int = 0) -> master.Master:
+    """mitmproxy's Master with only what a reverse proxy (and regular mode) needs;
+    `index`: which worker this is (the first one logs what all of them share)."""
     from xrouter_core.proxy import mitm_compat  # both import mitmproxy's proxy layers
     from xrouter_core.proxy.addon import Xrouter
 
@@ -232,7 +233,7 @@ def build_master(args: argparse.Namespace, workers: int) -> master.Master:
     if args.proxyauth:
         updates["proxyauth"] = args.proxyauth
     opts.update(**updates)
-    router = Xrouter()
+    router = Xrouter(announces=index == 0)
     lean.addons.add(router, Lifecycle(workers), check)
     # What mitmdump's script loader does for a script: configure it (only it) with every
     # option once. mitmproxy's own addons see only the options that changed, as under
@@ -245,9 +246,9 @@ def build_master(args: argparse.Namespace, workers: int) -> master.Master:
     return lean
 
 
-async def serve(args: argparse.Namespace, workers: int) -> None:
+async def serve(args: argparse.Namespace, workers: int, index: int = 0) -> None:
     try:
-        lean = build_master(args, workers)
+        lean = build_master(args, workers, index)
     except exceptions.OptionsError as exc:
         print(f"xrouter: {exc}", file=sys.stderr)
         sys.exit(1)
@@ -258,13 +259,13 @@ async def serve(args: argparse.Namespace, workers: int) -> None:
     await lean.run()
 
 
-def run_one(args: argparse.Namespace, workers: int) -> int:
+def run_one(args: argparse.Namespace, workers: int, index: int = 0) -> int:
     kind = loop_class(args.loop)
     factory: Callable[[], asyncio.AbstractEventLoop] = (
         reuse_port_loop(kind) if workers > 1 else kind
     )
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(args, workers))
+        runner.run(serve(args, workers, index))
     return 0
 
 
@@ -303,12 +304,12 @@ def claim_port(host: str, port: int) -> int:
 def supervise(args: argparse.Namespace, workers: int) -> int:
     """Fork the workers, relay SIGINT/SIGTERM to them, and exit when they all have."""
     children: list[int] = []
-    for _ in range(workers):
+    for index in range(workers):
         pid = os.fork()
         if pid == 0:
             code = 1
             try:
-                code = run_one(args, workers)
+                code = run_one(args, workers, index)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             finally:

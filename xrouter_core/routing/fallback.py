@@ -98,11 +98,15 @@ def chain_for(
     needs_vision: bool = False,
     candidates: Mapping[str, Sequence[Route]] | None = None,
     needs_tools: bool = False,
+    ceiling: int | None = None,
 ) -> list[Route]:
     """The chosen tier, then the tiers after it in FALLBACK_CHAIN (default: the tiers above
     it, ending at frontier); each tier as its `candidates` (in the order to try them), or
     its one route. Only configured routes; only vision routes for images; for a request
-    with tools, no route the catalog says cannot call them (`tools: false`)."""
+    with tools, no route the catalog says cannot call them (`tools: false`); no tier
+    above `ceiling` (a client key's). A moving tier's order (TierOrders) is asked only
+    for a tier the chain takes a route of, so a request never advances the order (a
+    draw, a turn) of a tier it cannot use."""
     rank = TIER_INDEX[tier]
     if not routing.fallback_enabled:
         # One attempt: the tier, or the next configured one above it.
@@ -111,17 +115,24 @@ def chain_for(
         names = list(routing.fallback_chain[routing.fallback_chain.index(tier) :])
     else:
         names = [tier, *(t for t in routing.fallback_chain if TIER_INDEX[t] > rank)]
+    if ceiling is not None:
+        names = [name for name in names if TIER_INDEX[name] <= ceiling]
     candidates = candidates or {}
-    chain = [
-        route
-        for name in names
-        if name in routes
-        for route in (candidates.get(name) or (routes[name],))
-    ]
-    if needs_vision:
-        chain = [route for route in chain if route.vision]
-    if needs_tools:
-        chain = [route for route in chain if route.tools is not False]
+    # What is usable does not depend on the order: it is checked on the fixed one.
+    fixed = candidates.fixed if isinstance(candidates, TierOrders) else candidates
+
+    def usable(route: Route) -> bool:
+        return (not needs_vision or route.vision) and (not needs_tools or route.tools is not False)
+
+    chain: list[Route] = []
+    for name in names:
+        if name not in routes:
+            continue
+        if (needs_vision or needs_tools) and not any(
+            usable(route) for route in (fixed.get(name) or (routes[name],))
+        ):
+            continue
+        chain.extend(route for route in candidates.get(name) or (routes[name],) if usable(route))
     return chain
 
 

@@ -166,6 +166,19 @@ class RouteStats:
         self.turns: dict[str, int] = dict.fromkeys(self.measured, 0)
         self.last_sync_error = ""
 
+    def adopt(self, replaced: RouteStats) -> None:
+        """Keep the samples of the routes a reload leaves as they were (a route is its
+        name, base URL and model, `route_id`), so their figures and the measured order
+        survive it, and re-rank (once, at the reload)."""
+        for rid, window in self.local.items():
+            window.extend(replaced.local.get(rid, ()))
+            unsent = replaced.unsent.get(rid)
+            if unsent and self.redis_url:
+                self.unsent[rid] = unsent[-self.window :]
+        if replaced.shared is not None and self.redis_url:
+            self.shared = {rid: replaced.shared.get(rid, []) for rid in self.routes}
+        self.refresh()
+
     # ---- per request ------------------------------------------------------------
 
     def record(self, route: Route, ttfb_ms: float, tokens: int, seconds: float) -> None:

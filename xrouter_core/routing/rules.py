@@ -369,6 +369,9 @@ class PoolRule(Rule):
     """A rule that chooses among routes (its pool): a subclass orders them."""
 
     KEYS: ClassVar[frozenset[str]] = frozenset({"routes", "tiers"})
+    # Its order moves with each request it orders (a random draw, a measured turn): the
+    # chain asks for it only once the pool is known to be usable for the request.
+    MOVES: ClassVar[bool] = False
     pool: tuple[Route, ...] = ()
 
     @classmethod
@@ -388,6 +391,11 @@ class PoolRule(Rule):
             return None
         chain = [c.route for c in considered]
         return Selection(self, TIER_INDEX[chain[0].tier], chain=chain, considered=considered)
+
+    def unordered(self) -> Selection:
+        """Its pool as configured, to check whether the request can use it before
+        ordering it (which routes are usable does not depend on their order)."""
+        return Selection(self, TIER_INDEX[self.pool[0].tier], chain=list(self.pool))
 
     def public(self):
         return {**super().public(), "pool": [r.breaker_key for r in self.pool]}
@@ -424,6 +432,8 @@ class PriceRule(PoolRule):
 class MeasuredRule(PoolRule):
     """A pool ranked by this router's measured figures: RouteStats ranks it beside the
     measured tiers (after each sync, so a request only looks the order up)."""
+
+    MOVES: ClassVar[bool] = True  # a turn of the exploration of unmeasured routes
 
     def order(self, pool, env):
         ranked = env.measured_order(self.name) or pool
@@ -479,6 +489,7 @@ class ScoreRule(PoolRule):
 class RandomRule(PoolRule):
     KIND: ClassVar[str] = "random"
     KEYS: ClassVar[frozenset[str]] = PoolRule.KEYS | {"weights", "seed"}
+    MOVES: ClassVar[bool] = True  # a draw of its generator
     weights: tuple[float, ...] = ()
     seed: int | None = None
 
@@ -704,6 +715,10 @@ class RuleChain:
                 continue
             if isinstance(rule, TierRule):
                 selection: Selection | None = await rule.decide(request)
+            elif isinstance(rule, PoolRule) and rule.MOVES and not usable(rule.unordered()):
+                # No draw and no turn for a request the rule then cannot serve: the
+                # requests it does serve get its draws in their sequence (a seed's).
+                selection = None
             else:
                 selection = rule.select(request, self.env)
             if selection is None or not usable(selection):
