@@ -92,3 +92,57 @@ def test_tier_and_model_families_line_for_line():
     )
     assert lines[:tiers_end] + lines[models:models_end] == EXPECTED
     assert 'xrouter_cache_hits_total{tier="medium"} 2' in lines
+
+
+KEY_COUNTERS = {
+    "k|team-a|requests": 3,
+    "k|team-a|cost_nusd": 1500,
+    "k|team-a|limited": 2,
+    "k|team-a|over_daily": 1,
+    "k|team-a|over_tpm": 4,
+    "k|b|requests": 1,
+}
+BUDGETS = {
+    "team-a": {"spentTodayUsd": 0.5, "spentThisMonthUsd": 2.25, "dailyUsd": 1.0, "monthlyUsd": 0}
+}
+KEY_EXPECTED = [
+    "# HELP xrouter_key_requests_total Requests by client key.",
+    "# TYPE xrouter_key_requests_total counter",
+    'xrouter_key_requests_total{key="b"} 1',
+    'xrouter_key_requests_total{key="team-a"} 3',
+    "# HELP xrouter_key_cost_usd_total Cost in USD by client key.",
+    "# TYPE xrouter_key_cost_usd_total counter",
+    'xrouter_key_cost_usd_total{key="b"} 0.0',
+    'xrouter_key_cost_usd_total{key="team-a"} 1.5e-06',
+    "# HELP xrouter_key_rate_limited_total Requests of a client key refused over its"
+    " requests-per-minute limit.",
+    "# TYPE xrouter_key_rate_limited_total counter",
+    'xrouter_key_rate_limited_total{key="b"} 0',
+    'xrouter_key_rate_limited_total{key="team-a"} 2',
+    "# HELP xrouter_key_refused_total Requests of a client key refused over a budget or its"
+    " tokens-per-minute limit.",
+    "# TYPE xrouter_key_refused_total counter",
+    'xrouter_key_refused_total{key="b",limit="budget"} 0',
+    'xrouter_key_refused_total{key="b",limit="tpm"} 0',
+    'xrouter_key_refused_total{key="team-a",limit="budget"} 1',
+    'xrouter_key_refused_total{key="team-a",limit="tpm"} 4',
+    "# HELP xrouter_key_spend_usd USD used of a client key's budget in the current UTC day or"
+    " month (in flight too).",
+    "# TYPE xrouter_key_spend_usd gauge",
+    'xrouter_key_spend_usd{key="team-a",period="day"} 0.5',
+    'xrouter_key_spend_usd{key="team-a",period="month"} 2.25',
+    "# HELP xrouter_key_budget_usd A client key's budget per UTC day or month.",
+    "# TYPE xrouter_key_budget_usd gauge",
+    'xrouter_key_budget_usd{key="team-a",period="day"} 1.0',
+]
+
+
+def test_client_key_families_line_for_line():
+    """Every key of key_rows in each family; a budget of 0 (none) is not a sample."""
+    text = render_metrics(Stored(KEY_COUNTERS, {}, [], 0.0), BUDGETS).decode()
+    lines = text.splitlines()
+    start = lines.index(KEY_EXPECTED[0])
+    assert lines[start : start + len(KEY_EXPECTED) + 1] == [
+        *KEY_EXPECTED,
+        "# HELP xrouter_model_requests_total Requests by tier, provider and model.",
+    ]
