@@ -190,20 +190,31 @@ def with_model(route: Route, model: str) -> Route:
     return replace(route, model=model, key=f"{route.breaker_key}@{model}")
 
 
-@rule_kind
 @dataclass(frozen=True)
-class PrefixRule(Rule):
-    KIND: ClassVar[str] = "prefix"
-    KEYS: ClassVar[frozenset[str]] = frozenset({"prefix"})
-    prefix: str = ""
+class TextRule(Rule):
+    """A pinned rule matched by one non-empty string of its own, its one KEYS field,
+    kept lowercase (the prefix of `prefix`, the tag of `tag`)."""
 
     @classmethod
     def parse(cls, doc, common, index):
-        prefix = doc.get("prefix")
-        if not isinstance(prefix, str) or not prefix:
-            raise RuleError("prefix must be a non-empty string")
+        (key,) = cls.KEYS
+        text = doc.get(key)
+        if not isinstance(text, str) or not text:
+            raise RuleError(f"{key} must be a non-empty string")
         need_target(common)
-        return cls(**common, prefix=prefix.lower())
+        return cls(**common, **{key: text.lower()})
+
+    def public(self):
+        (key,) = self.KEYS
+        return {**super().public(), key: getattr(self, key)}
+
+
+@rule_kind
+@dataclass(frozen=True)
+class PrefixRule(TextRule):
+    KIND: ClassVar[str] = "prefix"
+    KEYS: ClassVar[frozenset[str]] = frozenset({"prefix"})
+    prefix: str = ""
 
     def matches(self, request, env):
         if request.model.lower().startswith(self.prefix):
@@ -213,30 +224,16 @@ class PrefixRule(Rule):
     def model_for(self, requested: str) -> str:
         return requested[len(self.prefix) :] or requested
 
-    def public(self):
-        return {**super().public(), "prefix": self.prefix}
-
 
 @rule_kind
 @dataclass(frozen=True)
-class TagRule(Rule):
+class TagRule(TextRule):
     KIND: ClassVar[str] = "tag"
     KEYS: ClassVar[frozenset[str]] = frozenset({"tag"})
     tag: str = ""
 
-    @classmethod
-    def parse(cls, doc, common, index):
-        tag = doc.get("tag")
-        if not isinstance(tag, str) or not tag:
-            raise RuleError("tag must be a non-empty string")
-        need_target(common)
-        return cls(**common, tag=tag.lower())
-
     def matches(self, request, env):
         return None if self.tag in request.tags else f"no tag {self.tag!r}"
-
-    def public(self):
-        return {**super().public(), "tag": self.tag}
 
 
 @rule_kind
