@@ -28,6 +28,7 @@ from xrouter_core.wire.adapters.base import (
     merge_same_role,
     model_for,
     note_unknown_parts,
+    number_names,
     openai_completion,
     parse_arguments,
     put_sampling,
@@ -45,9 +46,7 @@ DEFAULT_MAX_TOKENS = 4096
 
 # OpenAI's sampling options → Messages fields; max_tokens is required, so build_body
 # puts it first (with a default) itself.
-SAMPLING = SamplingNames(
-    numbers={"temperature": "temperature", "top_p": "top_p"}, stop="stop_sequences"
-)
+SAMPLING = SamplingNames(numbers=number_names(("temperature", "top_p")), stop="stop_sequences")
 
 FINISH_REASONS = {
     "end_turn": "stop",

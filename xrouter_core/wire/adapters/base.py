@@ -198,6 +198,16 @@ def stop_list(body: Mapping[str, Any]) -> list[str]:
     return []
 
 
+# OpenAI's numeric sampling options, in the order every adapter writes them.
+SAMPLING_NUMBERS = ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty")
+
+
+def number_names(taken: Iterable[str] = SAMPLING_NUMBERS, **renamed: str) -> dict[str, str]:
+    """SamplingNames.numbers for a provider that takes the options `taken` (all by
+    default), each under OpenAI's name unless `renamed` gives the provider's."""
+    return {name: renamed.get(name, name) for name in SAMPLING_NUMBERS if name in taken}
+
+
 @dataclass(frozen=True, slots=True)
 class SamplingNames:
     """A provider's names for OpenAI's sampling options: `numbers` maps each numeric

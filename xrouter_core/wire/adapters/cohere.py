@@ -27,6 +27,7 @@ from xrouter_core.wire.adapters.base import (
     function_tools,
     join_url,
     model_for,
+    number_names,
     openai_completion,
     put_sampling,
     text_of,
@@ -45,13 +46,7 @@ FINISH_REASONS = {
     "TIMEOUT": "stop",
 }
 SAMPLING = SamplingNames(
-    numbers={
-        "temperature": "temperature",
-        "top_p": "p",
-        "seed": "seed",
-        "frequency_penalty": "frequency_penalty",
-        "presence_penalty": "presence_penalty",
-    },
+    numbers=number_names(top_p="p"),
     max_tokens="max_tokens",
     stop="stop_sequences",
 )

@@ -34,6 +34,7 @@ from xrouter_core.wire.adapters.base import (
     merge_same_role,
     model_for,
     new_tool_id,
+    number_names,
     openai_completion,
     parse_arguments,
     put_sampling,
@@ -57,7 +58,7 @@ FINISH_REASONS = {
 }
 # OpenAI's sampling options → Gemini's generationConfig (no seed, no penalties).
 SAMPLING = SamplingNames(
-    numbers={"temperature": "temperature", "top_p": "topP"},
+    numbers=number_names(("temperature", "top_p"), top_p="topP"),
     max_tokens="maxOutputTokens",
     stop="stopSequences",
 )

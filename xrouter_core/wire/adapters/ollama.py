@@ -35,6 +35,7 @@ from xrouter_core.wire.adapters.base import (
     model_for,
     new_tool_id,
     note_unknown_parts,
+    number_names,
     openai_completion,
     parse_arguments,
     put_sampling,
@@ -48,13 +49,7 @@ from xrouter_core.wire.jsontext import compact_json
 FINISH_REASONS = {"stop": "stop", "length": "length", "load": "stop", "unload": "stop"}
 # OpenAI's sampling fields → Ollama's `options` (the Modelfile parameter names).
 OPTIONS = SamplingNames(
-    numbers={
-        "temperature": "temperature",
-        "top_p": "top_p",
-        "seed": "seed",
-        "frequency_penalty": "frequency_penalty",
-        "presence_penalty": "presence_penalty",
-    },
+    numbers=number_names(),
     max_tokens="num_predict",
     stop="stop",
 )
