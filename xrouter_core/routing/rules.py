@@ -8,8 +8,9 @@ rule may have a `name` (default `<kind>#<n>`), `if_tags` (it applies only to req
 with one of these tags) and, to pin where it sends, `route` (a route's name or key, e.g.
 `cheap#2`) or `tier`, with `model` (a model name; `*` = the requested one).
 
-Kinds (RULE_KINDS, a registry: a new kind is a class with `parse` and `select`, or a
-PoolRule whose `order` sorts its pool):
+Kinds (RULE_KINDS, a registry: a new kind is a class with `parse` and `select`, a
+TextRule that matches on one string of its own, or a PoolRule whose `order` sorts its
+pool):
   prefix    the requested model name starts with `prefix` → the pinned route or tier
   tag       the request has tag `tag` → the pinned route or tier
   tier      the classifier decides the tier (the default)
