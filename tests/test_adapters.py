@@ -30,6 +30,7 @@ from xrouter_core.wire.adapters import adapter_for
 from xrouter_core.wire.adapters.anthropic import AnthropicAdapter
 from xrouter_core.wire.adapters.cohere import CohereAdapter
 from xrouter_core.wire.adapters.gemini import GeminiAdapter
+from xrouter_core.wire.adapters.ollama import OllamaAdapter
 from xrouter_core.wire.adapters.openai import AzureOpenAIAdapter, OpenAIAdapter, OpenAIStreamDecoder
 from xrouter_core.wire.inbound import ANTHROPIC, ChatRequest, parse_anthropic_messages
 from xrouter_core.wire.providers import detect_provider, known_provider
@@ -322,6 +323,112 @@ def test_cohere_request_translation():
     assert [m["role"] for m in body["messages"]] == ["system", "user", "assistant", "tool", "user"]
     assert body["messages"][1]["content"][1] == {"type": "image_url", "image_url": {"url": PNG}}
     assert FakeCohereProvider.check(body) == ""
+
+
+# Every sampling option OpenAI has, then the edge values each adapter must skip: a bool
+# (an int to Python), a string, None, an empty stop, a zero limit (max_tokens wins then).
+SAMPLING_FULL = {
+    "messages": [{"role": "user", "content": "hi"}],
+    "temperature": 1.5,
+    "top_p": 0.9,
+    "seed": 7,
+    "frequency_penalty": 0.5,
+    "presence_penalty": -0.25,
+    "max_tokens": 100,
+    "max_completion_tokens": 300,
+    "stop": ["END", "", "STOP"],
+    "response_format": {"type": "json_object"},
+    "n": 2,
+    "logprobs": True,
+}
+SAMPLING_EDGE = {
+    "messages": [{"role": "user", "content": "hi"}],
+    "temperature": 0,
+    "top_p": True,
+    "seed": "7",
+    "frequency_penalty": None,
+    "max_tokens": 100,
+    "max_completion_tokens": 0,
+    "stop": "",
+}
+HI = b'"messages":[{"role":"user","content":"hi"}]'
+ANTHROPIC_HI = b'"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]'
+GEMINI_HI = b'"contents":[{"role":"user","parts":[{"text":"hi"}]}]'
+
+
+@pytest.mark.parametrize(
+    ("adapter", "body", "wire", "dropped"),
+    [
+        (
+            AnthropicAdapter(),
+            SAMPLING_FULL,
+            b'{"model":"m1","max_tokens":300,' + ANTHROPIC_HI + b',"temperature":1.0,'
+            b'"top_p":0.9,"stop_sequences":["END","STOP"]}',
+            ("seed", "frequency_penalty", "presence_penalty", "response_format", "n", "logprobs"),
+        ),
+        (
+            AnthropicAdapter(),
+            SAMPLING_EDGE,
+            b'{"model":"m1","max_tokens":100,' + ANTHROPIC_HI + b',"temperature":0}',
+            ("seed", "frequency_penalty"),
+        ),
+        (
+            CohereAdapter(),
+            SAMPLING_FULL,
+            b'{"model":"m1",' + HI + b',"temperature":1.5,"p":0.9,"seed":7,'
+            b'"frequency_penalty":0.5,"presence_penalty":-0.25,"max_tokens":300,'
+            b'"stop_sequences":["END","STOP"],"response_format":{"type":"json_object"},'
+            b'"stream":false}',
+            (),
+        ),
+        (
+            CohereAdapter(),
+            SAMPLING_EDGE,
+            b'{"model":"m1",' + HI + b',"temperature":0,"max_tokens":100,"stream":false}',
+            (),
+        ),
+        (
+            GeminiAdapter(),
+            SAMPLING_FULL,
+            b"{" + GEMINI_HI + b',"generationConfig":{"temperature":1.5,"topP":0.9,'
+            b'"maxOutputTokens":300,"stopSequences":["END","STOP"],'
+            b'"responseMimeType":"application/json"}}',
+            (),
+        ),
+        (
+            GeminiAdapter(),
+            SAMPLING_EDGE,
+            b"{" + GEMINI_HI + b',"generationConfig":{"temperature":0,"maxOutputTokens":100}}',
+            (),
+        ),
+        (
+            OllamaAdapter(),
+            SAMPLING_FULL,
+            b'{"model":"m1",' + HI + b',"stream":false,"options":{"temperature":1.5,'
+            b'"top_p":0.9,"seed":7,"frequency_penalty":0.5,"presence_penalty":-0.25,'
+            b'"num_predict":300,"stop":["END","STOP"]},"format":"json"}',
+            ("n", "logprobs"),
+        ),
+        (
+            OllamaAdapter(),
+            SAMPLING_EDGE,
+            b'{"model":"m1",' + HI + b',"stream":false,"options":{"temperature":0,'
+            b'"num_predict":100}}',
+            (),
+        ),
+    ],
+    ids=[
+        f"{name}-{case}"
+        for name in ("anthropic", "cohere", "gemini", "ollama")
+        for case in ("full", "edge")
+    ],
+)
+def test_sampling_options_reach_each_provider_byte_for_byte(adapter, body, wire, dropped):
+    """The exact request body: each provider's names for OpenAI's sampling options, in
+    its order, with what it cannot take left out and named."""
+    upstream = adapter.build_request(route(), ChatRequest(body=body), [])
+    assert upstream.body == wire
+    assert upstream.dropped == dropped
 
 
 def test_azure_request_translation():

@@ -68,6 +68,17 @@ def key_variable_missing(values: Mapping[str, str], variable: str) -> bool:
     return not values.get(variable, "").strip()
 
 
+def _unknown_keys(
+    where: str, doc: Mapping[str, Any], known: frozenset[str], problems: list[str]
+) -> bool:
+    """Whether `doc` has keys outside `known`; if so, one problem naming them and the
+    known ones."""
+    unknown = sorted(set(doc) - known)
+    if unknown:
+        problems.append(f"{where}: unknown keys {unknown} (known: {', '.join(sorted(known))})")
+    return bool(unknown)
+
+
 def _models(provider: str, raw: Any, problems: list[str]) -> list[tuple[str, dict[str, Any]]]:
     """A provider's `models` as (where, object with `model`) pairs."""
     where = f"providers.{provider}.models"
@@ -87,11 +98,7 @@ def _models(provider: str, raw: Any, problems: list[str]) -> list[tuple[str, dic
         if not isinstance(item, dict) or not str(item.get("model") or "").strip():
             problems.append(f"{here} must be a model name or an object with `model`")
             continue
-        unknown = sorted(set(item) - MODEL_KEYS)
-        if unknown:
-            problems.append(
-                f"{here}: unknown keys {unknown} (known: {', '.join(sorted(MODEL_KEYS))})"
-            )
+        if _unknown_keys(here, item, MODEL_KEYS, problems):
             continue
         found.append((here, item))
     return found
@@ -137,11 +144,7 @@ def read_catalog(
         if not isinstance(spec, dict):
             problems.append(f"{where} must be an object with type, base_url, models, …")
             continue
-        unknown = sorted(set(spec) - PROVIDER_KEYS)
-        if unknown:
-            problems.append(
-                f"{where}: unknown keys {unknown} (known: {', '.join(sorted(PROVIDER_KEYS))})"
-            )
+        if _unknown_keys(where, spec, PROVIDER_KEYS, problems):
             continue
         if "/" in provider or not provider.strip():
             problems.append(f"{where}: a provider's name may not be empty or hold '/'")

@@ -10,6 +10,80 @@ from xrouter_core.tiers import TIERS
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
+# Counter families read straight from the stored counters, as (name, help, counter field,
+# kinds): `t|{tier}|{field}` per tier, `m|{tier}|{provider}|{model}|{field}` per model; a
+# field with `{kind}` gives one sample per kind (see _counters).
+TIER_FAMILIES = (
+    ("xrouter_requests_total", "Routed requests by route tier.", "requests", ()),
+    ("xrouter_errors_total", "Routed requests that ended in an error.", "errors", ()),
+    ("xrouter_tokens_total", "Tokens by route tier and kind.", "{kind}", ("prompt", "completion")),
+    (
+        "xrouter_cached_tokens_total",
+        "Prompt tokens read from (read) or written to (write) a provider's prompt cache,"
+        " by tier; they are part of the prompt tokens.",
+        "cache_{kind}",
+        ("read", "write"),
+    ),
+)
+MODEL_FAMILIES = (
+    ("xrouter_model_requests_total", "Requests by tier, provider and model.", "requests", ()),
+    (
+        "xrouter_model_tokens_total",
+        "Tokens by tier, provider, model, kind.",
+        "{kind}",
+        ("prompt", "completion"),
+    ),
+    (
+        "xrouter_model_cached_tokens_total",
+        "Cached prompt tokens (read, write) by tier, provider and model.",
+        "cache_{kind}",
+        ("read", "write"),
+    ),
+    (
+        "xrouter_model_unpriced_requests_total",
+        "Requests of a model with no known price, counted at zero cost.",
+        "unpriced",
+        (),
+    ),
+)
+# Families with samples per client key, as (name, type, help, samples): each sample is
+# a field of the key's row (key_rows, or the budgets) and the labels it adds to `key`.
+KEY_FAMILIES: tuple[tuple[str, str, str, tuple[tuple[str, dict[str, str]], ...]], ...] = (
+    ("xrouter_key_requests_total", "counter", "Requests by client key.", (("requests", {}),)),
+    ("xrouter_key_cost_usd_total", "counter", "Cost in USD by client key.", (("costUsd", {}),)),
+    (
+        "xrouter_key_cache_hits_total",
+        "counter",
+        "Requests of a client key answered from the response cache (at no cost).",
+        (("cacheHits", {}),),
+    ),
+    (
+        "xrouter_key_cache_saved_usd_total",
+        "counter",
+        "USD a client key's response-cache hits saved (their answers' first cost).",
+        (("cacheSavedUsd", {}),),
+    ),
+    (
+        "xrouter_key_rate_limited_total",
+        "counter",
+        "Requests of a client key refused over its requests-per-minute limit.",
+        (("rateLimited", {}),),
+    ),
+    (
+        "xrouter_key_refused_total",
+        "counter",
+        "Requests of a client key refused over a budget or its tokens-per-minute limit.",
+        (("overBudget", {"limit": "budget"}), ("overTokens", {"limit": "tpm"})),
+    ),
+)
+SPEND_FAMILY = (
+    "xrouter_key_spend_usd",
+    "gauge",
+    "USD used of a client key's budget in the current UTC day or month (in flight too).",
+    (("spentTodayUsd", {"period": "day"}), ("spentThisMonthUsd", {"period": "month"})),
+)
+HITS_HELP = "Requests answered from the response cache."
+
 
 def _label(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
@@ -38,30 +112,9 @@ def render_metrics(stored: Stored, budgets: Mapping[str, Mapping[str, Any]] | No
     c = stored.counters
     doc = _Doc()
 
-    doc.family("xrouter_requests_total", "counter", "Routed requests by route tier.")
-    for tier in TIERS:
-        doc.sample("xrouter_requests_total", c.get(f"t|{tier}|requests", 0), tier=tier)
-    doc.family("xrouter_errors_total", "counter", "Routed requests that ended in an error.")
-    for tier in TIERS:
-        doc.sample("xrouter_errors_total", c.get(f"t|{tier}|errors", 0), tier=tier)
-    doc.family("xrouter_tokens_total", "counter", "Tokens by route tier and kind.")
-    for tier in TIERS:
-        for kind in ("prompt", "completion"):
-            doc.sample("xrouter_tokens_total", c.get(f"t|{tier}|{kind}", 0), tier=tier, kind=kind)
-    doc.family(
-        "xrouter_cached_tokens_total",
-        "counter",
-        "Prompt tokens read from (read) or written to (write) a provider's prompt cache,"
-        " by tier; they are part of the prompt tokens.",
-    )
-    for tier in TIERS:
-        for kind in ("read", "write"):
-            doc.sample(
-                "xrouter_cached_tokens_total",
-                c.get(f"t|{tier}|cache_{kind}", 0),
-                tier=tier,
-                kind=kind,
-            )
+    tiers = [(f"t|{tier}|", {"tier": tier}) for tier in TIERS]
+    for family in TIER_FAMILIES:
+        _counters(doc, c, tiers, *family)
     doc.family("xrouter_cost_usd_total", "counter", "Cost in USD by tier, priced per request.")
     for tier in TIERS:
         doc.sample("xrouter_cost_usd_total", c.get(f"t|{tier}|cost_nusd", 0) / NANO_USD, tier=tier)
@@ -69,109 +122,26 @@ def render_metrics(stored: Stored, budgets: Mapping[str, Mapping[str, Any]] | No
     _payments(doc, c)
 
     keys = key_rows(c)
-    doc.family("xrouter_key_requests_total", "counter", "Requests by client key.")
-    for name, row in keys.items():
-        doc.sample("xrouter_key_requests_total", row["requests"], key=name)
-    doc.family("xrouter_key_cost_usd_total", "counter", "Cost in USD by client key.")
-    for name, row in keys.items():
-        doc.sample("xrouter_key_cost_usd_total", row["costUsd"], key=name)
-    doc.family(
-        "xrouter_key_cache_hits_total",
-        "counter",
-        "Requests of a client key answered from the response cache (at no cost).",
-    )
-    for name, row in keys.items():
-        doc.sample("xrouter_key_cache_hits_total", row["cacheHits"], key=name)
-    doc.family(
-        "xrouter_key_cache_saved_usd_total",
-        "counter",
-        "USD a client key's response-cache hits saved (their answers' first cost).",
-    )
-    for name, row in keys.items():
-        doc.sample("xrouter_key_cache_saved_usd_total", row["cacheSavedUsd"], key=name)
-    doc.family(
-        "xrouter_key_rate_limited_total",
-        "counter",
-        "Requests of a client key refused over its requests-per-minute limit.",
-    )
-    for name, row in keys.items():
-        doc.sample("xrouter_key_rate_limited_total", row["rateLimited"], key=name)
-    doc.family(
-        "xrouter_key_refused_total",
-        "counter",
-        "Requests of a client key refused over a budget or its tokens-per-minute limit.",
-    )
-    for name, row in keys.items():
-        doc.sample("xrouter_key_refused_total", row["overBudget"], key=name, limit="budget")
-        doc.sample("xrouter_key_refused_total", row["overTokens"], key=name, limit="tpm")
+    for family in KEY_FAMILIES:
+        _per_key(doc, keys, *family)
     budgets = budgets or {}
-    doc.family(
-        "xrouter_key_spend_usd",
-        "gauge",
-        "USD used of a client key's budget in the current UTC day or month (in flight too).",
-    )
-    for name, row in budgets.items():
-        doc.sample("xrouter_key_spend_usd", row["spentTodayUsd"], key=name, period="day")
-        doc.sample("xrouter_key_spend_usd", row["spentThisMonthUsd"], key=name, period="month")
+    _per_key(doc, budgets, *SPEND_FAMILY)
     doc.family("xrouter_key_budget_usd", "gauge", "A client key's budget per UTC day or month.")
     for name, row in budgets.items():
         for period, field in (("day", "dailyUsd"), ("month", "monthlyUsd")):
             if row[field]:
                 doc.sample("xrouter_key_budget_usd", row[field], key=name, period=period)
 
-    models = sorted(
-        key[2 : -len("|requests")].split("|", 2)
-        for key in c
-        if key.startswith("m|") and key.endswith("|requests")
-    )
-    doc.family("xrouter_model_requests_total", "counter", "Requests by tier, provider and model.")
-    for tier, provider, model in models:
-        doc.sample(
-            "xrouter_model_requests_total",
-            c.get(f"m|{tier}|{provider}|{model}|requests", 0),
-            tier=tier,
-            provider=provider,
-            model=model,
+    models = [
+        (f"m|{tier}|{provider}|{model}|", {"tier": tier, "provider": provider, "model": model})
+        for tier, provider, model in sorted(
+            key[2 : -len("|requests")].split("|", 2)
+            for key in c
+            if key.startswith("m|") and key.endswith("|requests")
         )
-    doc.family("xrouter_model_tokens_total", "counter", "Tokens by tier, provider, model, kind.")
-    for tier, provider, model in models:
-        for kind in ("prompt", "completion"):
-            doc.sample(
-                "xrouter_model_tokens_total",
-                c.get(f"m|{tier}|{provider}|{model}|{kind}", 0),
-                tier=tier,
-                provider=provider,
-                model=model,
-                kind=kind,
-            )
-    doc.family(
-        "xrouter_model_cached_tokens_total",
-        "counter",
-        "Cached prompt tokens (read, write) by tier, provider and model.",
-    )
-    for tier, provider, model in models:
-        for kind in ("read", "write"):
-            doc.sample(
-                "xrouter_model_cached_tokens_total",
-                c.get(f"m|{tier}|{provider}|{model}|cache_{kind}", 0),
-                tier=tier,
-                provider=provider,
-                model=model,
-                kind=kind,
-            )
-    doc.family(
-        "xrouter_model_unpriced_requests_total",
-        "counter",
-        "Requests of a model with no known price, counted at zero cost.",
-    )
-    for tier, provider, model in models:
-        doc.sample(
-            "xrouter_model_unpriced_requests_total",
-            c.get(f"m|{tier}|{provider}|{model}|unpriced", 0),
-            tier=tier,
-            provider=provider,
-            model=model,
-        )
+    ]
+    for family in MODEL_FAMILIES:
+        _counters(doc, c, models, *family)
 
     doc.family(
         "xrouter_upstream_latency_seconds", "histogram", "Time from routing to the answer's end."
@@ -214,9 +184,7 @@ def render_metrics(stored: Stored, budgets: Mapping[str, Mapping[str, Any]] | No
     )
     decision_hits = sum(v for k, v in c.items() if k.startswith("d|cache|"))
     doc.sample("xrouter_cache_requests_total", decision_hits, cache="decision", result="hit")
-    doc.family("xrouter_cache_hits_total", "counter", "Requests answered from the response cache.")
-    for tier in TIERS:
-        doc.sample("xrouter_cache_hits_total", c.get(f"t|{tier}|cache_hits", 0), tier=tier)
+    _counters(doc, c, tiers, "xrouter_cache_hits_total", HITS_HELP, "cache_hits")
     doc.family(
         "xrouter_cache_saved_usd_total",
         "counter",
@@ -233,6 +201,41 @@ def render_metrics(stored: Stored, budgets: Mapping[str, Mapping[str, Any]] | No
             "xrouter_fallbacks_total", c[key], **{"from": source, "to": target, "reason": reason}
         )
     return ("\n".join(doc.lines) + "\n").encode()
+
+
+def _counters(
+    doc: _Doc,
+    c: dict[str, int],
+    rows: list[tuple[str, dict[str, str]]],
+    name: str,
+    help_text: str,
+    field: str,
+    kinds: tuple[str, ...] = (),
+) -> None:
+    """A counter family read from the stored counters: per row (its counter-key prefix and
+    labels) the counter `prefix + field`, 0 when absent; with `kinds`, one sample per kind,
+    labelled with it, from `field` with `{kind}` filled in."""
+    doc.family(name, "counter", help_text)
+    for prefix, labels in rows:
+        if not kinds:
+            doc.sample(name, c.get(prefix + field, 0), **labels)
+        for kind in kinds:
+            doc.sample(name, c.get(prefix + field.format(kind=kind), 0), **labels, kind=kind)
+
+
+def _per_key(
+    doc: _Doc,
+    rows: Mapping[str, Mapping[str, Any]],
+    name: str,
+    kind: str,
+    help_text: str,
+    samples: tuple[tuple[str, dict[str, str]], ...],
+) -> None:
+    """A family of samples per client key: for each key's row, each (field, labels)."""
+    doc.family(name, kind, help_text)
+    for key, row in rows.items():
+        for field, labels in samples:
+            doc.sample(name, row[field], key=key, **labels)
 
 
 def _histogram(

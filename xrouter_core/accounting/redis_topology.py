@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -128,20 +129,29 @@ def redact_url(url: str) -> str:
 def redis_client(url: str, timeout: float | None = 0.5) -> Any:
     """An asyncio client for REDIS_URL that fails fast, so an outage costs a request
     nothing (`timeout` None: reads may wait, as a pub/sub listener's do)."""
+    return _client(url, timeout, "redis.asyncio")
+
+
+def redis_client_sync(url: str, timeout: float = 5.0) -> Any:
+    """A blocking client: the last usage flush at shutdown (when the loop is gone), and
+    the x402 ledger, which runs in worker threads."""
+    return _client(url, timeout, "redis")
+
+
+def _client(url: str, timeout: float | None, package: str) -> Any:
+    """A client of REDIS_URL's topology from `package`, redis-py's asyncio or blocking
+    API (the same classes in each); only the module of that topology is imported. A
+    Sentinel or Cluster client carries its target, for `retried` and pub/sub."""
     target = parse_redis_url(url)
     if target.kind == SINGLE:
-        import redis.asyncio
-
-        return redis.asyncio.Redis.from_url(
+        return importlib.import_module(package).Redis.from_url(
             url,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_timeout=timeout,
             retry_on_timeout=False,
         )
     if target.kind == SENTINEL:
-        from redis.asyncio.sentinel import Sentinel
-
-        sentinel = Sentinel(
+        sentinel = importlib.import_module(f"{package}.sentinel").Sentinel(
             list(target.nodes),
             sentinel_kwargs={
                 "socket_connect_timeout": CONNECT_TIMEOUT_S,
@@ -157,59 +167,17 @@ def redis_client(url: str, timeout: float | None = 0.5) -> Any:
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_timeout=timeout,
         )
-        client.xrouter_target = target
-        return client
-    from redis.asyncio.cluster import ClusterNode, RedisCluster
-
-    client = RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
-        username=target.username,
-        password=target.password,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=timeout,
-    )
-    client.xrouter_target = target
-    return client
-
-
-def redis_client_sync(url: str, timeout: float = 5.0) -> Any:
-    """A blocking client: the last usage flush at shutdown (when the loop is gone), and
-    the x402 ledger, which runs in worker threads."""
-    target = parse_redis_url(url)
-    if target.kind == SINGLE:
-        import redis
-
-        return redis.Redis.from_url(
-            url, socket_connect_timeout=CONNECT_TIMEOUT_S, socket_timeout=timeout
-        )
-    if target.kind == SENTINEL:
-        from redis.sentinel import Sentinel
-
-        sentinel = Sentinel(
-            list(target.nodes),
-            sentinel_kwargs={
-                "socket_connect_timeout": CONNECT_TIMEOUT_S,
-                "socket_timeout": CONNECT_TIMEOUT_S,
-                "password": target.sentinel_password,
-            },
-        )
-        return sentinel.master_for(
-            target.service,
-            db=target.db,
+    else:
+        cluster = importlib.import_module(f"{package}.cluster")
+        client = cluster.RedisCluster(
+            startup_nodes=[cluster.ClusterNode(host, port) for host, port in target.nodes],
             username=target.username,
             password=target.password,
             socket_connect_timeout=CONNECT_TIMEOUT_S,
             socket_timeout=timeout,
         )
-    from redis.cluster import ClusterNode, RedisCluster
-
-    return RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in target.nodes],
-        username=target.username,
-        password=target.password,
-        socket_connect_timeout=CONNECT_TIMEOUT_S,
-        socket_timeout=timeout,
-    )
+    client.xrouter_target = target
+    return client
 
 
 # A client a reload replaced is closed this long after: what it is still doing (a

@@ -22,17 +22,15 @@ from typing import Any, TextIO
 
 import httpx
 
-from xrouter_core.console.watch import add_router_arguments
+from xrouter_core.console.watch import router_parser
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="xrouter explain",
-        description="Show how a running router would route a prompt: the rule that matches,"
-        " the classifier's score, the tags and the routes it would try (no provider is"
-        " called).",
+    parser = router_parser(
+        "xrouter explain",
+        "Show how a running router would route a prompt: the rule that matches, the"
+        " classifier's score, the tags and the routes it would try (no provider is called).",
     )
-    add_router_arguments(parser)
     parser.add_argument("text", nargs="+", help="the prompt, as the person would write it")
     parser.add_argument("--model", default="xrouter/auto", help="the model name to ask for")
     parser.add_argument("--tier", help="pin a tier, as the X-Xrouter-tier header does")

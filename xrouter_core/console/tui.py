@@ -33,7 +33,7 @@ from prompt_toolkit.layout import FormattedTextControl, HSplit, Layout, VSplit, 
 from prompt_toolkit.styles import Style
 from prompt_toolkit.widgets import Frame, TextArea
 
-from xrouter_core.console.watch import RECONNECT_S, add_router_arguments, money, tier_of
+from xrouter_core.console.watch import RECONNECT_S, feed_events, money, router_parser, tier_of
 from xrouter_core.tiers import TIERS
 from xrouter_core.wire.sse import SSEParser
 
@@ -57,11 +57,9 @@ STYLE = Style.from_dict(
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="xrouter tui",
-        description="A terminal view of a running router: the live feed, stats and a chat.",
+    parser = router_parser(
+        "xrouter tui", "A terminal view of a running router: the live feed, stats and a chat."
     )
-    add_router_arguments(parser)
     parser.add_argument(
         "--model", default="xrouter/auto", help="the model the chat asks for (xrouter/auto)"
     )
@@ -269,13 +267,8 @@ class Tui:
                             self.app.invalidate()
                             parser = SSEParser()
                             async for data in reply.aiter_raw():
-                                for event in parser.feed(data):
-                                    try:
-                                        doc = json.loads(event.data)
-                                    except ValueError:
-                                        continue
-                                    if isinstance(doc, dict):
-                                        self.on_event(event.event, doc)
+                                for name, doc in feed_events(parser, data):
+                                    self.on_event(name, doc)
                                 self.app.invalidate()
                             self.feed_state = "the feed ended"
                 except httpx.HTTPError as exc:

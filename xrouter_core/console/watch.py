@@ -17,7 +17,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, TextIO
 
 import httpx
@@ -32,8 +32,10 @@ RECONNECT_S = (1.0, 2.0, 5.0, 10.0)
 PROMPT_CHARS = 80
 
 
-def add_router_arguments(parser: argparse.ArgumentParser) -> None:
-    """--url and --key: which router to follow, for `watch` and `tui` alike."""
+def router_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """The argument parser of a command that follows a router (`watch`, `tui`): with
+    --url and --key, which router to follow."""
+    parser = argparse.ArgumentParser(prog=prog, description=description)
     parser.add_argument(
         "--url",
         default=os.environ.get("XROUTER_URL", "http://127.0.0.1:3000"),
@@ -44,14 +46,25 @@ def add_router_arguments(parser: argparse.ArgumentParser) -> None:
         default=os.environ.get("ROUTER_API_KEY", ""),
         help="the router's ROUTER_API_KEY (default: that environment variable)",
     )
+    return parser
+
+
+def feed_events(parser: SSEParser, data: bytes) -> Iterator[tuple[str, dict[str, Any]]]:
+    """The events of the /events feed that a chunk of it completes, as (event name, its
+    JSON object); an event whose data is no JSON object is skipped."""
+    for event in parser.feed(data):
+        try:
+            doc = json.loads(event.data)
+        except ValueError:
+            continue
+        if isinstance(doc, dict):
+            yield event.event, doc
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
-        prog="xrouter watch",
-        description="Follow a router's live feed (GET /events): a line per request event.",
+    parser = router_parser(
+        "xrouter watch", "Follow a router's live feed (GET /events): a line per request event."
     )
-    add_router_arguments(parser)
     parser.add_argument(
         "--summary",
         action="store_true",
@@ -227,13 +240,8 @@ def follow(url: str, key: str, printer: Printer) -> None:
         print(f"xrouter watch: following {url}/events (Ctrl-C stops)", file=sys.stderr)
         parser = SSEParser()
         for data in reply.iter_raw():
-            for event in parser.feed(data):
-                try:
-                    doc = json.loads(event.data)
-                except ValueError:
-                    continue
-                if isinstance(doc, dict):
-                    printer.event(event.event, doc)
+            for name, doc in feed_events(parser, data):
+                printer.event(name, doc)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -8,8 +8,9 @@ rule may have a `name` (default `<kind>#<n>`), `if_tags` (it applies only to req
 with one of these tags) and, to pin where it sends, `route` (a route's name or key, e.g.
 `cheap#2`) or `tier`, with `model` (a model name; `*` = the requested one).
 
-Kinds (RULE_KINDS, a registry: a new kind is a class with `parse` and `select`, or a
-PoolRule whose `order` sorts its pool):
+Kinds (RULE_KINDS, a registry: a new kind is a class with `parse` and `select`, a
+TextRule that matches on one string of its own, or a PoolRule whose `order` sorts its
+pool):
   prefix    the requested model name starts with `prefix` → the pinned route or tier
   tag       the request has tag `tag` → the pinned route or tier
   tier      the classifier decides the tier (the default)
@@ -190,20 +191,31 @@ def with_model(route: Route, model: str) -> Route:
     return replace(route, model=model, key=f"{route.breaker_key}@{model}")
 
 
-@rule_kind
 @dataclass(frozen=True)
-class PrefixRule(Rule):
-    KIND: ClassVar[str] = "prefix"
-    KEYS: ClassVar[frozenset[str]] = frozenset({"prefix"})
-    prefix: str = ""
+class TextRule(Rule):
+    """A pinned rule matched by one non-empty string of its own, its one KEYS field,
+    kept lowercase (the prefix of `prefix`, the tag of `tag`)."""
 
     @classmethod
     def parse(cls, doc, common, index):
-        prefix = doc.get("prefix")
-        if not isinstance(prefix, str) or not prefix:
-            raise RuleError("prefix must be a non-empty string")
+        (key,) = cls.KEYS
+        text = doc.get(key)
+        if not isinstance(text, str) or not text:
+            raise RuleError(f"{key} must be a non-empty string")
         need_target(common)
-        return cls(**common, prefix=prefix.lower())
+        return cls(**common, **{key: text.lower()})
+
+    def public(self):
+        (key,) = self.KEYS
+        return {**super().public(), key: getattr(self, key)}
+
+
+@rule_kind
+@dataclass(frozen=True)
+class PrefixRule(TextRule):
+    KIND: ClassVar[str] = "prefix"
+    KEYS: ClassVar[frozenset[str]] = frozenset({"prefix"})
+    prefix: str = ""
 
     def matches(self, request, env):
         if request.model.lower().startswith(self.prefix):
@@ -213,30 +225,16 @@ class PrefixRule(Rule):
     def model_for(self, requested: str) -> str:
         return requested[len(self.prefix) :] or requested
 
-    def public(self):
-        return {**super().public(), "prefix": self.prefix}
-
 
 @rule_kind
 @dataclass(frozen=True)
-class TagRule(Rule):
+class TagRule(TextRule):
     KIND: ClassVar[str] = "tag"
     KEYS: ClassVar[frozenset[str]] = frozenset({"tag"})
     tag: str = ""
 
-    @classmethod
-    def parse(cls, doc, common, index):
-        tag = doc.get("tag")
-        if not isinstance(tag, str) or not tag:
-            raise RuleError("tag must be a non-empty string")
-        need_target(common)
-        return cls(**common, tag=tag.lower())
-
     def matches(self, request, env):
         return None if self.tag in request.tags else f"no tag {self.tag!r}"
-
-    def public(self):
-        return {**super().public(), "tag": self.tag}
 
 
 @rule_kind

@@ -17,6 +17,7 @@ from xrouter_core.wire import canonical as ev
 from xrouter_core.wire.adapters.base import (
     Adapter,
     JSONEventDecoder,
+    SamplingNames,
     UpstreamRequest,
     as_int,
     content_parts,
@@ -27,10 +28,11 @@ from xrouter_core.wire.adapters.base import (
     merge_same_role,
     model_for,
     note_unknown_parts,
+    number_names,
     openai_completion,
     parse_arguments,
+    put_sampling,
     safe_tool_id,
-    stop_list,
     text_of,
     tool_call_dict,
     tool_choice,
@@ -41,6 +43,10 @@ from xrouter_core.wire.jsontext import compact_json, json_bytes
 API_VERSION = "2023-06-01"
 # Messages requires max_tokens; used when the client set no limit.
 DEFAULT_MAX_TOKENS = 4096
+
+# OpenAI's sampling options → Messages fields; max_tokens is required, so build_body
+# puts it first (with a default) itself.
+SAMPLING = SamplingNames(numbers=number_names(("temperature", "top_p")), stop="stop_sequences")
 
 FINISH_REASONS = {
     "end_turn": "stop",
@@ -170,14 +176,9 @@ def build_body(
     }
     if system:
         out["system"] = system
-    for name in ("temperature", "top_p"):
-        if isinstance(body.get(name), int | float) and not isinstance(body.get(name), bool):
-            out[name] = body[name]
-    if isinstance(out.get("temperature"), int | float):
+    put_sampling(body, SAMPLING, out)
+    if "temperature" in out:  # Messages takes 0 to 1 only
         out["temperature"] = min(max(out["temperature"], 0.0), 1.0)
-    stops = stop_list(body)
-    if stops:
-        out["stop_sequences"] = stops
     tools = function_tools(body)
     choice = tool_choice(body)
     if tools:

@@ -198,6 +198,45 @@ def stop_list(body: Mapping[str, Any]) -> list[str]:
     return []
 
 
+# OpenAI's numeric sampling options, in the order every adapter writes them.
+SAMPLING_NUMBERS = ("temperature", "top_p", "seed", "frequency_penalty", "presence_penalty")
+
+
+def number_names(taken: Iterable[str] = SAMPLING_NUMBERS, **renamed: str) -> dict[str, str]:
+    """SamplingNames.numbers for a provider that takes the options `taken` (all by
+    default), each under OpenAI's name unless `renamed` gives the provider's."""
+    return {name: renamed.get(name, name) for name in SAMPLING_NUMBERS if name in taken}
+
+
+@dataclass(frozen=True, slots=True)
+class SamplingNames:
+    """A provider's names for OpenAI's sampling options: `numbers` maps each numeric
+    option it takes (temperature, top_p, seed, penalties) to its field; `max_tokens` and
+    `stop` name its output-limit and stop-list fields ("" where it puts them elsewhere).
+    The fields are written in this order: numbers, limit, stops."""
+
+    numbers: Mapping[str, str]
+    max_tokens: str = ""
+    stop: str = ""
+
+
+def put_sampling(body: Mapping[str, Any], names: SamplingNames, out: dict[str, Any]) -> None:
+    """Copy the client's sampling options into `out` under the provider's names: numbers
+    only when they are numbers (not bools), the limit when positive, stops when any."""
+    for source, target in names.numbers.items():
+        value = body.get(source)
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            out[target] = value
+    if names.max_tokens:
+        limit = max_output_tokens(body)
+        if limit:
+            out[names.max_tokens] = limit
+    if names.stop:
+        stops = stop_list(body)
+        if stops:
+            out[names.stop] = stops
+
+
 @dataclass(slots=True)
 class ToolSpec:
     name: str

@@ -18,6 +18,7 @@ from xrouter_core.wire import canonical as ev
 from xrouter_core.wire.adapters.base import (
     Adapter,
     JSONEventDecoder,
+    SamplingNames,
     UpstreamRequest,
     as_int,
     content_parts,
@@ -25,10 +26,10 @@ from xrouter_core.wire.adapters.base import (
     function_tool_objects,
     function_tools,
     join_url,
-    max_output_tokens,
     model_for,
+    number_names,
     openai_completion,
-    stop_list,
+    put_sampling,
     text_of,
     tool_call_dict,
     tool_choice,
@@ -44,13 +45,11 @@ FINISH_REASONS = {
     "ERROR": "stop",
     "TIMEOUT": "stop",
 }
-NUMERIC = {
-    "temperature": "temperature",
-    "top_p": "p",
-    "seed": "seed",
-    "frequency_penalty": "frequency_penalty",
-    "presence_penalty": "presence_penalty",
-}
+SAMPLING = SamplingNames(
+    numbers=number_names(top_p="p"),
+    max_tokens="max_tokens",
+    stop="stop_sequences",
+)
 
 
 def openai_tool_calls(message: dict[str, Any]) -> list[dict[str, Any]]:
@@ -114,16 +113,7 @@ def to_messages(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def build_body(request: ChatRequest, model: str) -> dict[str, Any]:
     body = request.body
     out: dict[str, Any] = {"model": model, "messages": to_messages(request.messages)}
-    for source, target in NUMERIC.items():
-        value = body.get(source)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            out[target] = value
-    limit = max_output_tokens(body)
-    if limit:
-        out["max_tokens"] = limit
-    stops = stop_list(body)
-    if stops:
-        out["stop_sequences"] = stops
+    put_sampling(body, SAMPLING, out)
     tools = function_tools(body)
     choice = tool_choice(body)
     if tools:

@@ -24,19 +24,20 @@ from xrouter_core.wire import canonical as ev
 from xrouter_core.wire.adapters.base import (
     Adapter,
     JSONEventDecoder,
+    SamplingNames,
     UpstreamRequest,
     as_int,
     content_parts,
     forward_headers,
     function_tools,
     join_url,
-    max_output_tokens,
     merge_same_role,
     model_for,
     new_tool_id,
+    number_names,
     openai_completion,
     parse_arguments,
-    stop_list,
+    put_sampling,
     text_of,
     tool_call_dict,
     tool_choice,
@@ -55,6 +56,12 @@ FINISH_REASONS = {
     "SPII": "content_filter",
     "IMAGE_SAFETY": "content_filter",
 }
+# OpenAI's sampling options → Gemini's generationConfig (no seed, no penalties).
+SAMPLING = SamplingNames(
+    numbers=number_names(("temperature", "top_p"), top_p="topP"),
+    max_tokens="maxOutputTokens",
+    stop="stopSequences",
+)
 # JSON-schema keywords Gemini's OpenAPI-subset schema rejects.
 UNSUPPORTED_SCHEMA_KEYS = frozenset({"$schema", "additionalProperties", "$id", "strict"})
 
@@ -186,16 +193,7 @@ def build_body(request: ChatRequest) -> dict[str, Any]:
     if system:
         out["systemInstruction"] = {"parts": system}
     config: dict[str, Any] = {}
-    for source, target in (("temperature", "temperature"), ("top_p", "topP")):
-        value = body.get(source)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            config[target] = value
-    limit = max_output_tokens(body)
-    if limit:
-        config["maxOutputTokens"] = limit
-    stops = stop_list(body)
-    if stops:
-        config["stopSequences"] = stops
+    put_sampling(body, SAMPLING, config)
     fmt = body.get("response_format")
     if isinstance(fmt, dict) and fmt.get("type") in ("json_object", "json_schema"):
         config["responseMimeType"] = "application/json"

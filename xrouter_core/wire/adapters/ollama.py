@@ -24,6 +24,7 @@ from xrouter_core.config import Route
 from xrouter_core.wire import canonical as ev
 from xrouter_core.wire.adapters.base import (
     Adapter,
+    SamplingNames,
     UpstreamRequest,
     as_int,
     content_parts,
@@ -31,13 +32,13 @@ from xrouter_core.wire.adapters.base import (
     function_tool_objects,
     function_tools,
     join_url,
-    max_output_tokens,
     model_for,
     new_tool_id,
     note_unknown_parts,
+    number_names,
     openai_completion,
     parse_arguments,
-    stop_list,
+    put_sampling,
     text_of,
     tool_call_dict,
     tool_names_by_id,
@@ -47,13 +48,11 @@ from xrouter_core.wire.jsontext import compact_json
 
 FINISH_REASONS = {"stop": "stop", "length": "length", "load": "stop", "unload": "stop"}
 # OpenAI's sampling fields → Ollama's `options` (the Modelfile parameter names).
-OPTIONS = {
-    "temperature": "temperature",
-    "top_p": "top_p",
-    "seed": "seed",
-    "frequency_penalty": "frequency_penalty",
-    "presence_penalty": "presence_penalty",
-}
+OPTIONS = SamplingNames(
+    numbers=number_names(),
+    max_tokens="num_predict",
+    stop="stop",
+)
 NOT_TRANSLATED = ("n", "logprobs", "top_logprobs", "logit_bias", "tool_choice")
 
 
@@ -109,16 +108,7 @@ def build_body(request: ChatRequest, model: str) -> tuple[dict[str, Any], tuple[
         "stream": request.stream,
     }
     options: dict[str, Any] = {}
-    for source, target in OPTIONS.items():
-        value = body.get(source)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            options[target] = value
-    limit = max_output_tokens(body)
-    if limit:
-        options["num_predict"] = limit
-    stops = stop_list(body)
-    if stops:
-        options["stop"] = stops
+    put_sampling(body, OPTIONS, options)
     if options:
         out["options"] = options
     tools = function_tools(body)
