@@ -113,6 +113,7 @@ from xrouter_core.wire.headers import (
     TIER_HEADER,
     UPSTREAM_HEADER,
     HeaderAliases,
+    header_lookup,
     routing_fields,
     routing_headers,
     score_text,
@@ -1280,8 +1281,15 @@ class Xrouter:
         backends, the classifier)."""
         assert self.settings is not None and self.policy is not None
         started = time.perf_counter()
+        client_headers = list(flow.request.headers.items(multi=True))
+        headers = header_lookup(client_headers)
         try:
-            content = flow.request.get_content(strict=False)
+            # get_content's own look-up of content-encoding is a scan of the fields.
+            content = (
+                flow.request.get_content(strict=False)
+                if "content-encoding" in headers
+                else flow.request.raw_content
+            )
             if client_format == RESPONSES:
                 chat = parse_responses(content, self.response_store.get, self.response_store.item)
             elif client_format == ANTHROPIC:
@@ -1310,9 +1318,7 @@ class Xrouter:
                 return
         request = None
         if self.plugins.pre_request or self.plugins.post_response:
-            request = PluginRequest(
-                chat, {k.lower(): v for k, v in flow.request.headers.items(multi=True)}
-            )
+            request = PluginRequest(chat, {k.lower(): v for k, v in client_headers})
             try:
                 await self.plugins.before(request)
             except Reject as exc:
@@ -1328,7 +1334,7 @@ class Xrouter:
         if cached is not None:
             local_response(flow, cached)
             return
-        session = await self.accounting.sessions.begin(chat, flow.request.headers, len(content))
+        session = await self.accounting.sessions.begin(chat, headers, len(content))
         if session is not None:
             # A translating route marks the prompt for its provider's cache.
             chat.cache_prefix = worth_caching(chat, session.id)
@@ -1336,7 +1342,7 @@ class Xrouter:
             ceiling = TIER_INDEX[client.max_tier] if client and client.max_tier else None
             plan = await self.plan(
                 chat,
-                flow.request.headers.get(TIER_HEADER),
+                headers.get(TIER_HEADER),
                 ceiling,
                 request.tier if request is not None else None,
                 request.forced_by if request is not None else "",
@@ -1371,7 +1377,7 @@ class Xrouter:
             chain,
             index,
             [Attempt(t, error="circuit_open") for t in skipped],
-            list(flow.request.headers.items(multi=True)),
+            client_headers,
             intercepted,
             flow.request.pretty_host if intercepted else "",
             cache_key=cache_key,

@@ -16,7 +16,7 @@ with the decision and the route's name (<TIER>_NAME), beside these: `HeaderAlias
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 HEADER_PREFIX = "x-xrouter-"
@@ -64,6 +64,19 @@ _DECISION, _SCORE, _UPSTREAM, _FALLBACK = (
     UPSTREAM_HEADER.encode(),
     FALLBACK_HEADER.encode(),
 )
+
+
+def header_lookup(fields: Iterable[tuple[str, str]]) -> dict[str, str]:
+    """A request's headers by lower-case name, read once per request: the value
+    mitmproxy's `Headers.get` gives (several fields of one name joined with ", "), where
+    each `Headers.get` scans and lower-cases every field again (3-4 µs a lookup for a
+    Claude Code request, ~25 µs for the five session-id names alone)."""
+    found: dict[str, str] = {}
+    for name, value in fields:
+        key = name.lower()
+        previous = found.get(key)
+        found[key] = value if previous is None else f"{previous}, {value}"
+    return found
 
 
 def score_text(score: float) -> str:
