@@ -1549,13 +1549,11 @@ class Xrouter:
             and route.host == routed.original_host,
         )
         request = flow.request
-        scheme, host, port, path = mitm_compat.split_url(upstream.url)
         # The headers (the client's are in routed.client_headers) are emptied first and
-        # set last in one go: with no Host header in place, the host/port setters do not
-        # rewrite one, and each header write would scan every field.
+        # set last in one go: with no Host header in place, pointing the request at its
+        # route rewrites none, and each header write would scan every field.
         request.headers.fields = ()
-        # Not `request.url = ...`: that parses the URL on every request (~35 µs).
-        request.scheme, request.host, request.port, request.path = scheme, host, port, path
+        mitm_compat.point_request(request, upstream.url)
         fields = [
             (k.encode(), v.encode("utf-8", "surrogateescape"))
             for k, v in upstream.headers.items()
