@@ -6,9 +6,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-
-# Made once: json.dumps with options builds a new encoder on every call (~2.5 µs of a
-# 5 µs request body).
+# Made once: json.dumps with options builds a new encoder on every call (1.7 of the
+# 7.7 µs the bench's chat body took).
 _COMPACT = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 
 
