@@ -85,6 +85,7 @@ def test_the_routers_header_lookup_reads_as_mitmproxys_headers():
         ("Content-Type", "application/json"),
         ("X-Xrouter-Tier", "cheap"),
         ("thread-id", ""),
+        ("\u212aey", "kelvin"),  # K (Kelvin sign): str.lower() makes it "key", bytes.lower() not
     ]
     mitm = Headers([(k.encode(), v.encode()) for k, v in fields])
     found = header_lookup(fields)
@@ -92,6 +93,7 @@ def test_the_routers_header_lookup_reads_as_mitmproxys_headers():
         assert found.get(name) == mitm.get(name)
     assert found["session-id"] == "0199-a, 0199-b" and found["thread-id"] == ""
     assert found.get("conversation_id") is None is mitm.get("conversation_id")
+    assert found.get("key") is None is mitm.get("key")
     request = chat([{"role": "user", "content": "hi"}])
     assert session_of(request, found) == session_of(request, mitm)
     assert session_of(request, found).label == "claude-code:6c1f-aa"

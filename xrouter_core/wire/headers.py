@@ -73,10 +73,15 @@ def header_lookup(fields: Iterable[tuple[str, str]]) -> dict[str, str]:
     Claude Code request, ~25 µs for the five session-id names alone)."""
     found: dict[str, str] = {}
     for name, value in fields:
-        key = name.lower()
+        # As mitmproxy compares names: bytes.lower(), which leaves non-ASCII letters be.
+        key = name.lower() if name.isascii() else _ascii_lower(name)
         previous = found.get(key)
         found[key] = value if previous is None else f"{previous}, {value}"
     return found
+
+
+def _ascii_lower(name: str) -> str:
+    return name.encode("utf-8", "surrogateescape").lower().decode("utf-8", "surrogateescape")
 
 
 def score_text(score: float) -> str:
