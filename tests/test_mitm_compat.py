@@ -22,9 +22,10 @@ from pathlib import Path
 
 import httpx
 import pytest
-from mitmproxy import master, options
+from mitmproxy import http, master, options
 from mitmproxy.addons import core, next_layer, proxyserver, tlsconfig
 from mitmproxy.connection import Server
+from mitmproxy.net.http import url as mitm_url
 from mitmproxy.proxy import commands, events
 from mitmproxy.proxy.layers import http as http_layers
 from mitmproxy.proxy.layers.http import HttpStream, RequestProtocolError, _http1
@@ -70,6 +71,34 @@ def test_protocol_error_codes_reach_the_client_as_the_status_chosen():
         assert "event.code.http_status_code()" in send and "make_error_response(" in send
     error = http_layers.ResponseProtocolError(1, "x", mitm_compat.REQUEST_TOO_LARGE)
     assert error.code == mitm_compat.REQUEST_TOO_LARGE
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8080/v1/chat/completions",
+        "https://api.example.com/openai/deployments/d/chat/completions?api-version=2024-10",
+        "https://xn--bcher-kva.example:8443/v1/messages",
+        "http://[::1]/v1/chat",
+    ],
+)
+@pytest.mark.parametrize("authority", ["", "client.example:3000"])
+def test_point_request_sets_what_the_setters_set(url, authority):
+    """point_request writes Request.data itself (no setters): the same request as the
+    scheme, host, port and path setters give one whose headers were emptied, an HTTP/2
+    client's :authority rewritten."""
+
+    expected = http.Request.make("POST", "http://127.0.0.1:3000/v1/x", b"{}", {})
+    expected.authority = authority
+    expected.headers.fields = ()
+    pointed = expected.copy()
+    scheme, host, port, path = mitm_url.parse(url)
+    expected.scheme, expected.host = scheme.decode(), host.decode("idna")
+    expected.port, expected.path = port, path.decode()
+    mitm_compat.point_request(pointed, url)
+    assert pointed.data == expected.data
+    assert pointed.url == expected.url and pointed.authority == expected.authority
+    assert (pointed.authority != "") == bool(authority)
 
 
 def test_connect_timeout_reads_these_server_fields():

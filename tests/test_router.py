@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import socket
 import ssl
@@ -83,6 +84,28 @@ def test_request_is_rewritten_for_the_route(router, upstreams):
     assert seen.headers["host"] == f"127.0.0.1:{upstreams.medium.port}"
     assert seen.json["model"] == "medium-model"
     assert seen.json["messages"][0]["content"].startswith("rewrite")
+
+
+def test_a_gzipped_body_and_headers_in_any_case_are_read(router, upstreams):
+    """The request's headers are read once per request (wire/headers.py header_lookup):
+    Content-Encoding still has the body decoded, X-Xrouter-Tier still pins in any case."""
+    body = json.dumps(ask(unique("gzipped"))).encode()
+    with router.client() as client:
+        reply = client.post(
+            CHAT,
+            content=gzip.compress(body),
+            headers={
+                "Content-Type": "application/json",
+                "Content-Encoding": "gzip",
+                "X-Xrouter-Tier": "cheap",
+            },
+        )
+    assert reply.status_code == 200, reply.text
+    assert reply.headers["x-xrouter-upstream"] == "cheap"
+    assert reply.headers["x-xrouter-decision"] == "0"
+    seen = upstreams.cheap.requests[-1]
+    assert "content-encoding" not in seen.headers
+    assert seen.json["messages"] == json.loads(body)["messages"]
 
 
 def test_route_headers_and_base_url_without_v1(start_router, upstreams):

@@ -20,6 +20,7 @@ from test_fallback import ask, stream_text
 
 from xrouter_core.config import ConfigError, load_settings
 from xrouter_core.routing.route_stats import EXPLORE_EVERY
+from xrouter_core.routing.tags import KeywordTagger, merged_words
 
 CHAT = "/v1/chat/completions"
 EXPLAIN = "/v1/route/explain"
@@ -304,6 +305,26 @@ def test_tag_words_from_the_configuration(ruled):
     assert reply.status_code == 200, reply.text
     assert reply.headers["x-xrouter-tags"] == "legal"
     assert reply.headers["x-xrouter-rule"] == "tier"  # no rule for legal: the classifier
+
+
+def test_a_phrase_tags_only_its_words_in_a_row():
+    """Phrases match whole words in order, across case, punctuation and spacing; a
+    phrase's words apart, or joined into one word, do not."""
+    tagger = KeywordTagger(
+        merged_words({"legal": ["due diligence", "contract"], "loop": ["a b a"]})
+    )
+    assert tagger.tags("Paste the Stack-Trace here") == ["code"]
+    assert tagger.tags("a stack\n\t trace, please") == ["code"]
+    assert tagger.tags("TL;DR of this: one line") == ["summary"]
+    assert tagger.tags("say it in  French!") == ["translation"]
+    assert tagger.tags("a stacktrace, a stack of trace, french in, infrench") == []
+    assert tagger.tags("Due diligence, then the contract") == ["legal"]
+    assert tagger.tags("b a b a b") == ["loop"] and tagger.tags("a b b a") == []
+    assert tagger.tags("fix the bug in the stack trace and summarize it in english") == [
+        "code",
+        "translation",
+        "summary",
+    ]
 
 
 def test_an_anthropic_stream_is_tagged_when_it_ends(ruled, fakes):

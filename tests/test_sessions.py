@@ -12,6 +12,7 @@ import time
 import pytest
 from cache_fakes import CachingAnthropicProvider, CachingOpenAIProvider
 from conftest import Router
+from mitmproxy.http import Headers
 from test_usage import RedisServer
 
 from bench import session_replay as replay
@@ -27,6 +28,7 @@ from xrouter_core.routing.sessions import (
     worth_caching,
 )
 from xrouter_core.wire.adapters.anthropic import AnthropicAdapter
+from xrouter_core.wire.headers import header_lookup
 from xrouter_core.wire.inbound import parse_anthropic_messages, parse_openai_chat
 from xrouter_core.wire.responses import parse_responses
 
@@ -71,6 +73,30 @@ def test_codex_headers_and_prompt_cache_key_name_the_session():
         assert found.source == "codex" and found.label == "codex:01a2-thread"
     # An id with the counters' separator in it is shown without it.
     assert "|" not in session_of(request, {"session-id": "a|b"}).label
+
+
+def test_the_routers_header_lookup_reads_as_mitmproxys_headers():
+    """The router reads a request's headers once (header_lookup) instead of asking
+    mitmproxy's Headers per name: any case, several fields of a name joined alike."""
+    fields = [
+        ("X-Claude-Code-Session-Id", "6c1f-aa"),
+        ("Session-ID", "0199-a"),
+        ("session-id", "0199-b"),
+        ("Content-Type", "application/json"),
+        ("X-Xrouter-Tier", "cheap"),
+        ("thread-id", ""),
+        ("\u212aey", "kelvin"),  # K (Kelvin sign): str.lower() makes it "key", bytes.lower() not
+    ]
+    mitm = Headers([(k.encode(), v.encode()) for k, v in fields])
+    found = header_lookup(fields)
+    for name in ("x-claude-code-session-id", "session-id", "content-type", "x-xrouter-tier"):
+        assert found.get(name) == mitm.get(name)
+    assert found["session-id"] == "0199-a, 0199-b" and found["thread-id"] == ""
+    assert found.get("conversation_id") is None is mitm.get("conversation_id")
+    assert found.get("key") is None is mitm.get("key")
+    request = chat([{"role": "user", "content": "hi"}])
+    assert session_of(request, found) == session_of(request, mitm)
+    assert session_of(request, found).label == "claude-code:6c1f-aa"
 
 
 def test_without_an_id_the_session_is_its_system_prompt_and_first_ask():

@@ -113,6 +113,7 @@ from xrouter_core.wire.headers import (
     TIER_HEADER,
     UPSTREAM_HEADER,
     HeaderAliases,
+    header_lookup,
     routing_fields,
     routing_headers,
     score_text,
@@ -1297,8 +1298,15 @@ class Xrouter:
         backends, the classifier)."""
         assert self.settings is not None and self.policy is not None
         started = time.perf_counter()
+        client_headers = list(flow.request.headers.items(multi=True))
+        headers = header_lookup(client_headers)
         try:
-            content = flow.request.get_content(strict=False)
+            # get_content's own look-up of content-encoding is a scan of the fields.
+            content = (
+                flow.request.get_content(strict=False)
+                if "content-encoding" in headers
+                else flow.request.raw_content
+            )
             if client_format == RESPONSES:
                 chat = parse_responses(content, self.response_store.get, self.response_store.item)
             elif client_format == ANTHROPIC:
@@ -1327,9 +1335,7 @@ class Xrouter:
                 return
         request = None
         if self.plugins.pre_request or self.plugins.post_response:
-            request = PluginRequest(
-                chat, {k.lower(): v for k, v in flow.request.headers.items(multi=True)}
-            )
+            request = PluginRequest(chat, {k.lower(): v for k, v in client_headers})
             try:
                 await self.plugins.before(request)
             except Reject as exc:
@@ -1351,7 +1357,7 @@ class Xrouter:
         if cached is not None:
             local_response(flow, cached)
             return
-        session = await self.accounting.sessions.begin(chat, flow.request.headers, len(content))
+        session = await self.accounting.sessions.begin(chat, headers, len(content))
         if session is not None:
             # A translating route marks the prompt for its provider's cache.
             chat.cache_prefix = worth_caching(chat, session.id)
@@ -1359,7 +1365,7 @@ class Xrouter:
             ceiling = TIER_INDEX[client.max_tier] if client and client.max_tier else None
             plan = await self.plan(
                 chat,
-                flow.request.headers.get(TIER_HEADER),
+                headers.get(TIER_HEADER),
                 ceiling,
                 request.tier if request is not None else None,
                 request.forced_by if request is not None else "",
@@ -1394,7 +1400,7 @@ class Xrouter:
             chain,
             index,
             [Attempt(t, error="circuit_open") for t in skipped],
-            list(flow.request.headers.items(multi=True)),
+            client_headers,
             intercepted,
             flow.request.pretty_host if intercepted else "",
             cache_key=cache_key,
@@ -1571,13 +1577,11 @@ class Xrouter:
             and route.host == routed.original_host,
         )
         request = flow.request
-        scheme, host, port, path = mitm_compat.split_url(upstream.url)
         # The headers (the client's are in routed.client_headers) are emptied first and
-        # set last in one go: with no Host header in place, the host/port setters do not
-        # rewrite one, and each header write would scan every field.
+        # set last in one go: with no Host header in place, pointing the request at its
+        # route rewrites none, and each header write would scan every field.
         request.headers.fields = ()
-        # Not `request.url = ...`: that parses the URL on every request (~35 µs).
-        request.scheme, request.host, request.port, request.path = scheme, host, port, path
+        mitm_compat.point_request(request, upstream.url)
         fields = [
             (k.encode(), v.encode("utf-8", "surrogateescape"))
             for k, v in upstream.headers.items()

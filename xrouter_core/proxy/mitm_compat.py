@@ -118,10 +118,31 @@ def answer_hooks_inline(answer: Callable[[commands.StartHook], bool] | None) -> 
 
 
 @functools.lru_cache(maxsize=256)
-def split_url(url: str) -> tuple[str, str, int, str]:
-    """(scheme, host, port, path) of an upstream URL, parsed once per distinct URL."""
+def _destination(url: str) -> tuple[bytes, str, int, bytes, str]:
+    """An upstream URL as a request keeps it (scheme and path bytes, host text, port)
+    and its host[:port], parsed once per distinct URL."""
     scheme, host, port, path = mitm_url.parse(url)
-    return scheme.decode(), host.decode("idna"), port, path.decode("utf-8", "surrogateescape")
+    text = host.decode("idna")
+    return scheme, text, port, path, mitm_url.hostport(scheme.decode(), text, port)
+
+
+def point_request(request: http.Request, url: str) -> None:
+    """Aim `request` at `url`, as setting its scheme, host, port and path does, for a
+    request whose headers were just emptied (so there is no Host header to rewrite).
+
+    Not `request.url = ...`, which parses the URL every time (~35 µs), nor the four
+    setters: the host and port ones each rebuild host:port and look for a Host header
+    (a KeyError raised and caught), ~10 µs in all. An HTTP/2 or HTTP/3 client's
+    :authority is rewritten, as the setters do.
+
+    Checked on mitmproxy 11.0.2, 11.1.3, 12.2.3 and 12.3.1: `Request.data` holds scheme
+    and path as bytes, host as text, port as int; the host and port setters store those
+    and rewrite the Host header and a non-empty authority (`_update_host_and_authority`)."""
+    scheme, host, port, path, hostport = _destination(url)
+    data = request.data
+    data.scheme, data.host, data.port, data.path = scheme, host, port, path
+    if data.authority:
+        request.authority = hostport
 
 
 def set_max_body_bytes(limit: int) -> None:

@@ -119,7 +119,8 @@ def _metadata_session(user_id: str) -> str:
 
 def session_of(chat: ChatRequest, headers: Mapping[str, str]) -> SessionId | None:
     """The session a request belongs to, or None when nothing identifies one (no
-    message from the person). `headers` is case-insensitive (mitmproxy's)."""
+    message from the person). `headers`: by lower-case name (the router passes
+    wire/headers.py `header_lookup`'s) or case-insensitive (mitmproxy's)."""
     for name, client in SESSION_HEADERS:
         value = headers.get(name)
         if value:

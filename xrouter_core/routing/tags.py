@@ -81,21 +81,25 @@ def words_of(text: str) -> list[str]:
 
 class KeywordTagger:
     """Tags from word lists, read once: the text is split into words (words_of), single
-    words are looked up in a set, phrases only where their first word occurs. No
-    pattern is tried at every position, so the cost of a 2,000-character prompt does
-    not grow with the number of words configured."""
+    words are looked up in a set, phrases only where their first word occurs, each as
+    one substring search of the words joined by spaces (in C: a phrase's words follow
+    one another exactly where " its words " occurs in " the words "). No pattern is
+    tried at every position, so the cost of a 2,000-character prompt does not grow with
+    the number of words configured."""
 
     def __init__(self, words: Mapping[str, Sequence[str]]):
         self.words = {tag: tuple(w.lower() for w in found) for tag, found in words.items()}
         self._single: dict[str, set[str]] = {}
-        self._phrases: dict[str, list[tuple[tuple[str, ...], str]]] = {}
+        # First word → (" the phrase's words ", tag) of each phrase starting with it.
+        self._phrases: dict[str, list[tuple[str, str]]] = {}
         for tag, found in self.words.items():
             for word in found:
-                tokens = tuple(words_of(word))
+                tokens = words_of(word)
                 if len(tokens) == 1:
                     self._single.setdefault(tokens[0], set()).add(tag)
                 elif tokens:
-                    self._phrases.setdefault(tokens[0], []).append((tokens, tag))
+                    padded = f" {' '.join(tokens)} "
+                    self._phrases.setdefault(tokens[0], []).append((padded, tag))
         self._firsts = frozenset(self._single) | frozenset(self._phrases)
 
     def tags(self, text: str) -> list[str]:
@@ -107,16 +111,17 @@ class KeywordTagger:
         if not present:
             return []
         found: set[str] = set()
+        joined = ""
         for token in present:
-            found.update(self._single.get(token, ()))
-        phrased = [t for t in present if t in self._phrases]
-        if phrased:
-            firsts = set(phrased)
-            for i, token in enumerate(tokens):
-                if token in firsts:
-                    for phrase, tag in self._phrases[token]:
-                        if tuple(tokens[i : i + len(phrase)]) == phrase:
-                            found.add(tag)
+            tags = self._single.get(token)
+            if tags is not None:
+                found.update(tags)
+            phrases = self._phrases.get(token)
+            if phrases is not None:
+                joined = joined or f" {' '.join(tokens)} "
+                for padded, tag in phrases:
+                    if tag not in found and padded in joined:
+                        found.add(tag)
         return [tag for tag in self.words if tag in found]
 
 
