@@ -7,6 +7,8 @@
         --llm-model gemma --sample 200
     python -m xrouter_core.quality.evaluate --mode builtin embedding \\
         --embedding-url http://127.0.0.1:11434/v1 --embedding-model all-minilm
+    python -m xrouter_core.quality.evaluate --router builtin linear linear_hand random \\
+        --vectors gemma.npz --vectors-partial --sample 250
 
 Data: every source of `quality.sources` (datasets/, deduplicated by normalised prompt).
 Each row says how well the strong and the weak model answered the prompt (correctness,
@@ -30,7 +32,10 @@ and, with `--embedding-url`, `embedding` (quality/embedding.py: the engine embed
 of labelled prompts less the held-out source, and each test prompt's neighbours score it),
 and, with `--vectors FILE.npz`, `linear` (quality/linear_head.py: a ridge head with one
 intercept per source over each prompt's precomputed vector, trained on the fold's
-training rows, its strength chosen by leave-one-source-out within them).
+training rows, its strength chosen by leave-one-source-out within them) and `linear_hand`
+(the same head with the built-in classifier's hand features appended to each vector);
+with `--vectors-partial` the file may cover only a sample (say, the `--sample` of every
+source with the same `--seed`) and the heads train on the training rows it covers.
 Every prompt is given as the router's classifier would see it (`routellm_data.routed_text`).
 
 Figures per source and router (routing_metrics.py): APGR (area under PGR over the
@@ -59,7 +64,7 @@ from xrouter_core.quality.routellm_data import routed_text, split_of
 from xrouter_core.routing.builtin import BUILTIN_THRESHOLDS, BuiltinClassifier, Weights, tier_for
 from xrouter_core.tiers import FRONTIER_INDEX, TIERS
 
-ROUTERS = ("builtin", "random", "oracle", "llm", "hybrid", "embedding", "linear")
+ROUTERS = ("builtin", "random", "oracle", "llm", "hybrid", "embedding", "linear", "linear_hand")
 DEFAULT_ROUTERS = ("builtin", "random", "oracle")
 PROTOCOLS = ("loso", "in-distribution")
 # PGR divides by (strong quality - weak quality): a source where the strong model is not
@@ -214,8 +219,11 @@ def _linear_scores(
     bins: int,
 ) -> tuple[list[float], dict[str, Any]]:
     """The linear head of this fold's training rows (trained once per set of sources)."""
-    key = tuple(sorted(sources.counts(train)))
+    train = features.training(train)
+    key = (str(features.hand), *sorted(sources.counts(train)))
     try:
+        if not train:
+            raise KeyError("no training prompt has a vector in the file")
         if key not in heads:
             names = features.hand_names(train)
             heads[key] = (
@@ -228,7 +236,7 @@ def _linear_scores(
         scores = head.scores(features.matrix(rows, names))
     except KeyError as exc:
         raise SystemExit(f"--vectors: {exc.args[0]}") from None
-    return scores, {"alpha": head.alpha, "inner_apgr": head.inner_apgr}
+    return scores, {"alpha": head.alpha, "inner_apgr": head.inner_apgr, "train_rows": len(train)}
 
 
 def operating_points(tiers: Sequence[int], rows: Sequence[sources.Row]) -> dict[str, dict]:
@@ -296,11 +304,12 @@ class Evaluation:
         self.log = log
 
     def linear(
-        self, rows: Sequence[sources.Row], train: Sequence[sources.Row]
+        self, rows: Sequence[sources.Row], train: Sequence[sources.Row], hand: bool = False
     ) -> tuple[list[float], dict[str, Any]]:
         if self.features is None:
             raise SystemExit("--router linear needs --vectors")
-        return _linear_scores(self.features, self.heads, rows, train, self.bins)
+        features = self.features.with_hand() if hand else self.features
+        return _linear_scores(features, self.heads, rows, train, self.bins)
 
     def router(
         self,
@@ -329,8 +338,8 @@ class Evaluation:
             extra["at_thresholds"] = operating_points(
                 [tier_for(s, self.thresholds) for s in scores], rows
             )
-        elif name == "linear":
-            scores, extra = self.linear(rows, train)
+        elif name in ("linear", "linear_hand"):
+            scores, extra = self.linear(rows, train, hand=name == "linear_hand")
         elif name == "embedding":
             if self.embedder is None:
                 raise SystemExit("--router embedding needs --embedding-url")
@@ -547,7 +556,11 @@ def markdown(report: dict[str, Any]) -> str:
         cells = []
         for router in routers:
             result = entry["routers"][router]
-            ci = _ci(result, "apgr") if router in ("builtin", "llm", "hybrid", "linear") else ""
+            ci = (
+                _ci(result, "apgr")
+                if router in ("builtin", "llm", "hybrid", "linear", "linear_hand")
+                else ""
+            )
             cells.append(f"{result['apgr']:.3f}{ci}")
         main = entry["routers"].get("builtin") or entry["routers"][routers[0]]
         cpts = [
@@ -593,6 +606,7 @@ COLOURS = {
     "llm": "#d62728",
     "hybrid": "#9467bd",
     "linear": "#ff7f0e",
+    "linear_hand": "#8c564b",
 }
 
 
@@ -838,7 +852,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--vectors-hand",
         action="store_true",
-        help="--router linear: append the built-in classifier's hand features to each vector",
+        help="--router linear: append the built-in classifier's hand features to each vector "
+        "(--router linear_hand always does, so both can be measured in one run)",
+    )
+    parser.add_argument(
+        "--vectors-partial",
+        action="store_true",
+        help="the --vectors file covers only some prompts (say, one --sample with the same "
+        "--seed): the linear heads train on the fold's training prompts that have a vector; "
+        "every test prompt still needs one",
     )
     parser.add_argument(
         "--json", type=Path, default=None, help="write the full report as JSON ('-' for stdout)"
@@ -873,9 +895,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--router embedding needs --embedding-url")
     features = None
     if args.vectors is not None:
-        features = linear_head.Features(linear_head.load_vectors(args.vectors), args.vectors_hand)
-    elif "linear" in routers:
-        parser.error("--router linear needs --vectors")
+        features = linear_head.Features(
+            linear_head.load_vectors(args.vectors), args.vectors_hand, args.vectors_partial
+        )
+    elif {"linear", "linear_hand"} & set(routers):
+        parser.error("--router linear/linear_hand needs --vectors")
     llm = None
     if args.llm_url:
         llm = LLMScorer(llm_settings(args), args.concurrency)
