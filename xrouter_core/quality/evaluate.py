@@ -41,7 +41,9 @@ Every prompt is given as the router's classifier would see it (`routellm_data.ro
 Figures per source and router (routing_metrics.py): APGR (area under PGR over the
 strong-call share, thresholds at RouteLLM's 10 equal-count bins of the scores), CPT(50 %)
 and CPT(80 %) (the strong-call share needed for that PGR), each with a 95 % bootstrap
-interval over the prompts (`--bootstrap` resamples), and every operating point.
+interval over the prompts (`--bootstrap` resamples), and every operating point. Every
+router is resampled alike within a source, so the mean APGR over sources gets an interval
+too, and so does each router's lead over builtin (a paired interval).
 """
 
 from __future__ import annotations
@@ -273,7 +275,9 @@ def summarize(
         ],
     }
     if resamples:
-        result["ci95"] = routing_metrics.bootstrap(scores, weak, strong, resamples, seed, bins)
+        found = routing_metrics.resampled(scores, weak, strong, resamples, seed, bins)
+        result["ci95"] = routing_metrics.intervals(found)
+        result["apgr_resamples"] = found["apgr"]
     return result
 
 
@@ -515,6 +519,30 @@ def _summarised(report: dict[str, Any], routers: Sequence[str]) -> dict[str, Any
     report["min_apgr"] = {
         router: min(e["routers"][router]["apgr"] for e in measured) for router in routers
     }
+    if all("apgr_resamples" in e["routers"][r] for e in measured for r in routers):
+        # Every router is resampled alike within a source (the same seed and prompts), and
+        # the sources independently: intervals of the mean, and of its lead over builtin.
+        means = {
+            router: [
+                sum(values) / len(values)
+                for values in zip(
+                    *(e["routers"][router]["apgr_resamples"] for e in measured), strict=True
+                )
+            ]
+            for router in routers
+        }
+        report["mean_apgr_ci95"] = {
+            router: routing_metrics.intervals({"apgr": values})["apgr"]
+            for router, values in means.items()
+        }
+        if "builtin" in means:
+            report["mean_apgr_minus_builtin_ci95"] = {
+                router: routing_metrics.intervals(
+                    {"apgr": [a - b for a, b in zip(values, means["builtin"], strict=True)]}
+                )["apgr"]
+                for router, values in means.items()
+                if router != "builtin"
+            }
     return report
 
 
@@ -579,6 +607,20 @@ def markdown(report: dict[str, Any]) -> str:
         f"| **mean over {count} sources** | | | {means} | | |",
         f"| min | | | {mins} | | |",
     ]
+    if "mean_apgr_ci95" in report:
+        cells = " | ".join("[{:.3f}, {:.3f}]".format(*report["mean_apgr_ci95"][r]) for r in routers)
+        lines.append(f"| mean, 95 % interval | | | {cells} | | |")
+    if "mean_apgr_minus_builtin_ci95" in report:
+        leads = report["mean_apgr_minus_builtin_ci95"]
+        cells = " | ".join(
+            "{:+.3f} [{:+.3f}, {:+.3f}]".format(
+                report["mean_apgr"][r] - report["mean_apgr"]["builtin"], *leads[r]
+            )
+            if r in leads
+            else ""
+            for r in routers
+        )
+        lines.append(f"| mean − builtin, 95 % interval | | | {cells} | | |")
     for name, entry in report["sources"].items():
         if not entry["measurable"]:
             continue
