@@ -43,7 +43,7 @@ def test_surprisal_of_long_spans_worked_out_a_few_rows_at_a_time():
     tokens = [rng.randrange(7) for _ in range(41)]
     expected = [-math.log(softmax(list(logits[i - 1]))[tokens[i]]) for i in range(2, 41)]
     assert pf.ROWS_AT_A_TIME < 39
-    assert pf.surprisals(logits, tokens, 2, 41) == pytest.approx(expected)
+    assert pf.surprisals(logits, tokens, 2, 41) == pytest.approx(expected, rel=1e-5)
 
 
 def test_entropy_and_top1_of_known_distributions():
@@ -99,9 +99,9 @@ class BigramModel:
         self.sequence = list(tokens)
         return np.asarray([self.table[t] for t in self.sequence])
 
-    def extend(self, token: int):
-        self.sequence.append(token)
-        return np.asarray(self.table[token])
+    def extend(self, tokens):
+        self.sequence.extend(tokens)
+        return np.asarray(self.table[tokens[-1]])
 
     def save(self):
         return list(self.sequence)
@@ -140,6 +140,17 @@ def test_one_prompts_features_over_a_known_model():
     assert got[8] == pytest.approx(sum(tops) / len(tops))
     assert model.sequence[: len(tokens)] == tokens
     assert len(model.sequence) == len(tokens) + pf.ANSWER_TOKENS - 1
+
+
+def test_a_long_prompt_keeps_its_first_and_last_tokens():
+    assert pf.middle_cut(list(range(10)), 4) == [0, 1, 8, 9]
+    assert pf.middle_cut(list(range(10)), 5) == [0, 1, 2, 8, 9]
+    assert pf.middle_cut([1, 2, 3], 4) == [1, 2, 3] and pf.middle_cut([1, 2], None) == [1, 2]
+    model = BigramModel()
+    text = "abcdefgh" * 3
+    cut = pf.proxy_features(model, text, "<_{prompt}_>\n", max_tokens=6)
+    assert model.sequence[3:9] == [ALPHABET.index(c) for c in "abcfgh"]
+    assert cut != pf.proxy_features(model, text, "<_{prompt}_>\n")
 
 
 def test_the_template_needs_the_prompt():

@@ -887,9 +887,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--vectors",
         type=Path,
+        nargs="+",
         default=None,
         help="for --router linear: .npz of one vector per prompt, keyed by "
-        "linear_head.vector_key of the text the classifier sees",
+        "linear_head.vector_key of the text the classifier sees (several files: their union)",
     )
     parser.add_argument(
         "--vectors-hand",
@@ -937,9 +938,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--router embedding needs --embedding-url")
     features = None
     if args.vectors is not None:
-        features = linear_head.Features(
-            linear_head.load_vectors(args.vectors), args.vectors_hand, args.vectors_partial
-        )
+        vectors = {k: v for path in args.vectors for k, v in linear_head.load_vectors(path).items()}
+        features = linear_head.Features(vectors, args.vectors_hand, args.vectors_partial)
     elif {"linear", "linear_hand"} & set(routers):
         parser.error("--router linear/linear_hand needs --vectors")
     llm = None

@@ -1,7 +1,7 @@
 """Write a `--vectors` file of a small local model's own uncertainty on each prompt.
 
     python -m xrouter_core.quality.proxy_features --gguf MODEL.gguf --sample 250 \\
-        --out gemma.npz [--probe] [--threads 2]
+        --out gemma.npz [--probe] [--shard 1/2]
     python -m xrouter_core.quality.evaluate --router builtin linear linear_hand random \\
         --vectors gemma.npz --vectors-partial --sample 250
 
@@ -65,7 +65,7 @@ NAMES = (
 )
 PROBE_NAME = "probe_score"
 CHECKPOINT_EVERY = 50  # prompts between writes of the file
-ROWS_AT_A_TIME = 16  # positions whose log-probabilities are worked out together
+ROWS_AT_A_TIME = 32  # positions whose log-probabilities are worked out together
 
 
 # ---- the arithmetic --------------------------------------------------------------------
@@ -91,10 +91,11 @@ def surprisals(logits: np.ndarray, tokens: Sequence[int], start: int, stop: int)
     # A few rows at a time: a row is the whole vocabulary (262,144 logits for Gemma 3).
     for first in range(0, stop - start, ROWS_AT_A_TIME):
         last = min(first + ROWS_AT_A_TIME, stop - start)
-        block = np.asarray(logits[start - 1 + first : start - 1 + last], dtype=np.float64)
+        block = np.asarray(logits[start - 1 + first : start - 1 + last], dtype=np.float32)
         top = block.max(axis=1)
         total = top + np.log(np.exp(block - top[:, None]).sum(axis=1))
-        out[first:last] = total - block[np.arange(last - first), wanted[first:last]]
+        picked = block[np.arange(last - first), wanted[first:last]]
+        out[first:last] = total.astype(np.float64) - picked
     return out
 
 
@@ -151,8 +152,8 @@ class LogitModel(Protocol):
         """Evaluate a new sequence; the logits of every position, (len(tokens), vocab)."""
         ...
 
-    def extend(self, token: int) -> np.ndarray:
-        """Append one token to the sequence; the logits of its position."""
+    def extend(self, tokens: Sequence[int]) -> np.ndarray:
+        """Append tokens to the sequence; the logits of the last one's position."""
         ...
 
     @property
@@ -166,21 +167,33 @@ def template_parts(template: str) -> tuple[str, str]:
     return before, after
 
 
-def proxy_features(model: LogitModel, text: str, template: str = TEMPLATE) -> list[float]:
+def middle_cut(tokens: Sequence[int], limit: int | None) -> list[int]:
+    """At most `limit` tokens: the first and the last halves, the middle left out."""
+    if limit is None or len(tokens) <= limit:
+        return list(tokens)
+    return [*tokens[: limit - limit // 2], *tokens[len(tokens) - limit // 2 :]]
+
+
+def proxy_features(
+    model: LogitModel, text: str, template: str = TEMPLATE, max_tokens: int | None = None
+) -> list[float]:
     """NAMES for one prompt: its surprisal under the model, then the model's uncertainty
-    over its first ANSWER_TOKENS greedy answer tokens."""
+    over its first ANSWER_TOKENS greedy answer tokens. With `max_tokens`, a longer prompt
+    keeps its first and last max_tokens/2 tokens (every position's logits cost a pass
+    through the whole vocabulary, 262,144 rows for Gemma 3)."""
     import numpy as np
 
     before, after = template_parts(template)
     head = [model.bos, *model.tokenize(before, True)]
-    body = model.tokenize(text, False)  # the prompt's own text never makes control tokens
+    # The prompt's own text never makes control tokens.
+    body = middle_cut(model.tokenize(text, False), max_tokens)
     tokens = [*head, *body, *model.tokenize(after, True)]
     logits = model.start(tokens)
     spent = surprisals(logits, tokens, len(head), len(head) + len(body))
     row = logits[-1]
     entropies, tops = [entropy(row)], [top1(row)]
     for _ in range(ANSWER_TOKENS - 1):
-        row = model.extend(int(np.argmax(row)))
+        row = model.extend([int(np.argmax(row))])
         entropies.append(entropy(row))
         tops.append(top1(row))
     return [
@@ -219,9 +232,7 @@ class Probe:
         tokens = [self.model.bos, *self.model.tokenize(self.full(text), True)]
         if tokens[: len(self.prefix)] == self.prefix:
             self.restore(self.saved)
-            row = None
-            for token in tokens[len(self.prefix) :]:
-                row = self.model.extend(token)
+            row = self.model.extend(tokens[len(self.prefix) :])
         else:
             row = self.model.start(tokens)[-1]
         return probe_score(row, self.digit_ids)
@@ -246,6 +257,7 @@ class LlamaModel:
             verbose=False,
         )
         self.context = context
+        self.logits_all = logits_all
 
     @property
     def bos(self) -> int:
@@ -260,11 +272,15 @@ class LlamaModel:
         self.llm.eval(list(tokens))
         return self.llm.scores[: self.llm.n_tokens]  # a view: extend() writes later rows only
 
-    def extend(self, token: int) -> np.ndarray:
+    def extend(self, tokens: Sequence[int]) -> np.ndarray:
         import numpy as np
 
-        self.llm.eval([token])
-        return np.array(self.llm.scores[self.llm.n_tokens - 1], dtype=np.float32)
+        self.llm.eval(list(tokens))
+        if self.logits_all:
+            return np.array(self.llm.scores[self.llm.n_tokens - 1])
+        # Without logits_all llama-cpp-python keeps no scores: the context holds the last row.
+        last = self.llm._ctx.get_logits()
+        return np.ctypeslib.as_array(last, shape=(self.llm.n_vocab(),)).copy()
 
     def fit(self, text: str, room: int) -> str:
         """The text cut (middle out) so its tokens leave `room` of the context free."""
@@ -315,7 +331,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--probe", action="store_true", help="add the classifier's score")
     parser.add_argument("--template", default=TEMPLATE, help="the chat turn, with {prompt}")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--max-tokens",
+        type=int,
+        default=128,
+        help="prompt tokens kept (the first and last halves of a longer prompt)",
+    )
+    parser.add_argument("--threads", type=int, default=1, help="1 is fastest on a busy CPU")
+    parser.add_argument(
+        "--shard",
+        default="1/1",
+        help="K/N: do every N-th prompt from the K-th (run N at once, pass every file to "
+        "evaluate --vectors)",
+    )
     parser.add_argument("--context", type=int, default=1024)
     parser.add_argument("--resume", action="store_true", help="keep the file's vectors")
     parser.add_argument("--limit", type=int, default=None, help="stop after N new prompts")
@@ -336,14 +364,20 @@ def main(argv: list[str] | None = None) -> int:
     if args.probe:
         judge = LlamaModel(args.gguf, args.threads, args.context, logits_all=False)
         probe = Probe(judge, judge.llm.load_state, judge.llm.save_state)
-    wanted = [t for t in sampled_texts(args.sample, args.seed)
+    try:
+        shard, shards = (int(part) for part in args.shard.split("/"))
+        if not 1 <= shard <= shards:
+            raise ValueError
+    except ValueError:
+        parser.error("--shard is K/N with 1 <= K <= N")
+    wanted = [t for t in sampled_texts(args.sample, args.seed)[shard - 1 :: shards]
               if linear_head.vector_key(t) not in vectors][: args.limit]  # fmt: skip
     print(f"{len(wanted)} prompts to do, {len(vectors)} kept", file=sys.stderr)
     began = time.perf_counter()
     for done, text in enumerate(wanted, 1):
         fitted = model.fit(text, 64)
         clock = time.perf_counter()
-        row = proxy_features(model, fitted, args.template)
+        row = proxy_features(model, fitted, args.template, args.max_tokens)
         spent = {"features_ms": (time.perf_counter() - clock) * 1000}
         if probe is not None:
             clock = time.perf_counter()
