@@ -18,7 +18,8 @@ appended to each vector. Only the ranking of a source's prompts matters to APGR,
 score is the raw linear output.
 
 It is not a router mode: measured leave-one-source-out, static and MiniLM embeddings
-with this head did not beat the built-in classifier (docs/evaluation/linear_heads.md).
+with this head did not beat the built-in classifier (docs/evaluation/linear_heads.md),
+nor did Gemma-3-270M's uncertainty on the prompt (docs/evaluation/gemma_proxy.md).
 numpy does the arithmetic (the `evaluation` extra).
 """
 

