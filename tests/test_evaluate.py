@@ -121,6 +121,14 @@ def test_bootstrap_interval_brackets_the_estimate_and_is_seeded():
     assert interval["apgr"][0] <= estimate <= interval["apgr"][1]
     assert interval == m.bootstrap(scores, weak, strong, resamples=50, seed=1)
     assert interval["cpt50"][0] <= interval["cpt50"][1]
+    # The resamples depend on the seed and the count only: two routers on the same prompts
+    # are resampled alike, so the k-th values are paired (a router against itself: no gap).
+    alike = m.resampled(scores, weak, strong, resamples=50, seed=1)
+    assert m.intervals(alike) == interval
+    other = m.resampled([1 - v for v in scores], weak, strong, resamples=50, seed=1)
+    assert alike == m.resampled(scores, weak, strong, resamples=50, seed=1)
+    assert alike["apgr"] != other["apgr"] and len(other["apgr"]) == 50
+    assert m.resampled(scores, weak, strong, 50, seed=2)["apgr"] != alike["apgr"]
 
 
 def test_pooled_mixture_weighs_each_source_the_same():
@@ -244,8 +252,29 @@ def test_evaluate_cli_leave_one_source_out(tmp_path):
             assert shares[0] == 0.0 and shares[-1] == 1.0 and shares == sorted(shares)
         # Nothing beats the oracle.
         assert entry["routers"]["oracle"]["apgr"] >= entry["routers"]["builtin"]["apgr"]
+    # Intervals of the mean over sources, and of each router's lead over builtin, from the
+    # paired resamples (every router resampled alike within a source).
+    routers = ("builtin", "random", "oracle")
+    means = {
+        r: [
+            (a + b) / 2
+            for a, b in zip(
+                *(e["routers"][r]["apgr_resamples"] for e in (crux, alpaca)), strict=True
+            )
+        ]
+        for r in routers
+    }
+    for router in routers:
+        low, high = report["mean_apgr_ci95"][router]
+        assert low <= high and len(means[router]) == 20
+    lead = sorted(a - b for a, b in zip(means["oracle"], means["builtin"], strict=True))
+    assert report["mean_apgr_minus_builtin_ci95"]["oracle"] == pytest.approx(
+        [m.quantile(lead, 0.025), m.quantile(lead, 0.975)]
+    )
+    assert set(report["mean_apgr_minus_builtin_ci95"]) == {"random", "oracle"}
     table = table_path.read_text()
     assert "| zeroeval_crux | 120 |" in table and "| alpaca_eval (test only) | 120 |" in table
+    assert "| mean − builtin, 95 % interval |" in table
     assert done.stdout == table + "\n"
     # The secondary figure: both held-out sources pooled, each weighing half.
     pooled = report["pooled"]

@@ -118,3 +118,57 @@ def test_evaluate_rejects_linear_without_vectors():
         timeout=120,
     )
     assert done.returncode == 2 and "--vectors" in done.stderr
+
+
+def test_partial_vectors_train_on_the_rows_they_cover_and_linear_hand_adds_hand_features(
+    tmp_path,
+):
+    """Vectors for each source's --sample only (slow features): without --vectors-partial
+    the fold's training rows lack vectors and the run is refused; with it, both heads train
+    on exactly the covered training rows, in one run next to each other."""
+    from xrouter_core.quality.evaluate import sample
+
+    everything = sources.load_all()
+    size, held = 40, "llmrouter_code"
+    vectors = {}
+    for rows in everything.values():
+        for row in sample(rows, size, 0):
+            text = routed_text(row.prompt)
+            vectors[linear_head.vector_key(text)] = np.asarray(
+                [np.log1p(len(text)), sum(c.isdigit() for c in text)], dtype=np.float32
+            )
+    # Written in two files (as two shards of a slow run would be), read as their union.
+    path, other = tmp_path / "vectors.npz", tmp_path / "more.npz"
+    items = list(vectors.items())
+    np.savez(path, **dict(items[::2]))
+    np.savez(other, **dict(items[1::2]))
+    command = [
+        sys.executable, "-m", "xrouter_core.quality.evaluate",
+        "--router", "linear", "linear_hand", "random", "--source", held,
+        "--sample", str(size), "--bootstrap", "0", "--vectors", str(path), str(other),
+    ]  # fmt: skip
+    refused = subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert refused.returncode != 0 and "have no vector" in refused.stderr
+
+    report_path = tmp_path / "r.json"
+    done = subprocess.run(
+        [*command, "--vectors-partial", "--json", str(report_path)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr
+    entry = json.loads(report_path.read_text())["sources"][held]
+    assert entry["prompts"] == size
+    covered = sum(
+        min(size, len(rows))
+        for name, rows in everything.items()
+        if name != held and name not in sources.TEST_ONLY
+    )
+    linear, hand = entry["routers"]["linear"], entry["routers"]["linear_hand"]
+    assert linear["train_rows"] == hand["train_rows"] == covered
+    assert linear["alpha"] in linear_head.ALPHAS and hand["alpha"] in linear_head.ALPHAS
+    # Two vector columns against two plus the hand features: different heads, different scores.
+    assert [p["threshold"] for p in linear["points"]] != [p["threshold"] for p in hand["points"]]
+    assert "APGR linear_hand" in done.stdout

@@ -7,6 +7,8 @@
         --llm-model gemma --sample 200
     python -m xrouter_core.quality.evaluate --mode builtin embedding \\
         --embedding-url http://127.0.0.1:11434/v1 --embedding-model all-minilm
+    python -m xrouter_core.quality.evaluate --router builtin linear linear_hand random \\
+        --vectors gemma.npz --vectors-partial --sample 250
 
 Data: every source of `quality.sources` (datasets/, deduplicated by normalised prompt).
 Each row says how well the strong and the weak model answered the prompt (correctness,
@@ -30,10 +32,13 @@ and, with `--embedding-url`, `embedding` (quality/embedding.py: the engine embed
 of labelled prompts less the held-out source, and each test prompt's neighbours score it),
 and, with `--vectors FILE.npz`, `linear` (quality/linear_head.py: a ridge head with one
 intercept per source over each prompt's precomputed vector, trained on the fold's
-training rows, its strength chosen by leave-one-source-out within them), and two
-variants of the built-in classifier trained in the same folds: `invariant` (only the
+training rows, its strength chosen by leave-one-source-out within them) and `linear_hand`
+(the same head with the built-in classifier's hand features appended to each vector);
+with `--vectors-partial` the file may cover only a sample (say, the `--sample` of every
+source with the same `--seed`) and the heads train on the training rows it covers. Three
+variants of the built-in classifier are trained in the same folds: `invariant` (only the
 features whose direction agrees in every training source, held to that sign:
-TrainConfig.invariance = "sign") and `dro` (group-DRO over the training sources,
+TrainConfig.invariance = "sign"), `dro` (group-DRO over the training sources,
 TrainConfig.dro, `--dro`), and `shared` (one intercept for every training source instead
 of one each: TrainConfig.intercepts = "shared").
 Every prompt is given as the router's classifier would see it (`routellm_data.routed_text`).
@@ -41,7 +46,9 @@ Every prompt is given as the router's classifier would see it (`routellm_data.ro
 Figures per source and router (routing_metrics.py): APGR (area under PGR over the
 strong-call share, thresholds at RouteLLM's 10 equal-count bins of the scores), CPT(50 %)
 and CPT(80 %) (the strong-call share needed for that PGR), each with a 95 % bootstrap
-interval over the prompts (`--bootstrap` resamples), and every operating point.
+interval over the prompts (`--bootstrap` resamples), and every operating point. Every
+router is resampled alike within a source, so the mean APGR over sources gets an interval
+too, and so does each router's lead over builtin (a paired interval).
 
 Secondary figure, `pooled held-out sources` (loso only): each source's prompts keep the
 scores of the fold that never saw that source, and every measurable source is pooled into
@@ -79,6 +86,7 @@ ROUTERS = (
     "hybrid",
     "embedding",
     "linear",
+    "linear_hand",
     "invariant",
     "dro",
     "shared",
@@ -91,7 +99,7 @@ TRAINING_VARIANTS: dict[str, dict[str, Any]] = {
     "shared": {"intercepts": "shared"},
 }
 # Routers whose score comes from a trained model (shown with bootstrap intervals).
-LEARNED = ("builtin", "llm", "hybrid", "linear", *TRAINING_VARIANTS)
+LEARNED = ("builtin", "llm", "hybrid", "linear", "linear_hand", *TRAINING_VARIANTS)
 DEFAULT_ROUTERS = ("builtin", "random", "oracle")
 PROTOCOLS = ("loso", "in-distribution")
 # PGR divides by (strong quality - weak quality): a source where the strong model is not
@@ -246,8 +254,11 @@ def _linear_scores(
     bins: int,
 ) -> tuple[list[float], dict[str, Any]]:
     """The linear head of this fold's training rows (trained once per set of sources)."""
-    key = tuple(sorted(sources.counts(train)))
+    train = features.training(train)
+    key = (str(features.hand), *sorted(sources.counts(train)))
     try:
+        if not train:
+            raise KeyError("no training prompt has a vector in the file")
         if key not in heads:
             names = features.hand_names(train)
             heads[key] = (
@@ -260,7 +271,7 @@ def _linear_scores(
         scores = head.scores(features.matrix(rows, names))
     except KeyError as exc:
         raise SystemExit(f"--vectors: {exc.args[0]}") from None
-    return scores, {"alpha": head.alpha, "inner_apgr": head.inner_apgr}
+    return scores, {"alpha": head.alpha, "inner_apgr": head.inner_apgr, "train_rows": len(train)}
 
 
 def operating_points(tiers: Sequence[int], rows: Sequence[sources.Row]) -> dict[str, dict]:
@@ -299,7 +310,9 @@ def summarize(
         ],
     }
     if resamples:
-        result["ci95"] = routing_metrics.bootstrap(scores, weak, strong, resamples, seed, bins)
+        found = routing_metrics.resampled(scores, weak, strong, resamples, seed, bins)
+        result["ci95"] = routing_metrics.intervals(found)
+        result["apgr_resamples"] = found["apgr"]
     return result
 
 
@@ -330,11 +343,12 @@ class Evaluation:
         self.log = log
 
     def linear(
-        self, rows: Sequence[sources.Row], train: Sequence[sources.Row]
+        self, rows: Sequence[sources.Row], train: Sequence[sources.Row], hand: bool = False
     ) -> tuple[list[float], dict[str, Any]]:
         if self.features is None:
             raise SystemExit("--router linear needs --vectors")
-        return _linear_scores(self.features, self.heads, rows, train, self.bins)
+        features = self.features.with_hand() if hand else self.features
+        return _linear_scores(features, self.heads, rows, train, self.bins)
 
     def router(
         self,
@@ -363,8 +377,8 @@ class Evaluation:
             extra["at_thresholds"] = operating_points(
                 [tier_for(s, self.thresholds) for s in scores], rows
             )
-        elif name == "linear":
-            scores, extra = self.linear(rows, train)
+        elif name in ("linear", "linear_hand"):
+            scores, extra = self.linear(rows, train, hand=name == "linear_hand")
         elif name == "embedding":
             if self.embedder is None:
                 raise SystemExit("--router embedding needs --embedding-url")
@@ -596,6 +610,30 @@ def _summarised(report: dict[str, Any], routers: Sequence[str]) -> dict[str, Any
     report["min_apgr"] = {
         router: min(e["routers"][router]["apgr"] for e in measured) for router in routers
     }
+    if all("apgr_resamples" in e["routers"][r] for e in measured for r in routers):
+        # Every router is resampled alike within a source (the same seed and prompts), and
+        # the sources independently: intervals of the mean, and of its lead over builtin.
+        means = {
+            router: [
+                sum(values) / len(values)
+                for values in zip(
+                    *(e["routers"][router]["apgr_resamples"] for e in measured), strict=True
+                )
+            ]
+            for router in routers
+        }
+        report["mean_apgr_ci95"] = {
+            router: routing_metrics.intervals({"apgr": values})["apgr"]
+            for router, values in means.items()
+        }
+        if "builtin" in means:
+            report["mean_apgr_minus_builtin_ci95"] = {
+                router: routing_metrics.intervals(
+                    {"apgr": [a - b for a, b in zip(values, means["builtin"], strict=True)]}
+                )["apgr"]
+                for router, values in means.items()
+                if router != "builtin"
+            }
     return report
 
 
@@ -685,6 +723,20 @@ def markdown(report: dict[str, Any]) -> str:
         f"| **mean over {count} sources** | | | {means} | | |",
         f"| min | | | {mins} | | |",
     ]
+    if "mean_apgr_ci95" in report:
+        cells = " | ".join("[{:.3f}, {:.3f}]".format(*report["mean_apgr_ci95"][r]) for r in routers)
+        lines.append(f"| mean, 95 % interval | | | {cells} | | |")
+    if "mean_apgr_minus_builtin_ci95" in report:
+        leads = report["mean_apgr_minus_builtin_ci95"]
+        cells = " | ".join(
+            "{:+.3f} [{:+.3f}, {:+.3f}]".format(
+                report["mean_apgr"][r] - report["mean_apgr"]["builtin"], *leads[r]
+            )
+            if r in leads
+            else ""
+            for r in routers
+        )
+        lines.append(f"| mean − builtin, 95 % interval | | | {cells} | | |")
     lines += _pooled_markdown(report)
     for name, entry in report["sources"].items():
         if not entry["measurable"]:
@@ -713,6 +765,7 @@ COLOURS = {
     "llm": "#d62728",
     "hybrid": "#9467bd",
     "linear": "#ff7f0e",
+    "linear_hand": "#e377c2",
     "invariant": "#17becf",
     "dro": "#8c564b",
 }
@@ -953,14 +1006,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--vectors",
         type=Path,
+        nargs="+",
         default=None,
         help="for --router linear: .npz of one vector per prompt, keyed by "
-        "linear_head.vector_key of the text the classifier sees",
+        "linear_head.vector_key of the text the classifier sees (several files: their union)",
     )
     parser.add_argument(
         "--vectors-hand",
         action="store_true",
-        help="--router linear: append the built-in classifier's hand features to each vector",
+        help="--router linear: append the built-in classifier's hand features to each vector "
+        "(--router linear_hand always does, so both can be measured in one run)",
+    )
+    parser.add_argument(
+        "--vectors-partial",
+        action="store_true",
+        help="the --vectors file covers only some prompts (say, one --sample with the same "
+        "--seed): the linear heads train on the fold's training prompts that have a vector; "
+        "every test prompt still needs one",
     )
     parser.add_argument(
         "--dro",
@@ -1001,9 +1063,10 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--router embedding needs --embedding-url")
     features = None
     if args.vectors is not None:
-        features = linear_head.Features(linear_head.load_vectors(args.vectors), args.vectors_hand)
-    elif "linear" in routers:
-        parser.error("--router linear needs --vectors")
+        vectors = {k: v for path in args.vectors for k, v in linear_head.load_vectors(path).items()}
+        features = linear_head.Features(vectors, args.vectors_hand, args.vectors_partial)
+    elif {"linear", "linear_hand"} & set(routers):
+        parser.error("--router linear/linear_hand needs --vectors")
     llm = None
     if args.llm_url:
         llm = LLMScorer(llm_settings(args), args.concurrency)

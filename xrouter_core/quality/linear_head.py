@@ -18,7 +18,8 @@ appended to each vector. Only the ranking of a source's prompts matters to APGR,
 score is the raw linear output.
 
 It is not a router mode: measured leave-one-source-out, static and MiniLM embeddings
-with this head did not beat the built-in classifier (docs/evaluation/linear_heads.md).
+with this head did not beat the built-in classifier (docs/evaluation/linear_heads.md),
+nor did Gemma-3-270M's uncertainty on the prompt (docs/evaluation/gemma_proxy.md).
 numpy does the arithmetic (the `evaluation` extra).
 """
 
@@ -148,11 +149,30 @@ def train(
 
 class Features:
     """Each prompt's row: its vector from the --vectors file, then (with `hand`) the
-    built-in classifier's hand features, as the router's classifier sees the prompt."""
+    built-in classifier's hand features, as the router's classifier sees the prompt.
 
-    def __init__(self, vectors: Mapping[str, np.ndarray], hand: bool = False):
+    With `partial`, the file need not cover every training prompt (vectors that are slow
+    to make, written for a per-source sample): `training` keeps the rows that have one.
+    Test rows must always have one."""
+
+    def __init__(
+        self, vectors: Mapping[str, np.ndarray], hand: bool = False, partial: bool = False
+    ):
         self.vectors = vectors
         self.hand = hand
+        self.partial = partial
+
+    def with_hand(self) -> Features:
+        """The same vectors with the hand features appended."""
+        return Features(self.vectors, True, self.partial)
+
+    def training(self, rows: Sequence[sources.Row]) -> list[sources.Row]:
+        """The rows a head may train on: all of them, or with `partial` those with a vector."""
+        if not self.partial:
+            return list(rows)
+        from xrouter_core.quality.routellm_data import routed_text
+
+        return [row for row in rows if vector_key(routed_text(row.prompt)) in self.vectors]
 
     @staticmethod
     def _hand(row: sources.Row) -> dict[str, float]:

@@ -226,6 +226,20 @@ def bootstrap(
     bins: int = DEFAULT_BINS,
 ) -> dict[str, list[float | None]]:
     """95 % percentile intervals of APGR, CPT(50 %) and CPT(80 %) over prompt resamples."""
+    return intervals(resampled(scores, weak, strong, resamples, seed, bins))
+
+
+def resampled(
+    scores: Sequence[float],
+    weak: Sequence[float],
+    strong: Sequence[float],
+    resamples: int = 200,
+    seed: int = 0,
+    bins: int = DEFAULT_BINS,
+) -> dict[str, list[float]]:
+    """APGR, CPT(50 %) and CPT(80 %) of each prompt resample. The resamples depend only on
+    the seed and the number of prompts, so two routers scored on the same prompts with the
+    same seed are resampled alike: their k-th values are paired."""
     rng = random.Random(seed)
     total = len(scores)
     found: dict[str, list[float]] = {"apgr": [], "cpt50": [], "cpt80": []}
@@ -238,6 +252,11 @@ def bootstrap(
         for name, target in (("cpt50", 0.5), ("cpt80", 0.8)):
             value = cpt(points, target)
             found[name].append(1.0 if value is None else value)
+    return found
+
+
+def intervals(found: dict[str, list[float]]) -> dict[str, list[float | None]]:
+    """The 95 % percentile interval of each list of resampled values."""
     interval: dict[str, list[float | None]] = {}
     for name, values in found.items():
         if not values:
