@@ -199,6 +199,8 @@ def test_budgets_hold_exactly_across_routers_sharing_redis(start_router, upstrea
             "$0.925 / $0.925 (100%)",
             "$0.925 / $50 (1.9%)",
             "64",
+            "0",
+            "$0",
         ], cells
         for router in routers:
             logs = router.logs()
@@ -292,6 +294,44 @@ def test_a_metered_keys_cache_hits_cost_nothing_and_every_counter_sees_them(
     assert len(hits) == 2 and all(line["key"] == "team" for line in hits), lines
     assert all(line["cost_usd"] == 0 for line in hits)
     assert all(line["saved_usd"] == pytest.approx(COST) for line in hits), hits
+
+
+@pytest.mark.parametrize("launcher", ["xrouter"])
+def test_the_dashboard_shows_a_keys_cache_hits_and_what_they_saved(
+    start_router, upstreams, tmp_path
+):
+    """The same request twice from one client key: the second is a response-cache hit,
+    and the dashboard, in real headless Chromium, shows it in the key's row (1 hit, the
+    $0.025 the first answer cost) and in the response-cache card."""
+    file = tmp_path / "keys.json"
+    key = create(file, "team")
+    router = start_router(
+        {
+            **PRICES,
+            "ROUTER_KEYS_FILE": str(file),
+            "CACHE_RESPONSES": "true",
+            "CACHE_BACKEND": "memory",
+        }
+    )
+    body = ask("dashboard cache")
+    with router.client(headers=bearer(key)) as client:
+        replies = [client.post(CHAT, json=body) for _ in range(2)]
+        assert [r.status_code for r in replies] == [200, 200], replies[-1].text
+        assert [r.headers.get("x-xrouter-cache") for r in replies] == ["miss", "hit"]
+        router.settle()
+        row = client.get("/usage").json()["keys"]["team"]
+    assert row["cacheHits"] == 1 and row["cacheSavedUsd"] == pytest.approx(COST), row
+    dom = chromium(router.url + f"/dashboard#key={key}", tmp_path, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr.decode()[-2000:]
+    html = dom.stdout.decode()
+    found = re.search(r'<tr data-key="team">(.*?)</tr>', html)
+    assert found, html[-3000:]
+    cells = re.findall(r"<td[^>]*>([^<]*)</td>", found.group(1))
+    # Key, requests, tokens (the miss's 18), cost (the miss only), no daily or monthly
+    # budget, refused, cache hits, saved by the cache.
+    assert cells == ["team", "2", "18", "$0.025", "–", "–", "0", "1", "$0.025"], cells
+    assert '<div class="value" id="response-cache">1 · $0.025</div>' in html
+    assert key not in router.logs()
 
 
 def test_a_settlement_in_flight_when_a_reload_closes_the_budgets_still_lands(tmp_path):
