@@ -458,9 +458,11 @@ def test_tui_chat_message_appears_in_the_feed_with_its_tier(start_router, upstre
     router = start_router({"ROUTER_API_KEY": KEY, "REQUEST_LOG_PROMPTS": "true"})
     server = f"xrouter-tui-{os.getpid()}-{time.time_ns()}"
     done = tmp_path / "exit"
+    quoted = shlex.quote(str(done))
     command = (
         shlex.join([sys.executable, "-m", "xrouter_core", "tui", "--url", router.url, "--key", KEY])
-        + f"; echo EXIT=$? > {shlex.quote(str(done))}; sleep 30"
+        # Written aside and renamed, so the file never exists empty (the test polls for it).
+        + f"; echo EXIT=$? > {quoted}.part; mv {quoted}.part {quoted}; sleep 30"
     )
 
     def tmux(*args: str) -> str:

@@ -355,6 +355,7 @@ def test_configure_py_in_a_real_terminal_under_tmux(tmp_path, providers, cpu_mac
     root = Path(__file__).resolve().parents[1]
     socket = f"xrouter-wizard-{os.getpid()}"
     upstreams = tmp_path / "upstreams.json"
+    exit_file = shlex.quote(str(tmp_path / "exit"))
     command = (
         shlex.join(
             [
@@ -368,7 +369,8 @@ def test_configure_py_in_a_real_terminal_under_tmux(tmp_path, providers, cpu_mac
                 str(cpu_machine),
             ]
         )
-        + f"; echo EXIT=$? > {shlex.quote(str(tmp_path / 'exit'))}; sleep 30"
+        # Written aside and renamed, so the file never exists empty (the test polls for it).
+        + f"; echo EXIT=$? > {exit_file}.part; mv {exit_file}.part {exit_file}; sleep 30"
     )
 
     def tmux(*args: str) -> str:
