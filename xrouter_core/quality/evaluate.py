@@ -296,18 +296,9 @@ def summarize(
     points = routing_metrics.fast_points(scores, weak, strong, bins)
     strong_quality = routing_metrics.accuracy(strong)
     result: dict[str, Any] = {
-        "apgr": routing_metrics.apgr(points),
-        "cpt50": routing_metrics.cpt(points, 0.5),
-        "cpt80": routing_metrics.cpt(points, 0.8),
+        **routing_metrics.curve_figures(points, strong_quality),
         # How often a prompt the strong model did better on outscores one it did not.
         "auc": routing_metrics.auc(scores, [s > w for s, w in zip(strong, weak, strict=True)]),
-        "points": [
-            {
-                **point.as_dict(),
-                "quality_retained": point.quality / strong_quality if strong_quality else 0.0,
-            }
-            for point in points
-        ],
     }
     if resamples:
         found = routing_metrics.resampled(scores, weak, strong, resamples, seed, bins)

@@ -173,6 +173,14 @@ def summarize(
         "prompts": len(scores),
         "weak_quality": weak_quality,
         "strong_quality": strong_quality,
+        **curve_figures(points, strong_quality),
+    }
+
+
+def curve_figures(points: Sequence[OperatingPoint], strong_quality: float) -> dict:
+    """APGR, CPT(50 %), CPT(80 %) and every point (with the quality it keeps of the
+    strong model's) of one sweep, ready for JSON."""
+    return {
         "apgr": apgr(points),
         "cpt50": cpt(points, 0.5),
         "cpt80": cpt(points, 0.8),
@@ -341,16 +349,7 @@ def pooled(
         "prompts": len(scores),
         "weak_quality": sum(w * q for w, q in zip(weights, weak, strict=True)) / mass,
         "strong_quality": strong_quality,
-        "apgr": apgr(points),
-        "cpt50": cpt(points, 0.5),
-        "cpt80": cpt(points, 0.8),
-        "points": [
-            {
-                **p.as_dict(),
-                "quality_retained": p.quality / strong_quality if strong_quality else 0.0,
-            }
-            for p in points
-        ],
+        **curve_figures(points, strong_quality),
     }
     if resamples:
         rng = random.Random(seed)
