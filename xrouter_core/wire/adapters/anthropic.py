@@ -261,12 +261,14 @@ def splice_model(raw: bytes, original: dict[str, Any], model: str) -> bytes | No
     """
     if not raw.startswith((b"{", b" ", b"\t", b"\n", b"\r")):  # a BOM, UTF-16 or -32
         return None
-    if raw.count(b'"model"') != 1 or _MODEL_LETTER_ESCAPE in raw:
+    first = raw.find(b'"model"')
+    # Claude Code 2.1's bodies stop here: its Agent tool's schema has a `model` property.
+    if first < 0 or raw.find(b'"model"', first + 1) >= 0 or _MODEL_LETTER_ESCAPE in raw:
         return None
     current = original.get("model")
     if not isinstance(current, str):
         return None
-    match = _MODEL_VALUE.match(raw, raw.find(b'"model"'))
+    match = _MODEL_VALUE.match(raw, first)
     if match is None:  # not a string (null)
         return None
     try:
