@@ -156,6 +156,54 @@ def test_unknown_future_fields_and_client_version_arrive(same_format_router, ant
     assert received.headers["anthropic-version"] == "2027-01-01"
 
 
+def content_length(received) -> int:
+    return int(next(v for k, v in received.headers.items() if k.lower() == "content-length"))
+
+
+def test_client_s_own_bytes_arrive_but_for_the_model(same_format_router, anthropic_fake):
+    """The client's spacing, escapes and key order (model last) reach the provider as
+    written: only the bytes of the model's value are the route's."""
+    anthropic_fake.override = lambda request: Reply(chunks=anthropic_stream("ok", ROUTE_MODEL))
+    text = unique("spaced")
+    raw = (
+        '{\n\t"messages" : [ { "role" : "user", "content" : "' + text + ' caf\\u00e9 \\"q\\"" } ],'
+        '\r\n  "max_tokens":\t10 ,  "stream" : true,\n  "model"  :  "xrouter/frontier"\n}\n'
+    ).encode()
+    with same_format_router.client() as client:
+        reply = client.post("/v1/messages", content=raw, headers=headers())
+    assert reply.status_code == 200, reply.text
+    received = anthropic_fake.requests[-1]
+    assert received.body == raw.replace(b'"xrouter/frontier"', b'"' + ROUTE_MODEL.encode() + b'"')
+    assert content_length(received) == len(received.body)
+
+
+def test_a_nested_model_key_is_reserialised(same_format_router, anthropic_fake):
+    """A tool schema with a property named model: two `"model"` in the bytes, so the
+    body is re-serialised (compact), the nested one untouched."""
+    anthropic_fake.override = lambda request: Reply(chunks=anthropic_stream("ok", ROUTE_MODEL))
+    sent = {
+        "model": "xrouter/frontier",
+        "messages": [{"role": "user", "content": unique("nested")}],
+        "tools": [
+            {
+                "name": "pick",
+                "input_schema": {
+                    "type": "object",
+                    "properties": {"model": {"type": "string", "enum": ["xrouter/frontier"]}},
+                },
+            }
+        ],
+        "max_tokens": 10,
+        "stream": True,
+    }
+    with same_format_router.client() as client:
+        reply = client.post("/v1/messages", content=json.dumps(sent, indent=2), headers=headers())
+    assert reply.status_code == 200, reply.text
+    received = anthropic_fake.requests[-1]
+    assert received.body == compact({**sent, "model": ROUTE_MODEL})
+    assert content_length(received) == len(received.body)
+
+
 def test_anthropic_client_on_an_openai_route_is_translated_tolerantly(
     same_format_router, upstreams
 ):

@@ -9,6 +9,7 @@ text is not part of an OpenAI answer).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
@@ -221,15 +222,64 @@ def mark_for_cache(body: dict[str, Any]) -> None:
 def passthrough_body(request: ChatRequest, model: str) -> bytes:
     """An Anthropic client's own body with only `model` replaced.
 
-    Parsed once (the router parsed it to classify) and re-serialised: dicts keep their
-    keys in order, so every field, block, cache_control mark, thinking signature and
-    unknown future field arrives in place; only insignificant whitespace and equivalent
-    escapes change. The raw bytes go as they are when the model stays the same."""
+    The raw bytes go as they are when the model stays the same; most often the new
+    model's JSON string is spliced in place of the old one (`splice_model`), so every
+    byte but those of the model's value arrives as the client wrote it. Otherwise the
+    body parsed to classify is re-serialised: dicts keep their keys in order, so every
+    field, block, cache_control mark, thinking signature and unknown future field
+    arrives in place; only insignificant whitespace and equivalent escapes change."""
     original = request.original
     assert original is not None
     if not model or original.get("model") == model:
         return request.raw
+    spliced = splice_model(request.raw, original, model)
+    if spliced is not None:
+        return spliced
     return json_bytes({**original, "model": model})  # an existing key keeps its place
+
+
+# After the key `"model"`: JSON whitespace, `:`, JSON whitespace, one JSON string token
+# (up to its first unescaped quote; scanstring checks its escapes).
+_MODEL_VALUE = re.compile(rb'"model"[ \t\n\r]*:[ \t\n\r]*("(?:[^"\\]|\\.)*")', re.DOTALL)
+# How a `\u` escape of m, o, d, e or l (0x64-0x6f) begins.
+_MODEL_LETTER_ESCAPE = b"\\u006"
+
+
+def splice_model(raw: bytes, original: dict[str, Any], model: str) -> bytes | None:
+    r"""`raw` with the value of its top-level `model` replaced by `model` as a JSON string
+    (ASCII, escaped), or None when that cannot be shown to be exact: the caller then
+    re-serialises. Re-serialising an 88 kB Claude Code body to change one value costs
+    most of what parsing it did; a few C-speed scans and one copy cost far less.
+
+    Why the occurrence found is the top-level key: `original`, what `raw` parsed to, has
+    a top-level key that decodes to "model". With no `\u006` in the bytes, a string
+    token decodes to "model" only when written `"model"` (the other escapes make none of
+    its letters), so that key is written so; those seven bytes occur once, so this is
+    it. Inside a string value the bytes can only end it (`…\"model"`: its inner quotes
+    are escaped), and such a value, a nested key or a duplicate top-level key makes a
+    second occurrence (or an escape): re-serialised.
+    """
+    if not raw.startswith((b"{", b" ", b"\t", b"\n", b"\r")):  # a BOM, UTF-16 or -32
+        return None
+    first = raw.find(b'"model"')
+    # Claude Code 2.1's bodies stop here: its Agent tool's schema has a `model` property.
+    if first < 0 or raw.find(b'"model"', first + 1) >= 0 or _MODEL_LETTER_ESCAPE in raw:
+        return None
+    current = original.get("model")
+    if not isinstance(current, str):
+        return None
+    match = _MODEL_VALUE.match(raw, first)
+    if match is None:  # not a string (null)
+        return None
+    try:
+        token = match.group(1).decode("utf-8", "surrogatepass")
+        value, end = json.decoder.scanstring(token, 1)
+    except (UnicodeDecodeError, ValueError):
+        return None
+    if value != current or end != len(token):
+        return None
+    start, stop = match.span(1)
+    return b"".join((raw[:start], json.dumps(model).encode("ascii"), raw[stop:]))
 
 
 class AnthropicAdapter(Adapter):
