@@ -95,6 +95,7 @@ def test_a_signal_shared_by_every_source_carries_to_each_held_out_one(tmp_path, 
             "answer",
             "answer_prompt",
             "answer_length",
+            "prompt_length",
             "random",
             "oracle",
             "--bootstrap",
@@ -119,6 +120,7 @@ def test_a_signal_shared_by_every_source_carries_to_each_held_out_one(tmp_path, 
         assert entry["routers"]["answer"]["apgr"] > 0.8
         assert entry["routers"]["answer"]["auc"] == pytest.approx(1.0)
         assert entry["routers"]["answer_length"]["apgr"] > 0.8  # the hedged answer is longer
+        assert report["weights"]["answer_length"][name] == {"direction": 1.0}
         assert entry["routers"]["oracle"]["apgr"] >= entry["routers"]["answer"]["apgr"] - 1e-9
         low, high = entry["routers"]["answer"]["ci95"]["apgr"]
         assert low <= entry["routers"]["answer"]["apgr"] <= high
@@ -137,8 +139,13 @@ def test_a_signal_shared_by_every_source_carries_to_each_held_out_one(tmp_path, 
 
 def test_a_held_out_source_whose_signal_is_reversed_is_routed_worse_than_a_coin(tmp_path):
     datasets, data = _fixture(tmp_path, reversed_source="zeroeval_crux")
-    report = cascade.run(data, datasets, ("answer", "random"), ["zeroeval_crux"], resamples=0)
+    report = cascade.run(
+        data, datasets, ("answer", "answer_length", "random"), ["zeroeval_crux"], resamples=0
+    )
     assert report["sources"]["zeroeval_crux"]["routers"]["answer"]["apgr"] < 0.3
+    # The one-feature router too: longer answers escalate in gsm and arena, not in crux.
+    assert report["weights"]["answer_length"]["zeroeval_crux"] == {"direction": 1.0}
+    assert report["sources"]["zeroeval_crux"]["routers"]["answer_length"]["apgr"] < 0.3
     # The head learnt its direction from gsm and arena only: crux's own labels never reach it.
     assert report["sources"]["zeroeval_crux"]["train_sources"] == ["arena_hard_v1", "zeroeval_gsm"]
 
@@ -188,3 +195,19 @@ def test_a_source_without_answers_is_refused_by_name(tmp_path):
     datasets, data = _fixture(tmp_path)
     with pytest.raises(SystemExit, match="no answers for source.*routellm_mmlu"):
         cascade.run(data, datasets, ("answer",), ["routellm_mmlu"], resamples=0)
+
+
+def test_a_length_router_points_the_way_its_training_sources_do():
+    def item(source: str, i: int, short_gains: bool) -> cascade.Item:
+        gains = i % 2 == 0
+        answer = "no" if gains == short_gains else "a much longer answer " * 5
+        row = sources.Row(source, source, f"p{i}", 1.0, 0.0 if gains else 1.0)
+        return cascade.Item(row, answer)
+
+    length = cascade.LENGTHS["answer_length"]
+    shorter = [item(s, i, True) for s in ("a", "b") for i in range(20)]
+    longer = [item(s, i, False) for s in ("a", "b") for i in range(20)]
+    assert cascade.length_direction(shorter, length) == -1.0
+    assert cascade.length_direction(longer, length) == 1.0
+    # Two sources that disagree: the mean AUC decides, and a tie keeps +1.
+    assert cascade.length_direction(shorter[:20] + longer[20:], length) == 1.0

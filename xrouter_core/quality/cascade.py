@@ -25,8 +25,9 @@ Routers:
     per training source (so only within-source ranking is learnt); score = P(escalate).
   - `answer_prompt`: the same head with the built-in classifier's hand prompt features
     (train_builtin.features_of, without the word features) appended.
-  - `answer_length`: no training at all, score = the weak answer's length (log chars):
-    the one feature whose AUC is above 0.5 in most sources (see the feature table).
+  - `answer_length`: one feature, the weak answer's length (log chars), pointed the way
+    its mean within-source AUC on the fold's training sources says (`length_direction`).
+  - `prompt_length`: the same for the prompt's length, so the two can be told apart.
   - `builtin`: the built-in prompt classifier trained as evaluate.py's loso fold does
     (every trainable source of datasets/ but the held-out one, with its rules on).
   - `random`, `oracle`: as in evaluate.py.
@@ -65,7 +66,15 @@ DATASET_FILES = {
 }
 ANSWERS_FILE = "weak_answers.jsonl.gz"
 HEADS = ("answer", "answer_prompt")
-DEFAULT_ROUTERS = ("answer", "answer_prompt", "answer_length", "builtin", "random", "oracle")
+DEFAULT_ROUTERS = (
+    "answer",
+    "answer_prompt",
+    "answer_length",
+    "prompt_length",
+    "builtin",
+    "random",
+    "oracle",
+)
 RIDGE = 1.0  # L2 strength on the standardised features, per unit of total source weight
 MIN_HAND_COUNT = 5  # a hand prompt feature must occur in this many training prompts
 
@@ -330,6 +339,26 @@ def head_scores(
     return head.scores(featurizer.matrix(test)), weights
 
 
+LENGTHS: dict[str, Callable[[Item], float]] = {
+    "answer_length": lambda item: _log(len(item.answer.strip())),
+    "prompt_length": lambda item: _log(len(item.row.prompt.strip())),
+}
+
+
+def length_direction(train: Sequence[Item], length: Callable[[Item], float]) -> float:
+    """+1 when longer goes with escalation in the training sources (mean within-source
+    AUC above 0.5), else -1: the only thing a one-feature router learns."""
+    by_source: dict[str, list[Item]] = {}
+    for item in train:
+        by_source.setdefault(item.row.source, []).append(item)
+    aucs = [
+        routing_metrics.auc([length(i) for i in items], [i.row.strong > i.row.weak for i in items])
+        for items in by_source.values()
+    ]
+    known = [a for a in aucs if a is not None]
+    return 1.0 if not known or sum(known) / len(known) >= 0.5 else -1.0
+
+
 def builtin_scores(held_out: str, test: Sequence[Item], datasets: Path) -> list[float]:
     """The built-in prompt classifier of evaluate.py's loso fold for `held_out`, on these rows."""
     from xrouter_core.quality import train_builtin
@@ -404,8 +433,10 @@ def run(
                     raise SystemExit(f"{name}: no other answer-bearing source to train on")
                 scores, weights = head_scores(train, test, router == "answer_prompt", ridge)
                 report["weights"].setdefault(router, {})[name] = weights
-            elif router == "answer_length":
-                scores = [answer_features(i.row.prompt, i.answer)["log_chars"] for i in test]
+            elif router in LENGTHS:
+                direction = length_direction(train, LENGTHS[router])
+                report["weights"].setdefault(router, {})[name] = {"direction": direction}
+                scores = [direction * LENGTHS[router](i) for i in test]
             elif router == "builtin":
                 scores = builtin_scores(name, test, datasets)
             elif router == "random":
