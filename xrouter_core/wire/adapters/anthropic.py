@@ -238,47 +238,97 @@ def passthrough_body(request: ChatRequest, model: str) -> bytes:
     return json_bytes({**original, "model": model})  # an existing key keeps its place
 
 
-# After the key `"model"`: JSON whitespace, `:`, JSON whitespace, one JSON string token
-# (up to its first unescaped quote; scanstring checks its escapes).
-_MODEL_VALUE = re.compile(rb'"model"[ \t\n\r]*:[ \t\n\r]*("(?:[^"\\]|\\.)*")', re.DOTALL)
-# How a `\u` escape of m, o, d, e or l (0x64-0x6f) begins.
-_MODEL_LETTER_ESCAPE = b"\\u006"
+_JSON_SPACE = b" \t\n\r"
+# A string's escape sequence, or its first two bytes (`\u` of `\u00e9`).
+_ESCAPE = re.compile(rb"\\.", re.DOTALL)
+# An innermost array or object of a body's structure (strings already taken out).
+_INNERMOST_GROUP = re.compile(rb"[\[{][^\[\]{}]*[\]}]")
+# What outside its strings a JSON text can hold besides brackets and colons.
+_NOT_BRACKET_OR_COLON = bytes(set(range(256)) - set(b"{}[]:"))
+
+
+def top_level_model_value(raw: bytes, key_count: int) -> tuple[int, int] | None:
+    r"""Where in `raw` (a JSON object that parsed to `key_count` keys) the string value of
+    its top-level key `"model"` lies, as the span of its JSON string token, quotes
+    included; None when that cannot be shown: the key written with escapes, a duplicate
+    key, a value that is not a string, or bytes that are not such an object.
+
+    A depth-aware scan done by C-speed passes over the bytes, not a Python loop over
+    them: with every escape sequence masked (same length, so offsets hold), the quotes
+    left are exactly the strings' delimiters, and splitting on them puts the text outside
+    strings at even indices and each string's contents at the odd ones. A `"model"`
+    token's depth is the brackets' balance outside strings before it. The top-level
+    object's pairs are its colons outside strings once the nested groups are removed:
+    as many as the parsed keys means no key is written twice (in any spelling), so a
+    plain `"model"` key at depth 1 is the key that parsed.
+    """
+    masked = _ESCAPE.sub(b"__", raw)
+    pieces = masked.split(b'"')
+    if len(pieces) % 2 == 0:  # an unclosed string
+        return None
+    outside = b"".join(pieces[0::2]).translate(None, _NOT_BRACKET_OR_COLON)
+    if not outside.startswith(b"{") or not outside.endswith(b"}"):
+        return None
+    top = outside[1:-1]
+    while True:  # one pass per level of nesting
+        flat = _INNERMOST_GROUP.sub(b"", top)
+        if flat == top:
+            break
+        top = flat
+    if flat.strip(b":") or len(flat) != key_count:  # an unbalanced bracket; a duplicate
+        return None
+    depth = 0  # outside strings, over pieces[:counted]
+    counted = 0
+    quotes = 0  # in masked[:at]
+    previous = 0
+    at = masked.find(b'"model"')
+    while at >= 0:
+        quotes += masked.count(b'"', previous, at)
+        previous = at
+        index = quotes + 1  # of this string's contents among the pieces
+        if index % 2 == 0:  # `model` outside a string: not JSON
+            return None
+        between = b"".join(pieces[counted:index:2])
+        depth += between.count(b"{") + between.count(b"[")
+        depth -= between.count(b"}") + between.count(b"]")
+        counted = index + 1
+        separator = pieces[index + 1]
+        if depth == 1 and separator.lstrip(_JSON_SPACE).startswith(b":"):
+            if separator.strip(_JSON_SPACE) != b":":  # not a string (null, a number…)
+                return None
+            start = at + len(b'"model"') + len(separator)
+            return start, start + len(pieces[index + 2]) + 2
+        at = masked.find(b'"model"', at + 1)
+    return None
 
 
 def splice_model(raw: bytes, original: dict[str, Any], model: str) -> bytes | None:
-    r"""`raw` with the value of its top-level `model` replaced by `model` as a JSON string
+    """`raw` with the value of its top-level `model` replaced by `model` as a JSON string
     (ASCII, escaped), or None when that cannot be shown to be exact: the caller then
     re-serialises. Re-serialising an 88 kB Claude Code body to change one value costs
-    most of what parsing it did; a few C-speed scans and one copy cost far less.
+    most of what parsing it did; a few C-speed passes and one copy cost far less.
 
-    Why the occurrence found is the top-level key: `original`, what `raw` parsed to, has
-    a top-level key that decodes to "model". With no `\u006` in the bytes, a string
-    token decodes to "model" only when written `"model"` (the other escapes make none of
-    its letters), so that key is written so; those seven bytes occur once, so this is
-    it. Inside a string value the bytes can only end it (`…\"model"`: its inner quotes
-    are escaped), and such a value, a nested key or a duplicate top-level key makes a
-    second occurrence (or an escape): re-serialised.
+    `original` is what `raw` parsed to. The value's span comes from
+    `top_level_model_value`; its token must also read back (scanstring, which checks its
+    escapes) as the parsed model, so an escaped value is replaced only when it is shown
+    to be that one.
     """
     if not raw.startswith((b"{", b" ", b"\t", b"\n", b"\r")):  # a BOM, UTF-16 or -32
-        return None
-    first = raw.find(b'"model"')
-    # Claude Code 2.1's bodies stop here: its Agent tool's schema has a `model` property.
-    if first < 0 or raw.find(b'"model"', first + 1) >= 0 or _MODEL_LETTER_ESCAPE in raw:
         return None
     current = original.get("model")
     if not isinstance(current, str):
         return None
-    match = _MODEL_VALUE.match(raw, first)
-    if match is None:  # not a string (null)
+    span = top_level_model_value(raw, len(original))
+    if span is None:
         return None
+    start, stop = span
     try:
-        token = match.group(1).decode("utf-8", "surrogatepass")
+        token = raw[start:stop].decode("utf-8", "surrogatepass")
         value, end = json.decoder.scanstring(token, 1)
     except (UnicodeDecodeError, ValueError):
         return None
     if value != current or end != len(token):
         return None
-    start, stop = match.span(1)
     return b"".join((raw[:start], json.dumps(model).encode("ascii"), raw[stop:]))
 
 
