@@ -3,7 +3,8 @@ JSON object, however nested, spaced and escaped, the spliced bytes are the clien
 one JSON string token (the top-level model's value) replaced, and read as exactly the
 parsed body with that model replaced, key order included; or the splice declines and
 the body is re-serialised. A body json.dumps wrote with one plain top-level model key
-and a string value is always spliced, however many `"model"` it holds elsewhere."""
+and a string value is always spliced, however many `"model"` it holds elsewhere, unless
+a `\\u006` escape (which could spell the key) stands anywhere in it."""
 
 from __future__ import annotations
 
@@ -97,6 +98,9 @@ def assert_spliced_exactly(raw: bytes, spliced: bytes, new: str) -> None:
 def test_a_written_body_is_spliced_exactly(doc, indent, separators, ascii, new):
     raw = encode(doc, indent, separators, ascii)
     spliced = splice_model(raw, json.loads(raw), new)
+    if b"\\u006" in raw:  # a text such as "\\u006d" written with ensure_ascii=False
+        assert spliced is None
+        return
     assert spliced is not None, raw  # one plain top-level key, a string: always provable
     assert_spliced_exactly(raw, spliced, new)
 
@@ -172,8 +176,8 @@ def cases() -> list[bytes]:
         ('{"model":"a",' + msgs + ',"mod\\u0065l":"a"}').encode(),
         # A duplicate top-level key, both plain, same value.
         ('{"model":"a",' + msgs + ',"model":"a"}').encode(),
-        # A duplicate of another key: the object's pairs cannot all be accounted for.
-        ('{"model":"a",' + msgs + "," + msgs + "}").encode(),
+        # A `\u006` escape anywhere (here in a nested text) beside a second "model".
+        ('{"model":"a",' + msgs + ',"tools":[{"name":"\\u006d","model":"a"}]}').encode(),
         # A string value ending in `"model`, beside an escaped top-level key.
         (b'{"mod\\u0065l":"a","messages":[{"role":"user","content":"say \\"model"}]}'),
         # A byte-order mark: the router's re-serialisation drops it.

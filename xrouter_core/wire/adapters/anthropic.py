@@ -238,68 +238,61 @@ def passthrough_body(request: ChatRequest, model: str) -> bytes:
     return json_bytes({**original, "model": model})  # an existing key keeps its place
 
 
-_JSON_SPACE = b" \t\n\r"
-# A string's escape sequence, or its first two bytes (`\u` of `\u00e9`).
-_ESCAPE = re.compile(rb"\\.", re.DOTALL)
-# An innermost array or object of a body's structure (strings already taken out).
-_INNERMOST_GROUP = re.compile(rb"[\[{][^\[\]{}]*[\]}]")
-# What outside its strings a JSON text can hold besides brackets and colons.
-_NOT_BRACKET_OR_COLON = bytes(set(range(256)) - set(b"{}[]:"))
+# How a `\u` escape of m, o, d, e or l (0x64-0x6f) begins.
+_MODEL_LETTER_ESCAPE = b"\\u006"
+# After a key: JSON whitespace, `:`, JSON whitespace, then the value (a string if group 1).
+_AFTER_KEY = re.compile(rb'[ \t\n\r]*:[ \t\n\r]*("(?:[^"\\]|\\.)*")?', re.DOTALL)
 
 
-def top_level_model_value(raw: bytes, key_count: int) -> tuple[int, int] | None:
-    r"""Where in `raw` (a JSON object that parsed to `key_count` keys) the string value of
-    its top-level key `"model"` lies, as the span of its JSON string token, quotes
-    included; None when that cannot be shown: the key written with escapes, a duplicate
-    key, a value that is not a string, or bytes that are not such an object.
+def top_level_model_value(raw: bytes) -> tuple[int, int] | None:
+    r"""Where in `raw`, a JSON object with a top-level key that parses as "model", that
+    key's string value lies, as the span of its JSON string token (quotes included); None when that cannot
+    be shown: the key twice, a `\u006` escape anywhere, a value that is not a string.
 
-    A depth-aware scan done by C-speed passes over the bytes, not a Python loop over
-    them: with every escape sequence masked (same length, so offsets hold), the quotes
-    left are exactly the strings' delimiters, and splitting on them puts the text outside
-    strings at even indices and each string's contents at the odd ones. A `"model"`
-    token's depth is the brackets' balance outside strings before it. The top-level
-    object's pairs are its colons outside strings once the nested groups are removed:
-    as many as the parsed keys means no key is written twice (in any spelling), so a
-    plain `"model"` key at depth 1 is the key that parsed.
+    A depth-aware scan made of a few C-speed passes, not a Python loop over the bytes
+    (which would cost more than the re-serialisation it saves). With no `\u006` in the
+    bytes a string decodes to "model" only when written `"model"` (the other escapes
+    make none of its letters), so every key that parses as "model" is such a token.
+    With `\\` and `\"` masked at the same length, the quotes left are exactly the
+    strings' delimiters and every `"model"` left is a whole string token; splitting on
+    the quotes puts the text outside strings at even indices, so a token's depth is the
+    brackets' balance over those before it. Exactly one such token may sit at depth 1
+    followed by a colon: the top-level key. Only the bytes up to the last `"model"` are
+    scanned, and none when there is only one: then it is the key.
     """
-    masked = _ESCAPE.sub(b"__", raw)
+    if _MODEL_LETTER_ESCAPE in raw:
+        return None
+    last = raw.rfind(b'"model"')
+    if last < 0:
+        return None
+    if raw.find(b'"model"') == last:  # written once: the parsed key's token is that one
+        after = _AFTER_KEY.match(raw, last + len(b'"model"'))
+        return None if after is None else after.span(1)
+    head = raw[: last + len(b'"model"')]
+    masked = head.replace(b"\\\\", b"__").replace(b'\\"', b"__")
     pieces = masked.split(b'"')
-    if len(pieces) % 2 == 0:  # an unclosed string
-        return None
-    outside = b"".join(pieces[0::2]).translate(None, _NOT_BRACKET_OR_COLON)
-    if not outside.startswith(b"{") or not outside.endswith(b"}"):
-        return None
-    top = outside[1:-1]
-    while True:  # one pass per level of nesting
-        flat = _INNERMOST_GROUP.sub(b"", top)
-        if flat == top:
-            break
-        top = flat
-    if flat.strip(b":") or len(flat) != key_count:  # an unbalanced bracket; a duplicate
-        return None
-    depth = 0  # outside strings, over pieces[:counted]
+    found: tuple[int, int] | None = None
+    depth = 0  # the brackets' balance outside strings over pieces[:counted]
     counted = 0
-    quotes = 0  # in masked[:at]
-    previous = 0
-    at = masked.find(b'"model"')
-    while at >= 0:
-        quotes += masked.count(b'"', previous, at)
-        previous = at
-        index = quotes + 1  # of this string's contents among the pieces
+    index = 0
+    while True:
+        try:  # the next `"model"` token: a piece `model` between two quotes
+            index = pieces.index(b"model", index + 1)
+        except ValueError:
+            return found
         if index % 2 == 0:  # `model` outside a string: not JSON
             return None
         between = b"".join(pieces[counted:index:2])
         depth += between.count(b"{") + between.count(b"[")
         depth -= between.count(b"}") + between.count(b"]")
         counted = index + 1
-        separator = pieces[index + 1]
-        if depth == 1 and separator.lstrip(_JSON_SPACE).startswith(b":"):
-            if separator.strip(_JSON_SPACE) != b":":  # not a string (null, a number…)
-                return None
-            start = at + len(b'"model"') + len(separator)
-            return start, start + len(pieces[index + 2]) + 2
-        at = masked.find(b'"model"', at + 1)
-    return None
+        if depth == 1:
+            at = sum(map(len, pieces[:index])) + index + len(b"model")  # its closing quote
+            after = _AFTER_KEY.match(raw, at + 1)
+            if after is not None:  # a key, not a value
+                if found is not None or after.group(1) is None:
+                    return None  # the key twice, or a value that is not a string
+                found = after.span(1)
 
 
 def splice_model(raw: bytes, original: dict[str, Any], model: str) -> bytes | None:
@@ -318,7 +311,7 @@ def splice_model(raw: bytes, original: dict[str, Any], model: str) -> bytes | No
     current = original.get("model")
     if not isinstance(current, str):
         return None
-    span = top_level_model_value(raw, len(original))
+    span = top_level_model_value(raw)
     if span is None:
         return None
     start, stop = span
