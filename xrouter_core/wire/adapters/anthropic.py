@@ -246,8 +246,9 @@ _AFTER_KEY = re.compile(rb'[ \t\n\r]*:[ \t\n\r]*("(?:[^"\\]|\\.)*")?', re.DOTALL
 
 def top_level_model_value(raw: bytes) -> tuple[int, int] | None:
     r"""Where in `raw`, a JSON object with a top-level key that parses as "model", that
-    key's string value lies, as the span of its JSON string token (quotes included); None when that cannot
-    be shown: the key twice, a `\u006` escape anywhere, a value that is not a string.
+    key's string value lies, as the span of its JSON string token (quotes included);
+    None when that cannot be shown: the key twice, a `\u006` escape anywhere, a value
+    that is not a string.
 
     A depth-aware scan made of a few C-speed passes, not a Python loop over the bytes
     (which would cost more than the re-serialisation it saves). With no `\u006` in the
