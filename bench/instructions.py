@@ -3,6 +3,7 @@ busy machine does not change, unlike latency and CPU time.
 
     ./run python -m bench.instructions                          xrouter and plain mitmdump
     ./run python -m bench.instructions --compare ../base-checkout --kind messages
+    ./run python -m bench.instructions --kind messages --messages-body recorded.json
 
 Each target runs under `valgrind --tool=callgrind` with counting off, in front of the
 bench's fake provider. After a warm-up the count is switched on, zeroed after a few more
@@ -18,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import os
 import shutil
 import signal
@@ -82,7 +85,20 @@ async def send(target: Target, call: Call, count: int) -> None:
         await connection.close()
 
 
-def count(target: Target, kind: str, requests: int, workdir: Path) -> float:
+def recorded_call(target: Target, path: Path) -> Call:
+    """The bench's Messages call carrying a recorded body (say one of Claude Code's)
+    instead of its own small one: its model and stream set to the bench's, written
+    compactly as Claude Code writes its bodies."""
+    call = messages_call(target, False)
+    body = json.loads(path.read_bytes())
+    body.update(model=json.loads(call.body)["model"], stream=False)
+    text = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+    return dataclasses.replace(call, body=text.encode())
+
+
+def count(
+    target: Target, kind: str, requests: int, workdir: Path, body: Path | None = None
+) -> float:
     """Instructions per request of one target."""
     prefix = str(workdir / f"vgdb-{target.name}")
     out = workdir / f"{target.name.replace('@', '-')}.callgrind"
@@ -105,7 +121,10 @@ def count(target: Target, kind: str, requests: int, workdir: Path) -> float:
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
-        call = chat_call(target, False) if kind == "chat" else messages_call(target, False)
+        if kind == "chat":
+            call = chat_call(target, False)
+        else:
+            call = recorded_call(target, body) if body else messages_call(target, False)
         asyncio.run(send(target, call, WARMUP))
         control(prefix, proc.pid, "--instr=on")
         asyncio.run(send(target, call, SETTLE))
@@ -134,6 +153,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--compare", type=Path, action="append", default=[], metavar="CHECKOUT")
     parser.add_argument("--no-mitmdump", action="store_true", help="leave plain mitmdump out")
+    parser.add_argument(
+        "--messages-body",
+        type=Path,
+        metavar="JSON",
+        help="with --kind messages: send this recorded Messages body instead of the bench's",
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind (with callgrind_control) is needed", file=sys.stderr)
@@ -148,12 +173,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for form in forms:
             target = form(provider_url, workdir)
-            figures[target.name] = count(target, args.kind, args.requests, workdir)
+            figures[target.name] = count(
+                target, args.kind, args.requests, workdir, args.messages_body
+            )
             print(f"  {target.name}: {figures[target.name]:,.0f} instructions/request", flush=True)
     finally:
         os.killpg(provider.pid, signal.SIGINT)
         provider.wait(10)
-    print(f"\n{args.kind}, {args.requests} requests each, one at a time ({time.strftime('%F')})")
+    kind = args.kind
+    if args.kind == "messages" and args.messages_body:
+        kind += f" ({args.messages_body.name}, {args.messages_body.stat().st_size:,} B recorded)"
+    print(f"\n{kind}, {args.requests} requests each, one at a time ({time.strftime('%F')})")
     print("| target | instructions/request | ÷ xrouter | ÷ mitmdump |\n|---|---:|---:|---:|")
     first, plain = figures["xrouter"], figures.get("mitmdump")
     for name, value in figures.items():

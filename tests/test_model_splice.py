@@ -1,7 +1,10 @@
 """The pass-through's model splice (wire/adapters/anthropic.py `splice_model`): for any
-Messages body, however it is spaced and escaped, what goes upstream reads as exactly the
-re-serialised body (`{**original, "model": new}`, key order included); when the splice
-applies, every byte outside the model's value is the client's."""
+JSON object, however nested, spaced and escaped, the spliced bytes are the client's with
+one JSON string token (the top-level model's value) replaced, and read as exactly the
+parsed body with that model replaced, key order included; or the splice declines and
+the body is re-serialised. A body json.dumps wrote with one plain top-level model key
+and a string value is always spliced, however many `"model"` it holds elsewhere, unless
+a `\\u006` escape (which could spell the key) stands anywhere in it."""
 
 from __future__ import annotations
 
@@ -14,77 +17,131 @@ from xrouter_core.wire.adapters.anthropic import passthrough_body, splice_model
 from xrouter_core.wire.inbound import parse_anthropic_messages
 
 PROPERTY = settings(
-    max_examples=300,
+    max_examples=400,
     deadline=None,  # no timed asserts: the machine is shared
     suppress_health_check=[HealthCheck.too_slow],
 )
 
-# Model names and texts with quotes, backslashes, control characters, non-ASCII and
-# astral characters (surrogates are left out: a lone one is refused by the parser).
-TEXT = st.text(st.characters(exclude_categories=["Cs"]), max_size=30)
-NAMES = st.one_of(TEXT, st.sampled_from(["claude-opus-4-1", "xrouter/frontier", 'é"\\/\n']))
+# Texts with quotes, backslashes, control characters, non-ASCII and astral characters
+# (surrogates are left out: a lone one is refused by the parser), and the texts that
+# look like the structure a scan could be fooled by.
+TRICKS = [
+    "model",
+    '"model"',
+    '"model": "x"',
+    '\\"model\\"',
+    '{"model": [',
+    "]}}:,",
+    "\\",
+    'é"\\/\n',
+    "\\u006d",
+]
+TEXT = st.one_of(
+    st.text(st.characters(exclude_categories=["Cs"]), max_size=20), st.sampled_from(TRICKS)
+)
+NAMES = st.one_of(TEXT, st.sampled_from(["claude-opus-4-1", "xrouter/frontier"]))
+KEYS = st.one_of(st.sampled_from(["model", "type", "properties", "enum", *TRICKS]), TEXT)
+LEAVES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(10**6), 10**6),
+    st.floats(allow_nan=False, allow_infinity=False),
+    TEXT,
+)
+VALUES = st.recursive(
+    LEAVES,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(KEYS, inner, max_size=4),
+    max_leaves=25,
+)
 INDENT = st.sampled_from([None, 0, 1, 2, "\t", " \r\n "])
 SEPARATORS = st.sampled_from([(",", ":"), (", ", ": "), (" ,\n", " :\t"), ("\r\n,", ":  ")])
 
 
 @st.composite
-def bodies(draw: st.DrawFn) -> tuple[dict, bool]:
-    """(a Messages body, whether a nested "model" key was put in a tool schema)."""
-    body: dict = {
-        "messages": [
-            {"role": "user", "content": [{"type": "text", "text": draw(TEXT)}]},
-            {"role": "assistant", "content": draw(TEXT)},
-            {"role": "user", "content": draw(TEXT)},
-        ],
-        "max_tokens": draw(st.integers(1, 64000)),
-    }
-    nested = draw(st.booleans())
-    properties: dict = {"path": {"type": "string", "description": draw(TEXT)}}
-    if nested:
-        properties["model"] = {"type": "string", "enum": [draw(NAMES)]}
-    body["tools"] = [{"name": "Read", "input_schema": {"type": "object", "properties": properties}}]
-    if draw(st.booleans()):
-        body["system"] = [
-            {"type": "text", "text": draw(TEXT), "cache_control": {"type": "ephemeral"}}
-        ]
-    # The client's key order: model first, last or in between.
+def objects(draw: st.DrawFn) -> dict:
+    """A top-level object with a string `model` at any place among nested values that
+    hold `model` keys and strings of their own."""
+    body = draw(st.dictionaries(KEYS, VALUES, max_size=5))
+    body.pop("model", None)
     items = list(body.items())
     items.insert(draw(st.integers(0, len(items))), ("model", draw(NAMES)))
-    return dict(items), nested
+    return dict(items)
 
 
 def encode(doc: dict, indent, separators, ensure_ascii: bool) -> bytes:
-    return json.dumps(doc, indent=indent, separators=separators, ensure_ascii=ensure_ascii).encode(
-        "utf-8"
-    )
+    text = json.dumps(doc, indent=indent, separators=separators, ensure_ascii=ensure_ascii)
+    return text.encode("utf-8")
+
+
+def assert_spliced_exactly(raw: bytes, spliced: bytes, new: str) -> None:
+    """`spliced` is `raw` with one JSON string token, the top-level model's value,
+    replaced by `new`'s (ASCII) token, and reads as the parsed body with `new` for its
+    model, key order included at every level."""
+    original = json.loads(raw)
+    expected = {**original, "model": new}
+    assert json.dumps(json.loads(spliced)) == json.dumps(expected)
+    token = json.dumps(new).encode()
+    at = spliced.find(token)
+    while at >= 0:
+        tail = spliced[at + len(token) :]
+        end = len(raw) - len(tail)
+        if spliced[:at] == raw[:at] and raw.endswith(tail) and end > at:
+            replaced = raw[at:end]
+            if replaced.startswith(b'"') and json.loads(replaced) == original["model"]:
+                return
+        at = spliced.find(token, at + 1)
+    raise AssertionError(f"not one string token replaced: {raw!r} -> {spliced!r}")
 
 
 @PROPERTY
-@given(bodies(), INDENT, SEPARATORS, st.booleans(), NAMES)
-def test_spliced_body_reads_as_the_reserialised_one(drawn, indent, separators, ascii, new):
-    doc, nested = drawn
+@given(objects(), INDENT, SEPARATORS, st.booleans(), NAMES)
+def test_a_written_body_is_spliced_exactly(doc, indent, separators, ascii, new):
     raw = encode(doc, indent, separators, ascii)
-    request = parse_anthropic_messages(raw)
-    sent = passthrough_body(request, new)
-    if new == doc["model"] or not new:
-        assert sent == raw
-        return
-    expected = {**doc, "model": new}
-    # Same object, same key order at every level.
-    assert json.dumps(json.loads(sent)) == json.dumps(expected)
-    spliced = splice_model(raw, request.original, new)
-    if nested:  # a second "model": never spliced
+    spliced = splice_model(raw, json.loads(raw), new)
+    if b"\\u006" in raw:  # a text such as "\\u006d" written with ensure_ascii=False
         assert spliced is None
-    # With "model" written once (the key) and no \u006 escape anywhere, the splice applies.
-    if raw.count(b"model") == 1 and b"\\u006" not in raw:
-        assert spliced == sent
-    if spliced is not None:  # the client's bytes on both sides of the value
-        after_key = raw.index(b'"model"') + len(b'"model"')
-        value = raw[after_key:].lstrip(b" \t\r\n")[1:].lstrip(b" \t\r\n")
-        start = len(raw) - len(value)
-        old = json.dumps(doc["model"], ensure_ascii=ascii).encode()
-        assert value.startswith(old)
-        assert sent == raw[:start] + json.dumps(new).encode() + value[len(old) :]
+        return
+    assert spliced is not None, raw  # one plain top-level key, a string: always provable
+    assert_spliced_exactly(raw, spliced, new)
+
+
+@st.composite
+def doubtful_bodies(draw: st.DrawFn) -> tuple[bytes, str]:
+    """Written bodies edited the ways a scan can get wrong: `model` spelled with a
+    `\\u` escape anywhere (keys and strings alike), a duplicate top-level key (any
+    spelling) before or after, a value that is not a string. (raw, what was done)"""
+    doc = draw(objects())
+    edit = draw(st.sampled_from(["escape", "duplicate", "not a string"]))
+    if edit == "not a string":
+        doc["model"] = draw(VALUES.filter(lambda value: not isinstance(value, str)))
+    raw = encode(doc, draw(INDENT), draw(SEPARATORS), draw(st.booleans()))
+    if edit == "escape":
+        spots = [i for i in range(len(raw)) if raw.startswith(b"model", i)]
+        chosen = draw(st.lists(st.sampled_from(spots), min_size=1, unique=True))
+        for at in sorted(chosen, reverse=True):
+            raw = raw[:at] + b"mod\\u0065l" + raw[at + len(b"model") :]
+    elif edit == "duplicate":
+        key = draw(st.sampled_from([b'"model"', b'"mod\\u0065l"', b'"\\u006dodel"']))
+        pair = key + b":" + json.dumps(draw(VALUES)).encode()
+        first = raw.index(b"{") + 1
+        if draw(st.booleans()):
+            raw = raw[:first] + pair + b"," + raw[first:]
+        else:
+            last = raw.rindex(b"}")
+            raw = raw[:last] + b"," + pair + raw[last:]
+    return raw, edit
+
+
+@PROPERTY
+@given(doubtful_bodies(), NAMES)
+def test_a_doubtful_body_is_spliced_exactly_or_declined(drawn, new):
+    raw, edit = drawn
+    original = json.loads(raw)
+    spliced = splice_model(raw, original, new)
+    if edit == "duplicate" or not isinstance(original.get("model"), str):
+        assert spliced is None, raw
+    elif spliced is not None:  # escapes elsewhere than the top-level key: still exact
+        assert_spliced_exactly(raw, spliced, new)
 
 
 def test_the_client_s_spacing_and_order_survive():
@@ -93,8 +150,21 @@ def test_the_client_s_spacing_and_order_survive():
     assert sent == raw.replace(b'"a\\u00e9\\""', b'"claude-\\u00e9"')
 
 
+def test_a_nested_model_key_and_quoted_model_stay_as_written():
+    """Claude Code 2.1's shape: the Agent tool's schema has a model property, and texts
+    quote `"model"`; only the top-level value changes."""
+    raw = (
+        b'{"model":"a","messages":[{"role":"user","content":"say \\"model\\": \\\\"}],'
+        b'"tools":[{"name":"Agent","input_schema":{"type":"object","properties":'
+        b'{"model":{"type":"string","enum":["a"]}}}}],"max_tokens":5}'
+    )
+    sent = passthrough_body(parse_anthropic_messages(raw), "b")
+    assert sent == b'{"model":"b"' + raw[len(b'{"model":"a"') :]
+
+
 def cases() -> list[bytes]:
-    """Bodies whose one `"model"` is not (or cannot be shown to be) the top-level key's."""
+    """Bodies whose top-level model key is not (or cannot be shown to be) written once
+    and plainly with a string value."""
     msgs = '"messages":[{"role":"user","content":"hi"}]'
     return [
         # The top-level key escaped, a nested key written plainly, same value.
@@ -104,6 +174,10 @@ def cases() -> list[bytes]:
         ).encode(),
         # A duplicate top-level key, the parsed (last) one escaped.
         ('{"model":"a",' + msgs + ',"mod\\u0065l":"a"}').encode(),
+        # A duplicate top-level key, both plain, same value.
+        ('{"model":"a",' + msgs + ',"model":"a"}').encode(),
+        # A `\u006` escape anywhere (here in a nested text) beside a second "model".
+        ('{"model":"a",' + msgs + ',"tools":[{"name":"\\u006d","model":"a"}]}').encode(),
         # A string value ending in `"model`, beside an escaped top-level key.
         (b'{"mod\\u0065l":"a","messages":[{"role":"user","content":"say \\"model"}]}'),
         # A byte-order mark: the router's re-serialisation drops it.

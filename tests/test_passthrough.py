@@ -177,30 +177,73 @@ def test_client_s_own_bytes_arrive_but_for_the_model(same_format_router, anthrop
     assert content_length(received) == len(received.body)
 
 
-def test_a_nested_model_key_is_reserialised(same_format_router, anthropic_fake):
-    """A tool schema with a property named model: two `"model"` in the bytes, so the
-    body is re-serialised (compact), the nested one untouched."""
-    anthropic_fake.override = lambda request: Reply(chunks=anthropic_stream("ok", ROUTE_MODEL))
-    sent = {
-        "model": "xrouter/frontier",
-        "messages": [{"role": "user", "content": unique("nested")}],
-        "tools": [
-            {
-                "name": "pick",
-                "input_schema": {
-                    "type": "object",
-                    "properties": {"model": {"type": "string", "enum": ["xrouter/frontier"]}},
+def claude_code_tools() -> list[dict]:
+    """Tools as Claude Code 2.1 offers them: its Agent tool's schema has a property named
+    model (the subagent's), and descriptions quote JSON."""
+    return [
+        {
+            "name": "Agent",
+            "description": 'Launch a subagent. Example input: {"model": "sonnet"}',
+            "input_schema": {
+                "type": "object",
+                "properties": {
+                    "prompt": {"type": "string"},
+                    "model": {"type": "string", "enum": ["sonnet", "opus", "haiku"]},
                 },
-            }
-        ],
-        "max_tokens": 10,
-        "stream": True,
-    }
+                "required": ["prompt"],
+                "additionalProperties": False,
+                "$schema": "http://json-schema.org/draft-07/schema#",
+            },
+        },
+        {
+            "name": "Read",
+            "description": 'Read a file — “quoted”, with \\ and "escapes"',
+            "input_schema": {"type": "object", "properties": {"file_path": {"type": "string"}}},
+            "cache_control": {"type": "ephemeral"},
+        },
+    ]
+
+
+def test_a_claude_code_shaped_body_arrives_as_sent_but_for_the_model(
+    same_format_router, anthropic_fake
+):
+    """A body with `"model"` nested in a tool schema and inside strings, spaced as no
+    re-serialisation would space it: the provider gets the client's bytes with only the
+    top-level model's value replaced."""
+    anthropic_fake.override = lambda request: Reply(chunks=anthropic_stream("ok", ROUTE_MODEL))
+    sent = claude_code_body(unique('nested "model": ') + "caf\u00e9", True)
+    sent["tools"] = claude_code_tools()
+    raw = json.dumps(sent, indent=2).encode()
+    assert raw.count(b'"model"') == 2 and raw.count(b'\\"model\\"') == 2
     with same_format_router.client() as client:
-        reply = client.post("/v1/messages", content=json.dumps(sent, indent=2), headers=headers())
+        reply = client.post("/v1/messages", content=raw, headers=headers())
     assert reply.status_code == 200, reply.text
     received = anthropic_fake.requests[-1]
-    assert received.body == compact({**sent, "model": ROUTE_MODEL})
+    old_value = b'\n  "model": "xrouter/frontier",'
+    assert raw.count(old_value) == 1
+    assert received.body == raw.replace(old_value, b'\n  "model": "' + ROUTE_MODEL.encode() + b'",')
+    assert content_length(received) == len(received.body)
+
+
+def test_a_body_with_a_duplicate_model_key_is_reserialised(same_format_router, anthropic_fake):
+    """Two top-level model keys: which one a provider reads is the parser's choice, so
+    the body is re-serialised (compact) with the one key the router parsed, replaced."""
+    anthropic_fake.override = lambda request: Reply(chunks=anthropic_stream("ok", ROUTE_MODEL))
+    sent = {
+        "messages": [{"role": "user", "content": unique("duplicate")}],
+        "tools": claude_code_tools(),
+        "max_tokens": 10,
+        "stream": True,
+        "model": "xrouter/frontier",
+    }
+    raw = b'{"model": "xrouter-cheap", ' + json.dumps(sent, indent=2).encode()[1:]
+    with same_format_router.client() as client:
+        reply = client.post("/v1/messages", content=raw, headers=headers())
+    assert reply.status_code == 200, reply.text
+    received = anthropic_fake.requests[-1]
+    parsed = json.loads(raw)  # the last model wins, in the first one's place
+    assert received.body == compact({**parsed, "model": ROUTE_MODEL})
+    assert received.body.count(b'"model"') == 2  # the top-level one and the Agent tool's
     assert content_length(received) == len(received.body)
 
 

@@ -238,47 +238,91 @@ def passthrough_body(request: ChatRequest, model: str) -> bytes:
     return json_bytes({**original, "model": model})  # an existing key keeps its place
 
 
-# After the key `"model"`: JSON whitespace, `:`, JSON whitespace, one JSON string token
-# (up to its first unescaped quote; scanstring checks its escapes).
-_MODEL_VALUE = re.compile(rb'"model"[ \t\n\r]*:[ \t\n\r]*("(?:[^"\\]|\\.)*")', re.DOTALL)
 # How a `\u` escape of m, o, d, e or l (0x64-0x6f) begins.
 _MODEL_LETTER_ESCAPE = b"\\u006"
+# After a key: JSON whitespace, `:`, JSON whitespace, then the value (a string if group 1).
+_AFTER_KEY = re.compile(rb'[ \t\n\r]*:[ \t\n\r]*("(?:[^"\\]|\\.)*")?', re.DOTALL)
+
+
+def top_level_model_value(raw: bytes) -> tuple[int, int] | None:
+    r"""Where in `raw`, a JSON object with a top-level key that parses as "model", that
+    key's string value lies, as the span of its JSON string token (quotes included);
+    None when that cannot be shown: the key twice, a `\u006` escape anywhere, a value
+    that is not a string.
+
+    A depth-aware scan made of a few C-speed passes, not a Python loop over the bytes
+    (which would cost more than the re-serialisation it saves). With no `\u006` in the
+    bytes a string decodes to "model" only when written `"model"` (the other escapes
+    make none of its letters), so every key that parses as "model" is such a token.
+    With `\\` and `\"` masked at the same length, the quotes left are exactly the
+    strings' delimiters and every `"model"` left is a whole string token; splitting on
+    the quotes puts the text outside strings at even indices, so a token's depth is the
+    brackets' balance over those before it. Exactly one such token may sit at depth 1
+    followed by a colon: the top-level key. Only the bytes up to the last `"model"` are
+    scanned, and none when there is only one: then it is the key.
+    """
+    if _MODEL_LETTER_ESCAPE in raw:
+        return None
+    last = raw.rfind(b'"model"')
+    if last < 0:
+        return None
+    if raw.find(b'"model"') == last:  # written once: the parsed key's token is that one
+        after = _AFTER_KEY.match(raw, last + len(b'"model"'))
+        return None if after is None else after.span(1)
+    head = raw[: last + len(b'"model"')]
+    masked = head.replace(b"\\\\", b"__").replace(b'\\"', b"__")
+    pieces = masked.split(b'"')
+    found: tuple[int, int] | None = None
+    depth = 0  # the brackets' balance outside strings over pieces[:counted]
+    counted = 0
+    index = 0
+    while True:
+        try:  # the next `"model"` token: a piece `model` between two quotes
+            index = pieces.index(b"model", index + 1)
+        except ValueError:
+            return found
+        if index % 2 == 0:  # `model` outside a string: not JSON
+            return None
+        between = b"".join(pieces[counted:index:2])
+        depth += between.count(b"{") + between.count(b"[")
+        depth -= between.count(b"}") + between.count(b"]")
+        counted = index + 1
+        if depth == 1:
+            at = sum(map(len, pieces[:index])) + index + len(b"model")  # its closing quote
+            after = _AFTER_KEY.match(raw, at + 1)
+            if after is not None:  # a key, not a value
+                if found is not None or after.group(1) is None:
+                    return None  # the key twice, or a value that is not a string
+                found = after.span(1)
 
 
 def splice_model(raw: bytes, original: dict[str, Any], model: str) -> bytes | None:
-    r"""`raw` with the value of its top-level `model` replaced by `model` as a JSON string
+    """`raw` with the value of its top-level `model` replaced by `model` as a JSON string
     (ASCII, escaped), or None when that cannot be shown to be exact: the caller then
     re-serialises. Re-serialising an 88 kB Claude Code body to change one value costs
-    most of what parsing it did; a few C-speed scans and one copy cost far less.
+    most of what parsing it did; a few C-speed passes and one copy cost far less.
 
-    Why the occurrence found is the top-level key: `original`, what `raw` parsed to, has
-    a top-level key that decodes to "model". With no `\u006` in the bytes, a string
-    token decodes to "model" only when written `"model"` (the other escapes make none of
-    its letters), so that key is written so; those seven bytes occur once, so this is
-    it. Inside a string value the bytes can only end it (`…\"model"`: its inner quotes
-    are escaped), and such a value, a nested key or a duplicate top-level key makes a
-    second occurrence (or an escape): re-serialised.
+    `original` is what `raw` parsed to. The value's span comes from
+    `top_level_model_value`; its token must also read back (scanstring, which checks its
+    escapes) as the parsed model, so an escaped value is replaced only when it is shown
+    to be that one.
     """
     if not raw.startswith((b"{", b" ", b"\t", b"\n", b"\r")):  # a BOM, UTF-16 or -32
-        return None
-    first = raw.find(b'"model"')
-    # Claude Code 2.1's bodies stop here: its Agent tool's schema has a `model` property.
-    if first < 0 or raw.find(b'"model"', first + 1) >= 0 or _MODEL_LETTER_ESCAPE in raw:
         return None
     current = original.get("model")
     if not isinstance(current, str):
         return None
-    match = _MODEL_VALUE.match(raw, first)
-    if match is None:  # not a string (null)
+    span = top_level_model_value(raw)
+    if span is None:
         return None
+    start, stop = span
     try:
-        token = match.group(1).decode("utf-8", "surrogatepass")
+        token = raw[start:stop].decode("utf-8", "surrogatepass")
         value, end = json.decoder.scanstring(token, 1)
     except (UnicodeDecodeError, ValueError):
         return None
     if value != current or end != len(token):
         return None
-    start, stop = match.span(1)
     return b"".join((raw[:start], json.dumps(model).encode("ascii"), raw[stop:]))
 
 
