@@ -31,8 +31,10 @@ ROUTER_KEY = "xr-client-router-key-7781"
 FRONTIER_KEY = "sk-frontier-secret-0003"
 
 CONTROL = '''\
-"""Test control: mitmproxy's `set` command for GET /control/set?option=..&value=.."""
+"""Test control: mitmproxy's `set` command for GET /control/set?option=..&value=..; and a
+reload to the env file a request names in `x-control-reload-to`, once its answer is ready."""
 
+import asyncio
 import json
 
 from mitmproxy import ctx, exceptions, http
@@ -55,6 +57,17 @@ class Control:
         flow.response = http.Response.make(
             200, json.dumps(doc), {"content-type": "application/json"}
         )
+
+
+    def response(self, flow: http.HTTPFlow) -> None:
+        # Loaded after the router, whose response hook has just queued the flow's record
+        # (call_soon): the reload is queued after it, so it runs once the record has
+        # started its background writes (the response cache's) and before they run.
+        env_file = flow.request.headers.get("x-control-reload-to")
+        if env_file:
+            asyncio.get_running_loop().call_soon(
+                ctx.master.commands.call_strings, "set", ["xrouter_env_file", env_file]
+            )
 
 
 addons = [Control()]
@@ -404,6 +417,45 @@ def test_reloads_close_the_stores_they_replace(upstreams: Upstreams, tmp_path: P
         assert max(counts) <= counts[0], counts
     finally:
         controlled.close()
+
+
+@pytest.mark.parametrize("backend", ["disk", "redis"])
+def test_a_response_cache_write_started_just_before_a_reload_lands(
+    upstreams: Upstreams, tmp_path: Path, backend: str
+):
+    """A reload just after an answer is recorded, before the response-cache write the
+    record started has had a turn: the answer still lands in the store the write was
+    started on, so the same question after the reload is a hit, not a second call."""
+    server = RedisServer(tmp_path) if backend == "redis" else None
+    controlled = Controlled(upstreams, tmp_path)
+    try:
+        store = {"CACHE_BACKEND": backend, "CACHE_RESPONSES": "true"}
+        if server is not None:
+            store["REDIS_URL"] = f"redis://127.0.0.1:{server.port}/0"
+        envs = [tmp_path / "a.env", tmp_path / "b.env"]
+        for index, env in enumerate(envs):
+            env.write_text(good_env(upstreams, MEDIUM_MODEL=f"medium-model-{index}", **store))
+        assert controlled.set("xrouter_env_file", str(envs[0]))["error"] is None
+        question = ask(unique("cached across a reload"))
+        pinned = {"x-xrouter-tier": "frontier"}
+        first = controlled.http.post(
+            CHAT, json=question, headers={**pinned, "x-control-reload-to": str(envs[1])}
+        )
+        assert_routed(first, upstreams, "frontier", "frontier-model")
+        assert first.headers["x-xrouter-cache"] == "miss"
+        # The reload has run.
+        medium = controlled.chat("after the reload", **{"x-xrouter-tier": "medium"})
+        assert_routed(medium, upstreams, "medium", "medium-model-1")
+        asked = len(upstreams.frontier.requests)
+        again = controlled.http.post(CHAT, json=question, headers=pinned)
+        assert again.status_code == 200, again.text
+        assert again.headers["x-xrouter-cache"] == "hit"
+        assert again.json() == first.json()
+        assert len(upstreams.frontier.requests) == asked
+    finally:
+        controlled.close()
+        if server is not None:
+            server.kill()
 
 
 def upstream_connections(router: Router, port: int) -> int:
