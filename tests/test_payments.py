@@ -444,7 +444,7 @@ def test_two_routers_on_one_redis_pay_exactly_the_day_cap_and_a_restart_keeps_it
     from concurrent.futures import ThreadPoolExecutor
 
     import redis
-    from test_usage import RedisServer, wait_for
+    from helpers import RedisServer, wait_for
 
     server = RedisServer(tmp_path)
     fake = FakePaidProvider()
@@ -519,7 +519,7 @@ def test_the_dashboard_shows_payments_per_route_in_headless_chromium(tmp_path):
     dashboard's x402 panel, rendered by Chromium, shows them per route and in total."""
     import re
 
-    from test_usage import chromium
+    from helpers import chromium
 
     fake = FakePaidProvider()
     key = "dash-x402-key-123"
@@ -557,7 +557,7 @@ def test_the_dashboard_shows_payments_per_route_in_headless_chromium(tmp_path):
 
 @pytest.mark.parametrize("launcher", ["mitmdump"])  # the page does not depend on the form
 def test_the_dashboard_hides_the_payments_panel_when_nothing_pays(start_router, tmp_path):
-    from test_usage import chromium
+    from helpers import chromium
 
     router = start_router({"XROUTER_DATA_DIR": str(tmp_path / "d")})
     dom = chromium(router.url + "/dashboard", tmp_path, "--dump-dom", budget_ms=3000)
@@ -573,8 +573,7 @@ def test_the_ledger_a_reload_or_an_unload_replaces_keeps_every_spend_and_closes(
     script reloaded): the day's spend and its settled part are exact in the ledger
     across them all, and a replaced Redis ledger closes its client (CLOSE_GRACE_S after,
     once its last commands are done), so the Redis server's connections do not grow."""
-    from test_reload import CONTROL, ENTRY, router_connections
-    from test_usage import RedisServer, wait_for
+    from helpers import CONTROL, ENTRY, RedisServer, router_connections, wait_for
 
     from xrouter_core.accounting.redis_topology import CLOSE_GRACE_S
 

@@ -20,70 +20,15 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from conftest import ROOT, Router, Upstreams, unique
+from conftest import Router, Upstreams, unique
 from fakes import Reply
-from test_usage import RedisServer
+from helpers import CONTROL, ENTRY, RedisServer, router_connections
 
 from xrouter_core.accounting.redis_topology import CLOSE_GRACE_S
 
 CHAT = "/v1/chat/completions"
 ROUTER_KEY = "xr-client-router-key-7781"
 FRONTIER_KEY = "sk-frontier-secret-0003"
-
-CONTROL = '''\
-"""Test control: mitmproxy's `set` command for GET /control/set?option=..&value=..; and a
-reload to the env file a request names in `x-control-reload-to`, once its answer is ready."""
-
-import asyncio
-import json
-
-from mitmproxy import ctx, exceptions, http
-
-
-class Control:
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
-        # requestheaders runs before the router's request hook, which then skips the flow.
-        if flow.request.path.split("?", 1)[0] != "/control/set":
-            return
-        option = flow.request.query["option"]
-        try:
-            ctx.master.commands.call_strings(
-                "set", [option, *flow.request.query.get_all("value")]
-            )
-            error = None
-        except exceptions.CommandError as exc:
-            error = str(exc)
-        doc = {"error": error, "value": getattr(ctx.options, option)}
-        flow.response = http.Response.make(
-            200, json.dumps(doc), {"content-type": "application/json"}
-        )
-
-
-    def response(self, flow: http.HTTPFlow) -> None:
-        # Loaded after the router, whose response hook has just queued the flow's record
-        # (call_soon): the reload is queued after it, so it runs once the record has
-        # started its background writes (the response cache's) and before they run.
-        env_file = flow.request.headers.get("x-control-reload-to")
-        if env_file:
-            asyncio.get_running_loop().call_soon(
-                ctx.master.commands.call_strings, "set", ["xrouter_env_file", env_file]
-            )
-
-
-addons = [Control()]
-'''
-
-# A copy of addons/xrouter.py's entry point at another path: setting `scripts` to it
-# loads a new instance of the addon, as mitmdump does when the script file changes.
-ENTRY = f"""\
-import sys
-
-sys.path.insert(0, {str(ROOT)!r})
-
-from xrouter_core.proxy.addon import Xrouter  # noqa: E402
-
-addons = [Xrouter()]
-"""
 
 
 def env_text(values: dict[str, str]) -> str:
@@ -496,24 +441,6 @@ def test_an_unloaded_addon_closes_its_upstream_connections(
     assert upstream_connections(controlled.router, port) == 1
 
 
-def router_connections(redis_port: int) -> int:
-    """The connections redis-server has open, but the one asking (CLIENT LIST)."""
-    import redis
-
-    client = redis.Redis(port=redis_port, socket_timeout=2)
-    try:
-        return len(client.client_list()) - 1
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path):
-    server = RedisServer(tmp_path)
-    yield server
-    server.kill()
-
-
 def test_reloads_close_the_redis_clients_they_replace(
     upstreams: Upstreams, tmp_path: Path, redis_server: RedisServer
 ):
@@ -623,7 +550,7 @@ def test_a_reload_keeps_the_samples_of_the_routes_it_leaves_as_they_were(
     changes another tier, and the measured order with them; a reload that changes b's
     model starts b's samples (a new route) from none, and keeps a's."""
     from fakes import FakeOpenAIProvider
-    from test_route_stats import measured_env
+    from helpers import measured_env
 
     pair = {"a": FakeOpenAIProvider("a"), "b": FakeOpenAIProvider("b")}
     controlled = Controlled(upstreams, tmp_path)

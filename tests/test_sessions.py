@@ -12,8 +12,8 @@ import time
 import pytest
 from cache_fakes import CachingAnthropicProvider, CachingOpenAIProvider
 from conftest import Router
+from helpers import RedisServer
 from mitmproxy.http import Headers
-from test_usage import RedisServer
 
 from bench import session_replay as replay
 from xrouter_core.accounting.prices import Price, genai_price
@@ -441,7 +441,7 @@ def test_openai_automatic_caching_keeps_a_session_on_its_cached_route(tmp_path):
 def test_the_dashboard_shows_each_session_and_marks_a_dearer_one(fakes, tmp_path):
     """Per-request routing (observe) moves a quick question to a cold cheap tier: the
     session costs more than staying would have, and the dashboard says so."""
-    from test_usage import chromium
+    from helpers import chromium
 
     fakes.reset()
     router = Router(fakes.env("observe", tmp_path / "data"), tmp_path)
