@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -275,3 +276,15 @@ def unique(text: str) -> str:
 
 
 unique.counter = 0
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path):
+    """A real redis-server on a free loopback port, killed after the test."""
+    from helpers import RedisServer
+
+    if not (shutil.which("redis-server") or Path("/usr/bin/redis-server").exists()):
+        pytest.fail("redis-server is not installed (.ci/run installs it)")
+    server = RedisServer(tmp_path)
+    yield server
+    server.kill()

@@ -16,8 +16,8 @@ import time
 import httpx
 import pytest
 from conftest import unique
+from helpers import RedisServer, chromium, wait_for
 from test_client_keys import CHAT, bearer, create, keys, wait_for_a_fresh_minute
-from test_usage import RedisServer, chromium, wait_for
 
 # Every tier at these prices (USD per 1M tokens). The fake providers answer every request
 # with 11 prompt and 7 completion tokens: 11 * 1000 + 7 * 2000 = 25000 per 1M, $0.025.

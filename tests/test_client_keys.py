@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import ROOT, unique
-from test_usage import RedisServer, wait_for
+from helpers import RedisServer, wait_for
 
 ADMIN = "rk-admin-key-for-tests"
 CHAT = "/v1/chat/completions"

@@ -8,18 +8,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-import shutil
 import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 from conftest import ROOT, free_port, unique
+from helpers import wait_for
 from test_client_keys import ask, bearer
-from test_usage import RedisServer, wait_for
 
 from xrouter_core.client_keys import (
     KEYRING_CHECK_S,
@@ -43,15 +41,6 @@ def keys(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
         env={"PYTHONPATH": str(ROOT), "PATH": "", **env},
         timeout=60,
     )
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path):
-    if not shutil.which("redis-server"):
-        pytest.fail("redis-server is not installed (.ci/run installs it)")
-    server = RedisServer(tmp_path)
-    yield server
-    server.kill()
 
 
 def everything_in(port: int) -> str:

@@ -515,7 +515,7 @@ def test_tui_chat_message_appears_in_the_feed_with_its_tier(start_router, upstre
 
 @pytest.mark.parametrize("launcher", ["xrouter"])
 def test_routers_sharing_redis_share_their_feeds(start_router, upstreams, tmp_path, feeds):
-    from test_usage import RedisServer
+    from helpers import RedisServer
 
     if not shutil.which("redis-server"):
         pytest.fail("redis-server is not installed (.ci/run installs it)")
@@ -566,7 +566,7 @@ def test_routers_sharing_redis_share_their_feeds(start_router, upstreams, tmp_pa
 @pytest.mark.parametrize("launcher", ["xrouter"])
 def test_one_subscriber_sees_every_worker_with_redis(start_router, upstreams, tmp_path, feeds):
     """`xrouter --workers 2` on Redis: one subscription, the requests of both workers."""
-    from test_usage import RedisServer
+    from helpers import RedisServer
 
     if not shutil.which("redis-server"):
         pytest.fail("redis-server is not installed (.ci/run installs it)")

@@ -22,7 +22,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from conftest import free_port, unique
-from test_usage import wait_for
+from helpers import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 MANIFESTS = ROOT / "deploy" / "kubernetes"

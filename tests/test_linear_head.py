@@ -53,12 +53,22 @@ def test_the_head_refuses_test_only_sources():
         linear_head.train(matrix, rows)
 
 
+TRAIN_SAMPLE = 120  # training prompts per source given a vector: the fold stays small
+
+
 def test_evaluate_linear_router_trains_on_the_fold_and_reports_its_strength(tmp_path):
-    """Vectors for every prompt (its length and digit count as the router sees it), then
-    one leave-one-source-out fold with the linear head next to random."""
+    """Vectors (a prompt's length and digit count as the router sees it) for every test
+    prompt and a sample of each other source's, then one leave-one-source-out fold with
+    the linear head next to random: the head trains on the sampled prompts of the other
+    sources only (`--vectors-partial`)."""
     everything = sources.load_all()
+    pick = random.Random(0)
     vectors = {}
-    for rows in everything.values():
+    sampled = 0
+    for name, rows in everything.items():
+        if name != "llmrouter_code":
+            rows = pick.sample(rows, min(TRAIN_SAMPLE, len(rows)))
+            sampled += len(rows) if name not in sources.TEST_ONLY else 0
         for row in rows:
             text = routed_text(row.prompt)
             vectors[linear_head.vector_key(text)] = np.asarray(
@@ -82,6 +92,7 @@ def test_evaluate_linear_router_trains_on_the_fold_and_reports_its_strength(tmp_
             "--vectors",
             str(path),
             "--vectors-hand",
+            "--vectors-partial",
             "--json",
             str(report_path),
         ],  # fmt: skip
@@ -95,6 +106,7 @@ def test_evaluate_linear_router_trains_on_the_fold_and_reports_its_strength(tmp_
     assert "llmrouter_code" not in entry["train_sources"]
     linear = entry["routers"]["linear"]
     assert linear["alpha"] in linear_head.ALPHAS and 0 < linear["inner_apgr"] < 2
+    assert linear["train_rows"] == sampled  # the sample of the training sources, no more
     low, high = linear["ci95"]["apgr"]
     assert low <= high
     assert "| llmrouter_code | 164 |" in done.stdout

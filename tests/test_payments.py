@@ -16,6 +16,7 @@ import base64
 import json
 import os
 import stat
+import time
 
 import httpx
 import pytest
@@ -24,7 +25,7 @@ from eth_account import Account
 from fakes import FakeJsonRpc, FakePaidProvider
 
 from xrouter_core.config import ConfigError, load_settings
-from xrouter_core.payments.caps import utc_day
+from xrouter_core.payments.caps import usd, utc_day
 
 WALLET_KEY = "0x" + "4c" * 32  # a test key: it must never show up in a log or a page
 CHAT = "/v1/chat/completions"
@@ -443,7 +444,7 @@ def test_two_routers_on_one_redis_pay_exactly_the_day_cap_and_a_restart_keeps_it
     from concurrent.futures import ThreadPoolExecutor
 
     import redis
-    from test_usage import RedisServer, wait_for
+    from helpers import RedisServer, wait_for
 
     server = RedisServer(tmp_path)
     fake = FakePaidProvider()
@@ -518,7 +519,7 @@ def test_the_dashboard_shows_payments_per_route_in_headless_chromium(tmp_path):
     dashboard's x402 panel, rendered by Chromium, shows them per route and in total."""
     import re
 
-    from test_usage import chromium
+    from helpers import chromium
 
     fake = FakePaidProvider()
     key = "dash-x402-key-123"
@@ -556,7 +557,7 @@ def test_the_dashboard_shows_payments_per_route_in_headless_chromium(tmp_path):
 
 @pytest.mark.parametrize("launcher", ["mitmdump"])  # the page does not depend on the form
 def test_the_dashboard_hides_the_payments_panel_when_nothing_pays(start_router, tmp_path):
-    from test_usage import chromium
+    from helpers import chromium
 
     router = start_router({"XROUTER_DATA_DIR": str(tmp_path / "d")})
     dom = chromium(router.url + "/dashboard", tmp_path, "--dump-dom", budget_ms=3000)
@@ -564,3 +565,73 @@ def test_the_dashboard_hides_the_payments_panel_when_nothing_pays(start_router, 
     assert dom.returncode == 0, dom.stderr.decode()[-2000:]
     assert 'data-rendered-payments="[0,0,0]"' in html, html[-3000:]
     assert 'id="payments-panel" hidden' in html
+
+
+@pytest.mark.parametrize("ledger", ["file", "redis"])
+def test_the_ledger_a_reload_or_an_unload_replaces_keeps_every_spend_and_closes(tmp_path, ledger):
+    """A payment between each reload of the settings and each unload of the addon (its
+    script reloaded): the day's spend and its settled part are exact in the ledger
+    across them all, and a replaced Redis ledger closes its client (CLOSE_GRACE_S after,
+    once its last commands are done), so the Redis server's connections do not grow."""
+    from helpers import CONTROL, ENTRY, RedisServer, router_connections, wait_for
+
+    from xrouter_core.accounting.redis_topology import CLOSE_GRACE_S
+
+    server = RedisServer(tmp_path) if ledger == "redis" else None
+    fake = FakePaidProvider()  # 0.01 USD a request
+    extra = {"REDIS_URL": f"redis://127.0.0.1:{server.port}/0"} if server else {}
+    extra["USAGE_FLUSH_MS"] = "10"  # the counters' client connects at once
+    envs = [tmp_path / "a.env", tmp_path / "b.env"]
+    for index, env_file in enumerate(envs):
+        values = paid_env(fake, str(tmp_path / "data"), LLM_ROUTER_WALLET_KEY=WALLET_KEY, **extra)
+        values["X402_MAX_PER_DAY_USD"] = f"{1 + index}"  # a change a reload takes
+        env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    control = tmp_path / "control.py"
+    control.write_text(CONTROL)
+    router = Router({}, tmp_path, args=["-s", str(control), "--set", f"xrouter_env_file={envs[0]}"])
+
+    def run(option: str, *values: str) -> None:
+        with router.client() as client:
+            reply = client.get("/control/set", params={"option": option, "value": list(values)})
+        assert reply.status_code == 200 and reply.json()["error"] is None, reply.text
+
+    def wallet() -> dict:
+        with router.client() as client:
+            return client.get("/wallet").json()["today"]
+
+    try:
+        connections = []
+        for step in range(6):
+            answer = ask(router, f"paid before change {step}")
+            assert answer.status_code == 200, answer.text
+            paid = usd((step + 1) * 10_000)
+            # Settlements are recorded in the background, after the answer went back.
+            today = wait_for(lambda paid=paid: (t := wallet())["settled_usd"] == paid and t)
+            assert today["spent_usd"] == paid and today["ledger"] == ledger
+            if server is not None:
+                time.sleep(0.2)  # a flush or two: every store of the configuration in use
+                connections.append(router_connections(server.port))
+            if step % 2:
+                copy = tmp_path / f"xrouter_entry_{step}.py"
+                copy.write_text(ENTRY)
+                run("scripts", str(copy), str(control))  # a new instance of the addon
+            else:
+                run("xrouter_env_file", str(envs[(step // 2 + 1) % 2]))
+        answer = ask(router, "paid after the last change")
+        assert answer.status_code == 200, answer.text
+        assert wait_for(lambda: wallet()["settled_usd"] == "0.07")
+        if server is not None:
+            # A replaced ledger's client closes CLOSE_GRACE_S after the change.
+            one_configuration = connections[0]
+            until = time.monotonic() + CLOSE_GRACE_S + 10
+            while (now := router_connections(server.port)) > one_configuration:
+                if time.monotonic() > until:
+                    break
+                time.sleep(0.5)
+            assert now <= one_configuration, (now, connections)
+        assert "Traceback" not in router.logs(), router.logs()
+    finally:
+        router.stop()
+        fake.close()
+        if server is not None:
+            server.kill()

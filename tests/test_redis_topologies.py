@@ -22,10 +22,10 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import free_port, unique
+from helpers import wait_for
 from test_budgets import COST, PRICES, ask
 from test_client_keys import CHAT, bearer, create, wait_for_a_fresh_minute
 from test_events import Feed, feeds  # noqa: F401 - the fixture
-from test_usage import wait_for
 
 SERVICE = "xmaster"
 

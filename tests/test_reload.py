@@ -20,57 +20,15 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
-from conftest import ROOT, Router, Upstreams, unique
+from conftest import Router, Upstreams, unique
 from fakes import Reply
-from test_usage import RedisServer
+from helpers import CONTROL, ENTRY, RedisServer, router_connections
 
 from xrouter_core.accounting.redis_topology import CLOSE_GRACE_S
 
 CHAT = "/v1/chat/completions"
 ROUTER_KEY = "xr-client-router-key-7781"
 FRONTIER_KEY = "sk-frontier-secret-0003"
-
-CONTROL = '''\
-"""Test control: mitmproxy's `set` command for GET /control/set?option=..&value=.."""
-
-import json
-
-from mitmproxy import ctx, exceptions, http
-
-
-class Control:
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
-        # requestheaders runs before the router's request hook, which then skips the flow.
-        if flow.request.path.split("?", 1)[0] != "/control/set":
-            return
-        option = flow.request.query["option"]
-        try:
-            ctx.master.commands.call_strings(
-                "set", [option, *flow.request.query.get_all("value")]
-            )
-            error = None
-        except exceptions.CommandError as exc:
-            error = str(exc)
-        doc = {"error": error, "value": getattr(ctx.options, option)}
-        flow.response = http.Response.make(
-            200, json.dumps(doc), {"content-type": "application/json"}
-        )
-
-
-addons = [Control()]
-'''
-
-# A copy of addons/xrouter.py's entry point at another path: setting `scripts` to it
-# loads a new instance of the addon, as mitmdump does when the script file changes.
-ENTRY = f"""\
-import sys
-
-sys.path.insert(0, {str(ROOT)!r})
-
-from xrouter_core.proxy.addon import Xrouter  # noqa: E402
-
-addons = [Xrouter()]
-"""
 
 
 def env_text(values: dict[str, str]) -> str:
@@ -406,6 +364,45 @@ def test_reloads_close_the_stores_they_replace(upstreams: Upstreams, tmp_path: P
         controlled.close()
 
 
+@pytest.mark.parametrize("backend", ["disk", "redis"])
+def test_a_response_cache_write_started_just_before_a_reload_lands(
+    upstreams: Upstreams, tmp_path: Path, backend: str
+):
+    """A reload just after an answer is recorded, before the response-cache write the
+    record started has had a turn: the answer still lands in the store the write was
+    started on, so the same question after the reload is a hit, not a second call."""
+    server = RedisServer(tmp_path) if backend == "redis" else None
+    controlled = Controlled(upstreams, tmp_path)
+    try:
+        store = {"CACHE_BACKEND": backend, "CACHE_RESPONSES": "true"}
+        if server is not None:
+            store["REDIS_URL"] = f"redis://127.0.0.1:{server.port}/0"
+        envs = [tmp_path / "a.env", tmp_path / "b.env"]
+        for index, env in enumerate(envs):
+            env.write_text(good_env(upstreams, MEDIUM_MODEL=f"medium-model-{index}", **store))
+        assert controlled.set("xrouter_env_file", str(envs[0]))["error"] is None
+        question = ask(unique("cached across a reload"))
+        pinned = {"x-xrouter-tier": "frontier"}
+        first = controlled.http.post(
+            CHAT, json=question, headers={**pinned, "x-control-reload-to": str(envs[1])}
+        )
+        assert_routed(first, upstreams, "frontier", "frontier-model")
+        assert first.headers["x-xrouter-cache"] == "miss"
+        # The reload has run.
+        medium = controlled.chat("after the reload", **{"x-xrouter-tier": "medium"})
+        assert_routed(medium, upstreams, "medium", "medium-model-1")
+        asked = len(upstreams.frontier.requests)
+        again = controlled.http.post(CHAT, json=question, headers=pinned)
+        assert again.status_code == 200, again.text
+        assert again.headers["x-xrouter-cache"] == "hit"
+        assert again.json() == first.json()
+        assert len(upstreams.frontier.requests) == asked
+    finally:
+        controlled.close()
+        if server is not None:
+            server.kill()
+
+
 def upstream_connections(router: Router, port: int) -> int:
     return sum(
         1
@@ -442,24 +439,6 @@ def test_an_unloaded_addon_closes_its_upstream_connections(
     while upstream_connections(controlled.router, port) > 1 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert upstream_connections(controlled.router, port) == 1
-
-
-def router_connections(redis_port: int) -> int:
-    """The connections redis-server has open, but the one asking (CLIENT LIST)."""
-    import redis
-
-    client = redis.Redis(port=redis_port, socket_timeout=2)
-    try:
-        return len(client.client_list()) - 1
-    finally:
-        client.close()
-
-
-@pytest.fixture
-def redis_server(tmp_path: Path):
-    server = RedisServer(tmp_path)
-    yield server
-    server.kill()
 
 
 def test_reloads_close_the_redis_clients_they_replace(
@@ -571,7 +550,7 @@ def test_a_reload_keeps_the_samples_of_the_routes_it_leaves_as_they_were(
     changes another tier, and the measured order with them; a reload that changes b's
     model starts b's samples (a new route) from none, and keeps a's."""
     from fakes import FakeOpenAIProvider
-    from test_route_stats import measured_env
+    from helpers import measured_env
 
     pair = {"a": FakeOpenAIProvider("a"), "b": FakeOpenAIProvider("b")}
     controlled = Controlled(upstreams, tmp_path)

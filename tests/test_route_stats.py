@@ -5,58 +5,20 @@ RouteStats itself: the window, the ordered start and the exploration of new rout
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter
 
 import pytest
 from conftest import Router, unique
 from fakes import FakeOpenAIProvider, Pause, Reply, openai_stream
+from helpers import Clock, RedisServer, measured_env, routes, slowed, stats, wait_for
 from test_fallback import ask, stream_text
-from test_usage import RedisServer, wait_for
 
 from xrouter_core.config import Route, RoutingSettings
 from xrouter_core.routing.route_stats import EXPLORE_EVERY, RouteStats, Sample, route_id
 
 CHAT = "/v1/chat/completions"
 CHEAP = {"x-xrouter-tier": "cheap"}
-
-
-def slowed(server: FakeOpenAIProvider, seconds: float):
-    """The fake's own answer, its headers `seconds` late (a slower time to first byte)."""
-
-    def answer(request):
-        time.sleep(seconds)
-        server.override = None
-        try:
-            return server.route(request)
-        finally:
-            server.override = answer
-
-    return answer
-
-
-def measured_env(upstreams, servers: dict, strategy: str) -> dict[str, str]:
-    env = {k: v for k, v in upstreams.env().items() if not k.startswith("CHEAP_")}
-    env["UPSTREAMS_JSON"] = json.dumps(
-        {
-            "providers": {
-                name: {
-                    "base_url": server.url + "/v1",
-                    "tiers": ["cheap"],
-                    "models": [f"{name}-model"],
-                }
-                for name, server in servers.items()
-            },
-            "strategies": {"cheap": strategy},
-        }
-    )
-    env.update(
-        ROUTE_STATS_WINDOW="4",
-        ROUTE_STATS_MIN_SAMPLES="2",
-        ROUTE_STATS_SYNC_MS="100",
-    )
-    return env
 
 
 @pytest.fixture(scope="module")
@@ -83,10 +45,6 @@ def workers(upstreams_session, pair, tmp_path_factory):
     second.stop()
     redis_server.proc.terminate()
     redis_server.proc.wait(10)
-
-
-def stats(router: Router) -> dict:
-    return router.client().get("/health").json()["route_stats"]
 
 
 def served_by(router: Router, text: str, stream: bool = False) -> str:
@@ -172,26 +130,6 @@ def test_throughput_follows_tokens_per_second_not_first_byte(throughput_router, 
 
 
 # ---- RouteStats on its own ---------------------------------------------------------------
-
-
-def routes() -> tuple[Route, ...]:
-    return tuple(
-        Route(
-            tier="cheap",
-            base_url=f"http://127.0.0.1:{9000 + n}/v1",
-            model=f"m{n}",
-            key=f"cheap#{n}",
-        )
-        for n in (1, 2, 3)
-    )
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def test_ordered_until_measured_then_ranked_and_samples_age_out():

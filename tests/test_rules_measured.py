@@ -13,8 +13,8 @@ import sys
 import pytest
 from conftest import ROOT, Router, unique
 from fakes import FakeOpenAIProvider, Pause, Reply, openai_stream
+from helpers import Clock, measured_env, routes, slowed, stats
 from test_fallback import ask, stream_text
-from test_route_stats import Clock, measured_env, routes, slowed, stats
 from test_rules import problems_of
 
 from xrouter_core.config import RoutingSettings

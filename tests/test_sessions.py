@@ -12,8 +12,8 @@ import time
 import pytest
 from cache_fakes import CachingAnthropicProvider, CachingOpenAIProvider
 from conftest import Router
+from helpers import RedisServer
 from mitmproxy.http import Headers
-from test_usage import RedisServer
 
 from bench import session_replay as replay
 from xrouter_core.accounting.prices import Price, genai_price
@@ -23,6 +23,7 @@ from xrouter_core.routing.sessions import (
     SessionState,
     choose,
     expected_cost,
+    marks_of,
     route_id,
     session_of,
     worth_caching,
@@ -172,6 +173,61 @@ def test_a_tool_loop_amortises_a_switch_over_its_requests():
 
 
 # ---- settings and the translated route's marks -----------------------------------------
+
+
+def anthropic_body(cache_control: dict, text: str = "hi", **dumps: object) -> bytes:
+    """A Messages body with `cache_control` on its system block, serialized by `dumps`."""
+    doc = {
+        "model": "claude",
+        "system": [{"type": "text", "text": "be brief", "cache_control": cache_control}],
+        "messages": [{"role": "user", "content": text}],
+    }
+    return json.dumps(doc, **dumps).encode()
+
+
+@pytest.mark.parametrize(
+    "dumps",
+    [
+        {"separators": (",", ":")},  # compact, as SDKs send
+        {},  # Python's default: '"ttl": "1h"'
+        {"separators": (",", " : ")},
+        {"indent": 2},  # pretty-printed: newlines between the members
+        {"indent": "\t", "separators": (",", " :\n")},
+    ],
+)
+def test_the_one_hour_lifetime_is_read_from_any_json_spacing(dumps):
+    """Anthropic's cache_control is {"type": "ephemeral", "ttl": "5m" | "1h"}: the 1-hour
+    lifetime is read whatever whitespace the client's JSON has, whatever the key order."""
+    long = {"type": "ephemeral", "ttl": "1h"}
+    assert marks_of(anthropic_body(long, **dumps)) == (True, True)
+    assert marks_of(anthropic_body({"ttl": "1h", "type": "ephemeral"}, **dumps)) == (True, True)
+    assert marks_of(anthropic_body({"type": "ephemeral", "ttl": "5m"}, **dumps)) == (True, False)
+    assert marks_of(anthropic_body({"type": "ephemeral"}, **dumps)) == (True, False)
+
+
+def test_a_ttl_or_cache_control_in_the_text_is_not_a_mark():
+    """Words in a message, a tool's input or a key that merely contains the names are
+    not the client's cache marks."""
+    text = 'set "cache_control": {"type": "ephemeral", "ttl":"1h"} and "ttl" : "1h"'
+    short = {"type": "ephemeral"}
+    assert marks_of(anthropic_body(short, text)) == (True, False)
+    assert marks_of(anthropic_body(short, text, indent=2)) == (True, False)
+    plain = {"model": "m", "messages": [{"role": "user", "content": text}]}
+    assert marks_of(json.dumps(plain).encode()) == (False, False)
+    # A key whose name ends in the quoted word: its quote is escaped.
+    odd = {"model": "m", "metadata": {'x"cache_control': {"ttl": "1h"}, 'y"ttl': "1h"}}
+    assert marks_of(json.dumps(odd).encode()) == (False, False)
+    # The 1-hour ttl outside a cache_control object (a tool's input) is not a mark's.
+    tool_use = {
+        "system": [{"type": "text", "text": "s", "cache_control": short}],
+        "messages": [
+            {
+                "role": "assistant",
+                "content": [{"type": "tool_use", "id": "t", "name": "n", "input": {"ttl": "1h"}}],
+            }
+        ],
+    }
+    assert marks_of(json.dumps(tool_use).encode()) == (True, False)
 
 
 def test_session_cost_routing_setting_is_validated(tmp_path):
@@ -385,7 +441,7 @@ def test_openai_automatic_caching_keeps_a_session_on_its_cached_route(tmp_path):
 def test_the_dashboard_shows_each_session_and_marks_a_dearer_one(fakes, tmp_path):
     """Per-request routing (observe) moves a quick question to a cold cheap tier: the
     session costs more than staying would have, and the dashboard says so."""
-    from test_usage import chromium
+    from helpers import chromium
 
     fakes.reset()
     router = Router(fakes.env("observe", tmp_path / "data"), tmp_path)

@@ -3,11 +3,9 @@ routers (mitmdump), a real redis-server and real headless Chromium, all on 127.0
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 import shutil
-import subprocess
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,6 +14,7 @@ import httpx
 import pytest
 from conftest import free_port, unique
 from fakes import Reply, openai_stream
+from helpers import chromium, wait_for
 
 from xrouter_core.wire.sse import iter_events
 
@@ -37,18 +36,6 @@ def send(client: httpx.Client, body: dict, **kwargs) -> httpx.Response:
     response = client.post(CHAT, json=body, **kwargs)
     response.read()
     return response
-
-
-def wait_for(check, timeout: float = 15.0, interval: float = 0.1):
-    """Poll until check() returns something truthy (flushes are periodic); return it."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
 
 
 def usage(router, key: str | None = None) -> dict:
@@ -266,63 +253,6 @@ def test_response_cache_answers_identical_deterministic_requests(start_router, u
 # ---- Redis: two routers, exact counts, an outage -----------------------------------------
 
 
-class RedisServer:
-    def __init__(self, directory: Path, port: int | None = None):
-        self.port = port or free_port()
-        self.directory = directory
-        self.start()
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [
-                shutil.which("redis-server") or "/usr/bin/redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_for(lambda: self.ping(), timeout=10)
-
-    def ping(self) -> bool:
-        import redis
-
-        try:
-            return bool(redis.Redis(port=self.port, socket_timeout=0.5).ping())
-        except redis.exceptions.RedisError:
-            return False
-
-    def stop_saving(self) -> None:
-        """SHUTDOWN SAVE: the data survives (to dump.rdb) although --save is off."""
-        import redis
-
-        with contextlib.suppress(redis.exceptions.ConnectionError):
-            redis.Redis(port=self.port).shutdown(save=True)
-        self.proc.wait(10)
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    if not (shutil.which("redis-server") or Path("/usr/bin/redis-server").exists()):
-        pytest.fail("redis-server is not installed (.ci/run installs it)")
-    server = RedisServer(tmp_path)
-    yield server
-    server.kill()
-
-
 @pytest.mark.parametrize("launcher", ["xrouter"])  # one form is enough: the store is shared code
 def test_two_routers_share_redis_exactly_and_survive_an_outage(
     start_router, upstreams, redis_server, tmp_path
@@ -377,32 +307,6 @@ def test_two_routers_share_redis_exactly_and_survive_an_outage(
 
 
 # ---- the dashboard in real headless Chromium ----------------------------------------------
-
-
-def chromium(
-    url: str, tmp: Path, *extra: str, budget_ms: int = 3000
-) -> subprocess.CompletedProcess:
-    binary = shutil.which("chromium") or "/usr/bin/chromium"
-    profile = tmp / f"chromium-profile-{time.time_ns()}"
-    return subprocess.run(
-        [
-            binary,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
-            f"--user-data-dir={profile}",
-            f"--virtual-time-budget={budget_ms}",
-            *extra,
-            url,
-        ],
-        capture_output=True,
-        timeout=90,
-    )
 
 
 @pytest.mark.parametrize("launcher", ["mitmdump"])  # the page does not depend on the form

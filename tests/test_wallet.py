@@ -204,16 +204,6 @@ def pay_many_redis(port: int, tmp: str, count: int) -> int:
         return sum(pool.map(one, range(count)))
 
 
-@pytest.fixture
-def redis_server(tmp_path):
-    from test_usage import RedisServer
-
-    server = RedisServer(tmp_path)
-    yield server
-    server.proc.kill()
-    server.proc.wait(10)
-
-
 def test_two_processes_on_one_redis_never_go_over_the_day_cap(tmp_path, redis_server):
     """The same 50 payments against the Redis ledger (a Lua check-and-add): exactly 33,
     and the day's hash holds whole micro-dollars with an expiry."""

@@ -18,6 +18,7 @@ from typing import Any, Protocol, TypeVar
 
 # Redis connections (URL forms, topologies, errors) live in redis_topology.py.
 from xrouter_core.accounting.redis_topology import (
+    CLOSE_GRACE_S,
     REDIS_ERRORS,
     close_later,
     redact_url,
@@ -28,6 +29,11 @@ from xrouter_core.tasks import Tasks
 log = logging.getLogger("xrouter.cache")
 T = TypeVar("T")
 
+# How long a replaced store waits for the writes started on it before it closes: as long
+# as a Redis client is kept for its last commands (a write may retry through a failover).
+WRITE_GRACE_S = CLOSE_GRACE_S
+_closing = Tasks()
+
 
 class Cache(Protocol):
     async def get(self, key: str) -> bytes | str | None: ...
@@ -35,6 +41,33 @@ class Cache(Protocol):
     async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None: ...
 
     def close(self) -> None: ...
+
+
+def close_after(writes: Tasks, store: Cache) -> None:
+    """Close `store` once the writes started on it (`writes`) are done, waiting at most
+    WRITE_GRACE_S, in the background: a reload replaces the store while a request's
+    write is on its way, and the write must land where it started, while the caller (a
+    mitmproxy hook) does not wait. With no write pending, or no running loop (the
+    process ending), at once: SQLite's unix VFS keeps a closed connection's descriptor
+    open while another connection of the process holds the file, so a store closed
+    after its replacement opened leaves one behind. Cancelled (the loop stopping), it
+    still closes."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        store.close()
+        return
+    if not writes:
+        store.close()
+        return
+    _closing.spawn(_close_after(writes, store))
+
+
+async def _close_after(writes: Tasks, store: Cache) -> None:
+    try:
+        await writes.wait(WRITE_GRACE_S)
+    finally:
+        store.close()
 
 
 def cache_key(namespace: str, text: str) -> str:
@@ -223,7 +256,8 @@ class LayeredCache:
         self._writes.spawn(self.back.set(key, value, ttl))
 
     def close(self) -> None:
-        self.back.close()
+        """The backend, once the writes on their way to it have landed (close_after)."""
+        close_after(self._writes, self.back)
 
 
 def build_cache(

@@ -22,6 +22,7 @@ from xrouter_core.accounting.cache import (
     RedisCache,
     RedisHealth,
     build_cache,
+    close_after,
     redis_client,
 )
 from xrouter_core.accounting.events import EventFeed
@@ -224,6 +225,8 @@ class Accounting:
         )
         self.pricing = Pricing(settings)
         self.tasks = Tasks()
+        # The response cache's writes: a reload lets them land before it closes the store.
+        self.writes = Tasks()
         # Agent sessions' cache state (routing/sessions.py): in Redis when there is one,
         # read there on every turn (no memory layer in front), so every worker agrees.
         self.sessions = SessionRouting(
@@ -268,7 +271,8 @@ class Accounting:
     def close(self) -> None:
         """At shutdown, and for the Accounting a reload replaces: the last counts stored,
         and the stores' files and Redis clients closed (the new Accounting opens its
-        own; a Redis client once its last commands are done, redis_topology.close_later)."""
+        own; a Redis client once its last commands are done, redis_topology.close_later;
+        the response cache once the answers on their way to it are stored, close_after)."""
         self.tasks.cancel()
         self.limits.close()
         self.budgets.close()
@@ -276,7 +280,7 @@ class Accounting:
         self.decisions.close()
         self.sessions.store.close()
         if self.responses is not None:
-            self.responses.close()
+            close_after(self.writes, self.responses)
         if self.request_log is not None:
             self.request_log.close()
         if self.tracing is not None:
@@ -624,7 +628,7 @@ class Accounting:
         choices = completion.get("choices") or [{}]
         if choices[0].get("finish_reason") not in ("stop", "tool_calls", "end_turn"):
             return  # a cut-off or filtered answer is not worth replaying
-        self.tasks.spawn(self.responses.set(key, entry(completion, tier, decision, headers or {})))
+        self.writes.spawn(self.responses.set(key, entry(completion, tier, decision, headers or {})))
 
     # ---- pages ------------------------------------------------------------------
 

@@ -335,10 +335,31 @@ def choose(
     return Choice(best.tier, tuple(estimates), prompt)
 
 
+# A `"cache_control"` key and the object it opens, and in that object `"ttl": "1h"`
+# (Anthropic's shape: {"type": "ephemeral", "ttl": "5m" | "1h"}), with any JSON whitespace
+# and in either order. A quote preceded by a backslash is inside a string (a message's
+# text, a key's name); in valid JSON an unescaped quote followed by a name starts a
+# string, and that string followed by a colon is a key. Each pattern starts with its
+# literal, so the scan of a long body is a fast substring search.
+MARK = re.compile(rb'"cache_control"\s*:\s*(\{[^{}]*)?')
+LONG_TTL = re.compile(rb'"ttl"\s*:\s*"1h"')
+
+
 def marks_of(body: bytes) -> tuple[bool, bool]:
-    """(cache_control marks, the 1-hour lifetime asked) in a forwarded body."""
-    marked = b"cache_control" in body
-    return marked, marked and (b'"ttl":"1h"' in body or b'"ttl": "1h"' in body)
+    """(cache_control marks, the 1-hour lifetime asked) in a forwarded body: a scan of
+    its bytes, not a second parse (docs/sessions.md says what it cannot tell apart)."""
+    marked = long = False
+    for mark in MARK.finditer(body):
+        if body[mark.start() - 1 : mark.start()] == b"\\":
+            continue  # in a string
+        marked = True
+        inside = mark.group(1)
+        if inside and any(
+            inside[t.start() - 1 : t.start()] != b"\\" for t in LONG_TTL.finditer(inside)
+        ):
+            long = True
+            break
+    return marked, long
 
 
 def cache_lifetime(price: Price, long: bool) -> float:
