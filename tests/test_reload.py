@@ -22,7 +22,7 @@ import psutil
 import pytest
 from conftest import Router, Upstreams, unique
 from fakes import Reply
-from helpers import CONTROL, ENTRY, RedisServer, router_connections
+from helpers import CONTROL, ENTRY, RedisServer, router_connections, wait_for
 
 from xrouter_core.accounting.redis_topology import CLOSE_GRACE_S
 
@@ -573,7 +573,16 @@ def test_a_reload_keeps_the_samples_of_the_routes_it_leaves_as_they_were(
             assert reply.status_code == 200, reply.text
             if not stats()["measuring"]:
                 break
-        before = stats()
+
+        def settled() -> dict | None:
+            # A request's sample is recorded as its answer ends, and ranked at the next
+            # refresh (every 100 ms): compare two reads 300 ms apart, so `before` holds
+            # every sample and the ranking made from them.
+            first = stats()
+            time.sleep(0.3)
+            return first if stats() == first else None
+
+        before = wait_for(settled)
         measured = [before["routes"][key]["samples"] for key in ("cheap#1", "cheap#2")]
         assert min(measured) >= 2, before
         assert not before["measuring"], before
