@@ -10,7 +10,9 @@ requests (past the switch's own cost) and dumped after `--requests` more, sent o
 time; the figure is that dump's instruction total over the requests (user space only:
 system calls are not in it). The usage counters' disk write is set to one interval of
 10 minutes (USAGE_FLUSH_MS): it runs once per interval, not per request, and under
-valgrind's 50x slowdown an interval would hold one request instead of dozens. Repeat
+valgrind's 50x slowdown an interval would hold one request instead of dozens.
+`--usage-flush-ms 1` measures that write instead: each request is followed by its own
+flush, so the difference from the held-off figure is one flush's instructions. Repeat
 runs agree within 0.1 %. Needs valgrind; about 2 minutes a target.
 """
 
@@ -41,16 +43,20 @@ from bench.targets import (
 
 WARMUP = 100
 SETTLE = 20
+HELD_OFF_MS = 600_000  # one usage flush interval of 10 minutes: none while counting
 
 
-def counted_command(target: Target, prefix: str, out: Path) -> tuple[list[str], dict[str, str]]:
+def counted_command(
+    target: Target, prefix: str, out: Path, flush_ms: int = HELD_OFF_MS
+) -> tuple[list[str], dict[str, str]]:
     """The target's command under callgrind, counting off until switched on. The lean
     launcher runs as `python -O -m xrouter_core` (what it re-executes itself as: valgrind
-    does not follow the exec)."""
+    does not follow the exec), with a usage store of its own."""
     command, env = target.command()
     if isinstance(target, LeanRouter):
         command = [command[0], "-O", *command[1:]]
-        env["USAGE_FLUSH_MS"] = "600000"
+        env["USAGE_FLUSH_MS"] = str(flush_ms)
+        env["XROUTER_DATA_DIR"] = str(out.parent / f"data-{target.name.replace('@', '-')}")
     env["HOST"] = "127.0.0.1"  # vgdb names its pipes by $HOST; callgrind_control too
     return [
         "valgrind",
@@ -82,12 +88,14 @@ async def send(target: Target, call: Call, count: int) -> None:
         await connection.close()
 
 
-def count(target: Target, kind: str, requests: int, workdir: Path) -> float:
+def count(
+    target: Target, kind: str, requests: int, workdir: Path, flush_ms: int = HELD_OFF_MS
+) -> float:
     """Instructions per request of one target."""
     prefix = str(workdir / f"vgdb-{target.name}")
     out = workdir / f"{target.name.replace('@', '-')}.callgrind"
     target.port = free_port()
-    command, env = counted_command(target, prefix, out)
+    command, env = counted_command(target, prefix, out, flush_ms)
     log = open(target.log_path, "ab")  # noqa: SIM115 - kept open for the process' life
     proc = subprocess.Popen(
         command, cwd=target.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -134,6 +142,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--compare", type=Path, action="append", default=[], metavar="CHECKOUT")
     parser.add_argument("--no-mitmdump", action="store_true", help="leave plain mitmdump out")
+    parser.add_argument(
+        "--usage-flush-ms",
+        type=int,
+        default=HELD_OFF_MS,
+        help="USAGE_FLUSH_MS (e.g. 1: under valgrind, a flush after every request)",
+    )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
         print("valgrind (with callgrind_control) is needed", file=sys.stderr)
@@ -148,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for form in forms:
             target = form(provider_url, workdir)
-            figures[target.name] = count(target, args.kind, args.requests, workdir)
+            figures[target.name] = count(
+                target, args.kind, args.requests, workdir, args.usage_flush_ms
+            )
             print(f"  {target.name}: {figures[target.name]:,.0f} instructions/request", flush=True)
     finally:
         os.killpg(provider.pid, signal.SIGINT)
