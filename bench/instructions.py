@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -68,6 +69,30 @@ def counted_command(
     ], env
 
 
+def agent_call(target: Target) -> Call:
+    """The bench's Claude Code-shaped Messages request as a tool loop's follow-up that
+    the router classifies (`xrouter/auto`): an assistant tool call and its result after
+    the person's message, so the classifier input, the tags and the tool-loop task all
+    read the messages."""
+    call = messages_call(target, False)
+    body = json.loads(call.body)
+    body["model"] = "xrouter/auto"
+    body["tools"] = [
+        {"name": "Read", "description": "Read a file", "input_schema": {"type": "object"}}
+    ]
+    body["messages"] += [
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}],
+        },
+    ]
+    return Call("agent", call.path, json.dumps(body).encode(), call.headers, False)
+
+
 def control(prefix: str, pid: int, *args: str) -> None:
     subprocess.run(
         ["callgrind_control", f"--vgdb-prefix={prefix}", *args, str(pid)],
@@ -82,7 +107,8 @@ async def send(target: Target, call: Call, count: int) -> None:
     try:
         for _ in range(count):
             answer = await connection.request("POST", call.path, call.body, call.headers)
-            if not call.ok(answer):
+            translated = call.wire == "agent" and answer.status == 200  # served on chat routes
+            if not (translated and b'"message"' in answer.body) and not call.ok(answer):
                 raise RuntimeError(f"{target.name}: HTTP {answer.status} {answer.body[:200]!r}")
     finally:
         await connection.close()
@@ -113,7 +139,8 @@ def count(
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
-        call = chat_call(target, False) if kind == "chat" else messages_call(target, False)
+        calls = {"chat": chat_call, "messages": messages_call}
+        call = agent_call(target) if kind == "agent" else calls[kind](target, False)
         asyncio.run(send(target, call, WARMUP))
         control(prefix, proc.pid, "--instr=on")
         asyncio.run(send(target, call, SETTLE))
@@ -138,7 +165,7 @@ def count(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
-    parser.add_argument("--kind", choices=("chat", "messages"), default="chat")
+    parser.add_argument("--kind", choices=("chat", "messages", "agent"), default="chat")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--compare", type=Path, action="append", default=[], metavar="CHECKOUT")
     parser.add_argument("--no-mitmdump", action="store_true", help="leave plain mitmdump out")
