@@ -28,6 +28,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import pickle
 import sqlite3
 import threading
 import time
@@ -278,7 +279,7 @@ CREATE TABLE IF NOT EXISTS series (
   key TEXT PRIMARY KEY, minute INTEGER NOT NULL, value INTEGER NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS series_minute ON series (minute);
-CREATE TABLE IF NOT EXISTS recent (id INTEGER PRIMARY KEY AUTOINCREMENT, row TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS recent (id INTEGER PRIMARY KEY AUTOINCREMENT, row BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
 """
 ADD_COUNTER = "INSERT INTO counters VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value"
@@ -288,6 +289,9 @@ RAISE_UPDATED = (
     " SET value = max(value, excluded.value)"
 )
 STORE_FILE = "counters.sqlite3"
+# Recent rows are pickled (a fifth of json.dumps' instructions for a row), as diskcache
+# pickled them: the file is the router's own, like the diskcache stores beside it.
+PICKLE_PROTOCOL = 5
 # Set in the transaction that imports a diskcache store's counts: they are imported once.
 IMPORTED = "imported_diskcache"
 OLD_KEYS = ("counters", "series", "recent", "updated")
@@ -301,15 +305,27 @@ class DiskCounters:
     def __init__(self, directory: str | Path):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / STORE_FILE
         self._lock = threading.Lock()  # one connection, used by the worker and by close
-        self._db: sqlite3.Connection | None = sqlite3.connect(
-            directory / STORE_FILE, timeout=60, isolation_level=None, check_same_thread=False
-        )
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL: a process crash loses nothing
-        self._db.executescript(SCHEMA)
+        self._db: sqlite3.Connection | None = None
         self._pruned_at = 0.0
+        for attempt in range(50):  # processes starting together: one makes the file WAL
+            try:
+                self._db = self._connect()
+                self._db.executescript(SCHEMA)
+                break
+            except sqlite3.OperationalError:
+                if attempt == 49:
+                    raise
+                self.close()
+                time.sleep(0.1)
         self._import_diskcache(directory)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL: a process crash loses nothing
+        return db
 
     def _transaction(self, immediate: bool = True) -> contextlib.AbstractContextManager[Any]:
         return _Transaction(self, immediate)
@@ -347,7 +363,8 @@ class DiskCounters:
             )
         if batch.recent:
             db.executemany(
-                "INSERT INTO recent (row) VALUES (?)", [(json.dumps(r),) for r in batch.recent]
+                "INSERT INTO recent (row) VALUES (?)",
+                [(pickle.dumps(row, PICKLE_PROTOCOL),) for row in batch.recent],
             )
             db.execute(
                 "DELETE FROM recent WHERE id <= (SELECT max(id) FROM recent) - ?", (RECENT_MAX,)
@@ -369,7 +386,7 @@ class DiskCounters:
         return Stored(
             dict(db.execute("SELECT key, value FROM counters")),
             dict(db.execute("SELECT key, value FROM series")),
-            [json.loads(row) for (row,) in db.execute("SELECT row FROM recent ORDER BY id")],
+            [pickle.loads(row) for (row,) in db.execute("SELECT row FROM recent ORDER BY id")],
             float(updated[0]) if updated else 0.0,
         )
 
@@ -415,10 +432,13 @@ class _Transaction:
 
     def __enter__(self) -> sqlite3.Connection:
         self.store._lock.acquire()
-        db = self.store._db
-        if db is None:
+        try:
+            db = self.store._db
+            if db is None:  # a late count after close (a reload): stored all the same
+                db = self.store._db = self.store._connect()
+        except BaseException:
             self.store._lock.release()
-            raise RuntimeError("the usage store is closed")
+            raise
         db.execute("BEGIN IMMEDIATE" if self.immediate else "BEGIN")
         return db
 
