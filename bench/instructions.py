@@ -11,7 +11,9 @@ requests (past the switch's own cost) and dumped after `--requests` more, sent o
 time; the figure is that dump's instruction total over the requests (user space only:
 system calls are not in it). The usage counters' disk write is set to one interval of
 10 minutes (USAGE_FLUSH_MS): it runs once per interval, not per request, and under
-valgrind's 50x slowdown an interval would hold one request instead of dozens. Repeat
+valgrind's 50x slowdown an interval would hold one request instead of dozens.
+`--usage-flush-ms 1` measures that write instead: each request is followed by its own
+flush, so the difference from the held-off figure is one flush's instructions. Repeat
 runs agree within 0.1 %. Needs valgrind; about 2 minutes a target.
 """
 
@@ -44,16 +46,20 @@ from bench.targets import (
 
 WARMUP = 100
 SETTLE = 20
+HELD_OFF_MS = 600_000  # one usage flush interval of 10 minutes: none while counting
 
 
-def counted_command(target: Target, prefix: str, out: Path) -> tuple[list[str], dict[str, str]]:
+def counted_command(
+    target: Target, prefix: str, out: Path, flush_ms: int = HELD_OFF_MS
+) -> tuple[list[str], dict[str, str]]:
     """The target's command under callgrind, counting off until switched on. The lean
     launcher runs as `python -O -m xrouter_core` (what it re-executes itself as: valgrind
-    does not follow the exec)."""
+    does not follow the exec), with a usage store of its own."""
     command, env = target.command()
     if isinstance(target, LeanRouter):
         command = [command[0], "-O", *command[1:]]
-        env["USAGE_FLUSH_MS"] = "600000"
+        env["USAGE_FLUSH_MS"] = str(flush_ms)
+        env["XROUTER_DATA_DIR"] = str(out.parent / f"data-{target.name.replace('@', '-')}")
     env["HOST"] = "127.0.0.1"  # vgdb names its pipes by $HOST; callgrind_control too
     return [
         "valgrind",
@@ -63,6 +69,30 @@ def counted_command(target: Target, prefix: str, out: Path) -> tuple[list[str], 
         f"--callgrind-out-file={out}",
         *command,
     ], env
+
+
+def agent_call(target: Target) -> Call:
+    """The bench's Claude Code-shaped Messages request as a tool loop's follow-up that
+    the router classifies (`xrouter/auto`): an assistant tool call and its result after
+    the person's message, so the classifier input, the tags and the tool-loop task all
+    read the messages."""
+    call = messages_call(target, False)
+    body = json.loads(call.body)
+    body["model"] = "xrouter/auto"
+    body["tools"] = [
+        {"name": "Read", "description": "Read a file", "input_schema": {"type": "object"}}
+    ]
+    body["messages"] += [
+        {
+            "role": "assistant",
+            "content": [{"type": "tool_use", "id": "toolu_1", "name": "Read", "input": {}}],
+        },
+        {
+            "role": "user",
+            "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "ok"}],
+        },
+    ]
+    return Call("agent", call.path, json.dumps(body).encode(), call.headers, False)
 
 
 def control(prefix: str, pid: int, *args: str) -> None:
@@ -79,7 +109,8 @@ async def send(target: Target, call: Call, count: int) -> None:
     try:
         for _ in range(count):
             answer = await connection.request("POST", call.path, call.body, call.headers)
-            if not call.ok(answer):
+            translated = call.wire == "agent" and answer.status == 200  # served on chat routes
+            if not (translated and b'"message"' in answer.body) and not call.ok(answer):
                 raise RuntimeError(f"{target.name}: HTTP {answer.status} {answer.body[:200]!r}")
     finally:
         await connection.close()
@@ -97,13 +128,18 @@ def recorded_call(target: Target, path: Path) -> Call:
 
 
 def count(
-    target: Target, kind: str, requests: int, workdir: Path, body: Path | None = None
+    target: Target,
+    kind: str,
+    requests: int,
+    workdir: Path,
+    flush_ms: int = HELD_OFF_MS,
+    body: Path | None = None,
 ) -> float:
     """Instructions per request of one target."""
     prefix = str(workdir / f"vgdb-{target.name}")
     out = workdir / f"{target.name.replace('@', '-')}.callgrind"
     target.port = free_port()
-    command, env = counted_command(target, prefix, out)
+    command, env = counted_command(target, prefix, out, flush_ms)
     log = open(target.log_path, "ab")  # noqa: SIM115 - kept open for the process' life
     proc = subprocess.Popen(
         command, cwd=target.workdir, env=env, stdout=log, stderr=subprocess.STDOUT,
@@ -121,7 +157,9 @@ def count(
                     break
             except httpx.HTTPError:
                 time.sleep(0.5)
-        if kind == "chat":
+        if kind == "agent":
+            call = agent_call(target)
+        elif kind == "chat":
             call = chat_call(target, False)
         else:
             call = recorded_call(target, body) if body else messages_call(target, False)
@@ -149,7 +187,7 @@ def count(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.instructions", description=__doc__)
-    parser.add_argument("--kind", choices=("chat", "messages"), default="chat")
+    parser.add_argument("--kind", choices=("chat", "messages", "agent"), default="chat")
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--compare", type=Path, action="append", default=[], metavar="CHECKOUT")
     parser.add_argument("--no-mitmdump", action="store_true", help="leave plain mitmdump out")
@@ -158,6 +196,12 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         metavar="JSON",
         help="with --kind messages: send this recorded Messages body instead of the bench's",
+    )
+    parser.add_argument(
+        "--usage-flush-ms",
+        type=int,
+        default=HELD_OFF_MS,
+        help="USAGE_FLUSH_MS (e.g. 1: under valgrind, a flush after every request)",
     )
     args = parser.parse_args(argv)
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
@@ -174,12 +218,15 @@ def main(argv: list[str] | None = None) -> int:
         for form in forms:
             target = form(provider_url, workdir)
             figures[target.name] = count(
-                target, args.kind, args.requests, workdir, args.messages_body
+                target, args.kind, args.requests, workdir, args.usage_flush_ms, args.messages_body
             )
             print(f"  {target.name}: {figures[target.name]:,.0f} instructions/request", flush=True)
     finally:
         os.killpg(provider.pid, signal.SIGINT)
-        provider.wait(10)
+        try:
+            provider.wait(10)
+        except subprocess.TimeoutExpired:  # a loaded machine: it is not waited for longer
+            os.killpg(provider.pid, signal.SIGKILL)
     kind = args.kind
     if args.kind == "messages" and args.messages_body:
         kind += f" ({args.messages_body.name}, {args.messages_body.stat().st_size:,} B recorded)"

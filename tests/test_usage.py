@@ -453,3 +453,49 @@ def test_the_outage_view_stays_bounded_between_reads(redis_server, tmp_path):
 
     requests, rows = asyncio.run(scenario())
     assert requests == 3 * RECENT_MAX and rows == RECENT_MAX
+
+
+# ---- the store's format: an earlier version's diskcache store is imported once --------
+
+# Written by the diskcache store of commit 38133df through its own UsageTracker
+# (tests/fixtures/usage_diskcache/write.py): 3 cheap, 1 medium and 1 frontier request
+# (a 502), a client key `team-a`, one agent session and one response-cache miss.
+OLD_STORE = Path(__file__).parent / "fixtures" / "usage_diskcache"
+
+
+def test_counts_in_an_earlier_versions_store_are_kept_once(start_router, upstreams, tmp_path):
+    by_text(upstreams)
+    data_dir = tmp_path / "data"
+    shutil.copytree(OLD_STORE, data_dir, ignore=shutil.ignore_patterns("*.py"))
+    env = {"XROUTER_DATA_DIR": str(data_dir)}
+    router = start_router(env)
+    doc = usage(router)
+    assert {t: doc["tiers"][t]["requests"] for t in doc["tiers"]} == {
+        "cheap": 3,
+        "medium": 1,
+        "frontier": 1,
+    }
+    assert (doc["tiers"]["cheap"]["promptTokens"], doc["tiers"]["frontier"]["errors"]) == (33, 1)
+    assert doc["keys"]["team-a"]["requests"] == 3
+    assert doc["sessions"]["rows"][0]["session"] == "claude-code:77e1-42"
+    assert doc["sessions"]["rows"][0]["requests"] == 3
+    assert doc["cache"]["responseMisses"] == 1
+    assert doc["tags"]["request"] == {"code": 3}
+    assert [row["route"] for row in doc["recent"]] == [
+        "medium", "frontier", "cheap", "cheap", "cheap"
+    ]  # fmt: skip
+    assert doc["lastUpdated"] == 1_796_000_020.0
+    with router.client() as client:
+        assert send(client, ask(unique("easy"))).status_code == 200
+    wait_for(lambda: usage(router)["tiers"]["cheap"]["requests"] == 4)
+    router.stop()
+
+    again = start_router(env)  # imported once: a restart does not add the old counts again
+    after = usage(again)
+    assert {t: after["tiers"][t]["requests"] for t in after["tiers"]} == {
+        "cheap": 4,
+        "medium": 1,
+        "frontier": 1,
+    }
+    assert len(after["recent"]) == 6 and after["recent"][0]["route"] == "cheap"
+    assert after["lastUpdated"] > 1_796_000_020.0

@@ -49,7 +49,7 @@ from xrouter_core.accounting.redis_topology import Subscription, listeners, publ
 from xrouter_core.accounting.usage import Outcome
 from xrouter_core.config import Route
 from xrouter_core.routing.classifier import Decision
-from xrouter_core.routing.extract import classifier_input
+from xrouter_core.routing.extract import classifier_input, reading_of
 from xrouter_core.routing.fallback import Attempt
 from xrouter_core.wire.inbound import ChatRequest
 from xrouter_core.wire.sse import encode_json
@@ -173,7 +173,7 @@ class EventFeed:
             "stream": chat.stream,
         }
         if self.prompts:
-            doc["prompt"] = classifier_input(chat.messages)[:PROMPT_MAX]
+            doc["prompt"] = classifier_input(chat.messages, reading_of(chat))[:PROMPT_MAX]
         self.publish("start", doc)
 
     def classified(

@@ -44,7 +44,7 @@ from xrouter_core.accounting.usage import (
 from xrouter_core.client_keys import ClientKey
 from xrouter_core.config import Route, Settings
 from xrouter_core.routing.classifier import Decision
-from xrouter_core.routing.extract import classifier_input
+from xrouter_core.routing.extract import classifier_input, reading_of
 from xrouter_core.routing.fallback import fallback_header
 from xrouter_core.routing.sessions import SESSION_TTL_S, SessionRouting
 from xrouter_core.tasks import Tasks
@@ -337,7 +337,7 @@ class Accounting:
         counts = (prompt_tokens, completion_tokens, cache_read_tokens, cache_write_tokens)
         frontier_cost = frontier.cost(*counts)
         prompts = self.settings.request_log_prompts
-        text = classifier_input(chat.messages) if prompts else None
+        text = classifier_input(chat.messages, reading_of(chat)) if prompts else None
         outcome = Outcome(
             tier=tier,
             decision=decision.tier,

@@ -4,14 +4,15 @@
 Each finished request only adds to an in-memory accumulator (no I/O on the event
 loop). A background task flushes it USAGE_FLUSH_MS (0.1 s) after the first count since
 the last flush (an idle router does no I/O), and `close()` flushes
-it at shutdown: into diskcache (in a worker thread, inside one SQLite transaction) or
+it at shutdown: into SQLite (in a worker thread, one transaction that adds the batch to
+the rows it touched: the cost follows what changed, not what is stored) or
 into Redis (one server-side script per batch: HINCRBYs applied atomically, and at most
 once, since each batch carries an id and a retried batch is skipped). Both are atomic
 across processes, so N requests over several routers count exactly N. The trade-off: a
 router killed with SIGKILL loses at most the counts of the last interval (measured with
 bench/crash_loss.py); a normal shutdown loses nothing. While Redis is away, counts stay in memory (they are a bounded
 set of counters, not a list of requests), /usage shows them, and they are sent when
-Redis returns; a router stopped during an outage writes them to its diskcache, and they
+Redis returns; a router stopped during an outage writes them to its disk store, and they
 are moved into Redis at its next start (as are counts kept on disk before REDIS_URL was
 set).
 
@@ -24,8 +25,11 @@ same request would have cost on the frontier route.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import pickle
+import sqlite3
 import threading
 import time
 import uuid
@@ -265,62 +269,186 @@ def prune_series(series: dict[str, int], now: float) -> list[str]:
     return [key for key in series if int(key.split("|", 1)[0]) < oldest]
 
 
+# The disk backend's tables, in one SQLite file beside the diskcache store (cache.db) of
+# earlier versions, whose counts are imported once (`_import_diskcache`). Each counter is a
+# row, so a flush writes only the rows its batch touched: its cost follows what changed,
+# not how much is stored.
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS counters (key TEXT PRIMARY KEY, value INTEGER NOT NULL) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS series (
+  key TEXT PRIMARY KEY, minute INTEGER NOT NULL, value INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS series_minute ON series (minute);
+CREATE TABLE IF NOT EXISTS recent (id INTEGER PRIMARY KEY AUTOINCREMENT, row BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value) WITHOUT ROWID;
+"""
+ADD_COUNTER = "INSERT INTO counters VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value"
+ADD_SERIES = "INSERT INTO series VALUES (?, ?, ?) ON CONFLICT(key) DO UPDATE SET value = value + excluded.value"
+RAISE_UPDATED = (
+    "INSERT INTO meta VALUES ('updated', ?) ON CONFLICT(name) DO UPDATE"
+    " SET value = max(value, excluded.value)"
+)
+STORE_FILE = "counters.sqlite3"
+# Recent rows are pickled (a fifth of json.dumps' instructions for a row), as diskcache
+# pickled them: the file is the router's own, like the diskcache stores beside it.
+PICKLE_PROTOCOL = 5
+# Set in the transaction that imports a diskcache store's counts: they are imported once.
+IMPORTED = "imported_diskcache"
+OLD_KEYS = ("counters", "series", "recent", "updated")
+
+
 class DiskCounters:
-    """Counters in diskcache; every method is synchronous and meant for a worker thread.
-    `transact()` holds SQLite's write lock, so concurrent processes add up exactly."""
+    """Counters in SQLite; every method is synchronous and meant for a worker thread.
+    Each batch is added in one `BEGIN IMMEDIATE` transaction (SQLite's write lock), so
+    concurrent processes add up exactly, and a committed batch survives SIGKILL (WAL)."""
 
     def __init__(self, directory: str | Path):
-        import diskcache
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.path = directory / STORE_FILE
+        self._lock = threading.Lock()  # one connection, used by the worker and by close
+        self._db: sqlite3.Connection | None = None
+        self._pruned_at = 0.0
+        for attempt in range(50):  # processes starting together: one makes the file WAL
+            try:
+                self._db = self._connect()
+                self._db.executescript(SCHEMA)
+                break
+            except sqlite3.OperationalError:
+                if attempt == 49:
+                    raise
+                self.close()
+                time.sleep(0.1)
+        self._import_diskcache(directory)
 
-        Path(directory).mkdir(parents=True, exist_ok=True)
-        self.store = diskcache.Cache(str(directory))
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL: a process crash loses nothing
+        return db
+
+    def _transaction(self, immediate: bool = True) -> contextlib.AbstractContextManager[Any]:
+        return _Transaction(self, immediate)
+
+    def _import_diskcache(self, directory: Path) -> None:
+        """Counts an earlier version kept in diskcache (cache.db here), added once: the
+        flag is set in the same transaction, so a crash halfway imports them again whole."""
+        assert self._db is not None
+        with self._transaction() as db:
+            if db.execute("SELECT 1 FROM meta WHERE name = ?", (IMPORTED,)).fetchone():
+                return
+            if (directory / "cache.db").exists():
+                import diskcache
+
+                old = diskcache.Cache(str(directory))
+                try:
+                    with old.transact():
+                        batch = Batch()
+                        batch.counters.update(old.get("counters", {}))
+                        batch.series.update(old.get("series", {}))
+                        batch.recent = list(old.get("recent", []))
+                        batch.updated = float(old.get("updated", 0.0))
+                finally:
+                    old.close()
+                self._add(db, batch)
+            db.execute("INSERT INTO meta VALUES (?, 1)", (IMPORTED,))
+
+    def _add(self, db: sqlite3.Connection, batch: Batch) -> None:
+        if batch.counters:
+            db.executemany(ADD_COUNTER, batch.counters.items())
+        if batch.series:
+            db.executemany(
+                ADD_SERIES,
+                [(key, int(key.split("|", 1)[0]), n) for key, n in batch.series.items()],
+            )
+        if batch.recent:
+            db.executemany(
+                "INSERT INTO recent (row) VALUES (?)",
+                [(pickle.dumps(row, PICKLE_PROTOCOL),) for row in batch.recent],
+            )
+            db.execute(
+                "DELETE FROM recent WHERE id <= (SELECT max(id) FROM recent) - ?", (RECENT_MAX,)
+            )
+        if batch.updated:
+            db.execute(RAISE_UPDATED, (batch.updated,))
+        now = time.time()
+        if now - self._pruned_at > 60:  # the minutes past SERIES_KEEP_MINUTES, once a minute
+            self._pruned_at = now
+            oldest = int(now // 60) - SERIES_KEEP_MINUTES
+            db.execute("DELETE FROM series WHERE minute < ?", (oldest,))
 
     def add(self, batch: Batch) -> None:
-        with self.store.transact():
-            counters = self.store.get("counters", {})
-            for key, value in batch.counters.items():
-                counters[key] = counters.get(key, 0) + value
-            series = self.store.get("series", {})
-            for key, value in batch.series.items():
-                series[key] = series.get(key, 0) + value
-            for key in prune_series(series, time.time()):
-                del series[key]
-            recent = (self.store.get("recent", []) + batch.recent)[-RECENT_MAX:]
-            updated = max(self.store.get("updated", 0.0), batch.updated)
-            self.store.set("counters", counters)
-            self.store.set("series", series)
-            self.store.set("recent", recent)
-            self.store.set("updated", updated)
+        with self._transaction() as db:
+            self._add(db, batch)
+
+    def _read(self, db: sqlite3.Connection) -> Stored:
+        updated = db.execute("SELECT value FROM meta WHERE name = 'updated'").fetchone()
+        return Stored(
+            dict(db.execute("SELECT key, value FROM counters")),
+            dict(db.execute("SELECT key, value FROM series")),
+            [pickle.loads(row) for (row,) in db.execute("SELECT row FROM recent ORDER BY id")],
+            float(updated[0]) if updated else 0.0,
+        )
 
     def read(self) -> Stored:
-        with self.store.transact():
-            return Stored(
-                self.store.get("counters", {}),
-                self.store.get("series", {}),
-                self.store.get("recent", []),
-                self.store.get("updated", 0.0),
-            )
+        with self._transaction(immediate=False) as db:  # one snapshot of every table
+            return self._read(db)
 
     def take(self) -> Batch:
         """Remove and return everything (used to move a Redis-outage spill into Redis)."""
         batch = Batch()
-        with self.store.transact():
-            stored = self.read()
-            for key in ("counters", "series", "recent", "updated"):
-                self.store.delete(key)
+        with self._transaction() as db:
+            stored = self._read(db)
+            self._clear(db)
         batch.counters.update(stored.counters)
         batch.series.update(stored.series)
         batch.recent = stored.recent
         batch.updated = stored.updated
         return batch
 
+    @staticmethod
+    def _clear(db: sqlite3.Connection) -> None:
+        for table in ("counters", "series", "recent"):
+            db.execute(f"DELETE FROM {table}")  # noqa: S608 - the table names above
+        db.execute("DELETE FROM meta WHERE name = 'updated'")
+
     def reset(self) -> None:
-        with self.store.transact():
-            for key in ("counters", "series", "recent", "updated"):
-                self.store.delete(key)
+        with self._transaction() as db:
+            self._clear(db)
 
     def close(self) -> None:
-        self.store.close()
+        with self._lock:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+
+class _Transaction:
+    """One SQLite transaction on a DiskCounters' connection, under its lock: committed
+    when the block ends, rolled back when it raises."""
+
+    def __init__(self, store: DiskCounters, immediate: bool):
+        self.store, self.immediate = store, immediate
+
+    def __enter__(self) -> sqlite3.Connection:
+        self.store._lock.acquire()
+        try:
+            db = self.store._db
+            if db is None:  # a late count after close (a reload): stored all the same
+                db = self.store._db = self.store._connect()
+        except BaseException:
+            self.store._lock.release()
+            raise
+        db.execute("BEGIN IMMEDIATE" if self.immediate else "BEGIN")
+        return db
+
+    def __exit__(self, kind: Any, *_: Any) -> None:
+        db = self.store._db
+        try:
+            assert db is not None
+            db.execute("COMMIT" if kind is None else "ROLLBACK")
+        finally:
+            self.store._lock.release()
 
 
 # Applies one batch atomically and at most once: a batch retried after a timeout (when

@@ -13,9 +13,12 @@ latest message the person wrote, cleaned, plus a short slice of the exchange bef
 from __future__ import annotations
 
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from xrouter_core.wire.inbound import content_text
+
+if TYPE_CHECKING:
+    from xrouter_core.wire.inbound import ChatRequest
 
 MAX_INPUT_CHARS = 2000
 CONTEXT_CHARS = 300
@@ -27,6 +30,7 @@ MEDIA_PARTS = frozenset(
 )
 # Roles whose content never is the person's request.
 NOT_THE_PERSON = frozenset({"system", "developer", "tool", "function", "assistant"})
+SYSTEM_ROLES = frozenset({"system", "developer"})
 
 # OpenClaw's delimited runtime-context blocks (they may nest; an unclosed one runs to the end).
 _OPENCLAW_BEGIN = "<<<BEGIN_OPENCLAW_INTERNAL_CONTEXT>>>"
@@ -108,6 +112,52 @@ def latest_person_message(messages: list[dict[str, Any]]) -> tuple[int, str] | N
     return None
 
 
+def system_text(messages: list[dict[str, Any]]) -> str:
+    """The system (and developer) messages' text, joined."""
+    return "\n".join(
+        content_text(m.get("content")) for m in messages if m.get("role") in SYSTEM_ROLES
+    )
+
+
+_UNREAD: Any = object()
+
+
+class Reading:
+    """What routing reads off one request's messages, each at most once per request: the
+    latest message the person wrote (the classifier's input and the tool-loop task both
+    need it) and the system text (the tool-loop task and the session's identity)."""
+
+    __slots__ = ("messages", "_latest", "_system")
+
+    def __init__(self, messages: list[dict[str, Any]]):
+        self.messages = messages
+        self._latest: tuple[int, str] | None = _UNREAD
+        self._system: str | None = None
+
+    @property
+    def latest(self) -> tuple[int, str] | None:
+        """`latest_person_message` of the messages."""
+        if self._latest is _UNREAD:
+            self._latest = latest_person_message(self.messages)
+        return self._latest
+
+    @property
+    def system(self) -> str:
+        """`system_text` of the messages."""
+        if self._system is None:
+            self._system = system_text(self.messages)
+        return self._system
+
+
+def reading_of(chat: ChatRequest) -> Reading:
+    """The request's Reading, made at its first use; made anew if its messages were
+    replaced (a plugin's edit) since."""
+    reading = chat.reading
+    if reading is None or reading.messages is not chat.messages:
+        reading = chat.reading = Reading(chat.messages)
+    return reading
+
+
 def truncate_middle(text: str, limit: int) -> str:
     """Keep the head and the tail: the ask is usually at one end of a long message."""
     if len(text) <= limit:
@@ -138,13 +188,14 @@ def all_user_input(messages: list[dict[str, Any]]) -> str:
     return "\n\n".join(truncate_middle(t, MAX_INPUT_CHARS) for t in texts if t)
 
 
-def classifier_input(messages: list[dict[str, Any]]) -> str:
+def classifier_input(messages: list[dict[str, Any]], reading: Reading | None = None) -> str:
     """The latest request the person wrote, cleaned, with a little of the exchange before.
 
     Tool results, system prompts and client context never reach the classifier; the
-    result is stable across retries, so the decision cache keys on it.
+    result is stable across retries, so the decision cache keys on it. `reading`: the
+    request's, when the caller has one (see `reading_of`).
     """
-    latest = latest_person_message(messages)
+    latest = (reading or Reading(messages)).latest
     if latest is None or not latest[1]:
         return ""
     index, text = latest

@@ -26,7 +26,12 @@ from xrouter_core.config import ClassifierSettings
 from xrouter_core.routing import builtin as builtin_module
 from xrouter_core.routing.builtin import WEIGHTS_PATH, BuiltinClassifier, load_weights
 from xrouter_core.routing.classifier import Decision, LLMClassifier
-from xrouter_core.routing.extract import all_user_input, classifier_input, truncate_middle
+from xrouter_core.routing.extract import (
+    all_user_input,
+    classifier_input,
+    reading_of,
+    truncate_middle,
+)
 from xrouter_core.routing.toolloop import TaskTiers, recalled, remembered, task_of
 from xrouter_core.tiers import FRONTIER_INDEX
 from xrouter_core.wire.inbound import ChatRequest
@@ -100,7 +105,7 @@ class Policy:
     async def decide(self, request: ChatRequest, text: str | None = None) -> Decision:
         """One tier per task: a tool loop's follow-ups keep their task's tier (toolloop.py).
         `text`: input_of(request), when the caller has it already (the tagger reads it)."""
-        task = task_of(request.messages)
+        task = task_of(request.messages, reading_of(request))
         if task is not None:
             found = await self.tasks.decision_of(task)
             if found is not None:
@@ -164,7 +169,7 @@ class Policy:
         if self.settings.strategy == "all_user":
             text = all_user_input(request.messages)
         else:
-            text = classifier_input(request.messages)
+            text = classifier_input(request.messages, reading_of(request))
         if self.settings.max_chars and text:
             text = truncate_middle(text, max(self.settings.max_chars, 8))
         return text

@@ -53,7 +53,8 @@ from xrouter_core.accounting.cache import Cache, MemoryCache
 from xrouter_core.accounting.prices import Price, Pricing
 from xrouter_core.config import Route
 from xrouter_core.routing.classifier import Decision
-from xrouter_core.routing.toolloop import SYSTEM_ROLES, stable_system_digest, system_text
+from xrouter_core.routing.extract import SYSTEM_ROLES, reading_of
+from xrouter_core.routing.toolloop import stable_system_digest
 from xrouter_core.tiers import FRONTIER, TIERS
 from xrouter_core.wire.canonical import Usage
 from xrouter_core.wire.inbound import ChatRequest, content_text
@@ -142,7 +143,7 @@ def session_of(chat: ChatRequest, headers: Mapping[str, str]) -> SessionId | Non
     if first is None:
         return None
     first = content_text(first.get("content"))
-    digest = hashlib.blake2b(stable_system_digest(system_text(messages)), digest_size=12)
+    digest = hashlib.blake2b(stable_system_digest(reading_of(chat).system), digest_size=12)
     digest.update(first.encode("utf-8", "surrogatepass"))
     return _id("prompt", digest.hexdigest())
 

@@ -31,11 +31,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from xrouter_core.accounting.cache import Cache
-from xrouter_core.routing.extract import latest_person_message
-from xrouter_core.wire.inbound import content_text
+from xrouter_core.routing.extract import Reading, system_text
 
 TASK_TTL_SECONDS = 3600.0
-SYSTEM_ROLES = frozenset({"system", "developer"})
 TOOL_RESULT_ROLES = frozenset({"tool", "function"})
 
 # Volatile bits of a system prompt: ISO dates and times, UUIDs, long hex ids, epoch stamps.
@@ -61,12 +59,6 @@ def mask_volatile(text: str) -> str:
     return "\n".join(lines)
 
 
-def system_text(messages: list[dict[str, Any]]) -> str:
-    return "\n".join(
-        content_text(m.get("content")) for m in messages if m.get("role") in SYSTEM_ROLES
-    )
-
-
 def stable_system_prompt(messages: list[dict[str, Any]]) -> str:
     """The system prompt(s) with what changes from run to run masked."""
     return mask_volatile(system_text(messages))
@@ -86,13 +78,15 @@ class Task:
     follow_up: bool
 
 
-def task_of(messages: list[dict[str, Any]]) -> Task | None:
-    """The task of a request, or None when the person wrote nothing in it."""
-    latest = latest_person_message(messages)
+def task_of(messages: list[dict[str, Any]], reading: Reading | None = None) -> Task | None:
+    """The task of a request, or None when the person wrote nothing in it. `reading`: the
+    request's, when the caller has one (extract.py's `reading_of`)."""
+    reading = reading or Reading(messages)
+    latest = reading.latest
     if latest is None:
         return None
     index, text = latest
-    digest = hashlib.blake2b(stable_system_digest(system_text(messages)), digest_size=16)
+    digest = hashlib.blake2b(stable_system_digest(reading.system), digest_size=16)
     for part in (str(index), text):
         digest.update(b"\x00")
         digest.update(part.encode("utf-8", "surrogatepass"))

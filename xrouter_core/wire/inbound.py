@@ -43,6 +43,9 @@ class ChatRequest:
     # prompt for its provider's cache (Anthropic: cache_control on the system prompt and
     # on the last message).
     cache_prefix: bool = False
+    # What routing reads off the messages (routing/extract.py's Reading, made by
+    # `reading_of`): the person's latest message and the system text, once per request.
+    reading: Any = None
 
     @property
     def messages(self) -> list[dict[str, Any]]:
