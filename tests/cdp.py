@@ -22,6 +22,18 @@ import httpx
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Message, Ping, Request, TextMessage
 
+# Headless, no sandbox (CI runs as root), and nothing that reaches beyond loopback.
+HEADLESS_FLAGS = (
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--no-first-run",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+)
+
 
 def chromium_binary() -> str | None:
     found = shutil.which("chromium") or "/usr/bin/chromium"
@@ -40,14 +52,7 @@ class Browser:
         self.proc = subprocess.Popen(
             [
                 binary,
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--disable-background-networking",
-                "--no-first-run",
-                "--disable-component-update",
-                "--disable-sync",
-                "--disable-dev-shm-usage",
+                *HEADLESS_FLAGS,
                 f"--window-size={width},{height}",
                 "--hide-scrollbars",
                 "--remote-debugging-address=127.0.0.1",

@@ -11,6 +11,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from cdp import HEADLESS_FLAGS
 from conftest import ROOT, Router, free_port
 from fakes import FakeOpenAIProvider
 
@@ -32,6 +33,22 @@ def wait_for(check, timeout: float = 15.0, interval: float = 0.1):
 # ---- redis-server ------------------------------------------------------------------
 
 
+def redis_server_args(port: int, directory: Path) -> list[str]:
+    """A throw-away redis-server on loopback: this port, nothing saved, files in `directory`."""
+    return [
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--dir",
+        str(directory),
+    ]
+
+
 class RedisServer:
     def __init__(self, directory: Path, port: int | None = None):
         self.port = port or free_port()
@@ -42,16 +59,7 @@ class RedisServer:
         self.proc = subprocess.Popen(
             [
                 shutil.which("redis-server") or "/usr/bin/redis-server",
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
+                *redis_server_args(self.port, self.directory),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -102,14 +110,7 @@ def chromium(
     return subprocess.run(
         [
             binary,
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-background-networking",
-            "--no-first-run",
-            "--disable-component-update",
-            "--disable-sync",
-            "--disable-dev-shm-usage",
+            *HEADLESS_FLAGS,
             f"--user-data-dir={profile}",
             f"--virtual-time-budget={budget_ms}",
             *extra,

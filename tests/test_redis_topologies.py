@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import free_port, unique
-from helpers import wait_for
+from helpers import redis_server_args, wait_for
 from test_budgets import COST, PRICES, ask
 from test_client_keys import CHAT, bearer, create, wait_for_a_fresh_minute
 from test_events import Feed, feeds  # noqa: F401 - the fixture
@@ -50,19 +50,7 @@ class Node:
             path.write_text(f"port {self.port}\nbind 127.0.0.1\ndir {self.directory}\n{config}")
             command += [str(path), "--sentinel"]
         else:
-            command += [
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                str(self.directory),
-                *args,
-            ]
+            command += [*redis_server_args(self.port, self.directory), *args]
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         wait_for(self.ping, timeout=10)
 
