@@ -12,7 +12,7 @@ import time
 import pytest
 from cache_fakes import CachingAnthropicProvider, CachingOpenAIProvider
 from conftest import Router
-from helpers import RedisServer
+from helpers import CONTROL, RedisServer
 from mitmproxy.http import Headers
 
 from bench import session_replay as replay
@@ -353,6 +353,64 @@ def test_workers_on_one_redis_agree_on_the_session_cache(fakes, tmp_path):
     finally:
         for router in routers:
             router.stop()
+        redis.proc.terminate()
+        redis.proc.wait(10)
+
+
+def test_a_session_state_write_started_just_before_a_reload_lands(fakes, tmp_path):
+    """A reload just after a turn is recorded, before the session-state write the record
+    started has had a turn (CONTROL's x-control-reload-to): the state still lands in
+    Redis, so the session's next turn, an easy question, knows the frontier cache the
+    turn left and stays there (cache_cost) instead of writing the prefix on cold cheap."""
+    redis = RedisServer(tmp_path)
+    control = tmp_path / "control.py"
+    control.write_text(CONTROL)
+    envs = [tmp_path / "a.env", tmp_path / "b.env"]
+    for env, medium in zip(envs, ("claude-sonnet-4-5", "claude-sonnet-4-0"), strict=True):
+        values = {
+            **fakes.env("on", tmp_path / "data"),
+            "REDIS_URL": f"redis://127.0.0.1:{redis.port}/0",
+            "MEDIUM_MODEL": medium,
+        }
+        env.write_text("".join(f"{name}={value}\n" for name, value in values.items()))
+    fakes.reset()
+    router = Router({}, tmp_path, args=["-s", str(control), "--set", f"xrouter_env_file={envs[0]}"])
+    try:
+        session = {"x-claude-code-session-id": "0e5a-reload-turns"}
+        # One direct answer on frontier, ~40k tokens long: enough that a cold cheap tier
+        # writing it costs more than frontier reading it.
+        messages = [
+            {"role": "system", "content": replay.SYSTEM},
+            {"role": "user", "content": "HARD QUICK: read this. " + "context " * 20_000},
+        ]
+        with router.client(timeout=30) as client:
+            first = client.post(
+                CHAT,
+                json={"model": "auto", "messages": messages},
+                headers={**session, "x-control-reload-to": str(envs[1])},
+            )
+            assert first.status_code == 200, first.text
+            assert first.headers["x-xrouter-upstream"] == "frontier"
+            # The reload has run: the medium route has its new model.
+            pinned = client.post(
+                CHAT,
+                json={"model": "auto", "messages": [{"role": "user", "content": "hi"}]},
+                headers={"x-xrouter-tier": "medium"},
+            )
+            assert pinned.status_code == 200, pinned.text
+            assert fakes.tiers["medium"].requests[-1].json["model"] == "claude-sonnet-4-0"
+            messages.append(first.json()["choices"][0]["message"])
+            messages.append({"role": "user", "content": "EASY QUICK: which file was it?"})
+            second = client.post(
+                CHAT, json={"model": "auto", "messages": messages}, headers=session
+            )
+        assert second.status_code == 200, second.text
+        assert second.headers["x-xrouter-upstream"] == "frontier", router.logs()
+        assert not fakes.tiers["cheap"].requests
+        assert fakes.tiers["frontier"].billed[-1].read > 0
+        assert "source=cache_cost" in router.logs()
+    finally:
+        router.stop()
         redis.proc.terminate()
         redis.proc.wait(10)
 

@@ -225,7 +225,8 @@ class Accounting:
         )
         self.pricing = Pricing(settings)
         self.tasks = Tasks()
-        # The response cache's writes: a reload lets them land before it closes the store.
+        # The response cache's and the sessions' state writes: a reload lets them land
+        # before it closes the stores (close_after).
         self.writes = Tasks()
         # Agent sessions' cache state (routing/sessions.py): in Redis when there is one,
         # read there on every turn (no memory layer in front), so every worker agrees.
@@ -234,7 +235,7 @@ class Accounting:
             session_store(settings, self.health),
             self.pricing,
             settings.routes,
-            self.tasks.spawn,
+            self.writes.spawn,
         )
         self.request_log = RequestLog(settings.request_log) if settings.request_log else None
         self.aliases = HeaderAliases(
@@ -272,13 +273,14 @@ class Accounting:
         """At shutdown, and for the Accounting a reload replaces: the last counts stored,
         and the stores' files and Redis clients closed (the new Accounting opens its
         own; a Redis client once its last commands are done, redis_topology.close_later;
-        the response cache once the answers on their way to it are stored, close_after)."""
+        the response cache and the session store once the answers and session states on
+        their way to them are stored, close_after)."""
         self.tasks.cancel()
         self.limits.close()
         self.budgets.close()
         self.usage.close()
         self.decisions.close()
-        self.sessions.store.close()
+        close_after(self.writes, self.sessions.store)
         if self.responses is not None:
             close_after(self.writes, self.responses)
         if self.request_log is not None:
