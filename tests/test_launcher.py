@@ -48,6 +48,23 @@ def test_workers_share_the_port_and_all_serve(upstreams, tmp_path):
     assert not any(w.is_running() and w.status() != psutil.STATUS_ZOMBIE for w in workers)
 
 
+def test_the_launcher_makes_the_ca_once_before_forking_workers(tmp_path):
+    """`--workers N` on a confdir without mitmproxy's CA: the parent makes it before it
+    forks, because workers that each made one raced (a worker read a key another was
+    still writing and exited at start; CI saw it). An existing CA is left as it is."""
+    confdir = tmp_path / "conf"
+    args = launcher.parse_args(["--workers", "3", "--set", f"confdir={confdir}"])
+    launcher.create_ca_once(args)
+    ca = confdir / "mitmproxy-ca.pem"
+    pem = ca.read_bytes()
+    assert pem.count(b"PRIVATE KEY-----") == 2 and pem.count(b"BEGIN CERTIFICATE") == 1
+    launcher.create_ca_once(args)
+    assert ca.read_bytes() == pem
+    odd = launcher.parse_args(["--set", f"confdir={tmp_path / 'odd'}", "--set", "key_size=x"])
+    launcher.create_ca_once(odd)  # left to the workers' option check, which names it
+    assert not (tmp_path / "odd").exists()
+
+
 def test_workers_check_the_configuration_once(upstreams, tmp_path):
     router = Router(
         {**upstreams.env(), "FRONTIER_BASE_URL": ""},

@@ -29,8 +29,9 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
-from mitmproxy import addonmanager, exceptions, hooks, master, options
+from mitmproxy import addonmanager, certs, exceptions, hooks, master, options
 from mitmproxy.addons import core, errorcheck, next_layer, proxyauth, proxyserver, tlsconfig
 from mitmproxy.addons.termlog import TermLogHandler
 
@@ -272,12 +273,33 @@ def run_one(args: argparse.Namespace, workers: int, index: int = 0) -> int:
 # ---- workers -------------------------------------------------------------------------
 
 
+def given_options(args: argparse.Namespace) -> dict[str, str]:
+    """The `--set name=value` options of the command line, by name."""
+    return dict(s.split("=", 1) for s in args.setoptions if "=" in s)
+
+
+def create_ca_once(args: argparse.Namespace) -> None:
+    """Create mitmproxy's CA in the parent, before forking, when the confdir has none.
+    Each worker's tlsconfig creates it otherwise, and N workers doing so at once either
+    read a key another one is still writing (that worker exits at start) or each keep a
+    CA of its own, so a client that trusts one fails on the others' connections."""
+    given = given_options(args)
+    confdir = Path(os.path.expanduser(given.get("confdir", options.CONF_DIR)))
+    if (confdir / f"{options.CONF_BASENAME}-ca.pem").exists():
+        return
+    try:
+        key_size = int(given.get("key_size", options.KEY_SIZE))
+    except ValueError:
+        return  # the workers' option check reports it
+    certs.CertStore.create_store(confdir, options.CONF_BASENAME, key_size)
+
+
 def check_config(args: argparse.Namespace) -> Settings | int:
     """Check the configuration once before forking: the settings (HOST and PORT from
     every source the workers read), or the exit code (1 with one log line per problem; 2
     with the first-run message when nothing is configured, as the addon does for one
     process)."""
-    paths = dict(s.split("=", 1) for s in args.setoptions if "=" in s)
+    paths = given_options(args)
     try:
         return load_settings(
             env_file=paths.get("xrouter_env_file") or None,
@@ -396,4 +418,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         if claimed != port:
             os.environ["PORT"] = str(claimed)
+    create_ca_once(args)
     return supervise(args, workers)
