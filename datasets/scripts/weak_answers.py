@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""The weak model's answer text per prompt -> OUT (default /work/scratch/cascade/weak_answers.jsonl.gz)
+"""The weak model's answer text per prompt -> OUT (default $DATA_STAGE/cascade/weak_answers.jsonl.gz)
 
 For the cascade measurement (xrouter_core/quality/cascade.py): what the cheap model actually
 answered, matched to the dataset rows with the same ids as the converters give them.
@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import blocked_prompt, git_dir, git_show, resolve, stable_id
+from common import STAGE, blocked_prompt, git_dir, git_show, resolve, stable_id
 from zeroeval import prompt_of
 
 ZEROEVAL_WEAK = "Meta-Llama-3.1-8B-Instruct"
@@ -82,7 +82,7 @@ def alpaca_rows():
 
 
 def main():
-    out = Path(sys.argv[1] if len(sys.argv) > 1 else "/work/scratch/cascade/weak_answers.jsonl.gz")
+    out = Path(sys.argv[1]) if len(sys.argv) > 1 else STAGE / "cascade" / "weak_answers.jsonl.gz"
     out.parent.mkdir(parents=True, exist_ok=True)
     seen, counts = set(), {}
     with gzip.open(out, "wt", encoding="utf-8") as handle:

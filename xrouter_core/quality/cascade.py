@@ -1,8 +1,8 @@
 """Does the cheap model's ANSWER say when to escalate, on sources the head never saw?
 
-    python datasets/scripts/weak_answers.py /work/scratch/cascade/weak_answers.jsonl.gz
-    python -m xrouter_core.quality.cascade --data /work/scratch/cascade \\
-        --markdown docs/evaluation/cascade.md --json /work/scratch/cascade/report.json
+    python datasets/scripts/weak_answers.py data-stage/cascade/weak_answers.jsonl.gz
+    python -m xrouter_core.quality.cascade --data data-stage/cascade \\
+        --markdown docs/evaluation/cascade.md --json data-stage/cascade/report.json
 
 A cascade sends every request to the cheap (weak) model first, reads its answer, and
 escalates to the frontier (strong) model only when signals of that answer say it is
