@@ -34,7 +34,7 @@ import threading
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -294,7 +294,6 @@ STORE_FILE = "counters.sqlite3"
 PICKLE_PROTOCOL = 5
 # Set in the transaction that imports a diskcache store's counts: they are imported once.
 IMPORTED = "imported_diskcache"
-OLD_KEYS = ("counters", "series", "recent", "updated")
 
 
 class DiskCounters:
@@ -327,8 +326,21 @@ class DiskCounters:
         db.execute("PRAGMA synchronous=NORMAL")  # WAL: a process crash loses nothing
         return db
 
-    def _transaction(self, immediate: bool = True) -> contextlib.AbstractContextManager[Any]:
-        return _Transaction(self, immediate)
+    @contextlib.contextmanager
+    def _transaction(self, immediate: bool = True) -> Iterator[sqlite3.Connection]:
+        """One transaction on the connection, under its lock: committed when the block
+        ends, rolled back when it raises. A count after close (a reload) reopens it."""
+        with self._lock:
+            if self._db is None:
+                self._db = self._connect()
+            db = self._db
+            db.execute("BEGIN IMMEDIATE" if immediate else "BEGIN")
+            try:
+                yield db
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+            db.execute("COMMIT")
 
     def _import_diskcache(self, directory: Path) -> None:
         """Counts an earlier version kept in diskcache (cache.db here), added once: the
@@ -421,34 +433,6 @@ class DiskCounters:
             if self._db is not None:
                 self._db.close()
                 self._db = None
-
-
-class _Transaction:
-    """One SQLite transaction on a DiskCounters' connection, under its lock: committed
-    when the block ends, rolled back when it raises."""
-
-    def __init__(self, store: DiskCounters, immediate: bool):
-        self.store, self.immediate = store, immediate
-
-    def __enter__(self) -> sqlite3.Connection:
-        self.store._lock.acquire()
-        try:
-            db = self.store._db
-            if db is None:  # a late count after close (a reload): stored all the same
-                db = self.store._db = self.store._connect()
-        except BaseException:
-            self.store._lock.release()
-            raise
-        db.execute("BEGIN IMMEDIATE" if self.immediate else "BEGIN")
-        return db
-
-    def __exit__(self, kind: Any, *_: Any) -> None:
-        db = self.store._db
-        try:
-            assert db is not None
-            db.execute("COMMIT" if kind is None else "ROLLBACK")
-        finally:
-            self.store._lock.release()
 
 
 # Applies one batch atomically and at most once: a batch retried after a timeout (when

@@ -268,7 +268,7 @@ def top_level_model_value(raw: bytes) -> tuple[int, int] | None:
         return None
     if raw.find(b'"model"') == last:  # written once: the parsed key's token is that one
         after = _AFTER_KEY.match(raw, last + len(b'"model"'))
-        return None if after is None else after.span(1)
+        return None if after is None or after.group(1) is None else after.span(1)
     head = raw[: last + len(b'"model"')]
     masked = head.replace(b"\\\\", b"__").replace(b'\\"', b"__")
     pieces = masked.split(b'"')
