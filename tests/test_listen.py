@@ -10,6 +10,7 @@ import httpx
 import psutil
 import pytest
 from conftest import Router, free_port
+from helpers import wait_for
 
 from xrouter_core.proxy.addon import exposure_warnings, is_loopback
 
@@ -104,6 +105,9 @@ def test_workers_read_host_and_port_from_dotenv(upstreams, tmp_path):
     router.url = f"http://127.0.0.2:{port}"
     try:
         router.wait_ready()
+        # /health answers once one worker is up; stopping while the other still starts
+        # would end that one by the signal, not by a clean shutdown.
+        wait_for(lambda: router.logs().count("xrouter ready") == 2)
         assert wait_listening(router.proc.pid, port) == {"127.0.0.2"}
         assert len(psutil.Process(router.proc.pid).children()) == 2
         reply = httpx.get(router.url + "/health", timeout=5, trust_env=False)
