@@ -23,7 +23,7 @@ from __future__ import annotations
 import gzip
 import json
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,16 +106,27 @@ def _staged(path: Path, source_of) -> Iterable[Row]:
         yield Row(source_of(task), task, record["prompt"], strong, record["weak"], population)
 
 
+def _staged_files(root: Path) -> list[tuple[Path, Callable[[str], str | None]]]:
+    """The staged JSON-lines files, each with how a record's task names its source."""
+    files: list[tuple[Path, Callable[[str], str | None]]] = [
+        (root / name / f"{name}.jsonl.gz", lambda _t, n=name: n)
+        for name in ("alpaca_eval", "arena_hard_v1")
+    ]
+    files += [
+        (root / "zeroeval" / f"{name}.jsonl.gz", lambda _t, n=name: n)
+        for name in ("zeroeval_gsm", "zeroeval_crux", "zeroeval_math_l5")
+    ]
+    files.append((root / "llmrouter_dc" / "llmrouter_dc.jsonl.gz", LLMROUTER_GROUPS.get))
+    return files
+
+
 def raw_rows(root: Path = DATASETS) -> dict[str, list[Row]]:
     """Every source's rows as stored, before deduplication."""
     found: dict[str, list[Row]] = {name: [] for name in PRIORITY}
-    for name in ("alpaca_eval", "arena_hard_v1"):
-        found[name] = list(_staged(root / name / f"{name}.jsonl.gz", lambda _t, n=name: n))
-    for name in ("zeroeval_gsm", "zeroeval_crux", "zeroeval_math_l5"):
-        found[name] = list(_staged(root / "zeroeval" / f"{name}.jsonl.gz", lambda _t, n=name: n))
-    for row in _staged(root / "llmrouter_dc" / "llmrouter_dc.jsonl.gz", LLMROUTER_GROUPS.get):
-        if row.source:
-            found[row.source].append(row)
+    for path, source_of in _staged_files(root):
+        for row in _staged(path, source_of):
+            if row.source:
+                found[row.source].append(row)
     for benchmark in ("mmlu", "gsm8k"):
         found[f"routellm_{benchmark}"] = [
             Row(
@@ -127,6 +138,22 @@ def raw_rows(root: Path = DATASETS) -> dict[str, list[Row]]:
             )
             for e in load_benchmark(benchmark, "all", root / "routellm")
         ]
+    return found
+
+
+def model_grades(root: Path = DATASETS) -> dict[str, dict[str, float]]:
+    """Every graded model's score per prompt (keyed by the normalised prompt), for the
+    staged sources whose files list them (not RouteLLM's, which grade only the pair).
+
+    Kept apart from `Row`, which every trainer loads: tens of models per prompt would
+    multiply its memory for the one tool that reads them (`quality.ceiling`). A prompt
+    stored twice keeps its first grades, as deduplication keeps its first row."""
+    found: dict[str, dict[str, float]] = {}
+    for path, _source_of in _staged_files(root):
+        for record in _jsonl(path):
+            models = record.get("models")
+            if isinstance(models, dict) and models:
+                found.setdefault(normalise(record["prompt"]), models)
     return found
 
 
