@@ -17,7 +17,13 @@ from xrouter_core.config import Route
 from xrouter_core.routing.extract import all_user_input, classifier_input
 from xrouter_core.wire.adapters import adapter_for
 from xrouter_core.wire.errors import RouterError
-from xrouter_core.wire.inbound import ChatRequest, parse_anthropic_messages, parse_openai_chat
+from xrouter_core.wire.inbound import (
+    ChatRequest,
+    _load_json_object_exactly,
+    load_json_object,
+    parse_anthropic_messages,
+    parse_openai_chat,
+)
 from xrouter_core.wire.providers import PROVIDERS
 from xrouter_core.wire.render_openai import OpenAIChunkRenderer
 from xrouter_core.wire.responses import parse_responses
@@ -262,6 +268,81 @@ def test_extreme_bodies_are_4xx_or_parsed(raw):
         chat = refused_or_parsed(parse, raw)
         if chat is not None:
             use(chat)
+
+
+def outcome(load, raw: bytes) -> tuple:
+    """What a loader makes of `raw`: the refusal, or the document with every value's type
+    (1 and 1.0 are equal in Python, not on the wire)."""
+    try:
+        doc = load(raw)
+    except RouterError as exc:
+        return ("refused", exc.status, str(exc))
+
+    def typed(value):
+        if isinstance(value, dict):
+            return ("dict", [(k, typed(v)) for k, v in value.items()])
+        if isinstance(value, list):
+            return ("list", [typed(v) for v in value])
+        return (type(value).__name__, repr(value))
+
+    return ("read", typed(doc))
+
+
+# Numbers and text at the edges of what orjson reads as Python's json does: integers past
+# 64 bits, floats past a double, surrogate escapes, alone and in pairs.
+EDGES = st.sampled_from(
+    [
+        b"18446744073709551615",
+        b"18446744073709551616",
+        b"-9223372036854775809",
+        b"-9223372036854775808",
+        b"9223372036854775808",
+        b"1e308",
+        b"1e309",
+        b"-0",
+        b"0.1e-400",
+        b'"\\ud800"',
+        b'"\\udc00"',
+        b'"\\ud83d\\ude00"',
+        b'"\\u0000"',
+        b"NaN",
+        b"Infinity",
+    ]
+)
+
+
+@FUZZ
+@given(
+    VALUES,
+    st.booleans(),
+    st.lists(st.tuples(st.integers(min_value=0), EDGES | st.binary(max_size=3)), max_size=3),
+)
+def test_the_fast_json_reader_reads_and_refuses_exactly_as_pythons_json(doc, ascii, edits):
+    """orjson reads request bodies first; it must never accept, refuse or read a body
+    differently from the exact reader (Python's json with the router's refusals)."""
+    raw = json.dumps({"doc": doc}, ensure_ascii=ascii).encode()
+    for at, piece in edits:  # splice edge cases and stray bytes in anywhere
+        at %= len(raw) + 1
+        raw = raw[:at] + piece + raw[at:]
+    assert outcome(load_json_object, raw) == outcome(_load_json_object_exactly, raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b'{"n": 18446744073709551616}',
+        b'{"n": 123456789012345678901234567890}',
+        b'{"t": 1e999}',
+        b'{"t": NaN}',
+        b'{"s": "\\ud800"}',
+        b"\xef\xbb\xbf{}",
+        b'{"a": 1, "a": 2}',
+        b"[1]",
+        b"{" * 2000,
+    ],
+)
+def test_edge_bodies_are_read_exactly(raw):
+    assert outcome(load_json_object, raw) == outcome(_load_json_object_exactly, raw)
 
 
 # ---- stream decoders: provider bytes in any chunking ---------------------------------
