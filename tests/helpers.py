@@ -192,8 +192,9 @@ class Clock:
 # ---- a running router's options, changed from a test ---------------------------------
 
 CONTROL = '''\
-"""Test control: mitmproxy's `set` command for GET /control/set?option=..&value=..; and a
-reload to the env file a request names in `x-control-reload-to`, once its answer is ready."""
+"""Test control: mitmproxy's `set` command for GET /control/set?option=..&value=..; a
+reload to the env file a request names in `x-control-reload-to`, once its answer is ready;
+and the scripts it names in `x-control-scripts`, as its answer is ready."""
 
 import asyncio
 import json
@@ -229,6 +230,13 @@ class Control:
             asyncio.get_running_loop().call_soon(
                 ctx.master.commands.call_strings, "set", ["xrouter_env_file", env_file]
             )
+        # The scripts a request names in `x-control-scripts` (a JSON list), loaded once its
+        # answer is a 200 (not a 402 the router pays), in the same loop pass as the
+        # router's response hook: the instance they replace is unloaded before any task
+        # that hook started has run.
+        scripts = flow.request.headers.get("x-control-scripts")
+        if scripts and flow.response is not None and flow.response.status_code == 200:
+            ctx.master.commands.call_strings("set", ["scripts", *json.loads(scripts)])
 
 
 addons = [Control()]

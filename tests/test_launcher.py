@@ -6,6 +6,8 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -183,3 +185,63 @@ def test_python_dash_m_and_console_script_name_the_same_entry_point():
         timeout=30,
     )
     assert shown.returncode == 0 and "--workers" in shown.stdout
+
+
+# A plugin whose constructor connects to a service of its own and waits for its greeting,
+# as one that reads its policy from a server at start would: the test holds that service
+# and never answers, so each worker stays in its start-up, before "xrouter ready".
+WAITING_PLUGIN = """\
+import os
+import socket
+
+
+class WaitsForItsService:
+    def __init__(self):
+        port = int(os.environ["PLUGIN_SERVICE_PORT"])
+        self.service = socket.create_connection(("127.0.0.1", port))
+        self.service.recv(1)
+
+    def on_start(self):
+        pass
+"""
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize(
+    ("signum", "to_group"),
+    [(signal.SIGINT, True), (signal.SIGTERM, False)],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_a_stop_signal_during_start_up_ends_it_as_cleanly_as_after(
+    upstreams, tmp_path, workers, signum, to_group
+):
+    """SIGINT to the whole process group (Ctrl-C in a terminal) or SIGTERM to the
+    launcher (docker stop, systemd), while every worker is still starting (in a plugin's
+    constructor waiting on a socket this test holds): exit status 0, as the same signal
+    gives once the router runs (test_workers_share_the_port_and_all_serve), and no
+    traceback. It was 1 with a KeyboardInterrupt traceback, or death by SIGTERM."""
+    (tmp_path / "waits.py").write_text(WAITING_PLUGIN)
+    with socket.socket() as service:
+        service.bind(("127.0.0.1", 0))
+        service.listen()
+        service.settimeout(30)
+        env = {
+            **upstreams.env(),
+            "XROUTER_PLUGINS": "waits.py:WaitsForItsService",
+            "PLUGIN_SERVICE_PORT": str(service.getsockname()[1]),
+        }
+        router = Router(env, tmp_path, args=["--workers", workers], launcher="xrouter", wait=False)
+        waiting = []
+        try:
+            waiting = [service.accept()[0] for _ in range(int(workers))]
+            if to_group:
+                os.killpg(router.proc.pid, signum)
+            else:
+                router.proc.send_signal(signum)
+            assert router.proc.wait(20) == 0, router.logs()
+        finally:
+            router.stop()
+            for connection in waiting:
+                connection.close()
+    logs = router.logs()
+    assert "xrouter ready" not in logs and "Traceback" not in logs, logs

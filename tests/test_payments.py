@@ -13,10 +13,14 @@ routers on one Redis, and the wallet key kept out of logs and pages.
 from __future__ import annotations
 
 import base64
+import fcntl
 import json
 import os
+import signal
 import stat
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
@@ -25,7 +29,7 @@ from eth_account import Account
 from fakes import FakeJsonRpc, FakePaidProvider
 
 from xrouter_core.config import ConfigError, load_settings
-from xrouter_core.payments.caps import usd, utc_day
+from xrouter_core.payments.caps import LEDGER_FILE, usd, utc_day
 
 WALLET_KEY = "0x" + "4c" * 32  # a test key: it must never show up in a log or a page
 CHAT = "/v1/chat/completions"
@@ -635,3 +639,95 @@ def test_the_ledger_a_reload_or_an_unload_replaces_keeps_every_spend_and_closes(
         fake.close()
         if server is not None:
             server.kill()
+
+
+def executor_threads() -> int:
+    """How many threads asyncio's default executor runs, the router's ledger calls
+    included: ThreadPoolExecutor's documented default."""
+    cpus = getattr(os, "process_cpu_count", os.cpu_count)() or 1
+    return min(32, cpus + 4)
+
+
+def test_settlements_still_on_their_way_to_a_busy_ledger_at_shutdown_reach_it(tmp_path, launcher):
+    """More paid answers settle at once than the router has threads for its ledger
+    calls, while the ledger is busy (another process holds its lock, as a router beside
+    it does while it writes): the settlements queue. SIGTERM comes right after the
+    answers, and the lock is let go once the router says it waits for them. Every
+    settlement is in the ledger when it has exited: the router waits for the ones on
+    their way (at most SETTLE_GRACE_S) before it closes the ledger. It used to cancel
+    them with its other background work at once, and the ones that had not reached a
+    thread yet were never recorded (6 of 8 here)."""
+    from fakes import Reply, openai_completion
+    from helpers import wait_for
+
+    fake = FakePaidProvider()  # 0.01 USD a request
+    data = tmp_path / "data"
+    env = paid_env(fake, str(data), LLM_ROUTER_WALLET_KEY=WALLET_KEY)
+    router = Router(env, tmp_path, launcher=launcher)
+    count = executor_threads() + 2
+    all_paid = threading.Barrier(count + 1)  # every paid request at the upstream, and us
+    answer_now = threading.Event()
+
+    def paid_answer(request):
+        all_paid.wait(30)  # so every payment is reserved before the ledger gets busy
+        answer_now.wait(30)
+        return Reply(body=openai_completion("Paid, and settled."))
+
+    fake.override = paid_answer
+    ledger = data / LEDGER_FILE
+    waiting = f"x402: waiting for {count} settlement(s) to reach the ledger"
+    try:
+        with ThreadPoolExecutor(count) as clients:
+            answers = [clients.submit(ask, router, f"paid {i}") for i in range(count)]
+            all_paid.wait(30)
+            with open(ledger.with_suffix(".lock"), "a") as lock:
+                fcntl.flock(lock, fcntl.LOCK_EX)  # the ledger is busy from here
+                answer_now.set()
+                assert all(a.result().status_code == 200 for a in answers)
+                router.proc.send_signal(signal.SIGTERM)
+                # Read without a request of ours: the router is shutting down.
+                wait_for(lambda: waiting in router.log_path.read_text(errors="replace"))
+        assert router.proc.wait(30) == 0, router.logs()
+        doc = json.loads(ledger.read_text())
+        assert (doc["spent"], doc["settled"]) == (count * 10_000, count * 10_000), doc
+        logs = router.logs()
+        assert "not recorded" not in logs and "Traceback" not in logs, logs
+    finally:
+        router.stop()
+        fake.close()
+
+
+def test_a_settlement_on_its_way_when_the_addon_is_unloaded_reaches_the_ledger(tmp_path):
+    """The router's script is reloaded in the very loop pass that settled a paid answer
+    (CONTROL's x-control-scripts): the unloaded instance lets the settlement it started
+    reach the ledger before it closes it, instead of cancelling it with its other
+    background work before it had even run."""
+    from helpers import CONTROL, ENTRY, wait_for
+
+    fake = FakePaidProvider()  # 0.01 USD a request
+    data = tmp_path / "data"
+    env_file = tmp_path / "paid.env"
+    values = paid_env(fake, str(data), LLM_ROUTER_WALLET_KEY=WALLET_KEY)
+    env_file.write_text("".join(f"{k}={v}\n" for k, v in values.items()))
+    control = tmp_path / "control.py"
+    control.write_text(CONTROL)
+    copy = tmp_path / "xrouter_entry.py"
+    copy.write_text(ENTRY)
+    router = Router(
+        {}, tmp_path, args=["-s", str(control), "--set", f"xrouter_env_file={env_file}"]
+    )
+    try:
+        scripts = json.dumps([str(copy), str(control)])
+        answer = ask(router, "paid, then unloaded", headers={"x-control-scripts": scripts})
+        assert answer.status_code == 200, answer.text
+
+        def today() -> dict:
+            with router.client() as client:
+                return client.get("/wallet").json()["today"]
+
+        wait_for(lambda: today()["spent_usd"] == "0.01")  # the new instance answers
+        assert wait_for(lambda: today()["settled_usd"] == "0.01")
+        assert "Traceback" not in router.logs(), router.logs()
+    finally:
+        router.stop()
+        fake.close()

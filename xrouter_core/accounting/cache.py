@@ -35,23 +35,25 @@ WRITE_GRACE_S = CLOSE_GRACE_S
 _closing = Tasks()
 
 
-class Cache(Protocol):
+class Closeable(Protocol):
+    def close(self) -> None: ...
+
+
+class Cache(Closeable, Protocol):
     async def get(self, key: str) -> bytes | str | None: ...
 
     async def set(self, key: str, value: bytes | str, ttl: float | None = None) -> None: ...
 
-    def close(self) -> None: ...
 
-
-def close_after(writes: Tasks, store: Cache) -> None:
-    """Close `store` once the writes started on it (`writes`) are done, waiting at most
-    WRITE_GRACE_S, in the background: a reload replaces the store while a request's
-    write is on its way, and the write must land where it started, while the caller (a
-    mitmproxy hook) does not wait. With no write pending, or no running loop (the
-    process ending), at once: SQLite's unix VFS keeps a closed connection's descriptor
-    open while another connection of the process holds the file, so a store closed
-    after its replacement opened leaves one behind. Cancelled (the loop stopping), it
-    still closes."""
+def close_after(writes: Tasks, store: Closeable) -> None:
+    """Close `store` (a cache, the session store, an x402 ledger) once the writes started
+    on it (`writes`) are done, waiting at most WRITE_GRACE_S, in the background: a
+    reload replaces the store while a request's write is on its way, and the write must
+    land where it started, while the caller (a mitmproxy hook) does not wait. With no
+    write pending, or no running loop (the process ending), at once: SQLite's unix VFS
+    keeps a closed connection's descriptor open while another connection of the process
+    holds the file, so a store closed after its replacement opened leaves one behind.
+    Cancelled (the loop stopping), it still closes."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -63,7 +65,7 @@ def close_after(writes: Tasks, store: Cache) -> None:
     _closing.spawn(_close_after(writes, store))
 
 
-async def _close_after(writes: Tasks, store: Cache) -> None:
+async def _close_after(writes: Tasks, store: Closeable) -> None:
     try:
         await writes.wait(WRITE_GRACE_S)
     finally:

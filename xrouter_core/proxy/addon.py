@@ -27,6 +27,7 @@ from mitmproxy.exceptions import OptionsError
 from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 
 from xrouter_core import __version__
+from xrouter_core.accounting.cache import close_after
 from xrouter_core.accounting.events import EventFeed
 from xrouter_core.accounting.limits import Reservation, retry_after
 from xrouter_core.accounting.redis_topology import close_later, redis_client_sync
@@ -334,6 +335,14 @@ def translated(routed: RoutedFlow) -> bool:
     return not (client == RESPONSES and adapter.responses_wire)
 
 
+# How long shutdown waits for the settlements on their way to the ledger before it closes
+# it: each is one ledger update (the small file rewritten under its lock, or one Redis
+# transaction), queued behind the others when several paid answers came at once or a
+# router beside this one holds the lock. Two seconds covers a busy ledger and keeps a stop
+# prompt; with none on its way, there is no wait.
+SETTLE_GRACE_S = 2.0
+
+
 def close_ledger(payer: Payer) -> None:
     """The Redis client of a payer a reload replaces or an unloaded addon leaves: closed
     once its last commands are done (close_later), so neither leaves its connections
@@ -341,6 +350,19 @@ def close_ledger(payer: Payer) -> None:
     nothing open between its updates."""
     if isinstance(payer.ledger, RedisSpendLedger):
         close_later(payer.ledger.client, sync=True)
+
+
+class PayerLedger:
+    """A payer's ledger as close_after closes it (close_ledger), once the settlements on
+    their way to it are recorded."""
+
+    __slots__ = ("payer",)
+
+    def __init__(self, payer: Payer) -> None:
+        self.payer = payer
+
+    def close(self) -> None:
+        close_ledger(self.payer)
 
 
 def has_running_loop() -> bool:
@@ -525,6 +547,10 @@ class Xrouter:
         self.feed = EventFeed()
         # x402: the wallet and the spend ledger (payments/), made with the settings.
         self.payer: Payer | None = None
+        # The settled amounts on their way to the ledger (record_settled): not cancelled
+        # with the other background work; a replaced ledger closes once they are in
+        # (close_after), and shutdown waits for them (SETTLE_GRACE_S).
+        self.ledger_writes = Tasks()
         # The client keys of ROUTER_KEYS_FILE or of Redis (ROUTER_KEYS_SOURCE=redis); their
         # limits are counted by accounting.
         self.keyring: KeyRing | RedisKeyRing | None = None
@@ -597,7 +623,7 @@ class Xrouter:
                 self.settings_source = source
                 replaced, self.payer = self.payer, payer
                 if replaced is not None:
-                    close_ledger(replaced)
+                    close_after(self.ledger_writes, PayerLedger(replaced))
                 self.use_plugins(plugins)
                 self.apply(settings)
         if "mode" in updated or "xrouter_env_file" in updated:
@@ -929,8 +955,10 @@ class Xrouter:
         """At shutdown (and when mitmproxy unloads this addon): the last counts and log
         lines written, background work stopped, the stores' files closed. At shutdown,
         also what is left to await: the open client connections ended
-        (mitm_compat.end_connections), then the upstream connections (the shared
-        httpx client). An unloaded addon's client is closed in a task of its own."""
+        (mitm_compat.end_connections), the settlements on their way to the ledger
+        recorded (settle_last), then the upstream connections (the shared httpx client).
+        An unloaded addon's client is closed in a task of its own, and its ledger once
+        its settlements are in (close_after)."""
         self.tasks.cancel()
         self.classifier_tasks.cancel()
         self.rule_tasks.cancel()
@@ -944,25 +972,52 @@ class Xrouter:
         if self.accounting is not None:
             self.accounting.close()  # the last usage counts and request log lines
             self.accounting = None
-        if self.payer is not None:
-            close_ledger(self.payer)
         client, self.client = self.client, None
         should_exit = getattr(ctx.master, "should_exit", None)
         if should_exit is None or not should_exit.is_set():
             # A script reload: the client connections stay, the new instance has its own
-            # httpx client.
+            # httpx client and payer.
             if client is not None and has_running_loop():
                 self.tasks.spawn(client.aclose())
+            if self.payer is not None:
+                close_after(self.ledger_writes, PayerLedger(self.payer))
             return None
-        return self.shut_down(mitm_compat.open_connection_tasks(), client)
+        return self.shut_down(mitm_compat.open_connection_tasks(), client, self.payer)
 
     async def shut_down(
-        self, connections: list[asyncio.Task], client: httpx.AsyncClient | None
+        self,
+        connections: list[asyncio.Task],
+        client: httpx.AsyncClient | None,
+        payer: Payer | None,
     ) -> None:
         if connections:
             await mitm_compat.end_connections(connections)
+        if payer is not None:
+            await self.settle_last(payer)
         if client is not None:
             await client.aclose()
+
+    async def settle_last(self, payer: Payer) -> None:
+        """At shutdown, after the client connections are ended: the settlements on their
+        way to the ledger recorded, waiting at most SETTLE_GRACE_S and not at all when
+        none is, then the ledger closed. The wait is
+        logged (it delays the exit), and so is a settlement still on its way after it:
+        its payment stays counted as spent, not settled."""
+        if self.ledger_writes:
+            log.info(
+                "x402: waiting for %d settlement(s) to reach the ledger (at most %ss)",
+                len(self.ledger_writes),
+                SETTLE_GRACE_S,
+            )
+            await self.ledger_writes.wait(SETTLE_GRACE_S)
+        if self.ledger_writes:
+            log.warning(
+                "x402: %d settlement(s) not recorded in the ledger within %ss of shutdown;"
+                " their payments stay counted as spent, not as settled",
+                len(self.ledger_writes),
+                SETTLE_GRACE_S,
+            )
+        close_ledger(payer)
 
     # ---- request ---------------------------------------------------------------
 
@@ -1908,7 +1963,7 @@ class Xrouter:
         if doc.get("success") is True and self.payer is not None:
             if self.accounting is not None:
                 self.accounting.usage.record_settlement(routed.route)
-            self.tasks.spawn(self.record_settled(self.payer, routed.paid))
+            self.ledger_writes.spawn(self.record_settled(self.payer, routed.paid))
 
     async def record_settled(self, payer: Payer, amount: int) -> None:
         """The settled part of today's spend, in the ledger (off the event loop)."""

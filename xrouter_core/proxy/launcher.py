@@ -188,6 +188,42 @@ def reuse_port_loop(base: type[asyncio.AbstractEventLoop]) -> type[asyncio.Abstr
     return ReusePortLoop
 
 
+# ---- stop signals --------------------------------------------------------------------
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+class Stopped(BaseException):
+    """SIGINT or SIGTERM while the process was starting. A BaseException, as
+    KeyboardInterrupt is: start-up code that catches Exception lets it through."""
+
+
+def stop_on_signals() -> None:
+    """Until the event loop takes SIGINT and SIGTERM over (serve), either one raises
+    Stopped in whatever start-up step runs, a blocking one included (a plugin waiting on
+    its service, the settings being read), and the process ends with status 0 and no
+    traceback, as the same signal ends it once the router runs. Python's own SIGINT
+    handling would print a KeyboardInterrupt traceback and exit 1 (or, inside
+    asyncio.Runner, only cancel the main task, so a blocked step went on waiting), and
+    SIGTERM's default would kill the process. The signals after the first are ignored
+    while the process leaves: a Ctrl-C reaches every worker and the supervisor relays a
+    SIGTERM to each as well."""
+    for signum in STOP_SIGNALS:
+        signal.signal(signum, _stop)
+
+
+def _stop(signum: int, _frame: object) -> None:
+    # Not SIG_IGN: a second signal caught before this handler ran would be reported as
+    # "ignored due to race condition", with a traceback.
+    for other in STOP_SIGNALS:
+        signal.signal(other, _leaving)
+    raise Stopped(signal.Signals(signum).name)
+
+
+def _leaving(_signum: int, _frame: object) -> None:
+    """A stop signal after the first: the process is leaving already."""
+
+
 # ---- the lean master -----------------------------------------------------------------
 
 
@@ -254,19 +290,24 @@ async def serve(args: argparse.Namespace, workers: int, index: int = 0) -> None:
         print(f"xrouter: {exc}", file=sys.stderr)
         sys.exit(1)
     loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:  # from here on, mitmproxy's shutdown (stop_on_signals)
         loop.add_signal_handler(signum, lean.shutdown)
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     await lean.run()
 
 
 def run_one(args: argparse.Namespace, workers: int, index: int = 0) -> int:
+    """One router process, until it is stopped: 0, whether the signal came once it ran
+    or while it was starting (Stopped)."""
     kind = loop_class(args.loop)
     factory: Callable[[], asyncio.AbstractEventLoop] = (
         reuse_port_loop(kind) if workers > 1 else kind
     )
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(args, workers, index))
+    try:
+        with asyncio.Runner(loop_factory=factory) as runner:
+            runner.run(serve(args, workers, index))
+    except Stopped:
+        pass
     return 0
 
 
@@ -324,28 +365,44 @@ def claim_port(host: str, port: int) -> int:
 
 
 def supervise(args: argparse.Namespace, workers: int) -> int:
-    """Fork the workers, relay SIGINT/SIGTERM to them, and exit when they all have."""
+    """Fork the workers, relay SIGINT/SIGTERM to them, and exit when they all have.
+
+    The relay is in place before the first fork, so a signal while workers start reaches
+    each of them; one that comes while forking stops the forking. Both signals are
+    blocked around each fork: a worker sets its own handlers (stop_on_signals) before it
+    takes one, and the parent knows the new worker's pid before it relays one."""
     children: list[int] = []
-    for index in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                code = run_one(args, workers, index)
-            except SystemExit as exc:
-                code = exc.code if isinstance(exc.code, int) else 1
-            finally:
-                logging.shutdown()
-                os._exit(code)
-        children.append(pid)
+    stopping = False
 
     def relay(signum, _frame) -> None:
+        nonlocal stopping
+        stopping = True
         for child in children:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(child, signal.SIGTERM)
 
     signal.signal(signal.SIGINT, relay)
     signal.signal(signal.SIGTERM, relay)
+    for index in range(workers):
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        pid = os.fork()
+        if pid == 0:
+            code = 1
+            try:
+                stop_on_signals()
+                signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+                code = run_one(args, workers, index)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except Stopped:
+                code = 0
+            finally:
+                logging.shutdown()
+                os._exit(code)
+        children.append(pid)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)  # a pending one relays now
+        if stopping:
+            break
     worst = 0
     remaining = set(children)
     while remaining:
@@ -393,6 +450,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if argv is None:
         reexec_optimized()
+    stop_on_signals()
+    try:
+        return start(args)
+    except Stopped:
+        return 0
+
+
+def start(args: argparse.Namespace) -> int:
+    """The router: one process, or the configuration checked once and `--workers` forked."""
     # The command line outranks the environment, .env and upstreams.json.
     for name, value in (("HOST", args.host), ("PORT", args.port), ("LOG_LEVEL", args.log_level)):
         if value is not None:
