@@ -27,6 +27,18 @@ FAILURES = {
     "reset": lambda request: Reply(action="reset"),
     "hang": lambda request: Reply(action="hang"),
     **{str(status): failing(status) for status in (404, 408, 409, 425, 429, 500, 503)},
+    # 200s that are no answer: a gateway's error document, an HTML page.
+    "error_in_200": lambda request: Reply(body={"error": {"message": "overloaded"}}),
+    "html_in_200": lambda request: Reply(
+        body="<html>gateway</html>", headers={"content-type": "text/html"}
+    ),
+}
+REASONS = {
+    "refused": "unreachable",
+    "reset": "unreachable",
+    "hang": "timeout",
+    "error_in_200": "not_a_completion",
+    "html_in_200": "not_a_completion",
 }
 
 
@@ -85,9 +97,7 @@ def test_each_failure_falls_back_to_the_next_route(fallback_router, upstreams, f
     assert reply.status_code == 200, reply.text
     assert reply.headers["x-xrouter-upstream"] == "frontier"
     assert reply.headers["x-xrouter-decision"] == "1"
-    reason = {"refused": "unreachable", "reset": "unreachable", "hang": "timeout"}.get(
-        failure, failure
-    )
+    reason = REASONS.get(failure, failure)
     assert reply.headers["x-xrouter-fallback"] == f"medium:{reason}"
     if stream:
         assert "text/event-stream" in reply.headers["content-type"]

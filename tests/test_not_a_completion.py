@@ -28,7 +28,13 @@ BODIES = {
     "not_json": Reply(
         body="<html>upstream gateway page</html>", headers={"content-type": "text/html"}
     ),
+    # A gateway that puts the status in the body: an error document with a 200.
+    "error_document": Reply(
+        body={"error": {"message": "The model is overloaded", "type": "server_error"}}
+    ),
 }
+# What a route of the client's own format (no translation) may not pass on as an answer.
+NO_ANSWER = ("not_json", "error_document")
 STREAMS = {
     "json_without_choices": Reply(chunks=[sse({"foo": 1}), sse("[DONE]")]),
     "not_sse": Reply(chunks=["hello, this is not an event stream\n\n"]),
@@ -114,6 +120,42 @@ def test_a_whole_answer_that_is_not_a_completion_is_a_502(router, cheap, client_
     assert len(lines) == lines_before + 1  # one log line for the request
     assert "route=cheap" in lines[-1] and "status=502" in lines[-1]
     assert CHEAP_KEY not in router.logs()
+
+
+@pytest.mark.parametrize("answer", NO_ANSWER)
+def test_an_error_or_garbage_with_a_200_is_a_502_on_a_route_of_the_clients_format(
+    router, cheap, answer
+):
+    """An OpenAI client on an OpenAI route gets the route's answer as it came, except a
+    200 that is no answer at all: the client's SDK would read it as an empty completion."""
+    cheap.override = lambda r: BODIES[answer]
+    errors_before = cheap_errors(router)
+    lines_before = len(complaint_lines(router))
+    body = {"model": "xrouter/auto", "messages": [{"role": "user", "content": unique("odd")}]}
+    with router.client() as client:
+        reply = client.post("/v1/chat/completions", json=body)
+    assert reply.status_code == 502, reply.text
+    error = reply.json()["error"]
+    assert error["code"] == NOT_A_COMPLETION and error["type"] == "upstream_error"
+    check_error_message(error["message"])
+    if answer == "error_document":
+        assert "The model is overloaded" in error["message"]
+    assert reply.headers["x-xrouter-upstream"] == "cheap"
+    assert cheap_errors(router) == errors_before + 1
+    lines = complaint_lines(router)
+    assert len(lines) == lines_before + 1
+    assert "route=cheap" in lines[-1] and "status=502" in lines[-1]
+    assert CHEAP_KEY not in router.logs()
+
+
+def test_an_unknown_json_answer_on_a_route_of_the_clients_format_still_goes_through(router, cheap):
+    """A JSON object that is no error is the route's business (an extension, a new
+    shape): passed on as it came."""
+    cheap.override = lambda r: BODIES["json_without_choices"]
+    body = {"model": "xrouter/auto", "messages": [{"role": "user", "content": unique("odd")}]}
+    with router.client() as client:
+        reply = client.post("/v1/chat/completions", json=body)
+    assert reply.status_code == 200 and reply.json() == {"foo": 1}
 
 
 def events_of(text: str) -> list[tuple[str, dict]]:

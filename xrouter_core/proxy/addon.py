@@ -95,7 +95,12 @@ from xrouter_core.tasks import Tasks
 from xrouter_core.tiers import FRONTIER, FRONTIER_INDEX, TIER_INDEX, TIERS
 from xrouter_core.wire.adapters import Adapter, adapter_for
 from xrouter_core.wire.adapters.anthropic import AnthropicAdapter
-from xrouter_core.wire.canonical import Usage, not_a_chat_completion, usage_from_openai
+from xrouter_core.wire.canonical import (
+    Usage,
+    error_in_answer,
+    not_a_chat_completion,
+    usage_from_openai,
+)
 from xrouter_core.wire.errors import RouterError, error_body, redact
 from xrouter_core.wire.headers import (
     ANSWER_FIELDS,
@@ -1809,14 +1814,14 @@ class Xrouter:
             self.finished(flow, routed, response.status_code, None)
             return None
         usage = None
-        completion = None
         if routed.chat.client_format == RESPONSES and routed.adapter.responses_wire:
             self.native_response(flow, routed)
             return None
+        completion, why = self.read_answer(routed, response.get_content(strict=False) or b"")
+        if completion is None:
+            self.refuse_answer(flow, routed, why)
+            return None
         try:
-            completion = routed.adapter.parse_response(response.get_content(strict=False) or b"")
-            if translated(routed) and (why := not_a_chat_completion(completion)):
-                raise ValueError(why)
             if not routed.adapter.openai_wire and not completion.get("model"):
                 completion["model"] = routed.route.model or routed.chat.model  # Cohere omits it
             keep_name = bool(self.settings and self.settings.routing.keep_requested_model)
@@ -1861,6 +1866,37 @@ class Xrouter:
         self.answer_headers(response, routed, usage)
         self.finished(flow, routed, response.status_code, usage, completion=completion)
         return None
+
+    def read_answer(self, routed: RoutedFlow, content: bytes) -> tuple[dict | None, str]:
+        """A 200 whole answer as a chat completion, or None and why it is no answer: an
+        error document (a gateway that puts the status in the body), a body the route's
+        format cannot read, or, where the client's format is rendered from it, no
+        completion to render."""
+        if why := error_in_answer(content):
+            return None, why
+        try:
+            completion = routed.adapter.parse_response(content)
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as exc:
+            return None, str(exc) or type(exc).__name__
+        if not isinstance(completion, dict):
+            return None, "not a JSON object"
+        if translated(routed) and (why := not_a_chat_completion(completion)):
+            return None, why
+        return completion, ""
+
+    def refuse_answer(self, flow: http.HTTPFlow, routed: RoutedFlow, why: str) -> None:
+        """A 200 that is no answer fails its route as a 5xx does: the breaker counts it and
+        the next route gets the request when fallback allows (mitm_compat re-sends it on
+        this flow). Otherwise the client gets a 502 in its own format saying why (or, after
+        other routes failed first, the one error listing them all)."""
+        assert flow.response is not None
+        if self.try_next_route(flow, routed, Attempt(routed.route.breaker_key, 200, why)):
+            return
+        if len(routed.attempts) > 1:
+            self.answer_upstream_error(flow, routed)
+        else:
+            self.answer_not_a_completion(flow, routed, why)
+        self.finished(flow, routed, flow.response.status_code, None, error=NOT_A_COMPLETION)
 
     def answer_headers(
         self, response: http.Response, routed: RoutedFlow, usage: Usage | None
@@ -1986,24 +2022,28 @@ class Xrouter:
             remember(self.response_store, routed.chat.responses, doc, minted=False)
         self.finished(flow, routed, flow.response.status_code, usage)
 
-    def try_next_route(self, flow: http.HTTPFlow, routed: RoutedFlow) -> bool:
-        """Record the failure; when a route is left, point the flow at it and ask for a retry."""
+    def try_next_route(
+        self, flow: http.HTTPFlow, routed: RoutedFlow, attempt: Attempt | None = None
+    ) -> bool:
+        """Record the failure (`attempt`, or what the response says); when a route is left,
+        point the flow at it and ask for a retry."""
         assert self.settings is not None and flow.response is not None
         response = flow.response
-        failure = flow.metadata.get(mitm_compat.UPSTREAM_ERROR)
-        if not should_fall_back(response.status_code, bool(failure)):
-            return False
-        if failure:
-            attempt = Attempt(routed.route.breaker_key, error=str(failure))
-        else:
-            attempt = Attempt(
-                routed.route.breaker_key,
-                response.status_code,
-                routed.adapter.error_message(
-                    response.status_code, response.get_content(strict=False) or b""
-                ),
-                response.headers.get("retry-after", ""),
-            )
+        if attempt is None:
+            failure = flow.metadata.get(mitm_compat.UPSTREAM_ERROR)
+            if not should_fall_back(response.status_code, bool(failure)):
+                return False
+            if failure:
+                attempt = Attempt(routed.route.breaker_key, error=str(failure))
+            else:
+                attempt = Attempt(
+                    routed.route.breaker_key,
+                    response.status_code,
+                    routed.adapter.error_message(
+                        response.status_code, response.get_content(strict=False) or b""
+                    ),
+                    response.headers.get("retry-after", ""),
+                )
         routed.attempts.append(attempt)
         self.breaker.failure(routed.route.breaker_key, attempt.label())
         if not self.fallback_ready or not self.settings.routing.fallback_enabled:

@@ -142,12 +142,14 @@ class Attempt:
     candidate) and why (an HTTP status or a short error)."""
 
     route: str
-    status: int = 0
+    status: int = 0  # 200: it answered, but not with a chat completion (error says why)
     error: str = ""
     retry_after: str = ""
 
     @property
     def reason(self) -> str:
+        if self.status == 200:
+            return "not_a_completion"
         if self.status:
             return str(self.status)
         if "timeout" in self.error:

@@ -8,6 +8,7 @@ content_filter.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,6 +141,32 @@ def not_a_chat_completion(doc: Any) -> str:
     if not isinstance(choices[0], dict) or not isinstance(choices[0].get("message"), dict):
         return "no 'message' in its first choice"
     return ""
+
+
+# Where each provider family puts its answer in a whole response: a document with none of
+# them and an `error` is an error, whatever its status.
+ANSWER_KEYS = ("choices", "content", "candidates", "message", "output")
+
+
+def error_in_answer(raw: bytes) -> str:
+    """The provider's error when a 200 answer's body is an error document instead of an
+    answer ("" otherwise): `{"error": {...}}` without an answer (OpenAI-compatible
+    gateways that put the status in the body), or Anthropic's `{"type": "error", ...}`."""
+    if b'"error"' not in raw:
+        return ""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, RecursionError):
+        return ""
+    if not isinstance(doc, dict) or doc.get("error") in (None, "", {}):
+        return ""
+    if doc.get("type") != "error" and any(key in doc for key in ANSWER_KEYS):
+        return ""
+    error = doc["error"]
+    message = error.get("message") if isinstance(error, dict) else error
+    if not isinstance(message, str) or not message:
+        message = json.dumps(error)[:300]
+    return f"an error instead of an answer: {message[:300]}"
 
 
 @dataclass(slots=True)
