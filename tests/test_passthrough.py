@@ -332,3 +332,23 @@ def test_openai_client_on_an_openai_route_keeps_every_field(same_format_router, 
     assert reply.status_code == 200, reply.text
     received = upstreams.medium.requests[-1]
     assert received.body == compact({**sent, "model": "medium-model"})
+
+
+def test_an_anthropic_error_document_with_a_200_is_an_anthropic_502(
+    same_format_router, anthropic_fake
+):
+    """An Anthropic route that reports an overload in a 200's body: the Anthropic client
+    gets a 502 in Anthropic's error shape with the provider's message, not a 200 its SDK
+    would read as a message without content."""
+    anthropic_fake.override = lambda request: Reply(
+        200, {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    )
+    with same_format_router.client() as client:
+        reply = client.post(
+            "/v1/messages", content=compact(claude_code_body("hi", False)), headers=headers()
+        )
+    assert reply.status_code == 502, reply.text
+    doc = reply.json()
+    assert doc["type"] == "error" and doc["error"]["type"] == "api_error"
+    assert "Overloaded" in doc["error"]["message"] and "'frontier'" in doc["error"]["message"]
+    assert "sk-ant-route-key-0009" not in reply.text + same_format_router.logs()
