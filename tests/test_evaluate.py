@@ -299,6 +299,162 @@ def test_in_distribution_protocol_tests_only_on_held_out_halves():
         assert len(chosen) == 50 and chosen == sample(test, 50, seed=3)
 
 
+# ---- own-traffic protocol ------------------------------------------------------
+
+
+def test_own_traffic_folds_train_on_the_other_half_only():
+    """The test half is the same for every K; the first K rows of the other half, and only
+    they, join the loso training rows, as the source "traffic"; K beyond the half is capped."""
+    from xrouter_core.quality import sources
+    from xrouter_core.quality.evaluate import TRAFFIC, folds, own_traffic_halves
+
+    everything = sources.load_all()
+    chosen = ["llmrouter_code", "alpaca_eval"]
+    tests: dict[str, list] = {}
+    for k in (0, 7, 10_000):
+        for name, train, test in folds("own-traffic", everything, chosen, own_labels=k, seed=1):
+            half, rest = own_traffic_halves(everything[name], name, seed=1)
+            assert test == half and len(half) + len(rest) == len(everything[name])
+            assert {r.prompt for r in half} | {r.prompt for r in rest} == {
+                r.prompt for r in everything[name]
+            }
+            assert tests.setdefault(name, test) == test  # fixed across K
+            assert not {r.prompt for r in test} & {r.prompt for r in train}
+            traffic = [r for r in train if r.source == TRAFFIC]
+            assert [r.prompt for r in traffic] == [r.prompt for r in rest[: min(k, len(rest))]]
+            others = [r for r in train if r.source != TRAFFIC]
+            if name == "alpaca_eval":
+                assert others == sources.all_training_rows(everything)
+            else:
+                assert others == sources.loso_split(everything, name)[0]
+            assert name not in sources.counts(train) and "alpaca_eval" not in sources.counts(train)
+    assert len(tests["llmrouter_code"]) == 82
+    # The seed draws the halves: the same seed the same halves, another seed others.
+    assert (
+        own_traffic_halves(everything["llmrouter_code"], "llmrouter_code", seed=1)[0]
+        == (tests["llmrouter_code"])
+    )
+    assert (
+        own_traffic_halves(everything["llmrouter_code"], "llmrouter_code", seed=2)[0]
+        != (tests["llmrouter_code"])
+    )
+
+
+def synthetic_sources() -> dict[str, list]:
+    """Source "own": the long prompts need the strong model and the short ones do not; "b"
+    and "c": whether the strong model is needed has nothing to do with length. Only the
+    own labels can teach the classifier that length matters on "own"."""
+    import hashlib
+
+    from xrouter_core.quality.sources import Row
+
+    found: dict[str, list] = {}
+    for name in ("own", "b", "c"):
+        rows = []
+        for i in range(120):
+            length = 2 + (i * 37) % 90
+            prompt = f"{name} case {i}: " + " ".join(f"w{j}" for j in range(length))
+            if name == "own":
+                needed = length > 45
+            else:
+                needed = hashlib.sha256(prompt.encode()).digest()[0] % 2 == 0
+            rows.append(Row(name, name, prompt, 1.0, 0.0 if needed else 1.0))
+        found[name] = rows
+    return found
+
+
+def test_own_traffic_run_trains_each_k_on_its_labels_and_never_on_the_test_half(monkeypatch):
+    """run() trains once per K (a K beyond the other half is capped, and the model of an
+    equal training set is reused), on rows that never include the fold's test prompts; and
+    the own labels are what lets the classifier learn the source's own pattern."""
+    from xrouter_core.quality import evaluate, train_builtin
+
+    data = synthetic_sources()
+    trained: list[list] = []
+    real_train = train_builtin.train
+
+    def recording(rows, *args, **kwargs):
+        trained.append(list(rows))
+        return real_train(rows, *args, **kwargs)
+
+    monkeypatch.setattr(train_builtin, "train", recording)
+    report = evaluate.run(
+        ["builtin", "random", "oracle"],
+        protocol="own-traffic",
+        chosen_sources=["own"],
+        resamples=20,
+        rules=False,
+        log=lambda _line: None,
+        own_labels=[500, 0, 30, 60, 30],
+        data=data,
+    )
+    assert report["own_labels"] == [0, 30, 60, 500]
+    used = [run["sources"]["own"]["own_labels_used"] for run in report["by_labels"]]
+    assert used == [0, 30, 60, 60]
+    assert [run["sources"]["own"]["own_labels_available"] for run in report["by_labels"]] == [
+        60
+    ] * 4
+    # 60 and 500 (capped at 60) train on the same rows: one model for both.
+    assert [sum(r.source == evaluate.TRAFFIC for r in rows) for rows in trained] == [0, 30, 60]
+    test, rest = evaluate.own_traffic_halves(data["own"], "own")
+    for rows in trained:
+        assert not {r.prompt for r in rows} & {r.prompt for r in test}
+        assert {r.source for r in rows} <= {"b", "c", evaluate.TRAFFIC}
+    assert [r.prompt for r in trained[-1] if r.source == evaluate.TRAFFIC] == [
+        r.prompt for r in rest
+    ]
+    apgr = [run["sources"]["own"]["routers"]["builtin"]["apgr"] for run in report["by_labels"]]
+    assert apgr[2] > apgr[0] + 0.2 and apgr[3] == apgr[2]
+    # random and oracle score the same test half under every K.
+    for router in ("random", "oracle"):
+        assert len({run["mean_apgr"][router] for run in report["by_labels"]}) == 1
+    # The lead over K = 0 is paired: K = 0 against itself has no spread.
+    assert report["by_labels"][0]["mean_apgr_minus_first_ci95"]["builtin"] == [0.0, 0.0]
+    low, high = report["by_labels"][2]["mean_apgr_minus_first_ci95"]["builtin"]
+    assert low <= apgr[2] - apgr[0] <= high
+    assert report["mean_apgr"] == report["by_labels"][-1]["mean_apgr"]
+    table = evaluate.markdown(report)
+    assert "| APGR builtin K=0 | APGR builtin K=30 | APGR builtin K=60 | APGR builtin K=500 |" in (
+        table
+    )
+    assert " (60) |" in table and "| mean − K=0, 95 % interval |" in table
+
+
+def test_evaluate_cli_own_traffic(tmp_path):
+    report_path, table_path = tmp_path / "r.json", tmp_path / "r.md"
+    done = run_module(
+        "xrouter_core.quality.evaluate",
+        "--protocol", "own-traffic",
+        "--own-labels", "0", "1000",
+        "--source", "llmrouter_code",
+        "--sample", "40",
+        "--bootstrap", "20",
+        "--json", str(report_path),
+        "--markdown", str(table_path),
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    report = json.loads(report_path.read_text())
+    assert report["protocol"] == "own-traffic" and report["own_labels"] == [0, 1000]
+    runs = [run["sources"]["llmrouter_code"] for run in report["by_labels"]]
+    assert [entry["own_labels_used"] for entry in runs] == [0, 82]
+    assert runs[0]["train_sources"] == sorted(set(runs[1]["train_sources"]) - {"traffic"})
+    assert runs[1]["train_prompts"] == runs[0]["train_prompts"] + 82
+    assert all(entry["prompts"] == 40 for entry in runs)
+    table = table_path.read_text()
+    assert done.stdout == table + "\n"
+    assert "| llmrouter_code | 40 | 82 | " in table and " (82) | " in table
+    assert "| mean − K=0, 95 % interval |" in table
+
+
+def test_evaluate_rejects_own_labels_outside_own_traffic():
+    done = run_module("xrouter_core.quality.evaluate", "--own-labels", "100")
+    assert done.returncode == 2 and "--protocol own-traffic" in done.stderr
+    done = run_module(
+        "xrouter_core.quality.evaluate", "--protocol", "own-traffic", "--own-labels", "-1"
+    )
+    assert done.returncode == 2 and ">= 0" in done.stderr
+
+
 def test_evaluate_llm_and_hybrid_against_an_endpoint(upstreams, tmp_path):
     """The LLM router asks the endpoint per prompt; hybrid replaces failures by built-in tiers."""
     upstreams.classifier.digit = "2"

@@ -3,6 +3,7 @@
     python -m xrouter_core.quality.evaluate                    # leave-one-source-out, built-in vs random vs oracle
     python -m xrouter_core.quality.evaluate --chart docs/evaluation.html --markdown report.md
     python -m xrouter_core.quality.evaluate --protocol in-distribution    # 50/50 split within each source
+    python -m xrouter_core.quality.evaluate --protocol own-traffic --own-labels 0 100 300 1000
     python -m xrouter_core.quality.evaluate --mode llm --llm-url http://127.0.0.1:8080/v1 \\
         --llm-model gemma --sample 200
     python -m xrouter_core.quality.evaluate --mode builtin embedding \\
@@ -22,6 +23,17 @@ Protocols:
   - `in-distribution`: each source is split by a hash of the prompt
     (`routellm_data.split_of`); one model is trained on every calibration half and scored
     on the held-out halves. Easier, and shown only beside the headline.
+  - `own-traffic`: would labelling some of one's own traffic help? Each source stands for
+    a user's traffic. Its rows are shuffled by a seeded hash (`own_traffic_halves`); the
+    first half is its test set, fixed for every K. For each K of `--own-labels` the
+    built-in classifier is trained on what loso trains that source's fold on, plus the
+    first K rows of the other half relabelled as one extra source, "traffic" (so it gets
+    its own intercept, like every source). A K beyond the other half is capped, and the
+    count used is reported. Same sources as loso; alpaca_eval's other half is trained on
+    too, as "traffic": these weights live only in memory for the measurement and are never
+    written or bundled (its licence, CC-BY-NC-4.0, is why the bundled weights never read
+    it). The top-level "sources" of its report are those of the largest K; every K's are
+    under "by_labels", with the mean's paired gain over the smallest K.
 
 Routers: `builtin` (the fold's model with the router's rules on; `--no-rules` drops
 them), `random` (RouteLLM's baseline: a seeded uniform score), `oracle` (the prompt's
@@ -101,7 +113,10 @@ TRAINING_VARIANTS: dict[str, dict[str, Any]] = {
 # Routers whose score comes from a trained model (shown with bootstrap intervals).
 LEARNED = ("builtin", "llm", "hybrid", "linear", "linear_hand", *TRAINING_VARIANTS)
 DEFAULT_ROUTERS = ("builtin", "random", "oracle")
-PROTOCOLS = ("loso", "in-distribution")
+PROTOCOLS = ("loso", "in-distribution", "own-traffic")
+# own-traffic: the labelled rows of the user's own traffic trained on, and their source.
+OWN_LABELS = (0, 100, 300, 1000)
+TRAFFIC = "traffic"
 # PGR divides by (strong quality - weak quality): a source where the strong model is not
 # clearly better (llmrouter_openqa: 0.28 vs 0.31) has no meaningful PGR, so it is listed
 # but left out of the figures (its prompts are still trained on in the other folds).
@@ -324,6 +339,9 @@ class Evaluation:
     ):
         self.features = features
         self.heads: dict[tuple[str, ...], tuple[linear_head.Head, list[str]]] = {}
+        # The built-in classifier's models by (training rows, config), for every fold of
+        # the run (own-traffic: a K capped to the same rows as another K reuses its model).
+        self.models: dict[tuple[Any, ...], Weights] = {}
         self.thresholds = thresholds
         self.rules = rules
         self.llm = llm
@@ -408,11 +426,47 @@ class Evaluation:
         }
 
 
+def own_traffic_halves(
+    rows: Sequence[sources.Row], name: str, seed: int = 0
+) -> tuple[list[sources.Row], list[sources.Row]]:
+    """A source's rows shuffled by a hash of the seed, its name and each prompt, then cut in
+    two: (test half, the other half whose first rows are the own labels). The test half
+    does not depend on K, so every K of own-traffic is scored on the same prompts."""
+
+    def rank(row: sources.Row) -> bytes:
+        return hashlib.sha256(f"{seed}:{name}:".encode() + row.prompt.encode("utf-8")).digest()
+
+    shuffled = sorted(rows, key=rank)
+    middle = (len(shuffled) + 1) // 2
+    return shuffled[:middle], shuffled[middle:]
+
+
 def folds(
-    protocol: str, everything: dict[str, list[sources.Row]], chosen: Sequence[str]
+    protocol: str,
+    everything: dict[str, list[sources.Row]],
+    chosen: Sequence[str],
+    own_labels: int = 0,
+    seed: int = 0,
 ) -> list[tuple[str, list[sources.Row], list[sources.Row]]]:
-    """(test source, training rows, test rows) for each source evaluated."""
+    """(test source, training rows, test rows) for each source evaluated.
+
+    `own_labels` and `seed` matter to own-traffic only: K, and the shuffle of the halves."""
     found = []
+    if protocol == "own-traffic":
+        if own_labels < 0:
+            raise ValueError("own_labels must be >= 0")
+        for name in chosen:
+            test, rest = own_traffic_halves(everything[name], name, seed)
+            if name in sources.TEST_ONLY:
+                others = sources.all_training_rows(everything)
+            else:
+                others, _ = sources.loso_split(everything, name)
+            # Relabelled, the rows get an intercept of their own. (train() refuses rows
+            # whose source is test-only; as "traffic" alpaca_eval's are accepted, on
+            # purpose: these weights are never written, see the module docstring.)
+            traffic = [replace(row, source=TRAFFIC) for row in rest[:own_labels]]
+            found.append((name, others + traffic, test))
+        return found
     if protocol == "loso":
         for name in chosen:
             if name in sources.TEST_ONLY:
@@ -446,8 +500,12 @@ def run(
     embedder: EmbeddingScorer | None = None,
     features: linear_head.Features | None = None,
     dro: float | None = None,
+    own_labels: Sequence[int] = OWN_LABELS,
+    data: dict[str, list[sources.Row]] | None = None,
 ) -> dict[str, Any]:
-    everything = sources.load_all()
+    """Every chosen source's figures under `protocol`. `data`: the sources' rows (default:
+    `sources.load_all()`); `own_labels`: the K of own-traffic (sorted, each once)."""
+    everything = sources.load_all() if data is None else data
     chosen = list(chosen_sources or everything)
     unknown = [name for name in chosen if name not in everything]
     if unknown:
@@ -483,6 +541,36 @@ def run(
             "neighbours": embedder.engine.neighbours,
             "bank_prompts": len(embedder.bank.texts),
         }
+    if protocol == "own-traffic":
+        labels = sorted(set(own_labels))
+        if not labels or labels[0] < 0:
+            raise SystemExit("--own-labels: one or more counts >= 0")
+        report["own_labels"] = labels
+        report["by_labels"] = []
+        for k in labels:
+            chosen_folds = folds(protocol, everything, chosen, own_labels=k, seed=seed)
+            with progress(f"Evaluating ({protocol}, K = {k})") as bar:
+                found = _evaluate_folds(
+                    bar(chosen_folds, label="sources", total=len(chosen_folds)),
+                    routers,
+                    protocol,
+                    sample_size,
+                    seed,
+                    configs,
+                    evaluation,
+                    lambda line, k=k: log(f"K = {k}: {line}"),
+                )
+            for name, entry in found.items():
+                entry.pop("scored")
+                entry["own_labels_available"] = len(
+                    own_traffic_halves(everything[name], name, seed)[1]
+                )
+            report["by_labels"].append(_summarised({"own_labels": k, "sources": found}, routers))
+        _own_label_gains(report["by_labels"], routers)
+        largest = report["by_labels"][-1]
+        for key in ("sources", "mean_apgr", "min_apgr"):
+            report[key] = largest[key]
+        return report
     chosen_folds = folds(protocol, everything, chosen)
     with progress(f"Evaluating ({protocol})") as bar:
         report["sources"] = _evaluate_folds(
@@ -499,6 +587,35 @@ def run(
     if protocol == "loso":
         report["pooled"] = _pooled(report, pool, routers, bins, resamples, seed)
     return _summarised(report, routers)
+
+
+def _own_label_gains(by_labels: Sequence[dict[str, Any]], routers: Sequence[str]) -> None:
+    """Each K's lead in mean APGR over the smallest K, per router, with a paired interval.
+
+    Every K scores the same test halves with the same seed, so the k-th resample of a
+    source draws the same prompts under every K: the leads' intervals are paired."""
+    first = by_labels[0]
+    for run in by_labels:
+        run["mean_apgr_minus_first"] = {
+            router: run["mean_apgr"][router] - first["mean_apgr"][router] for router in routers
+        }
+        measured = [e for e in run["sources"].values() if e["measurable"]]
+        base = [e for e in first["sources"].values() if e["measurable"]]
+        if not all("apgr_resamples" in e["routers"][r] for e in measured for r in routers):
+            continue
+        run["mean_apgr_minus_first_ci95"] = {}
+        for router in routers:
+            leads = [
+                (sum(now) - sum(then)) / len(measured)
+                for now, then in zip(
+                    zip(*(e["routers"][router]["apgr_resamples"] for e in measured), strict=True),
+                    zip(*(e["routers"][router]["apgr_resamples"] for e in base), strict=True),
+                    strict=True,
+                )
+            ]
+            run["mean_apgr_minus_first_ci95"][router] = routing_metrics.intervals({"apgr": leads})[
+                "apgr"
+            ]
 
 
 def _pooled(
@@ -538,14 +655,15 @@ def _evaluate_folds(
     """Each fold's entry: its data's figures, every router's results, and (under "scored",
     for the pooled figure) every router's scores with the prompts' weak and strong quality."""
     found: dict[str, Any] = {}
-    trained: dict[tuple[Any, ...], Weights] = {}
+    trained = evaluation.models
     for name, train, test in chosen_folds:
         test = sample(test, sample_size, seed)
         weights: dict[str, Weights] = {}
+        digest = _rows_digest(train)
         for router in routers:
             if router not in configs:
                 continue
-            key = (tuple(sorted(sources.counts(train))), configs[router])
+            key = (digest, configs[router])
             if key not in trained:
                 trained[key] = train_builtin.train(train, configs[router])
             weights[router] = trained[key]
@@ -560,8 +678,13 @@ def _evaluate_folds(
             "routers": {},
             "scored": {},
         }
-        if protocol == "loso":
+        if protocol in ("loso", "own-traffic"):
             assert name not in entry["train_sources"]
+        if protocol == "own-traffic":
+            # Only the other half is trained on (as "traffic"): never a test prompt.
+            traffic = [r.prompt for r in train if r.source == TRAFFIC]
+            assert not set(traffic) & {r.prompt for r in test}
+            entry["own_labels_used"] = len(traffic)
         entry["measurable"] = entry["strong_quality"] - entry["weak_quality"] >= MIN_QUALITY_GAP
         if not entry["measurable"]:
             log(f"{name}: strong quality not above weak quality, no PGR")
@@ -587,6 +710,16 @@ def _evaluate_folds(
         )
         found[name] = entry
     return found
+
+
+def _rows_digest(rows: Sequence[sources.Row]) -> bytes:
+    """Names a training set by its rows, so a fold reuses a model trained on the same rows
+    (in-distribution: one for all) and never one trained on others with the same sources
+    (own-traffic: every K has the sources of K = 1)."""
+    found = hashlib.blake2b(digest_size=16)
+    for row in rows:
+        found.update(f"{row.source}\x00{row.prompt}\x01".encode("utf-8", "surrogatepass"))
+    return found.digest()
 
 
 def _summarised(report: dict[str, Any], routers: Sequence[str]) -> dict[str, Any]:
@@ -668,8 +801,90 @@ def _pooled_markdown(report: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _own_traffic_markdown(report: dict[str, Any]) -> str:
+    """own-traffic's table: one row per source, the built-in APGR at every K side by side,
+    then the routers that do not depend on K (random, oracle: the same test half)."""
+    runs = report["by_labels"]
+    routers = list(report["mean_apgr"])
+    learned = [r for r in routers if r in LEARNED]
+    fixed = [r for r in routers if r not in LEARNED]
+    sample_note = (
+        f", sample of {report['sample']} test prompts per source" if report["sample"] else ""
+    )
+    rules = "on" if report["rules"] else "off"
+    columns = [(router, run) for router in learned for run in runs]
+    heads = [f"APGR {r} K={run['own_labels']}" for r, run in columns]
+    heads += [f"APGR {r}" for r in fixed]
+    lines = [
+        f"Protocol: own-traffic{sample_note}; each source's test half fixed by a seeded "
+        f"shuffle (seed {report['seed']}); the built-in classifier trained on the other "
+        'sources plus the first K rows of the other half as one more source, "traffic"; '
+        f"built-in rules {rules}; 95 % bootstrap intervals over "
+        f"{report['bootstrap_resamples']} resamples. A cell marked (n): the other half has only n rows, so K was capped at n.",
+        "",
+        "| source | test prompts | other half | strong > weak | " + " | ".join(heads) + " |",
+        "|---|---:|---:|---:|" + "---:|" * len(heads),
+    ]
+    for name in runs[0]["sources"]:
+        entries = [run["sources"][name] for run in runs]
+        first = entries[0]
+        label = f"{name} (test only)" if first["test_only"] else name
+        head = (
+            f"| {label} | {first['prompts']} | {first['own_labels_available']} | "
+            f"{first['strong_better'] * 100:.0f} % | "
+        )
+        if not first["measurable"]:
+            lines.append(
+                head
+                + " | ".join("n/a" for _ in heads[:-1])
+                + f" | strong quality {first['strong_quality']:.2f} ≤ weak "
+                f"{first['weak_quality']:.2f}: no PGR |"
+            )
+            continue
+        cells = []
+        for router, run in columns:
+            entry = run["sources"][name]
+            result = entry["routers"][router]
+            used = entry["own_labels_used"]
+            capped = f" ({used})" if used != run["own_labels"] else ""
+            cells.append(f"{result['apgr']:.3f}{_ci(result, 'apgr')}{capped}")
+        cells += [f"{first['routers'][r]['apgr']:.3f}" for r in fixed]
+        lines.append(head + " | ".join(cells) + " |")
+    count = sum(e["measurable"] for e in runs[0]["sources"].values())
+    blank = "| | | |"
+
+    def row(title: str, cell: Callable[[str, dict[str, Any]], str]) -> str:
+        cells = [cell(r, run) for r, run in columns] + [cell(r, runs[0]) for r in fixed]
+        return f"| {title} {blank} " + " | ".join(cells) + " |"
+
+    lines.append(
+        row(f"**mean over {count} sources**", lambda r, run: f"**{run['mean_apgr'][r]:.3f}**")
+    )
+    lines.append(row("min", lambda r, run: f"{run['min_apgr'][r]:.3f}"))
+    if all("mean_apgr_ci95" in run for run in runs):
+        lines.append(
+            row(
+                "mean, 95 % interval",
+                lambda r, run: "[{:.3f}, {:.3f}]".format(*run["mean_apgr_ci95"][r]),
+            )
+        )
+    if all("mean_apgr_minus_first_ci95" in run for run in runs[1:]):
+        k0 = runs[0]["own_labels"]
+
+        def lead(router: str, run: dict[str, Any]) -> str:
+            if router in fixed or run is runs[0]:
+                return ""
+            low, high = run["mean_apgr_minus_first_ci95"][router]
+            return f"{run['mean_apgr_minus_first'][router]:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+        lines.append(row(f"mean − K={k0}, 95 % interval", lead))
+    return "\n".join(lines) + "\n"
+
+
 def markdown(report: dict[str, Any]) -> str:
     """The summary table (one row per source), then each router's points."""
+    if report["protocol"] == "own-traffic":
+        return _own_traffic_markdown(report)
     routers = list(report["mean_apgr"])
     sample_note = f", sample of {report['sample']} per source" if report["sample"] else ""
     rules = "on" if report["rules"] else "off"
@@ -762,8 +977,17 @@ COLOURS = {
 }
 
 
+def _drawn(report: dict[str, Any]) -> dict[str, Any]:
+    """What a chart draws: the report, or under own-traffic its run with the largest K."""
+    if report["protocol"] != "own-traffic":
+        return report
+    largest = report["by_labels"][-1]
+    return {**largest, "protocol": f"own-traffic, K = {largest['own_labels']}"}
+
+
 def svg_chart(report: dict[str, Any]) -> str:
     """The PGR panels as a standalone SVG (no plotting library needed)."""
+    report = _drawn(report)
     names = [name for name, entry in report["sources"].items() if entry["measurable"]]
     columns, width, height, pad = 4, 300, 220, 36
     rows = (len(names) + columns - 1) // columns
@@ -875,6 +1099,7 @@ def chart(report: dict[str, Any], path: Path) -> Path:
     if path.suffix == ".svg":
         path.write_text(svg_chart(report), encoding="utf-8")
         return path
+    report = _drawn(report)
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -944,6 +1169,15 @@ def main(argv: list[str] | None = None) -> int:
         description="Routing quality across sources, with the RouteLLM paper's metrics.",
     )
     parser.add_argument("--protocol", choices=PROTOCOLS, default="loso")
+    parser.add_argument(
+        "--own-labels",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="K",
+        help="--protocol own-traffic: how many labelled rows of the source's other half to "
+        "train on, one run per K (default: " + " ".join(map(str, OWN_LABELS)) + ")",
+    )
     parser.add_argument(
         "--router",
         "--mode",
@@ -1032,6 +1266,11 @@ def main(argv: list[str] | None = None) -> int:
         help="write the PGR chart: .svg, .html, or .png (needs kaleido; else .svg)",
     )
     args = parser.parse_args(argv)
+    if args.own_labels is not None:
+        if args.protocol != "own-traffic":
+            parser.error("--own-labels needs --protocol own-traffic")
+        if min(args.own_labels) < 0:
+            parser.error("--own-labels: counts must be >= 0")
 
     routers = args.router or [
         *DEFAULT_ROUTERS,
@@ -1077,6 +1316,7 @@ def main(argv: list[str] | None = None) -> int:
         embedder=embedder,
         features=features,
         dro=args.dro,
+        own_labels=args.own_labels or OWN_LABELS,
     )
     table = markdown(report)
     if args.json is not None:
