@@ -89,6 +89,15 @@ def complaint_lines(router: Router) -> list[str]:
     ]
 
 
+def check_counted_once(router: Router, errors_before: int, lines_before: int) -> None:
+    """The request counted as one cheap-tier error, with one log line, and no key shown."""
+    assert cheap_errors(router) == errors_before + 1
+    lines = complaint_lines(router)
+    assert len(lines) == lines_before + 1  # one log line for the request
+    assert "route=cheap" in lines[-1] and "status=502" in lines[-1]
+    assert CHEAP_KEY not in router.logs()
+
+
 def check_error_message(message: str) -> None:
     assert "'cheap'" in message and "not a chat completion" in message
     assert CHEAP_KEY not in message
@@ -115,11 +124,7 @@ def test_a_whole_answer_that_is_not_a_completion_is_a_502(router, cheap, client_
         message = doc["error"]["message"]
     check_error_message(message)
     assert reply.headers["x-xrouter-upstream"] == "cheap"
-    assert cheap_errors(router) == errors_before + 1
-    lines = complaint_lines(router)
-    assert len(lines) == lines_before + 1  # one log line for the request
-    assert "route=cheap" in lines[-1] and "status=502" in lines[-1]
-    assert CHEAP_KEY not in router.logs()
+    check_counted_once(router, errors_before, lines_before)
 
 
 @pytest.mark.parametrize("answer", NO_ANSWER)
@@ -141,11 +146,7 @@ def test_an_error_or_garbage_with_a_200_is_a_502_on_a_route_of_the_clients_forma
     if answer == "error_document":
         assert "The model is overloaded" in error["message"]
     assert reply.headers["x-xrouter-upstream"] == "cheap"
-    assert cheap_errors(router) == errors_before + 1
-    lines = complaint_lines(router)
-    assert len(lines) == lines_before + 1
-    assert "route=cheap" in lines[-1] and "status=502" in lines[-1]
-    assert CHEAP_KEY not in router.logs()
+    check_counted_once(router, errors_before, lines_before)
 
 
 def test_an_unknown_json_answer_on_a_route_of_the_clients_format_still_goes_through(router, cheap):
@@ -197,11 +198,7 @@ def test_a_stream_that_is_not_chat_chunks_ends_in_an_error(router, cheap, client
         message = failed["error"]["message"]
         assert events[-2][1]["message"] == message
     check_error_message(message)
-    assert cheap_errors(router) == errors_before + 1
-    lines = complaint_lines(router)
-    assert len(lines) == lines_before + 1
-    assert "route=cheap" in lines[-1] and "status=502" in lines[-1]
-    assert CHEAP_KEY not in router.logs()
+    check_counted_once(router, errors_before, lines_before)
 
 
 def test_a_good_answer_still_goes_through(router, cheap):
