@@ -541,6 +541,20 @@ def run(
             "neighbours": embedder.engine.neighbours,
             "bank_prompts": len(embedder.bank.texts),
         }
+
+    def evaluated(chosen_folds: list, title: str, log_line: Callable[[str], None]) -> dict:
+        with progress(title) as bar:
+            return _evaluate_folds(
+                bar(chosen_folds, label="sources", total=len(chosen_folds)),
+                routers,
+                protocol,
+                sample_size,
+                seed,
+                configs,
+                evaluation,
+                log_line,
+            )
+
     if protocol == "own-traffic":
         labels = sorted(set(own_labels))
         if not labels or labels[0] < 0:
@@ -548,18 +562,11 @@ def run(
         report["own_labels"] = labels
         report["by_labels"] = []
         for k in labels:
-            chosen_folds = folds(protocol, everything, chosen, own_labels=k, seed=seed)
-            with progress(f"Evaluating ({protocol}, K = {k})") as bar:
-                found = _evaluate_folds(
-                    bar(chosen_folds, label="sources", total=len(chosen_folds)),
-                    routers,
-                    protocol,
-                    sample_size,
-                    seed,
-                    configs,
-                    evaluation,
-                    lambda line, k=k: log(f"K = {k}: {line}"),
-                )
+            found = evaluated(
+                folds(protocol, everything, chosen, own_labels=k, seed=seed),
+                f"Evaluating ({protocol}, K = {k})",
+                lambda line, k=k: log(f"K = {k}: {line}"),
+            )
             for name, entry in found.items():
                 entry.pop("scored")
                 entry["own_labels_available"] = len(
@@ -571,18 +578,9 @@ def run(
         for key in ("sources", "mean_apgr", "min_apgr"):
             report[key] = largest[key]
         return report
-    chosen_folds = folds(protocol, everything, chosen)
-    with progress(f"Evaluating ({protocol})") as bar:
-        report["sources"] = _evaluate_folds(
-            bar(chosen_folds, label="sources", total=len(chosen_folds)),
-            routers,
-            protocol,
-            sample_size,
-            seed,
-            configs,
-            evaluation,
-            log,
-        )
+    report["sources"] = evaluated(
+        folds(protocol, everything, chosen), f"Evaluating ({protocol})", log
+    )
     pool = {name: entry.pop("scored") for name, entry in report["sources"].items()}
     if protocol == "loso":
         report["pooled"] = _pooled(report, pool, routers, bins, resamples, seed)
