@@ -409,7 +409,10 @@ def test_three_sentinels_fail_over_with_keys_in_redis(start_router, upstreams, t
                 and spent == pytest.approx(answered * COST, abs=1e-9)
             )
 
-        assert wait_for(exact, timeout=30), f"answered {answered}; /usage: {seen}"
+        try:
+            wait_for(exact, timeout=30)
+        except AssertionError:
+            raise AssertionError(f"answered {answered}; /usage: {seen}") from None
         # In the promoted replica itself (/usage adds this router's counts not yet flushed).
         promoted = replica.client()
         wait_for(lambda: stored_requests(promoted) == answered, timeout=15)

@@ -22,6 +22,7 @@ from xrouter_core.accounting.redis_topology import (
     close_later,
     eval_replicated,
     redis_client,
+    replicated,
     retried,
     target_of,
 )
@@ -255,12 +256,16 @@ class Budgets:
             assert self.redis is not None
             try:
                 redis = self.redis
-                # On Sentinel, confirmed by a replica before the request goes on (best
-                # effort: a replica that does not answer in 100 ms does not stop it).
+                # On Sentinel, confirmed by a replica before the request goes on; one
+                # that does not answer in 100 ms does not stop it: the reservation is
+                # then made again in the background until one confirms it (the id makes
+                # a repeat a no-op), so a failover right now cannot lose it.
                 args = [nusd, tokens, *limits, *ttls, ID_TTL_S]
-                (refused, used), _ = await retried(
+                (refused, used), confirmed = await retried(
                     redis, lambda: eval_replicated(redis, RESERVE, [*names, rid], args)
                 )
+                if not confirmed and not refused:
+                    self.tasks.spawn(self._confirm_shared(RESERVE, [*names, rid], args))
                 if self.health is not None:
                     self.health.succeeded()
             except REDIS_ERRORS as exc:
@@ -321,13 +326,18 @@ class Budgets:
         self.tasks.spawn(self._settle_shared(keys, args))
 
     async def _settle_shared(self, keys: tuple[str, ...], args: list[int]) -> None:
+        await self._confirm_shared(SETTLE, list(keys), args, "settled")
+
+    async def _confirm_shared(
+        self, script: str, keys: list[str], args: list[int], what: str = "confirmed"
+    ) -> None:
+        """A budget write, in the background, until a replica confirms it (replicated)."""
         assert self.redis is not None
-        redis = self.redis
         try:
-            await retried(redis, lambda: eval_replicated(redis, SETTLE, list(keys), args))
+            await replicated(self.redis, script, keys, args)
         except REDIS_ERRORS as exc:
             self._failed(exc)
-            log.warning("a budget reservation was not settled (%s)", type(exc).__name__)
+            log.warning("a budget reservation was not %s (%s)", what, type(exc).__name__)
 
     async def spent(self, names: list[str], now: float | None = None) -> dict[str, tuple[int, int]]:
         """name → (nano-USD used today, this month), in-flight estimates included."""

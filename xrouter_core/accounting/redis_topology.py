@@ -295,6 +295,29 @@ async def eval_replicated(
     return result, False
 
 
+# Between two tries of a write a replica has not confirmed yet (replicated()).
+CONFIRM_PAUSE_S = 0.2
+
+
+async def replicated(
+    client: Any, script: str, keys: list[str], args: list[Any], wait_ms: int = 300
+) -> Any:
+    """Run a script that may be repeated (its id makes a repeat a no-op) until a replica
+    has confirmed it or FAILOVER_S has passed, repeating it through a failover: a write
+    the old primary acknowledged but never replicated is so made again on the promoted
+    one. For background writes (a settlement, a reservation's confirmation), which no
+    request waits for. The answer is the last run's. `wait_ms` stays below the 0.5 s
+    socket timeout of `redis_client`."""
+    deadline = time.monotonic() + FAILOVER_S
+    while True:
+        result, confirmed = await retried(
+            client, lambda: eval_replicated(client, script, keys, args, wait_ms)
+        )
+        if confirmed or time.monotonic() + CONFIRM_PAUSE_S > deadline:
+            return result
+        await asyncio.sleep(CONFIRM_PAUSE_S)
+
+
 # ---- pub/sub --------------------------------------------------------------------------
 # On a Cluster, classic PUBLISH reaches every node and PUBSUB NUMSUB counts one node's
 # listeners only; sharded pub/sub keeps a hash-tagged channel on its slot's node, where
