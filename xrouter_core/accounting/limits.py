@@ -323,10 +323,7 @@ class Budgets:
         for delta, ttl in zip(deltas, reservation.ttls, strict=True):
             args += [delta, ttl]
         keys = (reservation.id + ":s", *reservation.keys)
-        self.tasks.spawn(self._settle_shared(keys, args))
-
-    async def _settle_shared(self, keys: tuple[str, ...], args: list[int]) -> None:
-        await self._confirm_shared(SETTLE, list(keys), args, "settled")
+        self.tasks.spawn(self._confirm_shared(SETTLE, list(keys), args, "settled"))
 
     async def _confirm_shared(
         self, script: str, keys: list[str], args: list[int], what: str = "confirmed"
