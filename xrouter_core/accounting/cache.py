@@ -164,11 +164,13 @@ class DiskCache:
 
 class RedisHealth:
     """Whether Redis is usable now: after a failure it is skipped for `retry_s`, then tried
-    again. The outage and the recovery are each logged once."""
+    again. The outage and the recovery are each logged once; `meanwhile` says what is
+    done while it is away."""
 
-    def __init__(self, url: str, retry_s: float = 2.0):
+    def __init__(self, url: str, retry_s: float = 2.0, meanwhile: str = "using the local backend"):
         self.url = url
         self.retry_s = retry_s
+        self.meanwhile = meanwhile
         self.down_since: float | None = None
         self._retry_at = 0.0
 
@@ -180,9 +182,10 @@ class RedisHealth:
         if self.down_since is None:
             self.down_since = time.monotonic()
             log.warning(
-                "Redis at %s is unavailable (%s); using the local backend until it returns",
+                "Redis at %s is unavailable (%s); %s until it returns",
                 redact_url(self.url),
                 type(exc).__name__,
+                self.meanwhile,
             )
         self._retry_at = time.monotonic() + self.retry_s
 

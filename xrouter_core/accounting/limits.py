@@ -5,7 +5,12 @@ calendar minute, day or month.
 Requests per minute: with Redis, one INCR per request on a key that expires after the
 minute: atomic, so N routers sharing Redis let exactly `rpm` requests of a key through
 per minute. Budgets and tokens: reserved before forwarding, settled after (see Budgets).
-Without Redis, or while it is away, each process counts on its own."""
+Without Redis, or while it is away, each process counts on its own.
+
+Whether Redis is away is judged by the limits' own calls (`counters_health`), which wait
+up to COUNT_TIMEOUT_S for an answer: a cache read that timed out in a burst does not
+switch the limits to counting in each process, which would let up to N times a limit
+through."""
 
 from __future__ import annotations
 
@@ -24,13 +29,25 @@ from xrouter_core.accounting.redis_topology import (
     redis_client,
     replicated,
     retried,
-    target_of,
 )
 from xrouter_core.accounting.usage import NANO_USD
 from xrouter_core.client_keys import ClientKey
 from xrouter_core.tasks import Tasks
 
 log = logging.getLogger("xrouter")
+
+# A count or reservation decides whether a request goes on, so a Redis that is slow for
+# a moment (a burst, a fork for a snapshot) is waited for this long rather than counted
+# around. One that cannot be reached still fails within the connect timeout (0.5 s), and
+# while it is away (RETRY_S after a failure) requests do not wait for it at all.
+COUNT_TIMEOUT_S = 2.0
+RETRY_S = 2.0  # after a limit's Redis call failed (through retries): local this long
+
+
+def counters_health(redis_url: str) -> RedisHealth:
+    """The breaker of the limits and budgets, apart from the stores': see the module."""
+    return RedisHealth(redis_url, RETRY_S, "the client keys' limits count in each process")
+
 
 PREFIX = "xrouter:rpm:"
 COUNT_REQUEST = """
@@ -42,8 +59,9 @@ return n
 
 class RateLimits:
     def __init__(self, redis_url: str = "", health: RedisHealth | None = None):
-        self.redis = redis_client(redis_url) if redis_url else None
-        self.health = health
+        """`health`: the limits' breaker (counters_health), shared with the budgets."""
+        self.redis = redis_client(redis_url, COUNT_TIMEOUT_S) if redis_url else None
+        self.health = health or (counters_health(redis_url) if redis_url else None)
         # name → requests counted here this minute (no Redis, or Redis away).
         self.local: dict[str, int] = {}
         self.minute = 0
@@ -99,7 +117,6 @@ BUDGET_PREFIX = "xrouter:{key:%s}:"
 DAY_TTL_S = 2 * 86400
 MONTH_TTL_S = 32 * 86400
 MINUTE_TTL_S = 120
-RETRY_S = 2.0  # after Redis failed a reservation even through retries: local this long
 # The ids that make a retried reservation or settlement a no-op: kept past the retries
 # (FAILOVER_S), no longer (one small key per request).
 ID_TTL_S = 60
@@ -202,15 +219,11 @@ class Budgets:
     counts on its own (N processes then let up to N times the limit through)."""
 
     def __init__(self, redis_url: str = "", health: RedisHealth | None = None):
-        self.redis = redis_client(redis_url) if redis_url else None
-        self.health = health
+        """`health`: the limits' breaker (counters_health), shared with RateLimits."""
+        self.redis = redis_client(redis_url, COUNT_TIMEOUT_S) if redis_url else None
+        self.health = health or (counters_health(redis_url) if redis_url else None)
         self.local: dict[str, tuple[float, int]] = {}  # key → (expires, value)
         self.tasks = Tasks()
-        target = target_of(self.redis)
-        # Sentinel or Cluster: Redis is tried (retried through a failover) whatever the
-        # other stores' last error was, so budgets stay shared through a failover.
-        self.failover = target is not None and target.failover
-        self._away_until = 0.0
 
     def adopt(self, replaced: Budgets) -> None:
         """Go on from what the budgets a reload replaces hold in this process (without
@@ -219,20 +232,9 @@ class Budgets:
         self.local = replaced.local
 
     def _shared(self) -> bool:
-        if self.redis is None or time.monotonic() < self._away_until:
-            return False
-        return self.failover or self.health is None or self.health.usable
+        return self.redis is not None and (self.health is None or self.health.usable)
 
     def _failed(self, exc: BaseException) -> None:
-        if self.failover:
-            if time.monotonic() >= self._away_until:
-                log.warning(
-                    "budgets: Redis did not answer through a failover (%s); counted in this"
-                    " process for %.0f s",
-                    type(exc).__name__,
-                    RETRY_S,
-                )
-            self._away_until = time.monotonic() + RETRY_S
         if self.health is not None:
             self.health.failed(exc)
 

@@ -26,7 +26,14 @@ from xrouter_core.accounting.cache import (
     redis_client,
 )
 from xrouter_core.accounting.events import EventFeed
-from xrouter_core.accounting.limits import Budgets, RateLimits, Refusal, Reservation, retry_after
+from xrouter_core.accounting.limits import (
+    Budgets,
+    RateLimits,
+    Refusal,
+    Reservation,
+    counters_health,
+    retry_after,
+)
 from xrouter_core.accounting.metrics import CONTENT_TYPE as METRICS_TYPE
 from xrouter_core.accounting.metrics import render_metrics
 from xrouter_core.accounting.pages import dashboard_page, plotly_script
@@ -246,10 +253,12 @@ class Accounting:
         # Routers on one Redis share their live feeds (with the counters' backend).
         shared = settings.redis_url if backend in ("auto", "redis") else ""
         self.feed.use_redis(shared, self.health)
-        # Client keys' requests per minute, counted in the shared Redis when there is one.
-        self.limits = RateLimits(shared, self.health)
+        # Client keys' requests per minute, counted in the shared Redis when there is one;
+        # whether it is away is judged by their own calls, not the stores' (limits.py).
+        counted = counters_health(shared) if shared else None
+        self.limits = RateLimits(shared, counted)
         # Their tokens per minute and daily and monthly budgets: reserved, then settled.
-        self.budgets = Budgets(shared, self.health)
+        self.budgets = Budgets(shared, counted)
         if replaced is not None:
             self.limits.adopt(replaced.limits)
             self.budgets.adopt(replaced.budgets)
