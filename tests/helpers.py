@@ -9,13 +9,17 @@ import json
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from cdp import HEADLESS_FLAGS
 from conftest import ROOT, Router, free_port
 from fakes import FakeOpenAIProvider
 
 from xrouter_core.config import Route
+
+T = TypeVar("T")
 
 
 def wait_for(check, timeout: float = 15.0, interval: float = 0.1):
@@ -28,6 +32,37 @@ def wait_for(check, timeout: float = 15.0, interval: float = 0.1):
             return last
         time.sleep(interval)
     raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+
+
+# ---- the calendar minute of the per-minute limits ----------------------------------
+
+
+def minute_left() -> float:
+    return 60 - time.time() % 60
+
+
+def wait_for_a_fresh_minute(needed: float) -> None:
+    """The limits count per calendar minute: start where `needed` seconds remain in it."""
+    if minute_left() < needed:
+        time.sleep(minute_left() + 0.05)
+
+
+def in_one_minute(body: Callable[[int], T], needed: float) -> tuple[int, T]:
+    """Run body(attempt) inside one calendar minute, as the per-minute limits count.
+
+    It starts where `needed` seconds remain (what the body takes, with margin); if its
+    minute ended while it ran all the same, body(1) runs once more, from the start of a
+    new minute. Returns the attempt that held in one minute and what it returned. Each
+    attempt must use keys of its own, so the first one's counts leave the second's alone;
+    the body returns what it saw and the caller asserts on that attempt's answers only.
+    A short wait and a rare redo cost less than waiting out `needed` for a long body."""
+    for attempt in range(2):
+        wait_for_a_fresh_minute(needed)
+        minute = int(time.time() // 60)
+        result = body(attempt)
+        if int(time.time() // 60) == minute:
+            return attempt, result
+    raise AssertionError("both attempts crossed a minute boundary")
 
 
 # ---- redis-server ------------------------------------------------------------------
