@@ -171,10 +171,31 @@ def test_rows_without_an_answer_or_a_prompt_kept_by_an_earlier_source_are_left_o
     assert all(i.row.source == "zeroeval_crux" and i.answer for i in items["zeroeval_crux"])
 
 
+def _fewer_mmlu_subjects(tmp_path: Path, kept: int) -> Path:
+    """The bundled datasets with RouteLLM's MMLU (two thirds of the training rows) cut to
+    its first `kept` subjects, linked in a copy of the datasets' layout: both folds below
+    train on the same rows, twice as fast."""
+    root = tmp_path / "datasets"
+    for path in sources.DATASETS.iterdir():
+        if path.name != "routellm":
+            (root / path.name).parent.mkdir(parents=True, exist_ok=True)
+            (root / path.name).symlink_to(path)
+    (root / "routellm" / "mmlu").mkdir(parents=True)
+    (root / "routellm" / "gsm8k").symlink_to(sources.DATASETS / "routellm" / "gsm8k")
+    mmlu = sources.DATASETS / "routellm" / "mmlu"
+    subjects = sorted(mmlu.glob("mmlu_*.csv.gz"))[:kept]
+    for path in [*subjects, mmlu / "contaminated_prompts.jsonl"]:
+        (root / "routellm" / "mmlu" / path.name).symlink_to(path)
+    return root
+
+
 def test_the_builtin_beside_it_is_evaluate_py_s_fold_on_the_same_rows(tmp_path):
-    """One real fold (arena_hard_v1, trained on every other bundled source): the built-in
-    classifier's APGR here equals evaluate.py's headline for that source."""
-    path = sources.DATASETS / cascade.DATASET_FILES["arena_hard_v1"]
+    """One real fold (arena_hard_v1, trained on every other bundled source, MMLU on ten
+    subjects): the built-in classifier's APGR here equals evaluate.py's for that source."""
+    datasets = _fewer_mmlu_subjects(tmp_path, 10)
+    everything = sources.load_all(datasets)
+    assert len({row.task for row in everything["routellm_mmlu"]}) == 10
+    path = datasets / cascade.DATASET_FILES["arena_hard_v1"]
     with gzip.open(path, "rt", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle]
     answers = [
@@ -182,8 +203,10 @@ def test_the_builtin_beside_it_is_evaluate_py_s_fold_on_the_same_rows(tmp_path):
         for i, r in enumerate(rows)
     ]
     _write_gz(tmp_path / cascade.ANSWERS_FILE, answers)
-    mine = cascade.run(tmp_path, sources.DATASETS, ("builtin",), ["arena_hard_v1"], resamples=0)
-    theirs = evaluate.run(["builtin"], chosen_sources=["arena_hard_v1"], resamples=0)
+    mine = cascade.run(tmp_path, datasets, ("builtin",), ["arena_hard_v1"], resamples=0)
+    theirs = evaluate.run(
+        ["builtin"], chosen_sources=["arena_hard_v1"], resamples=0, data=everything
+    )
     entry = mine["sources"]["arena_hard_v1"]
     assert entry["prompts"] == theirs["sources"]["arena_hard_v1"]["prompts"] == 294
     assert entry["routers"]["builtin"]["apgr"] == pytest.approx(
