@@ -124,6 +124,15 @@ class RecordingStream(StreamTranslator):
     def usage(self) -> ev.Usage | None:  # type: ignore[override]
         return self.inner.usage
 
+    @property
+    def answered(self) -> bool:
+        return self.inner.answered
+
+    def abandon(self) -> None:
+        self.on_finish = None
+        self.builder.failed = True  # what the client left is not cached
+        self.inner.abandon()
+
     def feed(self, chunk: bytes) -> bytes:
         out = self.inner.feed(chunk)
         self.builder.add(self.decoder.feed(out))

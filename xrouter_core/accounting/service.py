@@ -326,18 +326,20 @@ class Accounting:
         response_tags: tuple[str, ...] = (),
         rule: str = "",
         saved_cost: float = 0.0,
+        partial: bool = False,
     ) -> Outcome:
         """One finished request: priced and counted in memory, logged off the loop, and
         told to the live feed (`event_id`: the id its other events carry; `client`: the
         client key's name; `session`: its agent session's label, with `baseline_cost`
         what it would have cost on frontier with frontier's cache for the session;
         `tags`, `response_tags`, `rule`: routing/tags.py, rules.py; `saved_cost`: a
-        cache hit's, what its answer cost when first served)."""
+        cache hit's, what its answer cost when first served; `partial`: a stream its
+        client left, billed by the provider all the same, so estimated like an answer)."""
         estimated = False
         with_usage = prompt_tokens is not None and completion_tokens is not None
         if prompt_tokens is None or completion_tokens is None:
             prompt_tokens = completion_tokens = 0
-            if status < 400 and not cache_hit:
+            if (status < 400 or partial) and not cache_hit:
                 # The provider reported no usage: estimate it, and say so.
                 estimated = True
                 prompt_tokens = estimate_tokens(prompt_chars(chat))
@@ -448,6 +450,8 @@ class Accounting:
                 )
         elif stream is not None and usage is None:
             completion_chars = stream.content_chars_estimate()
+        # A stream its client left: the provider read the prompt and wrote what was sent.
+        partial = stream is not None and status == 499
         session = routed.session
         baseline = None
         if session is not None and status < 400:
@@ -475,9 +479,11 @@ class Accounting:
             tags=routed.tags,
             response_tags=routed.response_tags,
             rule=routed.rule,
+            partial=partial,
         )
         if routed.reservation is not None:
-            # What it really cost replaces the estimate (a failed request costs nothing).
+            # What it really cost replaces the estimate (a failed request costs nothing; a
+            # stream its client left costs what was read and written).
             self.budgets.settle(
                 routed.reservation,
                 round(outcome.cost_usd * NANO_USD),

@@ -297,6 +297,9 @@ def netloc_of(url: str) -> bytes:
     return urlsplit(url).netloc.encode()
 
 
+# nginx's status for a request whose client closed the connection before its answer.
+CLIENT_CLOSED = 499
+
 # The header fields responseheaders adds to a stream it translates.
 CHUNKED_FIELD = (b"transfer-encoding", b"chunked")
 EVENT_STREAM_FIELD = (b"content-type", b"text/event-stream")
@@ -2120,9 +2123,24 @@ class Xrouter:
         )
 
     def error(self, flow: http.HTTPFlow) -> None:
+        """The flow ended without an answer: mostly a client that left. One that leaves a
+        stream after its answer's end (some SDKs stop reading at the finish) was answered:
+        a 200. One that leaves mid-stream is a 499 that still counts what the provider
+        read and wrote, as the provider bills it."""
         routed: RoutedFlow | None = flow.metadata.get(META)
-        if routed is not None and not routed.done:
-            self.finished(flow, routed, 499, None, error=flow.error.msg if flow.error else "error")
+        if routed is None or routed.done:
+            return
+        why = flow.error.msg if flow.error else "error"
+        stream = routed.translator
+        if stream is None:
+            self.finished(flow, routed, CLIENT_CLOSED, None, error=why)
+            return
+        stream.abandon()
+        if stream.answered:
+            routed.response_tags = stream_tags(stream.head)
+            self.finished(flow, routed, 200, stream.usage, stream=stream)
+        else:
+            self.finished(flow, routed, CLIENT_CLOSED, stream.usage, error=why, stream=stream)
 
     def finished(
         self,

@@ -9,6 +9,7 @@ so it only parses what it must.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from typing import Protocol
 
@@ -55,6 +56,17 @@ class StreamTranslator:
 
     def finish(self) -> bytes:
         raise NotImplementedError
+
+    @property
+    def answered(self) -> bool:
+        """Whether the answer's end (its finish, or the usage that follows it) has passed
+        to the client: a client that leaves after it had the whole answer was answered."""
+        return False
+
+    def abandon(self) -> None:
+        """The client left mid-stream: read what the upstream had sent for its usage (the
+        provider bills it), send nothing more, and finish nothing."""
+        self.on_finish = None
 
     def __call__(self, chunk: bytes) -> list[bytes]:
         """mitmproxy's stream callable. It returns a list because mitmproxy sends each
@@ -115,6 +127,10 @@ class StreamTranslator:
         )
 
 
+# A chat completion chunk with a finish reason, or the stream's end.
+FINISHED_CHUNK = re.compile(rb'"finish_reason"\s*:\s*"|data: ?\[DONE\]')
+
+
 class OpenAIPassthrough(StreamTranslator):
     """OpenAI wire in and out: bytes pass untouched except the usage chunk, which is
     read for counting and dropped when the client did not ask for it."""
@@ -123,14 +139,26 @@ class OpenAIPassthrough(StreamTranslator):
         self.client_wants_usage = client_wants_usage
         self.usage = None
         self._parser = SSEParser()
+        self._last = b""  # the last chunk, read only if the client leaves (answered)
 
     def feed(self, chunk: bytes) -> bytes:
+        self._last = chunk
         if not self._parser.pending and chunk.endswith(b"\n\n") and b'"usage"' not in chunk:
             return chunk  # the fast path: whole events with nothing to look at
         return self._filter(self._parser.feed(chunk))
 
     def finish(self) -> bytes:
         return self._filter(self._parser.flush())
+
+    @property
+    def answered(self) -> bool:
+        """The usage chunk (after the finish) was read, or the last chunk holds the
+        finish or `[DONE]` (the only chunks looked at here: this runs once, if at all)."""
+        return self.usage is not None or bool(FINISHED_CHUNK.search(self._last))
+
+    def abandon(self) -> None:
+        super().abandon()
+        self._filter(self._parser.flush())
 
     def _filter(self, events: list) -> bytes:
         out: list[bytes] = []
@@ -175,6 +203,14 @@ class ResponsesPassthrough(StreamTranslator):
         self._watch(self._parser.flush())
         return b""
 
+    @property
+    def answered(self) -> bool:
+        return self.final is not None
+
+    def abandon(self) -> None:
+        super().abandon()
+        self._watch(self._parser.flush())
+
     def _watch(self, events: list) -> None:
         for event in events:
             self._events += 1
@@ -203,6 +239,7 @@ class AnthropicPassthrough(StreamTranslator):
     def __init__(self, decoder: StreamDecoder):
         self.decoder = decoder
         self.usage = None
+        self._finished = False
         self._parser = SSEParser()
 
     def feed(self, chunk: bytes) -> bytes:
@@ -215,6 +252,14 @@ class AnthropicPassthrough(StreamTranslator):
         self._take(self.decoder.finish())
         return b""
 
+    @property
+    def answered(self) -> bool:
+        return self._finished  # message_delta's stop_reason (it carries the usage)
+
+    def abandon(self) -> None:
+        super().abandon()
+        self.finish()
+
     def _read(self, events: list) -> None:
         for event in events:
             if b'"usage"' in event.raw:
@@ -224,6 +269,8 @@ class AnthropicPassthrough(StreamTranslator):
         for event in events:
             if isinstance(event, ev.Usage):
                 self.usage = event
+            elif isinstance(event, ev.Finish):
+                self._finished = True
 
     def error_event(self, message: str) -> bytes:
         error = {"type": "api_error", "message": message}
@@ -248,6 +295,7 @@ class TranslatingStream(StreamTranslator):
         self.decoder = decoder
         self.renderer = renderer
         self._chat_seen = False
+        self._finished = False
 
     @property
     def usage(self) -> ev.Usage | None:  # type: ignore[override]
@@ -263,9 +311,19 @@ class TranslatingStream(StreamTranslator):
         self.error = self.not_chat_error
         return out + self.error_event(self.not_chat_error)
 
+    @property
+    def answered(self) -> bool:
+        return self._finished
+
+    def abandon(self) -> None:
+        super().abandon()
+        self._render(self.decoder.finish())  # for the usage only: the client is gone
+
     def _render(self, events: list[ev.StreamEvent]) -> bytes:
         if not self._chat_seen and any(isinstance(e, CHAT_EVENTS) for e in events):
             self._chat_seen = True
+        if not self._finished and any(isinstance(e, ev.Finish) for e in events):
+            self._finished = True
         return self.renderer.render(events)
 
     @property
