@@ -128,10 +128,10 @@ class RecordingStream(StreamTranslator):
     def answered(self) -> bool:
         return self.inner.answered
 
-    def abandon(self) -> None:
+    def abandon(self) -> bool:
         self.on_finish = None
         self.builder.failed = True  # what the client left is not cached
-        self.inner.abandon()
+        return self.inner.abandon()
 
     def feed(self, chunk: bytes) -> bytes:
         out = self.inner.feed(chunk)

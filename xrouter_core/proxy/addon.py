@@ -2135,8 +2135,7 @@ class Xrouter:
         if stream is None:
             self.finished(flow, routed, CLIENT_CLOSED, None, error=why)
             return
-        stream.abandon()
-        if stream.answered:
+        if stream.abandon():
             routed.response_tags = stream_tags(stream.head)
             self.finished(flow, routed, 200, stream.usage, stream=stream)
         else:

@@ -63,10 +63,17 @@ class StreamTranslator:
         to the client: a client that leaves after it had the whole answer was answered."""
         return False
 
-    def abandon(self) -> None:
-        """The client left mid-stream: read what the upstream had sent for its usage (the
-        provider bills it), send nothing more, and finish nothing."""
+    def abandon(self) -> bool:
+        """The client left mid-stream: whether it had its whole answer (answered, judged
+        first); then what the upstream had sent is read for its usage (the provider
+        bills it). Nothing more is sent and nothing is finished."""
+        answered = self.answered
         self.on_finish = None
+        self.flush_usage()
+        return answered
+
+    def flush_usage(self) -> None:
+        """What is held back (a partial event, a decoder's counts), read for the usage."""
 
     def __call__(self, chunk: bytes) -> list[bytes]:
         """mitmproxy's stream callable. It returns a list because mitmproxy sends each
@@ -156,8 +163,7 @@ class OpenAIPassthrough(StreamTranslator):
         finish or `[DONE]` (the only chunks looked at here: this runs once, if at all)."""
         return self.usage is not None or bool(FINISHED_CHUNK.search(self._last))
 
-    def abandon(self) -> None:
-        super().abandon()
+    def flush_usage(self) -> None:
         self._filter(self._parser.flush())
 
     def _filter(self, events: list) -> bytes:
@@ -207,8 +213,7 @@ class ResponsesPassthrough(StreamTranslator):
     def answered(self) -> bool:
         return self.final is not None
 
-    def abandon(self) -> None:
-        super().abandon()
+    def flush_usage(self) -> None:
         self._watch(self._parser.flush())
 
     def _watch(self, events: list) -> None:
@@ -256,8 +261,7 @@ class AnthropicPassthrough(StreamTranslator):
     def answered(self) -> bool:
         return self._finished  # message_delta's stop_reason (it carries the usage)
 
-    def abandon(self) -> None:
-        super().abandon()
+    def flush_usage(self) -> None:
         self.finish()
 
     def _read(self, events: list) -> None:
@@ -295,7 +299,7 @@ class TranslatingStream(StreamTranslator):
         self.decoder = decoder
         self.renderer = renderer
         self._chat_seen = False
-        self._finished = False
+        self._last: list[ev.StreamEvent] = []  # read only if the client leaves (answered)
 
     @property
     def usage(self) -> ev.Usage | None:  # type: ignore[override]
@@ -313,17 +317,18 @@ class TranslatingStream(StreamTranslator):
 
     @property
     def answered(self) -> bool:
-        return self._finished
+        """The usage (which every provider sends after the finish) was rendered, or the
+        last events decoded hold the finish."""
+        return self.usage is not None or any(isinstance(e, ev.Finish) for e in self._last)
 
-    def abandon(self) -> None:
-        super().abandon()
-        self._render(self.decoder.finish())  # for the usage only: the client is gone
+    def flush_usage(self) -> None:
+        self.renderer.render(self.decoder.finish())  # for the usage only: the client left
 
     def _render(self, events: list[ev.StreamEvent]) -> bytes:
         if not self._chat_seen and any(isinstance(e, CHAT_EVENTS) for e in events):
             self._chat_seen = True
-        if not self._finished and any(isinstance(e, ev.Finish) for e in events):
-            self._finished = True
+        if events:
+            self._last = events
         return self.renderer.render(events)
 
     @property
