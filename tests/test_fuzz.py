@@ -385,20 +385,33 @@ def test_stream_decoders_never_raise(pieces, cuts):
         at, index = at + size, index + 1
     for route in ROUTES:
         adapter = adapter_for(route)
-        translators = []
-        if hasattr(type(adapter), "stream_decoder") and not adapter.responses_wire:
-            renderer = OpenAIChunkRenderer("m", include_usage=True)
-            translators.append(TranslatingStream(adapter.stream_decoder(), renderer))
-        for client in (b'{"messages": [{"role": "user", "content": "x"}], "stream": true}',):
-            chat = parse_openai_chat(client)
+
+        def made(adapter=adapter) -> list:
+            translators = []
+            if hasattr(type(adapter), "stream_decoder") and not adapter.responses_wire:
+                renderer = OpenAIChunkRenderer("m", include_usage=True)
+                translators.append(TranslatingStream(adapter.stream_decoder(), renderer))
+            chat = parse_openai_chat(
+                b'{"messages": [{"role": "user", "content": "x"}], "stream": true}'
+            )
             translators.append(translator_for(adapter, chat, "m"))
             anthropic = parse_anthropic_messages(
                 b'{"model": "m", "max_tokens": 5, "stream": true,'
                 b' "messages": [{"role": "user", "content": "x"}]}'
             )
             translators.append(translator_for(adapter, anthropic, "m"))
-        for translator in translators:
+            return translators
+
+        for translator in made():
             for chunk in chunks:
                 out = translator(chunk)
                 assert all(isinstance(part, bytes) and part for part in out)
             translator(b"")  # the end of the stream
+        # A client that leaves anywhere: the translator is asked about it, and says.
+        for translator in made():
+            finished: list[object] = []
+            translator.on_finish = finished.append
+            for chunk in chunks[: len(chunks) // 2]:
+                translator(chunk)
+            assert isinstance(translator.abandon(), bool)
+            assert translator.on_finish is None and finished == []
