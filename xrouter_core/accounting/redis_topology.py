@@ -192,6 +192,28 @@ def _no_retry(package: str) -> Any:
     return importlib.import_module(retry_module).Retry(backoff, 0)
 
 
+# At shutdown, what is still on its way to Redis (the last usage flush, the client keys'
+# budget settlements) gets this long in all, so that a router whose Redis is gone or
+# frozen still exits well within docker's and Kubernetes' grace (10 s, 30 s) before
+# SIGKILL. What has not landed by then is kept where an outage keeps it: usage counts on
+# disk (moved into Redis at the next start); a settlement leaves its estimate charged.
+SHUTDOWN_REDIS_S = 3.0
+
+
+class Deadline:
+    """A point in time that several steps share (e.g. SHUTDOWN_REDIS_S for a shutdown's
+    Redis writes): each asks how long is left."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, seconds: float):
+        self.at = time.monotonic() + seconds
+
+    def left(self) -> float:
+        """Seconds left, 0 once passed."""
+        return max(self.at - time.monotonic(), 0.0)
+
+
 # A client a reload replaced is closed this long after: what it is still doing (a
 # request's count, a write retried through a failover) ends first.
 CLOSE_GRACE_S = FAILOVER_S + 1.0
