@@ -22,7 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import free_port, unique
-from helpers import redis_server_args, wait_for
+from helpers import redis_server_args, slowed, wait_for
 from test_budgets import COST, PRICES, ask
 from test_client_keys import CHAT, bearer, create, wait_for_a_fresh_minute
 from test_events import Feed, feeds  # noqa: F401 - the fixture
@@ -425,3 +425,61 @@ def test_three_sentinels_fail_over_with_keys_in_redis(start_router, upstreams, t
         )
         logs = router.logs()
         assert "Traceback" not in logs and key not in logs
+
+
+@pytest.mark.parametrize("outage", ["sentinels killed", "server frozen"])
+def test_a_router_stops_on_its_own_with_its_redis_gone(start_router, upstreams, tmp_path, outage):
+    """Redis goes away while paid requests of a key with a budget are in flight (every
+    sentinel and node killed; or one redis-server frozen with SIGSTOP, so calls time out
+    instead of being refused), then the router is told to stop (SIGINT). It exits by
+    itself with code 0 within the conftest stop's wait (SIGKILLed it would be -9), with no
+    traceback: the shutdown's Redis writes share one short deadline (SHUTDOWN_REDIS_S),
+    and what did not reach Redis is kept on disk. A router started afterwards on the same
+    data directory finds every request counted since Redis left, and their cost."""
+    if outage == "sentinels killed":
+        primary, replica, sentinels = sentinel_quorum(tmp_path)
+        nodes = [*sentinels, replica, primary]
+        listed = ",".join(f"127.0.0.1:{s.port}" for s in sentinels)
+        url = f"redis+sentinel://{listed}/{SERVICE}/0"
+    else:
+        primary = Node(tmp_path)
+        nodes = [primary]
+        url = f"redis://127.0.0.1:{primary.port}/0"
+    with nodes_stopped(nodes):
+        file = tmp_path / "keys.json"
+        key = create(file, "team", "--daily-usd", "5")
+        data = tmp_path / "data"
+        env = {**PRICES, "ROUTER_KEYS_FILE": str(file), "XROUTER_DATA_DIR": str(data)}
+        router = start_router({**env, "REDIS_URL": url})
+        for _ in range(2):
+            assert post(router, key, ask("before")).status_code == 200
+        wait_for(lambda: stored_requests(primary.client()) == 2, timeout=15)
+
+        # Answered after Redis left: settled and counted with no Redis to take them.
+        upstreams.medium.override = slowed(upstreams.medium, 1.5)
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            in_flight = [pool.submit(post, router, key, ask("in flight")) for _ in range(3)]
+            wait_for(lambda: len(upstreams.medium.requests) >= 5, timeout=10)
+            for node in nodes:
+                if outage == "server frozen":
+                    node.proc.send_signal(signal.SIGSTOP)
+                else:
+                    node.kill()
+            assert [f.result().status_code for f in in_flight] == [200] * 3
+        upstreams.medium.override = None
+        late = httpx.post(
+            router.url + CHAT, json=ask("after"), headers=bearer(key), timeout=60, trust_env=False
+        )
+        assert late.status_code == 200
+
+        assert router.stop() == 0
+        logs = router.log_path.read_text(errors="replace")
+        assert "Traceback" not in logs, logs[-3000:]
+        assert "usage counts kept on disk" in logs, logs[-3000:]
+
+    # The four counted while Redis was gone, kept on disk (moved into Redis at a start
+    # with Redis back; read from disk here, by a router without it).
+    after = start_router(env)
+    doc = usage_doc(after, key)
+    assert doc["totalRequests"] == 4, doc["totalRequests"]
+    assert doc["keys"]["team"]["costUsd"] == pytest.approx(4 * COST, abs=1e-9)

@@ -24,6 +24,8 @@ from dataclasses import dataclass
 from xrouter_core.accounting.cache import RedisHealth
 from xrouter_core.accounting.redis_topology import (
     REDIS_ERRORS,
+    SHUTDOWN_REDIS_S,
+    Deadline,
     close_later,
     eval_replicated,
     redis_client,
@@ -364,6 +366,22 @@ class Budgets:
         """For the budgets a reload replaces, and at shutdown. The settlements on their
         way to Redis go on (retried through a failover for up to FAILOVER_S): the client
         closes only after them (close_later), so a reload loses none of them; at
-        shutdown the stopping loop cancels what is left."""
+        shutdown, settle_last waits for them within the shutdown's Redis deadline."""
         if self.redis is not None:
             close_later(self.redis)
+
+    async def settle_last(self, deadline: Deadline) -> None:
+        """At shutdown: the reservations' confirmations and settlements still on their
+        way to Redis, waited for until `deadline` (SHUTDOWN_REDIS_S for all of a
+        shutdown's Redis writes), not at all when none is. Those left are given up with
+        one log line: their estimates stay charged in Redis (the safe side; a key is
+        never let past its budget for them), and the stopping loop cancels them."""
+        if self.tasks:
+            await self.tasks.wait(deadline.left())
+        if self.tasks:
+            log.warning(
+                "%d budget write(s) did not reach Redis within %ss of shutdown; their"
+                " estimates stay charged",
+                len(self.tasks),
+                SHUTDOWN_REDIS_S,
+            )

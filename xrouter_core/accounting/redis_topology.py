@@ -157,6 +157,11 @@ def _client(url: str, timeout: float | None, package: str) -> Any:
                 "socket_connect_timeout": CONNECT_TIMEOUT_S,
                 "socket_timeout": CONNECT_TIMEOUT_S,
                 "password": target.sentinel_password,
+                # Asked once each: the discovery goes on to the next sentinel itself, and
+                # a write is repeated through a failover by `retried`. redis-py's default
+                # (ten retries with backoff) made every call while the sentinels were
+                # gone wait some 4 s per sentinel, a request's and a shutdown's alike.
+                "retry": _no_retry(package),
             },
         )
         client = sentinel.master_for(
@@ -178,6 +183,35 @@ def _client(url: str, timeout: float | None, package: str) -> Any:
         )
     client.xrouter_target = target
     return client
+
+
+def _no_retry(package: str) -> Any:
+    """A redis-py Retry (of `package`'s API) that does not retry."""
+    backoff = importlib.import_module("redis.backoff").NoBackoff()
+    retry_module = "redis.asyncio.retry" if package == "redis.asyncio" else "redis.retry"
+    return importlib.import_module(retry_module).Retry(backoff, 0)
+
+
+# At shutdown, what is still on its way to Redis (the last usage flush, the client keys'
+# budget settlements) gets this long in all, so that a router whose Redis is gone or
+# frozen still exits well within docker's and Kubernetes' grace (10 s, 30 s) before
+# SIGKILL. What has not landed by then is kept where an outage keeps it: usage counts on
+# disk (moved into Redis at the next start); a settlement leaves its estimate charged.
+SHUTDOWN_REDIS_S = 3.0
+
+
+class Deadline:
+    """A point in time that several steps share (e.g. SHUTDOWN_REDIS_S for a shutdown's
+    Redis writes): each asks how long is left."""
+
+    __slots__ = ("at",)
+
+    def __init__(self, seconds: float):
+        self.at = time.monotonic() + seconds
+
+    def left(self) -> float:
+        """Seconds left, 0 once passed."""
+        return max(self.at - time.monotonic(), 0.0)
 
 
 # A client a reload replaced is closed this long after: what it is still doing (a

@@ -38,6 +38,7 @@ from xrouter_core.accounting.metrics import CONTENT_TYPE as METRICS_TYPE
 from xrouter_core.accounting.metrics import render_metrics
 from xrouter_core.accounting.pages import dashboard_page, plotly_script
 from xrouter_core.accounting.prices import Pricing
+from xrouter_core.accounting.redis_topology import Deadline
 from xrouter_core.accounting.requestlog import RequestLog
 from xrouter_core.accounting.responsecache import RecordingStream, entry, read_entry, response_key
 from xrouter_core.accounting.traces import RequestSpan, Tracing, start_tracing
@@ -278,8 +279,9 @@ class Accounting:
         # first request is priced.
         self.tasks.spawn(asyncio.to_thread(self.pricing.warm))
 
-    def close(self) -> None:
-        """At shutdown, and for the Accounting a reload replaces: the last counts stored,
+    def close(self, deadline: Deadline | None = None) -> None:
+        """At shutdown, and for the Accounting a reload replaces: the last counts stored
+        (into Redis within `deadline`, a shutdown's SHUTDOWN_REDIS_S, else on disk),
         and the stores' files and Redis clients closed (the new Accounting opens its
         own; a Redis client once its last commands are done, redis_topology.close_later;
         the response cache and the session store once the answers and session states on
@@ -287,7 +289,7 @@ class Accounting:
         self.tasks.cancel()
         self.limits.close()
         self.budgets.close()
-        self.usage.close()
+        self.usage.close(deadline)
         self.decisions.close()
         close_after(self.writes, self.sessions.store)
         if self.responses is not None:

@@ -42,6 +42,8 @@ from typing import Any
 from xrouter_core.accounting.cache import REDIS_ERRORS, DiskThread, RedisHealth, redis_client
 from xrouter_core.accounting.prices import Pricing, genai_version
 from xrouter_core.accounting.redis_topology import (
+    SHUTDOWN_REDIS_S,
+    Deadline,
     close_later,
     eval_replicated,
     redis_client_sync,
@@ -516,14 +518,28 @@ class RedisCounters:
     async def reset(self) -> None:
         await self.client.delete(self.k_counters, self.k_series, self.k_recent, self.k_updated)
 
-    def add_sync(self, batch: Batch) -> None:
-        """The last flush at shutdown, when the event loop is no longer ours to use."""
-        client = redis_client_sync(self.url)
+    def add_sync(
+        self, batches: list[Batch], deadline: Deadline
+    ) -> tuple[list[Batch], BaseException | None]:
+        """The last flush at shutdown, when the event loop is no longer ours to use: the
+        batches applied in order, each call allowed only what is left of `deadline`
+        (connection and answer), stopping at the first that fails or times out. Returns
+        those not applied, and why."""
+        left = list(batches)
+        client = redis_client_sync(self.url, timeout=max(deadline.left(), 0.05))
         try:
-            keys, args = self._script_args(batch)
-            client.eval(APPLY_BATCH, len(keys), *keys, *args)
+            while left:
+                if not deadline.left():
+                    return left, TimeoutError(f"over {SHUTDOWN_REDIS_S}s")
+                keys, args = self._script_args(left[0])
+                client.eval(APPLY_BATCH, len(keys), *keys, *args)
+                left.pop(0)
+        except REDIS_ERRORS as exc:
+            return left, exc
         finally:
-            client.close()
+            with contextlib.suppress(*REDIS_ERRORS):
+                client.close()
+        return left, None
 
 
 class UsageTracker:
@@ -714,8 +730,12 @@ class UsageTracker:
 
     _spilled = True  # at start: a previous run may have left a spill behind
 
-    def close(self) -> None:
-        """At shutdown (synchronous): store what is left; nothing counted is lost."""
+    def close(self, deadline: Deadline | None = None) -> None:
+        """At shutdown (synchronous), and for the tracker a reload replaces: store what
+        is left; nothing counted is lost. Into Redis within `deadline` (a fresh
+        SHUTDOWN_REDIS_S when none is given), and not tried at all while Redis is known
+        to be away: what does not land there goes to the disk store, as during an
+        outage, and is moved into Redis at the next start (one log line)."""
         if self._task is not None:
             self._task.cancel()
             self._task = None
@@ -723,16 +743,21 @@ class UsageTracker:
             batches = [b for b in (self._draining, self.unsent, self.inflight, self.pending) if b]
             self.pending, self.inflight, self.unsent = Batch(), Batch(), None
             self._draining = None
+        if self.redis is not None and batches:
+            away = self.health is not None and self.health.down_since is not None
+            if away:
+                log.warning("Redis unavailable at shutdown; usage counts kept on disk")
+            else:
+                batches, error = self.redis.add_sync(
+                    batches, deadline or Deadline(SHUTDOWN_REDIS_S)
+                )
+                if error is not None:
+                    log.warning(
+                        "Redis unavailable at shutdown (%s); usage counts kept on disk",
+                        type(error).__name__,
+                    )
         for batch in batches:
-            stored = False
-            if self.redis is not None:
-                try:
-                    self.redis.add_sync(batch)
-                    stored = True
-                except REDIS_ERRORS as exc:
-                    log.warning("Redis unavailable at shutdown (%s); counts kept on disk", exc)
-            if not stored:
-                self.disk.add(batch)
+            self.disk.add(batch)
         self.disk_thread.close(self.disk)
         if self.redis is not None:
             close_later(self.redis.client)

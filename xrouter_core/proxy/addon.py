@@ -29,8 +29,13 @@ from mitmproxy.proxy.mode_specs import ProxyMode, ReverseMode
 from xrouter_core import __version__
 from xrouter_core.accounting.cache import close_after
 from xrouter_core.accounting.events import EventFeed
-from xrouter_core.accounting.limits import Reservation, retry_after
-from xrouter_core.accounting.redis_topology import close_later, redis_client_sync
+from xrouter_core.accounting.limits import Budgets, Reservation, retry_after
+from xrouter_core.accounting.redis_topology import (
+    SHUTDOWN_REDIS_S,
+    Deadline,
+    close_later,
+    redis_client_sync,
+)
 from xrouter_core.accounting.responsecache import RecordingStream
 from xrouter_core.accounting.service import USAGE_PAGES, Accounting
 from xrouter_core.client_keys import ClientKey, KeyRing, RedisKeyRing
@@ -963,10 +968,16 @@ class Xrouter:
         """At shutdown (and when mitmproxy unloads this addon): the last counts and log
         lines written, background work stopped, the stores' files closed. At shutdown,
         also what is left to await: the open client connections ended
-        (mitm_compat.end_connections), the settlements on their way to the ledger
-        recorded (settle_last), then the upstream connections (the shared httpx client).
+        (mitm_compat.end_connections), the budget writes on their way to Redis and the
+        settlements on their way to the ledger recorded (Budgets.settle_last,
+        settle_last), then the upstream connections (the shared httpx client). The
+        shutdown's Redis writes (the last usage flush, the budget writes) share one
+        deadline, SHUTDOWN_REDIS_S, so a router whose Redis is gone still exits promptly.
         An unloaded addon's client is closed in a task of its own, and its ledger once
         its settlements are in (close_after)."""
+        should_exit = getattr(ctx.master, "should_exit", None)
+        stopping = should_exit is not None and should_exit.is_set()
+        deadline = Deadline(SHUTDOWN_REDIS_S)
         self.tasks.cancel()
         self.classifier_tasks.cancel()
         self.rule_tasks.cancel()
@@ -977,12 +988,13 @@ class Xrouter:
         self.feed.close()
         if self.route_stats is not None:
             self.route_stats.close()
+        budgets = None
         if self.accounting is not None:
-            self.accounting.close()  # the last usage counts and request log lines
+            budgets = self.accounting.budgets
+            self.accounting.close(deadline)  # the last usage counts and request log lines
             self.accounting = None
         client, self.client = self.client, None
-        should_exit = getattr(ctx.master, "should_exit", None)
-        if should_exit is None or not should_exit.is_set():
+        if not stopping:
             # A script reload: the client connections stay, the new instance has its own
             # httpx client and payer.
             if client is not None and has_running_loop():
@@ -990,16 +1002,22 @@ class Xrouter:
             if self.payer is not None:
                 close_after(self.ledger_writes, PayerLedger(self.payer))
             return None
-        return self.shut_down(mitm_compat.open_connection_tasks(), client, self.payer)
+        return self.shut_down(
+            mitm_compat.open_connection_tasks(), client, self.payer, budgets, deadline
+        )
 
     async def shut_down(
         self,
         connections: list[asyncio.Task],
         client: httpx.AsyncClient | None,
         payer: Payer | None,
+        budgets: Budgets | None = None,
+        deadline: Deadline | None = None,
     ) -> None:
         if connections:
             await mitm_compat.end_connections(connections)
+        if budgets is not None:
+            await budgets.settle_last(deadline or Deadline(SHUTDOWN_REDIS_S))
         if payer is not None:
             await self.settle_last(payer)
         if client is not None:
